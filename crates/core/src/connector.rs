@@ -1,0 +1,102 @@
+//! The traits every source and destination implements, and the registry that builds them.
+//!
+//! Connectors depend on this crate only. The binary hands a [`Connectors`] registry to the
+//! coordinator (which plans with [`Source::density`]) and to workers (which run chunks).
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::RowSummary;
+use crate::chunking::DensityBucket;
+use crate::cursor::{CursorKind, CursorRange};
+use crate::error::Result;
+use crate::spec::{DestinationSpec, SourceSpec};
+use crate::stage::Stage;
+
+/// A stream of record batches, all of the described schema.
+pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+
+/// What a source knows about the table a job reads.
+#[derive(Debug, Clone)]
+pub struct TableDescription {
+    /// Arrow schema of extracted batches, with exact types (see docs/types.md).
+    pub schema: SchemaRef,
+    /// The cursor column's name.
+    pub cursor_column: String,
+    /// The cursor column's kind; decides how range bounds are read.
+    pub cursor_kind: CursorKind,
+    /// Primary-key columns, empty when the table has none.
+    pub key_columns: Vec<String>,
+}
+
+/// A table or stream rows are extracted from.
+pub trait Source: Send + Sync {
+    /// Reads the table's schema and checks the cursor column exists and can bound chunks.
+    fn describe(&self) -> BoxFuture<'_, Result<TableDescription>>;
+
+    /// Makes the source ready to serve `range` (the embedded source seeds missing days).
+    fn prepare(&self, _range: CursorRange) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Estimated rows and bytes over `range`, from statistics; never counts the table.
+    fn density(&self, range: CursorRange) -> BoxFuture<'_, Result<Vec<DensityBucket>>>;
+
+    /// Streams the rows with `from <= cursor < to`, in batches of about `batch_rows` rows.
+    fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>>;
+}
+
+/// A Parquet file waiting in the stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    /// Path inside the stage.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
+/// Everything a destination needs to commit one chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkCommit {
+    /// The job.
+    pub job_id: String,
+    /// The chunk's index in the job's plan.
+    pub chunk_id: u64,
+    /// The lease attempt that produced the files; a commit never replaces a newer attempt.
+    pub attempt: u32,
+    /// The chunk's cursor range.
+    pub range: CursorRange,
+    /// The staged files, in part order.
+    pub files: Vec<StagedFile>,
+    /// Rows and checksum measured while extracting.
+    pub extracted: RowSummary,
+}
+
+/// A table rows are loaded into.
+pub trait Destination: Send + Sync {
+    /// Creates the table for `job_id`, or checks an existing one belongs to that job and schema.
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>>;
+
+    /// Atomically makes exactly the commit's files the chunk's data, replacing any earlier
+    /// attempt, and returns rows and checksum measured from what is now committed.
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<RowSummary>>;
+
+    /// Rows and checksum of a committed chunk, measured from the committed data; `None` when the
+    /// chunk has never been committed.
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>>;
+}
+
+/// Builds connectors from spec sections. Implemented by the binary, which knows them all.
+pub trait Connectors: Send + Sync {
+    /// A source for `spec`; IO allowed (build time).
+    fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn Source>>;
+    /// A destination for `spec`.
+    fn destination(&self, spec: &DestinationSpec) -> Result<Arc<dyn Destination>>;
+}

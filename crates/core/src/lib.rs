@@ -1,0 +1,15 @@
+//! Shared foundation of backhaul: the job spec, the chunk model, the error type with its retry
+//! class, the connector traits every source and destination implements, and row checksums.
+//!
+//! Every other crate depends on this one; it depends on no other backhaul crate.
+
+pub mod checksum;
+pub mod chunking;
+pub mod connector;
+pub mod cursor;
+pub mod error;
+pub mod spec;
+pub mod stage;
+pub mod units;
+
+pub use error::{Error, ErrorClass, Result};

@@ -1,0 +1,59 @@
+//! The stage: where Parquet files wait between the writer and the destination.
+//!
+//! It is an `object_store` so a local directory, S3 and GCS look the same to everyone else.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// A staging area.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl Stage {
+    /// A stage in a local directory, created when missing. Checks that it is writable by
+    /// writing and deleting a probe object, so a bad path fails before any chunk runs.
+    pub async fn local(dir: &FsPath) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::config("<spec>", "stage.path", format!("cannot create stage directory {}: {e}", dir.display())))?;
+        let abs: PathBuf = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| Error::config("<spec>", "stage.path", format!("{}: {e}", abs.display())))?;
+        let stage = Stage { store: Arc::new(store), description: abs.display().to_string() };
+        let probe = Path::from(".backhaul-write-probe");
+        stage
+            .store
+            .put(&probe, PutPayload::from_static(b"probe"))
+            .await
+            .map_err(|e| Error::config("<spec>", "stage.path", format!("stage directory {} is not writable: {e}", abs.display())))?;
+        stage.store.delete(&probe).await?;
+        Ok(stage)
+    }
+
+    /// The object store behind the stage.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Where the stage is, for messages.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Deterministic stage path of one part of one attempt of one chunk.
+    pub fn part_path(job_id: &str, chunk_id: u64, attempt: u32, part: u32) -> Path {
+        Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}/part-{part:04}.parquet"))
+    }
+
+    /// Stage prefix of one attempt of one chunk.
+    pub fn attempt_prefix(job_id: &str, chunk_id: u64, attempt: u32) -> Path {
+        Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}"))
+    }
+}
