@@ -1,1 +1,15 @@
+//! The backhaul coordinator: plans a job into chunks, keeps every job, chunk, attempt, lease
+//! and output durably in an embedded SQLite database, and hands chunks to workers over the
+//! tonic protocol in `proto/backhaul/v1`.
+//!
+//! It never depends on the worker crate: the two meet only on the wire.
 
+pub mod error;
+pub mod plan;
+pub mod service;
+pub mod store;
+
+pub use error::{CoordinatorError, Result};
+pub use plan::{JobPlan, plan_job};
+pub use service::{CoordinatorService, RetryPolicy, serve};
+pub use store::{ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};

@@ -1,1 +1,15 @@
+//! The backhaul worker: leases chunks from a coordinator and runs each one end to end —
+//! extract from the source, encode zstd Parquet off the IO runtime, stage the files, commit
+//! them at the destination, and report the verified output.
+//!
+//! It never depends on the coordinator crate: the two meet only on the wire.
 
+pub mod error;
+pub mod runner;
+pub mod worker;
+pub mod writer;
+
+pub use error::{Result, WorkerError};
+pub use runner::{ChunkOutcome, ChunkTask, JobContext};
+pub use worker::{Worker, WorkerConfig};
+pub use writer::{PartWriterConfig, SpooledPart};

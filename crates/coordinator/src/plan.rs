@@ -1,0 +1,87 @@
+//! Turning a job spec into a chunk plan, with IO: the source is described and profiled, the
+//! stage and destination are checked, then the pure planner in `backhaul_core::chunking` cuts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use backhaul_core::chunking::{PlanPolicy, PlannedChunk, plan_chunks};
+use backhaul_core::connector::{Connectors, Destination, Source, TableDescription};
+use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::spec::{ChunkPolicy, JobSpec, ValidatedSpec};
+use backhaul_core::stage::Stage;
+use backhaul_core::Error;
+
+use crate::error::Result;
+
+/// A planned job: everything the coordinator stores when the job is submitted.
+pub struct JobPlan {
+    /// The spec, paths resolved.
+    pub spec: JobSpec,
+    /// Canonical TOML of `spec` as submitted (paths as written).
+    pub spec_toml: String,
+    /// Directory relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// Validation results.
+    pub validated: ValidatedSpec,
+    /// The source table.
+    pub table: TableDescription,
+    /// The whole range in cursor units.
+    pub range: CursorRange,
+    /// The chunks.
+    pub chunks: Vec<PlannedChunk>,
+    /// The built source (kept so callers need not open it twice).
+    pub source: Arc<dyn Source>,
+    /// The built destination.
+    pub destination: Arc<dyn Destination>,
+    /// The checked stage.
+    pub stage: Stage,
+}
+
+/// Validates, builds connectors, checks stage and destination, and plans chunks.
+///
+/// `origin` names the spec file in errors; `base_dir` is where relative paths resolve.
+///
+/// With `prepare_destination` the destination table is created (or checked to belong to this
+/// job); without it, `plan` stays read-only at the destination.
+pub async fn plan_job(raw: JobSpec, origin: &str, base_dir: &Path, connectors: &dyn Connectors, prepare_destination: bool) -> Result<JobPlan> {
+    let spec_toml = raw.to_canonical_toml();
+    let validated = raw.validate(origin)?;
+    let mut spec = raw;
+    spec.resolve_paths(base_dir);
+    let stage = Stage::local(&spec.stage.path).await.map_err(|e| relabel(e, origin))?;
+    let source = connectors.source(&spec.source)?;
+    let table = source.describe().await?;
+    let kind = table.cursor_kind;
+    let bound = |b: backhaul_core::cursor::SpecBound, field: &str| {
+        b.to_cursor(kind).map_err(|m| Error::config(origin, field, format!("{m} (cursor `{}` is a {} column)", table.cursor_column, kind.as_str())))
+    };
+    let range = CursorRange::new(bound(validated.from, "range.from")?, bound(validated.to, "range.to")?);
+    let policy = match validated.chunking {
+        ChunkPolicy::FixedStep(n) => PlanPolicy::FixedWidth(n),
+        ChunkPolicy::FixedSpan(span) => match kind {
+            CursorKind::Timestamp => PlanPolicy::FixedWidth(span.micros),
+            CursorKind::Date => PlanPolicy::FixedWidth((span.micros / 86_400_000_000).max(1)),
+            CursorKind::Integer => {
+                return Err(Error::config(origin, "chunking.every", "the cursor is an integer column; give an integer step").into());
+            }
+        },
+        ChunkPolicy::TargetBytes(b) => PlanPolicy::TargetBytes(b),
+    };
+    source.prepare(range).await?;
+    let density = source.density(range).await?;
+    let granularity = if kind == CursorKind::Timestamp { 1_000_000 } else { 1 };
+    let chunks = plan_chunks(range, policy, &density, granularity).map_err(|m| Error::config(origin, "chunking", m))?;
+    let destination = connectors.destination(&spec.destination)?;
+    if prepare_destination {
+        destination.prepare(&spec.name, table.schema.clone()).await?;
+    }
+    Ok(JobPlan { spec, spec_toml, base_dir: base_dir.to_path_buf(), validated, table, range, chunks, source, destination, stage })
+}
+
+/// Stage checks report `<spec>`; put the real file name in.
+fn relabel(e: Error, origin: &str) -> Error {
+    match e {
+        Error::Config { file, field, message } if file == "<spec>" => Error::Config { file: origin.into(), field, message },
+        other => other,
+    }
+}

@@ -1,0 +1,695 @@
+//! Durable coordinator state in SQLite: jobs, chunks, attempts, leases and outputs.
+//!
+//! Every state change is one transaction, so a process killed at any instant leaves either the
+//! old or the new state. Lease ids are `job/chunk/attempt`; the attempt number fences workers:
+//! only the holder of the chunk's current attempt may heartbeat, complete or fail it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use backhaul_core::chunking::PlannedChunk;
+use backhaul_core::connector::StagedFile;
+use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::{ErrorClass, checksum::RowSummary};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::error::{CoordinatorError, Result};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT PRIMARY KEY,
+    spec_toml     TEXT NOT NULL,
+    base_dir      TEXT NOT NULL,
+    cursor_kind   TEXT NOT NULL,
+    range_from    INTEGER NOT NULL,
+    range_to      INTEGER NOT NULL,
+    created_at_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id            TEXT NOT NULL REFERENCES jobs(job_id),
+    chunk_id          INTEGER NOT NULL,
+    range_from        INTEGER NOT NULL,
+    range_to          INTEGER NOT NULL,
+    estimated_rows    INTEGER NOT NULL,
+    estimated_bytes   INTEGER NOT NULL,
+    state             TEXT NOT NULL,
+    attempt           INTEGER NOT NULL DEFAULT 0,
+    failures          INTEGER NOT NULL DEFAULT 0,
+    lease_worker      TEXT,
+    lease_expires_us  INTEGER,
+    not_before_us     INTEGER NOT NULL DEFAULT 0,
+    progress_rows     INTEGER NOT NULL DEFAULT 0,
+    progress_bytes    INTEGER NOT NULL DEFAULT 0,
+    extracted_rows    INTEGER,
+    extracted_checksum INTEGER,
+    committed_rows    INTEGER,
+    committed_checksum INTEGER,
+    committed_bytes   INTEGER,
+    committed_at_us   INTEGER,
+    last_error_class  TEXT,
+    last_error_kind   TEXT,
+    last_error        TEXT,
+    PRIMARY KEY (job_id, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS chunks_runnable ON chunks(state, not_before_us);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id        TEXT NOT NULL,
+    chunk_id      INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    worker_id     TEXT NOT NULL,
+    started_at_us INTEGER NOT NULL,
+    ended_at_us   INTEGER,
+    outcome       TEXT,
+    error_class   TEXT,
+    error_kind    TEXT,
+    error_message TEXT,
+    PRIMARY KEY (job_id, chunk_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    job_id   TEXT NOT NULL,
+    chunk_id INTEGER NOT NULL,
+    part     INTEGER NOT NULL,
+    attempt  INTEGER NOT NULL,
+    path     TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    rows     INTEGER NOT NULL,
+    PRIMARY KEY (job_id, chunk_id, part)
+);
+"#;
+
+/// Life cycle of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    /// Waiting for a worker (possibly until a retry backoff ends).
+    Pending,
+    /// Held by a worker under a lease.
+    Leased,
+    /// Loaded and verified at the destination.
+    Committed,
+    /// Failed permanently or too often; needs a person.
+    Parked,
+}
+
+impl ChunkState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChunkState::Pending => "pending",
+            ChunkState::Leased => "leased",
+            ChunkState::Committed => "committed",
+            ChunkState::Parked => "parked",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "leased" => ChunkState::Leased,
+            "committed" => ChunkState::Committed,
+            "parked" => ChunkState::Parked,
+            _ => ChunkState::Pending,
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    /// Job name.
+    pub job_id: String,
+    /// Canonical spec TOML as submitted.
+    #[serde(skip)]
+    pub spec_toml: String,
+    /// Where relative spec paths resolve.
+    pub base_dir: PathBuf,
+    /// Cursor kind of the job's range.
+    pub cursor_kind: CursorKind,
+    /// The job's whole range.
+    pub range: CursorRange,
+    /// When the job was submitted, microseconds since epoch.
+    pub created_at_us: i64,
+}
+
+/// A chunk as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkRow {
+    /// Index in the plan.
+    pub chunk_id: u64,
+    /// Cursor range.
+    pub range: CursorRange,
+    /// Planner estimate.
+    pub estimated_rows: u64,
+    /// Planner estimate.
+    pub estimated_bytes: u64,
+    /// Current state.
+    pub state: ChunkState,
+    /// Leases handed out so far.
+    pub attempt: u32,
+    /// Failed attempts so far.
+    pub failures: u32,
+    /// Rows extracted so far by the current attempt.
+    pub progress_rows: u64,
+    /// Bytes written so far by the current attempt.
+    pub progress_bytes: u64,
+    /// Rows and checksum at extraction (committed chunks).
+    pub extracted: Option<RowSummary>,
+    /// Rows and checksum read back from the destination (committed chunks).
+    pub committed: Option<RowSummary>,
+    /// Parquet bytes committed.
+    pub committed_bytes: Option<u64>,
+    /// Last error class, kind and message.
+    pub last_error: Option<(String, String, String)>,
+}
+
+/// Counts and totals of one job.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobSummary {
+    /// All chunks.
+    pub chunks: u64,
+    /// Chunks waiting.
+    pub pending: u64,
+    /// Chunks running.
+    pub leased: u64,
+    /// Chunks done.
+    pub committed: u64,
+    /// Chunks needing attention.
+    pub parked: u64,
+    /// Rows committed.
+    pub committed_rows: u64,
+    /// Parquet bytes committed.
+    pub committed_bytes: u64,
+    /// Rows extracted by running chunks.
+    pub in_flight_rows: u64,
+    /// Estimated rows of the whole job.
+    pub estimated_rows: u64,
+}
+
+impl JobSummary {
+    /// Every chunk is committed or parked.
+    pub fn is_finished(&self) -> bool {
+        self.committed + self.parked == self.chunks
+    }
+}
+
+/// What submitting a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new job was stored.
+    Created,
+    /// The same job (same spec) already existed; it continues.
+    Existing,
+}
+
+/// A lease handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// `job/chunk/attempt`.
+    pub lease_id: String,
+    /// The job.
+    pub job: JobRow,
+    /// The chunk.
+    pub chunk: ChunkRow,
+}
+
+/// Why no lease was handed out.
+#[derive(Debug, Clone, Copy)]
+pub enum NoLease {
+    /// Every chunk (of the filtered job) is committed or parked.
+    Finished,
+    /// Try again after this many milliseconds.
+    RetryAfterMs(u32),
+}
+
+/// A worker's report that a chunk failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Retry class.
+    pub class: ErrorClass,
+    /// Stable kind.
+    pub kind: String,
+    /// Message.
+    pub message: String,
+}
+
+/// The SQLite-backed state store.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: String,
+}
+
+/// Parsed lease id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseKey {
+    /// The job.
+    pub job_id: String,
+    /// The chunk.
+    pub chunk_id: u64,
+    /// The attempt.
+    pub attempt: u32,
+}
+
+impl LeaseKey {
+    /// Parses `job/chunk/attempt`.
+    pub fn parse(lease_id: &str) -> Result<Self> {
+        let bad = || CoordinatorError::StaleLease { lease_id: lease_id.into(), reason: "malformed lease id".into() };
+        let mut parts = lease_id.rsplitn(3, '/');
+        let attempt = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let chunk_id = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let job_id = parts.next().filter(|s| !s.is_empty()).ok_or_else(bad)?.to_string();
+        Ok(LeaseKey { job_id, chunk_id, attempt })
+    }
+
+    /// Formats the lease id.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}", self.job_id, self.chunk_id, self.attempt)
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Store {
+    /// Opens (creating when missing) the state database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let display = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| backhaul_core::Error::io(dir, e))?;
+        }
+        let db = |source| CoordinatorError::Database { path: display.clone(), source };
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), path: display })
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn db_err(&self, source: rusqlite::Error) -> CoordinatorError {
+        CoordinatorError::Database { path: self.path.clone(), source }
+    }
+
+    /// Runs `f` with the connection on a blocking thread, keeping SQLite off the IO runtime.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store, &mut Connection) -> Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = this.conn.lock().map_err(|_| CoordinatorError::Task("state connection poisoned".into()))?;
+            f(&this, &mut conn)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Task(e.to_string()))?
+    }
+
+    /// Stores a new job with its chunks, or confirms an identical one exists.
+    pub fn submit(&self, conn: &mut Connection, job: &JobRow, chunks: &[PlannedChunk]) -> Result<Submitted> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let existing: Option<String> = tx
+            .query_row("SELECT spec_toml FROM jobs WHERE job_id = ?1", [&job.job_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        if let Some(spec) = existing {
+            if spec != job.spec_toml {
+                return Err(CoordinatorError::SpecChanged { job_id: job.job_id.clone(), state: self.path.clone() });
+            }
+            return Ok(Submitted::Existing);
+        }
+        tx.execute(
+            "INSERT INTO jobs (job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![job.job_id, job.spec_toml, job.base_dir.display().to_string(), job.cursor_kind.as_str(), job.range.from, job.range.to, job.created_at_us],
+        )
+        .map_err(|e| self.db_err(e))?;
+        {
+            let mut stmt = tx
+                .prepare("INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')")
+                .map_err(|e| self.db_err(e))?;
+            for c in chunks {
+                stmt.execute(params![job.job_id, c.index as i64, c.range.from, c.range.to, c.estimated_rows as i64, c.estimated_bytes as i64])
+                    .map_err(|e| self.db_err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(Submitted::Created)
+    }
+
+    /// A job by id.
+    pub fn job(&self, conn: &Connection, job_id: &str) -> Result<JobRow> {
+        conn.query_row(
+            "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs WHERE job_id = ?1",
+            [job_id],
+            job_from_row,
+        )
+        .optional()
+        .map_err(|e| self.db_err(e))?
+        .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
+    }
+
+    /// All jobs, oldest first.
+    pub fn jobs(&self, conn: &Connection) -> Result<Vec<JobRow>> {
+        let mut stmt = conn
+            .prepare("SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs ORDER BY created_at_us")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt.query_map([], job_from_row).map_err(|e| self.db_err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
+    }
+
+    /// All chunks of a job, in plan order.
+    pub fn chunks(&self, conn: &Connection, job_id: &str) -> Result<Vec<ChunkRow>> {
+        let mut stmt = conn.prepare(&format!("{CHUNK_SELECT} WHERE job_id = ?1 ORDER BY chunk_id")).map_err(|e| self.db_err(e))?;
+        let rows = stmt.query_map([job_id], chunk_from_row).map_err(|e| self.db_err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
+    }
+
+    /// Counts and totals of a job.
+    pub fn summary(&self, conn: &Connection, job_id: &str) -> Result<JobSummary> {
+        conn.query_row(
+            "SELECT count(*),
+                    coalesce(sum(state = 'pending'), 0), coalesce(sum(state = 'leased'), 0),
+                    coalesce(sum(state = 'committed'), 0), coalesce(sum(state = 'parked'), 0),
+                    coalesce(sum(CASE WHEN state = 'committed' THEN committed_rows END), 0),
+                    coalesce(sum(CASE WHEN state = 'committed' THEN committed_bytes END), 0),
+                    coalesce(sum(CASE WHEN state = 'leased' THEN progress_rows END), 0),
+                    coalesce(sum(estimated_rows), 0)
+             FROM chunks WHERE job_id = ?1",
+            [job_id],
+            |r| {
+                Ok(JobSummary {
+                    chunks: r.get::<_, i64>(0)? as u64,
+                    pending: r.get::<_, i64>(1)? as u64,
+                    leased: r.get::<_, i64>(2)? as u64,
+                    committed: r.get::<_, i64>(3)? as u64,
+                    parked: r.get::<_, i64>(4)? as u64,
+                    committed_rows: r.get::<_, i64>(5)? as u64,
+                    committed_bytes: r.get::<_, i64>(6)? as u64,
+                    in_flight_rows: r.get::<_, i64>(7)? as u64,
+                    estimated_rows: r.get::<_, i64>(8)? as u64,
+                })
+            },
+        )
+        .map_err(|e| self.db_err(e))
+    }
+
+    /// Returns every leased chunk of `job_id` to pending. Only for a coordinator that knows no
+    /// worker can still hold a lease (local mode after a restart: its workers died with it).
+    pub fn release_all_leases(&self, conn: &mut Connection, job_id: &str) -> Result<u64> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let now = now_us();
+        tx.execute(
+            "UPDATE attempts SET ended_at_us = ?2, outcome = 'abandoned'
+             WHERE ended_at_us IS NULL AND job_id = ?1",
+            params![job_id, now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let n = tx
+            .execute(
+                "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL, progress_rows = 0, progress_bytes = 0
+                 WHERE job_id = ?1 AND state = 'leased'",
+                [job_id],
+            )
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(n as u64)
+    }
+
+    /// Hands out the next runnable chunk, expiring dead leases first.
+    pub fn lease(&self, conn: &mut Connection, worker_id: &str, job_filter: Option<&str>, ttl_ms: u32) -> Result<std::result::Result<Lease, NoLease>> {
+        let now = now_us();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        // Expired leases go back to pending; their attempt number stays, so the dead holder is
+        // still fenced out once the chunk is leased again (the new lease gets attempt + 1).
+        tx.execute(
+            "UPDATE attempts SET ended_at_us = ?1, outcome = 'expired'
+             WHERE ended_at_us IS NULL AND EXISTS (SELECT 1 FROM chunks c WHERE c.job_id = attempts.job_id
+               AND c.chunk_id = attempts.chunk_id AND c.attempt = attempts.attempt AND c.state = 'leased' AND c.lease_expires_us < ?1)",
+            [now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL WHERE state = 'leased' AND lease_expires_us < ?1",
+            [now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let filter = job_filter.unwrap_or("");
+        let next: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT job_id, chunk_id FROM chunks WHERE state = 'pending' AND not_before_us <= ?1 AND (?2 = '' OR job_id = ?2)
+                 ORDER BY job_id, chunk_id LIMIT 1",
+                params![now, filter],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        let Some((job_id, chunk_id)) = next else {
+            let (open, soonest): (i64, Option<i64>) = tx
+                .query_row(
+                    "SELECT count(*), min(CASE WHEN state = 'pending' THEN not_before_us ELSE lease_expires_us END)
+                     FROM chunks WHERE state IN ('pending', 'leased') AND (?1 = '' OR job_id = ?1)",
+                    [filter],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(|e| self.db_err(e))?;
+            tx.commit().map_err(|e| self.db_err(e))?;
+            if open == 0 {
+                return Ok(Err(NoLease::Finished));
+            }
+            let wait_ms = soonest.map(|t| ((t - now) / 1000).clamp(50, 1000)).unwrap_or(500);
+            return Ok(Err(NoLease::RetryAfterMs(wait_ms as u32)));
+        };
+        let expires = now + i64::from(ttl_ms) * 1000;
+        tx.execute(
+            "UPDATE chunks SET state = 'leased', attempt = attempt + 1, lease_worker = ?3, lease_expires_us = ?4, progress_rows = 0, progress_bytes = 0
+             WHERE job_id = ?1 AND chunk_id = ?2",
+            params![job_id, chunk_id, worker_id, expires],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let chunk = tx
+            .query_row(&format!("{CHUNK_SELECT} WHERE job_id = ?1 AND chunk_id = ?2"), params![job_id, chunk_id], chunk_from_row)
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker_id, started_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, chunk_id, chunk.attempt, worker_id, now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let job = tx
+            .query_row(
+                "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs WHERE job_id = ?1",
+                [&job_id],
+                job_from_row,
+            )
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        let lease_id = LeaseKey { job_id, chunk_id: chunk_id as u64, attempt: chunk.attempt }.id();
+        Ok(Ok(Lease { lease_id, job, chunk }))
+    }
+
+    /// Checks `lease_id` is the chunk's current attempt and not finished; returns its key.
+    fn current(&self, tx: &rusqlite::Transaction<'_>, lease_id: &str, allow_pending: bool) -> Result<LeaseKey> {
+        let key = LeaseKey::parse(lease_id)?;
+        let row: Option<(String, u32)> = tx
+            .query_row("SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2", params![key.job_id, key.chunk_id as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        let stale = |reason: String| CoordinatorError::StaleLease { lease_id: lease_id.into(), reason };
+        let Some((state, attempt)) = row else { return Err(stale("no such chunk".into())) };
+        if attempt != key.attempt {
+            return Err(stale(format!("the chunk was leased again (attempt {attempt})")));
+        }
+        // An expired lease whose chunk nobody has taken since is still the newest attempt, so
+        // its result is as good as any: accepting it saves redoing the chunk.
+        match ChunkState::parse(&state) {
+            ChunkState::Leased => Ok(key),
+            ChunkState::Pending if allow_pending => Ok(key),
+            other => Err(stale(format!("the chunk is {}", other.as_str()))),
+        }
+    }
+
+    /// Extends a lease.
+    pub fn heartbeat(&self, conn: &mut Connection, lease_id: &str, ttl_ms: u32) -> Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let key = self.current(&tx, lease_id, false)?;
+        tx.execute(
+            "UPDATE chunks SET lease_expires_us = ?3 WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64, now_us() + i64::from(ttl_ms) * 1000],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Records progress of a running chunk.
+    pub fn progress(&self, conn: &mut Connection, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let key = self.current(&tx, lease_id, false)?;
+        tx.execute(
+            "UPDATE chunks SET progress_rows = ?3, progress_bytes = ?4 WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64, rows as i64, bytes as i64],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Marks a chunk committed with its output manifest. Refuses a stale lease and an output
+    /// whose committed rows or checksum differ from what was extracted.
+    pub fn complete(&self, conn: &mut Connection, lease_id: &str, files: &[StagedFile], extracted: RowSummary, committed: RowSummary) -> Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let key = self.current(&tx, lease_id, true)?;
+        if extracted != committed {
+            return Err(backhaul_core::Error::VerificationFailed {
+                what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
+                message: format!("extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})", extracted.rows, extracted.checksum, committed.rows, committed.checksum),
+            }
+            .into());
+        }
+        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+        let now = now_us();
+        tx.execute(
+            "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
+                extracted_rows = ?3, extracted_checksum = ?4, committed_rows = ?5, committed_checksum = ?6,
+                committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL
+             WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64, extracted.rows as i64, extracted.checksum as i64, committed.rows as i64, committed.checksum as i64, bytes as i64, now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.execute("DELETE FROM outputs WHERE job_id = ?1 AND chunk_id = ?2", params![key.job_id, key.chunk_id as i64])
+            .map_err(|e| self.db_err(e))?;
+        for (part, f) in files.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO outputs (job_id, chunk_id, part, attempt, path, bytes, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.job_id, key.chunk_id as i64, part as i64, key.attempt, f.path, f.bytes as i64, f.rows as i64],
+            )
+            .map_err(|e| self.db_err(e))?;
+        }
+        tx.execute(
+            "UPDATE attempts SET ended_at_us = ?4, outcome = 'committed' WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3",
+            params![key.job_id, key.chunk_id as i64, key.attempt, now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Records a failure; returns whether the chunk will be retried (else it is parked).
+    pub fn fail(&self, conn: &mut Connection, lease_id: &str, failure: &Failure, policy: &crate::service::RetryPolicy) -> Result<bool> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let key = self.current(&tx, lease_id, true)?;
+        let failures: u32 = tx
+            .query_row("SELECT failures FROM chunks WHERE job_id = ?1 AND chunk_id = ?2", params![key.job_id, key.chunk_id as i64], |r| r.get(0))
+            .map_err(|e| self.db_err(e))?;
+        let failures = failures + 1;
+        let now = now_us();
+        let retry = failure.class != ErrorClass::Permanent && failures < policy.max_attempts;
+        let (state, not_before) = if retry {
+            ("pending", now + policy.backoff_us(failure.class, failures, &key))
+        } else {
+            ("parked", 0)
+        };
+        tx.execute(
+            "UPDATE chunks SET state = ?3, failures = ?4, not_before_us = ?5, lease_worker = NULL, lease_expires_us = NULL,
+                last_error_class = ?6, last_error_kind = ?7, last_error = ?8, progress_rows = 0, progress_bytes = 0
+             WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64, state, failures, not_before, failure.class.as_str(), failure.kind, failure.message],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            "UPDATE attempts SET ended_at_us = ?4, outcome = 'failed', error_class = ?5, error_kind = ?6, error_message = ?7
+             WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3",
+            params![key.job_id, key.chunk_id as i64, key.attempt, now, failure.class.as_str(), failure.kind, failure.message],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(retry)
+    }
+
+    /// Puts the chunks of `job_id` that overlap `range` (all when `None`) back to pending so
+    /// they run again; committed data is replaced chunk by chunk when they do. Returns the
+    /// chunks queued. Chunks running now are left alone.
+    pub fn replay(&self, conn: &mut Connection, job_id: &str, range: Option<CursorRange>) -> Result<Vec<u64>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let (from, to) = range.map(|r| (r.from, r.to)).unwrap_or((i64::MIN, i64::MAX));
+        let ids: Vec<u64> = {
+            let mut stmt = tx
+                .prepare("SELECT chunk_id FROM chunks WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending') ORDER BY chunk_id")
+                .map_err(|e| self.db_err(e))?;
+            let rows = stmt.query_map(params![job_id, from, to], |r| r.get::<_, i64>(0)).map_err(|e| self.db_err(e))?;
+            rows.map(|r| r.map(|v| v as u64)).collect::<rusqlite::Result<_>>().map_err(|e| self.db_err(e))?
+        };
+        tx.execute(
+            "UPDATE chunks SET state = 'pending', failures = 0, not_before_us = 0, progress_rows = 0, progress_bytes = 0
+             WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending')",
+            params![job_id, from, to],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(ids)
+    }
+}
+
+impl Store {
+    /// Every committed output file of a job: (chunk, part, path, bytes, rows).
+    pub fn outputs(&self, conn: &Connection, job_id: &str) -> Result<Vec<(u64, u32, String, u64, u64)>> {
+        let mut stmt = conn
+            .prepare("SELECT chunk_id, part, path, bytes, rows FROM outputs WHERE job_id = ?1 ORDER BY chunk_id, part")
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([job_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64, r.get::<_, i64>(4)? as u64)))
+            .map_err(|e| self.db_err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
+    }
+}
+
+const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
+    progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
+    last_error_class, last_error_kind, last_error FROM chunks";
+
+fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
+    let summary = |rows: Option<i64>, sum: Option<i64>| match (rows, sum) {
+        (Some(rows), Some(sum)) => Some(RowSummary { rows: rows as u64, checksum: sum as u64 }),
+        _ => None,
+    };
+    let error = match (r.get::<_, Option<String>>(15)?, r.get::<_, Option<String>>(16)?, r.get::<_, Option<String>>(17)?) {
+        (Some(c), Some(k), Some(m)) => Some((c, k, m)),
+        _ => None,
+    };
+    Ok(ChunkRow {
+        chunk_id: r.get::<_, i64>(0)? as u64,
+        range: CursorRange { from: r.get(1)?, to: r.get(2)? },
+        estimated_rows: r.get::<_, i64>(3)? as u64,
+        estimated_bytes: r.get::<_, i64>(4)? as u64,
+        state: ChunkState::parse(&r.get::<_, String>(5)?),
+        attempt: r.get(6)?,
+        failures: r.get(7)?,
+        progress_rows: r.get::<_, i64>(8)? as u64,
+        progress_bytes: r.get::<_, i64>(9)? as u64,
+        extracted: summary(r.get(10)?, r.get(11)?),
+        committed: summary(r.get(12)?, r.get(13)?),
+        committed_bytes: r.get::<_, Option<i64>>(14)?.map(|b| b as u64),
+        last_error: error,
+    })
+}
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    let kind = match r.get::<_, String>(3)?.as_str() {
+        "date" => CursorKind::Date,
+        "integer" => CursorKind::Integer,
+        _ => CursorKind::Timestamp,
+    };
+    Ok(JobRow {
+        job_id: r.get(0)?,
+        spec_toml: r.get(1)?,
+        base_dir: PathBuf::from(r.get::<_, String>(2)?),
+        cursor_kind: kind,
+        range: CursorRange { from: r.get(4)?, to: r.get(5)? },
+        created_at_us: r.get(6)?,
+    })
+}
