@@ -1,1 +1,145 @@
-fn main() {}
+//! `backhaul`: distributed, verifiable bulk backfills into warehouses.
+
+mod commands;
+mod connectors;
+mod local;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes, documented in `backhaul --help` and the README.
+pub mod exit {
+    /// Something failed (bad input, unreachable system, internal error).
+    pub const FAILURE: u8 = 1;
+    /// Verification found a mismatch or a missing chunk.
+    pub const VERIFY_MISMATCH: u8 = 3;
+    /// The job ended with parked chunks (failed permanently or too often).
+    pub const PARKED: u8 = 4;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "backhaul",
+    version,
+    about = "Backfill years of history into your warehouse, chunk by chunk, exactly once.",
+    long_about = "backhaul cuts a backfill into time-bounded chunks, extracts them in parallel into zstd \
+Parquet, stages the files and commits each chunk exactly once at the destination, verifying rows \
+and checksums per chunk. Job state lives in an embedded database, so a killed run resumes where it \
+stopped.\n\nStart with `backhaul demo` (no servers needed), then write a job spec (docs/job-spec.md).",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification mismatch, 4 chunks parked.\n\n\
+Examples:\n  backhaul demo\n  backhaul plan job.toml\n  backhaul backfill job.toml --workers 2\n  \
+backhaul verify orders\n  backhaul query \"SELECT count(*) FROM orders\""
+)]
+struct Cli {
+    /// State database holding jobs, chunks, attempts and outputs.
+    #[arg(long, global = true, env = "BACKHAUL_STATE", default_value = ".backhaul/state.db")]
+    state: PathBuf,
+    /// Output format for results.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Disable the progress bar even on a terminal.
+    #[arg(long, global = true)]
+    no_progress: bool,
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and sentences for people.
+    Text,
+    /// One JSON document on stdout, for scripts.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the built-in demo: seed an embedded source, backfill, verify, summarize.
+    #[command(after_help = "Example:\n  backhaul demo\n  backhaul demo --days 30 --rows-per-day 2000 --workers 2\n\n\
+Everything goes under .backhaul/demo (source database, stage, warehouse, state); the seeded source is \
+kept between runs, the rest is started afresh. No server is needed.")]
+    Demo(commands::demo::DemoArgs),
+    /// Print the chunks a job would run, with estimated rows and bytes, without extracting.
+    #[command(after_help = "Example:\n  backhaul plan job.toml\n  backhaul plan job.toml --output json | jq '.chunks | length'")]
+    Plan(commands::plan::PlanArgs),
+    /// Run (or resume) a backfill with a coordinator and N workers in this process.
+    #[command(after_help = "Examples:\n  backhaul backfill job.toml --workers 4\n  backhaul backfill --resume orders\n\n\
+Re-running the same command after a crash or kill resumes the job: committed chunks are kept, \
+the rest run again, nothing is loaded twice.")]
+    Backfill(commands::backfill::BackfillArgs),
+    /// Show jobs, or one job's chunks and their states.
+    #[command(after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json")]
+    Status(commands::status::StatusArgs),
+    /// Re-read every committed chunk at the destination and compare rows and checksums.
+    #[command(after_help = "Example:\n  backhaul verify orders && echo verified\n\nExits 3 when any chunk is missing or differs.")]
+    Verify(commands::verify::VerifyArgs),
+    /// Re-run the chunks of a range; each replaces exactly its own data at the destination.
+    #[command(after_help = "Example:\n  backhaul replay orders --from 2024-02-01 --to 2024-02-08")]
+    Replay(commands::replay::ReplayArgs),
+    /// Run SQL over a local Parquet warehouse with DataFusion.
+    #[command(after_help = "Examples:\n  backhaul query \"SELECT status, count(*) FROM orders GROUP BY status\"\n  \
+backhaul query --warehouse .backhaul/demo/warehouse \"SELECT * FROM orders LIMIT 5\" --output json")]
+    Query(commands::query::QueryArgs),
+}
+
+/// Shared, parsed global options.
+pub struct Globals {
+    /// State database path.
+    pub state: PathBuf,
+    /// Output format.
+    pub output: OutputFormat,
+    /// Whether to draw progress bars.
+    pub progress: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress = !cli.no_progress && cli.output == OutputFormat::Text && std::io::stderr().is_terminal();
+    init_logging(cli.verbose, progress);
+    let globals = Globals { state: cli.state, output: cli.output, progress };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(a) => commands::demo::run(&globals, a).await,
+            Command::Plan(a) => commands::plan::run(&globals, a).await,
+            Command::Backfill(a) => commands::backfill::run(&globals, a).await,
+            Command::Status(a) => commands::status::run(&globals, a).await,
+            Command::Verify(a) => commands::verify::run(&globals, a).await,
+            Command::Replay(a) => commands::replay::run(&globals, a).await,
+            Command::Query(a) => commands::query::run(&globals, a).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            output::print_error(&globals, &e);
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, progress: bool) {
+    use tracing_subscriber::EnvFilter;
+    // With a progress bar the bar is the report; without one, info lines are.
+    let default = match (verbose, progress) {
+        (0, true) => "warn",
+        (0, false) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{default},h2=warn,tower=warn,hyper=warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).try_init();
+}

@@ -27,7 +27,10 @@ impl Stage {
         let store = LocalFileSystem::new_with_prefix(&abs)
             .map_err(|e| Error::config("<spec>", "stage.path", format!("{}: {e}", abs.display())))?;
         let stage = Stage { store: Arc::new(store), description: abs.display().to_string() };
-        let probe = Path::from(".backhaul-write-probe");
+        // Unique per check: several workers of one process check the same stage at once.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = Path::from(format!(".backhaul-write-probe-{}-{n}", std::process::id()));
         stage
             .store
             .put(&probe, PutPayload::from_static(b"probe"))
@@ -50,6 +53,11 @@ impl Stage {
     /// Deterministic stage path of one part of one attempt of one chunk.
     pub fn part_path(job_id: &str, chunk_id: u64, attempt: u32, part: u32) -> Path {
         Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}/part-{part:04}.parquet"))
+    }
+
+    /// Stage prefix of every attempt of one chunk.
+    pub fn chunk_prefix(job_id: &str, chunk_id: u64) -> Path {
+        Path::from(format!("{job_id}/chunk-{chunk_id:06}"))
     }
 
     /// Stage prefix of one attempt of one chunk.

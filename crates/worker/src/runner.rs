@@ -148,11 +148,19 @@ pub async fn run_chunk(ctx: &JobContext, task: &ChunkTask, spool_root: &Path, pr
         }
         .into());
     }
-    // The destination has its own copy now; staged files would only cost storage.
-    for f in &files {
-        let _ = ctx.stage.store().delete(&object_store::path::Path::from(f.path.as_str())).await;
-    }
+    // The destination has its own copy now. Staged files of this and of earlier, abandoned
+    // attempts of the chunk would only cost storage; failing to delete them is harmless.
+    clean_stage(&ctx.stage, &Stage::chunk_prefix(&ctx.job_id, task.chunk_id)).await;
     Ok(ChunkOutcome { files, extracted, committed })
+}
+
+async fn clean_stage(stage: &Stage, prefix: &object_store::path::Path) {
+    let mut listing = stage.store().list(Some(prefix));
+    while let Some(Ok(meta)) = listing.next().await {
+        if let Err(e) = stage.store().delete(&meta.location).await {
+            tracing::debug!(path = %meta.location, error = %e, "could not delete staged file");
+        }
+    }
 }
 
 /// Streams a spooled file into the stage with a multipart upload, so memory stays at a few

@@ -1,0 +1,96 @@
+//! `backhaul backfill`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use backhaul_coordinator::{JobRow, RetryPolicy, Store, Submitted, now_us, plan_job};
+use clap::Args;
+
+use super::common::{self, load_spec, open_store};
+use crate::connectors::BuiltinConnectors;
+use crate::local::{self, LocalRun};
+use crate::Globals;
+
+/// Arguments of `backfill`.
+#[derive(Args, Debug)]
+pub struct BackfillArgs {
+    /// Job spec file (TOML, see docs/job-spec.md). Running it again resumes the job.
+    #[arg(required_unless_present = "resume")]
+    spec: Option<PathBuf>,
+    /// Resume a job from the state database by name, without its spec file.
+    #[arg(long, value_name = "JOB", conflicts_with = "spec")]
+    resume: Option<String>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Options of any command that runs chunks locally.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Workers (chunks extracted in parallel).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Lease time-to-live: a chunk whose worker stops heartbeating is handed out again after it.
+    #[arg(long, default_value = "30s", value_parser = common::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Failed attempts after which a chunk is parked instead of retried.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// First retry backoff after a transient failure (doubles per failure).
+    #[arg(long, default_value = "1s", value_parser = common::parse_duration)]
+    pub retry_backoff: Duration,
+}
+
+impl RunArgs {
+    /// The local-run options for `job_id`.
+    pub fn local(&self, globals: &Globals, job_id: &str) -> LocalRun {
+        LocalRun {
+            job_id: job_id.into(),
+            workers: usize::from(self.workers),
+            progress: globals.progress,
+            lease_ttl: self.lease_ttl,
+            retry: RetryPolicy { max_attempts: self.max_attempts, transient_base: self.retry_backoff, ..RetryPolicy::default() },
+        }
+    }
+}
+
+/// Plans (or finds) the job and runs it to the end.
+pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
+    let store = open_store(globals)?;
+    let job_id = match (&args.spec, &args.resume) {
+        (Some(path), _) => submit(globals, &store, path).await?,
+        (None, Some(job)) => {
+            common::job(&store, job).await?;
+            job.clone()
+        }
+        (None, None) => bail!("give a job spec file or --resume JOB"),
+    };
+    let report = local::run(&store, args.run.local(globals, &job_id)).await?;
+    common::report_run(globals, &store, &job_id, &report).await
+}
+
+/// Plans a spec and stores it as a job (or finds the identical stored job). Returns its id.
+pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) -> Result<String> {
+    let (spec, origin, base) = load_spec(path)?;
+    let plan = plan_job(spec, &origin, &base, &BuiltinConnectors, true).await?;
+    let job = JobRow {
+        job_id: plan.spec.name.clone(),
+        spec_toml: plan.spec_toml.clone(),
+        base_dir: plan.base_dir.clone(),
+        cursor_kind: plan.table.cursor_kind,
+        range: plan.range,
+        created_at_us: now_us(),
+    };
+    let chunks = plan.chunks.clone();
+    let stored = job.clone();
+    let outcome = store.call(move |s, c| s.submit(c, &stored, &chunks)).await?;
+    let summary = common::summary(store, &job.job_id).await?;
+    if globals.output == crate::OutputFormat::Text {
+        match outcome {
+            Submitted::Created => eprintln!("planned job {}: {} chunks over {}", job.job_id, summary.chunks, job.range.display(job.cursor_kind)),
+            Submitted::Existing => eprintln!("resuming job {}: {}/{} chunks already committed", job.job_id, summary.committed, summary.chunks),
+        }
+    }
+    Ok(job.job_id)
+}

@@ -1,0 +1,99 @@
+//! Helpers shared by the subcommands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use backhaul_coordinator::{JobRow, JobSummary, Store};
+use backhaul_core::connector::{Connectors, Destination};
+use backhaul_core::spec::JobSpec;
+use serde_json::json;
+
+use crate::connectors::BuiltinConnectors;
+use crate::local::RunReport;
+use crate::output::{self, group, size};
+use crate::{Globals, OutputFormat};
+
+/// Reads a spec file; returns the spec, its name for messages, and its directory.
+pub fn load_spec(path: &Path) -> Result<(JobSpec, String, PathBuf)> {
+    let spec = JobSpec::load(path)?;
+    let origin = path.display().to_string();
+    let base = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(base).with_context(|| format!("resolving the directory of {origin}"))?;
+    Ok((spec, origin, base))
+}
+
+/// Opens the state database named by `--state`.
+pub fn open_store(globals: &Globals) -> Result<Store> {
+    Ok(Store::open(&globals.state)?)
+}
+
+/// A stored job by name.
+pub async fn job(store: &Store, job_id: &str) -> Result<JobRow> {
+    let id = job_id.to_string();
+    Ok(store.call(move |s, c| s.job(c, &id)).await?)
+}
+
+/// The spec of a stored job, with paths resolved.
+pub fn job_spec(job: &JobRow) -> Result<JobSpec> {
+    let mut spec = JobSpec::from_toml(&job.spec_toml, &format!("job {}", job.job_id))?;
+    spec.resolve_paths(&job.base_dir);
+    Ok(spec)
+}
+
+/// The destination of a stored job.
+pub fn job_destination(job: &JobRow) -> Result<Arc<dyn Destination>> {
+    Ok(BuiltinConnectors.destination(&job_spec(job)?.destination)?)
+}
+
+/// Summary of a job.
+pub async fn summary(store: &Store, job_id: &str) -> Result<JobSummary> {
+    let id = job_id.to_string();
+    Ok(store.call(move |s, c| s.summary(c, &id)).await?)
+}
+
+/// File statistics of a job's committed outputs: count, total, min, max.
+pub async fn file_stats(store: &Store, job_id: &str) -> Result<(u64, u64, u64, u64)> {
+    let id = job_id.to_string();
+    let outputs = store.call(move |s, c| s.outputs(c, &id)).await?;
+    let sizes: Vec<u64> = outputs.iter().map(|o| o.3).collect();
+    Ok((sizes.len() as u64, sizes.iter().sum(), sizes.iter().copied().min().unwrap_or(0), sizes.iter().copied().max().unwrap_or(0)))
+}
+
+/// Prints the end-of-run summary; returns the exit code the run deserves.
+pub async fn report_run(globals: &Globals, store: &Store, job_id: &str, report: &RunReport) -> Result<u8> {
+    let s = &report.summary;
+    let (files, total, min, max) = file_stats(store, job_id).await?;
+    let secs = report.elapsed.as_secs_f64().max(0.001);
+    let rows_per_s = report.rows_this_run as f64 / secs;
+    let mb_per_s = report.bytes_this_run as f64 / 1e6 / secs;
+    match globals.output {
+        OutputFormat::Json => output::print_json(&json!({
+            "job": job_id,
+            "summary": s,
+            "this_run": { "rows": report.rows_this_run, "parquet_bytes": report.bytes_this_run, "seconds": secs, "rows_per_second": rows_per_s, "mb_per_second": mb_per_s },
+            "files": { "count": files, "bytes": total, "min_bytes": min, "max_bytes": max },
+        })),
+        OutputFormat::Text => {
+            println!("job {job_id}: {}/{} chunks committed, {} parked", s.committed, s.chunks, s.parked);
+            println!("  rows      {} total, {} loaded by this run", group(s.committed_rows), group(report.rows_this_run));
+            println!("  speed     {} in {:.1}s: {} rows/s, {:.1} MB/s of zstd Parquet", group(report.rows_this_run), secs, group(rows_per_s as u64), mb_per_s);
+            if files > 0 {
+                println!("  files     {files} Parquet files, {} total (min {}, avg {}, max {})", size(total), size(min), size(total / files), size(max));
+            }
+            if s.parked > 0 {
+                println!("  parked    {} chunks failed permanently or too often; see `backhaul status {job_id} --chunks`", s.parked);
+            }
+        }
+    }
+    Ok(if s.parked > 0 { crate::exit::PARKED } else { 0 })
+}
+
+/// Parses a duration flag like `30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    backhaul_core::units::Span::parse(text).map(|s| Duration::from_micros(s.micros as u64))
+}

@@ -1,0 +1,10 @@
+//! One module per subcommand.
+
+pub mod backfill;
+pub mod common;
+pub mod demo;
+pub mod plan;
+pub mod query;
+pub mod replay;
+pub mod status;
+pub mod verify;

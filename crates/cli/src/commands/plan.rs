@@ -1,0 +1,64 @@
+//! `backhaul plan`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use backhaul_coordinator::plan_job;
+use clap::Args;
+use serde_json::json;
+
+use super::common::load_spec;
+use crate::connectors::BuiltinConnectors;
+use crate::output::{self, group, size};
+use crate::{Globals, OutputFormat};
+
+/// Arguments of `plan`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Job spec file (TOML, see docs/job-spec.md).
+    spec: PathBuf,
+    /// Print every chunk; by default long plans show their first and last 10.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Plans and prints the chunks.
+pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
+    let (spec, origin, base) = load_spec(&args.spec)?;
+    let plan = plan_job(spec, &origin, &base, &BuiltinConnectors, false).await?;
+    let kind = plan.table.cursor_kind;
+    let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
+    let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
+    match globals.output {
+        OutputFormat::Json => output::print_json(&json!({
+            "job": plan.spec.name,
+            "cursor": { "column": plan.table.cursor_column, "kind": kind.as_str() },
+            "range": { "from": kind.format(plan.range.from), "to": kind.format(plan.range.to) },
+            "estimated_rows": rows,
+            "estimated_bytes": bytes,
+            "chunks": plan.chunks.iter().map(|c| json!({
+                "index": c.index,
+                "from": kind.format(c.range.from),
+                "to": kind.format(c.range.to),
+                "estimated_rows": c.estimated_rows,
+                "estimated_bytes": c.estimated_bytes,
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Text => {
+            println!("job {}: {} chunks over {} on {} ({}), about {} rows, {}",
+                plan.spec.name, plan.chunks.len(), plan.range.display(kind), plan.table.cursor_column, kind.as_str(), group(rows), size(bytes));
+            println!("{:>6}  {:<22}  {:<22}  {:>12}  {:>10}", "chunk", "from", "to", "est. rows", "est. size");
+            let n = plan.chunks.len();
+            for (i, c) in plan.chunks.iter().enumerate() {
+                if !args.all && n > 20 && i == 10 {
+                    println!("{:>6}  … {} more chunks (--all shows them)", "", n - 20);
+                }
+                if !args.all && n > 20 && (10..n - 10).contains(&i) {
+                    continue;
+                }
+                println!("{:>6}  {:<22}  {:<22}  {:>12}  {:>10}", c.index, kind.format(c.range.from), kind.format(c.range.to), group(c.estimated_rows), size(c.estimated_bytes));
+            }
+        }
+    }
+    Ok(0)
+}

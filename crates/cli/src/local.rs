@@ -1,0 +1,120 @@
+//! Local mode: a coordinator and N workers in this process, talking the real gRPC protocol
+//! over loopback. Distributed mode runs the same two pieces as separate processes.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, Store, serve};
+use backhaul_worker::{Worker, WorkerConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::connectors::BuiltinConnectors;
+use crate::output::RunProgress;
+
+/// Options of a local run.
+pub struct LocalRun {
+    /// The job to run to completion.
+    pub job_id: String,
+    /// Worker count.
+    pub workers: usize,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Lease time-to-live.
+    pub lease_ttl: Duration,
+    /// Retry policy for failed chunks.
+    pub retry: RetryPolicy,
+}
+
+/// What a local run did.
+pub struct RunReport {
+    /// Job state at the end.
+    pub summary: JobSummary,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Rows committed during this run.
+    pub rows_this_run: u64,
+    /// Parquet bytes committed during this run.
+    pub bytes_this_run: u64,
+}
+
+/// Runs `job_id` until every chunk is committed or parked, or Ctrl-C.
+pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
+    let job = opts.job_id.clone();
+    // In local mode every earlier worker lived in an earlier process, which is gone: its
+    // leases can be handed out again at once instead of waiting for them to expire.
+    let released = store.call({
+        let job = job.clone();
+        move |s, c| s.release_all_leases(c, &job)
+    })
+    .await?;
+    if released > 0 {
+        tracing::info!(job = %job, chunks = released, "resuming: handed back chunks leased by an earlier run");
+    }
+    let before = summary(store, &job).await?;
+    let started = Instant::now();
+    let cancel = CancellationToken::new();
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+
+    let service = CoordinatorService::new(store.clone(), opts.lease_ttl, opts.retry.clone());
+    let (addr, server) = serve(service, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cancel.clone()).await?;
+    tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
+
+    let spool_dir = std::env::temp_dir();
+    let mut workers: JoinSet<Result<()>> = JoinSet::new();
+    for i in 0..opts.workers.max(1) {
+        let config = WorkerConfig { worker_id: format!("local-{i}"), slots: 1, job_filter: Some(job.clone()), spool_dir: spool_dir.clone() };
+        let worker = Arc::new(Worker::connect(format!("http://{addr}"), Arc::new(BuiltinConnectors), config).await.context("connecting a local worker")?);
+        let cancel = cancel.child_token();
+        workers.spawn(async move { worker.run(cancel).await.map_err(anyhow::Error::from) });
+    }
+
+    let bar = RunProgress::new(opts.progress, &job, &before);
+    let mut tick = tokio::time::interval(Duration::from_millis(if opts.progress { 200 } else { 2000 }));
+    let mut interrupted = false;
+    let mut worker_error = None;
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => { worker_error.get_or_insert(e); cancel.cancel(); }
+                Some(Err(e)) => { worker_error.get_or_insert(anyhow!(e)); cancel.cancel(); }
+            },
+            _ = tick.tick() => {
+                let now = summary(store, &job).await?;
+                bar.update(&now, &before, started.elapsed());
+            }
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                tracing::warn!("interrupted: handing running chunks back; run the same command again to resume");
+                cancel.cancel();
+            }
+        }
+    }
+    cancel.cancel();
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| anyhow!(e))??;
+    }
+    let after = summary(store, &job).await?;
+    bar.finish(&after, &before, started.elapsed());
+    if let Some(e) = worker_error {
+        return Err(e.context("a worker failed"));
+    }
+    if interrupted {
+        return Err(anyhow!("interrupted; committed chunks are kept, resume with `backhaul backfill --resume {job}`"));
+    }
+    Ok(RunReport {
+        rows_this_run: after.committed_rows.saturating_sub(before.committed_rows),
+        bytes_this_run: after.committed_bytes.saturating_sub(before.committed_bytes),
+        summary: after,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn summary(store: &Store, job: &str) -> Result<JobSummary> {
+    let job = job.to_string();
+    Ok(store.call(move |s, c| s.summary(c, &job)).await?)
+}

@@ -1,0 +1,83 @@
+//! Kill -9 the whole process mid-run, more than once; resuming finishes with every chunk
+//! exactly once.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{JobDir, JobParams, expected_rows};
+
+#[test]
+fn kill_nine_then_resume_loads_every_row_exactly_once() {
+    let params = JobParams { from: "2023-05-01", to: "2023-06-20", chunking: "policy = \"fixed\"\nevery = \"1d\"", ..JobParams::default() };
+    let job = JobDir::new(&params);
+    let spec = job.spec();
+    let spec = spec.to_str().unwrap();
+    // Kill at two different points of progress, then let the third run finish.
+    for kill_after in [3usize, 12] {
+        let mut child = job.cmd().args(["backfill", spec, "--workers", "2"]).spawn().expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while job.count_committed("orders") < kill_after {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("backfill ended ({status}) before it could be killed; make the job longer");
+            }
+            assert!(Instant::now() < deadline, "no progress within 120 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+    }
+    let committed_before_resume = job.count_committed("orders");
+    assert!(committed_before_resume >= 12 && committed_before_resume < 50, "killed too late: {committed_before_resume}");
+
+    job.ok(&["backfill", spec, "--workers", "2"]);
+    let status = job.json(&["status", "orders"]);
+    assert_eq!(status["summary"]["committed"], 50, "{status}");
+    assert_eq!(status["finished"], true);
+
+    let verify = job.json(&["verify", "orders"]);
+    assert_eq!(verify["verified"], true, "{verify}");
+
+    let expected = expected_rows(params.rows_per_day, params.from, params.to);
+    let (rows, distinct) = job.counts();
+    assert_eq!(rows, expected, "rows in warehouse vs generator");
+    assert_eq!(distinct, expected, "duplicate order ids in warehouse");
+    assert_eq!(status["summary"]["committed_rows"], expected);
+
+    // No orphan from killed attempts is visible, and the stage holds no leftovers of
+    // committed chunks.
+    let staged: Vec<_> = walk(&job.path().join("stage")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    assert!(staged.is_empty(), "stage still holds {staged:?}");
+}
+
+#[test]
+fn resume_by_job_name_without_the_spec_file() {
+    let job = JobDir::new(&JobParams::default());
+    let spec = job.spec();
+    let mut child = job.cmd().args(["backfill", spec.to_str().unwrap(), "--workers", "1"]).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job.count_committed("orders") < 2 && child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_file(&spec).unwrap();
+    job.ok(&["backfill", "--resume", "orders"]);
+    assert_eq!(job.json(&["verify", "orders"])["verified"], true);
+    let expected = expected_rows(300, "2023-03-01", "2023-03-11");
+    assert_eq!(job.counts(), (expected, expected));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `backhaul` binary: they spawn it as a user would.
+
+mod bad_input;
+mod kill_resume;
+mod replay;
+mod util;
