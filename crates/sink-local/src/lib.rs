@@ -1,1 +1,26 @@
+//! A local Parquet "warehouse" destination, with per-chunk atomic manifests, queryable with
+//! DataFusion.
+//!
+//! Each table is a directory under the warehouse root:
+//!
+//! ```text
+//! <root>/<table>/_table.json                   owning job and exact Arrow schema
+//! <root>/<table>/data/<job>-cNNNNNN-aNNN-pNNNN.parquet
+//! <root>/<table>/_manifests/chunk-NNNNNN.json  which files make up each committed chunk
+//! ```
+//!
+//! A chunk is committed by renaming its manifest into place, so it is all-or-nothing and a
+//! later attempt replaces an earlier one atomically. Data files that no manifest lists
+//! (replaced attempts, crashes mid-commit) are ignored by [`query`] and [`committed_files`].
 
+mod meta;
+mod query;
+mod readback;
+mod table;
+
+pub use meta::{ChunkManifest, FieldDescription, ManifestFile, TableMeta, schema_difference};
+pub use query::{QueryOutput, query, query_with_schema};
+pub use table::{LocalTable, LocalWarehouse, TableSummary, committed_files, table_summary};
+
+#[cfg(test)]
+mod tests;

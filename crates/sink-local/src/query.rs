@@ -1,0 +1,100 @@
+//! SQL over the warehouse with DataFusion, seeing exactly the committed data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use backhaul_core::{Error, Result};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+
+use crate::meta::{TablePaths, read_table_meta};
+use crate::table::{blocking, committed_files, list_tables};
+
+/// Result of [`query_with_schema`]: the batches and their schema, known even without rows.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    /// Schema of the result.
+    pub schema: SchemaRef,
+    /// The result rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Runs `sql` over the warehouse at `root` and returns the result batches.
+///
+/// Every prepared table is registered under its directory name. Only files listed by a
+/// committed manifest are read, so orphans of crashed or replaced attempts never show up.
+/// DataFusion errors, bad SQL included, become [`Error::InvalidObject`] with object `query`.
+pub async fn query(root: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
+    Ok(query_with_schema(root, sql).await?.batches)
+}
+
+/// Like [`query`], and also returns the result schema (useful to print headers of an empty
+/// result).
+pub async fn query_with_schema(root: &Path, sql: &str) -> Result<QueryOutput> {
+    let root_owned = root.to_path_buf();
+    let tables = blocking(move || discover(&root_owned)).await?;
+    let ctx = SessionContext::new();
+    for table in tables {
+        let provider: Arc<dyn datafusion::datasource::TableProvider> = if table.files.is_empty() {
+            // A listing table needs at least one path; an empty table is still a table.
+            Arc::new(MemTable::try_new(table.schema.clone(), vec![vec![]]).map_err(df_error)?)
+        } else {
+            let urls = table.files.iter().map(|f| file_url(f).and_then(|u| ListingTableUrl::parse(u).map_err(df_error))).collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(table.schema.clone());
+            Arc::new(ListingTable::try_new(config).map_err(df_error)?)
+        };
+        // A plain &str is parsed like SQL, so the unquoted names users type resolve to it.
+        ctx.register_table(table.name.as_str(), provider).map_err(df_error)?;
+    }
+    let frame = ctx.sql(sql).await.map_err(df_error)?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(df_error)?;
+    Ok(QueryOutput { schema, batches })
+}
+
+struct DiscoveredTable {
+    name: String,
+    schema: SchemaRef,
+    files: Vec<PathBuf>,
+}
+
+fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
+    // Absolute paths, because they become file URLs.
+    let root = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    let mut out = Vec::new();
+    for name in list_tables(&root)? {
+        let paths = TablePaths::new(&root, &name);
+        let Some(meta) = read_table_meta(&paths)? else { continue };
+        out.push(DiscoveredTable { schema: meta.schema()?, files: committed_files(&root, &name)?, name });
+    }
+    Ok(out)
+}
+
+/// A `file://` URL for an absolute path, percent-encoding everything but unreserved
+/// characters and `/`. Going through a URL rather than a plain path keeps DataFusion from
+/// reading `*`, `?` or `[` in a directory name as a glob.
+fn file_url(path: &Path) -> Result<String> {
+    let text = path.to_str().ok_or_else(|| Error::InvalidObject {
+        object: path.display().to_string(),
+        message: "path is not valid UTF-8 and cannot be queried".into(),
+    })?;
+    let mut url = String::from("file://");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(url)
+}
+
+fn df_error(e: DataFusionError) -> Error {
+    Error::InvalidObject { object: "query".into(), message: e.to_string() }
+}

@@ -1,0 +1,48 @@
+//! Measuring rows and checksums of Parquet files on disk. Blocking: call from
+//! `spawn_blocking`.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use arrow::datatypes::SchemaRef;
+use backhaul_core::checksum::{RowChecksum, RowSummary};
+use backhaul_core::{Error, Result};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::meta::schema_difference;
+
+/// Rows per decoded batch; with the row group size of the files this bounds memory.
+const READ_BATCH_ROWS: usize = 8192;
+
+/// Reads every file completely and returns the summary of each, in order. A file that is
+/// missing, unreadable as Parquet or not of `schema` fails verification naming the file.
+pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec<RowSummary>> {
+    files.iter().map(|f| measure_file(f, schema)).collect()
+}
+
+fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<RowSummary> {
+    let failed = |message: String| Error::VerificationFailed { what: path.display().to_string(), message };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(failed("the data file is missing".into()));
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
+    // The checksum encodes values by type, so a file of another schema could not be compared
+    // meaningfully, and DataFusion would have to coerce it at query time.
+    if let Some(diff) = schema_difference(schema, builder.schema()) {
+        return Err(failed(format!("the file's schema differs from the table's (table vs file): {diff}")));
+    }
+    let reader = builder
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
+    let mut checksum = RowChecksum::new(schema)?;
+    for batch in reader {
+        let batch = batch.map_err(|e| failed(format!("reading rows: {e}")))?;
+        checksum.update(&batch)?;
+    }
+    Ok(checksum.summary())
+}

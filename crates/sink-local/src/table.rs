@@ -1,0 +1,467 @@
+//! The warehouse and its tables, and the [`Destination`] implementation.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::SchemaRef;
+use backhaul_core::checksum::RowSummary;
+use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
+use backhaul_core::spec::{LocalDestinationSpec, is_valid_identifier, is_valid_name};
+use backhaul_core::stage::Stage;
+use backhaul_core::{Error, Result};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use object_store::ObjectStoreExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::meta::{
+    ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_all_manifests,
+    read_manifest, read_table_meta, temp_path_for, write_json_temp,
+};
+use crate::readback::measure_files;
+
+/// A local Parquet warehouse: a directory with one sub-directory per table.
+#[derive(Debug, Clone)]
+pub struct LocalWarehouse {
+    root: PathBuf,
+}
+
+impl LocalWarehouse {
+    /// Opens the warehouse at `root`, creating the directory when missing.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref();
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        // Canonical, so every handle on one table shares one commit lock and file URLs are absolute.
+        let root = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+        Ok(LocalWarehouse { root })
+    }
+
+    /// The warehouse directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A handle on table `name`; the table itself is created by [`Destination::prepare`].
+    pub fn table(&self, name: &str) -> Result<LocalTable> {
+        if !is_valid_identifier(name) {
+            return Err(Error::InvalidObject { object: format!("table {name}"), message: "not a valid table name (letters, digits and `_`, not starting with a digit)".into() });
+        }
+        let paths = TablePaths::new(&self.root, name);
+        let lock = table_lock(&paths.dir);
+        Ok(LocalTable { table: name.to_string(), paths, lock })
+    }
+
+    /// Names of the prepared tables (directories holding a table file), sorted.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        list_tables(&self.root)
+    }
+
+    /// Runs `sql` over every table of the warehouse; see [`query_with_schema`](crate::query_with_schema).
+    pub async fn query(&self, sql: &str) -> Result<crate::QueryOutput> {
+        crate::query::query_with_schema(&self.root, sql).await
+    }
+}
+
+/// Prepared tables under `root`: directories with a valid table name and a `_table.json`.
+pub(crate) fn list_tables(root: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(root, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        if is_valid_identifier(&name) && TablePaths::new(root, &name).table_file().is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// One table of a [`LocalWarehouse`], loaded by exactly one job.
+///
+/// Commits of one table are serialized inside this process by a lock shared by every handle
+/// on the table. Two *processes* committing to the same table at once are not coordinated:
+/// the coordinator's leases keep each chunk to one worker, and attempt fencing below stops a
+/// stale attempt from replacing a newer one in the usual cases, but a cross-process race
+/// between the fence check and the manifest rename is possible. Run one writer process per
+/// warehouse, or put the warehouse behind a destination with real transactions.
+#[derive(Debug, Clone)]
+pub struct LocalTable {
+    table: String,
+    paths: TablePaths,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One async mutex per table directory, so every handle in the process shares it.
+fn table_lock(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    // The map only holds Arcs; a panic while it was locked cannot have broken it.
+    let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(dir.to_path_buf()).or_default().clone()
+}
+
+impl LocalTable {
+    /// The destination described by a job spec's `[destination]` section. Creates the
+    /// warehouse directory when missing; the table is created by [`Destination::prepare`].
+    /// `file_size` is used by the writer that stages files, not here.
+    pub fn new(spec: &LocalDestinationSpec) -> Result<Self> {
+        if !is_valid_identifier(&spec.table) {
+            return Err(Error::config("<spec>", "destination.table", format!("`{}` is not a valid table name", spec.table)));
+        }
+        LocalWarehouse::open(&spec.path)?.table(&spec.table)
+    }
+
+    /// Table name.
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
+    /// The table's directory.
+    pub fn dir(&self) -> &Path {
+        &self.paths.dir
+    }
+
+    /// The committed manifest of a chunk, if any (blocking, small read).
+    pub fn manifest(&self, chunk_id: u64) -> Result<Option<ChunkManifest>> {
+        read_manifest(&self.paths, chunk_id)
+    }
+
+    /// The table's owner and schema, or `None` before [`Destination::prepare`] (blocking, small read).
+    pub fn meta(&self) -> Result<Option<TableMeta>> {
+        read_table_meta(&self.paths)
+    }
+
+    async fn commit(&self, stage: &Stage, commit: &ChunkCommit) -> Result<RowSummary> {
+        check_job_id(&commit.job_id)?;
+        let (job, chunk, attempt) = (commit.job_id.clone(), commit.chunk_id, commit.attempt);
+        let paths = self.paths.clone();
+        let table = self.table.clone();
+        let (schema, existing) = blocking({
+            let (paths, job) = (paths.clone(), job.clone());
+            move || Ok((owned_schema(&paths, &table, &job)?, read_manifest(&paths, chunk)?))
+        })
+        .await?;
+        // Cheap early fence: a stale worker should not even copy its files. Checked again
+        // under the lock right before the commit point.
+        if let Some(existing) = &existing {
+            fence(existing, commit)?;
+        }
+
+        // Copy into hidden temporary files first: the final names of a re-committed attempt
+        // are the currently committed files, which must not be touched before verification.
+        let mut temps = TempFiles::default();
+        let mut names = Vec::with_capacity(commit.files.len());
+        for (part, file) in commit.files.iter().enumerate() {
+            let part = u32::try_from(part).map_err(|_| Error::Internal(format!("chunk {chunk} has too many files")))?;
+            let name = data_file_name(&job, chunk, attempt, part);
+            let tmp = temp_path_for(&paths.data_file(&name));
+            temps.0.push(tmp.clone());
+            copy_staged(stage, file, &tmp).await?;
+            names.push(name);
+        }
+
+        let per_file = blocking({
+            let (files, schema) = (temps.0.clone(), schema.clone());
+            move || measure_files(&files, &schema)
+        })
+        .await?;
+        let mut committed = RowSummary::default();
+        per_file.iter().for_each(|s| committed.merge(*s));
+        if committed != commit.extracted {
+            // `temps` is dropped on return, deleting the copies; the manifest is untouched.
+            return Err(Error::VerificationFailed {
+                what: format!("chunk {chunk} of job {job} (attempt {attempt})"),
+                message: format!(
+                    "extracted {} rows with checksum {:016x}, but the files to commit hold {} rows with checksum {:016x}",
+                    commit.extracted.rows, commit.extracted.checksum, committed.rows, committed.checksum
+                ),
+            });
+        }
+
+        let files = names
+            .iter()
+            .zip(&commit.files)
+            .zip(&per_file)
+            .map(|((name, staged), summary)| ManifestFile { name: name.clone(), bytes: staged.bytes, rows: summary.rows })
+            .collect();
+        let manifest = ChunkManifest::new(commit, files, committed);
+        let file_count = manifest.files.len();
+        let guard = self.lock.clone().lock_owned().await;
+        let commit = commit.clone();
+        blocking(move || {
+            let _guard = guard;
+            install(&paths, &commit, temps, manifest)
+        })
+        .await?;
+        tracing::info!(table = %self.table, job = %job, chunk, attempt, rows = committed.rows, files = file_count, "chunk committed");
+        Ok(committed)
+    }
+
+    fn read_back_blocking(&self, job_id: &str, chunk_id: u64) -> Result<Option<RowSummary>> {
+        let Some(meta) = read_table_meta(&self.paths)? else { return Ok(None) };
+        check_owner(&self.paths, &self.table, &meta, job_id)?;
+        let schema = meta.schema()?;
+        // A commit may replace the chunk's files while they are read. Then the manifest has
+        // changed too, and reading the new one is right; only a stable manifest with bad
+        // files is a real verification failure.
+        let mut tries = 0;
+        loop {
+            let Some(manifest) = read_manifest(&self.paths, chunk_id)? else { return Ok(None) };
+            if manifest.job_id != job_id {
+                return Err(Error::DestinationConflict(format!("chunk {chunk_id} of table `{}` was committed by job `{}`, not `{job_id}`", self.table, manifest.job_id)));
+            }
+            let files: Vec<PathBuf> = manifest.files.iter().map(|f| self.paths.data_file(&f.name)).collect();
+            match measure_files(&files, &schema) {
+                Ok(sums) => {
+                    let mut total = RowSummary::default();
+                    sums.into_iter().for_each(|s| total.merge(s));
+                    return Ok(Some(total));
+                }
+                Err(e) => {
+                    tries += 1;
+                    let now = read_manifest(&self.paths, chunk_id)?;
+                    if tries < 3 && now.as_ref() != Some(&manifest) {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Destination for LocalTable {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+        let job = job_id.to_string();
+        Box::pin(async move {
+            check_job_id(&job)?;
+            // The lock makes prepare and commit of one process see each other's files whole.
+            let guard = self.lock.clone().lock_owned().await;
+            let (paths, table) = (self.paths.clone(), self.table.clone());
+            blocking(move || {
+                let _guard = guard;
+                prepare_blocking(&paths, &table, &job, &schema)
+            })
+            .await
+        })
+    }
+
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<RowSummary>> {
+        Box::pin(self.commit(stage, commit))
+    }
+
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>> {
+        let job = job_id.to_string();
+        let this = self.clone();
+        Box::pin(async move { blocking(move || this.read_back_blocking(&job, chunk_id)).await })
+    }
+}
+
+/// Job ids become file names; only plain names may get near the file system.
+fn check_job_id(job_id: &str) -> Result<()> {
+    if is_valid_name(job_id) {
+        Ok(())
+    } else {
+        Err(Error::InvalidObject { object: format!("job {job_id}"), message: "not a valid job name".into() })
+    }
+}
+
+fn prepare_blocking(paths: &TablePaths, table: &str, job_id: &str, schema: &SchemaRef) -> Result<()> {
+    for dir in [paths.data_dir(), paths.manifest_dir()] {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let target = paths.table_file();
+    if let Some(existing) = read_table_meta(paths)? {
+        return check_prepared(paths, table, &existing, job_id, schema);
+    }
+    let meta = TableMeta::new(table, job_id, schema)?;
+    let tmp = write_json_temp(&target, &meta)?;
+    // A hard link, unlike a rename, fails when the target exists: of two processes creating
+    // the table at once exactly one wins, and the other checks the winner's file.
+    let linked = std::fs::hard_link(&tmp, &target);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            tracing::info!(table, job = job_id, dir = %paths.dir.display(), "table created");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read_table_meta(paths)? {
+            Some(existing) => check_prepared(paths, table, &existing, job_id, schema),
+            None => Err(Error::Internal(format!("{} vanished right after being created", target.display()))),
+        },
+        Err(e) => Err(Error::io(&target, e)),
+    }
+}
+
+fn check_prepared(paths: &TablePaths, table: &str, existing: &TableMeta, job_id: &str, schema: &SchemaRef) -> Result<()> {
+    check_owner(paths, table, existing, job_id)?;
+    if let Some(diff) = crate::meta::schema_difference(existing.schema()?.as_ref(), schema) {
+        return Err(Error::DestinationConflict(format!(
+            "table `{table}` at {} was created by job `{job_id}` with another schema (existing vs new): {diff}",
+            paths.dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn check_owner(paths: &TablePaths, table: &str, meta: &TableMeta, job_id: &str) -> Result<()> {
+    if meta.job_id != job_id {
+        return Err(Error::DestinationConflict(format!(
+            "table `{table}` at {} belongs to job `{}`, not `{job_id}`; load into another table or remove the directory",
+            paths.dir.display(),
+            meta.job_id
+        )));
+    }
+    Ok(())
+}
+
+/// Schema of a table owned by `job_id`; fails when the table is missing or someone else's.
+fn owned_schema(paths: &TablePaths, table: &str, job_id: &str) -> Result<SchemaRef> {
+    let meta = read_table_meta(paths)?.ok_or_else(|| Error::InvalidObject {
+        object: format!("table {table}"),
+        message: format!("{} does not exist; the destination was not prepared", paths.table_file().display()),
+    })?;
+    check_owner(paths, table, &meta, job_id)?;
+    meta.schema()
+}
+
+/// Refuses a commit that would replace a newer attempt's commit.
+fn fence(existing: &ChunkManifest, commit: &ChunkCommit) -> Result<()> {
+    if existing.attempt > commit.attempt {
+        return Err(Error::LeaseLost {
+            lease_id: format!("{}/{}/{}", commit.job_id, commit.chunk_id, commit.attempt),
+            message: format!(
+                "chunk {} is already committed by attempt {}; attempt {} is stale and was not committed",
+                commit.chunk_id, existing.attempt, commit.attempt
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Streams one staged file into `tmp`, so memory stays bounded whatever the file size.
+async fn copy_staged(stage: &Stage, file: &StagedFile, tmp: &Path) -> Result<()> {
+    let location = object_store::path::Path::parse(&file.path).map_err(|e| Error::InvalidObject {
+        object: format!("staged file {}", file.path),
+        message: e.to_string(),
+    })?;
+    let mut stream = stage.store().get(&location).await?.into_stream();
+    let mut out = tokio::fs::File::create_new(tmp).await.map_err(|e| Error::io(tmp, e))?;
+    let mut copied = 0u64;
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes?;
+        out.write_all(&bytes).await.map_err(|e| Error::io(tmp, e))?;
+        copied += bytes.len() as u64;
+    }
+    // tokio writes in the background; flush so the bytes are in the file before it is read.
+    out.flush().await.map_err(|e| Error::io(tmp, e))?;
+    if copied != file.bytes {
+        return Err(Error::VerificationFailed {
+            what: format!("staged file {} in {}", file.path, stage.description()),
+            message: format!("expected {} bytes, copied {copied}", file.bytes),
+        });
+    }
+    Ok(())
+}
+
+/// The commit itself, under the table lock: fence again, move the verified copies to their
+/// final names, rename the manifest into place (the commit point), then delete what the
+/// previous commit of the chunk used. A crash before the manifest rename leaves only files no
+/// manifest lists, which queries ignore and the next commit of the chunk deletes.
+fn install(paths: &TablePaths, commit: &ChunkCommit, mut temps: TempFiles, manifest: ChunkManifest) -> Result<()> {
+    let previous = read_manifest(paths, commit.chunk_id)?;
+    if let Some(previous) = &previous {
+        fence(previous, commit)?;
+    }
+    let manifest_path = paths.manifest(commit.chunk_id);
+    let manifest_tmp = write_json_temp(&manifest_path, &manifest)?;
+    temps.0.push(manifest_tmp.clone());
+    for (tmp, file) in temps.0.iter().zip(&manifest.files) {
+        let target = paths.data_file(&file.name);
+        std::fs::rename(tmp, &target).map_err(|e| Error::io(&target, e))?;
+    }
+    std::fs::rename(&manifest_tmp, &manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    temps.disarm();
+
+    // Cleanup after the commit point cannot fail the commit: leftovers are unreferenced.
+    let keep: BTreeSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
+    let mut stale: BTreeSet<String> = previous.iter().flat_map(|m| m.files.iter().map(|f| f.name.clone())).collect();
+    // Also files of attempts that crashed between renaming data and renaming the manifest.
+    let prefix = chunk_file_prefix(&commit.job_id, commit.chunk_id);
+    match std::fs::read_dir(paths.data_dir()) {
+        Ok(entries) => stale.extend(
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix) && n.ends_with(".parquet")),
+        ),
+        Err(e) => tracing::warn!(dir = %paths.data_dir().display(), error = %e, "cannot list data files to clean up"),
+    }
+    for name in stale.iter().filter(|n| !keep.contains(n.as_str())) {
+        let path = paths.data_file(name);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %path.display(), error = %e, "cannot delete replaced data file");
+        }
+    }
+    Ok(())
+}
+
+/// Temporary files deleted on drop unless disarmed, so every early return and cancellation
+/// cleans up after itself.
+#[derive(Default)]
+struct TempFiles(Vec<PathBuf>);
+
+impl TempFiles {
+    fn disarm(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Runs blocking file work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Every data file referenced by a committed manifest of `table`, by chunk and part.
+/// Blocking (reads the manifests).
+pub fn committed_files(root: &Path, table: &str) -> Result<Vec<PathBuf>> {
+    let paths = TablePaths::new(root, table);
+    Ok(read_all_manifests(&paths)?.iter().flat_map(|m| m.files.iter().map(|f| paths.data_file(&f.name))).collect())
+}
+
+/// Totals of a table, from its manifests alone (no data is read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSummary {
+    /// Committed chunks.
+    pub chunks: u64,
+    /// Committed data files.
+    pub files: u64,
+    /// Committed rows.
+    pub rows: u64,
+    /// Bytes of the committed data files.
+    pub bytes: u64,
+}
+
+/// Chunks, files, rows and bytes committed to `table`, from its manifests. Blocking.
+pub fn table_summary(root: &Path, table: &str) -> Result<TableSummary> {
+    let paths = TablePaths::new(root, table);
+    let mut s = TableSummary::default();
+    for m in read_all_manifests(&paths)? {
+        s.chunks += 1;
+        s.files += m.files.len() as u64;
+        s.rows += m.committed.rows;
+        s.bytes += m.files.iter().map(|f| f.bytes).sum::<u64>();
+    }
+    Ok(s)
+}

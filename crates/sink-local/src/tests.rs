@@ -1,0 +1,316 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use backhaul_core::Error;
+use backhaul_core::checksum::{RowChecksum, RowSummary};
+use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
+use backhaul_core::cursor::CursorRange;
+use backhaul_core::spec::LocalDestinationSpec;
+use backhaul_core::stage::Stage;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::*;
+
+const JOB: &str = "job1";
+
+fn schema() -> SchemaRef {
+    let json = HashMap::from([("ARROW:extension:name".to_string(), "arrow.json".to_string())]);
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new("amount", DataType::Decimal128(18, 2), true),
+        Field::new("doc", DataType::Utf8, true).with_metadata(json),
+        Field::new("name", DataType::Utf8, true),
+    ]))
+}
+
+fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let ids: Vec<i64> = ids.collect();
+    let amount = Decimal128Array::from(ids.iter().map(|i| (i % 3 != 0).then_some(i128::from(i * 101))).collect::<Vec<_>>())
+        .with_precision_and_scale(18, 2)
+        .unwrap();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(TimestampMicrosecondArray::from(ids.iter().map(|i| 1_700_000_000_000_000 + i).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(amount),
+            Arc::new(StringArray::from(ids.iter().map(|i| Some(format!("{{\"n\":{i}}}"))).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(ids.iter().map(|i| (i % 2 == 0).then(|| format!("name-{i}"))).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+fn summary(batches: &[RecordBatch]) -> RowSummary {
+    let mut c = RowChecksum::new(&schema()).unwrap();
+    batches.iter().for_each(|b| c.update(b).unwrap());
+    c.summary()
+}
+
+fn parquet_bytes(batches: &[RecordBatch]) -> Vec<u8> {
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let mut w = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
+    batches.iter().for_each(|b| w.write(b).unwrap());
+    w.into_inner().unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    stage: Stage,
+    root: PathBuf,
+    table: LocalTable,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = Stage::local(&dir.path().join("stage")).await.unwrap();
+    let spec = LocalDestinationSpec { path: dir.path().join("wh"), table: "t".into(), file_size: None, allow_small_files: true };
+    let table = LocalTable::new(&spec).unwrap();
+    table.prepare(JOB, schema()).await.unwrap();
+    let root = std::fs::canonicalize(dir.path().join("wh")).unwrap();
+    Fixture { _dir: dir, stage, root, table }
+}
+
+impl Fixture {
+    /// Stages one file per element of `parts` and builds the commit, with the true summary.
+    async fn staged(&self, chunk: u64, attempt: u32, parts: &[Vec<RecordBatch>]) -> ChunkCommit {
+        let mut files = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let bytes = parquet_bytes(part);
+            let path = Stage::part_path(JOB, chunk, attempt, i as u32);
+            let len = bytes.len() as u64;
+            self.stage.store().put(&path, PutPayload::from(bytes)).await.unwrap();
+            files.push(StagedFile { path: path.to_string(), bytes: len, rows: part.iter().map(|b| b.num_rows() as u64).sum() });
+        }
+        let all: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
+        ChunkCommit { job_id: JOB.into(), chunk_id: chunk, attempt, range: CursorRange::new(0, 10), files, extracted: summary(&all) }
+    }
+
+    fn data_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.root.join("t/data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn count(&self) -> i64 {
+        let batches = query(&self.root, "SELECT count(*) FROM t").await.unwrap();
+        batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+    }
+}
+
+#[tokio::test]
+async fn prepare_is_idempotent_and_detects_conflicts() {
+    let f = fixture().await;
+    f.table.prepare(JOB, schema()).await.unwrap();
+
+    let e = f.table.prepare("job2", schema()).await.unwrap_err();
+    assert!(matches!(e, Error::DestinationConflict(_)), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("`t`") && msg.contains("`job1`") && msg.contains(&f.root.join("t").display().to_string()), "{msg}");
+
+    let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[2] = Field::new("amount", DataType::Decimal128(20, 2), true);
+    let e = f.table.prepare(JOB, Arc::new(Schema::new(fields))).await.unwrap_err();
+    assert!(matches!(e, Error::DestinationConflict(_)), "{e:?}");
+    assert!(e.to_string().contains("amount"), "{e}");
+
+    // Dropping the JSON extension metadata is a schema change too.
+    let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[3] = Field::new("doc", DataType::Utf8, true);
+    let e = f.table.prepare(JOB, Arc::new(Schema::new(fields))).await.unwrap_err();
+    assert!(e.to_string().contains("metadata"), "{e}");
+}
+
+#[tokio::test]
+async fn commit_then_read_back_matches_input() {
+    let f = fixture().await;
+    let parts = vec![vec![batch(0..50), batch(50..70)], vec![batch(70..100)]];
+    let commit = f.staged(0, 1, &parts).await;
+    let committed = f.table.commit_chunk(&f.stage, &commit).await.unwrap();
+    let all: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
+    assert_eq!(committed, summary(&all));
+    assert_eq!(committed.rows, 100);
+    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(summary(&all)));
+    assert_eq!(f.table.read_back(JOB, 1).await.unwrap(), None);
+    assert!(matches!(f.table.read_back("other", 0).await, Err(Error::DestinationConflict(_))));
+
+    assert_eq!(f.data_files(), vec!["job1-c000000-a001-p0000.parquet", "job1-c000000-a001-p0001.parquet"]);
+    let s = table_summary(&f.root, "t").unwrap();
+    assert_eq!((s.chunks, s.files, s.rows), (1, 2, 100));
+    assert_eq!(s.bytes, commit.files.iter().map(|f| f.bytes).sum::<u64>());
+    assert_eq!(f.count().await, 100);
+    let m = f.table.manifest(0).unwrap().unwrap();
+    assert_eq!((m.attempt, m.committed, m.extracted), (1, committed, commit.extracted));
+}
+
+#[tokio::test]
+async fn new_attempt_replaces_files() {
+    let f = fixture().await;
+    let c1 = f.staged(3, 1, &[vec![batch(0..100)]]).await;
+    f.table.commit_chunk(&f.stage, &c1).await.unwrap();
+    let other = f.staged(4, 1, &[vec![batch(100..110)]]).await;
+    f.table.commit_chunk(&f.stage, &other).await.unwrap();
+    assert_eq!(f.count().await, 110);
+
+    let c2 = f.staged(3, 2, &[vec![batch(0..40)], vec![batch(40..100)]]).await;
+    assert_eq!(f.table.commit_chunk(&f.stage, &c2).await.unwrap(), c2.extracted);
+    assert_eq!(f.count().await, 110);
+    assert_eq!(
+        f.data_files(),
+        vec!["job1-c000003-a002-p0000.parquet", "job1-c000003-a002-p0001.parquet", "job1-c000004-a001-p0000.parquet"]
+    );
+    let files = committed_files(&f.root, "t").unwrap();
+    assert_eq!(files.len(), 3);
+    assert!(files.iter().all(|p| p.is_file()));
+
+    // Re-committing the same attempt (a retried call) is allowed and changes nothing visible.
+    assert_eq!(f.table.commit_chunk(&f.stage, &c2).await.unwrap(), c2.extracted);
+    assert_eq!(f.count().await, 110);
+    assert_eq!(f.data_files().len(), 3);
+}
+
+#[tokio::test]
+async fn stale_attempt_is_refused() {
+    let f = fixture().await;
+    let c2 = f.staged(0, 2, &[vec![batch(0..10)]]).await;
+    f.table.commit_chunk(&f.stage, &c2).await.unwrap();
+    let before = (f.table.manifest(0).unwrap(), f.data_files());
+
+    let c1 = f.staged(0, 1, &[vec![batch(0..10), batch(10..20)]]).await;
+    let e = f.table.commit_chunk(&f.stage, &c1).await.unwrap_err();
+    match &e {
+        Error::LeaseLost { lease_id, .. } => assert_eq!(lease_id, "job1/0/1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((f.table.manifest(0).unwrap(), f.data_files()), before);
+    assert_eq!(f.count().await, 10);
+}
+
+#[tokio::test]
+async fn verification_mismatch_commits_nothing() {
+    let f = fixture().await;
+    let c1 = f.staged(0, 1, &[vec![batch(0..10)]]).await;
+    f.table.commit_chunk(&f.stage, &c1).await.unwrap();
+    let before = (f.table.manifest(0).unwrap(), f.data_files());
+
+    let mut c2 = f.staged(0, 2, &[vec![batch(0..11)]]).await;
+    c2.extracted = RowSummary { rows: 11, checksum: c2.extracted.checksum ^ 1 };
+    let e = f.table.commit_chunk(&f.stage, &c2).await.unwrap_err();
+    assert!(matches!(e, Error::VerificationFailed { .. }), "{e:?}");
+    assert_eq!((f.table.manifest(0).unwrap(), f.data_files()), before);
+    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(c1.extracted));
+}
+
+#[tokio::test]
+async fn orphan_files_are_not_queried() {
+    let f = fixture().await;
+    let c = f.staged(0, 1, &[vec![batch(0..10)]]).await;
+    f.table.commit_chunk(&f.stage, &c).await.unwrap();
+    std::fs::write(f.root.join("t/data/job1-c000009-a001-p0000.parquet"), parquet_bytes(&[batch(0..1000)])).unwrap();
+    assert_eq!(f.count().await, 10);
+    assert_eq!(committed_files(&f.root, "t").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn exact_types_survive() {
+    let f = fixture().await;
+    let c = f.staged(0, 1, &[vec![batch(0..10)]]).await;
+    f.table.commit_chunk(&f.stage, &c).await.unwrap();
+    let file = std::fs::File::open(&committed_files(&f.root, "t").unwrap()[0]).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    assert_eq!(schema_difference(&schema(), builder.schema()), None);
+    assert_eq!(builder.schema().fields(), schema().fields());
+
+    let out = query_with_schema(&f.root, "SELECT * FROM t ORDER BY id").await.unwrap();
+    let types: Vec<&DataType> = out.schema.fields().iter().map(|f| f.data_type()).collect();
+    let expected = schema();
+    assert_eq!(types, expected.fields().iter().map(|f| f.data_type()).collect::<Vec<_>>());
+    assert_eq!(out.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+    let amount = out.batches[0].column(2).as_any().downcast_ref::<Decimal128Array>().unwrap();
+    assert_eq!((amount.is_null(0), amount.value(1)), (true, 101));
+}
+
+#[tokio::test]
+async fn empty_table_is_queryable() {
+    let f = fixture().await;
+    assert_eq!(f.count().await, 0);
+    let out = query_with_schema(&f.root, "SELECT id, ts FROM t").await.unwrap();
+    assert_eq!(out.schema.fields().len(), 2);
+    assert_eq!(out.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    assert_eq!(table_summary(&f.root, "t").unwrap(), TableSummary::default());
+}
+
+#[tokio::test]
+async fn read_back_rereads_the_data() {
+    let f = fixture().await;
+    let c = f.staged(0, 1, &[vec![batch(0..10)], vec![batch(10..20)]]).await;
+    f.table.commit_chunk(&f.stage, &c).await.unwrap();
+    let victim = f.root.join("t/data/job1-c000000-a001-p0001.parquet");
+    std::fs::remove_file(&victim).unwrap();
+    let e = f.table.read_back(JOB, 0).await.unwrap_err();
+    assert!(matches!(e, Error::VerificationFailed { .. }), "{e:?}");
+    assert!(e.to_string().contains(&victim.display().to_string()), "{e}");
+
+    // Same name, other rows: only a real re-read notices.
+    std::fs::write(&victim, parquet_bytes(&[batch(10..19)])).unwrap();
+    let back = f.table.read_back(JOB, 0).await.unwrap().unwrap();
+    assert_eq!(back.rows, 19);
+    assert_ne!(back, c.extracted);
+}
+
+#[tokio::test]
+async fn commit_needs_prepared_table_and_bad_sql_is_permanent() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = Stage::local(&dir.path().join("stage")).await.unwrap();
+    let wh = LocalWarehouse::open(dir.path().join("wh")).unwrap();
+    let table = wh.table("u").unwrap();
+    let commit = ChunkCommit {
+        job_id: JOB.into(),
+        chunk_id: 0,
+        attempt: 1,
+        range: CursorRange::new(0, 1),
+        files: vec![],
+        extracted: RowSummary::default(),
+    };
+    assert!(matches!(table.commit_chunk(&stage, &commit).await, Err(Error::InvalidObject { .. })));
+    assert!(wh.table("../x").is_err());
+    let e = query(wh.root(), "SELEC nonsense").await.unwrap_err();
+    assert_eq!(e.class(), backhaul_core::ErrorClass::Permanent);
+    assert!(matches!(e, Error::InvalidObject { ref object, .. } if object == "query"));
+    assert!(wh.tables().unwrap().is_empty());
+}
+
+/// Compile-time check: the futures can run on a multi-threaded runtime.
+#[allow(dead_code)]
+fn futures_are_send(t: &LocalTable, p: &Path) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(query(p, ""));
+    is_send(t.read_back(JOB, 0));
+}
+
+#[tokio::test]
+async fn glob_characters_in_the_root_are_literal() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = Stage::local(&dir.path().join("stage")).await.unwrap();
+    let root = dir.path().join("wh [1]*? %20");
+    let spec = LocalDestinationSpec { path: root.clone(), table: "t".into(), file_size: None, allow_small_files: true };
+    let table = LocalTable::new(&spec).unwrap();
+    table.prepare(JOB, schema()).await.unwrap();
+    let f = Fixture { _dir: dir, stage, root: std::fs::canonicalize(&root).unwrap(), table };
+    let c = f.staged(0, 1, &[vec![batch(0..7)]]).await;
+    f.table.commit_chunk(&f.stage, &c).await.unwrap();
+    assert_eq!(f.count().await, 7);
+    let out = query_with_schema(&f.root, "SELECT doc FROM t").await.unwrap();
+    assert_eq!(out.schema.field(0).metadata(), schema().field(3).metadata());
+}
