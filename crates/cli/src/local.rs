@@ -72,7 +72,9 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     }
 
     let bar = RunProgress::new(opts.progress, &job, &before);
-    let mut tick = tokio::time::interval(Duration::from_millis(if opts.progress { 200 } else { 2000 }));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let log_every = if opts.progress { Duration::ZERO } else { Duration::from_secs(2) };
+    let mut last_log = Instant::now();
     let mut interrupted = false;
     let mut worker_error = None;
     loop {
@@ -85,7 +87,15 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
             },
             _ = tick.tick() => {
                 let now = summary(store, &job).await?;
-                bar.update(&now, &before, started.elapsed());
+                if last_log.elapsed() >= log_every {
+                    bar.update(&now, &before, started.elapsed());
+                    last_log = Instant::now();
+                }
+                // Idle workers poll with backoff; once every chunk is settled there is
+                // nothing left to wait for.
+                if now.is_finished() {
+                    cancel.cancel();
+                }
             }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;

@@ -64,20 +64,22 @@ pub async fn file_stats(store: &Store, job_id: &str) -> Result<(u64, u64, u64, u
     Ok((sizes.len() as u64, sizes.iter().sum(), sizes.iter().copied().min().unwrap_or(0), sizes.iter().copied().max().unwrap_or(0)))
 }
 
-/// Prints the end-of-run summary; returns the exit code the run deserves.
-pub async fn report_run(globals: &Globals, store: &Store, job_id: &str, report: &RunReport) -> Result<u8> {
+/// Prints the end-of-run summary (text mode) and returns the exit code the run deserves with
+/// the summary as JSON, which JSON-mode callers print (possibly inside a larger document).
+pub async fn run_summary(globals: &Globals, store: &Store, job_id: &str, report: &RunReport) -> Result<(u8, serde_json::Value)> {
     let s = &report.summary;
     let (files, total, min, max) = file_stats(store, job_id).await?;
     let secs = report.elapsed.as_secs_f64().max(0.001);
     let rows_per_s = report.rows_this_run as f64 / secs;
     let mb_per_s = report.bytes_this_run as f64 / 1e6 / secs;
+    let doc = json!({
+        "job": job_id,
+        "summary": s,
+        "this_run": { "rows": report.rows_this_run, "parquet_bytes": report.bytes_this_run, "seconds": secs, "rows_per_second": rows_per_s, "mb_per_second": mb_per_s },
+        "files": { "count": files, "bytes": total, "min_bytes": min, "max_bytes": max },
+    });
     match globals.output {
-        OutputFormat::Json => output::print_json(&json!({
-            "job": job_id,
-            "summary": s,
-            "this_run": { "rows": report.rows_this_run, "parquet_bytes": report.bytes_this_run, "seconds": secs, "rows_per_second": rows_per_s, "mb_per_second": mb_per_s },
-            "files": { "count": files, "bytes": total, "min_bytes": min, "max_bytes": max },
-        })),
+        OutputFormat::Json => {}
         OutputFormat::Text => {
             println!("job {job_id}: {}/{} chunks committed, {} parked", s.committed, s.chunks, s.parked);
             println!("  rows      {} total, {} loaded by this run", group(s.committed_rows), group(report.rows_this_run));
@@ -90,7 +92,16 @@ pub async fn report_run(globals: &Globals, store: &Store, job_id: &str, report: 
             }
         }
     }
-    Ok(if s.parked > 0 { crate::exit::PARKED } else { 0 })
+    Ok((if s.parked > 0 { crate::exit::PARKED } else { 0 }, doc))
+}
+
+/// Prints the end-of-run summary; returns the exit code the run deserves.
+pub async fn report_run(globals: &Globals, store: &Store, job_id: &str, report: &RunReport) -> Result<u8> {
+    let (code, doc) = run_summary(globals, store, job_id, report).await?;
+    if globals.output == OutputFormat::Json {
+        output::print_json(&doc);
+    }
+    Ok(code)
 }
 
 /// Parses a duration flag like `30s`.

@@ -52,9 +52,16 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> Result<u8> {
         eprintln!("demo: source ready and job planned in {:.1}s", seeded.elapsed().as_secs_f64());
     }
     let report = local::run(&store, args.run.local(&globals, &job_id)).await?;
-    let code = common::report_run(&globals, &store, &job_id, &report).await?;
+    let (code, run_doc) = common::run_summary(&globals, &store, &job_id, &report).await?;
     let v = verify::verify_job(&store, &job_id).await?;
-    verify::print(&globals, &job_id, &v);
+    match globals.output {
+        OutputFormat::Json => crate::output::print_json(&serde_json::json!({
+            "run": run_doc,
+            "verify": { "verified": v.problems.is_empty(), "result": v },
+            "warehouse": args.dir.join("warehouse"),
+        })),
+        OutputFormat::Text => verify::print(&globals, &job_id, &v),
+    }
     if text {
         let wh = args.dir.join("warehouse");
         println!("\nquery it:\n  backhaul query --warehouse {} \"SELECT status, count(*) AS orders, sum(amount) AS revenue FROM orders GROUP BY status ORDER BY orders DESC\"", wh.display());
@@ -72,7 +79,11 @@ fn demo_spec(args: &DemoArgs) -> Result<String> {
     spec.range.to = to.to_string();
     if let Some(r) = args.rows_per_day {
         match &mut spec.source {
-            SourceSpec::Embedded(s) => s.rows_per_day = r,
+            SourceSpec::Embedded(s) => {
+                s.rows_per_day = r;
+                // A seeded database belongs to its generator settings; keep one per setting.
+                s.path = PathBuf::from(format!("source-{r}.db"));
+            }
         }
     }
     Ok(format!("# Written by `backhaul demo` from deploy/jobs/demo-orders.toml.\n{}", spec.to_canonical_toml()))
