@@ -22,21 +22,39 @@ fn main() {
     let days: Vec<u32> = std::env::var("BACKHAUL_BENCH_DAYS")
         .unwrap_or_else(|_| "30,181".into())
         .split(',')
-        .map(|d| d.trim().parse().expect("BACKHAUL_BENCH_DAYS: comma-separated day counts"))
+        .map(|d| {
+            d.trim()
+                .parse()
+                .expect("BACKHAUL_BENCH_DAYS: comma-separated day counts")
+        })
         .collect();
-    let rows_per_day: u64 = std::env::var("BACKHAUL_BENCH_ROWS_PER_DAY").ok().map(|v| v.parse().expect("rows per day")).unwrap_or(2000);
+    let rows_per_day: u64 = std::env::var("BACKHAUL_BENCH_ROWS_PER_DAY")
+        .ok()
+        .map(|v| v.parse().expect("rows per day"))
+        .unwrap_or(2000);
     let workers = std::env::var("BACKHAUL_BENCH_WORKERS").unwrap_or_else(|_| "2".into());
     println!("embedded pipeline: rows_per_day={rows_per_day} workers={workers} binary={BIN}");
-    println!("{:>6} {:>12} {:>8} {:>12} {:>10} {:>8} {:>12} {:>10}", "days", "rows", "chunks", "rows/s", "MB/s", "files", "parquet MB", "peak RSS");
+    println!(
+        "{:>6} {:>12} {:>8} {:>12} {:>10} {:>8} {:>12} {:>10}",
+        "days", "rows", "chunks", "rows/s", "MB/s", "files", "parquet MB", "peak RSS"
+    );
     for d in days {
         let dir = tempfile_dir(d);
         // Seed (and warm the page cache) first: generation is not what we measure.
         let seed = run(&dir, d, rows_per_day, &workers);
-        assert!(seed.0.status.success(), "seeding run failed: {}", String::from_utf8_lossy(&seed.0.stderr));
+        assert!(
+            seed.0.status.success(),
+            "seeding run failed: {}",
+            String::from_utf8_lossy(&seed.0.stderr)
+        );
         let started = Instant::now();
         let (out, peak_kib) = run(&dir, d, rows_per_day, &workers);
         let wall = started.elapsed().as_secs_f64();
-        assert!(out.status.success(), "benchmark run failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "benchmark run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("demo --output json");
         let run = &v["run"];
         assert_eq!(v["verify"]["verified"], true, "verification failed: {v}");
@@ -67,7 +85,17 @@ fn run(dir: &Path, days: u32, rows_per_day: u64, workers: &str) -> (std::process
     let child = Command::new(BIN)
         .args(["demo", "--dir"])
         .arg(dir)
-        .args(["--days", &days.to_string(), "--rows-per-day", &rows_per_day.to_string(), "--workers", workers, "--output", "json", "--no-progress"])
+        .args([
+            "--days",
+            &days.to_string(),
+            "--rows-per-day",
+            &rows_per_day.to_string(),
+            "--workers",
+            workers,
+            "--output",
+            "json",
+            "--no-progress",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -94,6 +122,10 @@ fn run(dir: &Path, days: u32, rows_per_day: u64, workers: &str) -> (std::process
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(rc, pid, "wait4 failed");
     let exit = std::os::unix::process::ExitStatusExt::from_raw(status);
-    let output = std::process::Output { status: exit, stdout: out_thread.join().unwrap_or_default(), stderr: err_thread.join().unwrap_or_default() };
+    let output = std::process::Output {
+        status: exit,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    };
     (output, usage.ru_maxrss)
 }

@@ -45,11 +45,12 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let job = opts.job_id.clone();
     // In local mode every earlier worker lived in an earlier process, which is gone: its
     // leases can be handed out again at once instead of waiting for them to expire.
-    let released = store.call({
-        let job = job.clone();
-        move |s, c| s.release_all_leases(c, &job)
-    })
-    .await?;
+    let released = store
+        .call({
+            let job = job.clone();
+            move |s, c| s.release_all_leases(c, &job)
+        })
+        .await?;
     if released > 0 {
         tracing::info!(job = %job, chunks = released, "resuming: handed back chunks leased by an earlier run");
     }
@@ -65,15 +66,28 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let spool_dir = std::env::temp_dir();
     let mut workers: JoinSet<Result<()>> = JoinSet::new();
     for i in 0..opts.workers.max(1) {
-        let config = WorkerConfig { worker_id: format!("local-{i}"), slots: 1, job_filter: Some(job.clone()), spool_dir: spool_dir.clone() };
-        let worker = Arc::new(Worker::connect(format!("http://{addr}"), Arc::new(BuiltinConnectors), config).await.context("connecting a local worker")?);
+        let config = WorkerConfig {
+            worker_id: format!("local-{i}"),
+            slots: 1,
+            job_filter: Some(job.clone()),
+            spool_dir: spool_dir.clone(),
+        };
+        let worker = Arc::new(
+            Worker::connect(format!("http://{addr}"), Arc::new(BuiltinConnectors), config)
+                .await
+                .context("connecting a local worker")?,
+        );
         let cancel = cancel.child_token();
         workers.spawn(async move { worker.run(cancel).await.map_err(anyhow::Error::from) });
     }
 
     let bar = RunProgress::new(opts.progress, &job, &before);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let log_every = if opts.progress { Duration::ZERO } else { Duration::from_secs(2) };
+    let log_every = if opts.progress {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(2)
+    };
     let mut last_log = Instant::now();
     let mut interrupted = false;
     let mut worker_error = None;
@@ -114,7 +128,9 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
         return Err(e.context("a worker failed"));
     }
     if interrupted {
-        return Err(anyhow!("interrupted; committed chunks are kept, resume with `backhaul backfill --resume {job}`"));
+        return Err(anyhow!(
+            "interrupted; committed chunks are kept, resume with `backhaul backfill --resume {job}`"
+        ));
     }
     Ok(RunReport {
         rows_this_run: after.committed_rows.saturating_sub(before.committed_rows),

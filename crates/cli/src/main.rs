@@ -63,30 +63,42 @@ pub enum OutputFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the built-in demo: seed an embedded source, backfill, verify, summarize.
-    #[command(after_help = "Example:\n  backhaul demo\n  backhaul demo --days 30 --rows-per-day 2000 --workers 2\n\n\
+    #[command(
+        after_help = "Example:\n  backhaul demo\n  backhaul demo --days 30 --rows-per-day 2000 --workers 2\n\n\
 Everything goes under .backhaul/demo (source database, stage, warehouse, state); the seeded source is \
-kept between runs, the rest is started afresh. No server is needed.")]
+kept between runs, the rest is started afresh. No server is needed."
+    )]
     Demo(commands::demo::DemoArgs),
     /// Print the chunks a job would run, with estimated rows and bytes, without extracting.
-    #[command(after_help = "Example:\n  backhaul plan job.toml\n  backhaul plan job.toml --output json | jq '.chunks | length'")]
+    #[command(
+        after_help = "Example:\n  backhaul plan job.toml\n  backhaul plan job.toml --output json | jq '.chunks | length'"
+    )]
     Plan(commands::plan::PlanArgs),
     /// Run (or resume) a backfill with a coordinator and N workers in this process.
-    #[command(after_help = "Examples:\n  backhaul backfill job.toml --workers 4\n  backhaul backfill --resume orders\n\n\
+    #[command(
+        after_help = "Examples:\n  backhaul backfill job.toml --workers 4\n  backhaul backfill --resume orders\n\n\
 Re-running the same command after a crash or kill resumes the job: committed chunks are kept, \
-the rest run again, nothing is loaded twice.")]
+the rest run again, nothing is loaded twice."
+    )]
     Backfill(commands::backfill::BackfillArgs),
     /// Show jobs, or one job's chunks and their states.
-    #[command(after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json")]
+    #[command(
+        after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json"
+    )]
     Status(commands::status::StatusArgs),
     /// Re-read every committed chunk at the destination and compare rows and checksums.
-    #[command(after_help = "Example:\n  backhaul verify orders && echo verified\n\nExits 3 when any chunk is missing or differs.")]
+    #[command(
+        after_help = "Example:\n  backhaul verify orders && echo verified\n\nExits 3 when any chunk is missing or differs."
+    )]
     Verify(commands::verify::VerifyArgs),
     /// Re-run the chunks of a range; each replaces exactly its own data at the destination.
     #[command(after_help = "Example:\n  backhaul replay orders --from 2024-02-01 --to 2024-02-08")]
     Replay(commands::replay::ReplayArgs),
     /// Run SQL over a local Parquet warehouse with DataFusion.
-    #[command(after_help = "Examples:\n  backhaul query \"SELECT status, count(*) FROM orders GROUP BY status\"\n  \
-backhaul query --warehouse .backhaul/demo/warehouse \"SELECT * FROM orders LIMIT 5\" --output json")]
+    #[command(
+        after_help = "Examples:\n  backhaul query \"SELECT status, count(*) FROM orders GROUP BY status\"\n  \
+backhaul query --warehouse .backhaul/demo/warehouse \"SELECT * FROM orders LIMIT 5\" --output json"
+    )]
     Query(commands::query::QueryArgs),
 }
 
@@ -104,7 +116,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let progress = !cli.no_progress && cli.output == OutputFormat::Text && std::io::stderr().is_terminal();
     init_logging(cli.verbose, progress);
-    let globals = Globals { state: cli.state, output: cli.output, progress };
+    let globals = Globals {
+        state: cli.state,
+        output: cli.output,
+        progress,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -140,6 +156,12 @@ fn init_logging(verbose: u8, progress: bool) {
         (0, false) | (1, _) => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{default},h2=warn,tower=warn,hyper=warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).try_init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},h2=warn,tower=warn,hyper=warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }

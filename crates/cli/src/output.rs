@@ -20,9 +20,11 @@ impl RunProgress {
             return RunProgress { bar: None };
         }
         let bar = ProgressBar::new(before.chunks);
-        let style = ProgressStyle::with_template("{prefix:.bold} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} chunks  {msg}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{prefix:.bold} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} chunks  {msg}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(job.to_string());
         bar.set_position(before.committed + before.parked);
@@ -36,14 +38,24 @@ impl RunProgress {
         let bytes = now.committed_bytes.saturating_sub(before.committed_bytes);
         let secs = elapsed.as_secs_f64().max(0.001);
         let rate_rows = rows.saturating_sub(before.committed_rows) as f64 / secs;
-        let line = format!("{} rows  {:.0} rows/s  {:.1} MB/s", group(rows), rate_rows, bytes as f64 / 1e6 / secs);
+        let line = format!(
+            "{} rows  {:.0} rows/s  {:.1} MB/s",
+            group(rows),
+            rate_rows,
+            bytes as f64 / 1e6 / secs
+        );
         match &self.bar {
             Some(bar) => {
                 bar.set_length(now.chunks);
                 bar.set_position(now.committed + now.parked);
                 bar.set_message(line);
             }
-            None => tracing::info!(committed = now.committed, chunks = now.chunks, parked = now.parked, "{line}"),
+            None => tracing::info!(
+                committed = now.committed,
+                chunks = now.chunks,
+                parked = now.parked,
+                "{line}"
+            ),
         }
     }
 
@@ -61,7 +73,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -76,7 +88,10 @@ pub fn size(bytes: u64) -> String {
 
 /// Prints a JSON document on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into())
+    );
 }
 
 /// Prints an error for people (stderr) or scripts (JSON on stdout), with its class.

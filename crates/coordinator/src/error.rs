@@ -18,7 +18,9 @@ pub enum CoordinatorError {
         source: rusqlite::Error,
     },
     /// A job with this name exists with a different spec.
-    #[error("job `{job_id}` already exists in {state} with a different spec; give the new spec another `name`, or remove the old job's state")]
+    #[error(
+        "job `{job_id}` already exists in {state} with a different spec; give the new spec another `name`, or remove the old job's state"
+    )]
     SpecChanged {
         /// The job.
         job_id: String,

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use backhaul_core::Error;
 use backhaul_core::chunking::{PlanPolicy, PlannedChunk, plan_chunks};
 use backhaul_core::connector::{Connectors, Destination, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::spec::{ChunkPolicy, JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
-use backhaul_core::Error;
 
 use crate::error::Result;
 
@@ -43,7 +43,13 @@ pub struct JobPlan {
 ///
 /// With `prepare_destination` the destination table is created (or checked to belong to this
 /// job); without it, `plan` stays read-only at the destination.
-pub async fn plan_job(raw: JobSpec, origin: &str, base_dir: &Path, connectors: &dyn Connectors, prepare_destination: bool) -> Result<JobPlan> {
+pub async fn plan_job(
+    raw: JobSpec,
+    origin: &str,
+    base_dir: &Path,
+    connectors: &dyn Connectors,
+    prepare_destination: bool,
+) -> Result<JobPlan> {
     let spec_toml = raw.to_canonical_toml();
     let validated = raw.validate(origin)?;
     let mut spec = raw;
@@ -53,7 +59,13 @@ pub async fn plan_job(raw: JobSpec, origin: &str, base_dir: &Path, connectors: &
     let table = source.describe().await?;
     let kind = table.cursor_kind;
     let bound = |b: backhaul_core::cursor::SpecBound, field: &str| {
-        b.to_cursor(kind).map_err(|m| Error::config(origin, field, format!("{m} (cursor `{}` is a {} column)", table.cursor_column, kind.as_str())))
+        b.to_cursor(kind).map_err(|m| {
+            Error::config(
+                origin,
+                field,
+                format!("{m} (cursor `{}` is a {} column)", table.cursor_column, kind.as_str()),
+            )
+        })
     };
     let range = CursorRange::new(bound(validated.from, "range.from")?, bound(validated.to, "range.to")?);
     let policy = match validated.chunking {
@@ -62,7 +74,12 @@ pub async fn plan_job(raw: JobSpec, origin: &str, base_dir: &Path, connectors: &
             CursorKind::Timestamp => PlanPolicy::FixedWidth(span.micros),
             CursorKind::Date => PlanPolicy::FixedWidth((span.micros / 86_400_000_000).max(1)),
             CursorKind::Integer => {
-                return Err(Error::config(origin, "chunking.every", "the cursor is an integer column; give an integer step").into());
+                return Err(Error::config(
+                    origin,
+                    "chunking.every",
+                    "the cursor is an integer column; give an integer step",
+                )
+                .into());
             }
         },
         ChunkPolicy::TargetBytes(b) => PlanPolicy::TargetBytes(b),
@@ -75,13 +92,28 @@ pub async fn plan_job(raw: JobSpec, origin: &str, base_dir: &Path, connectors: &
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
-    Ok(JobPlan { spec, spec_toml, base_dir: base_dir.to_path_buf(), validated, table, range, chunks, source, destination, stage })
+    Ok(JobPlan {
+        spec,
+        spec_toml,
+        base_dir: base_dir.to_path_buf(),
+        validated,
+        table,
+        range,
+        chunks,
+        source,
+        destination,
+        stage,
+    })
 }
 
 /// Stage checks report `<spec>`; put the real file name in.
 fn relabel(e: Error, origin: &str) -> Error {
     match e {
-        Error::Config { file, field, message } if file == "<spec>" => Error::Config { file: origin.into(), field, message },
+        Error::Config { file, field, message } if file == "<spec>" => Error::Config {
+            file: origin.into(),
+            field,
+            message,
+        },
         other => other,
     }
 }

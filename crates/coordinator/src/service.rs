@@ -73,7 +73,11 @@ pub struct CoordinatorService {
 impl CoordinatorService {
     /// A service over `store`.
     pub fn new(store: Store, lease_ttl: Duration, retry: RetryPolicy) -> Self {
-        CoordinatorService { store, lease_ttl, retry }
+        CoordinatorService {
+            store,
+            lease_ttl,
+            retry,
+        }
     }
 
     fn ttl_ms(&self) -> u32 {
@@ -88,8 +92,12 @@ pub async fn serve(
     addr: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = Result<()>>)> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
-    let local = listener.local_addr().map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let fut = async move {
         tonic::transport::Server::builder()
@@ -121,7 +129,10 @@ fn class_from_pb(c: i32) -> ErrorClass {
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
-    async fn lease_chunk(&self, req: Request<pb::LeaseChunkRequest>) -> Result<Response<pb::LeaseChunkResponse>, Status> {
+    async fn lease_chunk(
+        &self,
+        req: Request<pb::LeaseChunkRequest>,
+    ) -> Result<Response<pb::LeaseChunkResponse>, Status> {
         let req = req.into_inner();
         let ttl = self.ttl_ms();
         let filter = (!req.job_id.is_empty()).then_some(req.job_id);
@@ -136,15 +147,24 @@ impl Coordinator for CoordinatorService {
                 job_id: lease.job.job_id,
                 chunk_id: lease.chunk.chunk_id,
                 attempt: lease.chunk.attempt,
-                range: Some(pb::CursorRange { from: lease.chunk.range.from, to: lease.chunk.range.to }),
+                range: Some(pb::CursorRange {
+                    from: lease.chunk.range.from,
+                    to: lease.chunk.range.to,
+                }),
                 job_spec_toml: lease.job.spec_toml,
                 spec_base_dir: lease.job.base_dir.display().to_string(),
                 lease_ttl_ms: ttl,
                 estimated_rows: lease.chunk.estimated_rows,
                 estimated_bytes: lease.chunk.estimated_bytes,
             }),
-            Err(NoLease::Finished) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork { job_finished: true, retry_after_ms: 0 }),
-            Err(NoLease::RetryAfterMs(ms)) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork { job_finished: false, retry_after_ms: ms }),
+            Err(NoLease::Finished) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                job_finished: true,
+                retry_after_ms: 0,
+            }),
+            Err(NoLease::RetryAfterMs(ms)) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                job_finished: false,
+                retry_after_ms: ms,
+            }),
         };
         Ok(Response::new(pb::LeaseChunkResponse { outcome: Some(outcome) }))
     }
@@ -152,33 +172,74 @@ impl Coordinator for CoordinatorService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let lease_id = req.into_inner().lease_id;
         let ttl = self.ttl_ms();
-        self.store.call(move |s, c| s.heartbeat(c, &lease_id, ttl)).await.map_err(status)?;
+        self.store
+            .call(move |s, c| s.heartbeat(c, &lease_id, ttl))
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::HeartbeatResponse { lease_ttl_ms: ttl }))
     }
 
-    async fn report_progress(&self, req: Request<pb::ReportProgressRequest>) -> Result<Response<pb::ReportProgressResponse>, Status> {
+    async fn report_progress(
+        &self,
+        req: Request<pb::ReportProgressRequest>,
+    ) -> Result<Response<pb::ReportProgressResponse>, Status> {
         let r = req.into_inner();
-        self.store.call(move |s, c| s.progress(c, &r.lease_id, r.rows, r.bytes)).await.map_err(status)?;
+        self.store
+            .call(move |s, c| s.progress(c, &r.lease_id, r.rows, r.bytes))
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ReportProgressResponse {}))
     }
 
-    async fn complete_chunk(&self, req: Request<pb::CompleteChunkRequest>) -> Result<Response<pb::CompleteChunkResponse>, Status> {
+    async fn complete_chunk(
+        &self,
+        req: Request<pb::CompleteChunkRequest>,
+    ) -> Result<Response<pb::CompleteChunkResponse>, Status> {
         let r = req.into_inner();
-        let out = r.output.ok_or_else(|| Status::invalid_argument("complete_chunk needs an output manifest"))?;
-        let files: Vec<StagedFile> = out.files.into_iter().map(|f| StagedFile { path: f.path, bytes: f.bytes, rows: f.rows }).collect();
-        let extracted = RowSummary { rows: out.extracted_rows, checksum: out.extracted_checksum };
-        let committed = RowSummary { rows: out.committed_rows, checksum: out.committed_checksum };
-        self.store.call(move |s, c| s.complete(c, &r.lease_id, &files, extracted, committed)).await.map_err(status)?;
+        let out = r
+            .output
+            .ok_or_else(|| Status::invalid_argument("complete_chunk needs an output manifest"))?;
+        let files: Vec<StagedFile> = out
+            .files
+            .into_iter()
+            .map(|f| StagedFile {
+                path: f.path,
+                bytes: f.bytes,
+                rows: f.rows,
+            })
+            .collect();
+        let extracted = RowSummary {
+            rows: out.extracted_rows,
+            checksum: out.extracted_checksum,
+        };
+        let committed = RowSummary {
+            rows: out.committed_rows,
+            checksum: out.committed_checksum,
+        };
+        self.store
+            .call(move |s, c| s.complete(c, &r.lease_id, &files, extracted, committed))
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::CompleteChunkResponse {}))
     }
 
     async fn fail_chunk(&self, req: Request<pb::FailChunkRequest>) -> Result<Response<pb::FailChunkResponse>, Status> {
         let r = req.into_inner();
-        let e = r.error.ok_or_else(|| Status::invalid_argument("fail_chunk needs an error"))?;
-        let failure = Failure { class: class_from_pb(e.class), kind: e.kind, message: e.message };
+        let e = r
+            .error
+            .ok_or_else(|| Status::invalid_argument("fail_chunk needs an error"))?;
+        let failure = Failure {
+            class: class_from_pb(e.class),
+            kind: e.kind,
+            message: e.message,
+        };
         let policy = self.retry.clone();
         let lease_id = r.lease_id;
-        let will_retry = self.store.call(move |s, c| s.fail(c, &lease_id, &failure, &policy)).await.map_err(status)?;
+        let will_retry = self
+            .store
+            .call(move |s, c| s.fail(c, &lease_id, &failure, &policy))
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::FailChunkResponse { will_retry }))
     }
 }

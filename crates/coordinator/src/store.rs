@@ -252,12 +252,19 @@ pub struct LeaseKey {
 impl LeaseKey {
     /// Parses `job/chunk/attempt`.
     pub fn parse(lease_id: &str) -> Result<Self> {
-        let bad = || CoordinatorError::StaleLease { lease_id: lease_id.into(), reason: "malformed lease id".into() };
+        let bad = || CoordinatorError::StaleLease {
+            lease_id: lease_id.into(),
+            reason: "malformed lease id".into(),
+        };
         let mut parts = lease_id.rsplitn(3, '/');
         let attempt = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let chunk_id = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let job_id = parts.next().filter(|s| !s.is_empty()).ok_or_else(bad)?.to_string();
-        Ok(LeaseKey { job_id, chunk_id, attempt })
+        Ok(LeaseKey {
+            job_id,
+            chunk_id,
+            attempt,
+        })
     }
 
     /// Formats the lease id.
@@ -278,14 +285,20 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| backhaul_core::Error::io(dir, e))?;
         }
-        let db = |source| CoordinatorError::Database { path: display.clone(), source };
+        let db = |source| CoordinatorError::Database {
+            path: display.clone(),
+            source,
+        };
         let conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        Ok(Store { conn: Arc::new(Mutex::new(conn)), path: display })
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: display,
+        })
     }
 
     /// Where the database lives.
@@ -294,7 +307,10 @@ impl Store {
     }
 
     fn db_err(&self, source: rusqlite::Error) -> CoordinatorError {
-        CoordinatorError::Database { path: self.path.clone(), source }
+        CoordinatorError::Database {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Runs `f` with the connection on a blocking thread, keeping SQLite off the IO runtime.
@@ -305,7 +321,10 @@ impl Store {
     {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = this.conn.lock().map_err(|_| CoordinatorError::Task("state connection poisoned".into()))?;
+            let mut conn = this
+                .conn
+                .lock()
+                .map_err(|_| CoordinatorError::Task("state connection poisoned".into()))?;
             f(&this, &mut conn)
         })
         .await
@@ -314,14 +333,21 @@ impl Store {
 
     /// Stores a new job with its chunks, or confirms an identical one exists.
     pub fn submit(&self, conn: &mut Connection, job: &JobRow, chunks: &[PlannedChunk]) -> Result<Submitted> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         let existing: Option<String> = tx
-            .query_row("SELECT spec_toml FROM jobs WHERE job_id = ?1", [&job.job_id], |r| r.get(0))
+            .query_row("SELECT spec_toml FROM jobs WHERE job_id = ?1", [&job.job_id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.db_err(e))?;
         if let Some(spec) = existing {
             if spec != job.spec_toml {
-                return Err(CoordinatorError::SpecChanged { job_id: job.job_id.clone(), state: self.path.clone() });
+                return Err(CoordinatorError::SpecChanged {
+                    job_id: job.job_id.clone(),
+                    state: self.path.clone(),
+                });
             }
             return Ok(Submitted::Existing);
         }
@@ -335,8 +361,15 @@ impl Store {
                 .prepare("INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')")
                 .map_err(|e| self.db_err(e))?;
             for c in chunks {
-                stmt.execute(params![job.job_id, c.index as i64, c.range.from, c.range.to, c.estimated_rows as i64, c.estimated_bytes as i64])
-                    .map_err(|e| self.db_err(e))?;
+                stmt.execute(params![
+                    job.job_id,
+                    c.index as i64,
+                    c.range.from,
+                    c.range.to,
+                    c.estimated_rows as i64,
+                    c.estimated_bytes as i64
+                ])
+                .map_err(|e| self.db_err(e))?;
             }
         }
         tx.commit().map_err(|e| self.db_err(e))?;
@@ -366,7 +399,9 @@ impl Store {
 
     /// All chunks of a job, in plan order.
     pub fn chunks(&self, conn: &Connection, job_id: &str) -> Result<Vec<ChunkRow>> {
-        let mut stmt = conn.prepare(&format!("{CHUNK_SELECT} WHERE job_id = ?1 ORDER BY chunk_id")).map_err(|e| self.db_err(e))?;
+        let mut stmt = conn
+            .prepare(&format!("{CHUNK_SELECT} WHERE job_id = ?1 ORDER BY chunk_id"))
+            .map_err(|e| self.db_err(e))?;
         let rows = stmt.query_map([job_id], chunk_from_row).map_err(|e| self.db_err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
     }
@@ -403,7 +438,9 @@ impl Store {
     /// Returns every leased chunk of `job_id` to pending. Only for a coordinator that knows no
     /// worker can still hold a lease (local mode after a restart: its workers died with it).
     pub fn release_all_leases(&self, conn: &mut Connection, job_id: &str) -> Result<u64> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         let now = now_us();
         tx.execute(
             "UPDATE attempts SET ended_at_us = ?2, outcome = 'abandoned'
@@ -423,9 +460,17 @@ impl Store {
     }
 
     /// Hands out the next runnable chunk, expiring dead leases first.
-    pub fn lease(&self, conn: &mut Connection, worker_id: &str, job_filter: Option<&str>, ttl_ms: u32) -> Result<std::result::Result<Lease, NoLease>> {
+    pub fn lease(
+        &self,
+        conn: &mut Connection,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+    ) -> Result<std::result::Result<Lease, NoLease>> {
         let now = now_us();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         // Expired leases go back to pending; their attempt number stays, so the dead holder is
         // still fenced out once the chunk is leased again (the new lease gets attempt + 1).
         tx.execute(
@@ -474,7 +519,11 @@ impl Store {
         )
         .map_err(|e| self.db_err(e))?;
         let chunk = tx
-            .query_row(&format!("{CHUNK_SELECT} WHERE job_id = ?1 AND chunk_id = ?2"), params![job_id, chunk_id], chunk_from_row)
+            .query_row(
+                &format!("{CHUNK_SELECT} WHERE job_id = ?1 AND chunk_id = ?2"),
+                params![job_id, chunk_id],
+                chunk_from_row,
+            )
             .map_err(|e| self.db_err(e))?;
         tx.execute(
             "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker_id, started_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -489,7 +538,12 @@ impl Store {
             )
             .map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
-        let lease_id = LeaseKey { job_id, chunk_id: chunk_id as u64, attempt: chunk.attempt }.id();
+        let lease_id = LeaseKey {
+            job_id,
+            chunk_id: chunk_id as u64,
+            attempt: chunk.attempt,
+        }
+        .id();
         Ok(Ok(Lease { lease_id, job, chunk }))
     }
 
@@ -497,13 +551,20 @@ impl Store {
     fn current(&self, tx: &rusqlite::Transaction<'_>, lease_id: &str, allow_pending: bool) -> Result<LeaseKey> {
         let key = LeaseKey::parse(lease_id)?;
         let row: Option<(String, u32)> = tx
-            .query_row("SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2", params![key.job_id, key.chunk_id as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.db_err(e))?;
-        let stale = |reason: String| CoordinatorError::StaleLease { lease_id: lease_id.into(), reason };
-        let Some((state, attempt)) = row else { return Err(stale("no such chunk".into())) };
+        let stale = |reason: String| CoordinatorError::StaleLease {
+            lease_id: lease_id.into(),
+            reason,
+        };
+        let Some((state, attempt)) = row else {
+            return Err(stale("no such chunk".into()));
+        };
         if attempt != key.attempt {
             return Err(stale(format!("the chunk was leased again (attempt {attempt})")));
         }
@@ -518,7 +579,9 @@ impl Store {
 
     /// Extends a lease.
     pub fn heartbeat(&self, conn: &mut Connection, lease_id: &str, ttl_ms: u32) -> Result<()> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         let key = self.current(&tx, lease_id, false)?;
         tx.execute(
             "UPDATE chunks SET lease_expires_us = ?3 WHERE job_id = ?1 AND chunk_id = ?2",
@@ -530,7 +593,9 @@ impl Store {
 
     /// Records progress of a running chunk.
     pub fn progress(&self, conn: &mut Connection, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         let key = self.current(&tx, lease_id, false)?;
         tx.execute(
             "UPDATE chunks SET progress_rows = ?3, progress_bytes = ?4 WHERE job_id = ?1 AND chunk_id = ?2",
@@ -542,13 +607,25 @@ impl Store {
 
     /// Marks a chunk committed with its output manifest. Refuses a stale lease and an output
     /// whose committed rows or checksum differ from what was extracted.
-    pub fn complete(&self, conn: &mut Connection, lease_id: &str, files: &[StagedFile], extracted: RowSummary, committed: RowSummary) -> Result<()> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+    pub fn complete(
+        &self,
+        conn: &mut Connection,
+        lease_id: &str,
+        files: &[StagedFile],
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         let key = self.current(&tx, lease_id, true)?;
         if extracted != committed {
             return Err(backhaul_core::Error::VerificationFailed {
                 what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
-                message: format!("extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})", extracted.rows, extracted.checksum, committed.rows, committed.checksum),
+                message: format!(
+                    "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
+                    extracted.rows, extracted.checksum, committed.rows, committed.checksum
+                ),
             }
             .into());
         }
@@ -562,8 +639,11 @@ impl Store {
             params![key.job_id, key.chunk_id as i64, extracted.rows as i64, extracted.checksum as i64, committed.rows as i64, committed.checksum as i64, bytes as i64, now],
         )
         .map_err(|e| self.db_err(e))?;
-        tx.execute("DELETE FROM outputs WHERE job_id = ?1 AND chunk_id = ?2", params![key.job_id, key.chunk_id as i64])
-            .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            "DELETE FROM outputs WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64],
+        )
+        .map_err(|e| self.db_err(e))?;
         for (part, f) in files.iter().enumerate() {
             tx.execute(
                 "INSERT INTO outputs (job_id, chunk_id, part, attempt, path, bytes, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -580,11 +660,23 @@ impl Store {
     }
 
     /// Records a failure; returns whether the chunk will be retried (else it is parked).
-    pub fn fail(&self, conn: &mut Connection, lease_id: &str, failure: &Failure, policy: &crate::service::RetryPolicy) -> Result<bool> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+    pub fn fail(
+        &self,
+        conn: &mut Connection,
+        lease_id: &str,
+        failure: &Failure,
+        policy: &crate::service::RetryPolicy,
+    ) -> Result<bool> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         let key = self.current(&tx, lease_id, true)?;
         let failures: u32 = tx
-            .query_row("SELECT failures FROM chunks WHERE job_id = ?1 AND chunk_id = ?2", params![key.job_id, key.chunk_id as i64], |r| r.get(0))
+            .query_row(
+                "SELECT failures FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64],
+                |r| r.get(0),
+            )
             .map_err(|e| self.db_err(e))?;
         let failures = failures + 1;
         let now = now_us();
@@ -615,14 +707,20 @@ impl Store {
     /// they run again; committed data is replaced chunk by chunk when they do. Returns the
     /// chunks queued. Chunks running now are left alone.
     pub fn replay(&self, conn: &mut Connection, job_id: &str, range: Option<CursorRange>) -> Result<Vec<u64>> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db_err(e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
         let (from, to) = range.map(|r| (r.from, r.to)).unwrap_or((i64::MIN, i64::MAX));
         let ids: Vec<u64> = {
             let mut stmt = tx
                 .prepare("SELECT chunk_id FROM chunks WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending') ORDER BY chunk_id")
                 .map_err(|e| self.db_err(e))?;
-            let rows = stmt.query_map(params![job_id, from, to], |r| r.get::<_, i64>(0)).map_err(|e| self.db_err(e))?;
-            rows.map(|r| r.map(|v| v as u64)).collect::<rusqlite::Result<_>>().map_err(|e| self.db_err(e))?
+            let rows = stmt
+                .query_map(params![job_id, from, to], |r| r.get::<_, i64>(0))
+                .map_err(|e| self.db_err(e))?;
+            rows.map(|r| r.map(|v| v as u64))
+                .collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.db_err(e))?
         };
         tx.execute(
             "UPDATE chunks SET state = 'pending', failures = 0, not_before_us = 0, progress_rows = 0, progress_bytes = 0
@@ -636,16 +734,39 @@ impl Store {
 }
 
 impl Store {
-    /// Every committed output file of a job: (chunk, part, path, bytes, rows).
-    pub fn outputs(&self, conn: &Connection, job_id: &str) -> Result<Vec<(u64, u32, String, u64, u64)>> {
+    /// Every committed output file of a job, in chunk and part order.
+    pub fn outputs(&self, conn: &Connection, job_id: &str) -> Result<Vec<OutputRow>> {
         let mut stmt = conn
             .prepare("SELECT chunk_id, part, path, bytes, rows FROM outputs WHERE job_id = ?1 ORDER BY chunk_id, part")
             .map_err(|e| self.db_err(e))?;
         let rows = stmt
-            .query_map([job_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64, r.get::<_, i64>(4)? as u64)))
+            .query_map([job_id], |r| {
+                Ok(OutputRow {
+                    chunk_id: r.get::<_, i64>(0)? as u64,
+                    part: r.get(1)?,
+                    path: r.get(2)?,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                    rows: r.get::<_, i64>(4)? as u64,
+                })
+            })
             .map_err(|e| self.db_err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
     }
+}
+
+/// One committed output file.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRow {
+    /// The chunk.
+    pub chunk_id: u64,
+    /// Part number within the chunk.
+    pub part: u32,
+    /// Stage path the file was committed from.
+    pub path: String,
+    /// File size.
+    pub bytes: u64,
+    /// Rows in the file.
+    pub rows: u64,
 }
 
 const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
@@ -654,16 +775,26 @@ const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_row
 
 fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
     let summary = |rows: Option<i64>, sum: Option<i64>| match (rows, sum) {
-        (Some(rows), Some(sum)) => Some(RowSummary { rows: rows as u64, checksum: sum as u64 }),
+        (Some(rows), Some(sum)) => Some(RowSummary {
+            rows: rows as u64,
+            checksum: sum as u64,
+        }),
         _ => None,
     };
-    let error = match (r.get::<_, Option<String>>(15)?, r.get::<_, Option<String>>(16)?, r.get::<_, Option<String>>(17)?) {
+    let error = match (
+        r.get::<_, Option<String>>(15)?,
+        r.get::<_, Option<String>>(16)?,
+        r.get::<_, Option<String>>(17)?,
+    ) {
         (Some(c), Some(k), Some(m)) => Some((c, k, m)),
         _ => None,
     };
     Ok(ChunkRow {
         chunk_id: r.get::<_, i64>(0)? as u64,
-        range: CursorRange { from: r.get(1)?, to: r.get(2)? },
+        range: CursorRange {
+            from: r.get(1)?,
+            to: r.get(2)?,
+        },
         estimated_rows: r.get::<_, i64>(3)? as u64,
         estimated_bytes: r.get::<_, i64>(4)? as u64,
         state: ChunkState::parse(&r.get::<_, String>(5)?),
@@ -689,7 +820,10 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         spec_toml: r.get(1)?,
         base_dir: PathBuf::from(r.get::<_, String>(2)?),
         cursor_kind: kind,
-        range: CursorRange { from: r.get(4)?, to: r.get(5)? },
+        range: CursorRange {
+            from: r.get(4)?,
+            to: r.get(5)?,
+        },
         created_at_us: r.get(6)?,
     })
 }

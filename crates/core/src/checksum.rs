@@ -38,8 +38,15 @@ pub struct RowChecksum {
 impl RowChecksum {
     /// A checksum for batches of `schema`.
     pub fn new(schema: &SchemaRef) -> Result<Self> {
-        let fields = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-        Ok(RowChecksum { converter: RowConverter::new(fields)?, summary: RowSummary::default() })
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(RowChecksum {
+            converter: RowConverter::new(fields)?,
+            summary: RowSummary::default(),
+        })
     }
 
     /// Adds the rows of one batch.
@@ -49,7 +56,10 @@ impl RowChecksum {
         for row in rows.iter() {
             sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(row.as_ref()));
         }
-        self.summary.merge(RowSummary { rows: batch.num_rows() as u64, checksum: sum });
+        self.summary.merge(RowSummary {
+            rows: batch.num_rows() as u64,
+            checksum: sum,
+        });
         Ok(())
     }
 
@@ -75,7 +85,10 @@ mod tests {
         ]));
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names.to_vec()))],
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(names.to_vec())),
+            ],
         )
         .unwrap()
     }

@@ -62,7 +62,9 @@ pub fn plan_chunks(
             }
             let count = (range.width() as i128 + width as i128 - 1) / width as i128;
             if count as usize > MAX_CHUNKS {
-                return Err(format!("{count} chunks is more than the {MAX_CHUNKS} allowed; use a wider `every`"));
+                return Err(format!(
+                    "{count} chunks is more than the {MAX_CHUNKS} allowed; use a wider `every`"
+                ));
             }
             let mut bounds = Vec::with_capacity(count as usize);
             let mut start = range.from;
@@ -80,12 +82,22 @@ pub fn plan_chunks(
         .enumerate()
         .map(|(i, r)| {
             let (rows, bytes) = estimate(r, density);
-            PlannedChunk { index: i as u64, range: r, estimated_rows: rows.round() as u64, estimated_bytes: bytes.round() as u64 }
+            PlannedChunk {
+                index: i as u64,
+                range: r,
+                estimated_rows: rows.round() as u64,
+                estimated_bytes: bytes.round() as u64,
+            }
         })
         .collect())
 }
 
-fn cut_by_bytes(range: CursorRange, target: f64, density: &[DensityBucket], granularity: i64) -> Result<Vec<CursorRange>, String> {
+fn cut_by_bytes(
+    range: CursorRange,
+    target: f64,
+    density: &[DensityBucket],
+    granularity: i64,
+) -> Result<Vec<CursorRange>, String> {
     let mut bounds = Vec::new();
     let mut start = range.from;
     let mut acc = 0.0;
@@ -134,7 +146,11 @@ fn cut_by_bytes(range: CursorRange, target: f64, density: &[DensityBucket], gran
 
 fn round_up(value: i64, granularity: i64) -> i64 {
     let rem = value.rem_euclid(granularity);
-    if rem == 0 { value } else { value.saturating_add(granularity - rem) }
+    if rem == 0 {
+        value
+    } else {
+        value.saturating_add(granularity - rem)
+    }
 }
 
 fn clip(a: CursorRange, b: CursorRange) -> Option<CursorRange> {
@@ -145,13 +161,15 @@ fn clip(a: CursorRange, b: CursorRange) -> Option<CursorRange> {
 
 /// Estimated (rows, bytes) inside `range`, prorating partly covered buckets.
 pub fn estimate(range: CursorRange, density: &[DensityBucket]) -> (f64, f64) {
-    density.iter().fold((0.0, 0.0), |(rows, bytes), b| match clip(b.range, range) {
-        Some(seg) => {
-            let f = seg.width() as f64 / b.range.width() as f64;
-            (rows + b.rows * f, bytes + b.bytes * f)
-        }
-        None => (rows, bytes),
-    })
+    density
+        .iter()
+        .fold((0.0, 0.0), |(rows, bytes), b| match clip(b.range, range) {
+            Some(seg) => {
+                let f = seg.width() as f64 / b.range.width() as f64;
+                (rows + b.rows * f, bytes + b.bytes * f)
+            }
+            None => (rows, bytes),
+        })
 }
 
 #[cfg(test)]
@@ -175,7 +193,11 @@ mod tests {
         assert_eq!(chunks.first().unwrap().range.from, range.from);
         assert_eq!(chunks.last().unwrap().range.to, range.to);
         for w in chunks.windows(2) {
-            assert_eq!(w[0].range.to, w[1].range.from, "gap or overlap between {:?} and {:?}", w[0], w[1]);
+            assert_eq!(
+                w[0].range.to, w[1].range.from,
+                "gap or overlap between {:?} and {:?}",
+                w[0], w[1]
+            );
         }
         for (i, c) in chunks.iter().enumerate() {
             assert!(c.range.from < c.range.to);
@@ -201,7 +223,10 @@ mod tests {
     fn fixed_width_clips_last_chunk() {
         let range = CursorRange::new(0, 25);
         let chunks = plan_chunks(range, PlanPolicy::FixedWidth(10), &[], 1).unwrap();
-        assert_eq!(chunks.iter().map(|c| c.range.width()).collect::<Vec<_>>(), vec![10, 10, 5]);
+        assert_eq!(
+            chunks.iter().map(|c| c.range.width()).collect::<Vec<_>>(),
+            vec![10, 10, 5]
+        );
     }
 
     #[test]

@@ -83,7 +83,11 @@ impl SpecBound {
             return Ok(SpecBound::Integer(i));
         }
         if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-            let micros = d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_micros();
+            let micros = d
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc()
+                .timestamp_micros();
             return Ok(SpecBound::Time(micros));
         }
         if let Ok(ts) = DateTime::parse_from_rfc3339(t) {
@@ -97,7 +101,9 @@ impl SpecBound {
         {
             return Err(format!("`{text}` has no zone; add `Z` or an offset such as `+00:00`"));
         }
-        Err(format!("`{text}` is neither a date (2024-01-31), an RFC 3339 timestamp (2024-01-31T00:00:00Z) nor an integer"))
+        Err(format!(
+            "`{text}` is neither a date (2024-01-31), an RFC 3339 timestamp (2024-01-31T00:00:00Z) nor an integer"
+        ))
     }
 
     /// The bound in the unit of `kind`, or an error when the two do not fit together.
@@ -111,9 +117,10 @@ impl SpecBound {
                 Ok(us.div_euclid(86_400_000_000))
             }
             (SpecBound::Integer(i), CursorKind::Integer) => Ok(i),
-            (SpecBound::Integer(_), _) => {
-                Err(format!("the cursor is a {} column but the bound is an integer", kind.as_str()))
-            }
+            (SpecBound::Integer(_), _) => Err(format!(
+                "the cursor is a {} column but the bound is an integer",
+                kind.as_str()
+            )),
             (SpecBound::Time(_), CursorKind::Integer) => {
                 Err("the cursor is an integer column but the bound is a date/time".into())
             }
@@ -171,7 +178,10 @@ mod tests {
         let d = SpecBound::parse("2024-01-02").unwrap();
         assert_eq!(d.to_cursor(CursorKind::Date).unwrap(), 19_724);
         let t = SpecBound::parse("2024-01-02T00:00:00+01:00").unwrap();
-        assert_eq!(CursorKind::Timestamp.format(t.to_cursor(CursorKind::Timestamp).unwrap()), "2024-01-01T23:00:00Z");
+        assert_eq!(
+            CursorKind::Timestamp.format(t.to_cursor(CursorKind::Timestamp).unwrap()),
+            "2024-01-01T23:00:00Z"
+        );
         assert!(SpecBound::parse("2024-01-02T00:00:00").unwrap_err().contains("no zone"));
         assert!(SpecBound::parse("yesterday").is_err());
         assert!(SpecBound::parse("5").unwrap().to_cursor(CursorKind::Timestamp).is_err());

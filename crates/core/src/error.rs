@@ -131,9 +131,7 @@ impl Error {
     /// The retry class, decided by the variant.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Unreachable { .. } | Error::LeaseLost { .. } | Error::Cancelled => {
-                ErrorClass::Transient
-            }
+            Error::Unreachable { .. } | Error::LeaseLost { .. } | Error::Cancelled => ErrorClass::Transient,
             Error::Throttled { .. } => ErrorClass::Throttled,
             Error::Io { source, .. } => io_class(source),
             Error::ObjectStore(e) => match e {
@@ -178,12 +176,19 @@ impl Error {
 
     /// Builds [`Error::Config`].
     pub fn config(file: impl Into<String>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { file: file.into(), field: field.into(), message: message.into() }
+        Error::Config {
+            file: file.into(),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// Builds [`Error::Io`] with the path that failed.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -191,8 +196,8 @@ impl Error {
 fn io_class(e: &std::io::Error) -> ErrorClass {
     use std::io::ErrorKind::*;
     match e.kind() {
-        ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | BrokenPipe
-        | TimedOut | Interrupted | WouldBlock | UnexpectedEof => ErrorClass::Transient,
+        ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | BrokenPipe | TimedOut
+        | Interrupted | WouldBlock | UnexpectedEof => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
 }
@@ -203,11 +208,20 @@ mod tests {
 
     #[test]
     fn class_is_decided_by_variant() {
-        let unreachable = Error::Unreachable { system: "source".into(), message: "reset".into() };
+        let unreachable = Error::Unreachable {
+            system: "source".into(),
+            message: "reset".into(),
+        };
         assert_eq!(unreachable.class(), ErrorClass::Transient);
-        let throttled = Error::Throttled { system: "warehouse".into(), message: "429".into() };
+        let throttled = Error::Throttled {
+            system: "warehouse".into(),
+            message: "429".into(),
+        };
         assert_eq!(throttled.class(), ErrorClass::Throttled);
-        assert_eq!(Error::config("a.toml", "range.from", "bad").class(), ErrorClass::Permanent);
+        assert_eq!(
+            Error::config("a.toml", "range.from", "bad").class(),
+            ErrorClass::Permanent
+        );
         let reset = Error::io("/x", std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert_eq!(reset.class(), ErrorClass::Transient);
         let denied = Error::io("/x", std::io::Error::from(std::io::ErrorKind::PermissionDenied));

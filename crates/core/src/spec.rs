@@ -124,7 +124,9 @@ pub enum ChunkingSpec {
 
 impl Default for ChunkingSpec {
     fn default() -> Self {
-        ChunkingSpec::TargetBytes { target_bytes: ByteSizeText("512MiB".into()) }
+        ChunkingSpec::TargetBytes {
+            target_bytes: ByteSizeText("512MiB".into()),
+        }
     }
 }
 
@@ -232,10 +234,22 @@ impl JobSpec {
     pub fn validate(&self, origin: &str) -> Result<ValidatedSpec> {
         let err = |field: &str, msg: String| Error::config(origin, field, msg);
         if self.version != SPEC_VERSION {
-            return Err(err("version", format!("unsupported spec version {}; this backhaul reads version {SPEC_VERSION}", self.version)));
+            return Err(err(
+                "version",
+                format!(
+                    "unsupported spec version {}; this backhaul reads version {SPEC_VERSION}",
+                    self.version
+                ),
+            ));
         }
         if !is_valid_name(&self.name) {
-            return Err(err("name", format!("`{}` is not a valid job name: use 1-63 lower-case letters, digits, `-` or `_`, starting with a letter or digit", self.name)));
+            return Err(err(
+                "name",
+                format!(
+                    "`{}` is not a valid job name: use 1-63 lower-case letters, digits, `-` or `_`, starting with a letter or digit",
+                    self.name
+                ),
+            ));
         }
         match &self.source {
             SourceSpec::Embedded(s) => {
@@ -246,7 +260,10 @@ impl JobSpec {
                     return Err(err("source.table", format!("`{}` is not a valid table name", s.table)));
                 }
                 if !is_valid_identifier(&s.cursor) {
-                    return Err(err("source.cursor", format!("`{}` is not a valid column name", s.cursor)));
+                    return Err(err(
+                        "source.cursor",
+                        format!("`{}` is not a valid column name", s.cursor),
+                    ));
                 }
                 if s.rows_per_day == 0 {
                     return Err(err("source.rows_per_day", "must be at least 1".into()));
@@ -258,25 +275,43 @@ impl JobSpec {
         match (from, to) {
             (SpecBound::Time(a), SpecBound::Time(b)) | (SpecBound::Integer(a), SpecBound::Integer(b)) => {
                 if a >= b {
-                    return Err(err("range", format!("`from` ({}) must be before `to` ({})", self.range.from, self.range.to)));
+                    return Err(err(
+                        "range",
+                        format!("`from` ({}) must be before `to` ({})", self.range.from, self.range.to),
+                    ));
                 }
             }
-            _ => return Err(err("range", "`from` and `to` must both be dates/timestamps or both integers".into())),
+            _ => {
+                return Err(err(
+                    "range",
+                    "`from` and `to` must both be dates/timestamps or both integers".into(),
+                ));
+            }
         }
         let chunking = match &self.chunking {
-            ChunkingSpec::Fixed { every: Step::Integer(n) } => {
+            ChunkingSpec::Fixed {
+                every: Step::Integer(n),
+            } => {
                 if *n <= 0 {
                     return Err(err("chunking.every", "must be positive".into()));
                 }
                 if matches!(from, SpecBound::Time(_)) {
-                    return Err(err("chunking.every", "the range is in time; give a duration such as `1d`".into()));
+                    return Err(err(
+                        "chunking.every",
+                        "the range is in time; give a duration such as `1d`".into(),
+                    ));
                 }
                 ChunkPolicy::FixedStep(*n)
             }
-            ChunkingSpec::Fixed { every: Step::Duration(d) } => {
+            ChunkingSpec::Fixed {
+                every: Step::Duration(d),
+            } => {
                 let span = Span::parse(d).map_err(|m| err("chunking.every", m))?;
                 if matches!(from, SpecBound::Integer(_)) {
-                    return Err(err("chunking.every", "the range is in integers; give an integer step".into()));
+                    return Err(err(
+                        "chunking.every",
+                        "the range is in integers; give an integer step".into(),
+                    ));
                 }
                 ChunkPolicy::FixedSpan(span)
             }
@@ -294,17 +329,29 @@ impl JobSpec {
                     return Err(err("destination.path", "must not be empty".into()));
                 }
                 if !is_valid_identifier(&d.table) {
-                    return Err(err("destination.table", format!("`{}` is not a valid table name", d.table)));
+                    return Err(err(
+                        "destination.table",
+                        format!("`{}` is not a valid table name", d.table),
+                    ));
                 }
                 let size = match &d.file_size {
                     Some(t) => ByteSize::parse(&t.0).map_err(|m| err("destination.file_size", m))?.0,
                     None => 256 * MIB,
                 };
                 if size > MAX_FILE_SIZE {
-                    return Err(err("destination.file_size", format!("{} is above the 1GiB maximum", ByteSize(size))));
+                    return Err(err(
+                        "destination.file_size",
+                        format!("{} is above the 1GiB maximum", ByteSize(size)),
+                    ));
                 }
                 if size < MIN_FILE_SIZE && !d.allow_small_files {
-                    return Err(err("destination.file_size", format!("{} is below the 128MiB minimum; set `allow_small_files = true` for tests", ByteSize(size))));
+                    return Err(err(
+                        "destination.file_size",
+                        format!(
+                            "{} is below the 128MiB minimum; set `allow_small_files = true` for tests",
+                            ByteSize(size)
+                        ),
+                    ));
                 }
                 if size == 0 {
                     return Err(err("destination.file_size", "must be positive".into()));
@@ -315,7 +362,12 @@ impl JobSpec {
         if self.stage.path.as_os_str().is_empty() {
             return Err(err("stage.path", "must not be empty".into()));
         }
-        Ok(ValidatedSpec { from, to, chunking, file_size })
+        Ok(ValidatedSpec {
+            from,
+            to,
+            chunking,
+            file_size,
+        })
     }
 
     /// Makes every relative path in the spec relative to `base` (the spec file's directory).
@@ -341,7 +393,8 @@ pub fn is_valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
 
 /// Identifiers are interpolated into SQL, so only plain names pass.
@@ -355,7 +408,9 @@ pub fn is_valid_identifier(name: &str) -> bool {
 
 /// Best-effort dotted path of the key a TOML error points at, from its span.
 fn field_of_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let Some(span) = e.span() else { return "<document>".into() };
+    let Some(span) = e.span() else {
+        return "<document>".into();
+    };
     let before = &text[..span.start.min(text.len())];
     let mut table = String::new();
     for line in before.lines() {
@@ -366,10 +421,17 @@ fn field_of_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
     let key_text = &text[span.start.min(text.len())..span.end.min(text.len())];
     let key = key_text.split('=').next().unwrap_or("").trim();
-    let key = if key.starts_with('[') || key.contains('\n') { "" } else { key };
+    let key = if key.starts_with('[') || key.contains('\n') {
+        ""
+    } else {
+        key
+    };
     let msg = e.message();
     // serde names the offending key in its message; prefer it to the span's text.
-    let named = msg.split('`').nth(1).filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"));
+    let named = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"));
     let leaf = named.unwrap_or(key);
     match (table.is_empty(), leaf.is_empty()) {
         (true, true) => "<document>".into(),
@@ -439,14 +501,22 @@ allow_small_files = true
     #[test]
     fn from_not_before_to() {
         let text = GOOD.replace("to = \"2024-02-01\"", "to = \"2023-02-01\"");
-        let e = JobSpec::from_toml(&text, "job.toml").unwrap().validate("job.toml").unwrap_err().to_string();
+        let e = JobSpec::from_toml(&text, "job.toml")
+            .unwrap()
+            .validate("job.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("job.toml: range:"), "{e}");
     }
 
     #[test]
     fn small_files_need_the_flag() {
         let text = GOOD.replace("allow_small_files = true", "");
-        let e = JobSpec::from_toml(&text, "job.toml").unwrap().validate("job.toml").unwrap_err().to_string();
+        let e = JobSpec::from_toml(&text, "job.toml")
+            .unwrap()
+            .validate("job.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("destination.file_size"), "{e}");
     }
 }

@@ -22,11 +22,20 @@ impl Stage {
     /// A stage in a local directory, created when missing. Checks that it is writable by
     /// writing and deleting a probe object, so a bad path fails before any chunk runs.
     pub async fn local(dir: &FsPath) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::config("<spec>", "stage.path", format!("cannot create stage directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::config(
+                "<spec>",
+                "stage.path",
+                format!("cannot create stage directory {}: {e}", dir.display()),
+            )
+        })?;
         let abs: PathBuf = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
         let store = LocalFileSystem::new_with_prefix(&abs)
             .map_err(|e| Error::config("<spec>", "stage.path", format!("{}: {e}", abs.display())))?;
-        let stage = Stage { store: Arc::new(store), description: abs.display().to_string() };
+        let stage = Stage {
+            store: Arc::new(store),
+            description: abs.display().to_string(),
+        };
         // Unique per check: several workers of one process check the same stage at once.
         static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -35,7 +44,13 @@ impl Stage {
             .store
             .put(&probe, PutPayload::from_static(b"probe"))
             .await
-            .map_err(|e| Error::config("<spec>", "stage.path", format!("stage directory {} is not writable: {e}", abs.display())))?;
+            .map_err(|e| {
+                Error::config(
+                    "<spec>",
+                    "stage.path",
+                    format!("stage directory {} is not writable: {e}", abs.display()),
+                )
+            })?;
         stage.store.delete(&probe).await?;
         Ok(stage)
     }
@@ -52,7 +67,9 @@ impl Stage {
 
     /// Deterministic stage path of one part of one attempt of one chunk.
     pub fn part_path(job_id: &str, chunk_id: u64, attempt: u32, part: u32) -> Path {
-        Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}/part-{part:04}.parquet"))
+        Path::from(format!(
+            "{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}/part-{part:04}.parquet"
+        ))
     }
 
     /// Stage prefix of every attempt of one chunk.

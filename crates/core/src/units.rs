@@ -28,7 +28,11 @@ impl ByteSize {
             "mib" => 1 << 20,
             "gib" => 1 << 30,
             "tib" => 1 << 40,
-            other => return Err(format!("unknown size unit `{other}` in `{text}`; use B, KB, MB, GB, KiB, MiB or GiB")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{text}`; use B, KB, MB, GB, KiB, MiB or GiB"
+                ));
+            }
         };
         Ok(ByteSize((value * mult as f64).round() as u64))
     }
@@ -94,7 +98,11 @@ impl Span {
             "h" => 3_600_000_000,
             "d" => 86_400_000_000,
             "w" => 7 * 86_400_000_000,
-            other => return Err(format!("unknown duration unit `{other}` in `{text}`; use s, m, h, d or w")),
+            other => {
+                return Err(format!(
+                    "unknown duration unit `{other}` in `{text}`; use s, m, h, d or w"
+                ));
+            }
         };
         if value <= 0 {
             return Err(format!("duration `{text}` must be positive"));

@@ -86,7 +86,10 @@ impl TableMeta {
     pub fn schema(&self) -> Result<SchemaRef> {
         decode_schema(&self.arrow_schema)
             .map(Arc::new)
-            .map_err(|m| Error::InvalidObject { object: format!("table {}", self.table), message: format!("{TABLE_FILE}: bad arrow_schema: {m}") })
+            .map_err(|m| Error::InvalidObject {
+                object: format!("table {}", self.table),
+                message: format!("{TABLE_FILE}: bad arrow_schema: {m}"),
+            })
     }
 }
 
@@ -226,7 +229,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| Error::InvalidObject { object: path.display().to_string(), message: format!("not valid warehouse metadata: {e}") })
+        .map_err(|e| Error::InvalidObject {
+            object: path.display().to_string(),
+            message: format!("not valid warehouse metadata: {e}"),
+        })
 }
 
 /// A fresh hidden temporary path next to `target`. Hidden and without the `.parquet` or
@@ -240,7 +246,8 @@ pub(crate) fn temp_path_for(target: &Path) -> PathBuf {
 
 /// Writes `value` as JSON to a new temporary file next to `target` and returns its path.
 pub(crate) fn write_json_temp<T: Serialize>(target: &Path, value: &T) -> Result<PathBuf> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(format!("serializing {}: {e}", target.display())))?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Internal(format!("serializing {}: {e}", target.display())))?;
     let tmp = temp_path_for(target);
     let written = std::fs::File::create_new(&tmp).and_then(|mut f| f.write_all(&bytes));
     if let Err(e) = written {
@@ -281,8 +288,20 @@ pub fn schema_difference(expected: &Schema, actual: &Schema) -> Option<String> {
     let (e, a) = (expected.fields(), actual.fields());
     let mut diffs = Vec::new();
     if e.len() != a.len() {
-        let names = |s: &Schema| s.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
-        diffs.push(format!("{} columns ({}) vs {} columns ({})", e.len(), names(expected), a.len(), names(actual)));
+        let names = |s: &Schema| {
+            s.fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        diffs.push(format!(
+            "{} columns ({}) vs {} columns ({})",
+            e.len(),
+            names(expected),
+            a.len(),
+            names(actual)
+        ));
     }
     for (i, (fe, fa)) in e.iter().zip(a.iter()).enumerate() {
         if fe.name() != fa.name() {
@@ -291,14 +310,23 @@ pub fn schema_difference(expected: &Schema, actual: &Schema) -> Option<String> {
         }
         let n = fe.name();
         if fe.data_type() != fa.data_type() {
-            diffs.push(format!("column `{n}` has type {} vs {}", fe.data_type(), fa.data_type()));
+            diffs.push(format!(
+                "column `{n}` has type {} vs {}",
+                fe.data_type(),
+                fa.data_type()
+            ));
         }
         if fe.is_nullable() != fa.is_nullable() {
             let null = |b: bool| if b { "nullable" } else { "not nullable" };
-            diffs.push(format!("column `{n}` is {} vs {}", null(fe.is_nullable()), null(fa.is_nullable())));
+            diffs.push(format!(
+                "column `{n}` is {} vs {}",
+                null(fe.is_nullable()),
+                null(fa.is_nullable())
+            ));
         }
         if fe.metadata() != fa.metadata() {
-            let (me, ma): (BTreeMap<_, _>, BTreeMap<_, _>) = (fe.metadata().iter().collect(), fa.metadata().iter().collect());
+            let (me, ma): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                (fe.metadata().iter().collect(), fa.metadata().iter().collect());
             diffs.push(format!("column `{n}` has metadata {me:?} vs {ma:?}"));
         }
     }
@@ -316,7 +344,11 @@ mod tests {
         let mut md = std::collections::HashMap::new();
         md.insert("ARROW:extension:name".to_string(), "arrow.json".to_string());
         let schema = Schema::new(vec![
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("amount", DataType::Decimal128(18, 2), true),
             Field::new("doc", DataType::Utf8, true).with_metadata(md),
         ]);
@@ -332,6 +364,9 @@ mod tests {
         let a = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
         let b = Schema::new(vec![Field::new("id", DataType::Int32, true)]);
         let d = schema_difference(&a, &b).unwrap();
-        assert!(d.contains("Int64 vs Int32") && d.contains("not nullable vs nullable"), "{d}");
+        assert!(
+            d.contains("Int64 vs Int32") && d.contains("not nullable vs nullable"),
+            "{d}"
+        );
     }
 }

@@ -44,9 +44,15 @@ pub async fn query_with_schema(root: &Path, sql: &str) -> Result<QueryOutput> {
             // A listing table needs at least one path; an empty table is still a table.
             Arc::new(MemTable::try_new(table.schema.clone(), vec![vec![]]).map_err(df_error)?)
         } else {
-            let urls = table.files.iter().map(|f| file_url(f).and_then(|u| ListingTableUrl::parse(u).map_err(df_error))).collect::<Result<Vec<_>>>()?;
+            let urls = table
+                .files
+                .iter()
+                .map(|f| file_url(f).and_then(|u| ListingTableUrl::parse(u).map_err(df_error)))
+                .collect::<Result<Vec<_>>>()?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(table.schema.clone());
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(table.schema.clone());
             Arc::new(ListingTable::try_new(config).map_err(df_error)?)
         };
         // A plain &str is parsed like SQL, so the unquoted names users type resolve to it.
@@ -71,7 +77,11 @@ fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
     for name in list_tables(&root)? {
         let paths = TablePaths::new(&root, &name);
         let Some(meta) = read_table_meta(&paths)? else { continue };
-        out.push(DiscoveredTable { schema: meta.schema()?, files: committed_files(&root, &name)?, name });
+        out.push(DiscoveredTable {
+            schema: meta.schema()?,
+            files: committed_files(&root, &name)?,
+            name,
+        });
     }
     Ok(out)
 }
@@ -96,5 +106,8 @@ fn file_url(path: &Path) -> Result<String> {
 }
 
 fn df_error(e: DataFusionError) -> Error {
-    Error::InvalidObject { object: "query".into(), message: e.to_string() }
+    Error::InvalidObject {
+        object: "query".into(),
+        message: e.to_string(),
+    }
 }

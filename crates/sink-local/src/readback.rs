@@ -21,7 +21,10 @@ pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec
 }
 
 fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<RowSummary> {
-    let failed = |message: String| Error::VerificationFailed { what: path.display().to_string(), message };
+    let failed = |message: String| Error::VerificationFailed {
+        what: path.display().to_string(),
+        message,
+    };
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -29,11 +32,14 @@ fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<RowSummary> {
         }
         Err(e) => return Err(Error::io(path, e)),
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
     // The checksum encodes values by type, so a file of another schema could not be compared
     // meaningfully, and DataFusion would have to coerce it at query time.
     if let Some(diff) = schema_difference(schema, builder.schema()) {
-        return Err(failed(format!("the file's schema differs from the table's (table vs file): {diff}")));
+        return Err(failed(format!(
+            "the file's schema differs from the table's (table vs file): {diff}"
+        )));
     }
     let reader = builder
         .with_batch_size(READ_BATCH_ROWS)

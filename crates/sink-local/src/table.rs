@@ -45,11 +45,18 @@ impl LocalWarehouse {
     /// A handle on table `name`; the table itself is created by [`Destination::prepare`].
     pub fn table(&self, name: &str) -> Result<LocalTable> {
         if !is_valid_identifier(name) {
-            return Err(Error::InvalidObject { object: format!("table {name}"), message: "not a valid table name (letters, digits and `_`, not starting with a digit)".into() });
+            return Err(Error::InvalidObject {
+                object: format!("table {name}"),
+                message: "not a valid table name (letters, digits and `_`, not starting with a digit)".into(),
+            });
         }
         let paths = TablePaths::new(&self.root, name);
         let lock = table_lock(&paths.dir);
-        Ok(LocalTable { table: name.to_string(), paths, lock })
+        Ok(LocalTable {
+            table: name.to_string(),
+            paths,
+            lock,
+        })
     }
 
     /// Names of the prepared tables (directories holding a table file), sorted.
@@ -69,7 +76,9 @@ pub(crate) fn list_tables(root: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(root, e))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         if is_valid_identifier(&name) && TablePaths::new(root, &name).table_file().is_file() {
             names.push(name);
         }
@@ -98,7 +107,10 @@ fn table_lock(dir: &Path) -> Arc<tokio::sync::Mutex<()>> {
     type Locks = std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
     static LOCKS: OnceLock<Locks> = OnceLock::new();
     // The map only holds Arcs; a panic while it was locked cannot have broken it.
-    let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     map.entry(dir.to_path_buf()).or_default().clone()
 }
 
@@ -108,7 +120,11 @@ impl LocalTable {
     /// `file_size` is used by the writer that stages files, not here.
     pub fn new(spec: &LocalDestinationSpec) -> Result<Self> {
         if !is_valid_identifier(&spec.table) {
-            return Err(Error::config("<spec>", "destination.table", format!("`{}` is not a valid table name", spec.table)));
+            return Err(Error::config(
+                "<spec>",
+                "destination.table",
+                format!("`{}` is not a valid table name", spec.table),
+            ));
         }
         LocalWarehouse::open(&spec.path)?.table(&spec.table)
     }
@@ -184,7 +200,11 @@ impl LocalTable {
             .iter()
             .zip(&commit.files)
             .zip(&per_file)
-            .map(|((name, staged), summary)| ManifestFile { name: name.clone(), bytes: staged.bytes, rows: summary.rows })
+            .map(|((name, staged), summary)| ManifestFile {
+                name: name.clone(),
+                bytes: staged.bytes,
+                rows: summary.rows,
+            })
             .collect();
         let manifest = ChunkManifest::new(commit, files, committed);
         let file_count = manifest.files.len();
@@ -200,7 +220,9 @@ impl LocalTable {
     }
 
     fn read_back_blocking(&self, job_id: &str, chunk_id: u64) -> Result<Option<RowSummary>> {
-        let Some(meta) = read_table_meta(&self.paths)? else { return Ok(None) };
+        let Some(meta) = read_table_meta(&self.paths)? else {
+            return Ok(None);
+        };
         check_owner(&self.paths, &self.table, &meta, job_id)?;
         let schema = meta.schema()?;
         // A commit may replace the chunk's files while they are read. Then the manifest has
@@ -208,9 +230,14 @@ impl LocalTable {
         // files is a real verification failure.
         let mut tries = 0;
         loop {
-            let Some(manifest) = read_manifest(&self.paths, chunk_id)? else { return Ok(None) };
+            let Some(manifest) = read_manifest(&self.paths, chunk_id)? else {
+                return Ok(None);
+            };
             if manifest.job_id != job_id {
-                return Err(Error::DestinationConflict(format!("chunk {chunk_id} of table `{}` was committed by job `{}`, not `{job_id}`", self.table, manifest.job_id)));
+                return Err(Error::DestinationConflict(format!(
+                    "chunk {chunk_id} of table `{}` was committed by job `{}`, not `{job_id}`",
+                    self.table, manifest.job_id
+                )));
             }
             let files: Vec<PathBuf> = manifest.files.iter().map(|f| self.paths.data_file(&f.name)).collect();
             match measure_files(&files, &schema) {
@@ -264,7 +291,10 @@ fn check_job_id(job_id: &str) -> Result<()> {
     if is_valid_name(job_id) {
         Ok(())
     } else {
-        Err(Error::InvalidObject { object: format!("job {job_id}"), message: "not a valid job name".into() })
+        Err(Error::InvalidObject {
+            object: format!("job {job_id}"),
+            message: "not a valid job name".into(),
+        })
     }
 }
 
@@ -289,13 +319,22 @@ fn prepare_blocking(paths: &TablePaths, table: &str, job_id: &str, schema: &Sche
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read_table_meta(paths)? {
             Some(existing) => check_prepared(paths, table, &existing, job_id, schema),
-            None => Err(Error::Internal(format!("{} vanished right after being created", target.display()))),
+            None => Err(Error::Internal(format!(
+                "{} vanished right after being created",
+                target.display()
+            ))),
         },
         Err(e) => Err(Error::io(&target, e)),
     }
 }
 
-fn check_prepared(paths: &TablePaths, table: &str, existing: &TableMeta, job_id: &str, schema: &SchemaRef) -> Result<()> {
+fn check_prepared(
+    paths: &TablePaths,
+    table: &str,
+    existing: &TableMeta,
+    job_id: &str,
+    schema: &SchemaRef,
+) -> Result<()> {
     check_owner(paths, table, existing, job_id)?;
     if let Some(diff) = crate::meta::schema_difference(existing.schema()?.as_ref(), schema) {
         return Err(Error::DestinationConflict(format!(
@@ -321,7 +360,10 @@ fn check_owner(paths: &TablePaths, table: &str, meta: &TableMeta, job_id: &str) 
 fn owned_schema(paths: &TablePaths, table: &str, job_id: &str) -> Result<SchemaRef> {
     let meta = read_table_meta(paths)?.ok_or_else(|| Error::InvalidObject {
         object: format!("table {table}"),
-        message: format!("{} does not exist; the destination was not prepared", paths.table_file().display()),
+        message: format!(
+            "{} does not exist; the destination was not prepared",
+            paths.table_file().display()
+        ),
     })?;
     check_owner(paths, table, &meta, job_id)?;
     meta.schema()
@@ -387,7 +429,10 @@ fn install(paths: &TablePaths, commit: &ChunkCommit, mut temps: TempFiles, manif
 
     // Cleanup after the commit point cannot fail the commit: leftovers are unreferenced.
     let keep: BTreeSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
-    let mut stale: BTreeSet<String> = previous.iter().flat_map(|m| m.files.iter().map(|f| f.name.clone())).collect();
+    let mut stale: BTreeSet<String> = previous
+        .iter()
+        .flat_map(|m| m.files.iter().map(|f| f.name.clone()))
+        .collect();
     // Also files of attempts that crashed between renaming data and renaming the manifest.
     let prefix = chunk_file_prefix(&commit.job_id, commit.chunk_id);
     match std::fs::read_dir(paths.data_dir()) {
@@ -430,14 +475,19 @@ impl Drop for TempFiles {
 
 /// Runs blocking file work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// Every data file referenced by a committed manifest of `table`, by chunk and part.
 /// Blocking (reads the manifests).
 pub fn committed_files(root: &Path, table: &str) -> Result<Vec<PathBuf>> {
     let paths = TablePaths::new(root, table);
-    Ok(read_all_manifests(&paths)?.iter().flat_map(|m| m.files.iter().map(|f| paths.data_file(&f.name))).collect())
+    Ok(read_all_manifests(&paths)?
+        .iter()
+        .flat_map(|m| m.files.iter().map(|f| paths.data_file(&f.name)))
+        .collect())
 }
 
 /// Totals of a table, from its manifests alone (no data is read).

@@ -24,7 +24,11 @@ fn schema() -> SchemaRef {
     let json = HashMap::from([("ARROW:extension:name".to_string(), "arrow.json".to_string())]);
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("amount", DataType::Decimal128(18, 2), true),
         Field::new("doc", DataType::Utf8, true).with_metadata(json),
         Field::new("name", DataType::Utf8, true),
@@ -33,17 +37,30 @@ fn schema() -> SchemaRef {
 
 fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
     let ids: Vec<i64> = ids.collect();
-    let amount = Decimal128Array::from(ids.iter().map(|i| (i % 3 != 0).then_some(i128::from(i * 101))).collect::<Vec<_>>())
-        .with_precision_and_scale(18, 2)
-        .unwrap();
+    let amount = Decimal128Array::from(
+        ids.iter()
+            .map(|i| (i % 3 != 0).then_some(i128::from(i * 101)))
+            .collect::<Vec<_>>(),
+    )
+    .with_precision_and_scale(18, 2)
+    .unwrap();
     RecordBatch::try_new(
         schema(),
         vec![
             Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(TimestampMicrosecondArray::from(ids.iter().map(|i| 1_700_000_000_000_000 + i).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(ids.iter().map(|i| 1_700_000_000_000_000 + i).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
             Arc::new(amount),
-            Arc::new(StringArray::from(ids.iter().map(|i| Some(format!("{{\"n\":{i}}}"))).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(ids.iter().map(|i| (i % 2 == 0).then(|| format!("name-{i}"))).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(
+                ids.iter().map(|i| Some(format!("{{\"n\":{i}}}"))).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                ids.iter()
+                    .map(|i| (i % 2 == 0).then(|| format!("name-{i}")))
+                    .collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
@@ -56,7 +73,9 @@ fn summary(batches: &[RecordBatch]) -> RowSummary {
 }
 
 fn parquet_bytes(batches: &[RecordBatch]) -> Vec<u8> {
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
     let mut w = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
     batches.iter().for_each(|b| w.write(b).unwrap());
     w.into_inner().unwrap()
@@ -72,11 +91,21 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let stage = Stage::local(&dir.path().join("stage")).await.unwrap();
-    let spec = LocalDestinationSpec { path: dir.path().join("wh"), table: "t".into(), file_size: None, allow_small_files: true };
+    let spec = LocalDestinationSpec {
+        path: dir.path().join("wh"),
+        table: "t".into(),
+        file_size: None,
+        allow_small_files: true,
+    };
     let table = LocalTable::new(&spec).unwrap();
     table.prepare(JOB, schema()).await.unwrap();
     let root = std::fs::canonicalize(dir.path().join("wh")).unwrap();
-    Fixture { _dir: dir, stage, root, table }
+    Fixture {
+        _dir: dir,
+        stage,
+        root,
+        table,
+    }
 }
 
 impl Fixture {
@@ -88,10 +117,21 @@ impl Fixture {
             let path = Stage::part_path(JOB, chunk, attempt, i as u32);
             let len = bytes.len() as u64;
             self.stage.store().put(&path, PutPayload::from(bytes)).await.unwrap();
-            files.push(StagedFile { path: path.to_string(), bytes: len, rows: part.iter().map(|b| b.num_rows() as u64).sum() });
+            files.push(StagedFile {
+                path: path.to_string(),
+                bytes: len,
+                rows: part.iter().map(|b| b.num_rows() as u64).sum(),
+            });
         }
         let all: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
-        ChunkCommit { job_id: JOB.into(), chunk_id: chunk, attempt, range: CursorRange::new(0, 10), files, extracted: summary(&all) }
+        ChunkCommit {
+            job_id: JOB.into(),
+            chunk_id: chunk,
+            attempt,
+            range: CursorRange::new(0, 10),
+            files,
+            extracted: summary(&all),
+        }
     }
 
     fn data_files(&self) -> Vec<String> {
@@ -105,7 +145,12 @@ impl Fixture {
 
     async fn count(&self) -> i64 {
         let batches = query(&self.root, "SELECT count(*) FROM t").await.unwrap();
-        batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
     }
 }
 
@@ -117,7 +162,10 @@ async fn prepare_is_idempotent_and_detects_conflicts() {
     let e = f.table.prepare("job2", schema()).await.unwrap_err();
     assert!(matches!(e, Error::DestinationConflict(_)), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains("`t`") && msg.contains("`job1`") && msg.contains(&f.root.join("t").display().to_string()), "{msg}");
+    assert!(
+        msg.contains("`t`") && msg.contains("`job1`") && msg.contains(&f.root.join("t").display().to_string()),
+        "{msg}"
+    );
 
     let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields[2] = Field::new("amount", DataType::Decimal128(20, 2), true);
@@ -143,9 +191,15 @@ async fn commit_then_read_back_matches_input() {
     assert_eq!(committed.rows, 100);
     assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(summary(&all)));
     assert_eq!(f.table.read_back(JOB, 1).await.unwrap(), None);
-    assert!(matches!(f.table.read_back("other", 0).await, Err(Error::DestinationConflict(_))));
+    assert!(matches!(
+        f.table.read_back("other", 0).await,
+        Err(Error::DestinationConflict(_))
+    ));
 
-    assert_eq!(f.data_files(), vec!["job1-c000000-a001-p0000.parquet", "job1-c000000-a001-p0001.parquet"]);
+    assert_eq!(
+        f.data_files(),
+        vec!["job1-c000000-a001-p0000.parquet", "job1-c000000-a001-p0001.parquet"]
+    );
     let s = table_summary(&f.root, "t").unwrap();
     assert_eq!((s.chunks, s.files, s.rows), (1, 2, 100));
     assert_eq!(s.bytes, commit.files.iter().map(|f| f.bytes).sum::<u64>());
@@ -168,7 +222,11 @@ async fn new_attempt_replaces_files() {
     assert_eq!(f.count().await, 110);
     assert_eq!(
         f.data_files(),
-        vec!["job1-c000003-a002-p0000.parquet", "job1-c000003-a002-p0001.parquet", "job1-c000004-a001-p0000.parquet"]
+        vec![
+            "job1-c000003-a002-p0000.parquet",
+            "job1-c000003-a002-p0001.parquet",
+            "job1-c000004-a001-p0000.parquet"
+        ]
     );
     let files = committed_files(&f.root, "t").unwrap();
     assert_eq!(files.len(), 3);
@@ -205,7 +263,10 @@ async fn verification_mismatch_commits_nothing() {
     let before = (f.table.manifest(0).unwrap(), f.data_files());
 
     let mut c2 = f.staged(0, 2, &[vec![batch(0..11)]]).await;
-    c2.extracted = RowSummary { rows: 11, checksum: c2.extracted.checksum ^ 1 };
+    c2.extracted = RowSummary {
+        rows: 11,
+        checksum: c2.extracted.checksum ^ 1,
+    };
     let e = f.table.commit_chunk(&f.stage, &c2).await.unwrap_err();
     assert!(matches!(e, Error::VerificationFailed { .. }), "{e:?}");
     assert_eq!((f.table.manifest(0).unwrap(), f.data_files()), before);
@@ -217,7 +278,11 @@ async fn orphan_files_are_not_queried() {
     let f = fixture().await;
     let c = f.staged(0, 1, &[vec![batch(0..10)]]).await;
     f.table.commit_chunk(&f.stage, &c).await.unwrap();
-    std::fs::write(f.root.join("t/data/job1-c000009-a001-p0000.parquet"), parquet_bytes(&[batch(0..1000)])).unwrap();
+    std::fs::write(
+        f.root.join("t/data/job1-c000009-a001-p0000.parquet"),
+        parquet_bytes(&[batch(0..1000)]),
+    )
+    .unwrap();
     assert_eq!(f.count().await, 10);
     assert_eq!(committed_files(&f.root, "t").unwrap().len(), 1);
 }
@@ -235,9 +300,16 @@ async fn exact_types_survive() {
     let out = query_with_schema(&f.root, "SELECT * FROM t ORDER BY id").await.unwrap();
     let types: Vec<&DataType> = out.schema.fields().iter().map(|f| f.data_type()).collect();
     let expected = schema();
-    assert_eq!(types, expected.fields().iter().map(|f| f.data_type()).collect::<Vec<_>>());
+    assert_eq!(
+        types,
+        expected.fields().iter().map(|f| f.data_type()).collect::<Vec<_>>()
+    );
     assert_eq!(out.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
-    let amount = out.batches[0].column(2).as_any().downcast_ref::<Decimal128Array>().unwrap();
+    let amount = out.batches[0]
+        .column(2)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .unwrap();
     assert_eq!((amount.is_null(0), amount.value(1)), (true, 101));
 }
 
@@ -283,7 +355,10 @@ async fn commit_needs_prepared_table_and_bad_sql_is_permanent() {
         files: vec![],
         extracted: RowSummary::default(),
     };
-    assert!(matches!(table.commit_chunk(&stage, &commit).await, Err(Error::InvalidObject { .. })));
+    assert!(matches!(
+        table.commit_chunk(&stage, &commit).await,
+        Err(Error::InvalidObject { .. })
+    ));
     assert!(wh.table("../x").is_err());
     let e = query(wh.root(), "SELEC nonsense").await.unwrap_err();
     assert_eq!(e.class(), backhaul_core::ErrorClass::Permanent);
@@ -304,10 +379,20 @@ async fn glob_characters_in_the_root_are_literal() {
     let dir = tempfile::tempdir().unwrap();
     let stage = Stage::local(&dir.path().join("stage")).await.unwrap();
     let root = dir.path().join("wh [1]*? %20");
-    let spec = LocalDestinationSpec { path: root.clone(), table: "t".into(), file_size: None, allow_small_files: true };
+    let spec = LocalDestinationSpec {
+        path: root.clone(),
+        table: "t".into(),
+        file_size: None,
+        allow_small_files: true,
+    };
     let table = LocalTable::new(&spec).unwrap();
     table.prepare(JOB, schema()).await.unwrap();
-    let f = Fixture { _dir: dir, stage, root: std::fs::canonicalize(&root).unwrap(), table };
+    let f = Fixture {
+        _dir: dir,
+        stage,
+        root: std::fs::canonicalize(&root).unwrap(),
+        table,
+    };
     let c = f.staged(0, 1, &[vec![batch(0..7)]]).await;
     f.table.commit_chunk(&f.stage, &c).await.unwrap();
     assert_eq!(f.count().await, 7);

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
-    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use backhaul_core::connector::{BatchStream, TableDescription};
@@ -31,7 +31,13 @@ type Item = Result<RecordBatch>;
 
 /// Starts reading `range` and returns the batches as a stream. Rows whose cursor is NULL satisfy
 /// no comparison and so belong to no range.
-pub(crate) fn stream(path: PathBuf, table: String, desc: TableDescription, range: CursorRange, batch_rows: usize) -> BatchStream {
+pub(crate) fn stream(
+    path: PathBuf,
+    table: String,
+    desc: TableDescription,
+    range: CursorRange,
+    batch_rows: usize,
+) -> BatchStream {
     let (tx, rx) = mpsc::channel::<Item>(CHANNEL_CAPACITY);
     let sql = select_sql(&table, &desc);
     let batch_rows = batch_rows.max(1);
@@ -52,7 +58,10 @@ fn into_stream(rx: mpsc::Receiver<Item>, task: JoinHandle<()>) -> BatchStream {
         }
         match task?.await {
             Ok(()) => None,
-            Err(e) => Some((Err(Error::Internal(format!("embedded extract task failed: {e}"))), (rx, None))),
+            Err(e) => Some((
+                Err(Error::Internal(format!("embedded extract task failed: {e}"))),
+                (rx, None),
+            )),
         }
     })
     .boxed()
@@ -63,10 +72,21 @@ fn select_sql(table: &str, desc: &TableDescription) -> String {
     let cursor = quote(&desc.cursor_column);
     // Cursor values are stored in cursor units (micros, days, integers), so the bounds compare
     // directly and the index on the cursor column serves the predicate.
-    format!("SELECT {} FROM {} WHERE {cursor} >= ?1 AND {cursor} < ?2", columns.join(", "), quote(table))
+    format!(
+        "SELECT {} FROM {} WHERE {cursor} >= ?1 AND {cursor} < ?2",
+        columns.join(", "),
+        quote(table)
+    )
 }
 
-fn read(path: &Path, sql: &str, range: CursorRange, schema: SchemaRef, batch_rows: usize, tx: &mpsc::Sender<Item>) -> Result<()> {
+fn read(
+    path: &Path,
+    sql: &str,
+    range: CursorRange,
+    schema: SchemaRef,
+    batch_rows: usize,
+    tx: &mpsc::Sender<Item>,
+) -> Result<()> {
     let conn = connect(path)?;
     let mut stmt = conn.prepare(sql).map_err(|e| sql_error(path, e))?;
     let mut rows = stmt.query([range.from, range.to]).map_err(|e| sql_error(path, e))?;
@@ -80,7 +100,9 @@ fn read(path: &Path, sql: &str, range: CursorRange, schema: SchemaRef, batch_row
     while let Some(row) = rows.next().map_err(|e| sql_error(path, e))? {
         for (i, column) in columns.iter_mut().enumerate() {
             let value = row.get_ref(i).map_err(|e| sql_error(path, e))?;
-            column.append(value).map_err(|m| Error::TypeFidelity(format!("column {}: {m}", names[i])))?;
+            column
+                .append(value)
+                .map_err(|m| Error::TypeFidelity(format!("column {}: {m}", names[i])))?;
         }
         pending += 1;
         if pending == batch_rows {

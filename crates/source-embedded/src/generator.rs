@@ -44,7 +44,16 @@ const CURRENCIES: [&str; 6] = ["USD", "USD", "EUR", "EUR", "GBP", "JPY"];
 const STATUSES: [&str; 6] = ["pending", "paid", "shipped", "delivered", "cancelled", "refunded"];
 const CHANNELS: [&str; 4] = ["web", "ios", "android", "store"];
 // Non-ASCII city names make sure text survives the pipeline byte for byte.
-const CITIES: [&str; 8] = ["Berlin", "Zürich", "東京", "São Paulo", "Kraków", "New York", "Montréal", "Lagos"];
+const CITIES: [&str; 8] = [
+    "Berlin",
+    "Zürich",
+    "東京",
+    "São Paulo",
+    "Kraków",
+    "New York",
+    "Montréal",
+    "Lagos",
+];
 const TAGS: [&str; 5] = ["gift", "promo", "b2b", "repeat", "express"];
 const NOTES: [&str; 5] = [
     "leave at the door",
@@ -128,7 +137,11 @@ fn expected_in_hour(seed: u64, rows_per_day: u64, hour: i64) -> f64 {
     let weekly = if weekday >= 5 { WEEKEND_FACTOR } else { 1.0 };
     let weekly_norm = 7.0 / (5.0 + 2.0 * WEEKEND_FACTOR);
     let hour_of_day = hour.rem_euclid(24);
-    let daily = if BUSINESS_HOURS.contains(&hour_of_day) { BUSINESS_FACTOR } else { 1.0 };
+    let daily = if BUSINESS_HOURS.contains(&hour_of_day) {
+        BUSINESS_FACTOR
+    } else {
+        1.0
+    };
     let business = (BUSINESS_HOURS.end - BUSINESS_HOURS.start) as f64;
     let daily_sum = business * BUSINESS_FACTOR + (24.0 - business);
     let spike = if is_spike_day(seed, day) { SPIKE_FACTOR } else { 1.0 };
@@ -167,7 +180,9 @@ pub fn expected_rows(seed: u64, rows_per_day: u64, range: CursorRange) -> u64 {
 
 /// Expected rows created on `day` (days since the epoch).
 pub fn rows_in_day(seed: u64, rows_per_day: u64, day: i64) -> u64 {
-    (0..24).map(|h| rows_in_hour(seed, rows_per_day, (day * 24 + h) * HOUR_MICROS)).sum()
+    (0..24)
+        .map(|h| rows_in_hour(seed, rows_per_day, (day * 24 + h) * HOUR_MICROS))
+        .sum()
 }
 
 fn hours_overlapping(range: CursorRange) -> std::ops::Range<i64> {
@@ -289,14 +304,23 @@ mod tests {
         // Hour 13 computed alone equals hour 13 computed as part of the day.
         let h13 = day.from + 13 * HOUR_MICROS;
         let alone = collect(7, CursorRange::new(h13, h13 + HOUR_MICROS));
-        let within: Vec<Order> = a.into_iter().filter(|o| hour_index(o.created_at) == hour_index(h13)).collect();
+        let within: Vec<Order> = a
+            .into_iter()
+            .filter(|o| hour_index(o.created_at) == hour_index(h13))
+            .collect();
         assert!(!alone.is_empty());
         assert_eq!(alone, within);
     }
 
     #[test]
     fn expected_rows_matches_generation_even_mid_hour() {
-        for range in [day_range(DAY_2024_03_04, 2), CursorRange::new(day_range(DAY_2024_03_04, 1).from + 1_234_567_890, day_range(DAY_2024_03_04, 1).to - 77)] {
+        for range in [
+            day_range(DAY_2024_03_04, 2),
+            CursorRange::new(
+                day_range(DAY_2024_03_04, 1).from + 1_234_567_890,
+                day_range(DAY_2024_03_04, 1).to - 77,
+            ),
+        ] {
             assert_eq!(expected_rows(3, 2_000, range), collect(3, range).len() as u64);
         }
     }
@@ -315,7 +339,10 @@ mod tests {
                 assert!(v.is_object());
             }
         }
-        assert!(rows.iter().any(|o| o.attributes.as_deref().is_some_and(|a| !a.is_ascii())));
+        assert!(
+            rows.iter()
+                .any(|o| o.attributes.as_deref().is_some_and(|a| !a.is_ascii()))
+        );
         assert!(rows.iter().any(|o| o.amount_cents >= 100_000_000_000));
         let nulls = rows.iter().filter(|o| o.note.is_none()).count() as f64 / rows.len() as f64;
         assert!((0.25..0.35).contains(&nulls), "note NULL fraction {nulls}");
@@ -334,7 +361,10 @@ mod tests {
         }
         // Weekends are quieter, business hours busier, and spike days exist.
         let monday = DAY_2024_03_04;
-        let (weekday, weekend) = (rows_in_day(seed, 10_000, monday + 1), rows_in_day(seed, 10_000, monday + 5));
+        let (weekday, weekend) = (
+            rows_in_day(seed, 10_000, monday + 1),
+            rows_in_day(seed, 10_000, monday + 5),
+        );
         if !is_spike_day(seed, monday + 1) && !is_spike_day(seed, monday + 5) {
             assert!(weekend * 2 < weekday, "weekday {weekday}, weekend {weekend}");
         }
@@ -343,15 +373,24 @@ mod tests {
         assert!(noon > night + night / 2, "noon {noon}, night {night}");
         let spike_days = (0..1700).filter(|d| is_spike_day(seed, DAY_2024_03_04 + d)).count();
         assert!((70..130).contains(&spike_days), "{spike_days} spike days in 1700");
-        let spike = (0..100).map(|d| DAY_2024_03_04 + d).find(|d| is_spike_day(seed, *d)).expect("a spike in 100 days");
-        assert!(rows_in_day(seed, 10_000, spike) > 3 * rows_in_day(seed, 10_000, spike - 7).min(rows_in_day(seed, 10_000, spike + 7)));
+        let spike = (0..100)
+            .map(|d| DAY_2024_03_04 + d)
+            .find(|d| is_spike_day(seed, *d))
+            .expect("a spike in 100 days");
+        assert!(
+            rows_in_day(seed, 10_000, spike)
+                > 3 * rows_in_day(seed, 10_000, spike - 7).min(rows_in_day(seed, 10_000, spike + 7))
+        );
     }
 
     #[test]
     fn average_day_at_2020_is_rows_per_day() {
         // Four weeks around 2020-01-01, skipping spike days.
         let start = GROWTH_EPOCH_MICROS / DAY_MICROS - 14;
-        let days: Vec<u64> = (start..start + 28).filter(|d| !is_spike_day(5, *d)).map(|d| rows_in_day(5, 24_000, d)).collect();
+        let days: Vec<u64> = (start..start + 28)
+            .filter(|d| !is_spike_day(5, *d))
+            .map(|d| rows_in_day(5, 24_000, d))
+            .collect();
         let avg = days.iter().sum::<u64>() as f64 / days.len() as f64;
         assert!((20_000.0..28_000.0).contains(&avg), "average {avg}");
     }

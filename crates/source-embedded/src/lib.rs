@@ -15,9 +15,9 @@
 //! since the epoch, `DECIMAL(p,s)` INTEGERs scaled by `10^s`, so cursor bounds compare directly.
 //! Only `created_at` is indexed; other cursors work but scan the table.
 
+mod extract;
 pub mod generator;
 pub mod schema;
-mod extract;
 mod seed;
 
 use std::collections::HashMap;
@@ -120,7 +120,12 @@ impl EmbeddedSource {
         let report = blocking(move || seed::seed_days(&path, seed, rows_per_day, days)).await?;
         if report.days > 0 {
             let rate = report.rows as f64 / report.elapsed.as_secs_f64().max(1e-9);
-            tracing::info!(days = report.days, rows = report.rows, rows_per_sec = rate as u64, "seeded embedded source");
+            tracing::info!(
+                days = report.days,
+                rows = report.rows,
+                rows_per_sec = rate as u64,
+                "seeded embedded source"
+            );
         }
         Ok(report)
     }
@@ -149,18 +154,27 @@ impl EmbeddedSource {
             .prepare("SELECT day, rows, bytes FROM _backhaul_seeded_days WHERE day >= ?1 AND day < ?2")
             .map_err(err)?;
         let rows = stmt
-            .query_map([days.start, days.end], |r| Ok((r.get::<_, i64>(0)?, (r.get::<_, f64>(1)?, r.get::<_, f64>(2)?))))
+            .query_map([days.start, days.end], |r| {
+                Ok((r.get::<_, i64>(0)?, (r.get::<_, f64>(1)?, r.get::<_, f64>(2)?)))
+            })
             .map_err(err)?;
         let stats = rows.collect::<rusqlite::Result<HashMap<_, _>>>().map_err(err)?;
         let (rows, bytes): (f64, f64) = conn
-            .query_row("SELECT total(rows), total(bytes) FROM _backhaul_seeded_days", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT total(rows), total(bytes) FROM _backhaul_seeded_days", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(err)?;
         let bytes_per_row = if rows > 0.0 { bytes / rows } else { DEFAULT_ROW_BYTES };
-        Ok(SeededStats { by_day: stats, bytes_per_row })
+        Ok(SeededStats {
+            by_day: stats,
+            bytes_per_row,
+        })
     }
 
     fn density_blocking(&self, range: CursorRange) -> Result<Vec<DensityBucket>> {
-        let Some(days) = bucket_days(self.layout, range) else { return Ok(Vec::new()) };
+        let Some(days) = bucket_days(self.layout, range) else {
+            return Ok(Vec::new());
+        };
         let days = self.checked_days(days)?;
         let stats = Self::day_stats(&self.path, days.clone())?;
         let buckets = days
@@ -171,8 +185,16 @@ impl EmbeddedSource {
                 });
                 // Shipping days trail creation days by 0-5 days; the creation day's volume is a
                 // close enough estimate of its shipping volume for planning.
-                let share = if self.layout == Layout::ShippedOn { SHIPPED_FRACTION } else { 1.0 };
-                DensityBucket { range: bucket_range(self.layout, day), rows: rows * share, bytes: bytes * share }
+                let share = if self.layout == Layout::ShippedOn {
+                    SHIPPED_FRACTION
+                } else {
+                    1.0
+                };
+                DensityBucket {
+                    range: bucket_range(self.layout, day),
+                    rows: rows * share,
+                    bytes: bytes * share,
+                }
             })
             .collect();
         Ok(buckets)
@@ -206,7 +228,10 @@ fn bucket_days(layout: Layout, range: CursorRange) -> Option<Range<i64>> {
         Layout::ShippedOn => (range.from, range.to - 1),
         Layout::OrderId => {
             let ids_per_day = 24 * ORDER_ID_STRIDE;
-            (range.from.div_euclid(ids_per_day), (range.to - 1).div_euclid(ids_per_day))
+            (
+                range.from.div_euclid(ids_per_day),
+                (range.to - 1).div_euclid(ids_per_day),
+            )
         }
         Layout::Unmapped => return None,
     };
@@ -229,7 +254,8 @@ pub(crate) fn connect(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| sql_error(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_error(path, e))?;
-    conn.execute_batch("PRAGMA query_only = ON").map_err(|e| sql_error(path, e))?;
+    conn.execute_batch("PRAGMA query_only = ON")
+        .map_err(|e| sql_error(path, e))?;
     Ok(conn)
 }
 
@@ -242,9 +268,10 @@ pub(crate) fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
         _ => None,
     };
     match code {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            Error::Unreachable { system: "source".into(), message: format!("{}: {e}", path.display()) }
-        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Unreachable {
+            system: "source".into(),
+            message: format!("{}: {e}", path.display()),
+        },
         Some(ErrorCode::CannotOpen) => Error::io(path, std::io::Error::other(e.to_string())),
         _ => Error::State(format!("{}: {e}", path.display())),
     }
@@ -293,7 +320,13 @@ impl Source for EmbeddedSource {
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>> {
         Box::pin(async move {
             let desc = self.describe_table().await?;
-            Ok(extract::stream(self.path.clone(), self.table.clone(), desc, range, batch_rows))
+            Ok(extract::stream(
+                self.path.clone(),
+                self.table.clone(),
+                desc,
+                range,
+                batch_rows,
+            ))
         })
     }
 }

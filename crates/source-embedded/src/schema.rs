@@ -75,7 +75,9 @@ pub fn arrow_type(declared: &str) -> Option<DataType> {
 
 /// `DECIMAL(p,s)` / `NUMERIC(p,s)` with `1 <= p <= 38` and `0 <= s <= p`.
 fn decimal_type(upper: &str) -> Option<DataType> {
-    let args = upper.strip_prefix("DECIMAL").or_else(|| upper.strip_prefix("NUMERIC"))?;
+    let args = upper
+        .strip_prefix("DECIMAL")
+        .or_else(|| upper.strip_prefix("NUMERIC"))?;
     let inner = args.trim().strip_prefix('(')?.strip_suffix(')')?;
     let (p, s) = inner.split_once(',')?;
     let precision: u8 = p.trim().parse().ok()?;
@@ -87,7 +89,9 @@ fn decimal_type(upper: &str) -> Option<DataType> {
 /// The Arrow field of one column; JSON columns carry the `arrow.json` extension name.
 fn field(name: &str, declared: &str, nullable: bool) -> Result<Field> {
     let data_type = arrow_type(declared).ok_or_else(|| {
-        Error::TypeFidelity(format!("column {name}: declared type `{declared}` has no exact Arrow mapping"))
+        Error::TypeFidelity(format!(
+            "column {name}: declared type `{declared}` has no exact Arrow mapping"
+        ))
     })?;
     let field = Field::new(name, data_type, nullable);
     if declared.trim().eq_ignore_ascii_case("JSON") {
@@ -106,7 +110,11 @@ struct ColumnInfo {
 
 fn table_info(conn: &Connection, path: &Path, table: &str) -> Result<Vec<ColumnInfo>> {
     let exists = conn
-        .query_row("SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1", [table], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1",
+            [table],
+            |_| Ok(()),
+        )
         .optional()
         .map_err(|e| sql_error(path, e))?;
     if exists.is_none() {
@@ -117,10 +125,16 @@ fn table_info(conn: &Connection, path: &Path, table: &str) -> Result<Vec<ColumnI
         .map_err(|e| sql_error(path, e))?;
     let rows = stmt
         .query_map([], |r| {
-            Ok(ColumnInfo { name: r.get(1)?, declared: r.get(2)?, not_null: r.get::<_, i64>(3)? != 0, pk: r.get(5)? })
+            Ok(ColumnInfo {
+                name: r.get(1)?,
+                declared: r.get(2)?,
+                not_null: r.get::<_, i64>(3)? != 0,
+                pk: r.get(5)?,
+            })
         })
         .map_err(|e| sql_error(path, e))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| sql_error(path, e))
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|e| sql_error(path, e))
 }
 
 /// The error for a table that is not in the database file.
@@ -144,7 +158,10 @@ pub(crate) fn describe(conn: &Connection, path: &Path, table: &str, cursor: &str
     let object = format!("column {table}.{cursor}");
     let cursor_field = schema.field_with_name(cursor).map_err(|_| {
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        Error::InvalidObject { object: object.clone(), message: format!("no such column; the columns are: {}", names.join(", ")) }
+        Error::InvalidObject {
+            object: object.clone(),
+            message: format!("no such column; the columns are: {}", names.join(", ")),
+        }
     })?;
     let cursor_kind = CursorKind::of(cursor_field.data_type()).ok_or_else(|| Error::InvalidObject {
         object,

@@ -55,12 +55,21 @@ fn open_for_write(path: &Path) -> Result<Connection> {
 /// Creates the file and schema when missing, and records or checks the generator parameters.
 pub(crate) fn init(path: &Path, seed: u64, rows_per_day: u64) -> Result<()> {
     let mut conn = open_for_write(path)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_error(path, e))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql_error(path, e))?;
     tx.execute_batch(DDL).map_err(|e| sql_error(path, e))?;
-    let wanted = [("seed", seed.to_string()), ("rows_per_day", rows_per_day.to_string()), ("generator", GENERATOR_VERSION.to_string())];
+    let wanted = [
+        ("seed", seed.to_string()),
+        ("rows_per_day", rows_per_day.to_string()),
+        ("generator", GENERATOR_VERSION.to_string()),
+    ];
     for (key, value) in &wanted {
-        tx.execute("INSERT OR IGNORE INTO _backhaul_meta (key, value) VALUES (?1, ?2)", params![key, value])
-            .map_err(|e| sql_error(path, e))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO _backhaul_meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )
+        .map_err(|e| sql_error(path, e))?;
     }
     for (key, value) in &wanted {
         let stored: String = tx
@@ -100,7 +109,9 @@ fn seeded_days(conn: &Connection, path: &Path, days: &Range<i64>) -> Result<std:
     let mut stmt = conn
         .prepare("SELECT day FROM _backhaul_seeded_days WHERE day >= ?1 AND day < ?2")
         .map_err(|e| sql_error(path, e))?;
-    let rows = stmt.query_map([days.start, days.end], |r| r.get(0)).map_err(|e| sql_error(path, e))?;
+    let rows = stmt
+        .query_map([days.start, days.end], |r| r.get(0))
+        .map_err(|e| sql_error(path, e))?;
     rows.collect::<rusqlite::Result<_>>().map_err(|e| sql_error(path, e))
 }
 
@@ -123,7 +134,9 @@ fn insert_order(insert: &mut rusqlite::CachedStatement<'_>, o: &Order) -> rusqli
 fn seed_day(conn: &mut Connection, path: &Path, seed: u64, rows_per_day: u64, day: i64) -> Result<Option<(u64, u64)>> {
     let err = |e| sql_error(path, e);
     // IMMEDIATE takes the write lock up front, so the check below cannot race another seeder.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
     let already = tx
         .query_row("SELECT 1 FROM _backhaul_seeded_days WHERE day = ?1", [day], |_| Ok(()))
         .optional()
@@ -152,8 +165,11 @@ fn seed_day(conn: &mut Connection, path: &Path, seed: u64, rows_per_day: u64, da
     if let Some(e) = failed {
         return Err(err(e)); // Dropping `tx` rolls the partial day back.
     }
-    tx.execute("INSERT INTO _backhaul_seeded_days (day, rows, bytes) VALUES (?1, ?2, ?3)", params![day, rows as i64, bytes as i64])
-        .map_err(err)?;
+    tx.execute(
+        "INSERT INTO _backhaul_seeded_days (day, rows, bytes) VALUES (?1, ?2, ?3)",
+        params![day, rows as i64, bytes as i64],
+    )
+    .map_err(err)?;
     tx.commit().map_err(err)?;
     Ok(Some((rows, bytes)))
 }

@@ -56,14 +56,20 @@ async fn extract_returns_only_rows_in_range_in_full_batches() {
     let source = EmbeddedSource::open(&spec(&dir, "created_at")).unwrap();
     source.prepare(days(DAY, DAY + 2)).await.unwrap();
     // Bounds inside hours, across a day boundary.
-    let range = CursorRange::new((DAY + 1) * DAY_MICROS - 5 * HOUR_MICROS - 12_345, (DAY + 1) * DAY_MICROS + 7 * HOUR_MICROS + 999);
+    let range = CursorRange::new(
+        (DAY + 1) * DAY_MICROS - 5 * HOUR_MICROS - 12_345,
+        (DAY + 1) * DAY_MICROS + 7 * HOUR_MICROS + 999,
+    );
     let batches = extract_all(&source, range, 97).await;
     assert_eq!(rows(&batches), generator::expected_rows(9, RPD, range));
     let (last, full) = batches.split_last().unwrap();
     assert!(full.iter().all(|b| b.num_rows() == 97));
     assert!(last.num_rows() <= 97 && last.num_rows() > 0);
     for b in &batches {
-        let created = b.column_by_name("created_at").unwrap().as_primitive::<TimestampMicrosecondType>();
+        let created = b
+            .column_by_name("created_at")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
         assert!(created.values().iter().all(|t| range.from <= *t && *t < range.to));
     }
 }
@@ -76,7 +82,13 @@ async fn batches_carry_the_described_schema_and_exact_values() {
     assert_eq!(desc.cursor_kind, CursorKind::Timestamp);
     assert_eq!(desc.key_columns, vec!["order_id".to_string()]);
     let attributes = desc.schema.field_with_name("attributes").unwrap();
-    assert_eq!(attributes.metadata().get(schema::EXTENSION_NAME_KEY).map(String::as_str), Some(schema::JSON_EXTENSION));
+    assert_eq!(
+        attributes
+            .metadata()
+            .get(schema::EXTENSION_NAME_KEY)
+            .map(String::as_str),
+        Some(schema::JSON_EXTENSION)
+    );
     assert!(!desc.schema.field_with_name("order_id").unwrap().is_nullable());
 
     let range = days(DAY, DAY + 1);
@@ -105,7 +117,15 @@ async fn batches_carry_the_described_schema_and_exact_values() {
     got.sort();
     let mut want: Vec<_> = expected
         .iter()
-        .map(|o| (o.order_id, o.amount_cents, o.shipped_on, o.attributes.clone(), o.note.map(str::to_string)))
+        .map(|o| {
+            (
+                o.order_id,
+                o.amount_cents,
+                o.shipped_on,
+                o.attributes.clone(),
+                o.note.map(str::to_string),
+            )
+        })
         .collect();
     want.sort();
     assert_eq!(got, want);
@@ -121,7 +141,10 @@ async fn prepare_twice_does_not_duplicate_rows() {
     assert_eq!(again.days, 1, "only the new day is seeded");
     source.prepare(days(DAY, DAY + 3)).await.unwrap();
     let range = days(DAY, DAY + 3);
-    assert_eq!(rows(&extract_all(&source, range, 5_000).await), generator::expected_rows(9, RPD, range));
+    assert_eq!(
+        rows(&extract_all(&source, range, 5_000).await),
+        generator::expected_rows(9, RPD, range)
+    );
     // Reopening the file with the same parameters is fine.
     EmbeddedSource::open(&spec(&dir, "created_at")).unwrap();
 }
@@ -134,13 +157,20 @@ async fn other_generator_parameters_are_refused() {
     other.seed = 10;
     let e = EmbeddedSource::open(&other).unwrap_err();
     assert!(matches!(e, Error::InvalidObject { .. }), "{e}");
-    assert!(e.to_string().contains("src.db") && e.to_string().contains("seed"), "{e}");
+    assert!(
+        e.to_string().contains("src.db") && e.to_string().contains("seed"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn describe_rejects_unknown_and_unorderable_cursors_and_tables() {
     let dir = TempDir::new().unwrap();
-    let unknown = EmbeddedSource::open(&spec(&dir, "nope")).unwrap().describe().await.unwrap_err();
+    let unknown = EmbeddedSource::open(&spec(&dir, "nope"))
+        .unwrap()
+        .describe()
+        .await
+        .unwrap_err();
     match &unknown {
         Error::InvalidObject { object, message } => {
             assert_eq!(object, "column orders.nope");
@@ -148,13 +178,23 @@ async fn describe_rejects_unknown_and_unorderable_cursors_and_tables() {
         }
         other => panic!("unexpected {other}"),
     }
-    let note = EmbeddedSource::open(&spec(&dir, "note")).unwrap().describe().await.unwrap_err();
-    assert!(matches!(&note, Error::InvalidObject { message, .. } if message.contains("not orderable")), "{note}");
+    let note = EmbeddedSource::open(&spec(&dir, "note"))
+        .unwrap()
+        .describe()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&note, Error::InvalidObject { message, .. } if message.contains("not orderable")),
+        "{note}"
+    );
 
     let mut missing = spec(&dir, "created_at");
     missing.table = "customers".into();
     let e = EmbeddedSource::open(&missing).unwrap().describe().await.unwrap_err();
-    assert!(matches!(&e, Error::InvalidObject { object, message } if object.contains("customers") && message.contains("src.db")), "{e}");
+    assert!(
+        matches!(&e, Error::InvalidObject { object, message } if object.contains("customers") && message.contains("src.db")),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -166,7 +206,9 @@ async fn date_and_integer_cursors_work() {
     by_date.prepare(range).await.unwrap();
     let batches = extract_all(&by_date, range, 1_000).await;
     let mut want = 0;
-    generator::generate(9, RPD, days(DAY, DAY + 6), |o| want += u64::from(o.shipped_on == Some((DAY + 5) as i32)));
+    generator::generate(9, RPD, days(DAY, DAY + 6), |o| {
+        want += u64::from(o.shipped_on == Some((DAY + 5) as i32))
+    });
     assert!(want > 0);
     assert_eq!(rows(&batches), want);
 
@@ -183,7 +225,10 @@ async fn density_uses_statistics_and_the_generator() {
     let dir = TempDir::new().unwrap();
     let source = EmbeddedSource::open(&spec(&dir, "created_at")).unwrap();
     let seeded = source.seed_range(days(DAY, DAY + 1)).await.unwrap();
-    let buckets = source.density(CursorRange::new(DAY * DAY_MICROS + 1, (DAY + 3) * DAY_MICROS)).await.unwrap();
+    let buckets = source
+        .density(CursorRange::new(DAY * DAY_MICROS + 1, (DAY + 3) * DAY_MICROS))
+        .await
+        .unwrap();
     assert_eq!(buckets.len(), 3);
     assert_eq!(buckets[0].range, days(DAY, DAY + 1));
     assert_eq!(buckets[0].rows, seeded.rows as f64);

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
+use backhaul_core::Error;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::spec::{JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
-use backhaul_core::Error;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use tokio::io::AsyncReadExt;
@@ -48,7 +48,15 @@ impl JobContext {
         let source = connectors.source(&spec.source)?;
         let table = source.describe().await?;
         let destination = connectors.destination(&spec.destination)?;
-        Ok(JobContext { job_id: job_id.into(), spec, validated, source, table, destination, stage })
+        Ok(JobContext {
+            job_id: job_id.into(),
+            spec,
+            validated,
+            source,
+            table,
+            destination,
+            stage,
+        })
     }
 }
 
@@ -88,12 +96,20 @@ pub struct ChunkProgress {
 pub const BATCH_ROWS: usize = 8192;
 
 /// Runs the chunk end to end. `spool_root` holds the local part files until they are staged.
-pub async fn run_chunk(ctx: &JobContext, task: &ChunkTask, spool_root: &Path, progress: Arc<ChunkProgress>) -> Result<ChunkOutcome> {
+pub async fn run_chunk(
+    ctx: &JobContext,
+    task: &ChunkTask,
+    spool_root: &Path,
+    progress: Arc<ChunkProgress>,
+) -> Result<ChunkOutcome> {
     let spool = tempfile::Builder::new()
         .prefix(&format!("{}-c{:06}-", ctx.job_id, task.chunk_id))
         .tempdir_in(spool_root)
         .map_err(|e| Error::io(spool_root, e))?;
-    let config = PartWriterConfig { target_file_bytes: ctx.validated.file_size, zstd_level: 3 };
+    let config = PartWriterConfig {
+        target_file_bytes: ctx.validated.file_size,
+        zstd_level: 3,
+    };
     let (tx, rx) = mpsc::channel::<RecordBatch>(4);
     let schema = ctx.table.schema.clone();
     let dir: PathBuf = spool.path().to_path_buf();
@@ -108,7 +124,12 @@ pub async fn run_chunk(ctx: &JobContext, task: &ChunkTask, spool_root: &Path, pr
             progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
             if batch.schema().fields() != ctx.table.schema.fields() {
-                return Err(Error::TypeFidelity(format!("source produced batch schema {:?}, described {:?}", batch.schema(), ctx.table.schema)).into());
+                return Err(Error::TypeFidelity(format!(
+                    "source produced batch schema {:?}, described {:?}",
+                    batch.schema(),
+                    ctx.table.schema
+                ))
+                .into());
             }
             if tx.send(batch).await.is_err() {
                 // The writer stopped early; its own error is reported below.
@@ -128,7 +149,11 @@ pub async fn run_chunk(ctx: &JobContext, task: &ChunkTask, spool_root: &Path, pr
     for (i, part) in parts.iter().enumerate() {
         let path = Stage::part_path(&ctx.job_id, task.chunk_id, task.attempt, i as u32);
         upload(&ctx.stage, part, &path).await?;
-        files.push(StagedFile { path: path.to_string(), bytes: part.bytes, rows: part.rows });
+        files.push(StagedFile {
+            path: path.to_string(),
+            bytes: part.bytes,
+            rows: part.rows,
+        });
     }
     drop(spool);
 
@@ -144,14 +169,21 @@ pub async fn run_chunk(ctx: &JobContext, task: &ChunkTask, spool_root: &Path, pr
     if committed != extracted {
         return Err(Error::VerificationFailed {
             what: format!("chunk {} of job {}", task.chunk_id, ctx.job_id),
-            message: format!("extracted {} rows, destination holds {}", extracted.rows, committed.rows),
+            message: format!(
+                "extracted {} rows, destination holds {}",
+                extracted.rows, committed.rows
+            ),
         }
         .into());
     }
     // The destination has its own copy now. Staged files of this and of earlier, abandoned
     // attempts of the chunk would only cost storage; failing to delete them is harmless.
     clean_stage(&ctx.stage, &Stage::chunk_prefix(&ctx.job_id, task.chunk_id)).await;
-    Ok(ChunkOutcome { files, extracted, committed })
+    Ok(ChunkOutcome {
+        files,
+        extracted,
+        committed,
+    })
 }
 
 async fn clean_stage(stage: &Stage, prefix: &object_store::path::Path) {
@@ -169,7 +201,9 @@ async fn upload(stage: &Stage, part: &SpooledPart, path: &object_store::path::Pa
     const PIECE: usize = 8 * 1024 * 1024;
     let upload = stage.store().put_multipart(path).await.map_err(Error::from)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PIECE);
-    let mut file = tokio::fs::File::open(&part.path).await.map_err(|e| Error::io(&part.path, e))?;
+    let mut file = tokio::fs::File::open(&part.path)
+        .await
+        .map_err(|e| Error::io(&part.path, e))?;
     let mut buf = vec![0u8; PIECE];
     loop {
         let n = file.read(&mut buf).await.map_err(|e| Error::io(&part.path, e))?;

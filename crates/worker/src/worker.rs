@@ -45,7 +45,12 @@ impl Worker {
     /// Connects to the coordinator at `url` (e.g. `http://127.0.0.1:7070`).
     pub async fn connect(url: String, connectors: Arc<dyn Connectors>, config: WorkerConfig) -> Result<Self> {
         let client = CoordinatorClient::connect(url).await?;
-        Ok(Worker { client, connectors, config, jobs: Mutex::new(HashMap::new()) })
+        Ok(Worker {
+            client,
+            connectors,
+            config,
+            jobs: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Runs the slots until the filtered job is finished or `cancel` fires. On cancel, running
@@ -79,7 +84,10 @@ impl Worker {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let req = pb::LeaseChunkRequest { worker_id: worker_id.clone(), job_id: self.config.job_filter.clone().unwrap_or_default() };
+            let req = pb::LeaseChunkRequest {
+                worker_id: worker_id.clone(),
+                job_id: self.config.job_filter.clone().unwrap_or_default(),
+            };
             let resp = match self.client.clone().lease_chunk(req).await {
                 Ok(r) => {
                     rpc_failures = 0;
@@ -96,7 +104,9 @@ impl Worker {
                 }
             };
             match resp.outcome {
-                Some(pb::lease_chunk_response::Outcome::Lease(lease)) => self.run_lease(&worker_id, lease, &cancel).await,
+                Some(pb::lease_chunk_response::Outcome::Lease(lease)) => {
+                    self.run_lease(&worker_id, lease, &cancel).await
+                }
                 Some(pb::lease_chunk_response::Outcome::NoWork(nw)) => {
                     if nw.job_finished && self.config.job_filter.is_some() {
                         return Ok(());
@@ -113,14 +123,29 @@ impl Worker {
         if let Some(ctx) = jobs.get(&lease.job_id) {
             return Ok(ctx.clone());
         }
-        let ctx = Arc::new(JobContext::build(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir), self.connectors.as_ref()).await?);
+        let ctx = Arc::new(
+            JobContext::build(
+                &lease.job_id,
+                &lease.job_spec_toml,
+                Path::new(&lease.spec_base_dir),
+                self.connectors.as_ref(),
+            )
+            .await?,
+        );
         jobs.insert(lease.job_id.clone(), ctx.clone());
         Ok(ctx)
     }
 
     async fn run_lease(&self, worker_id: &str, lease: pb::ChunkLease, cancel: &CancellationToken) {
-        let range = lease.range.map(|r| CursorRange { from: r.from, to: r.to }).unwrap_or(CursorRange { from: 0, to: 0 });
-        let task = ChunkTask { chunk_id: lease.chunk_id, attempt: lease.attempt, range };
+        let range = lease
+            .range
+            .map(|r| CursorRange { from: r.from, to: r.to })
+            .unwrap_or(CursorRange { from: 0, to: 0 });
+        let task = ChunkTask {
+            chunk_id: lease.chunk_id,
+            attempt: lease.attempt,
+            range,
+        };
         let progress = Arc::new(ChunkProgress::default());
         let ttl = Duration::from_millis(u64::from(lease.lease_ttl_ms.max(300)));
         let work = async {
@@ -135,7 +160,15 @@ impl Worker {
         let mut client = self.client.clone();
         match outcome {
             Ok(out) => {
-                let files = out.files.iter().map(|f| pb::OutputFile { path: f.path.clone(), bytes: f.bytes, rows: f.rows }).collect();
+                let files = out
+                    .files
+                    .iter()
+                    .map(|f| pb::OutputFile {
+                        path: f.path.clone(),
+                        bytes: f.bytes,
+                        rows: f.rows,
+                    })
+                    .collect();
                 let output = pb::ChunkOutput {
                     files,
                     extracted_rows: out.extracted.rows,
@@ -143,9 +176,19 @@ impl Worker {
                     committed_rows: out.committed.rows,
                     committed_checksum: out.committed.checksum,
                 };
-                match client.complete_chunk(pb::CompleteChunkRequest { lease_id: lease.lease_id.clone(), output: Some(output) }).await {
-                    Ok(_) => info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, rows = out.extracted.rows, "chunk committed"),
-                    Err(s) => warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, error = %s, "coordinator refused completion"),
+                match client
+                    .complete_chunk(pb::CompleteChunkRequest {
+                        lease_id: lease.lease_id.clone(),
+                        output: Some(output),
+                    })
+                    .await
+                {
+                    Ok(_) => {
+                        info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, rows = out.extracted.rows, "chunk committed")
+                    }
+                    Err(s) => {
+                        warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, error = %s, "coordinator refused completion")
+                    }
                 }
             }
             Err(e) => {
@@ -155,8 +198,18 @@ impl Worker {
                     ErrorClass::Permanent => pb::ErrorClass::Permanent,
                 };
                 warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, class = e.class().as_str(), error = %e, "chunk failed");
-                let error = pb::ChunkError { class: class as i32, kind: e.kind().into(), message: e.to_string() };
-                if let Err(s) = client.fail_chunk(pb::FailChunkRequest { lease_id: lease.lease_id.clone(), error: Some(error) }).await {
+                let error = pb::ChunkError {
+                    class: class as i32,
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                };
+                if let Err(s) = client
+                    .fail_chunk(pb::FailChunkRequest {
+                        lease_id: lease.lease_id.clone(),
+                        error: Some(error),
+                    })
+                    .await
+                {
                     warn!(worker = %worker_id, chunk = lease.chunk_id, error = %s, "could not report failure; the lease will expire");
                 }
             }
@@ -170,24 +223,42 @@ impl Worker {
         let mut misses = 0u32;
         loop {
             tokio::time::sleep(period).await;
-            let beat = client.heartbeat(pb::HeartbeatRequest { lease_id: lease_id.into() }).await;
+            let beat = client
+                .heartbeat(pb::HeartbeatRequest {
+                    lease_id: lease_id.into(),
+                })
+                .await;
             match beat {
                 Ok(_) => misses = 0,
                 Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                    return Error::LeaseLost { lease_id: lease_id.into(), message: s.message().into() }.into();
+                    return Error::LeaseLost {
+                        lease_id: lease_id.into(),
+                        message: s.message().into(),
+                    }
+                    .into();
                 }
                 Err(s) => {
                     misses += 1;
                     // Past the TTL without a heartbeat the coordinator may re-lease the chunk.
                     if period * misses >= ttl {
-                        return Error::LeaseLost { lease_id: lease_id.into(), message: format!("no heartbeat for {ttl:?}: {s}") }.into();
+                        return Error::LeaseLost {
+                            lease_id: lease_id.into(),
+                            message: format!("no heartbeat for {ttl:?}: {s}"),
+                        }
+                        .into();
                     }
                     continue;
                 }
             }
             let rows = progress.rows.load(Ordering::Relaxed);
             let bytes = progress.bytes.load(Ordering::Relaxed);
-            let _ = client.report_progress(pb::ReportProgressRequest { lease_id: lease_id.into(), rows, bytes }).await;
+            let _ = client
+                .report_progress(pb::ReportProgressRequest {
+                    lease_id: lease_id.into(),
+                    rows,
+                    bytes,
+                })
+                .await;
         }
     }
 }

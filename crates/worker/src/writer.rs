@@ -70,7 +70,11 @@ pub fn write_parts(
         if open.is_none() {
             let path = dir.join(format!("part-{:04}.parquet", parts.len()));
             let file = File::create(&path).map_err(|e| backhaul_core::Error::io(&path, e))?;
-            open = Some((ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))?, path, 0));
+            open = Some((
+                ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))?,
+                path,
+                0,
+            ));
         }
         let (writer, _, rows) = open.as_mut().expect("opened above");
         writer.write(&batch)?;
@@ -92,7 +96,9 @@ pub fn write_parts(
 
 fn close((writer, path, rows): (ArrowWriter<File>, PathBuf, u64)) -> Result<SpooledPart> {
     writer.close()?;
-    let bytes = std::fs::metadata(&path).map_err(|e| backhaul_core::Error::io(&path, e))?.len();
+    let bytes = std::fs::metadata(&path)
+        .map_err(|e| backhaul_core::Error::io(&path, e))?
+        .len();
     Ok(SpooledPart { path, bytes, rows })
 }
 
@@ -108,20 +114,33 @@ mod tests {
 
     #[test]
     fn rolls_files_at_target_and_keeps_every_row() {
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("s", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+        ]));
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel(4);
         let sch = schema.clone();
         let d = dir.path().to_path_buf();
         let handle = std::thread::spawn(move || {
-            let cfg = PartWriterConfig { target_file_bytes: 256 * 1024, zstd_level: 3 };
+            let cfg = PartWriterConfig {
+                target_file_bytes: 256 * 1024,
+                zstd_level: 3,
+            };
             write_parts(rx, sch, &d, &cfg, Arc::new(AtomicU64::new(0)))
         });
         let mut expected = RowChecksum::new(&schema).unwrap();
         for i in 0..40 {
             let ids: Vec<i64> = (i * 10_000..(i + 1) * 10_000).collect();
-            let strs: Vec<String> = ids.iter().map(|v| format!("row-{}", v.wrapping_mul(2654435761) % 1_000_003)).collect();
-            let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(strs))]).unwrap();
+            let strs: Vec<String> = ids
+                .iter()
+                .map(|v| format!("row-{}", v.wrapping_mul(2654435761) % 1_000_003))
+                .collect();
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(strs))],
+            )
+            .unwrap();
             expected.update(&b).unwrap();
             tx.blocking_send(b).unwrap();
         }
@@ -131,7 +150,10 @@ mod tests {
         assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
         let mut reread = RowChecksum::new(&schema).unwrap();
         for p in &parts {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p.path).unwrap()).unwrap().build().unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p.path).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
             for b in reader {
                 reread.update(&b.unwrap()).unwrap();
             }

@@ -8,9 +8,9 @@ use backhaul_coordinator::{JobRow, RetryPolicy, Store, Submitted, now_us, plan_j
 use clap::Args;
 
 use super::common::{self, load_spec, open_store};
+use crate::Globals;
 use crate::connectors::BuiltinConnectors;
 use crate::local::{self, LocalRun};
-use crate::Globals;
 
 /// Arguments of `backfill`.
 #[derive(Args, Debug)]
@@ -50,7 +50,11 @@ impl RunArgs {
             workers: usize::from(self.workers),
             progress: globals.progress,
             lease_ttl: self.lease_ttl,
-            retry: RetryPolicy { max_attempts: self.max_attempts, transient_base: self.retry_backoff, ..RetryPolicy::default() },
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts,
+                transient_base: self.retry_backoff,
+                ..RetryPolicy::default()
+            },
         }
     }
 }
@@ -88,8 +92,16 @@ pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) ->
     let summary = common::summary(store, &job.job_id).await?;
     if globals.output == crate::OutputFormat::Text {
         match outcome {
-            Submitted::Created => eprintln!("planned job {}: {} chunks over {}", job.job_id, summary.chunks, job.range.display(job.cursor_kind)),
-            Submitted::Existing => eprintln!("resuming job {}: {}/{} chunks already committed", job.job_id, summary.committed, summary.chunks),
+            Submitted::Created => eprintln!(
+                "planned job {}: {} chunks over {}",
+                job.job_id,
+                summary.chunks,
+                job.range.display(job.cursor_kind)
+            ),
+            Submitted::Existing => eprintln!(
+                "resuming job {}: {}/{} chunks already committed",
+                job.job_id, summary.committed, summary.chunks
+            ),
         }
     }
     Ok(job.job_id)

@@ -60,13 +60,23 @@ pub async fn summary(store: &Store, job_id: &str) -> Result<JobSummary> {
 pub async fn file_stats(store: &Store, job_id: &str) -> Result<(u64, u64, u64, u64)> {
     let id = job_id.to_string();
     let outputs = store.call(move |s, c| s.outputs(c, &id)).await?;
-    let sizes: Vec<u64> = outputs.iter().map(|o| o.3).collect();
-    Ok((sizes.len() as u64, sizes.iter().sum(), sizes.iter().copied().min().unwrap_or(0), sizes.iter().copied().max().unwrap_or(0)))
+    let sizes: Vec<u64> = outputs.iter().map(|o| o.bytes).collect();
+    Ok((
+        sizes.len() as u64,
+        sizes.iter().sum(),
+        sizes.iter().copied().min().unwrap_or(0),
+        sizes.iter().copied().max().unwrap_or(0),
+    ))
 }
 
 /// Prints the end-of-run summary (text mode) and returns the exit code the run deserves with
 /// the summary as JSON, which JSON-mode callers print (possibly inside a larger document).
-pub async fn run_summary(globals: &Globals, store: &Store, job_id: &str, report: &RunReport) -> Result<(u8, serde_json::Value)> {
+pub async fn run_summary(
+    globals: &Globals,
+    store: &Store,
+    job_id: &str,
+    report: &RunReport,
+) -> Result<(u8, serde_json::Value)> {
     let s = &report.summary;
     let (files, total, min, max) = file_stats(store, job_id).await?;
     let secs = report.elapsed.as_secs_f64().max(0.001);
@@ -81,14 +91,36 @@ pub async fn run_summary(globals: &Globals, store: &Store, job_id: &str, report:
     match globals.output {
         OutputFormat::Json => {}
         OutputFormat::Text => {
-            println!("job {job_id}: {}/{} chunks committed, {} parked", s.committed, s.chunks, s.parked);
-            println!("  rows      {} total, {} loaded by this run", group(s.committed_rows), group(report.rows_this_run));
-            println!("  speed     {} in {:.1}s: {} rows/s, {:.1} MB/s of zstd Parquet", group(report.rows_this_run), secs, group(rows_per_s as u64), mb_per_s);
-            if files > 0 {
-                println!("  files     {files} Parquet files, {} total (min {}, avg {}, max {})", size(total), size(min), size(total / files), size(max));
+            println!(
+                "job {job_id}: {}/{} chunks committed, {} parked",
+                s.committed, s.chunks, s.parked
+            );
+            println!(
+                "  rows      {} total, {} loaded by this run",
+                group(s.committed_rows),
+                group(report.rows_this_run)
+            );
+            println!(
+                "  speed     {} in {:.1}s: {} rows/s, {:.1} MB/s of zstd Parquet",
+                group(report.rows_this_run),
+                secs,
+                group(rows_per_s as u64),
+                mb_per_s
+            );
+            if let Some(avg) = total.checked_div(files) {
+                println!(
+                    "  files     {files} Parquet files, {} total (min {}, avg {}, max {})",
+                    size(total),
+                    size(min),
+                    size(avg),
+                    size(max)
+                );
             }
             if s.parked > 0 {
-                println!("  parked    {} chunks failed permanently or too often; see `backhaul status {job_id} --chunks`", s.parked);
+                println!(
+                    "  parked    {} chunks failed permanently or too often; see `backhaul status {job_id} --chunks`",
+                    s.parked
+                );
             }
         }
     }

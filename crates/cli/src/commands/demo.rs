@@ -40,16 +40,26 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> Result<u8> {
     }
     let spec_path = args.dir.join("orders.toml");
     std::fs::write(&spec_path, demo_spec(&args)?).with_context(|| format!("writing {}", spec_path.display()))?;
-    let globals = Globals { state: args.dir.join("state.db"), output: globals.output, progress: globals.progress };
+    let globals = Globals {
+        state: args.dir.join("state.db"),
+        output: globals.output,
+        progress: globals.progress,
+    };
     let store = open_store(&globals)?;
     let text = globals.output == OutputFormat::Text;
     if text {
-        eprintln!("demo: seeding the embedded source if needed and planning {} ...", spec_path.display());
+        eprintln!(
+            "demo: seeding the embedded source if needed and planning {} ...",
+            spec_path.display()
+        );
     }
     let seeded = Instant::now();
     let job_id = submit(&globals, &store, &spec_path).await?;
     if text {
-        eprintln!("demo: source ready and job planned in {:.1}s", seeded.elapsed().as_secs_f64());
+        eprintln!(
+            "demo: source ready and job planned in {:.1}s",
+            seeded.elapsed().as_secs_f64()
+        );
     }
     let report = local::run(&store, args.run.local(&globals, &job_id)).await?;
     let (code, run_doc) = common::run_summary(&globals, &store, &job_id, &report).await?;
@@ -64,7 +74,10 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> Result<u8> {
     }
     if text {
         let wh = args.dir.join("warehouse");
-        println!("\nquery it:\n  backhaul query --warehouse {} \"SELECT status, count(*) AS orders, sum(amount) AS revenue FROM orders GROUP BY status ORDER BY orders DESC\"", wh.display());
+        println!(
+            "\nquery it:\n  backhaul query --warehouse {} \"SELECT status, count(*) AS orders, sum(amount) AS revenue FROM orders GROUP BY status ORDER BY orders DESC\"",
+            wh.display()
+        );
     }
     if !v.problems.is_empty() {
         return Ok(crate::exit::VERIFY_MISMATCH);
@@ -86,13 +99,22 @@ fn demo_spec(args: &DemoArgs) -> Result<String> {
             }
         }
     }
-    Ok(format!("# Written by `backhaul demo` from deploy/jobs/demo-orders.toml.\n{}", spec.to_canonical_toml()))
+    Ok(format!(
+        "# Written by `backhaul demo` from deploy/jobs/demo-orders.toml.\n{}",
+        spec.to_canonical_toml()
+    ))
 }
 
 fn remove(path: &Path) -> Result<()> {
-    let result = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
     match result {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
         _ => Ok(()),
     }
 }

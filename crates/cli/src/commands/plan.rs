@@ -45,9 +45,20 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
             })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {
-            println!("job {}: {} chunks over {} on {} ({}), about {} rows, {}",
-                plan.spec.name, plan.chunks.len(), plan.range.display(kind), plan.table.cursor_column, kind.as_str(), group(rows), size(bytes));
-            println!("{:>6}  {:<22}  {:<22}  {:>12}  {:>10}", "chunk", "from", "to", "est. rows", "est. size");
+            println!(
+                "job {}: {} chunks over {} on {} ({}), about {} rows, {}",
+                plan.spec.name,
+                plan.chunks.len(),
+                plan.range.display(kind),
+                plan.table.cursor_column,
+                kind.as_str(),
+                group(rows),
+                size(bytes)
+            );
+            println!(
+                "{:>6}  {:<22}  {:<22}  {:>12}  {:>10}",
+                "chunk", "from", "to", "est. rows", "est. size"
+            );
             let n = plan.chunks.len();
             for (i, c) in plan.chunks.iter().enumerate() {
                 if !args.all && n > 20 && i == 10 {
@@ -56,7 +67,14 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
                 if !args.all && n > 20 && (10..n - 10).contains(&i) {
                     continue;
                 }
-                println!("{:>6}  {:<22}  {:<22}  {:>12}  {:>10}", c.index, kind.format(c.range.from), kind.format(c.range.to), group(c.estimated_rows), size(c.estimated_bytes));
+                println!(
+                    "{:>6}  {:<22}  {:<22}  {:>12}  {:>10}",
+                    c.index,
+                    kind.format(c.range.from),
+                    kind.format(c.range.to),
+                    group(c.estimated_rows),
+                    size(c.estimated_bytes)
+                );
             }
         }
     }

@@ -34,7 +34,11 @@ pub async fn run(globals: &Globals, args: QueryArgs) -> Result<u8> {
             }
             writer.finish()?;
             let bytes = writer.into_inner();
-            let text = if bytes.is_empty() { "[]".to_string() } else { String::from_utf8(bytes)? };
+            let text = if bytes.is_empty() {
+                "[]".to_string()
+            } else {
+                String::from_utf8(bytes)?
+            };
             println!("{text}");
         }
         OutputFormat::Text => println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?),
@@ -45,7 +49,9 @@ pub async fn run(globals: &Globals, args: QueryArgs) -> Result<u8> {
 async fn latest_warehouse(globals: &Globals) -> Result<PathBuf> {
     let store = open_store(globals)?;
     let jobs = store.call(|s, c| s.jobs(c)).await?;
-    let job = jobs.last().ok_or_else(|| anyhow!("no jobs in {}; pass --warehouse DIR", globals.state.display()))?;
+    let job = jobs
+        .last()
+        .ok_or_else(|| anyhow!("no jobs in {}; pass --warehouse DIR", globals.state.display()))?;
     let spec = common::job_spec(job).with_context(|| format!("reading job {}", job.job_id))?;
     match spec.destination {
         DestinationSpec::Local(d) => Ok(d.path),

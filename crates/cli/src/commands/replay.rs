@@ -31,7 +31,10 @@ pub async fn run(globals: &Globals, args: ReplayArgs) -> Result<u8> {
     let parse = |text: &Option<String>, flag: &str, default: i64| -> Result<i64> {
         match text {
             None => Ok(default),
-            Some(t) => SpecBound::parse(t).and_then(|b| b.to_cursor(kind)).map_err(|m| anyhow!(m)).with_context(|| format!("--{flag} {t}")),
+            Some(t) => SpecBound::parse(t)
+                .and_then(|b| b.to_cursor(kind))
+                .map_err(|m| anyhow!(m))
+                .with_context(|| format!("--{flag} {t}")),
         }
     };
     let from = parse(&args.from, "from", job.range.from)?;
@@ -43,7 +46,12 @@ pub async fn run(globals: &Globals, args: ReplayArgs) -> Result<u8> {
     let id = args.job.clone();
     let queued = store.call(move |s, c| s.replay(c, &id, Some(range))).await?;
     if globals.output == crate::OutputFormat::Text {
-        eprintln!("replaying {} chunks of {} overlapping {}", queued.len(), args.job, range.display(kind));
+        eprintln!(
+            "replaying {} chunks of {} overlapping {}",
+            queued.len(),
+            args.job,
+            range.display(kind)
+        );
     }
     let report = local::run(&store, args.run.local(globals, &args.job)).await?;
     common::report_run(globals, &store, &args.job, &report).await

@@ -36,7 +36,15 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                     println!("no jobs in {}", globals.state.display());
                 }
                 for (j, s) in rows {
-                    println!("{:<24} {:>5}/{:<5} committed  {:>3} parked  {:>14} rows  {}", j.job_id, s.committed, s.chunks, s.parked, group(s.committed_rows), j.range.display(j.cursor_kind));
+                    println!(
+                        "{:<24} {:>5}/{:<5} committed  {:>3} parked  {:>14} rows  {}",
+                        j.job_id,
+                        s.committed,
+                        s.chunks,
+                        s.parked,
+                        group(s.committed_rows),
+                        j.range.display(j.cursor_kind)
+                    );
                 }
             }
         }
@@ -66,15 +74,36 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
         })),
         OutputFormat::Text => {
             println!("job {job_id} over {}", job.range.display(kind));
-            println!("  chunks    {} committed, {} running, {} pending, {} parked, of {}", summary.committed, summary.leased, summary.pending, summary.parked, summary.chunks);
-            println!("  rows      {} committed ({} estimated in total)", group(summary.committed_rows), group(summary.estimated_rows));
+            println!(
+                "  chunks    {} committed, {} running, {} pending, {} parked, of {}",
+                summary.committed, summary.leased, summary.pending, summary.parked, summary.chunks
+            );
+            println!(
+                "  rows      {} committed ({} estimated in total)",
+                group(summary.committed_rows),
+                group(summary.estimated_rows)
+            );
             println!("  size      {} of Parquet", size(summary.committed_bytes));
             if args.chunks {
-                println!("{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  last error", "chunk", "from", "to", "state", "attempt", "rows");
+                println!(
+                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  last error",
+                    "chunk", "from", "to", "state", "attempt", "rows"
+                );
                 for c in &chunks {
-                    let err = c.last_error.as_ref().map(|(class, _, m)| format!("[{class}] {m}")).unwrap_or_default();
-                    println!("{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {err}", c.chunk_id, kind.format(c.range.from), kind.format(c.range.to),
-                        format!("{:?}", c.state).to_lowercase(), c.attempt, c.committed.map(|s| group(s.rows)).unwrap_or_default());
+                    let err = c
+                        .last_error
+                        .as_ref()
+                        .map(|(class, _, m)| format!("[{class}] {m}"))
+                        .unwrap_or_default();
+                    println!(
+                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {err}",
+                        c.chunk_id,
+                        kind.format(c.range.from),
+                        kind.format(c.range.to),
+                        format!("{:?}", c.state).to_lowercase(),
+                        c.attempt,
+                        c.committed.map(|s| group(s.rows)).unwrap_or_default()
+                    );
                 }
             }
         }

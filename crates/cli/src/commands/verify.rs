@@ -46,18 +46,33 @@ pub async fn verify_job(store: &Store, job_id: &str) -> Result<Verification> {
     let destination = common::job_destination(&job)?;
     let id = job_id.to_string();
     let chunks = store.call(move |s, c| s.chunks(c, &id)).await?;
-    let mut out = Verification { chunks: chunks.len() as u64, rows: 0, problems: Vec::new() };
+    let mut out = Verification {
+        chunks: chunks.len() as u64,
+        rows: 0,
+        problems: Vec::new(),
+    };
     for c in chunks {
         let (ChunkState::Committed, Some(extracted)) = (c.state, c.extracted) else {
-            out.problems.push(Problem { chunk: c.chunk_id, problem: "not_committed", detail: format!("chunk is {:?}", c.state).to_lowercase() });
+            out.problems.push(Problem {
+                chunk: c.chunk_id,
+                problem: "not_committed",
+                detail: format!("chunk is {:?}", c.state).to_lowercase(),
+            });
             continue;
         };
         match destination.read_back(job_id, c.chunk_id).await? {
-            None => out.problems.push(Problem { chunk: c.chunk_id, problem: "absent_at_destination", detail: "no committed data for this chunk".into() }),
+            None => out.problems.push(Problem {
+                chunk: c.chunk_id,
+                problem: "absent_at_destination",
+                detail: "no committed data for this chunk".into(),
+            }),
             Some(found) if found != extracted => out.problems.push(Problem {
                 chunk: c.chunk_id,
                 problem: "mismatch",
-                detail: format!("extracted {} rows (checksum {:016x}), destination has {} rows (checksum {:016x})", extracted.rows, extracted.checksum, found.rows, found.checksum),
+                detail: format!(
+                    "extracted {} rows (checksum {:016x}), destination has {} rows (checksum {:016x})",
+                    extracted.rows, extracted.checksum, found.rows, found.checksum
+                ),
             }),
             Some(found) => out.rows += found.rows,
         }
@@ -70,18 +85,32 @@ pub async fn run(globals: &Globals, args: VerifyArgs) -> Result<u8> {
     let store = open_store(globals)?;
     let v = verify_job(&store, &args.job).await?;
     print(globals, &args.job, &v);
-    Ok(if v.problems.is_empty() { 0 } else { crate::exit::VERIFY_MISMATCH })
+    Ok(if v.problems.is_empty() {
+        0
+    } else {
+        crate::exit::VERIFY_MISMATCH
+    })
 }
 
 /// Prints a verification.
 pub fn print(globals: &Globals, job_id: &str, v: &Verification) {
     match globals.output {
-        OutputFormat::Json => output::print_json(&json!({ "job": job_id, "verified": v.problems.is_empty(), "result": v })),
+        OutputFormat::Json => {
+            output::print_json(&json!({ "job": job_id, "verified": v.problems.is_empty(), "result": v }))
+        }
         OutputFormat::Text => {
             if v.problems.is_empty() {
-                println!("verified {job_id}: {} chunks, {} rows re-read from the destination, every count and checksum matches", v.chunks, group(v.rows));
+                println!(
+                    "verified {job_id}: {} chunks, {} rows re-read from the destination, every count and checksum matches",
+                    v.chunks,
+                    group(v.rows)
+                );
             } else {
-                println!("verification of {job_id} FAILED: {} of {} chunks have problems", v.problems.len(), v.chunks);
+                println!(
+                    "verification of {job_id} FAILED: {} of {} chunks have problems",
+                    v.problems.len(),
+                    v.chunks
+                );
                 for p in &v.problems {
                     println!("  chunk {:>6}  {:<22} {}", p.chunk, p.problem, p.detail);
                 }

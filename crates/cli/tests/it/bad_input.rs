@@ -6,7 +6,13 @@ use std::process::Output;
 use crate::util::{JobDir, JobParams, spec_text, text};
 
 fn fails_with(out: &Output, needles: &[&str]) {
-    assert_eq!(out.status.code(), Some(1), "expected exit 1; stdout: {} stderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1; stdout: {} stderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let err = text(&out.stderr);
     for n in needles {
         assert!(err.contains(n), "error should mention `{n}`:\n{err}");
@@ -14,9 +20,16 @@ fn fails_with(out: &Output, needles: &[&str]) {
 }
 
 fn nothing_written(job: &JobDir) {
-    assert!(!job.path().join("warehouse/orders").exists(), "destination table was created");
+    assert!(
+        !job.path().join("warehouse/orders").exists(),
+        "destination table was created"
+    );
     let status = job.json(&["status"]);
-    assert_eq!(status["jobs"].as_array().map(Vec::len), Some(0), "a job was stored: {status}");
+    assert_eq!(
+        status["jobs"].as_array().map(Vec::len),
+        Some(0),
+        "a job was stored: {status}"
+    );
 }
 
 fn try_spec(spec: &str, needles: &[&str]) {
@@ -43,7 +56,11 @@ fn unknown_section_names_it() {
 
 #[test]
 fn from_not_before_to() {
-    let spec = spec_text(&JobParams { from: "2023-03-11", to: "2023-03-01", ..JobParams::default() });
+    let spec = spec_text(&JobParams {
+        from: "2023-03-11",
+        to: "2023-03-01",
+        ..JobParams::default()
+    });
     try_spec(&spec, &["bad.toml", "range", "must be before"]);
 }
 
@@ -65,7 +82,10 @@ fn stage_path_that_is_not_a_writable_directory() {
     std::fs::write(job.path().join("stage-file"), "not a directory").unwrap();
     let spec = spec_text(&JobParams::default()).replace("path = \"stage\"", "path = \"stage-file\"");
     let path = job.write_spec("bad.toml", &spec);
-    fails_with(&job.run(&["backfill", path.to_str().unwrap()]), &["bad.toml", "stage.path"]);
+    fails_with(
+        &job.run(&["backfill", path.to_str().unwrap()]),
+        &["bad.toml", "stage.path"],
+    );
     nothing_written(&job);
 }
 
@@ -77,10 +97,17 @@ fn small_file_size_without_the_flag() {
 
 #[test]
 fn destination_table_of_another_job_is_refused() {
-    let job = JobDir::new(&JobParams { to: "2023-03-03", ..JobParams::default() });
+    let job = JobDir::new(&JobParams {
+        to: "2023-03-03",
+        ..JobParams::default()
+    });
     job.ok(&["backfill", job.spec().to_str().unwrap()]);
     let counts = job.counts();
-    let other = spec_text(&JobParams { name: "other", to: "2023-03-03", ..JobParams::default() });
+    let other = spec_text(&JobParams {
+        name: "other",
+        to: "2023-03-03",
+        ..JobParams::default()
+    });
     let path = job.write_spec("other.toml", &other);
     let out = job.run(&["backfill", path.to_str().unwrap()]);
     fails_with(&out, &["orders", "other"]);
@@ -91,11 +118,20 @@ fn destination_table_of_another_job_is_refused() {
 
 #[test]
 fn changed_spec_under_the_same_name_is_refused() {
-    let job = JobDir::new(&JobParams { to: "2023-03-03", ..JobParams::default() });
+    let job = JobDir::new(&JobParams {
+        to: "2023-03-03",
+        ..JobParams::default()
+    });
     job.ok(&["backfill", job.spec().to_str().unwrap()]);
-    let changed = spec_text(&JobParams { to: "2023-03-05", ..JobParams::default() });
+    let changed = spec_text(&JobParams {
+        to: "2023-03-05",
+        ..JobParams::default()
+    });
     let path = job.write_spec("job.toml", &changed);
-    fails_with(&job.run(&["backfill", path.to_str().unwrap()]), &["orders", "different spec"]);
+    fails_with(
+        &job.run(&["backfill", path.to_str().unwrap()]),
+        &["orders", "different spec"],
+    );
 }
 
 #[test]
@@ -120,7 +156,10 @@ fn unknown_job_and_usage_errors() {
 
 #[test]
 fn plan_is_deterministic_and_covers_the_range() {
-    let job = JobDir::new(&JobParams { chunking: "policy = \"target_bytes\"\ntarget_bytes = \"256KiB\"", ..JobParams::default() });
+    let job = JobDir::new(&JobParams {
+        chunking: "policy = \"target_bytes\"\ntarget_bytes = \"256KiB\"",
+        ..JobParams::default()
+    });
     let spec = job.spec();
     let a = job.json(&["plan", spec.to_str().unwrap()]);
     let b = job.json(&["plan", spec.to_str().unwrap()]);

@@ -7,13 +7,22 @@ use crate::util::{JobDir, JobParams, expected_rows};
 
 #[test]
 fn kill_nine_then_resume_loads_every_row_exactly_once() {
-    let params = JobParams { from: "2023-05-01", to: "2023-06-20", chunking: "policy = \"fixed\"\nevery = \"1d\"", ..JobParams::default() };
+    let params = JobParams {
+        from: "2023-05-01",
+        to: "2023-06-20",
+        chunking: "policy = \"fixed\"\nevery = \"1d\"",
+        ..JobParams::default()
+    };
     let job = JobDir::new(&params);
     let spec = job.spec();
     let spec = spec.to_str().unwrap();
     // Kill at two different points of progress, then let the third run finish.
     for kill_after in [3usize, 12] {
-        let mut child = job.cmd().args(["backfill", spec, "--workers", "2"]).spawn().expect("spawn");
+        let mut child = job
+            .cmd()
+            .args(["backfill", spec, "--workers", "2"])
+            .spawn()
+            .expect("spawn");
         let deadline = Instant::now() + Duration::from_secs(120);
         while job.count_committed("orders") < kill_after {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -26,7 +35,10 @@ fn kill_nine_then_resume_loads_every_row_exactly_once() {
         child.wait().expect("wait");
     }
     let committed_before_resume = job.count_committed("orders");
-    assert!(committed_before_resume >= 12 && committed_before_resume < 50, "killed too late: {committed_before_resume}");
+    assert!(
+        (12..50).contains(&committed_before_resume),
+        "killed too late: {committed_before_resume}"
+    );
 
     job.ok(&["backfill", spec, "--workers", "2"]);
     let status = job.json(&["status", "orders"]);
@@ -44,7 +56,10 @@ fn kill_nine_then_resume_loads_every_row_exactly_once() {
 
     // No orphan from killed attempts is visible, and the stage holds no leftovers of
     // committed chunks.
-    let staged: Vec<_> = walk(&job.path().join("stage")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    let staged: Vec<_> = walk(&job.path().join("stage"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
     assert!(staged.is_empty(), "stage still holds {staged:?}");
 }
 
@@ -52,7 +67,11 @@ fn kill_nine_then_resume_loads_every_row_exactly_once() {
 fn resume_by_job_name_without_the_spec_file() {
     let job = JobDir::new(&JobParams::default());
     let spec = job.spec();
-    let mut child = job.cmd().args(["backfill", spec.to_str().unwrap(), "--workers", "1"]).spawn().expect("spawn");
+    let mut child = job
+        .cmd()
+        .args(["backfill", spec.to_str().unwrap(), "--workers", "1"])
+        .spawn()
+        .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(60);
     while job.count_committed("orders") < 2 && child.try_wait().expect("try_wait").is_none() {
         assert!(Instant::now() < deadline);

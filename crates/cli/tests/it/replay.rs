@@ -11,12 +11,23 @@ fn replay_of_a_range_keeps_counts_and_checksums() {
     assert_eq!(before.len(), 10);
     let counts_before = job.counts();
 
-    let out = job.json(&["replay", "orders", "--from", "2023-03-03", "--to", "2023-03-05T12:00:00Z"]);
+    let out = job.json(&[
+        "replay",
+        "orders",
+        "--from",
+        "2023-03-03",
+        "--to",
+        "2023-03-05T12:00:00Z",
+    ]);
     assert_eq!(out["summary"]["parked"], 0, "{out}");
     let after = job.committed_chunks("orders");
     assert_eq!(after.len(), before.len());
     for (b, a) in before.iter().zip(&after) {
-        assert_eq!((b.0, b.1, b.2), (a.0, a.1, a.2), "chunk rows/checksum changed by replay");
+        assert_eq!(
+            (b.0, b.1, b.2),
+            (a.0, a.1, a.2),
+            "chunk rows/checksum changed by replay"
+        );
         // Chunks 2, 3 and 4 overlap the range and ran again; the rest did not.
         let replayed = (2..=4).contains(&b.0);
         assert_eq!(a.3, if replayed { b.3 + 1 } else { b.3 }, "attempts of chunk {}", b.0);
@@ -29,7 +40,10 @@ fn replay_of_a_range_keeps_counts_and_checksums() {
 
 #[test]
 fn verify_fails_when_committed_data_is_tampered_with() {
-    let job = JobDir::new(&JobParams { to: "2023-03-04", ..JobParams::default() });
+    let job = JobDir::new(&JobParams {
+        to: "2023-03-04",
+        ..JobParams::default()
+    });
     job.ok(&["backfill", job.spec().to_str().unwrap()]);
     // Replace one committed file by another chunk's file: rows differ, verify must notice.
     let data = job.path().join("warehouse/orders/data");

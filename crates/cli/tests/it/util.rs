@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use backhaul_core::cursor::{CursorKind, SpecBound};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::cursor::{CursorKind, SpecBound};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_backhaul");
 
@@ -23,7 +23,13 @@ pub struct JobParams<'a> {
 
 impl Default for JobParams<'_> {
     fn default() -> Self {
-        JobParams { name: "orders", from: "2023-03-01", to: "2023-03-11", rows_per_day: 300, chunking: "policy = \"fixed\"\nevery = \"1d\"" }
+        JobParams {
+            name: "orders",
+            from: "2023-03-01",
+            to: "2023-03-11",
+            rows_per_day: 300,
+            chunking: "policy = \"fixed\"\nevery = \"1d\"",
+        }
     }
 }
 
@@ -87,8 +93,13 @@ impl JobDir {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.current_dir(self.path()).arg("--state").arg(self.path().join("state.db")).arg("--no-progress");
-        c.env_remove("BACKHAUL_STATE").env_remove("BACKHAUL_WAREHOUSE").env("RUST_LOG", "warn");
+        c.current_dir(self.path())
+            .arg("--state")
+            .arg(self.path().join("state.db"))
+            .arg("--no-progress");
+        c.env_remove("BACKHAUL_STATE")
+            .env_remove("BACKHAUL_WAREHOUSE")
+            .env("RUST_LOG", "warn");
         c
     }
 
@@ -99,7 +110,13 @@ impl JobDir {
     /// Runs and asserts success, returning stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "backhaul {args:?} failed: {}\nstdout: {}\nstderr: {}", out.status, text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "backhaul {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
@@ -115,13 +132,20 @@ impl JobDir {
         let mut stmt = conn
             .prepare("SELECT chunk_id, committed_rows, committed_checksum, attempt FROM chunks WHERE job_id = ?1 AND state = 'committed' ORDER BY chunk_id")
             .expect("prepare");
-        stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).expect("query").map(|r| r.expect("row")).collect()
+        stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
     }
 
     pub fn count_committed(&self, job: &str) -> usize {
         match rusqlite::Connection::open(self.path().join("state.db")) {
             Ok(conn) => conn
-                .query_row("SELECT count(*) FROM chunks WHERE job_id = ?1 AND state = 'committed'", [job], |r| r.get::<_, i64>(0))
+                .query_row(
+                    "SELECT count(*) FROM chunks WHERE job_id = ?1 AND state = 'committed'",
+                    [job],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map(|n| n as usize)
                 .unwrap_or(0),
             Err(_) => 0,
@@ -130,7 +154,12 @@ impl JobDir {
 
     /// `SELECT count(*), count(DISTINCT order_id)` over the warehouse.
     pub fn counts(&self) -> (u64, u64) {
-        let v = self.json(&["query", "--warehouse", "warehouse", "SELECT count(*) AS n, count(DISTINCT order_id) AS d FROM orders"]);
+        let v = self.json(&[
+            "query",
+            "--warehouse",
+            "warehouse",
+            "SELECT count(*) AS n, count(DISTINCT order_id) AS d FROM orders",
+        ]);
         (v[0]["n"].as_u64().expect("n"), v[0]["d"].as_u64().expect("d"))
     }
 }
