@@ -827,3 +827,145 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         created_at_us: r.get(6)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use backhaul_core::chunking::PlannedChunk;
+
+    use super::*;
+    use crate::service::RetryPolicy;
+
+    fn store_with_job(chunks: u64) -> (tempfile::TempDir, Store, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let job = JobRow {
+            job_id: "j".into(),
+            spec_toml: "spec".into(),
+            base_dir: dir.path().into(),
+            cursor_kind: CursorKind::Integer,
+            range: CursorRange::new(0, chunks as i64 * 10),
+            created_at_us: 0,
+        };
+        let planned: Vec<PlannedChunk> = (0..chunks)
+            .map(|i| PlannedChunk {
+                index: i,
+                range: CursorRange::new(i as i64 * 10, (i as i64 + 1) * 10),
+                estimated_rows: 10,
+                estimated_bytes: 100,
+            })
+            .collect();
+        assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Created);
+        assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Existing);
+        let changed = JobRow { spec_toml: "other".into(), ..job };
+        assert!(matches!(store.submit(&mut conn, &changed, &planned), Err(CoordinatorError::SpecChanged { .. })));
+        (dir, store, conn)
+    }
+
+    fn lease(store: &Store, conn: &mut Connection, ttl_ms: u32) -> Lease {
+        store.lease(conn, "w", Some("j"), ttl_ms).unwrap().expect("a lease")
+    }
+
+    const SUM: RowSummary = RowSummary { rows: 10, checksum: 42 };
+
+    #[test]
+    fn stale_lease_cannot_complete_after_re_lease() {
+        let (_d, store, mut conn) = store_with_job(1);
+        let first = lease(&store, &mut conn, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        // The first lease expired; the chunk goes to a second worker with attempt 2.
+        let second = lease(&store, &mut conn, 60_000);
+        assert_eq!(second.chunk.attempt, 2);
+        let err = store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).unwrap_err();
+        assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
+        assert!(store.heartbeat(&mut conn, &first.lease_id, 1000).is_err());
+        store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
+        // A completed chunk cannot be completed or failed again, by anyone.
+        assert!(store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).is_err());
+        let failure = Failure { class: ErrorClass::Transient, kind: "x".into(), message: "late".into() };
+        assert!(store.fail(&mut conn, &second.lease_id, &failure, &RetryPolicy::default()).is_err());
+        let s = store.summary(&conn, "j").unwrap();
+        assert_eq!((s.committed, s.committed_rows), (1, 10));
+        assert!(matches!(store.lease(&mut conn, "w", Some("j"), 1000).unwrap(), Err(NoLease::Finished)));
+    }
+
+    #[test]
+    fn expired_but_not_re_leased_completion_is_accepted() {
+        let (_d, store, mut conn) = store_with_job(2);
+        let first = lease(&store, &mut conn, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        // A lease call for another job expires the first lease without re-leasing its chunk.
+        assert!(matches!(store.lease(&mut conn, "w", Some("other"), 1000).unwrap(), Err(NoLease::Finished)));
+        assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Pending);
+        store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).unwrap();
+        assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Committed);
+    }
+
+    #[test]
+    fn mismatching_output_is_refused() {
+        let (_d, store, mut conn) = store_with_job(1);
+        let l = lease(&store, &mut conn, 60_000);
+        let bad = RowSummary { rows: 9, checksum: 42 };
+        let err = store.complete(&mut conn, &l.lease_id, &[], SUM, bad).unwrap_err();
+        assert!(matches!(err, CoordinatorError::Core(backhaul_core::Error::VerificationFailed { .. })), "{err}");
+        assert_eq!(store.summary(&conn, "j").unwrap().committed, 0);
+    }
+
+    #[test]
+    fn transient_failures_back_off_then_park() {
+        let (_d, store, mut conn) = store_with_job(1);
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            transient_base: Duration::from_millis(1),
+            throttled_base: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        };
+        let failure = Failure { class: ErrorClass::Transient, kind: "unreachable".into(), message: "reset".into() };
+        for expected_retry in [true, true, false] {
+            std::thread::sleep(Duration::from_millis(5));
+            let l = lease(&store, &mut conn, 60_000);
+            assert_eq!(store.fail(&mut conn, &l.lease_id, &failure, &policy).unwrap(), expected_retry);
+        }
+        let chunk = &store.chunks(&conn, "j").unwrap()[0];
+        assert_eq!(chunk.state, ChunkState::Parked);
+        assert_eq!(chunk.failures, 3);
+        assert_eq!(chunk.last_error.as_ref().unwrap().1, "unreachable");
+        assert!(matches!(store.lease(&mut conn, "w", Some("j"), 1000).unwrap(), Err(NoLease::Finished)));
+    }
+
+    #[test]
+    fn permanent_failure_parks_at_once_and_replay_requeues() {
+        let (_d, store, mut conn) = store_with_job(3);
+        let l = lease(&store, &mut conn, 60_000);
+        let failure = Failure { class: ErrorClass::Permanent, kind: "config".into(), message: "bad".into() };
+        assert!(!store.fail(&mut conn, &l.lease_id, &failure, &RetryPolicy::default()).unwrap());
+        let queued = store.replay(&mut conn, "j", Some(CursorRange::new(0, 15))).unwrap();
+        assert_eq!(queued, vec![0, 1]);
+        let s = store.summary(&conn, "j").unwrap();
+        assert_eq!((s.pending, s.parked), (3, 0));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        let key = LeaseKey { job_id: "j".into(), chunk_id: 1, attempt: 1 };
+        let b1 = p.backoff_us(ErrorClass::Transient, 1, &key);
+        let b3 = p.backoff_us(ErrorClass::Transient, 3, &key);
+        let b30 = p.backoff_us(ErrorClass::Transient, 30, &key);
+        assert!(b3 > b1);
+        assert!(b30 <= (p.max_backoff.as_micros() as f64 * 1.25) as i64);
+        assert!(p.backoff_us(ErrorClass::Throttled, 1, &key) > b1);
+    }
+
+    #[test]
+    fn lease_ids_round_trip_and_reject_garbage() {
+        let k = LeaseKey { job_id: "a/b".into(), chunk_id: 7, attempt: 3 };
+        assert_eq!(LeaseKey::parse(&k.id()).unwrap(), k);
+        assert!(LeaseKey::parse("nope").is_err());
+        assert!(LeaseKey::parse("j/x/1").is_err());
+    }
+}
