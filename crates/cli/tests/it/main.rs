@@ -3,4 +3,5 @@
 mod bad_input;
 mod kill_resume;
 mod replay;
+mod transient;
 mod util;
