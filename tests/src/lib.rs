@@ -1,1 +1,36 @@
+//! The conformance suite every backhaul source and destination must pass.
+//!
+//! Connector crates call it from their own tests against a real instance of the system they
+//! talk to:
+//!
+//! - [`source::check_source`] runs a [`Source`](backhaul_core::connector::Source) through its
+//!   contract over one cursor range: description, idempotent preparation, density statistics,
+//!   exact range semantics of `extract` (half-open bounds, no NULL cursors, batch size and
+//!   schema), loss- and duplicate-free splitting, determinism, empty ranges and early drop.
+//! - [`destination::check_destination`] runs a
+//!   [`Destination`](backhaul_core::connector::Destination) through its contract: ownership and
+//!   schema checks in `prepare`, atomic replacement by a newer attempt, fencing of stale
+//!   attempts, verification of the extracted summary, independent and empty chunks, and state
+//!   that survives a fresh handle (a restarted process).
+//!
+//! Both return every violated rule at once in a [`Violations`] value whose `Debug` output is a
+//! readable list, so `check_source(..).await.unwrap()` fails a test with the whole story:
+//!
+//! ```text
+//! source conformance: 1 violation:
+//!   [split] splitting [2023-03-14T06:30:00Z, 2023-03-17T06:30:00Z) at ... lost or duplicated rows: ...
+//! ```
+//!
+//! [`stage_batches`] writes batches into a stage the way workers do (zstd Parquet part files at
+//! [`Stage::part_path`](backhaul_core::stage::Stage::part_path)), for destination tests of any
+//! kind.
 
+pub mod destination;
+mod report;
+pub mod source;
+mod stage;
+mod values;
+
+pub use report::{Violation, Violations};
+pub use stage::{stage_batches, summarize};
+pub use values::cursor_values;
