@@ -861,8 +861,14 @@ mod tests {
             .collect();
         assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Created);
         assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Existing);
-        let changed = JobRow { spec_toml: "other".into(), ..job };
-        assert!(matches!(store.submit(&mut conn, &changed, &planned), Err(CoordinatorError::SpecChanged { .. })));
+        let changed = JobRow {
+            spec_toml: "other".into(),
+            ..job
+        };
+        assert!(matches!(
+            store.submit(&mut conn, &changed, &planned),
+            Err(CoordinatorError::SpecChanged { .. })
+        ));
         (dir, store, conn)
     }
 
@@ -886,11 +892,22 @@ mod tests {
         store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
         // A completed chunk cannot be completed or failed again, by anyone.
         assert!(store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).is_err());
-        let failure = Failure { class: ErrorClass::Transient, kind: "x".into(), message: "late".into() };
-        assert!(store.fail(&mut conn, &second.lease_id, &failure, &RetryPolicy::default()).is_err());
+        let failure = Failure {
+            class: ErrorClass::Transient,
+            kind: "x".into(),
+            message: "late".into(),
+        };
+        assert!(
+            store
+                .fail(&mut conn, &second.lease_id, &failure, &RetryPolicy::default())
+                .is_err()
+        );
         let s = store.summary(&conn, "j").unwrap();
         assert_eq!((s.committed, s.committed_rows), (1, 10));
-        assert!(matches!(store.lease(&mut conn, "w", Some("j"), 1000).unwrap(), Err(NoLease::Finished)));
+        assert!(matches!(
+            store.lease(&mut conn, "w", Some("j"), 1000).unwrap(),
+            Err(NoLease::Finished)
+        ));
     }
 
     #[test]
@@ -899,7 +916,10 @@ mod tests {
         let first = lease(&store, &mut conn, 1);
         std::thread::sleep(Duration::from_millis(5));
         // A lease call for another job expires the first lease without re-leasing its chunk.
-        assert!(matches!(store.lease(&mut conn, "w", Some("other"), 1000).unwrap(), Err(NoLease::Finished)));
+        assert!(matches!(
+            store.lease(&mut conn, "w", Some("other"), 1000).unwrap(),
+            Err(NoLease::Finished)
+        ));
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Pending);
         store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).unwrap();
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Committed);
@@ -911,7 +931,13 @@ mod tests {
         let l = lease(&store, &mut conn, 60_000);
         let bad = RowSummary { rows: 9, checksum: 42 };
         let err = store.complete(&mut conn, &l.lease_id, &[], SUM, bad).unwrap_err();
-        assert!(matches!(err, CoordinatorError::Core(backhaul_core::Error::VerificationFailed { .. })), "{err}");
+        assert!(
+            matches!(
+                err,
+                CoordinatorError::Core(backhaul_core::Error::VerificationFailed { .. })
+            ),
+            "{err}"
+        );
         assert_eq!(store.summary(&conn, "j").unwrap().committed, 0);
     }
 
@@ -924,25 +950,43 @@ mod tests {
             throttled_base: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
         };
-        let failure = Failure { class: ErrorClass::Transient, kind: "unreachable".into(), message: "reset".into() };
+        let failure = Failure {
+            class: ErrorClass::Transient,
+            kind: "unreachable".into(),
+            message: "reset".into(),
+        };
         for expected_retry in [true, true, false] {
             std::thread::sleep(Duration::from_millis(5));
             let l = lease(&store, &mut conn, 60_000);
-            assert_eq!(store.fail(&mut conn, &l.lease_id, &failure, &policy).unwrap(), expected_retry);
+            assert_eq!(
+                store.fail(&mut conn, &l.lease_id, &failure, &policy).unwrap(),
+                expected_retry
+            );
         }
         let chunk = &store.chunks(&conn, "j").unwrap()[0];
         assert_eq!(chunk.state, ChunkState::Parked);
         assert_eq!(chunk.failures, 3);
         assert_eq!(chunk.last_error.as_ref().unwrap().1, "unreachable");
-        assert!(matches!(store.lease(&mut conn, "w", Some("j"), 1000).unwrap(), Err(NoLease::Finished)));
+        assert!(matches!(
+            store.lease(&mut conn, "w", Some("j"), 1000).unwrap(),
+            Err(NoLease::Finished)
+        ));
     }
 
     #[test]
     fn permanent_failure_parks_at_once_and_replay_requeues() {
         let (_d, store, mut conn) = store_with_job(3);
         let l = lease(&store, &mut conn, 60_000);
-        let failure = Failure { class: ErrorClass::Permanent, kind: "config".into(), message: "bad".into() };
-        assert!(!store.fail(&mut conn, &l.lease_id, &failure, &RetryPolicy::default()).unwrap());
+        let failure = Failure {
+            class: ErrorClass::Permanent,
+            kind: "config".into(),
+            message: "bad".into(),
+        };
+        assert!(
+            !store
+                .fail(&mut conn, &l.lease_id, &failure, &RetryPolicy::default())
+                .unwrap()
+        );
         let queued = store.replay(&mut conn, "j", Some(CursorRange::new(0, 15))).unwrap();
         assert_eq!(queued, vec![0, 1]);
         let s = store.summary(&conn, "j").unwrap();
@@ -952,7 +996,11 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let p = RetryPolicy::default();
-        let key = LeaseKey { job_id: "j".into(), chunk_id: 1, attempt: 1 };
+        let key = LeaseKey {
+            job_id: "j".into(),
+            chunk_id: 1,
+            attempt: 1,
+        };
         let b1 = p.backoff_us(ErrorClass::Transient, 1, &key);
         let b3 = p.backoff_us(ErrorClass::Transient, 3, &key);
         let b30 = p.backoff_us(ErrorClass::Transient, 30, &key);
@@ -963,7 +1011,11 @@ mod tests {
 
     #[test]
     fn lease_ids_round_trip_and_reject_garbage() {
-        let k = LeaseKey { job_id: "a/b".into(), chunk_id: 7, attempt: 3 };
+        let k = LeaseKey {
+            job_id: "a/b".into(),
+            chunk_id: 7,
+            attempt: 3,
+        };
         assert_eq!(LeaseKey::parse(&k.id()).unwrap(), k);
         assert!(LeaseKey::parse("nope").is_err());
         assert!(LeaseKey::parse("j/x/1").is_err());

@@ -86,10 +86,16 @@ pub trait Destination: Send + Sync {
 
     /// Atomically makes exactly the commit's files the chunk's data, replacing any earlier
     /// attempt, and returns rows and checksum measured from what is now committed.
+    ///
+    /// Contract (checked by the conformance suite): a commit of an attempt *older* than the
+    /// committed one is refused (ideally `Error::LeaseLost`) and changes nothing; the *same*
+    /// attempt committed again replaces its own data (a retried commit is idempotent); a commit
+    /// whose files do not hold `extracted` rows and checksum is refused with
+    /// `Error::VerificationFailed` and changes nothing.
     fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<RowSummary>>;
 
     /// Rows and checksum of a committed chunk, measured from the committed data; `None` when the
-    /// chunk has never been committed.
+    /// chunk has never been committed, including before `prepare` was ever called.
     fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>>;
 }
 
