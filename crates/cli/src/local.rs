@@ -60,7 +60,9 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     let service = CoordinatorService::new(store.clone(), opts.lease_ttl, opts.retry.clone());
-    let (addr, server) = serve(service, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), cancel.clone()).await?;
+    // The server outlives the workers: on Ctrl-C they still need it to hand their chunks back.
+    let stop_server = CancellationToken::new();
+    let (addr, server) = serve(service, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), stop_server.clone()).await?;
     tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
 
     let spool_dir = std::env::temp_dir();
@@ -119,6 +121,7 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
         }
     }
     cancel.cancel();
+    stop_server.cancel();
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| anyhow!(e))??;
     }
@@ -128,9 +131,7 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
         return Err(e.context("a worker failed"));
     }
     if interrupted {
-        return Err(anyhow!(
-            "interrupted; committed chunks are kept, resume with `backhaul backfill --resume {job}`"
-        ));
+        return Err(anyhow::Error::new(Interrupted { job }));
     }
     Ok(RunReport {
         rows_this_run: after.committed_rows.saturating_sub(before.committed_rows),
@@ -144,3 +145,21 @@ async fn summary(store: &Store, job: &str) -> Result<JobSummary> {
     let job = job.to_string();
     Ok(store.call(move |s, c| s.summary(c, &job)).await?)
 }
+
+/// The run was stopped by Ctrl-C after handing running chunks back.
+#[derive(Debug)]
+pub struct Interrupted {
+    job: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted; committed chunks are kept, resume with `backhaul backfill --resume {}`",
+            self.job
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}

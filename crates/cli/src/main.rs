@@ -19,6 +19,8 @@ pub mod exit {
     pub const VERIFY_MISMATCH: u8 = 3;
     /// The job ended with parked chunks (failed permanently or too often).
     pub const PARKED: u8 = 4;
+    /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Parser, Debug)]
@@ -30,7 +32,7 @@ pub mod exit {
 Parquet, stages the files and commits each chunk exactly once at the destination, verifying rows \
 and checksums per chunk. Job state lives in an embedded database, so a killed run resumes where it \
 stopped.\n\nStart with `backhaul demo` (no servers needed), then write a job spec (docs/job-spec.md).",
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification mismatch, 4 chunks parked.\n\n\
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification mismatch, 4 chunks parked, 130 interrupted.\n\n\
 Examples:\n  backhaul demo\n  backhaul plan job.toml\n  backhaul backfill job.toml --workers 2\n  \
 backhaul verify orders\n  backhaul query \"SELECT count(*) FROM orders\""
 )]
@@ -143,6 +145,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             output::print_error(&globals, &e);
+            if e.downcast_ref::<local::Interrupted>().is_some() {
+                return ExitCode::from(exit::INTERRUPTED);
+            }
             ExitCode::from(exit::FAILURE)
         }
     }

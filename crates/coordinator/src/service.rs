@@ -225,6 +225,14 @@ impl Coordinator for CoordinatorService {
 
     async fn fail_chunk(&self, req: Request<pb::FailChunkRequest>) -> Result<Response<pb::FailChunkResponse>, Status> {
         let r = req.into_inner();
+        if r.released {
+            let lease_id = r.lease_id;
+            self.store
+                .call(move |s, c| s.release(c, &lease_id))
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(pb::FailChunkResponse { will_retry: true }));
+        }
         let e = r
             .error
             .ok_or_else(|| Status::invalid_argument("fail_chunk needs an error"))?;

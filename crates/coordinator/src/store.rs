@@ -659,6 +659,26 @@ impl Store {
         tx.commit().map_err(|e| self.db_err(e))
     }
 
+    /// Hands a leased chunk back without counting a failure (its worker is shutting down).
+    pub fn release(&self, conn: &mut Connection, lease_id: &str) -> Result<()> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
+        let key = self.current(&tx, lease_id, true)?;
+        tx.execute(
+            "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL, progress_rows = 0, progress_bytes = 0
+             WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            "UPDATE attempts SET ended_at_us = ?4, outcome = 'released' WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3",
+            params![key.job_id, key.chunk_id as i64, key.attempt, now_us()],
+        )
+        .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
     /// Records a failure; returns whether the chunk will be retried (else it is parked).
     pub fn fail(
         &self,
@@ -991,6 +1011,24 @@ mod tests {
         assert_eq!(queued, vec![0, 1]);
         let s = store.summary(&conn, "j").unwrap();
         assert_eq!((s.pending, s.parked), (3, 0));
+    }
+
+    #[test]
+    fn released_chunks_run_again_without_counting_a_failure() {
+        let (_d, store, mut conn) = store_with_job(1);
+        for _ in 0..10 {
+            let l = lease(&store, &mut conn, 60_000);
+            store.release(&mut conn, &l.lease_id).unwrap();
+            assert!(
+                store.release(&mut conn, &l.lease_id).is_ok(),
+                "a second release of the same attempt is harmless"
+            );
+        }
+        let chunk = &store.chunks(&conn, "j").unwrap()[0];
+        assert_eq!(
+            (chunk.state, chunk.failures, chunk.attempt),
+            (ChunkState::Pending, 0, 10)
+        );
     }
 
     #[test]

@@ -197,7 +197,13 @@ impl Worker {
                     ErrorClass::Throttled => pb::ErrorClass::Throttled,
                     ErrorClass::Permanent => pb::ErrorClass::Permanent,
                 };
-                warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, class = e.class().as_str(), error = %e, "chunk failed");
+                // A cancelled chunk is handed back, not failed: shutdowns must not park chunks.
+                let released = matches!(e, WorkerError::Core(Error::Cancelled));
+                if released {
+                    info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, "handing chunk back");
+                } else {
+                    warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, class = e.class().as_str(), error = %e, "chunk failed");
+                }
                 let error = pb::ChunkError {
                     class: class as i32,
                     kind: e.kind().into(),
@@ -207,6 +213,7 @@ impl Worker {
                     .fail_chunk(pb::FailChunkRequest {
                         lease_id: lease.lease_id.clone(),
                         error: Some(error),
+                        released,
                     })
                     .await
                 {
