@@ -100,3 +100,38 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn ctrl_c_hands_chunks_back_without_counting_failures() {
+    let params = JobParams {
+        from: "2023-05-01",
+        to: "2023-06-20",
+        ..JobParams::default()
+    };
+    let job = JobDir::new(&params);
+    let spec = job.spec();
+    let mut child = job
+        .cmd()
+        .args(["backfill", spec.to_str().unwrap(), "--workers", "2"])
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job.count_committed("orders") < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "finished before the interrupt");
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: sending SIGINT to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+    let s = job.json(&["status", "orders", "--chunks"]);
+    assert_eq!(s["summary"]["leased"], 0, "chunks were not handed back: {s}");
+    assert!(
+        s["chunks"].as_array().unwrap().iter().all(|c| c["failures"] == 0),
+        "a hand-back counted as a failure: {s}"
+    );
+    job.ok(&["backfill", spec.to_str().unwrap()]);
+    let expected = expected_rows(params.rows_per_day, params.from, params.to);
+    assert_eq!(job.counts(), (expected, expected));
+}
