@@ -38,7 +38,8 @@ use backhaul_core::cursor::{CursorKind, CursorRange};
 use futures::StreamExt;
 
 use crate::report::{Checker, Violations};
-use crate::values::{cursor_values, field_difference};
+use crate::values::cursor_values;
+use backhaul_core::schema::schema_difference as field_difference;
 
 /// How [`check_source_with`] exercises a source.
 #[derive(Debug, Clone)]

@@ -1,10 +1,8 @@
 //! Reading cursor values and comparing schemas, for checks and their messages.
 
-use std::collections::BTreeMap;
-
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use backhaul_core::cursor::CursorKind;
 
 const MILLIS_PER_DAY: i64 = 86_400_000;
@@ -39,52 +37,6 @@ pub fn cursor_values(array: &dyn Array) -> Result<Vec<Option<i64>>, String> {
                 .ok_or_else(|| format!("{data_type} value {v} overflows microseconds")),
         })
         .collect()
-}
-
-/// How `actual`'s fields differ from `expected`'s in names, order, types, nullability or
-/// field metadata; `None` when they match.
-pub(crate) fn field_difference(expected: &Schema, actual: &Schema) -> Option<String> {
-    let (e, a) = (expected.fields(), actual.fields());
-    let names = |s: &Schema| {
-        s.fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if e.len() != a.len() {
-        return Some(format!(
-            "{} columns ({}) where {} were described ({})",
-            a.len(),
-            names(actual),
-            e.len(),
-            names(expected)
-        ));
-    }
-    let mut diffs = Vec::new();
-    for (fe, fa) in e.iter().zip(a.iter()) {
-        if fe.name() != fa.name() {
-            diffs.push(format!("column `{}` where `{}` was described", fa.name(), fe.name()));
-            continue;
-        }
-        let n = fe.name();
-        if fe.data_type() != fa.data_type() {
-            diffs.push(format!("`{n}` is {} instead of {}", fa.data_type(), fe.data_type()));
-        }
-        if fe.is_nullable() != fa.is_nullable() {
-            diffs.push(format!(
-                "`{n}` has nullable={} instead of {}",
-                fa.is_nullable(),
-                fe.is_nullable()
-            ));
-        }
-        if fe.metadata() != fa.metadata() {
-            let (got, want): (BTreeMap<_, _>, BTreeMap<_, _>) =
-                (fa.metadata().iter().collect(), fe.metadata().iter().collect());
-            diffs.push(format!("`{n}` has metadata {got:?} instead of {want:?}"));
-        }
-    }
-    (!diffs.is_empty()).then(|| diffs.join("; "))
 }
 
 #[cfg(test)]

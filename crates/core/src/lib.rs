@@ -8,6 +8,7 @@ pub mod chunking;
 pub mod connector;
 pub mod cursor;
 pub mod error;
+pub mod schema;
 pub mod spec;
 pub mod stage;
 pub mod units;

@@ -18,7 +18,7 @@ mod query;
 mod readback;
 mod table;
 
-pub use meta::{ChunkManifest, FieldDescription, ManifestFile, TableMeta, schema_difference};
+pub use meta::{ChunkManifest, FieldDescription, ManifestFile, TableMeta};
 pub use query::{QueryOutput, query, query_with_schema};
 pub use table::{LocalTable, LocalWarehouse, TableSummary, committed_files, table_summary};
 

@@ -9,7 +9,7 @@ use backhaul_core::checksum::{RowChecksum, RowSummary};
 use backhaul_core::{Error, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::meta::schema_difference;
+use backhaul_core::schema::schema_difference;
 
 /// Rows per decoded batch; with the row group size of the files this bounds memory.
 const READ_BATCH_ROWS: usize = 8192;

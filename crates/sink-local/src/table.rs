@@ -336,7 +336,7 @@ fn check_prepared(
     schema: &SchemaRef,
 ) -> Result<()> {
     check_owner(paths, table, existing, job_id)?;
-    if let Some(diff) = crate::meta::schema_difference(existing.schema()?.as_ref(), schema) {
+    if let Some(diff) = backhaul_core::schema::schema_difference(existing.schema()?.as_ref(), schema) {
         return Err(Error::DestinationConflict(format!(
             "table `{table}` at {} was created by job `{job_id}` with another schema (existing vs new): {diff}",
             paths.dir.display()

@@ -8,6 +8,7 @@ use backhaul_core::Error;
 use backhaul_core::checksum::{RowChecksum, RowSummary};
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::schema::schema_difference;
 use backhaul_core::spec::LocalDestinationSpec;
 use backhaul_core::stage::Stage;
 use object_store::{ObjectStoreExt, PutPayload};

@@ -123,11 +123,9 @@ pub async fn run_chunk(
             let batch = batch?;
             progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
-            if batch.schema().fields() != ctx.table.schema.fields() {
+            if let Some(diff) = backhaul_core::schema::schema_difference(&ctx.table.schema, &batch.schema()) {
                 return Err(Error::TypeFidelity(format!(
-                    "source produced batch schema {:?}, described {:?}",
-                    batch.schema(),
-                    ctx.table.schema
+                    "the source produced rows unlike its described schema: {diff}"
                 ))
                 .into());
             }
