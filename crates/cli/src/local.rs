@@ -92,6 +92,10 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     };
     let mut last_log = Instant::now();
     let mut interrupted = false;
+    // One listener for the whole run: a `ctrl_c()` future made anew per loop turn misses a
+    // signal that lands between turns, and tokio has already replaced the default action.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let mut worker_error = None;
     loop {
         tokio::select! {
@@ -113,7 +117,7 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
                     cancel.cancel();
                 }
             }
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
                 tracing::warn!("interrupted: handing running chunks back; run the same command again to resume");
                 cancel.cancel();
