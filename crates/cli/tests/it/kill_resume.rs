@@ -1,8 +1,6 @@
 //! Kill -9 the whole process mid-run, more than once; resuming finishes with every chunk
 //! exactly once.
 
-use std::time::{Duration, Instant};
-
 use crate::util::{JobDir, JobParams, expected_rows};
 
 #[test]
@@ -23,14 +21,7 @@ fn kill_nine_then_resume_loads_every_row_exactly_once() {
             .args(["backfill", spec, "--workers", "2"])
             .spawn()
             .expect("spawn");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while job.count_committed("orders") < kill_after {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("backfill ended ({status}) before it could be killed; make the job longer");
-            }
-            assert!(Instant::now() < deadline, "no progress within 120 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        job.wait_for_commits(&mut child, "orders", kill_after);
         child.kill().expect("SIGKILL");
         child.wait().expect("wait");
     }
@@ -72,11 +63,7 @@ fn resume_by_job_name_without_the_spec_file() {
         .args(["backfill", spec.to_str().unwrap(), "--workers", "1"])
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while job.count_committed("orders") < 2 && child.try_wait().expect("try_wait").is_none() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    job.wait_for_commits(&mut child, "orders", 2);
     let _ = child.kill();
     let _ = child.wait();
     std::fs::remove_file(&spec).unwrap();
@@ -115,12 +102,7 @@ fn ctrl_c_hands_chunks_back_without_counting_failures() {
         .args(["backfill", spec.to_str().unwrap(), "--workers", "2"])
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while job.count_committed("orders") < 3 {
-        assert!(child.try_wait().unwrap().is_none(), "finished before the interrupt");
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    job.wait_for_commits(&mut child, "orders", 3);
     // SAFETY: sending SIGINT to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
     let status = child.wait().unwrap();

@@ -1,7 +1,7 @@
 //! A source that becomes unavailable mid-run: chunks fail as transient, are retried with
 //! backoff, and the job still ends with exact counts and no duplicates.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::{JobDir, JobParams, expected_rows};
 
@@ -26,12 +26,7 @@ fn source_locked_mid_run_is_retried_until_exact() {
         ])
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while job.count_committed("orders") < 1 {
-        assert!(child.try_wait().unwrap().is_none(), "backfill ended before the fault");
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    job.wait_for_commits(&mut child, "orders", 1);
     // Take the source database away from every other connection for longer than the
     // source's 10 s busy timeout: the running chunk fails as `unreachable` (transient).
     let lock = rusqlite::Connection::open(job.path().join("source.db")).unwrap();

@@ -138,6 +138,22 @@ impl JobDir {
             .collect()
     }
 
+    /// Waits until `n` chunks of `job` are committed while `child` runs; panics if the child
+    /// exits first (the job is too short for the test) or after 120 s without reaching `n`.
+    pub fn wait_for_commits(&self, child: &mut std::process::Child, job: &str, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while self.count_committed(job) < n {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("backfill ended ({status}) before {n} chunks were committed; make the job longer");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {n} chunks committed within 120 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn count_committed(&self, job: &str) -> usize {
         match rusqlite::Connection::open(self.path().join("state.db")) {
             Ok(conn) => conn
