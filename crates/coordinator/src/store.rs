@@ -577,32 +577,77 @@ impl Store {
         }
     }
 
-    /// Extends a lease.
-    pub fn heartbeat(&self, conn: &mut Connection, lease_id: &str, ttl_ms: u32) -> Result<()> {
+    /// Runs `f` in one immediate transaction after checking `lease_id` is the chunk's current
+    /// attempt, and commits only when `f` succeeds. Every lease-scoped change goes through here.
+    fn with_lease<T>(
+        &self,
+        conn: &mut Connection,
+        lease_id: &str,
+        allow_pending: bool,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &LeaseKey) -> Result<T>,
+    ) -> Result<T> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.db_err(e))?;
-        let key = self.current(&tx, lease_id, false)?;
-        tx.execute(
-            "UPDATE chunks SET lease_expires_us = ?3 WHERE job_id = ?1 AND chunk_id = ?2",
-            params![key.job_id, key.chunk_id as i64, now_us() + i64::from(ttl_ms) * 1000],
+        let key = self.current(&tx, lease_id, allow_pending)?;
+        let out = f(&tx, &key)?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(out)
+    }
+
+    /// Executes one statement, naming the database in errors.
+    fn exec(&self, conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+        conn.execute(sql, params).map_err(|e| self.db_err(e))
+    }
+
+    /// Closes the lease's attempt record with its outcome (and error, for failures).
+    fn end_attempt(
+        &self,
+        conn: &Connection,
+        key: &LeaseKey,
+        now: i64,
+        outcome: &str,
+        error: Option<&Failure>,
+    ) -> Result<usize> {
+        self.exec(
+            conn,
+            "UPDATE attempts SET ended_at_us = ?4, outcome = ?5, error_class = ?6, error_kind = ?7, error_message = ?8
+             WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3",
+            params![
+                key.job_id,
+                key.chunk_id as i64,
+                key.attempt,
+                now,
+                outcome,
+                error.map(|f| f.class.as_str()),
+                error.map(|f| f.kind.as_str()),
+                error.map(|f| f.message.as_str())
+            ],
         )
-        .map_err(|e| self.db_err(e))?;
-        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Extends a lease.
+    pub fn heartbeat(&self, conn: &mut Connection, lease_id: &str, ttl_ms: u32) -> Result<()> {
+        self.with_lease(conn, lease_id, false, |tx, key| {
+            self.exec(
+                tx,
+                "UPDATE chunks SET lease_expires_us = ?3 WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64, now_us() + i64::from(ttl_ms) * 1000],
+            )
+            .map(drop)
+        })
     }
 
     /// Records progress of a running chunk.
     pub fn progress(&self, conn: &mut Connection, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
-        let key = self.current(&tx, lease_id, false)?;
-        tx.execute(
-            "UPDATE chunks SET progress_rows = ?3, progress_bytes = ?4 WHERE job_id = ?1 AND chunk_id = ?2",
-            params![key.job_id, key.chunk_id as i64, rows as i64, bytes as i64],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.commit().map_err(|e| self.db_err(e))
+        self.with_lease(conn, lease_id, false, |tx, key| {
+            self.exec(
+                tx,
+                "UPDATE chunks SET progress_rows = ?3, progress_bytes = ?4 WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64, rows as i64, bytes as i64],
+            )
+            .map(drop)
+        })
     }
 
     /// Marks a chunk committed with its output manifest. Refuses a stale lease and an output
@@ -615,68 +660,54 @@ impl Store {
         extracted: RowSummary,
         committed: RowSummary,
     ) -> Result<()> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
-        let key = self.current(&tx, lease_id, true)?;
-        if extracted != committed {
-            return Err(backhaul_core::Error::VerificationFailed {
-                what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
-                message: format!(
-                    "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
-                    extracted.rows, extracted.checksum, committed.rows, committed.checksum
-                ),
+        self.with_lease(conn, lease_id, true, |tx, key| {
+            if extracted != committed {
+                return Err(backhaul_core::Error::VerificationFailed {
+                    what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
+                    message: format!(
+                        "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
+                        extracted.rows, extracted.checksum, committed.rows, committed.checksum
+                    ),
+                }
+                .into());
             }
-            .into());
-        }
-        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-        let now = now_us();
-        tx.execute(
-            "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
-                extracted_rows = ?3, extracted_checksum = ?4, committed_rows = ?5, committed_checksum = ?6,
-                committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL
-             WHERE job_id = ?1 AND chunk_id = ?2",
-            params![key.job_id, key.chunk_id as i64, extracted.rows as i64, extracted.checksum as i64, committed.rows as i64, committed.checksum as i64, bytes as i64, now],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.execute(
-            "DELETE FROM outputs WHERE job_id = ?1 AND chunk_id = ?2",
-            params![key.job_id, key.chunk_id as i64],
-        )
-        .map_err(|e| self.db_err(e))?;
-        for (part, f) in files.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO outputs (job_id, chunk_id, part, attempt, path, bytes, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![key.job_id, key.chunk_id as i64, part as i64, key.attempt, f.path, f.bytes as i64, f.rows as i64],
-            )
-            .map_err(|e| self.db_err(e))?;
-        }
-        tx.execute(
-            "UPDATE attempts SET ended_at_us = ?4, outcome = 'committed' WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3",
-            params![key.job_id, key.chunk_id as i64, key.attempt, now],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.commit().map_err(|e| self.db_err(e))
+            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+            let now = now_us();
+            self.exec(
+                tx,
+                "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
+                    extracted_rows = ?3, extracted_checksum = ?4, committed_rows = ?5, committed_checksum = ?6,
+                    committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL
+                 WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64, extracted.rows as i64, extracted.checksum as i64, committed.rows as i64, committed.checksum as i64, bytes as i64, now],
+            )?;
+            self.exec(
+                tx,
+                "DELETE FROM outputs WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64],
+            )?;
+            for (part, f) in files.iter().enumerate() {
+                self.exec(
+                    tx,
+                    "INSERT INTO outputs (job_id, chunk_id, part, attempt, path, bytes, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![key.job_id, key.chunk_id as i64, part as i64, key.attempt, f.path, f.bytes as i64, f.rows as i64],
+                )?;
+            }
+            self.end_attempt(tx, key, now, "committed", None).map(drop)
+        })
     }
 
     /// Hands a leased chunk back without counting a failure (its worker is shutting down).
     pub fn release(&self, conn: &mut Connection, lease_id: &str) -> Result<()> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
-        let key = self.current(&tx, lease_id, true)?;
-        tx.execute(
-            "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL, progress_rows = 0, progress_bytes = 0
-             WHERE job_id = ?1 AND chunk_id = ?2",
-            params![key.job_id, key.chunk_id as i64],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.execute(
-            "UPDATE attempts SET ended_at_us = ?4, outcome = 'released' WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3",
-            params![key.job_id, key.chunk_id as i64, key.attempt, now_us()],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.commit().map_err(|e| self.db_err(e))
+        self.with_lease(conn, lease_id, true, |tx, key| {
+            self.exec(
+                tx,
+                "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL, progress_rows = 0, progress_bytes = 0
+                 WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64],
+            )?;
+            self.end_attempt(tx, key, now_us(), "released", None).map(drop)
+        })
     }
 
     /// Records a failure; returns whether the chunk will be retried (else it is parked).
@@ -687,40 +718,32 @@ impl Store {
         failure: &Failure,
         policy: &crate::service::RetryPolicy,
     ) -> Result<bool> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
-        let key = self.current(&tx, lease_id, true)?;
-        let failures: u32 = tx
-            .query_row(
-                "SELECT failures FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
-                params![key.job_id, key.chunk_id as i64],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.db_err(e))?;
-        let failures = failures + 1;
-        let now = now_us();
-        let retry = failure.class != ErrorClass::Permanent && failures < policy.max_attempts;
-        let (state, not_before) = if retry {
-            ("pending", now + policy.backoff_us(failure.class, failures, &key))
-        } else {
-            ("parked", 0)
-        };
-        tx.execute(
-            "UPDATE chunks SET state = ?3, failures = ?4, not_before_us = ?5, lease_worker = NULL, lease_expires_us = NULL,
-                last_error_class = ?6, last_error_kind = ?7, last_error = ?8, progress_rows = 0, progress_bytes = 0
-             WHERE job_id = ?1 AND chunk_id = ?2",
-            params![key.job_id, key.chunk_id as i64, state, failures, not_before, failure.class.as_str(), failure.kind, failure.message],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.execute(
-            "UPDATE attempts SET ended_at_us = ?4, outcome = 'failed', error_class = ?5, error_kind = ?6, error_message = ?7
-             WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3",
-            params![key.job_id, key.chunk_id as i64, key.attempt, now, failure.class.as_str(), failure.kind, failure.message],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.commit().map_err(|e| self.db_err(e))?;
-        Ok(retry)
+        self.with_lease(conn, lease_id, true, |tx, key| {
+            let failures: u32 = tx
+                .query_row(
+                    "SELECT failures FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+                    params![key.job_id, key.chunk_id as i64],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.db_err(e))?;
+            let failures = failures + 1;
+            let now = now_us();
+            let retry = failure.class != ErrorClass::Permanent && failures < policy.max_attempts;
+            let (state, not_before) = if retry {
+                ("pending", now + policy.backoff_us(failure.class, failures, key))
+            } else {
+                ("parked", 0)
+            };
+            self.exec(
+                tx,
+                "UPDATE chunks SET state = ?3, failures = ?4, not_before_us = ?5, lease_worker = NULL, lease_expires_us = NULL,
+                    last_error_class = ?6, last_error_kind = ?7, last_error = ?8, progress_rows = 0, progress_bytes = 0
+                 WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64, state, failures, not_before, failure.class.as_str(), failure.kind, failure.message],
+            )?;
+            self.end_attempt(tx, key, now, "failed", Some(failure))?;
+            Ok(retry)
+        })
     }
 
     /// Puts the chunks of `job_id` that overlap `range` (all when `None`) back to pending so
