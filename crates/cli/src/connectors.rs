@@ -13,6 +13,8 @@ impl Connectors for BuiltinConnectors {
     fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn Source>> {
         match spec {
             SourceSpec::Embedded(s) => Ok(Arc::new(backhaul_source_embedded::EmbeddedSource::open(s)?)),
+            SourceSpec::Postgres(s) => Ok(Arc::new(backhaul_source_postgres::PostgresSource::open(s)?)),
+            SourceSpec::Mysql(s) => Ok(Arc::new(backhaul_source_mysql::MysqlSource::open(s)?)),
         }
     }
 

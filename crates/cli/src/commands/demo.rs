@@ -91,12 +91,10 @@ fn demo_spec(args: &DemoArgs) -> Result<String> {
     let to = from + chrono::Days::new(u64::from(args.days));
     spec.range.to = to.to_string();
     if let Some(r) = args.rows_per_day {
-        match &mut spec.source {
-            SourceSpec::Embedded(s) => {
-                s.rows_per_day = r;
-                // A seeded database belongs to its generator settings; keep one per setting.
-                s.path = PathBuf::from(format!("source-{r}.db"));
-            }
+        if let SourceSpec::Embedded(s) = &mut spec.source {
+            s.rows_per_day = r;
+            // A seeded database belongs to its generator settings; keep one per setting.
+            s.path = PathBuf::from(format!("source-{r}.db"));
         }
     }
     Ok(format!(

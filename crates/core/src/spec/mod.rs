@@ -6,6 +6,10 @@
 //!
 //! Every key is documented in `docs/job-spec.md`.
 
+pub mod database;
+pub mod mysql;
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +53,10 @@ pub struct JobSpec {
 pub enum SourceSpec {
     /// The built-in generated `orders` table in an embedded SQLite database.
     Embedded(EmbeddedSourceSpec),
+    /// A PostgreSQL table, read with binary `COPY`.
+    Postgres(postgres::PostgresSourceSpec),
+    /// A MySQL or MariaDB table, read with a streaming query.
+    Mysql(mysql::MysqlSourceSpec),
 }
 
 /// `[source] kind = "embedded"`.
@@ -85,6 +93,8 @@ impl SourceSpec {
     pub fn table(&self) -> &str {
         match self {
             SourceSpec::Embedded(s) => &s.table,
+            SourceSpec::Postgres(s) => &s.table,
+            SourceSpec::Mysql(s) => &s.table,
         }
     }
 
@@ -92,6 +102,8 @@ impl SourceSpec {
     pub fn cursor(&self) -> &str {
         match self {
             SourceSpec::Embedded(s) => &s.cursor,
+            SourceSpec::Postgres(s) => &s.cursor,
+            SourceSpec::Mysql(s) => &s.cursor,
         }
     }
 }
@@ -269,6 +281,8 @@ impl JobSpec {
                     return Err(err("source.rows_per_day", "must be at least 1".into()));
                 }
             }
+            SourceSpec::Postgres(s) => s.validate(origin)?,
+            SourceSpec::Mysql(s) => s.validate(origin)?,
         }
         let from = SpecBound::parse(&self.range.from).map_err(|m| err("range.from", m))?;
         let to = SpecBound::parse(&self.range.to).map_err(|m| err("range.to", m))?;
@@ -379,6 +393,14 @@ impl JobSpec {
         };
         match &mut self.source {
             SourceSpec::Embedded(s) => fix(&mut s.path),
+            SourceSpec::Postgres(s) => {
+                s.password.file.as_mut().map(fix);
+                s.tls.ca_file.as_mut().map(fix);
+            }
+            SourceSpec::Mysql(s) => {
+                s.password.file.as_mut().map(fix);
+                s.tls.ca_file.as_mut().map(fix);
+            }
         }
         fix(&mut self.stage.path);
         match &mut self.destination {

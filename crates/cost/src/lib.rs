@@ -1,0 +1,1 @@
+//! Cost planner (issue 4): profiles, price tables, estimates.

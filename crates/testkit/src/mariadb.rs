@@ -1,0 +1,1 @@
+//! A private MariaDB server for tests (issue 3).
