@@ -32,6 +32,21 @@ pub struct TableDescription {
     pub cursor_kind: CursorKind,
     /// Primary-key columns, empty when the table has none.
     pub key_columns: Vec<String>,
+    /// Where each schema field came from, in schema order: the type-fidelity report is built
+    /// from this.
+    pub columns: Vec<ColumnOrigin>,
+}
+
+/// One extracted column as the source declares it, and any lossy step on its way to Arrow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnOrigin {
+    /// Column name (same as the Arrow field's).
+    pub name: String,
+    /// The type as the source declares it, e.g. `numeric(38,9)` or `timestamp with time zone`.
+    pub source_type: String,
+    /// A lossy conversion the user opted into for this column, e.g. `unconstrained numeric read
+    /// as decimal(38,9): digits beyond scale 9 are an error`; `None` when the mapping is exact.
+    pub lossy_step: Option<String>,
 }
 
 /// A table or stream rows are extracted from.

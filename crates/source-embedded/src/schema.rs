@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use backhaul_core::connector::TableDescription;
+use backhaul_core::connector::{ColumnOrigin, TableDescription};
 use backhaul_core::cursor::CursorKind;
 use backhaul_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension};
@@ -177,6 +177,14 @@ pub(crate) fn describe(conn: &Connection, path: &Path, table: &str, cursor: &str
         cursor_column: cursor.to_string(),
         cursor_kind,
         key_columns: keys.into_iter().map(|c| c.name.clone()).collect(),
+        columns: columns
+            .iter()
+            .map(|c| ColumnOrigin {
+                name: c.name.clone(),
+                source_type: c.declared.to_lowercase(),
+                lossy_step: None,
+            })
+            .collect(),
     })
 }
 

@@ -1,0 +1,1 @@
+//! The conformance suite against a private MariaDB server (issue 3).

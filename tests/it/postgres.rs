@@ -1,0 +1,1 @@
+//! The conformance suite against a private PostgreSQL server (issue 3).
