@@ -8,6 +8,7 @@ use backhaul_core::Error;
 use backhaul_core::chunking::{PlanPolicy, PlannedChunk, plan_chunks};
 use backhaul_core::connector::{Connectors, Destination, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::fidelity::TypeFidelityReport;
 use backhaul_core::spec::{ChunkPolicy, JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 
@@ -29,6 +30,8 @@ pub struct JobPlan {
     pub range: CursorRange,
     /// The chunks.
     pub chunks: Vec<PlannedChunk>,
+    /// Each column's types from source to destination, and any lossy step.
+    pub fidelity: TypeFidelityReport,
     /// The built source (kept so callers need not open it twice).
     pub source: Arc<dyn Source>,
     /// The built destination.
@@ -92,6 +95,7 @@ pub async fn plan_job(
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
+    let fidelity = TypeFidelityReport::build(&spec.name, &table, destination.as_ref());
     Ok(JobPlan {
         spec,
         spec_toml,
@@ -100,6 +104,7 @@ pub async fn plan_job(
         table,
         range,
         chunks,
+        fidelity,
         source,
         destination,
         stage,

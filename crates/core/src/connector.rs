@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, SchemaRef};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use crate::checksum::RowSummary;
 use crate::chunking::DensityBucket;
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
+pub use crate::fidelity::DestinationType;
 use crate::spec::{DestinationSpec, SourceSpec};
 use crate::stage::Stage;
 
@@ -112,6 +113,15 @@ pub trait Destination: Send + Sync {
     /// Rows and checksum of a committed chunk, measured from the committed data; `None` when the
     /// chunk has never been committed, including before `prepare` was ever called.
     fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>>;
+
+    /// How the destination stores `field`, and what is lost doing so, for the type-fidelity
+    /// report. The default names the Arrow type and loses nothing.
+    fn column_type(&self, field: &Field) -> DestinationType {
+        DestinationType {
+            name: field.data_type().to_string(),
+            lossy_step: None,
+        }
+    }
 }
 
 /// Builds connectors from spec sections. Implemented by the binary, which knows them all.

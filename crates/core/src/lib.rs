@@ -8,6 +8,7 @@ pub mod chunking;
 pub mod connector;
 pub mod cursor;
 pub mod error;
+pub mod fidelity;
 pub mod schema;
 pub mod spec;
 pub mod stage;

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use backhaul_coordinator::{JobRow, RetryPolicy, Store, Submitted, now_us, plan_job};
+use backhaul_core::fidelity::TypeFidelityReport;
 use clap::Args;
 
 use super::common::{self, load_spec, open_store};
@@ -86,6 +87,7 @@ pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) ->
         range: plan.range,
         created_at_us: now_us(),
     };
+    let fidelity_path = write_fidelity_report(globals, &plan.fidelity)?;
     let chunks = plan.chunks.clone();
     let stored = job.clone();
     let outcome = store.call(move |s, c| s.submit(c, &stored, &chunks)).await?;
@@ -103,6 +105,36 @@ pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) ->
                 job.job_id, summary.committed, summary.chunks
             ),
         }
+        let lossy = plan
+            .fidelity
+            .columns
+            .iter()
+            .filter(|c| !c.lossy_steps.is_empty())
+            .count();
+        let verdict = if lossy == 0 {
+            "every column exact".to_string()
+        } else {
+            format!("{lossy} column(s) with opted-in lossy steps")
+        };
+        eprintln!("type fidelity: {verdict} ({})", fidelity_path.display());
     }
     Ok(job.job_id)
+}
+
+/// Writes the job's type-fidelity report as Markdown and JSON next to the state database, in
+/// `reports/<job>/type-fidelity.{md,json}`; returns the Markdown file's path.
+fn write_fidelity_report(globals: &Globals, report: &TypeFidelityReport) -> Result<PathBuf> {
+    let dir = globals
+        .state
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join("reports")
+        .join(&report.job);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let md = dir.join("type-fidelity.md");
+    std::fs::write(&md, report.to_markdown()).with_context(|| format!("writing {}", md.display()))?;
+    let json = dir.join("type-fidelity.json");
+    let text = serde_json::to_string_pretty(report).expect("the report serializes");
+    std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
+    Ok(md)
 }
