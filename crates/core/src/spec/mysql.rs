@@ -88,20 +88,18 @@ impl MysqlSourceSpec {
         if !is_plain_name(&self.database) {
             return err("source.database", name_message(&self.database));
         }
-        match self.table.split_once('.') {
-            Some((schema, table)) => {
-                if !is_plain_name(schema) || !is_plain_name(table) {
-                    return err(
-                        "source.table",
-                        format!(
-                            "`{}` must be `table` or `database.table`, each part 1-64 characters without `.`, backticks or control characters",
-                            self.table
-                        ),
-                    );
-                }
-            }
-            None if !is_plain_name(&self.table) => return err("source.table", name_message(&self.table)),
-            None => {}
+        let table_ok = match self.table.split_once('.') {
+            Some((schema, table)) => is_plain_name(schema) && is_plain_name(table),
+            None => is_plain_name(&self.table),
+        };
+        if !table_ok {
+            return err(
+                "source.table",
+                format!(
+                    "`{}` must be `table` or `database.table`, each part 1-64 characters without `.`, backticks, control characters or surrounding spaces",
+                    self.table
+                ),
+            );
         }
         if !is_plain_name(&self.cursor) {
             return err("source.cursor", name_message(&self.cursor));
