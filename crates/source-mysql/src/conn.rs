@@ -277,8 +277,6 @@ pub(crate) fn classify(e: mysql_async::Error, endpoint: &str, user: &str, doing:
 pub(crate) fn tls_failure(endpoint: &str, doing: &str, detail: &str) -> Error {
     Error::InvalidObject {
         object: format!("mysql {endpoint}"),
-        message: format!(
-            "{doing}: TLS failed: {detail}; check `tls.mode`, `tls.ca_file` and the server certificate"
-        ),
+        message: format!("{doing}: TLS failed: {detail}; check `tls.mode`, `tls.ca_file` and the server certificate"),
     }
 }

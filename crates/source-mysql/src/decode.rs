@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
-    DurationMicrosecondBuilder, Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder,
-    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder,
-    UInt32Builder, UInt64Builder,
+    DurationMicrosecondBuilder, Float32Builder, Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{SchemaRef, i256};
 use backhaul_core::Result;
@@ -338,7 +337,12 @@ pub(crate) fn date_of_days(days: i64) -> Option<NaiveDate> {
 /// fits `precision` digits. The server sends exactly `scale` fraction digits; fewer are padded,
 /// more are refused rather than rounded.
 pub(crate) fn parse_decimal(text: &[u8], precision: u8, scale: i8) -> Result<i256, Problem> {
-    let bad = || Problem::Unfit(format!("`{}` is not a DECIMAL({precision},{scale})", String::from_utf8_lossy(text)));
+    let bad = || {
+        Problem::Unfit(format!(
+            "`{}` is not a DECIMAL({precision},{scale})",
+            String::from_utf8_lossy(text)
+        ))
+    };
     let (negative, body) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         Some((b'+', rest)) => (false, rest),
@@ -367,7 +371,9 @@ pub(crate) fn parse_decimal(text: &[u8], precision: u8, scale: i8) -> Result<i25
     let mut value = i256::ZERO;
     let padding = std::iter::repeat_n(&b'0', scale - frac_part.len());
     for digit in int_part.iter().chain(frac_part).chain(padding) {
-        value = value.wrapping_mul(ten).wrapping_add(i256::from_i128(i128::from(digit - b'0')));
+        value = value
+            .wrapping_mul(ten)
+            .wrapping_add(i256::from_i128(i128::from(digit - b'0')));
     }
     Ok(if negative { value.wrapping_neg() } else { value })
 }
@@ -392,7 +398,10 @@ mod tests {
         assert_eq!(dec(&max65, 65, 30).unwrap(), want);
         assert_eq!(dec(&format!("-{max65}"), 65, 30).unwrap(), want.wrapping_neg());
         assert!(dec("123", 4, 2).is_err(), "3 integer digits do not fit DECIMAL(4,2)");
-        assert!(dec("1.234", 4, 2).is_err(), "extra fraction digits are refused, not rounded");
+        assert!(
+            dec("1.234", 4, 2).is_err(),
+            "extra fraction digits are refused, not rounded"
+        );
         assert!(dec("1e5", 9, 0).is_err());
         assert!(dec("", 9, 0).is_err());
     }
@@ -426,7 +435,10 @@ mod tests {
         let mut time = ColumnDecoder::new(Kind::Time, false, 1).unwrap();
         time.append(&Value::Time(true, 34, 22, 59, 59, 0)).unwrap();
         let a = time.finish();
-        let a = a.as_any().downcast_ref::<arrow::array::DurationMicrosecondArray>().unwrap();
+        let a = a
+            .as_any()
+            .downcast_ref::<arrow::array::DurationMicrosecondArray>()
+            .unwrap();
         assert_eq!(a.value(0), -((838 * 3600 + 59 * 60 + 59) * 1_000_000));
         let mut big = ColumnDecoder::new(Kind::UInt64, false, 1).unwrap();
         big.append(&Value::UInt(u64::MAX)).unwrap();

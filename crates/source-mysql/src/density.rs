@@ -147,8 +147,10 @@ impl Probe<'_> {
             quote(self.index)
         );
         let plan: Vec<mysql_async::Row> = conn.query(sql).await.map_err(|e| {
-            self.connector
-                .classify(e, &format!("estimating rows of {}.{}", self.table.database, self.table.name))
+            self.connector.classify(
+                e,
+                &format!("estimating rows of {}.{}", self.table.database, self.table.name),
+            )
         })?;
         // One row for a one-table SELECT; `rows` is NULL when the optimizer proved the range
         // empty.

@@ -159,11 +159,18 @@ pub(crate) async fn extract(
         Bounds::Empty => unreachable!("handled above"),
     };
 
-    let what = format!("reading {}.{} {}", table.database, table.name, range.display(table.description.cursor_kind));
+    let what = format!(
+        "reading {}.{} {}",
+        table.database,
+        table.name,
+        range.display(table.description.cursor_kind)
+    );
     let mut conn = connector.connect().await?;
     let setup = async {
-        conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await?;
+        conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await?;
         conn.prep(sql.as_str()).await
     };
     let statement = setup.await.map_err(|e| connector.classify(e, &what))?;
@@ -313,7 +320,9 @@ impl Reader {
             }
         }
         drop(result);
-        if decoders.first_mut().is_some_and(|d| d.len() > 0) && tx.send(Ok(finish_batch(&schema, &mut decoders)?)).await.is_err() {
+        if decoders.first_mut().is_some_and(|d| d.len() > 0)
+            && tx.send(Ok(finish_batch(&schema, &mut decoders)?)).await.is_err()
+        {
             return Ok(End::Abandoned);
         }
         Ok(End::Done)
@@ -332,18 +341,14 @@ impl Reader {
             if key == cursor {
                 continue;
             }
-            let at = table
-                .columns
-                .iter()
-                .position(|c| &c.name == key)
-                .or_else(|| {
-                    let extra = table
-                        .key_columns
-                        .iter()
-                        .filter(|k| !table.columns.iter().any(|c| &c.name == *k))
-                        .position(|k| k == key)?;
-                    Some(table.columns.len() + extra)
-                });
+            let at = table.columns.iter().position(|c| &c.name == key).or_else(|| {
+                let extra = table
+                    .key_columns
+                    .iter()
+                    .filter(|k| !table.columns.iter().any(|c| &c.name == *k))
+                    .position(|k| k == key)?;
+                Some(table.columns.len() + extra)
+            });
             if let Some(at) = at {
                 identity.push(format!("{key} = {}", show(row.as_ref(at).unwrap_or(&Value::NULL))));
             }
@@ -402,7 +407,10 @@ mod tests {
         }
         // Both ends round to the same second: no stored value lies between.
         let narrow = CursorRange::new(micros("2024-01-01T00:00:00.2Z"), micros("2024-01-01T00:00:00.9Z"));
-        assert!(matches!(bounds(CursorKind::Timestamp, 1_000_000, narrow), Bounds::Empty));
+        assert!(matches!(
+            bounds(CursorKind::Timestamp, 1_000_000, narrow),
+            Bounds::Empty
+        ));
     }
 
     #[test]

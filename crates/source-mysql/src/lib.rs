@@ -118,10 +118,7 @@ impl MysqlSource {
                 )
                 .await
                 .map_err(fail)?;
-            checks
-                .iter()
-                .filter_map(|r| value_text(r.as_ref(1)))
-                .collect()
+            checks.iter().filter_map(|r| value_text(r.as_ref(1))).collect()
         } else {
             Vec::new()
         };

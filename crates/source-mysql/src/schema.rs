@@ -139,8 +139,7 @@ impl Kind {
     /// Checks the server's result-set metadata against the kind the job was planned with.
     pub(crate) fn matches_wire(self, column_type: ColumnType, flags: ColumnFlags) -> bool {
         let (types, unsigned) = self.wire_types();
-        types.contains(&column_type)
-            && unsigned.is_none_or(|u| u == flags.contains(ColumnFlags::UNSIGNED_FLAG))
+        types.contains(&column_type) && unsigned.is_none_or(|u| u == flags.contains(ColumnFlags::UNSIGNED_FLAG))
     }
 }
 
@@ -424,10 +423,7 @@ mod tests {
     #[test]
     fn maps_declared_types() {
         let k = |c: ColumnInfo| kind_of(&c, "t", UnsignedBigintMapping::Uint64).map(Kind::arrow_type);
-        assert_eq!(
-            k(col("a", "bigint", "bigint(20) unsigned")).unwrap(),
-            DataType::UInt64
-        );
+        assert_eq!(k(col("a", "bigint", "bigint(20) unsigned")).unwrap(), DataType::UInt64);
         assert_eq!(k(col("a", "tinyint", "tinyint(1)")).unwrap(), DataType::Int8);
         let mut d = col("a", "decimal", "decimal(65,30)");
         d.numeric_precision = Some(65);

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{
-    Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Decimal256Array,
-    DurationMicrosecondArray, Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
+    Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Decimal256Array, DurationMicrosecondArray,
+    Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::{DataType, TimeUnit, i256};
 use backhaul_core::ErrorClass;
@@ -75,7 +75,12 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
         .unwrap_or_else(|| panic!("no column {name}"))
         .as_any()
         .downcast_ref::<T>()
-        .unwrap_or_else(|| panic!("column {name} has type {}", batch.column_by_name(name).unwrap().data_type()))
+        .unwrap_or_else(|| {
+            panic!(
+                "column {name} has type {}",
+                batch.column_by_name(name).unwrap().data_type()
+            )
+        })
 }
 
 /// Writes the batches to Parquet in memory and reads them back, as the pipeline does.
@@ -120,7 +125,9 @@ fn big_json() -> String {
 }
 
 fn big_blob() -> Vec<u8> {
-    (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -201,7 +208,10 @@ async fn every_type_round_trips_exactly() {
     assert_eq!(type_of("d38"), DataType::Decimal128(38, 0));
     assert_eq!(type_of("b1"), DataType::Boolean);
     assert_eq!(type_of("b64"), DataType::UInt64);
-    assert_eq!(type_of("ts"), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+    assert_eq!(
+        type_of("ts"),
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
     assert_eq!(type_of("dt"), DataType::Timestamp(TimeUnit::Microsecond, None));
     assert_eq!(type_of("tm"), DataType::Duration(TimeUnit::Microsecond));
     assert_eq!(type_of("d"), DataType::Date32);
@@ -209,14 +219,21 @@ async fn every_type_round_trips_exactly() {
     assert_eq!(type_of("u"), DataType::Utf8);
     let json_field = desc.schema.field_with_name("j").unwrap();
     assert_eq!(
-        json_field.metadata().get(schema::EXTENSION_NAME_KEY).map(String::as_str),
+        json_field
+            .metadata()
+            .get(schema::EXTENSION_NAME_KEY)
+            .map(String::as_str),
         Some(schema::JSON_EXTENSION)
     );
     assert!(desc.schema.field_with_name("lt").unwrap().metadata().is_empty());
     let origin = |name: &str| desc.columns.iter().find(|c| c.name == name).unwrap().clone();
     assert_eq!(origin("j").source_type, "json");
     assert_eq!(origin("biu").source_type, "bigint(20) unsigned");
-    assert!(desc.columns.iter().all(|c| c.lossy_step.is_none()), "{:?}", desc.columns);
+    assert!(
+        desc.columns.iter().all(|c| c.lossy_step.is_none()),
+        "{:?}",
+        desc.columns
+    );
     assert!(!desc.schema.field_with_name("created").unwrap().is_nullable());
 
     let batches = read_all(&source, everything(), 2).await.unwrap();
@@ -254,7 +271,10 @@ async fn every_type_round_trips_exactly() {
     let d38 = column::<Decimal128Array>(&batch, "d38");
     assert_eq!(d38.value(hi), 10i128.pow(38) - 1);
     assert_eq!(d38.value(lo), -(10i128.pow(38) - 1));
-    assert_eq!(column::<Decimal128Array>(&batch, "d10").value_as_string(lo), "-99999999.99");
+    assert_eq!(
+        column::<Decimal128Array>(&batch, "d10").value_as_string(lo),
+        "-99999999.99"
+    );
 
     // Floats bit for bit.
     assert_eq!(column::<Float32Array>(&batch, "f").value(lo), -0.375);
@@ -318,7 +338,11 @@ async fn every_type_round_trips_exactly() {
     // NULL in every nullable column.
     for (i, field) in batch.schema().fields().iter().enumerate() {
         if field.name() != "id" && field.name() != "created" {
-            assert!(batch.column(i).is_null(nulls), "column {} is not NULL in the NULL row", field.name());
+            assert!(
+                batch.column(i).is_null(nulls),
+                "column {} is not NULL in the NULL row",
+                field.name()
+            );
         }
     }
 }
@@ -369,8 +393,14 @@ async fn zero_dates_fail_naming_the_row_or_read_as_null_when_asked() {
     let err = read_all(&strict, range, 10).await.unwrap_err();
     let text = err.to_string();
     assert_eq!(err.class(), ErrorClass::Permanent);
-    assert!(text.contains("z.d") && text.contains("id = 7") && text.contains("0000-00-00"), "{text}");
-    assert!(text.contains("2024-01-01 11:00:00"), "the cursor value is named: {text}");
+    assert!(
+        text.contains("z.d") && text.contains("id = 7") && text.contains("0000-00-00"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2024-01-01 11:00:00"),
+        "the cursor value is named: {text}"
+    );
     assert!(text.contains("zero_dates"), "the opt-in is named: {text}");
 
     let mut lenient = spec(server, &db, "z", "at");
@@ -404,7 +434,10 @@ async fn null_cursors_are_refused_naming_table_and_column() {
         let err = source.prepare(range).await.unwrap_err();
         let text = err.to_string();
         assert_eq!(err.class(), ErrorClass::Permanent, "{text}");
-        assert!(text.contains(&format!("{db}.{table}.at")) && text.contains("NULL cursor"), "{text}");
+        assert!(
+            text.contains(&format!("{db}.{table}.at")) && text.contains("NULL cursor"),
+            "{text}"
+        );
     }
     let source = MysqlSource::open(&spec(server, &db, "ok", "at")).unwrap();
     source.prepare(range).await.unwrap();
@@ -425,7 +458,10 @@ async fn bad_credentials_and_names_are_permanent_and_clear() {
     s.user = "loader".into();
     s.password.file = Some(secret.clone());
     let source = MysqlSource::open(&s).unwrap();
-    assert!(!format!("{source:?}").contains("wrong-horse"), "Debug shows the password");
+    assert!(
+        !format!("{source:?}").contains("wrong-horse"),
+        "Debug shows the password"
+    );
     let err = source.describe().await.unwrap_err();
     let text = err.to_string();
     assert_eq!(err.class(), ErrorClass::Permanent, "{text}");
@@ -451,7 +487,10 @@ async fn bad_credentials_and_names_are_permanent_and_clear() {
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     let text = err.to_string();
-    assert!(text.contains(&format!("{db}.t.nope")) && text.contains("id, at"), "{text}");
+    assert!(
+        text.contains(&format!("{db}.t.nope")) && text.contains("id, at"),
+        "{text}"
+    );
 
     let mut listed = spec(server, &db, "t", "at");
     listed.columns = Some(vec!["at".into(), "ghost".into()]);
@@ -461,7 +500,10 @@ async fn bad_credentials_and_names_are_permanent_and_clear() {
     let mut env = spec(server, &db, "t", "at");
     env.password.env = Some("BACKHAUL_TEST_UNSET_PASSWORD_VARIABLE".into());
     let err = MysqlSource::open(&env).unwrap_err();
-    assert!(err.to_string().contains("BACKHAUL_TEST_UNSET_PASSWORD_VARIABLE"), "{err}");
+    assert!(
+        err.to_string().contains("BACKHAUL_TEST_UNSET_PASSWORD_VARIABLE"),
+        "{err}"
+    );
 
     let mut refused = spec(server, &db, "t", "at");
     refused.port = Some(unused_port());
@@ -481,7 +523,9 @@ fn unused_port() -> u16 {
 async fn too_many_connections_is_throttled() {
     let server = server();
     let db = database(server, "throttled");
-    server.sql(&format!("USE `{db}`; CREATE TABLE t (id INT PRIMARY KEY, at DATE NOT NULL);"));
+    server.sql(&format!(
+        "USE `{db}`; CREATE TABLE t (id INT PRIMARY KEY, at DATE NOT NULL);"
+    ));
     server.create_user("single", "pw", &db);
     server.sql("ALTER USER 'single'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 1");
     let mut s = spec(server, &db, "t", "at");
@@ -518,7 +562,13 @@ async fn skewed_table_gets_evenly_sized_chunks() {
         "estimated {estimated} rows for 60000"
     );
     let total_bytes: f64 = density.iter().map(|b| b.bytes).sum();
-    let chunks = plan_chunks(range, PlanPolicy::TargetBytes((total_bytes / 10.0) as u64), &density, 1_000_000).unwrap();
+    let chunks = plan_chunks(
+        range,
+        PlanPolicy::TargetBytes((total_bytes / 10.0) as u64),
+        &density,
+        1_000_000,
+    )
+    .unwrap();
     assert!(chunks.len() >= 6, "{} chunks", chunks.len());
     let mut sizes = Vec::new();
     for chunk in &chunks {
@@ -527,7 +577,13 @@ async fn skewed_table_gets_evenly_sized_chunks() {
             chunk.range.from / 1_000_000,
             chunk.range.to / 1_000_000
         );
-        sizes.push(server.sql(&format!("SET time_zone = '+00:00'; {sql}")).trim().parse::<u64>().unwrap());
+        sizes.push(
+            server
+                .sql(&format!("SET time_zone = '+00:00'; {sql}"))
+                .trim()
+                .parse::<u64>()
+                .unwrap(),
+        );
     }
     assert_eq!(sizes.iter().sum::<u64>(), 60_000);
     let (min, max) = (*sizes.iter().min().unwrap(), *sizes.iter().max().unwrap());
@@ -574,7 +630,11 @@ async fn server_killed_mid_chunk_is_transient() {
     server.kill_server();
     let err = drain(&mut stream).await.expect_err("the stream should fail");
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
-    let err = source.extract(everything(), 1_000).await.err().expect("the server is gone");
+    let err = source
+        .extract(everything(), 1_000)
+        .await
+        .err()
+        .expect("the server is gone");
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
 }
 
@@ -643,7 +703,9 @@ async fn session_cipher(source: &MysqlSource) -> Result<String> {
 async fn tls_modes_verify_what_they_promise() {
     let server = server();
     let db = database(server, "tls");
-    server.sql(&format!("USE `{db}`; CREATE TABLE t (id INT PRIMARY KEY, at DATE NOT NULL);"));
+    server.sql(&format!(
+        "USE `{db}`; CREATE TABLE t (id INT PRIMARY KEY, at DATE NOT NULL);"
+    ));
     let tls = server.tls().clone();
     let with = |host: &str, mode: TlsMode, ca: &std::path::Path| {
         let mut s = spec(server, &db, "t", "at");
@@ -656,7 +718,10 @@ async fn tls_modes_verify_what_they_promise() {
     };
     // The certificate names `localhost` only.
     let full = with(&tls.server_name, TlsMode::VerifyFull, &tls.ca);
-    assert!(!session_cipher(&full).await.unwrap().is_empty(), "verify_full is not encrypted");
+    assert!(
+        !session_cipher(&full).await.unwrap().is_empty(),
+        "verify_full is not encrypted"
+    );
     full.describe().await.unwrap();
 
     let wrong_name = with("127.0.0.1", TlsMode::VerifyFull, &tls.ca);
@@ -665,7 +730,10 @@ async fn tls_modes_verify_what_they_promise() {
     assert!(err.to_string().contains("TLS"), "{err}");
 
     let ca_only = with("127.0.0.1", TlsMode::VerifyCa, &tls.ca);
-    assert!(!session_cipher(&ca_only).await.unwrap().is_empty(), "verify_ca is not encrypted");
+    assert!(
+        !session_cipher(&ca_only).await.unwrap().is_empty(),
+        "verify_ca is not encrypted"
+    );
     ca_only.describe().await.unwrap();
 
     for mode in [TlsMode::VerifyFull, TlsMode::VerifyCa] {
@@ -691,7 +759,14 @@ async fn source_is_shareable_across_tasks() {
         let source = source.clone();
         let width = range.width() / 4;
         let piece = CursorRange::new(range.from + part * width, range.from + (part + 1) * width);
-        tasks.spawn(async move { read_all(&source, piece, 777).await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>() });
+        tasks.spawn(async move {
+            read_all(&source, piece, 777)
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        });
     }
     let mut total = 0;
     while let Some(n) = tasks.join_next().await {

@@ -93,7 +93,10 @@ fn probe(host: &str, port: u16, roots: RootCertStore, endpoint: &str) -> Result<
 
     let greeting = read_packet(&mut tcp).map_err(|e| unreachable(e.to_string()))?;
     if greeting.first() == Some(&0xff) {
-        let code = greeting.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]])).unwrap_or(0);
+        let code = greeting
+            .get(1..3)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .unwrap_or(0);
         let text = String::from_utf8_lossy(greeting.get(3..).unwrap_or_default()).into_owned();
         let server = mysql_async::ServerError {
             code,
@@ -140,7 +143,11 @@ fn probe(host: &str, port: u16, roots: RootCertStore, endpoint: &str) -> Result<
     while session.is_handshaking() {
         if let Err(e) = session.complete_io(&mut tcp) {
             if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Err(tls_failure(endpoint, "checking the server certificate", &tls.to_string()));
+                return Err(tls_failure(
+                    endpoint,
+                    "checking the server certificate",
+                    &tls.to_string(),
+                ));
             }
             return Err(unreachable(e.to_string()));
         }

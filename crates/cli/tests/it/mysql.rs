@@ -110,7 +110,10 @@ fn mysql_backfill_survives_a_killed_connection_with_exact_counts() {
         .output()
         .unwrap();
     assert!(plan.status.success(), "plan failed: {}", text(&plan.stderr));
-    assert!(!text(&plan.stdout).contains("e2e-secret"), "the plan shows the password");
+    assert!(
+        !text(&plan.stdout).contains("e2e-secret"),
+        "the plan shows the password"
+    );
 
     let mut child = job
         .cmd()
@@ -125,7 +128,10 @@ fn mysql_backfill_survives_a_killed_connection_with_exact_counts() {
     // a chunk finishes reading, which fails nothing).
     let deadline = Instant::now() + Duration::from_secs(120);
     while failures(&job) == 0 {
-        assert!(Instant::now() < deadline, "no chunk failed after killing its connection");
+        assert!(
+            Instant::now() < deadline,
+            "no chunk failed after killing its connection"
+        );
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -163,7 +169,11 @@ fn mysql_backfill_survives_a_killed_connection_with_exact_counts() {
     ]);
     assert_eq!(counts[0]["n"].as_u64(), Some(ROWS), "{counts}");
     assert_eq!(counts[0]["d"].as_u64(), Some(ROWS), "{counts}");
-    assert_eq!(counts[0]["top"].as_u64(), Some(u64::MAX), "BIGINT UNSIGNED max: {counts}");
+    assert_eq!(
+        counts[0]["top"].as_u64(),
+        Some(u64::MAX),
+        "BIGINT UNSIGNED max: {counts}"
+    );
     let source_total = server.sql(&format!("SELECT SUM(amount) FROM `{DB}`.orders"));
     let total = counts[0]["total"].to_string();
     assert_eq!(total.trim_matches('"'), source_total.trim(), "{counts}");
@@ -175,7 +185,9 @@ fn mysql_backfill_survives_a_killed_connection_with_exact_counts() {
     ]);
     assert_eq!(
         note[0]["note"].as_str().unwrap(),
-        server.sql(&format!("SELECT note FROM `{DB}`.orders WHERE id = 7")).trim()
+        server
+            .sql(&format!("SELECT note FROM `{DB}`.orders WHERE id = 7"))
+            .trim()
     );
     assert_eq!(note[0]["doc"].as_str().unwrap(), r#"{"seq": 7, "tags": ["a", "ü"]}"#);
 }

@@ -106,7 +106,10 @@ impl MysqlSourceSpec {
         }
         if let Some(columns) = &self.columns {
             if columns.is_empty() {
-                return err("source.columns", "list at least one column, or leave it out for all".into());
+                return err(
+                    "source.columns",
+                    "list at least one column, or leave it out for all".into(),
+                );
             }
             for (i, c) in columns.iter().enumerate() {
                 if !is_plain_name(c) {
@@ -139,14 +142,13 @@ impl MysqlSourceSpec {
 /// what cannot be named unambiguously in a dotted `database.table`, or would be invisible.
 fn is_plain_name(name: &str) -> bool {
     let n = name.chars().count();
-    (1..=64).contains(&n)
-        && !name.contains(['.', '`'])
-        && !name.chars().any(char::is_control)
-        && name.trim() == name
+    (1..=64).contains(&n) && !name.contains(['.', '`']) && !name.chars().any(char::is_control) && name.trim() == name
 }
 
 fn name_message(name: &str) -> String {
-    format!("`{name}` is not a usable name: 1-64 characters without `.`, backticks, control characters or surrounding spaces")
+    format!(
+        "`{name}` is not a usable name: 1-64 characters without `.`, backticks, control characters or surrounding spaces"
+    )
 }
 
 #[cfg(test)]
@@ -225,6 +227,11 @@ unsigned_bigint = "decimal"
         // Defaults stay out of the canonical spec, so specs written before these keys existed
         // compare equal on resume.
         assert!(!toml::to_string(&s).unwrap().contains("zero_dates"));
-        assert!(toml::from_str::<MysqlSourceSpec>("host='h'\nuser='u'\ndatabase='d'\ntable='t'\ncursor='c'\nzero_dates='zero'").is_err());
+        assert!(
+            toml::from_str::<MysqlSourceSpec>(
+                "host='h'\nuser='u'\ndatabase='d'\ntable='t'\ncursor='c'\nzero_dates='zero'"
+            )
+            .is_err()
+        );
     }
 }
