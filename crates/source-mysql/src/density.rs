@@ -13,6 +13,9 @@
 //! which assumes rows spread evenly within a bucket, cuts chunks of even size. Refining the
 //! heaviest stretch also undoes InnoDB's cap of an estimate at half the table.
 //!
+//! InnoDB never estimates a range as empty (it says 1 row); such a probe is checked with one
+//! `SELECT 1 … LIMIT 1` on the index, so empty stretches count 0 rows.
+//!
 //! Bytes per row come from `information_schema.TABLES` (`AVG_ROW_LENGTH`), scaled by the
 //! share of the declared column widths the job extracts.
 //!
@@ -141,17 +144,16 @@ impl Probe<'_> {
             ),
             Bounds::Between(lo, None) => format!("{} >= {}", quote(cursor), lo.as_sql(true)),
         };
-        let sql = format!(
-            "EXPLAIN SELECT 1 FROM {} FORCE INDEX ({}) WHERE {condition}",
+        let from = format!(
+            "{} FORCE INDEX ({}) WHERE {condition}",
             quote_table(&self.table.database, &self.table.name),
             quote(self.index)
         );
-        let plan: Vec<mysql_async::Row> = conn.query(sql).await.map_err(|e| {
-            self.connector.classify(
-                e,
-                &format!("estimating rows of {}.{}", self.table.database, self.table.name),
-            )
-        })?;
+        let doing = format!("estimating rows of {}.{}", self.table.database, self.table.name);
+        let plan: Vec<mysql_async::Row> = conn
+            .query(format!("EXPLAIN SELECT 1 FROM {from}"))
+            .await
+            .map_err(|e| self.connector.classify(e, &doing))?;
         // One row for a one-table SELECT; `rows` is NULL when the optimizer proved the range
         // empty.
         let rows = plan
@@ -162,7 +164,15 @@ impl Probe<'_> {
             })
             .max()
             .unwrap_or(0);
-        Ok(rows as f64)
+        if rows > 1 {
+            return Ok(rows as f64);
+        }
+        // InnoDB never estimates 0 (it says 1 for an empty range); one index lookup tells.
+        let any: Option<u8> = conn
+            .query_first(format!("SELECT 1 FROM {from} LIMIT 1"))
+            .await
+            .map_err(|e| self.connector.classify(e, &doing))?;
+        Ok(if any.is_some() { 1.0 } else { 0.0 })
     }
 }
 

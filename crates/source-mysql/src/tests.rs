@@ -774,3 +774,36 @@ async fn source_is_shareable_across_tasks() {
     }
     assert_eq!(total, 10_000);
 }
+
+#[tokio::test]
+async fn density_counts_empty_stretches_as_zero_and_falls_back_without_an_index() {
+    let server = server();
+    let db = database(server, "sparse");
+    server.sql(&format!(
+        "USE `{db}`; SET time_zone = '+00:00';
+         CREATE TABLE one (id INT PRIMARY KEY, at DATETIME NOT NULL, KEY (at));
+         INSERT INTO one VALUES (1, '2024-01-15 12:00:00');
+         CREATE TABLE unindexed (id INT PRIMARY KEY, at DATETIME NOT NULL);
+         INSERT INTO unindexed SELECT seq, '2024-01-01' + INTERVAL seq MINUTE FROM seq_1_to_1000;
+         ANALYZE TABLE unindexed;"
+    ));
+    let january = CursorRange::new(micros("2024-01-01T00:00:00Z"), micros("2024-02-01T00:00:00Z"));
+    let one = MysqlSource::open(&spec(server, &db, "one", "at")).unwrap();
+    let buckets = one.density(january).await.unwrap();
+    let rows: f64 = buckets.iter().map(|b| b.rows).sum();
+    assert_eq!(rows, 1.0, "{buckets:?}");
+    let empty = CursorRange::new(micros("2023-01-01T00:00:00Z"), micros("2023-02-01T00:00:00Z"));
+    assert_eq!(
+        one.density(empty).await.unwrap().iter().map(|b| b.rows).sum::<f64>(),
+        0.0
+    );
+
+    let unindexed = MysqlSource::open(&spec(server, &db, "unindexed", "at")).unwrap();
+    let buckets = unindexed.density(january).await.unwrap();
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    assert_eq!(buckets[0].range, january);
+    assert!((500.0..=2000.0).contains(&buckets[0].rows), "{buckets:?}");
+    // Extraction still works, by scanning.
+    let batch = concat(&read_all(&unindexed, january, 300).await.unwrap());
+    assert_eq!(batch.num_rows(), 1000);
+}
