@@ -16,6 +16,7 @@ use crate::chunking::DensityBucket;
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
+use crate::profile::{Activity, ActivityQuery};
 use crate::spec::{DestinationSpec, SourceSpec};
 use crate::stage::Stage;
 
@@ -65,6 +66,14 @@ pub trait Source: Send + Sync {
 
     /// Streams the rows with `from <= cursor < to`, in batches of about `batch_rows` rows.
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>>;
+
+    /// Change activity over `query.window`, for the cost planner; `None` (the default) when the
+    /// source cannot tell cheaply. The planner then samples with [`Source::extract`] or reports
+    /// upper bounds. Read-only and bounded in time: never a full scan unless the source keeps
+    /// the answer (statistics, a change log, or an append-only guarantee).
+    fn activity(&self, _query: ActivityQuery) -> BoxFuture<'_, Result<Option<Activity>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A Parquet file waiting in the stage.
