@@ -76,8 +76,6 @@ pub struct Activity {
     /// without a primary key: distinct row versions (a hash of all values) created or removed,
     /// which is how Fivetran keys such tables. `None`: the planner combines the three above.
     pub touched_keys: Option<Counted>,
-    /// Rows in the table now, when the source knows it better than the job range's statistics.
-    pub table_rows: Option<Counted>,
     /// How the source got these numbers, for the report (e.g. "append-only by construction").
     pub method: String,
 }

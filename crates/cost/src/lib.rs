@@ -12,9 +12,12 @@
 //! - [`estimate`] and [`report`]: per-table and total costs for the backfill month and a steady
 //!   month, each line citing its price rows; text, JSON and HTML output.
 
+pub mod config;
 pub mod error;
 pub mod money;
 pub mod prices;
+pub mod profile;
+pub mod profiler;
 pub mod units;
 
 pub use error::{CostError, Result};

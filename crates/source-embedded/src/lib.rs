@@ -347,7 +347,6 @@ impl Source for EmbeddedSource {
                 updated_keys: Some(Counted::exact(0)),
                 deleted_keys: Some(Counted::exact(0)),
                 touched_keys: Some(Counted::exact(inserts)),
-                table_rows: None,
                 method: "embedded generator: append-only by construction (no updates or deletes); inserts \
                          counted by the generator for the window"
                     .into(),
