@@ -360,11 +360,7 @@ impl CostConfig {
     /// Parses TOML; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| format!("line {}", text[..s.start.min(text.len())].lines().count().max(1)))
-                .unwrap_or_else(|| "<file>".into());
-            CostError::invalid(origin, line, e.message().trim())
+CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().trim())
         })
     }
 

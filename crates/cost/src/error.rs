@@ -81,3 +81,10 @@ impl CostError {
 
 /// Result of the cost planner.
 pub type Result<T, E = CostError> = std::result::Result<T, E>;
+
+/// `line N` of a TOML parse error, for the `field` of [`CostError::Invalid`].
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    e.span()
+        .map(|s| format!("line {}", text[..s.start.min(text.len())].matches('\n').count() + 1))
+        .unwrap_or_else(|| "<file>".into())
+}

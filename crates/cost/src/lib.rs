@@ -14,10 +14,13 @@
 
 pub mod config;
 pub mod error;
+pub mod estimate;
+pub mod mar;
 pub mod money;
 pub mod prices;
 pub mod profile;
 pub mod profiler;
+pub mod report;
 pub mod units;
 
 pub use error::{CostError, Result};

@@ -453,11 +453,7 @@ fn valid_id(id: &str) -> bool {
 /// Parses and validates one file: returns its vendor and rows.
 fn parse_file(name: &str, text: &str, overlay: bool) -> Result<(String, Vec<PriceRow>)> {
     let spec: FileSpec = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-            .map_or(String::new(), |l| format!("line {l}"));
-        CostError::invalid(name, line, e.message().trim())
+CostError::invalid(name, crate::error::toml_error_line(text, &e), e.message().trim())
     })?;
     let bad = |field: String, msg: String| CostError::invalid(name, field, msg);
     if spec.schema_version != PRICE_SCHEMA_VERSION {

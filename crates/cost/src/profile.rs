@@ -290,11 +290,7 @@ impl Profile {
             serde_json::from_str(text).map_err(|e| CostError::invalid(origin, format!("line {}", e.line()), e.to_string()))?
         } else {
             toml::from_str(text).map_err(|e| {
-                let line = e
-                    .span()
-                    .map(|s| format!("line {}", text[..s.start.min(text.len())].lines().count().max(1)))
-                    .unwrap_or_else(|| "<file>".into());
-                CostError::invalid(origin, line, e.message().trim())
+CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().trim())
             })?
         };
         if profile.version != PROFILE_VERSION {
