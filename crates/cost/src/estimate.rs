@@ -140,10 +140,10 @@ pub struct TableSummary {
     pub rows: Measured,
     /// Primary key columns (empty: keyless).
     pub primary_key: Vec<String>,
-    /// Bytes per row: zstd Parquet, uncompressed Parquet, Airbyte JSON.
+    /// Bytes per row as zstd Parquet.
     pub parquet_bytes_per_row: Dec,
     /// Uncompressed.
-    pub uncompressed_bytes_per_row: Dec,
+    pub logical_bytes_per_row: Dec,
     /// Airbyte JSON.
     pub json_bytes_per_row: Dec,
     /// Activity window.
@@ -187,13 +187,13 @@ pub struct Report {
     pub citations: Vec<Citation>,
 }
 
-/// Cost figures are rounded to millionths of a dollar, quantities to four decimals.
+/// Cost figures are rounded to millionths of a dollar, quantities to six decimals.
 fn money(d: Decimal) -> Dec {
     Dec(d.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero).normalize())
 }
 
 fn qty(d: Decimal) -> Dec {
-    Dec(d.round_dp_with_strategy(4, RoundingStrategy::MidpointAwayFromZero).normalize())
+    Dec(d.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero).normalize())
 }
 
 fn dec(n: u64) -> Decimal {
@@ -363,7 +363,7 @@ struct TableFacts<'a> {
     rows: Decimal,
     rows_bound: Bound,
     parquet: Decimal,
-    uncompressed: Decimal,
+    logical: Decimal,
     json: Decimal,
     steady: SteadyMonth,
 }
@@ -412,7 +412,7 @@ pub fn estimate(input: &EstimateInput<'_>) -> Result<Report> {
             rows: dec(t.rows.value),
             rows_bound: t.rows.bound,
             parquet: t.bytes_per_row.parquet_zstd.0,
-            uncompressed: t.bytes_per_row.parquet_uncompressed.0,
+            logical: t.bytes_per_row.logical.0,
             json: t.bytes_per_row.airbyte_json.0,
             steady: steady_month(t, Dec(keyless_factor)),
         })
@@ -475,7 +475,7 @@ pub fn estimate(input: &EstimateInput<'_>) -> Result<Report> {
                 rows: f.t.rows.clone(),
                 primary_key: f.t.primary_key.clone(),
                 parquet_bytes_per_row: f.t.bytes_per_row.parquet_zstd,
-                uncompressed_bytes_per_row: f.t.bytes_per_row.parquet_uncompressed,
+                logical_bytes_per_row: f.t.bytes_per_row.logical,
                 json_bytes_per_row: f.t.bytes_per_row.airbyte_json,
                 window: format!(
                     "{} .. {} ({} days)",
@@ -492,7 +492,7 @@ pub fn estimate(input: &EstimateInput<'_>) -> Result<Report> {
         format!("a month is {MONTH_DAYS} days; the steady state syncs {} times a day", config.plan.syncs_per_day),
         "the backfill starts on the 1st of its month and its historical sync ends within a day".into(),
         "bytes per row come from a sample encoded in small files; full-size files compress somewhat better".into(),
-        "uncompressed Parquet size stands in for warehouse logical size and COPY input; zstd Parquet size for compressed storage".into(),
+        "logical size (BigQuery data-type sizes) stands in for uncompressed warehouse bytes and COPY input; zstd Parquet size for compressed storage".into(),
     ];
     Ok(Report {
         job: input.profile.job.clone(),
@@ -792,7 +792,7 @@ fn snowflake(
                 Period::Backfill => (f.rows, f.rows_bound, Decimal::ONE),
                 Period::Steady => (f.records(), f.steady.records_bound, syncs_per_month),
             };
-            let bytes = rows * f.uncompressed;
+            let bytes = rows * f.logical;
             let Some(tp) = throughput.filter(|t| !t.is_zero()) else {
                 b.charge(period, "COPY (no throughput benchmark)", bytes / GB, "GB", None, bound, &[], LineSpec { table: f.name(), note: None });
                 continue;
@@ -803,7 +803,7 @@ fn snowflake(
             b.charge(
                 period,
                 format!(
-                    "COPY {} GB uncompressed at {} MB/s: {} s of work, {} resume(s), {} billed seconds",
+                    "COPY {} GB (logical) at {} MB/s: {} s of work, {} resume(s), {} billed seconds",
                     quantity(bytes / GB, 3),
                     quantity(tp, 0),
                     quantity(seconds_per_resume * resumes, 1),
@@ -990,8 +990,8 @@ fn merge_lines(
         any = true;
         // Each sync's MERGE bills the changed rows it reads plus the whole target when the
         // target is not partitioned.
-        let table_bytes = (f.rows + dec(f.steady.inserts.unwrap_or(0))) * f.uncompressed;
-        let changed_bytes = f.records() * f.uncompressed / syncs_per_month;
+        let table_bytes = (f.rows + dec(f.steady.inserts.unwrap_or(0))) * f.logical;
+        let changed_bytes = f.records() * f.logical / syncs_per_month;
         let bytes = syncs_per_month * (changed_bytes + table_bytes);
         let tib = bytes / TIB;
         total_tib += tib;
@@ -1049,9 +1049,9 @@ fn bigquery(
                     Period::Backfill => (f.rows, f.rows_bound),
                     Period::Steady => (f.records(), f.steady.records_bound),
                 };
-                let gib = rows * f.uncompressed / GIB;
+                let gib = rows * f.logical / GIB;
                 total[i] += gib;
-                b.charge(period, format!("{} rows written", quantity(rows, 0)), gib, "GiB", price.map(|p| gib * p), bound, &[price_id], LineSpec { table: f.name(), note: Some("billed bytes approximated by uncompressed Parquet size".into()) });
+                b.charge(period, format!("{} rows written", quantity(rows, 0)), gib, "GiB", price.map(|p| gib * p), bound, &[price_id], LineSpec { table: f.name(), note: Some("billed bytes approximated by logical size".into()) });
             }
         }
         if let (Some(free), Some(p)) = (free, price) {
@@ -1158,7 +1158,7 @@ fn bigquery_storage(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut 
                 Period::Steady => f.rows + dec(f.steady.inserts.unwrap_or(0)),
             };
             let per_row = match config.bigquery.storage_billing {
-                StorageBilling::Logical => f.uncompressed,
+                StorageBilling::Logical => f.logical,
                 StorageBilling::Physical => f.parquet,
             };
             let gib = rows * per_row / GIB;

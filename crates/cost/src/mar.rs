@@ -160,7 +160,7 @@ mod tests {
             file_size: 1,
             bytes_per_row: BytesPerRow {
                 parquet_zstd: Dec::default(),
-                parquet_uncompressed: Dec::default(),
+                logical: Dec::default(),
                 airbyte_json: Dec::default(),
                 source_statistics: None,
             },

@@ -136,8 +136,10 @@ pub struct ActivityProfile {
 pub struct BytesPerRow {
     /// zstd Parquet, compressed column chunks (what backhaul stages and Snowpipe bills).
     pub parquet_zstd: Dec,
-    /// The same Parquet uncompressed (a proxy for warehouse logical size and COPY input).
-    pub parquet_uncompressed: Dec,
+    /// Logical (uncompressed) size by BigQuery data-type sizes: 8 bytes per integer, float,
+    /// date or timestamp, 16 per NUMERIC, 2 + length per string or bytes, 1 per boolean, 0 per
+    /// NULL. Stands in for warehouse logical storage, COPY input and Write API bytes.
+    pub logical: Dec,
     /// Airbyte protocol RECORD messages as serialized JSON (what Airbyte bills for databases).
     pub airbyte_json: Dec,
     /// The source's own estimate from its statistics, when it has one.
@@ -161,7 +163,7 @@ pub struct SampleInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Throughput {
-    /// Rows per second, extract plus encode, one reader.
+    /// Rows per second one reader extracts and writes as Parquet.
     pub rows_per_second: Dec,
     /// Rows timed.
     pub rows: u64,

@@ -5,8 +5,9 @@
 //! 2. A stratified random sample: the cursor range is cut into `sample_ranges` strata of equal
 //!    width, and in each a random sub-range sized to hold about `sample_rows / sample_ranges`
 //!    rows is read with [`Source::extract`]. Any source that can extract can be sampled.
-//! 3. The sample is encoded to zstd Parquet (compressed and uncompressed column-chunk bytes per
-//!    row) and to Airbyte-protocol RECORD messages (serialized bytes per row).
+//! 3. The sample is encoded to zstd Parquet (compressed column-chunk bytes per row) and to
+//!    Airbyte-protocol RECORD messages (serialized bytes per row); its logical size is summed
+//!    by BigQuery data-type sizes.
 //! 4. Change activity in the steady window: first asked of the source
 //!    ([`Source::activity`]); what it cannot answer is estimated from the sample's change
 //!    columns (`created_at`, `updated_at`, soft-delete), or from a snapshot diff of sampled keys
@@ -463,9 +464,46 @@ impl Sampler<'_> {
 
 /// Bytes per row of the sample in the three encodings.
 struct Encoded {
+    /// Seconds spent writing Parquet (the worker's CPU cost per row).
+    parquet_seconds: f64,
     parquet_zstd: Decimal,
-    parquet_uncompressed: Decimal,
+    logical: Decimal,
     airbyte_json: Decimal,
+}
+
+/// Logical bytes of a batch by BigQuery data-type sizes (NULL is 0 bytes).
+fn logical_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let valid = (c.len() - c.null_count()) as u64;
+            match c.data_type() {
+                DataType::Boolean => valid,
+                DataType::Decimal128(_, _) | DataType::Decimal32(_, _) | DataType::Decimal64(_, _) => 16 * valid,
+                DataType::Decimal256(_, _) => 32 * valid,
+                DataType::Utf8 => {
+                    let a = c.as_string::<i32>();
+                    a.iter().flatten().map(|s| 2 + s.len() as u64).sum()
+                }
+                DataType::LargeUtf8 => {
+                    let a = c.as_string::<i64>();
+                    a.iter().flatten().map(|s| 2 + s.len() as u64).sum()
+                }
+                DataType::Binary => {
+                    let a = c.as_binary::<i32>();
+                    a.iter().flatten().map(|s| 2 + s.len() as u64).sum()
+                }
+                DataType::LargeBinary => {
+                    let a = c.as_binary::<i64>();
+                    a.iter().flatten().map(|s| 2 + s.len() as u64).sum()
+                }
+                t if t.is_primitive() => 8 * valid,
+                // Nested and other types: their Arrow buffers, a rough stand-in.
+                _ => c.get_buffer_memory_size() as u64,
+            }
+        })
+        .sum()
 }
 
 fn per_row(bytes: u64, rows: u64) -> Decimal {
@@ -484,8 +522,9 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     if rows == 0 {
         return Ok(Encoded {
+            parquet_seconds: 0.0,
             parquet_zstd: Decimal::ZERO,
-            parquet_uncompressed: Decimal::ZERO,
+            logical: Decimal::ZERO,
             airbyte_json: Decimal::ZERO,
         });
     }
@@ -494,13 +533,15 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(enc)?))
         .set_max_row_group_row_count(Some(1024 * 1024))
         .build();
+    let started = Instant::now();
     let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(enc)?;
     for b in batches {
         writer.write(b).map_err(enc)?;
     }
     let meta = writer.close().map_err(enc)?;
+    let parquet_seconds = started.elapsed().as_secs_f64();
     let compressed: i64 = meta.row_groups().iter().map(|g| g.compressed_size()).sum();
-    let uncompressed: i64 = meta.row_groups().iter().map(|g| g.total_byte_size()).sum();
+    let logical: u64 = batches.iter().map(logical_bytes).sum();
 
     let json_columns: Vec<String> = schema
         .fields()
@@ -543,8 +584,9 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
         .len() as u64
         + 1;
     Ok(Encoded {
+        parquet_seconds,
         parquet_zstd: per_row(compressed.max(0) as u64, rows),
-        parquet_uncompressed: per_row(uncompressed.max(0) as u64, rows),
+        logical: per_row(logical, rows),
         airbyte_json: per_row(data_bytes + envelope * rows, rows),
     })
 }
@@ -621,6 +663,7 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
     for s in &strata {
         per_stratum.push(sampler.read(s.read, &mut keep).await?);
     }
+    let extract_seconds = started.elapsed().as_secs_f64();
     let schema = table.schema.clone();
     let stream = input.table_name.clone();
     let batches = keep.batches;
@@ -632,9 +675,12 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
     .map_err(|e| CostError::Encode(format!("encoding task failed: {e}")))?;
     let encoded = encoded?;
     let sampled_rows: u64 = per_stratum.iter().map(|o| o.tally.rows).sum();
-    let elapsed = started.elapsed().as_secs_f64();
-    let timed_rows: u64 = if opts.exact { sampled_rows } else { batches.iter().map(|b| b.num_rows() as u64).sum() };
+    let kept_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     drop(batches);
+    // What one worker would spend per row: reading it, plus writing it as Parquet (the JSON
+    // encoding is the planner's, not the pipeline's, so it is not timed).
+    let seconds_per_row = (sampled_rows > 0 && kept_rows > 0)
+        .then(|| extract_seconds / sampled_rows as f64 + encoded.parquet_seconds / kept_rows as f64);
 
     // Scale each stratum's counts to the table: by its statistics rows per sampled row, or by
     // width when a sub-range came back empty or there are no statistics.
@@ -845,12 +891,10 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
         notes.push("rows outside the job's range are not profiled: the range is taken as the table".into());
     }
 
-    let throughput = (timed_rows > 0 && elapsed > 0.0).then(|| Throughput {
-        rows_per_second: Dec(Decimal::from_f64(timed_rows as f64 / elapsed)
-            .unwrap_or_default()
-            .round_dp(0)),
-        rows: timed_rows,
-        seconds: Dec(Decimal::from_f64(elapsed).unwrap_or_default().round_dp(3)),
+    let throughput = seconds_per_row.filter(|s| *s > 0.0).map(|s| Throughput {
+        rows_per_second: Dec(Decimal::from_f64(1.0 / s).unwrap_or_default().round_dp(0)),
+        rows: sampled_rows,
+        seconds: Dec(Decimal::from_f64(s * sampled_rows as f64).unwrap_or_default().round_dp(3)),
     });
     let method_text = if opts.exact {
         "full scan of the range".to_string()
@@ -875,7 +919,7 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
         file_size: input.file_size,
         bytes_per_row: BytesPerRow {
             parquet_zstd: Dec(encoded.parquet_zstd),
-            parquet_uncompressed: Dec(encoded.parquet_uncompressed),
+            logical: Dec(encoded.logical),
             airbyte_json: Dec(encoded.airbyte_json),
             source_statistics: (statistics_rows > 0.0)
                 .then(|| Decimal::from_f64(statistics_bytes / statistics_rows).map(|d| Dec(d.round_dp(1))))

@@ -57,8 +57,8 @@ pub fn to_text(report: &Report) -> String {
         );
         let _ = writeln!(
             w,
-            "  bytes per row: {} zstd Parquet, {} uncompressed, {} Airbyte JSON",
-            t.parquet_bytes_per_row, t.uncompressed_bytes_per_row, t.json_bytes_per_row
+            "  bytes per row: {} zstd Parquet, {} logical, {} Airbyte JSON",
+            t.parquet_bytes_per_row, t.logical_bytes_per_row, t.json_bytes_per_row
         );
         let _ = writeln!(w, "  activity window {} from {}", t.window, t.activity_method);
         let s = &t.steady;
@@ -125,7 +125,7 @@ pub fn to_text(report: &Report) -> String {
                     table,
                     line_cost(l),
                     l.item,
-                    quantity(l.quantity.0, 4),
+                    quantity(l.quantity.0, 6),
                     l.unit,
                     bound_suffix(l.bound)
                 );
@@ -364,7 +364,7 @@ td.num {{ text-align: right; white-space: nowrap; }}
             h,
             "<h3>{}</h3><table><tr><th>rows</th><td class=\"num\">{}</td><td>{}: {}</td></tr>\
 <tr><th>primary key</th><td colspan=\"2\">{}</td></tr>\
-<tr><th>bytes per row</th><td colspan=\"2\">{} zstd Parquet, {} uncompressed, {} Airbyte JSON</td></tr>\
+<tr><th>bytes per row</th><td colspan=\"2\">{} zstd Parquet, {} logical, {} Airbyte JSON</td></tr>\
 <tr><th>activity</th><td colspan=\"2\">{} ({})</td></tr>\
 <tr><th>steady month</th><td class=\"num\">{} MAR</td><td>{}; {} records synced ({})</td></tr>\
 <tr><th>backfill month</th><td class=\"num\">{} MAR</td><td>billable</td></tr></table>",
@@ -374,7 +374,7 @@ td.num {{ text-align: right; white-space: nowrap; }}
             esc(&t.rows.basis),
             if t.primary_key.is_empty() { "none".into() } else { esc(&t.primary_key.join(", ")) },
             t.parquet_bytes_per_row,
-            t.uncompressed_bytes_per_row,
+            t.logical_bytes_per_row,
             t.json_bytes_per_row,
             esc(&t.window),
             esc(&t.activity_method),
@@ -408,7 +408,7 @@ td.num {{ text-align: right; white-space: nowrap; }}
                 esc(l.table.as_deref().unwrap_or("(all)")),
                 esc(&l.item),
                 l.note.as_ref().map_or(String::new(), |n| format!("<br><span class=\"cites\">{}</span>", esc(n))),
-                quantity(l.quantity.0, 4),
+                quantity(l.quantity.0, 6),
                 esc(&l.unit),
                 esc(bound_suffix(l.bound)),
                 esc(&line_cost(l)),
