@@ -257,8 +257,16 @@ fn rows_in(range: CursorRange, density: &[DensityBucket]) -> f64 {
         .sum()
 }
 
-/// Cuts the range into strata and picks a random sub-range in each.
-fn plan_strata(range: CursorRange, density: &[DensityBucket], opts: &ProfileOptions, notes: &mut Vec<String>) -> Vec<Stratum> {
+/// Cuts the range into strata and picks a random sub-range in each. `extra_cuts` (the steady
+/// window's bounds in cursor units, for time cursors) become stratum bounds too, so no stratum
+/// straddles the window and a single sub-range never decides on which side its rows fall.
+fn plan_strata(
+    range: CursorRange,
+    density: &[DensityBucket],
+    opts: &ProfileOptions,
+    extra_cuts: &[i64],
+    notes: &mut Vec<String>,
+) -> Vec<Stratum> {
     if opts.exact {
         return vec![Stratum {
             whole: range,
@@ -268,20 +276,25 @@ fn plan_strata(range: CursorRange, density: &[DensityBucket], opts: &ProfileOpti
     }
     let width = range.width() as i128;
     let count = (opts.sample_ranges as i128).min(width).max(1);
+    let mut cuts: Vec<i64> = (0..=count)
+        .map(|i| (range.from as i128 + width * i / count) as i64)
+        .chain(extra_cuts.iter().copied().filter(|c| range.from < *c && *c < range.to))
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
     let total_rows = rows_in(range, density);
     let have_statistics = !density.is_empty() && total_rows > 0.0;
+    let strata = cuts.len() - 1;
     if !have_statistics {
         notes.push(format!(
-            "the source has no statistics for this range: each of the {count} strata is sampled over 1/{count} of its width and counts are scaled by width"
+            "the source has no statistics for this range: each of the {strata} strata is sampled over 1/{count} of its width and counts are scaled by width"
         ));
     }
-    let per_stratum = opts.sample_rows as f64 / count as f64;
+    let per_stratum = opts.sample_rows as f64 / strata as f64;
     let mut rng = SplitMix(opts.seed ^ 0x5A5A_5A5A_5A5A_5A5A);
-    (0..count)
-        .map(|i| {
-            let from = range.from as i128 + width * i / count;
-            let to = range.from as i128 + width * (i + 1) / count;
-            let whole = CursorRange::new(from as i64, to as i64);
+    cuts.windows(2)
+        .map(|pair| {
+            let whole = CursorRange::new(pair[0], pair[1]);
             let stratum_rows = rows_in(whole, density);
             let fraction = if have_statistics {
                 if stratum_rows > 0.0 {
@@ -371,10 +384,14 @@ fn classify(batch: &RecordBatch, roles: &Roles, window: TimeWindow, tally: &mut 
         let created_at = created.as_ref().and_then(|c| c[i]);
         let inserted = created.is_some() && in_window(created_at);
         let updated_at = updated.as_ref().and_then(|u| u[i]);
-        // An updated_at equal to created_at is the insert itself, not an update.
-        let was_updated = in_window(updated_at) && created_at.is_none_or(|c| updated_at.is_some_and(|u| u > c));
+        let deleted_at = deleted_time.as_ref().and_then(|d| d[i]);
+        // An updated_at equal to created_at is the insert itself, and one equal to deleted_at
+        // the soft delete itself, not an update.
+        let was_updated = in_window(updated_at)
+            && created_at.is_none_or(|c| updated_at.is_some_and(|u| u > c))
+            && (deleted_at.is_none() || deleted_at != updated_at);
         let was_deleted = match (&deleted_time, &deleted_flag) {
-            (Some(d), _) => in_window(d[i]),
+            (Some(_), _) => in_window(deleted_at),
             (None, Some(flags)) => flags.is_valid(i) && flags.value(i) && in_window(updated_at),
             (None, None) => false,
         };
@@ -506,6 +523,45 @@ fn logical_bytes(batch: &RecordBatch) -> u64 {
         .sum()
 }
 
+/// The batch with every zoned timestamp relabelled `+00:00` (same instants): the JSON writer
+/// renders offsets without a time-zone database, and Airbyte sends UTC anyway.
+fn utc_offsets(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::datatypes::{Field, Schema};
+    fn relabel<T: arrow::datatypes::ArrowTimestampType>(a: &ArrayRef) -> ArrayRef {
+        Arc::new(a.as_primitive::<T>().clone().with_timezone("+00:00")) as ArrayRef
+    }
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(_))))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let relabelled = match field.data_type() {
+            DataType::Timestamp(TimeUnit::Second, Some(_)) => Some(relabel::<TimestampSecondType>(column)),
+            DataType::Timestamp(TimeUnit::Millisecond, Some(_)) => Some(relabel::<TimestampMillisecondType>(column)),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => Some(relabel::<TimestampMicrosecondType>(column)),
+            DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) => Some(relabel::<TimestampNanosecondType>(column)),
+            _ => None,
+        };
+        match relabelled {
+            Some(c) => {
+                fields.push(Arc::new(Field::new(field.name(), c.data_type().clone(), field.is_nullable())));
+                columns.push(c);
+            }
+            None => {
+                fields.push(field.clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| CostError::Encode(e.to_string()))
+}
+
 fn per_row(bytes: u64, rows: u64) -> Decimal {
     if rows == 0 {
         return Decimal::ZERO;
@@ -555,7 +611,7 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
             .with_explicit_nulls(true)
             .build::<_, arrow::json::writer::LineDelimited>(&mut lines);
         for b in batches {
-            writer.write(b).map_err(|e| CostError::Encode(e.to_string()))?;
+            writer.write(&utc_offsets(b)?).map_err(|e| CostError::Encode(e.to_string()))?;
         }
         writer.finish().map_err(|e| CostError::Encode(e.to_string()))?;
     }
@@ -637,7 +693,12 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
         })
         .await?;
 
-    let strata = plan_strata(input.range, &density, opts, &mut notes);
+    let window_cuts = match table.cursor_kind {
+        CursorKind::Timestamp => vec![window.from, window.to],
+        CursorKind::Date => vec![window.from.div_euclid(DAY_MICROS), window.to.div_euclid(DAY_MICROS)],
+        CursorKind::Integer => vec![],
+    };
+    let strata = plan_strata(input.range, &density, opts, &window_cuts, &mut notes);
     let key_indices: Vec<usize> = if table.key_columns.is_empty() {
         (0..table.schema.fields().len()).collect()
     } else {
