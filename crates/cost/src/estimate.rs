@@ -786,42 +786,61 @@ fn snowflake(
     let cph = prices.value(&cph_id, Unit::CreditPerHour)?;
     let throughput = prices.value(&tp_id, Unit::MbPerSecond)?;
     let minimum = prices.value(min_id, Unit::Second)?.unwrap_or(Decimal::ZERO);
-    for f in facts {
-        for period in Period::BOTH {
-            let (rows, bound, resumes) = match period {
-                Period::Backfill => (f.rows, f.rows_bound, Decimal::ONE),
-                Period::Steady => (f.records(), f.steady.records_bound, syncs_per_month),
+    let Some(tp) = throughput.filter(|t| !t.is_zero()) else {
+        b.notes.push(format!("no COPY throughput benchmark `{tp_id}`: warehouse time not estimated"));
+        return Ok(b);
+    };
+    // One warehouse loads every table: the backfill resumes it once, each steady sync once,
+    // and each resume bills at least the minimum.
+    for period in Period::BOTH {
+        let resumes = match period {
+            Period::Backfill => Decimal::ONE,
+            Period::Steady => syncs_per_month,
+        };
+        let mut seconds = Decimal::ZERO;
+        let mut bound = Bound::Exact;
+        for f in facts {
+            let (rows, rows_bound) = match period {
+                Period::Backfill => (f.rows, f.rows_bound),
+                Period::Steady => (f.records(), f.steady.records_bound),
             };
             let bytes = rows * f.logical;
-            let Some(tp) = throughput.filter(|t| !t.is_zero()) else {
-                b.charge(period, "COPY (no throughput benchmark)", bytes / GB, "GB", None, bound, &[], LineSpec { table: f.name(), note: None });
-                continue;
-            };
-            let seconds_per_resume = bytes / resumes / (tp * MILLION);
-            let billed = seconds_per_resume.max(minimum) * resumes;
-            let credits = cph.map(|c| billed * c / Decimal::from(3600));
-            b.charge(
+            let work = bytes / (tp * MILLION);
+            seconds += work;
+            bound = bound.combine(rows_bound);
+            b.usage(
                 period,
-                format!(
-                    "COPY {} GB (logical) at {} MB/s: {} s of work, {} resume(s), {} billed seconds",
-                    quantity(bytes / GB, 3),
-                    quantity(tp, 0),
-                    quantity(seconds_per_resume * resumes, 1),
-                    quantity(resumes, 0),
-                    quantity(billed, 0)
-                ),
-                credits.unwrap_or(Decimal::ZERO),
-                "credits",
-                credits.zip(credit_price).map(|(c, p)| c * p),
-                bound,
-                &[&tp_id, &cph_id, min_id, &price_id],
-                LineSpec {
-                    table: f.name(),
-                    note: (period == Period::Steady && f.steady.mutates)
-                        .then(|| "MERGE of updates and deletes runs on the warehouse too: not modelled".to_string()),
-                },
+                f.name(),
+                format!("COPY {} GB (logical) at {} MB/s", quantity(bytes / GB, 3), quantity(tp, 0)),
+                work,
+                "warehouse-seconds",
+                rows_bound,
             );
+            let line = b.lines.last_mut().expect("pushed");
+            line.cites = vec![tp_id.clone()];
+            if period == Period::Steady && f.steady.mutates {
+                line.note = Some("the MERGE of updates and deletes runs on the warehouse too: not modelled".into());
+            }
         }
+        let billed = (seconds / resumes).max(minimum) * resumes;
+        let credits = cph.map(|c| billed * c / Decimal::from(3600));
+        b.charge(
+            period,
+            format!(
+                "warehouse {}: {} resume(s), {} s of work, {} s billed ({} s minimum per resume)",
+                size.to_uppercase(),
+                quantity(resumes, 0),
+                quantity(seconds, 1),
+                quantity(billed, 0),
+                quantity(minimum, 0)
+            ),
+            credits.unwrap_or(Decimal::ZERO),
+            "credits",
+            credits.zip(credit_price).map(|(c, p)| c * p),
+            bound,
+            &[&cph_id, min_id, &price_id],
+            LineSpec::default(),
+        );
     }
     Ok(b)
 }
