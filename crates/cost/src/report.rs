@@ -230,13 +230,14 @@ fn to_f64(d: Decimal) -> f64 {
     d.to_string().parse().unwrap_or(0.0)
 }
 
-/// The comparison chart: one group per option, a bar per month, drawn to a linear scale.
+/// The comparison chart: one group per option (its title above two bars, one per month), drawn
+/// to a linear scale.
 fn chart(options: &[&OptionReport]) -> String {
-    let label_width = 330.0;
-    let bar_space = 380.0;
-    let row = 46.0;
+    let bar_space = 560.0;
+    let row = 60.0;
     let top = 30.0;
-    let height = top + row * options.len() as f64 + 10.0;
+    let width = bar_space + 120.0;
+    let height = top + row * options.len() as f64 + 4.0;
     let max = options
         .iter()
         .flat_map(|o| [&o.backfill, &o.steady])
@@ -246,25 +247,19 @@ fn chart(options: &[&OptionReport]) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r##"<svg id="chart" xmlns="http://www.w3.org/2000/svg" role="img" width="{w}" height="{height}" viewBox="0 0 {w} {height}" aria-label="Cost per option, backfill and steady month">
+        r##"<svg id="chart" xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" aria-label="Cost per option, backfill and steady month">
 <defs><pattern id="hatch-backfill" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#3b6ea5"/><line x1="0" y1="0" x2="0" y2="6" stroke="#fff" stroke-width="2"/></pattern><pattern id="hatch-steady" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#e3b04b"/><line x1="0" y1="0" x2="0" y2="6" stroke="#fff" stroke-width="2"/></pattern></defs>
-<rect class="legend backfill" x="{label_width}" y="6" width="12" height="12" fill="#3b6ea5"/><text x="{lx1}" y="16" font-size="12">backfill month</text>
-<rect class="legend steady" x="{lx2}" y="6" width="12" height="12" fill="#e3b04b"/><text x="{lx3}" y="16" font-size="12">steady month</text>
-<text x="{lx4}" y="16" font-size="12">hatched: a price is missing (at least)</text>
-"##,
-        w = label_width + bar_space + 110.0,
-        lx1 = label_width + 16.0,
-        lx2 = label_width + 120.0,
-        lx3 = label_width + 136.0,
-        lx4 = label_width + 240.0,
+<rect class="legend backfill" x="0" y="6" width="12" height="12" fill="#3b6ea5"/><text x="16" y="16" font-size="12">backfill month</text>
+<rect class="legend steady" x="120" y="6" width="12" height="12" fill="#e3b04b"/><text x="136" y="16" font-size="12">steady month</text>
+<text x="250" y="16" font-size="12">hatched: a price is missing (at least)</text>
+"##
     );
     for (i, o) in options.iter().enumerate() {
         let y = top + row * i as f64;
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="{}" font-size="12" text-anchor="end">{}</text>"#,
-            label_width - 8.0,
-            y + 24.0,
+            r#"<text x="0" y="{}" font-size="12" font-weight="bold">{}</text>"#,
+            y + 12.0,
             esc(&o.title)
         );
         for (j, (total, colour, class)) in [(&o.backfill, "#3b6ea5", "backfill"), (&o.steady, "#e3b04b", "steady")]
@@ -273,7 +268,7 @@ fn chart(options: &[&OptionReport]) -> String {
         {
             let value = to_f64(total.cost.0);
             let bar = (value / max * bar_space).max(1.0);
-            let by = y + 6.0 + 18.0 * j as f64;
+            let by = y + 18.0 + 18.0 * j as f64;
             let fill = if total.complete {
                 colour.to_string()
             } else {
@@ -282,12 +277,12 @@ fn chart(options: &[&OptionReport]) -> String {
             let text = total_text(total);
             let _ = writeln!(
                 svg,
-                r#"<rect class="bar {class}" data-option="{id}" x="{label_width}" y="{by}" width="{bar:.2}" height="15" fill="{fill}"><title>{title}: {text} ({period})</title></rect><text x="{tx:.2}" y="{ty}" font-size="11">{text}</text>"#,
+                r#"<rect class="bar {class}" data-option="{id}" x="0" y="{by}" width="{bar:.2}" height="15" fill="{fill}"><title>{title}: {text} ({period})</title></rect><text x="{tx:.2}" y="{ty}" font-size="11">{text}</text>"#,
                 id = esc(&o.id),
                 title = esc(&o.title),
                 text = esc(&text),
                 period = if class == "backfill" { "backfill month" } else { "steady month" },
-                tx = label_width + bar + 4.0,
+                tx = bar + 4.0,
                 ty = by + 12.0,
             );
         }

@@ -180,9 +180,8 @@ impl Table {
         per_key
             .values()
             .map(|&(inserted, updates, soft, hard)| {
-                if inserted {
-                    1 + updates
-                } else if updates > 0 {
+                // The inserted (or pre-existing) version, plus one new version per update.
+                if inserted || updates > 0 {
                     1 + updates
                 } else {
                     u64::from(soft || hard)
