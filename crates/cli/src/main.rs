@@ -103,23 +103,22 @@ backhaul query --warehouse .backhaul/demo/warehouse \"SELECT * FROM orders LIMIT
     )]
     Query(commands::query::QueryArgs),
     /// Measure a job's table for the cost planner (rows, bytes per row, change activity).
-    #[command(
-        after_help = "Examples:\n  backhaul profile job.toml -o profile.toml\n  \
+    #[command(after_help = "Examples:\n  backhaul profile job.toml -o profile.toml\n  \
 backhaul profile job.toml --updated-at updated_at --soft-delete deleted_at -o profile.json\n\n\
 Read-only at the source and bounded: statistics plus a sample of random sub-ranges (--exact reads everything). \
-Options: --config cost.toml (docs/cost.md)."
-    )]
+Options: --config cost.toml (docs/cost.md).")]
     Profile(commands::profile::ProfileArgs),
     /// Estimate what loading a job costs with Fivetran, Airbyte Cloud, or backhaul into Snowflake or BigQuery.
-    #[command(
-        after_help = "Examples:\n  backhaul cost job.toml\n  \
+    #[command(after_help = "Examples:\n  backhaul cost job.toml\n  \
 backhaul cost job.toml --profile profile.toml --as-of 2026-10-01 --overlay contract.toml --html report.html\n  \
 backhaul cost job.toml --profile profile.toml --strict --output json\n\n\
-Prices come from versioned tables (cost-models/, built in); every line cites its rows. --strict refuses unconfirmed prices."
-    )]
+Prices come from versioned tables (cost-models/, built in); every line cites its rows. --strict refuses unconfirmed prices.")]
     Cost(commands::cost::CostArgs),
     /// Check price tables (cost-models/): parse, units, sources, non-overlapping periods.
-    #[command(name = "cost-models", after_help = "Example:\n  backhaul cost-models check cost-models")]
+    #[command(
+        name = "cost-models",
+        after_help = "Example:\n  backhaul cost-models check cost-models"
+    )]
     CostModels(commands::cost::CostModelsArgs),
 }
 

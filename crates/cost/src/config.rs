@@ -359,9 +359,8 @@ pub fn parse_instant(text: &str) -> std::result::Result<i64, String> {
 impl CostConfig {
     /// Parses TOML; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| {
-CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().trim())
-        })
+        toml::from_str(text)
+            .map_err(|e| CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().trim()))
     }
 
     /// Reads a file, resolves `profile.snapshot_file` against its directory, and validates.
@@ -401,7 +400,10 @@ CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().
             ));
         }
         if !(1..=366).contains(&p.window_days) {
-            return Err(err("profile.window_days", format!("{} is outside 1..=366", p.window_days)));
+            return Err(err(
+                "profile.window_days",
+                format!("{} is outside 1..=366", p.window_days),
+            ));
         }
         for (field, value) in [
             ("profile.created_at", &p.created_at),
@@ -441,7 +443,11 @@ CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().
         if !WAREHOUSE_SIZES.contains(&self.snowflake.warehouse.as_str()) {
             return Err(err(
                 "snowflake.warehouse",
-                format!("`{}` is not one of {}", self.snowflake.warehouse, WAREHOUSE_SIZES.join(", ")),
+                format!(
+                    "`{}` is not one of {}",
+                    self.snowflake.warehouse,
+                    WAREHOUSE_SIZES.join(", ")
+                ),
             ));
         }
         for (field, value) in [
@@ -468,7 +474,11 @@ CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().
                 format!("{} is outside 1..=10000", self.backhaul.workers),
             ));
         }
-        if self.backhaul.rows_per_second.is_some_and(|r| r.0 <= rust_decimal::Decimal::ZERO) {
+        if self
+            .backhaul
+            .rows_per_second
+            .is_some_and(|r| r.0 <= rust_decimal::Decimal::ZERO)
+        {
             return Err(err("backhaul.rows_per_second", "must be above zero".into()));
         }
         if self.staging.staged_hours > 24 * 90 {

@@ -189,11 +189,15 @@ pub struct Report {
 
 /// Cost figures are rounded to millionths of a dollar, quantities to six decimals.
 fn money(d: Decimal) -> Dec {
-    Dec(d.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero).normalize())
+    Dec(d
+        .round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero)
+        .normalize())
 }
 
 fn qty(d: Decimal) -> Dec {
-    Dec(d.round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero).normalize())
+    Dec(d
+        .round_dp_with_strategy(6, RoundingStrategy::MidpointAwayFromZero)
+        .normalize())
 }
 
 fn dec(n: u64) -> Decimal {
@@ -309,7 +313,15 @@ impl OptionBuilder {
         });
     }
 
-    fn usage(&mut self, period: Period, table: Option<&str>, item: impl Into<String>, quantity: Decimal, unit: &str, bound: Bound) {
+    fn usage(
+        &mut self,
+        period: Period,
+        table: Option<&str>,
+        item: impl Into<String>,
+        quantity: Decimal,
+        unit: &str,
+        bound: Bound,
+    ) {
         self.lines.push(Line {
             period,
             table: table.map(str::to_string),
@@ -328,7 +340,11 @@ impl OptionBuilder {
         let mut cost = Decimal::ZERO;
         let mut complete = true;
         let mut bound = Bound::Exact;
-        for l in self.lines.iter().filter(|l| l.period == period && l.kind == LineKind::Charge) {
+        for l in self
+            .lines
+            .iter()
+            .filter(|l| l.period == period && l.kind == LineKind::Charge)
+        {
             match l.cost {
                 Some(c) => cost += c.0,
                 None => complete = false,
@@ -432,7 +448,14 @@ pub fn estimate(input: &EstimateInput<'_>) -> Result<Report> {
             OptionId::Airbyte => airbyte(&facts, config, &mut prices, syncs_per_month)?,
             OptionId::SnowflakeCopy | OptionId::SnowflakeSnowpipe => {
                 let mut b = snowflake(id, &facts, config, &mut prices, syncs_per_month)?;
-                staging(&mut b, &facts, config, &mut prices, syncs_per_month, config.snowflake.stage)?;
+                staging(
+                    &mut b,
+                    &facts,
+                    config,
+                    &mut prices,
+                    syncs_per_month,
+                    config.snowflake.stage,
+                )?;
                 add_compute(&mut b, &compute);
                 b.finish()
             }
@@ -548,7 +571,10 @@ fn fivetran(
             None => mar,
         };
         let backfill_total = historical_billable + incremental;
-        backfill_mar.insert(f.t.name.clone(), u64::try_from(backfill_total.round()).unwrap_or(u64::MAX));
+        backfill_mar.insert(
+            f.t.name.clone(),
+            u64::try_from(backfill_total.round()).unwrap_or(u64::MAX),
+        );
         b.usage(
             Period::Backfill,
             f.name(),
@@ -565,10 +591,21 @@ fn fivetran(
             f.steady.mar_bound,
         );
         b.lines.last_mut().expect("pushed").cites = vec!["fivetran.new_connection_free_days".into()];
-        b.usage(Period::Steady, f.name(), "distinct keys touched", mar, "MAR", f.steady.mar_bound);
+        b.usage(
+            Period::Steady,
+            f.name(),
+            "distinct keys touched",
+            mar,
+            "MAR",
+            f.steady.mar_bound,
+        );
         for (i, q) in [(0, backfill_total), (1, mar)] {
             connection[i].0 += q;
-            connection[i].1 = connection[i].1.combine(if i == 0 { f.steady.mar_bound.combine(f.rows_bound) } else { f.steady.mar_bound });
+            connection[i].1 = connection[i].1.combine(if i == 0 {
+                f.steady.mar_bound.combine(f.rows_bound)
+            } else {
+                f.steady.mar_bound
+            });
         }
     }
     let rate_id = format!("fivetran.mar.{plan}");
@@ -576,17 +613,41 @@ fn fivetran(
     for (i, period) in Period::BOTH.into_iter().enumerate() {
         let (mar, bound) = connection[i];
         if mar.is_zero() {
-            b.charge(period, "connection: no billable MAR", mar, "MAR", Some(Decimal::ZERO), bound, &[], LineSpec::default());
+            b.charge(
+                period,
+                "connection: no billable MAR",
+                mar,
+                "MAR",
+                Some(Decimal::ZERO),
+                bound,
+                &[],
+                LineSpec::default(),
+            );
             continue;
         }
         if plan == "free" {
             let allowance = prices.value("fivetran.free_plan_mar", Unit::MarPerMonth)?;
             let (cost, note) = match allowance {
                 Some(a) if mar <= a => (Some(Decimal::ZERO), None),
-                Some(a) => (None, Some(format!("above the free plan's {} MAR: choose a paid plan", quantity(a, 0)))),
+                Some(a) => (
+                    None,
+                    Some(format!(
+                        "above the free plan's {} MAR: choose a paid plan",
+                        quantity(a, 0)
+                    )),
+                ),
                 None => (None, None),
             };
-            b.charge(period, "connection MAR on the free plan", mar, "MAR", cost, bound, &["fivetran.free_plan_mar"], LineSpec { table: None, note });
+            b.charge(
+                period,
+                "connection MAR on the free plan",
+                mar,
+                "MAR",
+                cost,
+                bound,
+                &["fivetran.free_plan_mar"],
+                LineSpec { table: None, note },
+            );
             continue;
         }
         let rate = if prices.book.knows(&rate_id) {
@@ -594,14 +655,27 @@ fn fivetran(
         } else {
             None
         };
-        let minimum_cite = if minimum.is_some() { vec!["fivetran.connection_minimum"] } else { vec![] };
+        let minimum_cite = if minimum.is_some() {
+            vec!["fivetran.connection_minimum"]
+        } else {
+            vec![]
+        };
         match rate {
             Some(schedule) => {
                 let schedule = schedule.with_minimum(minimum.unwrap_or(Decimal::ZERO));
                 let cost = schedule.charge(mar / MILLION);
                 let mut cites = vec![rate_id.as_str()];
                 cites.extend(minimum_cite);
-                b.charge(period, "connection MAR at the plan rate (per-connection tiers)", mar, "MAR", Some(cost), bound, &cites, LineSpec::default());
+                b.charge(
+                    period,
+                    "connection MAR at the plan rate (per-connection tiers)",
+                    mar,
+                    "MAR",
+                    Some(cost),
+                    bound,
+                    &cites,
+                    LineSpec::default(),
+                );
             }
             None => {
                 if let Some(min) = minimum {
@@ -637,11 +711,18 @@ fn fivetran(
             }
         }
     }
-    b.notes.push("the destination warehouse's compute for Fivetran's merges is billed by the warehouse and not included".into());
+    b.notes.push(
+        "the destination warehouse's compute for Fivetran's merges is billed by the warehouse and not included".into(),
+    );
     Ok(b.finish())
 }
 
-fn airbyte(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut Prices<'_>, syncs_per_month: Decimal) -> Result<OptionReport> {
+fn airbyte(
+    facts: &[TableFacts<'_>],
+    config: &CostConfig,
+    prices: &mut Prices<'_>,
+    syncs_per_month: Decimal,
+) -> Result<OptionReport> {
     let a = &config.airbyte;
     let source_type = match a.source_type {
         AirbyteSourceType::Database => "database source",
@@ -652,12 +733,26 @@ fn airbyte(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut Prices<'_
         SyncMode::Incremental => "incremental",
         SyncMode::FullRefresh => "full refresh",
     };
-    let mut b = OptionBuilder::new(OptionId::Airbyte, format!("Airbyte Cloud ({} plan, {source_type}, {mode})", a.plan));
+    let mut b = OptionBuilder::new(
+        OptionId::Airbyte,
+        format!("Airbyte Cloud ({} plan, {source_type}, {mode})", a.plan),
+    );
     let price_id = format!("airbyte.credit_price.{}", a.plan);
     let credit_price = prices.value(&price_id, Unit::UsdPerCredit)?;
     let by_rows = a.source_type == AirbyteSourceType::Api;
-    let rate_id = if by_rows { "airbyte.credits.api_million_rows" } else { "airbyte.credits.database_gb" };
-    let rate = prices.value(rate_id, if by_rows { Unit::CreditPerMillionRows } else { Unit::CreditPerGb })?;
+    let rate_id = if by_rows {
+        "airbyte.credits.api_million_rows"
+    } else {
+        "airbyte.credits.database_gb"
+    };
+    let rate = prices.value(
+        rate_id,
+        if by_rows {
+            Unit::CreditPerMillionRows
+        } else {
+            Unit::CreditPerGb
+        },
+    )?;
     let mut credits_total = [Decimal::ZERO, Decimal::ZERO];
     for f in facts {
         for (i, period) in Period::BOTH.into_iter().enumerate() {
@@ -672,9 +767,11 @@ fn airbyte(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut Prices<'_
                     f.rows_bound.combine(f.steady.records_bound),
                     format!("initial sync of {} rows + a month of changes", quantity(f.rows, 0)),
                 ),
-                (SyncMode::Incremental, Period::Steady) => {
-                    (f.records(), f.steady.records_bound, "records changed in a month".to_string())
-                }
+                (SyncMode::Incremental, Period::Steady) => (
+                    f.records(),
+                    f.steady.records_bound,
+                    "records changed in a month".to_string(),
+                ),
             };
             let (amount, unit) = if by_rows {
                 (rows / MILLION, "million rows")
@@ -708,7 +805,16 @@ fn airbyte(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut Prices<'_
     let fee = prices.value(&fee_id, Unit::UsdPerMonth)?;
     let included = prices.value(&included_id, Unit::CreditPerMonth)?;
     for (i, period) in Period::BOTH.into_iter().enumerate() {
-        b.charge(period, "plan fee", Decimal::ONE, "month", fee, Bound::Exact, &[&fee_id], LineSpec::default());
+        b.charge(
+            period,
+            "plan fee",
+            Decimal::ONE,
+            "month",
+            fee,
+            Bound::Exact,
+            &[&fee_id],
+            LineSpec::default(),
+        );
         if let (Some(inc), Some(p)) = (included, credit_price) {
             let used = inc.min(credits_total[i]);
             b.charge(
@@ -723,12 +829,16 @@ fn airbyte(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut Prices<'_
             );
         }
     }
-    b.notes.push("the destination warehouse's compute for Airbyte's typing and deduplication is not included".into());
+    b.notes
+        .push("the destination warehouse's compute for Airbyte's typing and deduplication is not included".into());
     Ok(b.finish())
 }
 
 fn credit_price_id(config: &CostConfig) -> String {
-    format!("snowflake.credit.{}.{}", config.snowflake.edition, config.snowflake.region)
+    format!(
+        "snowflake.credit.{}.{}",
+        config.snowflake.edition, config.snowflake.region
+    )
 }
 
 fn snowflake(
@@ -779,7 +889,10 @@ fn snowflake(
         StageKind::Gcs => "GCS stage",
         StageKind::Internal => "internal stage",
     };
-    let mut b = OptionBuilder::new(id, format!("backhaul → Snowflake COPY ({} warehouse, {stage})", size.to_uppercase()));
+    let mut b = OptionBuilder::new(
+        id,
+        format!("backhaul → Snowflake COPY ({} warehouse, {stage})", size.to_uppercase()),
+    );
     let cph_id = format!("snowflake.warehouse.credits_per_hour.{size}");
     let tp_id = format!("snowflake.copy.throughput.parquet.{size}");
     let min_id = "snowflake.warehouse.minimum_billed_seconds";
@@ -787,7 +900,9 @@ fn snowflake(
     let throughput = prices.value(&tp_id, Unit::MbPerSecond)?;
     let minimum = prices.value(min_id, Unit::Second)?.unwrap_or(Decimal::ZERO);
     let Some(tp) = throughput.filter(|t| !t.is_zero()) else {
-        b.notes.push(format!("no COPY throughput benchmark `{tp_id}`: warehouse time not estimated"));
+        b.notes.push(format!(
+            "no COPY throughput benchmark `{tp_id}`: warehouse time not estimated"
+        ));
         return Ok(b);
     };
     // One warehouse loads every table: the backfill resumes it once, each steady sync once,
@@ -811,7 +926,11 @@ fn snowflake(
             b.usage(
                 period,
                 f.name(),
-                format!("COPY {} GB (logical) at {} MB/s", quantity(bytes / GB, 3), quantity(tp, 0)),
+                format!(
+                    "COPY {} GB (logical) at {} MB/s",
+                    quantity(bytes / GB, 3),
+                    quantity(tp, 0)
+                ),
                 work,
                 "warehouse-seconds",
                 rows_bound,
@@ -885,9 +1004,25 @@ fn staging(
             let price = prices.value(&id, Unit::UsdPerTbMonth)?;
             for f in facts {
                 for period in Period::BOTH {
-                    let rows = if period == Period::Backfill { f.rows } else { f.records() };
+                    let rows = if period == Period::Backfill {
+                        f.rows
+                    } else {
+                        f.records()
+                    };
                     let tb_months = rows * f.parquet / TB * Decimal::from(s.staged_hours) / HOURS_PER_MONTH;
-                    b.charge(period, format!("staged files for {} hours", s.staged_hours), tb_months, "TB-months", price.map(|p| tb_months * p), Bound::Estimate, &[&id], LineSpec { table: f.name(), note: None });
+                    b.charge(
+                        period,
+                        format!("staged files for {} hours", s.staged_hours),
+                        tb_months,
+                        "TB-months",
+                        price.map(|p| tb_months * p),
+                        Bound::Estimate,
+                        &[&id],
+                        LineSpec {
+                            table: f.name(),
+                            note: None,
+                        },
+                    );
                 }
             }
             return Ok(());
@@ -896,7 +1031,11 @@ fn staging(
     let put = prices.value(&put_id, Unit::UsdPer1000Requests)?;
     let get = prices.value(&get_id, Unit::UsdPer1000Requests)?;
     let storage = prices.value(&storage_id, Unit::UsdPerGbMonth)?;
-    let egress = if s.cross_region { prices.value(&egress_id, Unit::UsdPerGb)? } else { None };
+    let egress = if s.cross_region {
+        prices.value(&egress_id, Unit::UsdPerGb)?
+    } else {
+        None
+    };
     for f in facts {
         for period in Period::BOTH {
             let (rows, bound) = match period {
@@ -905,9 +1044,33 @@ fn staging(
             };
             let n = files(f, period, syncs_per_month);
             let gb = rows * f.parquet / GB;
-            let line = LineSpec { table: f.name(), note: None };
-            b.charge(period, "stage writes (one per file)", n, "requests", put.map(|p| n / Decimal::from(1000) * p), Bound::Estimate, &[&put_id], line);
-            b.charge(period, "stage reads by the load (one per file)", n, "requests", get.map(|p| n / Decimal::from(1000) * p), Bound::Estimate, &[&get_id], LineSpec { table: f.name(), note: None });
+            let line = LineSpec {
+                table: f.name(),
+                note: None,
+            };
+            b.charge(
+                period,
+                "stage writes (one per file)",
+                n,
+                "requests",
+                put.map(|p| n / Decimal::from(1000) * p),
+                Bound::Estimate,
+                &[&put_id],
+                line,
+            );
+            b.charge(
+                period,
+                "stage reads by the load (one per file)",
+                n,
+                "requests",
+                get.map(|p| n / Decimal::from(1000) * p),
+                Bound::Estimate,
+                &[&get_id],
+                LineSpec {
+                    table: f.name(),
+                    note: None,
+                },
+            );
             let gb_months = gb * Decimal::from(s.staged_hours) / HOURS_PER_MONTH;
             b.charge(
                 period,
@@ -917,10 +1080,25 @@ fn staging(
                 storage.map(|p| gb_months * p),
                 bound,
                 &[&storage_id],
-                LineSpec { table: f.name(), note: None },
+                LineSpec {
+                    table: f.name(),
+                    note: None,
+                },
             );
             if s.cross_region {
-                b.charge(period, "transfer from the stage to the warehouse's region", gb, "GB", egress.map(|p| gb * p), bound, &[&egress_id], LineSpec { table: f.name(), note: None });
+                b.charge(
+                    period,
+                    "transfer from the stage to the warehouse's region",
+                    gb,
+                    "GB",
+                    egress.map(|p| gb * p),
+                    bound,
+                    &[&egress_id],
+                    LineSpec {
+                        table: f.name(),
+                        note: None,
+                    },
+                );
             }
         }
     }
@@ -946,15 +1124,26 @@ fn backhaul_compute(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut 
             "compute.backhaul.rows_per_second.database"
         };
         let (rps, basis, cites) = match (&config.backhaul.rows_per_second, &f.t.throughput) {
-            (Some(r), _) => (Some(r.0), "backhaul.rows_per_second from the config".to_string(), vec![]),
+            (Some(r), _) => (
+                Some(r.0),
+                "backhaul.rows_per_second from the config".to_string(),
+                vec![],
+            ),
             (None, Some(t)) if !t.rows_per_second.0.is_zero() => (
                 Some(t.rows_per_second.0),
-                format!("{} rows/s measured while profiling this source", quantity(t.rows_per_second.0, 0)),
+                format!(
+                    "{} rows/s measured while profiling this source",
+                    quantity(t.rows_per_second.0, 0)
+                ),
                 vec![],
             ),
             _ => {
                 let v = prices.value(benchmark_id, Unit::RowPerSecond)?;
-                (v, format!("benchmark `{benchmark_id}` (nothing measured)"), vec![benchmark_id.to_string()])
+                (
+                    v,
+                    format!("benchmark `{benchmark_id}` (nothing measured)"),
+                    vec![benchmark_id.to_string()],
+                )
             }
         };
         for period in Period::BOTH {
@@ -978,7 +1167,10 @@ fn backhaul_compute(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut 
                 cost: hours.zip(price).map(|(h, p)| money(h * p)),
                 bound,
                 cites,
-                note: Some(format!("{} on {}", config.backhaul.instance, "on-demand machines, billed only while loading")),
+                note: Some(format!(
+                    "{} on {}",
+                    config.backhaul.instance, "on-demand machines, billed only while loading"
+                )),
             });
         }
     }
@@ -1024,14 +1216,19 @@ fn merge_lines(
             tib,
             "TiB billed",
             price.map(|p| tib * p),
-            if config.bigquery.partitioned { Bound::UpperBound } else { f.steady.records_bound.combine(f.rows_bound) },
+            if config.bigquery.partitioned {
+                Bound::UpperBound
+            } else {
+                f.steady.records_bound.combine(f.rows_bound)
+            },
             &[price_id],
             LineSpec {
                 table: f.name(),
                 note: Some(if config.bigquery.partitioned {
                     "partitioned target: only touched partitions are billed (upper bound shown)".into()
                 } else {
-                    "unpartitioned target: partition it (or use slots) to avoid billing the whole table per MERGE".into()
+                    "unpartitioned target: partition it (or use slots) to avoid billing the whole table per MERGE"
+                        .into()
                 }),
             },
         );
@@ -1040,7 +1237,16 @@ fn merge_lines(
         let free = prices.value(free_id, Unit::TibPerMonth)?;
         if let (Some(free), Some(p)) = (free, price) {
             let used = free.min(total_tib);
-            b.charge(Period::Steady, "on-demand bytes free each month", used, "TiB", Some(-(used * p)), Bound::Exact, &[free_id, price_id], LineSpec::default());
+            b.charge(
+                Period::Steady,
+                "on-demand bytes free each month",
+                used,
+                "TiB",
+                Some(-(used * p)),
+                Bound::Exact,
+                &[free_id, price_id],
+                LineSpec::default(),
+            );
         }
     }
     Ok(())
@@ -1070,13 +1276,34 @@ fn bigquery(
                 };
                 let gib = rows * f.logical / GIB;
                 total[i] += gib;
-                b.charge(period, format!("{} rows written", quantity(rows, 0)), gib, "GiB", price.map(|p| gib * p), bound, &[price_id], LineSpec { table: f.name(), note: Some("billed bytes approximated by logical size".into()) });
+                b.charge(
+                    period,
+                    format!("{} rows written", quantity(rows, 0)),
+                    gib,
+                    "GiB",
+                    price.map(|p| gib * p),
+                    bound,
+                    &[price_id],
+                    LineSpec {
+                        table: f.name(),
+                        note: Some("billed bytes approximated by logical size".into()),
+                    },
+                );
             }
         }
         if let (Some(free), Some(p)) = (free, price) {
             for (i, period) in Period::BOTH.into_iter().enumerate() {
                 let used = (free * Decimal::from(1024)).min(total[i]);
-                b.charge(period, format!("{} TiB free each month", quantity(free, 2)), used, "GiB", Some(-(used * p)), Bound::Exact, &[free_id, price_id], LineSpec::default());
+                b.charge(
+                    period,
+                    format!("{} TiB free each month", quantity(free, 2)),
+                    used,
+                    "GiB",
+                    Some(-(used * p)),
+                    Bound::Exact,
+                    &[free_id, price_id],
+                    LineSpec::default(),
+                );
             }
         }
         merge_lines(&mut b, facts, config, prices, syncs_per_month)?;
@@ -1100,7 +1327,19 @@ fn bigquery(
                 Period::Steady => syncs_per_month,
             };
             let gib = rows * f.parquet / GIB;
-            b.charge(period, format!("{} load jobs, {} GiB of Parquet", quantity(jobs, 0), quantity(gib, 3)), gib, "GiB", price.map(|p| gib * p), bound, &[price_id], LineSpec { table: f.name(), note: Some("batch loads on the shared slot pool: free, no throughput guarantee".into()) });
+            b.charge(
+                period,
+                format!("{} load jobs, {} GiB of Parquet", quantity(jobs, 0), quantity(gib, 3)),
+                gib,
+                "GiB",
+                price.map(|p| gib * p),
+                bound,
+                &[price_id],
+                LineSpec {
+                    table: f.name(),
+                    note: Some("batch loads on the shared slot pool: free, no throughput guarantee".into()),
+                },
+            );
             if let Some(limit) = quota {
                 let per_day = match period {
                     Period::Backfill => jobs / compute.backfill_days,
@@ -1111,7 +1350,11 @@ fn bigquery(
                     table: f.t.name.clone(),
                     period,
                     what: match period {
-                        Period::Backfill => format!("load jobs per table per day ({} chunks over {} day(s))", quantity(jobs, 0), compute.backfill_days),
+                        Period::Backfill => format!(
+                            "load jobs per table per day ({} chunks over {} day(s))",
+                            quantity(jobs, 0),
+                            compute.backfill_days
+                        ),
                         Period::Steady => "load jobs per table per day (one per sync)".into(),
                     },
                     used: qty(per_day),
@@ -1143,7 +1386,10 @@ fn bigquery(
 
 fn snowflake_storage(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut Prices<'_>) -> Result<OptionReport> {
     let id = format!("snowflake.storage.on_demand.{}", config.snowflake.region);
-    let mut b = OptionBuilder::new(OptionId::SnowflakeCopy, format!("Snowflake storage ({})", config.snowflake.region));
+    let mut b = OptionBuilder::new(
+        OptionId::SnowflakeCopy,
+        format!("Snowflake storage ({})", config.snowflake.region),
+    );
     let price = prices.value(&id, Unit::UsdPerTbMonth)?;
     for f in facts {
         for period in Period::BOTH {
@@ -1152,12 +1398,25 @@ fn snowflake_storage(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut
                 Period::Steady => f.rows + dec(f.steady.inserts.unwrap_or(0)),
             };
             let tb = rows * f.parquet / TB;
-            b.charge(period, format!("{} rows compressed", quantity(rows, 0)), tb, "TB-months", price.map(|p| tb * p), f.rows_bound, &[&id], LineSpec { table: f.name(), note: Some("compressed size approximated by zstd Parquet".into()) });
+            b.charge(
+                period,
+                format!("{} rows compressed", quantity(rows, 0)),
+                tb,
+                "TB-months",
+                price.map(|p| tb * p),
+                f.rows_bound,
+                &[&id],
+                LineSpec {
+                    table: f.name(),
+                    note: Some("compressed size approximated by zstd Parquet".into()),
+                },
+            );
         }
     }
     let mut r = b.finish();
     r.id = "snowflake_storage".into();
-    r.notes.push("the same whichever option loads the data; time travel and fail-safe add to it".into());
+    r.notes
+        .push("the same whichever option loads the data; time travel and fail-safe add to it".into());
     Ok(r)
 }
 
@@ -1182,19 +1441,41 @@ fn bigquery_storage(facts: &[TableFacts<'_>], config: &CostConfig, prices: &mut 
             };
             let gib = rows * per_row / GIB;
             total[i] += gib;
-            b.charge(period, format!("{} rows, active storage", quantity(rows, 0)), gib, "GiB-months", price.map(|p| gib * p), f.rows_bound, &[id], LineSpec { table: f.name(), note: None });
+            b.charge(
+                period,
+                format!("{} rows, active storage", quantity(rows, 0)),
+                gib,
+                "GiB-months",
+                price.map(|p| gib * p),
+                f.rows_bound,
+                &[id],
+                LineSpec {
+                    table: f.name(),
+                    note: None,
+                },
+            );
         }
     }
     let free = prices.value(free_id, Unit::GibPerMonth)?;
     if let (Some(free), Some(p)) = (free, price) {
         for (i, period) in Period::BOTH.into_iter().enumerate() {
             let used = free.min(total[i]);
-            b.charge(period, "storage free each month", used, "GiB-months", Some(-(used * p)), Bound::Exact, &[free_id, id], LineSpec::default());
+            b.charge(
+                period,
+                "storage free each month",
+                used,
+                "GiB-months",
+                Some(-(used * p)),
+                Bound::Exact,
+                &[free_id, id],
+                LineSpec::default(),
+            );
         }
     }
     let mut r = b.finish();
     r.id = "bigquery_storage".into();
-    r.notes.push("the same whichever option loads the data; tables unmodified for 90 days drop to long-term rates".into());
+    r.notes
+        .push("the same whichever option loads the data; tables unmodified for 90 days drop to long-term rates".into());
     Ok(r)
 }
 

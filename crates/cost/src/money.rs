@@ -81,11 +81,19 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
 /// Money for people: two decimals, or four when below one cent but not zero.
 pub fn usd(amount: Decimal) -> String {
     let abs = amount.abs();
-    let dp = if !abs.is_zero() && abs < Decimal::new(1, 2) { 4 } else { 2 };
+    let dp = if !abs.is_zero() && abs < Decimal::new(1, 2) {
+        4
+    } else {
+        2
+    };
     let rounded = amount.round_dp_with_strategy(dp, RoundingStrategy::MidpointAwayFromZero);
     let text = format!("{:.*}", dp as usize, rounded.abs());
     let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let sign = if rounded.is_sign_negative() && !rounded.is_zero() { "-" } else { "" };
+    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
+        "-"
+    } else {
+        ""
+    };
     format!("{sign}${}.{frac}", group_digits(int))
 }
 
@@ -96,7 +104,11 @@ pub fn quantity(value: Decimal, dp: u32) -> String {
         .normalize();
     let text = rounded.abs().to_string();
     let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
-    let sign = if rounded.is_sign_negative() && !rounded.is_zero() { "-" } else { "" };
+    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
+        "-"
+    } else {
+        ""
+    };
     if frac.is_empty() {
         format!("{sign}{}", group_digits(int))
     } else {
@@ -155,10 +167,7 @@ impl Schedule {
     pub fn flat(unit_price: Decimal) -> Self {
         Schedule {
             mode: TierMode::Graduated,
-            tiers: vec![Tier {
-                upto: None,
-                unit_price,
-            }],
+            tiers: vec![Tier { upto: None, unit_price }],
             free: Decimal::ZERO,
             minimum: Decimal::ZERO,
         }
@@ -193,7 +202,9 @@ impl Schedule {
                 (Some(_), true) => return Err(format!("tier {i}: the last tier must omit `upto` (open band)")),
                 (Some(upto), false) => {
                     if upto <= previous {
-                        return Err(format!("tier {i}: `upto` {upto} must be above the previous bound {previous}"));
+                        return Err(format!(
+                            "tier {i}: `upto` {upto} must be above the previous bound {previous}"
+                        ));
                     }
                     previous = upto;
                 }

@@ -25,7 +25,10 @@ pub const PRICE_SCHEMA_VERSION: u32 = 1;
 /// The tables in `cost-models/`, compiled in so the binary works anywhere.
 pub const BUILTIN_TABLES: &[(&str, &str)] = &[
     ("fivetran.toml", include_str!("../../../cost-models/fivetran.toml")),
-    ("airbyte-cloud.toml", include_str!("../../../cost-models/airbyte-cloud.toml")),
+    (
+        "airbyte-cloud.toml",
+        include_str!("../../../cost-models/airbyte-cloud.toml"),
+    ),
     ("snowflake.toml", include_str!("../../../cost-models/snowflake.toml")),
     ("bigquery.toml", include_str!("../../../cost-models/bigquery.toml")),
     ("s3.toml", include_str!("../../../cost-models/s3.toml")),
@@ -420,7 +423,9 @@ impl PriceBook {
             ..Default::default()
         };
         for row in self.base.values().chain(self.overlay.values()).flatten() {
-            *s.rows_by_confidence.entry(row.confidence.as_str().to_string()).or_default() += 1;
+            *s.rows_by_confidence
+                .entry(row.confidence.as_str().to_string())
+                .or_default() += 1;
             s.rows += 1;
         }
         s
@@ -452,14 +457,16 @@ fn valid_id(id: &str) -> bool {
 
 /// Parses and validates one file: returns its vendor and rows.
 fn parse_file(name: &str, text: &str, overlay: bool) -> Result<(String, Vec<PriceRow>)> {
-    let spec: FileSpec = toml::from_str(text).map_err(|e| {
-CostError::invalid(name, crate::error::toml_error_line(text, &e), e.message().trim())
-    })?;
+    let spec: FileSpec = toml::from_str(text)
+        .map_err(|e| CostError::invalid(name, crate::error::toml_error_line(text, &e), e.message().trim()))?;
     let bad = |field: String, msg: String| CostError::invalid(name, field, msg);
     if spec.schema_version != PRICE_SCHEMA_VERSION {
         return Err(bad(
             "schema_version".into(),
-            format!("this build reads version {PRICE_SCHEMA_VERSION}, not {}", spec.schema_version),
+            format!(
+                "this build reads version {PRICE_SCHEMA_VERSION}, not {}",
+                spec.schema_version
+            ),
         ));
     }
     if spec.currency != "USD" {
@@ -476,7 +483,10 @@ CostError::invalid(name, crate::error::toml_error_line(text, &e), e.message().tr
         let field = format!("source[{}]", if s.id.is_empty() { i.to_string() } else { s.id.clone() });
         let scheme_ok = s.url.starts_with("https://") || s.url.starts_with("http://") || s.url.starts_with("file:");
         if !valid_id(&s.id.replace('-', "_")) {
-            return Err(bad(format!("{field}.id"), "a source needs an id (letters, digits, - and _)".into()));
+            return Err(bad(
+                format!("{field}.id"),
+                "a source needs an id (letters, digits, - and _)".into(),
+            ));
         }
         if !scheme_ok || s.url.len() < 10 {
             return Err(bad(
@@ -552,8 +562,18 @@ CostError::invalid(name, crate::error::toml_error_line(text, &e), e.message().tr
                 .map_err(|m| bad(field("tiers"), m))?;
                 Amount::Tiers { mode, tiers }
             }
-            (None, Some(_), None) => return Err(bad(field("tier_mode"), "tiers need `tier_mode = \"graduated\"` or `\"volume\"`".into())),
-            _ => return Err(bad(field("value"), "set exactly one of `value` or `tiers` (with `tier_mode`)".into())),
+            (None, Some(_), None) => {
+                return Err(bad(
+                    field("tier_mode"),
+                    "tiers need `tier_mode = \"graduated\"` or `\"volume\"`".into(),
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    field("value"),
+                    "set exactly one of `value` or `tiers` (with `tier_mode`)".into(),
+                ));
+            }
         };
         if r.sources.is_empty() {
             return Err(bad(field("sources"), "every row needs at least one source".into()));
@@ -672,7 +692,10 @@ sources = ["acme-pricing"]
 "#,
         )
         .unwrap();
-        assert_eq!(b.lookup("acme.price", day("2024-06-01")).unwrap().value(), Some(Decimal::ONE));
+        assert_eq!(
+            b.lookup("acme.price", day("2024-06-01")).unwrap().value(),
+            Some(Decimal::ONE)
+        );
         assert_eq!(
             b.lookup("acme.price", day("2025-01-01")).unwrap().value(),
             Some(Decimal::new(125, 2))
@@ -730,7 +753,10 @@ sources = ["acme-pricing"]
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("row[acme.price].effective_from") && err.contains("overlap"), "{err}");
+        assert!(
+            err.contains("row[acme.price].effective_from") && err.contains("overlap"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -743,12 +769,19 @@ sources = ["acme-pricing"]
         let err = book(&row("USD/gigabyte", "\"1\"", "\"acme-pricing\"", ""))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("row[acme.x].unit") && err.contains("unknown unit"), "{err}");
+        assert!(
+            err.contains("row[acme.x].unit") && err.contains("unknown unit"),
+            "{err}"
+        );
         let err = book(&row("USD/GB", "\"1\"", "", "")).unwrap_err().to_string();
         assert!(err.contains("row[acme.x].sources"), "{err}");
-        let err = book(&row("USD/GB", "\"1\"", "\"nowhere\"", "")).unwrap_err().to_string();
+        let err = book(&row("USD/GB", "\"1\"", "\"nowhere\"", ""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no [[source]] with id `nowhere`"), "{err}");
-        let err = book(&row("USD/GB", "1.5", "\"acme-pricing\"", "")).unwrap_err().to_string();
+        let err = book(&row("USD/GB", "1.5", "\"acme-pricing\"", ""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("as strings"), "{err}");
         let unconfirmed = row("USD/GB", "\"1\"", "\"acme-pricing\"", "").replace("\"official\"", "\"unconfirmed\"");
         let err = book(&unconfirmed).unwrap_err().to_string();
@@ -769,10 +802,17 @@ sources = ["acme-pricing"]
                 "[[row]]\nid = \"acme.t\"\nkind = \"price\"\nunit = \"USD/GB\"\ntier_mode = \"graduated\"\ntiers = [{tiers}]\neffective_from = \"2024-01-01\"\nconfidence = \"official\"\nsources = [\"acme-pricing\"]\n"
             )
         };
-        assert!(book(&tiered("{ upto = \"10\", unit_price = \"1\" }, { unit_price = \"0.5\" }")).is_ok());
-        let err = book(&tiered("{ upto = \"10\", unit_price = \"1\" }, { upto = \"5\", unit_price = \"0.5\" }, { unit_price = \"0.1\" }"))
-            .unwrap_err()
-            .to_string();
+        assert!(
+            book(&tiered(
+                "{ upto = \"10\", unit_price = \"1\" }, { unit_price = \"0.5\" }"
+            ))
+            .is_ok()
+        );
+        let err = book(&tiered(
+            "{ upto = \"10\", unit_price = \"1\" }, { upto = \"5\", unit_price = \"0.5\" }, { unit_price = \"0.1\" }",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("row[acme.t].tiers"), "{err}");
     }
 

@@ -289,21 +289,28 @@ impl Profile {
     /// Parses TOML or JSON (chosen by the first non-blank character).
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
         let profile: Profile = if text.trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|e| CostError::invalid(origin, format!("line {}", e.line()), e.to_string()))?
+            serde_json::from_str(text)
+                .map_err(|e| CostError::invalid(origin, format!("line {}", e.line()), e.to_string()))?
         } else {
-            toml::from_str(text).map_err(|e| {
-CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().trim())
-            })?
+            toml::from_str(text)
+                .map_err(|e| CostError::invalid(origin, crate::error::toml_error_line(text, &e), e.message().trim()))?
         };
         if profile.version != PROFILE_VERSION {
             return Err(CostError::invalid(
                 origin,
                 "version",
-                format!("this build reads profile version {PROFILE_VERSION}, not {}", profile.version),
+                format!(
+                    "this build reads profile version {PROFILE_VERSION}, not {}",
+                    profile.version
+                ),
             ));
         }
         if profile.tables.is_empty() {
-            return Err(CostError::invalid(origin, "table", "a profile needs at least one table"));
+            return Err(CostError::invalid(
+                origin,
+                "table",
+                "a profile needs at least one table",
+            ));
         }
         Ok(profile)
     }

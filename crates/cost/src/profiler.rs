@@ -168,7 +168,10 @@ fn resolve_roles(table: &TableDescription, opts: &ProfileOptions, notes: &mut Ve
             CostError::invalid(
                 &opts.origin,
                 field,
-                format!("the table has no column `{name}`; its columns are: {}", names.join(", ")),
+                format!(
+                    "the table has no column `{name}`; its columns are: {}",
+                    names.join(", ")
+                ),
             )
         })?;
         let data_type = schema.field(index).data_type();
@@ -308,7 +311,11 @@ fn plan_strata(
             let stratum_width = whole.width() as f64;
             let read_width = ((stratum_width * fraction).ceil() as i64).clamp(1, whole.width());
             let slack = (whole.width() - read_width) as u64;
-            let offset = if slack == 0 { 0 } else { (rng.next() % (slack + 1)) as i64 };
+            let offset = if slack == 0 {
+                0
+            } else {
+                (rng.next() % (slack + 1)) as i64
+            };
             let read = CursorRange::new(whole.from + offset, whole.from + offset + read_width);
             Stratum {
                 whole,
@@ -343,11 +350,16 @@ impl Tally {
 
 /// Microseconds since the epoch of a timestamp or date column (`None` for NULL).
 fn micros(array: &ArrayRef) -> Vec<Option<i64>> {
-    fn collect<T: arrow::datatypes::ArrowPrimitiveType>(a: &ArrayRef, f: impl Fn(T::Native) -> i64) -> Vec<Option<i64>> {
+    fn collect<T: arrow::datatypes::ArrowPrimitiveType>(
+        a: &ArrayRef,
+        f: impl Fn(T::Native) -> i64,
+    ) -> Vec<Option<i64>> {
         a.as_primitive::<T>().iter().map(|v| v.map(&f)).collect()
     }
     match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => collect::<TimestampSecondType>(array, |v| v.saturating_mul(1_000_000)),
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            collect::<TimestampSecondType>(array, |v| v.saturating_mul(1_000_000))
+        }
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
             collect::<TimestampMillisecondType>(array, |v| v.saturating_mul(1_000))
         }
@@ -550,7 +562,11 @@ fn utc_offsets(batch: &RecordBatch) -> Result<RecordBatch> {
         };
         match relabelled {
             Some(c) => {
-                fields.push(Arc::new(Field::new(field.name(), c.data_type().clone(), field.is_nullable())));
+                fields.push(Arc::new(Field::new(
+                    field.name(),
+                    c.data_type().clone(),
+                    field.is_nullable(),
+                )));
                 columns.push(c);
             }
             None => {
@@ -602,7 +618,11 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
     let json_columns: Vec<String> = schema
         .fields()
         .iter()
-        .filter(|f| f.metadata().get(EXTENSION_NAME_KEY).is_some_and(|v| v == JSON_EXTENSION))
+        .filter(|f| {
+            f.metadata()
+                .get(EXTENSION_NAME_KEY)
+                .is_some_and(|v| v == JSON_EXTENSION)
+        })
         .map(|f| f.name().clone())
         .collect();
     let mut lines = Vec::new();
@@ -611,7 +631,9 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
             .with_explicit_nulls(true)
             .build::<_, arrow::json::writer::LineDelimited>(&mut lines);
         for b in batches {
-            writer.write(&utc_offsets(b)?).map_err(|e| CostError::Encode(e.to_string()))?;
+            writer
+                .write(&utc_offsets(b)?)
+                .map_err(|e| CostError::Encode(e.to_string()))?;
         }
         writer.finish().map_err(|e| CostError::Encode(e.to_string()))?;
     }
@@ -622,7 +644,8 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
             continue;
         }
         // JSON columns travel as JSON values in Airbyte records, not as escaped strings.
-        let mut value: serde_json::Value = serde_json::from_slice(line).map_err(|e| CostError::Encode(e.to_string()))?;
+        let mut value: serde_json::Value =
+            serde_json::from_slice(line).map_err(|e| CostError::Encode(e.to_string()))?;
         if let Some(map) = value.as_object_mut() {
             for name in &json_columns {
                 if let Some(serde_json::Value::String(text)) = map.get(name)
@@ -632,13 +655,16 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
                 }
             }
         }
-        data_bytes += serde_json::to_vec(&value).map_err(|e| CostError::Encode(e.to_string()))?.len() as u64;
+        data_bytes += serde_json::to_vec(&value)
+            .map_err(|e| CostError::Encode(e.to_string()))?
+            .len() as u64;
     }
     let stream_json = serde_json::to_string(stream).map_err(|e| CostError::Encode(e.to_string()))?;
     // {"type":"RECORD","record":{"stream":"orders","data":<row>,"emitted_at":1700000000000}}\n
-    let envelope = format!(r#"{{"type":"RECORD","record":{{"stream":{stream_json},"data":,"emitted_at":1700000000000}}}}"#)
-        .len() as u64
-        + 1;
+    let envelope =
+        format!(r#"{{"type":"RECORD","record":{{"stream":{stream_json},"data":,"emitted_at":1700000000000}}}}"#).len()
+            as u64
+            + 1;
     Ok(Encoded {
         parquet_seconds,
         parquet_zstd: per_row(compressed.max(0) as u64, rows),
@@ -749,7 +775,13 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
     for o in &per_stratum {
         total.add(&o.tally);
     }
-    let pooled = |hits: u64| if total.rows == 0 { 0.0 } else { hits as f64 / total.rows as f64 };
+    let pooled = |hits: u64| {
+        if total.rows == 0 {
+            0.0
+        } else {
+            hits as f64 / total.rows as f64
+        }
+    };
     let estimate = |pick: fn(&Tally) -> u64| -> f64 {
         if opts.exact {
             return pick(&total) as f64;
@@ -768,7 +800,11 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
             .sum()
     };
     let rows = if opts.exact {
-        Measured::new(sampled_rows, Bound::Exact, "counted by reading the whole range (--exact)")
+        Measured::new(
+            sampled_rows,
+            Bound::Exact,
+            "counted by reading the whole range (--exact)",
+        )
     } else if statistics_rows > 0.0 {
         Measured::new(
             statistics_rows.round() as u64,
@@ -815,10 +851,13 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
         columns.push(format!("soft_delete={}", c.name));
     }
     let flag_deletes = roles.deleted.as_ref().is_some_and(|c| c.kind == ColumnKind::Flag);
-    let mut sampled_inserts = roles
-        .created
-        .as_ref()
-        .map(|c| measure(|t| t.inserts, false, &format!("rows whose `{}` is in the window", c.name)));
+    let mut sampled_inserts = roles.created.as_ref().map(|c| {
+        measure(
+            |t| t.inserts,
+            false,
+            &format!("rows whose `{}` is in the window", c.name),
+        )
+    });
     let mut sampled_updates = roles.updated.as_ref().map(|c| {
         measure(
             |t| t.updated,
@@ -955,7 +994,9 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
     let throughput = seconds_per_row.filter(|s| *s > 0.0).map(|s| Throughput {
         rows_per_second: Dec(Decimal::from_f64(1.0 / s).unwrap_or_default().round_dp(0)),
         rows: sampled_rows,
-        seconds: Dec(Decimal::from_f64(s * sampled_rows as f64).unwrap_or_default().round_dp(3)),
+        seconds: Dec(Decimal::from_f64(s * sampled_rows as f64)
+            .unwrap_or_default()
+            .round_dp(3)),
     });
     let method_text = if opts.exact {
         "full scan of the range".to_string()

@@ -38,8 +38,16 @@ fn bound_suffix(b: Bound) -> &'static str {
 pub fn to_text(report: &Report) -> String {
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "backhaul cost estimate: job {}, prices as of {}", report.job, report.as_of);
-    let _ = writeln!(w, "profile taken {} ({})", report.profile_taken_at, report.spec_fingerprint);
+    let _ = writeln!(
+        w,
+        "backhaul cost estimate: job {}, prices as of {}",
+        report.job, report.as_of
+    );
+    let _ = writeln!(
+        w,
+        "profile taken {} ({})",
+        report.profile_taken_at, report.spec_fingerprint
+    );
     for t in &report.tables {
         let _ = writeln!(w);
         let key = if t.primary_key.is_empty() {
@@ -69,7 +77,11 @@ pub fn to_text(report: &Report) -> String {
             s.mar_bound.as_str(),
             quantity(Decimal::from(s.records), 0),
             s.records_bound.as_str(),
-            if s.mutates { ", rows change after insert" } else { ", append-only" }
+            if s.mutates {
+                ", rows change after insert"
+            } else {
+                ", append-only"
+            }
         );
         let _ = writeln!(
             w,
@@ -89,7 +101,11 @@ pub fn to_text(report: &Report) -> String {
         .unwrap_or(10)
         .max(20);
     let _ = writeln!(w);
-    let _ = writeln!(w, "{:<width$}  {:>16}  {:>16}", "option", "backfill month", "steady month");
+    let _ = writeln!(
+        w,
+        "{:<width$}  {:>16}  {:>16}",
+        "option", "backfill month", "steady month"
+    );
     for o in &report.options {
         let _ = writeln!(
             w,
@@ -121,7 +137,11 @@ pub fn to_text(report: &Report) -> String {
                 let _ = writeln!(
                     w,
                     "  {:<8} {:<10} {:>12}  {} = {} {}{}",
-                    if period == Period::Backfill { "backfill" } else { "steady" },
+                    if period == Period::Backfill {
+                        "backfill"
+                    } else {
+                        "steady"
+                    },
                     table,
                     line_cost(l),
                     l.item,
@@ -156,7 +176,11 @@ pub fn to_text(report: &Report) -> String {
                 quantity(q.limit.0, 0),
                 q.unit,
                 quantity(q.percent.0, 2),
-                q.cites.iter().map(|c| cite_text(c, report)).collect::<Vec<_>>().join("; ")
+                q.cites
+                    .iter()
+                    .map(|c| cite_text(c, report))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
             let _ = writeln!(w, "    {}", q.what);
         }
@@ -281,7 +305,11 @@ fn chart(options: &[&OptionReport]) -> String {
                 id = esc(&o.id),
                 title = esc(&o.title),
                 text = esc(&text),
-                period = if class == "backfill" { "backfill month" } else { "steady month" },
+                period = if class == "backfill" {
+                    "backfill month"
+                } else {
+                    "steady month"
+                },
                 tx = bar + 4.0,
                 ty = by + 12.0,
             );
@@ -367,7 +395,11 @@ td.num {{ text-align: right; white-space: nowrap; }}
             quantity(Decimal::from(t.rows.value), 0),
             t.rows.bound.as_str(),
             esc(&t.rows.basis),
-            if t.primary_key.is_empty() { "none".into() } else { esc(&t.primary_key.join(", ")) },
+            if t.primary_key.is_empty() {
+                "none".into()
+            } else {
+                esc(&t.primary_key.join(", "))
+            },
             t.parquet_bytes_per_row,
             t.logical_bytes_per_row,
             t.json_bytes_per_row,
@@ -402,7 +434,10 @@ td.num {{ text-align: right; white-space: nowrap; }}
                 l.period.as_str(),
                 esc(l.table.as_deref().unwrap_or("(all)")),
                 esc(&l.item),
-                l.note.as_ref().map_or(String::new(), |n| format!("<br><span class=\"cites\">{}</span>", esc(n))),
+                l.note.as_ref().map_or(String::new(), |n| format!(
+                    "<br><span class=\"cites\">{}</span>",
+                    esc(n)
+                )),
                 quantity(l.quantity.0, 6),
                 esc(&l.unit),
                 esc(bound_suffix(l.bound)),
@@ -446,7 +481,9 @@ td.num {{ text-align: right; white-space: nowrap; }}
             esc(&c.value),
             esc(&c.unit),
             esc(&c.effective_from),
-            c.effective_to.as_ref().map_or(" onwards".to_string(), |t| format!(" to {}", esc(t))),
+            c.effective_to
+                .as_ref()
+                .map_or(" onwards".to_string(), |t| format!(" to {}", esc(t))),
             c.confidence.as_str(),
             c.confidence.as_str(),
             if c.overlay { " (overlay)" } else { "" },

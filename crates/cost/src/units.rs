@@ -108,6 +108,9 @@ mod tests {
             assert_eq!(Unit::parse(text), Ok(*unit));
         }
         let err = Unit::parse("USD/gigabyte").unwrap_err();
-        assert!(err.contains("unknown unit `USD/gigabyte`") && err.contains("USD/GB"), "{err}");
+        assert!(
+            err.contains("unknown unit `USD/gigabyte`") && err.contains("USD/GB"),
+            "{err}"
+        );
     }
 }

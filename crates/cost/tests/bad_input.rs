@@ -27,7 +27,8 @@ fn tables_with(file: &str, text: &str) -> tempfile::TempDir {
 }
 
 fn gcs_with_row(row: &str) -> String {
-    let original = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cost-models/gcs.toml")).unwrap();
+    let original =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cost-models/gcs.toml")).unwrap();
     format!("{original}\n{row}")
 }
 
@@ -51,12 +52,16 @@ sources = ["gcs-pricing"]
     let err = PriceBook::load_dir(dir.path()).unwrap_err().to_string();
     assert!(err.contains("gcs.toml"), "{err}");
     assert!(err.contains("row[gcs.requests.class_a].effective_from"), "{err}");
-    assert!(err.contains("overlap") && err.contains("effective_to = \"2026-10-01\""), "{err}");
+    assert!(
+        err.contains("overlap") && err.contains("effective_to = \"2026-10-01\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_price_change_that_closes_the_old_row_is_accepted() {
-    let original = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cost-models/gcs.toml")).unwrap();
+    let original =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cost-models/gcs.toml")).unwrap();
     let closed = original.replacen(
         "value = \"0.005\"\neffective_from = \"2026-09-20\"",
         "value = \"0.005\"\neffective_from = \"2026-09-20\"\neffective_to = \"2026-10-01\"",
@@ -71,8 +76,22 @@ fn a_price_change_that_closes_the_old_row_is_accepted() {
     );
     let book = PriceBook::load_dir(dir.path()).unwrap();
     let day = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
-    assert_eq!(book.lookup("gcs.requests.class_a", day("2026-09-30")).unwrap().value().unwrap().to_string(), "0.005");
-    assert_eq!(book.lookup("gcs.requests.class_a", day("2026-10-01")).unwrap().value().unwrap().to_string(), "0.006");
+    assert_eq!(
+        book.lookup("gcs.requests.class_a", day("2026-09-30"))
+            .unwrap()
+            .value()
+            .unwrap()
+            .to_string(),
+        "0.005"
+    );
+    assert_eq!(
+        book.lookup("gcs.requests.class_a", day("2026-10-01"))
+            .unwrap()
+            .value()
+            .unwrap()
+            .to_string(),
+        "0.006"
+    );
 }
 
 #[test]
@@ -94,7 +113,10 @@ sources = ["gcs-pricing"]
     );
     let err = PriceBook::load_dir(dir.path()).unwrap_err().to_string();
     assert!(err.contains("row[gcs.egress.moon].unit"), "{err}");
-    assert!(err.contains("unknown unit `USD/lunar-GB`") && err.contains("known units"), "{err}");
+    assert!(
+        err.contains("unknown unit `USD/lunar-GB`") && err.contains("known units"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -106,7 +128,10 @@ fn a_row_without_a_source_is_refused() {
         ),
     );
     let err = PriceBook::load_dir(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("row[gcs.x].sources") && err.contains("at least one source"), "{err}");
+    assert!(
+        err.contains("row[gcs.x].sources") && err.contains("at least one source"),
+        "{err}"
+    );
 }
 
 fn spec(name: &str, to: &str) -> JobSpec {
@@ -137,7 +162,9 @@ table = "orders"
 #[test]
 fn a_profile_from_a_different_job_is_refused() {
     let profile = Profile::load(&fixture("profile.toml")).unwrap();
-    let err = profile.check_job(&spec("orders", "2023-02-01"), "profile.toml").unwrap_err();
+    let err = profile
+        .check_job(&spec("orders", "2023-02-01"), "profile.toml")
+        .unwrap_err();
     assert!(matches!(err, CostError::ProfileMismatch { .. }));
     let text = err.to_string();
     assert!(text.contains("taken for job `shop`, not `orders`"), "{text}");
@@ -150,7 +177,10 @@ fn a_profile_of_an_edited_spec_is_refused() {
     profile.job = "orders".into();
     profile.spec_fingerprint = fingerprint(&original);
     profile.check_job(&original, "p.toml").unwrap();
-    let err = profile.check_job(&spec("orders", "2023-03-01"), "p.toml").unwrap_err().to_string();
+    let err = profile
+        .check_job(&spec("orders", "2023-03-01"), "p.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("[source] or [range] changed"), "{err}");
 }
 
@@ -190,10 +220,8 @@ fn prices_missing_on_the_as_of_date_leave_lines_unpriced_and_say_why() {
     })
     .unwrap();
     assert!(
-        report
-            .missing
-            .iter()
-            .any(|m| m.contains("`snowflake.snowpipe.credits_per_gb`: no row valid on 2024-01-01 (known periods: 2025-08-01..)")),
+        report.missing.iter().any(|m| m
+            .contains("`snowflake.snowpipe.credits_per_gb`: no row valid on 2024-01-01 (known periods: 2025-08-01..)")),
         "{:?}",
         report.missing
     );
@@ -237,7 +265,10 @@ sources = ["c"]
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("row[fivetran.mar.standard].unit") && err.contains("USD/million-MAR"), "{err}");
+    assert!(
+        err.contains("row[fivetran.mar.standard].unit") && err.contains("USD/million-MAR"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -246,5 +277,8 @@ fn a_cost_config_with_an_unknown_key_is_refused() {
     let path = dir.path().join("cost.toml");
     std::fs::write(&path, "version = 1\n[snowflake]\nwarehouse_size = \"xs\"\n").unwrap();
     let err = CostConfig::load(&path).unwrap_err().to_string();
-    assert!(err.contains("cost.toml: line 3") && err.contains("warehouse_size"), "{err}");
+    assert!(
+        err.contains("cost.toml: line 3") && err.contains("warehouse_size"),
+        "{err}"
+    );
 }

@@ -78,8 +78,18 @@ fn the_overlay_prices_fivetran_and_confirms_the_machine() {
     let fivetran = |r: &Report| r.options.iter().find(|o| o.id == "fivetran").unwrap().clone();
     assert!(fivetran(&with).steady.complete);
     assert!(!fivetran(&without).steady.complete);
-    assert!(without.unconfirmed.iter().any(|u| u.starts_with("compute.instance.aws_c7g_large")));
-    assert!(!with.unconfirmed.iter().any(|u| u.starts_with("compute.instance.aws_c7g_large")));
+    assert!(
+        without
+            .unconfirmed
+            .iter()
+            .any(|u| u.starts_with("compute.instance.aws_c7g_large"))
+    );
+    assert!(
+        !with
+            .unconfirmed
+            .iter()
+            .any(|u| u.starts_with("compute.instance.aws_c7g_large"))
+    );
     let overlay_row = with.citations.iter().find(|c| c.id == "fivetran.mar.standard").unwrap();
     assert!(overlay_row.overlay);
 }

@@ -33,7 +33,9 @@ fn the_html_report_renders_its_chart_in_headless_chromium() {
         return;
     }
     let Some(browser) = chromium() else {
-        panic!("chromium not found: run scripts/ensure-servers (apt-get install chromium), or set BACKHAUL_SKIP_CHROMIUM=1");
+        panic!(
+            "chromium not found: run scripts/ensure-servers (apt-get install chromium), or set BACKHAUL_SKIP_CHROMIUM=1"
+        );
     };
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let profile = Profile::load(&fixtures.join("profile.toml")).unwrap();
@@ -65,7 +67,10 @@ fn the_html_report_renders_its_chart_in_headless_chromium() {
             "--enable-logging=stderr",
             "--v=0",
         ])
-        .arg(format!("--user-data-dir={}", dir.path().join("chromium-profile").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("chromium-profile").display()
+        ))
         .arg("--dump-dom")
         .arg(format!("file://{}", page.display()))
         .env("DBUS_SESSION_BUS_ADDRESS", "disabled:")

@@ -56,8 +56,15 @@ async fn repeated_updates_of_the_same_keys_within_20_percent() {
         ..Pattern::default()
     });
     let truth = table.true_mar(WINDOW);
-    let events = table.log.iter().filter(|(_, t, _)| WINDOW.0 <= *t && *t < WINDOW.1).count() as u64;
-    assert!(events > truth * 2, "the pattern repeats updates of the same keys: {events} events, {truth} keys");
+    let events = table
+        .log
+        .iter()
+        .filter(|(_, t, _)| WINDOW.0 <= *t && *t < WINDOW.1)
+        .count() as u64;
+    assert!(
+        events > truth * 2,
+        "the pattern repeats updates of the same keys: {events} events, {truth} keys"
+    );
     let source = Arc::new(MemorySource::new(table, false, Columns::All));
     let t = profile(source, |_| {}).await;
     assert_within_20_percent("repeated updates", mar(&t), truth);
@@ -104,7 +111,10 @@ async fn keyless_table_within_20_percent() {
         keyed.keyed = true;
         keyed.true_mar(WINDOW)
     };
-    assert!(truth > keys_touched, "keyless counts row versions: {truth} vs {keys_touched} rows");
+    assert!(
+        truth > keys_touched,
+        "keyless counts row versions: {truth} vs {keys_touched} rows"
+    );
     let source = Arc::new(MemorySource::new(table, false, Columns::All));
     let t = profile(source, |_| {}).await;
     assert!(t.primary_key.is_empty());
@@ -124,9 +134,15 @@ async fn keyless_rows_updated_repeatedly_are_flagged_as_a_lower_bound() {
     let source = Arc::new(MemorySource::new(table, false, Columns::All));
     let t = profile(source, |_| {}).await;
     let estimate = mar(&t);
-    assert!(estimate as f64 <= truth as f64 * 1.05, "{estimate} should not exceed {truth}");
     assert!(
-        t.activity.notes.iter().any(|n| n.contains("keyless") && n.contains("lower bound")),
+        estimate as f64 <= truth as f64 * 1.05,
+        "{estimate} should not exceed {truth}"
+    );
+    assert!(
+        t.activity
+            .notes
+            .iter()
+            .any(|n| n.contains("keyless") && n.contains("lower bound")),
         "{:?}",
         t.activity.notes
     );
@@ -173,7 +189,10 @@ async fn reading_the_whole_range_is_exact_for_keyed_tables() {
 async fn hard_deletes_by_snapshot_diff_within_20_percent() {
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("keys.json");
-    let table = Table::generate(Pattern { seed: 17, ..Pattern::default() });
+    let table = Table::generate(Pattern {
+        seed: 17,
+        ..Pattern::default()
+    });
     let source = Arc::new(MemorySource::new(table, false, Columns::All));
     // First profile 30 days ago: saves the keys of the sampled sub-ranges.
     let first = {
@@ -224,7 +243,11 @@ async fn a_table_without_change_columns_reports_upper_bounds_and_why() {
     let s = steady_month(&t, Dec(Decimal::TWO));
     assert_eq!((s.mar, s.mar_bound), (rows, Bound::UpperBound));
     assert_eq!(s.records_bound, Bound::UpperBound);
-    assert!(t.activity.notes.iter().any(|n| n.contains("no usable updated_at")), "{:?}", t.activity.notes);
+    assert!(
+        t.activity.notes.iter().any(|n| n.contains("no usable updated_at")),
+        "{:?}",
+        t.activity.notes
+    );
 
     let profile = assemble("generated", "xxh3:0", vec![t], now());
     let book = PriceBook::builtin().unwrap();
@@ -238,7 +261,11 @@ async fn a_table_without_change_columns_reports_upper_bounds_and_why() {
     })
     .unwrap();
     let table = &report.tables[0];
-    assert!(table.notes.iter().any(|n| n.contains("upper bound")), "{:?}", table.notes);
+    assert!(
+        table.notes.iter().any(|n| n.contains("upper bound")),
+        "{:?}",
+        table.notes
+    );
     let fivetran = report.options.iter().find(|o| o.id == "fivetran").unwrap();
     let steady_mar = fivetran
         .lines
@@ -247,5 +274,8 @@ async fn a_table_without_change_columns_reports_upper_bounds_and_why() {
         .unwrap();
     assert_eq!(steady_mar.bound, Bound::UpperBound);
     let text = backhaul_cost::report::to_text(&report);
-    assert!(text.contains("upper bound") && text.contains("no usable change column"), "{text}");
+    assert!(
+        text.contains("upper bound") && text.contains("no usable change column"),
+        "{text}"
+    );
 }

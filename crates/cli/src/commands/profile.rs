@@ -137,10 +137,19 @@ pub fn print_profile(profile: &Profile, saved: Option<&Path>) {
             t.source_kind,
             saved.map_or(String::new(), |p| format!(", saved to {}", p.display()))
         );
-        println!("  rows          {} ({}: {})", group(t.rows.value), t.rows.bound.as_str(), t.rows.basis);
+        println!(
+            "  rows          {} ({}: {})",
+            group(t.rows.value),
+            t.rows.bound.as_str(),
+            t.rows.basis
+        );
         println!(
             "  primary key   {}",
-            if t.primary_key.is_empty() { "none".to_string() } else { t.primary_key.join(", ") }
+            if t.primary_key.is_empty() {
+                "none".to_string()
+            } else {
+                t.primary_key.join(", ")
+            }
         );
         println!(
             "  bytes/row     {} zstd Parquet, {} logical, {} Airbyte JSON ({} rows sampled in {} sub-ranges)",
@@ -153,10 +162,7 @@ pub fn print_profile(profile: &Profile, saved: Option<&Path>) {
         let a = &t.activity;
         println!(
             "  activity      {} .. {} ({} days), from {:?}",
-            a.window_from,
-            a.window_to,
-            a.window_days,
-            a.method
+            a.window_from, a.window_to, a.window_days, a.method
         );
         println!(
             "                inserts {}, updated keys {}, deleted keys {}, keys touched {}",

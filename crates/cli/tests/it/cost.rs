@@ -83,13 +83,20 @@ fn rust_decimal_one() -> backhaul_cost::money::Dec {
 fn profile_then_cost_the_demo_spec_offline() {
     let job = demo();
     let out = job.ok(&["profile", "job.toml", "-o", "profile.toml"]);
-    assert!(out.contains("profile of job orders-demo, table orders (embedded), saved to profile.toml"), "{out}");
+    assert!(
+        out.contains("profile of job orders-demo, table orders (embedded), saved to profile.toml"),
+        "{out}"
+    );
     let profile = backhaul_cost::profile::Profile::load(&job.path().join("profile.toml")).unwrap();
     assert_eq!(profile.job, "orders-demo");
     let table = &profile.tables[0];
     assert_eq!(table.primary_key, vec!["order_id".to_string()]);
     let activity = &table.activity;
-    assert_eq!(activity.method, backhaul_cost::profile::ActivityMethod::Source, "{activity:?}");
+    assert_eq!(
+        activity.method,
+        backhaul_cost::profile::ActivityMethod::Source,
+        "{activity:?}"
+    );
     // The generated table is append-only: every key touched is an insert.
     assert_eq!(activity.updated_keys.as_ref().map(|m| m.value), Some(0));
     assert_eq!(
@@ -97,7 +104,11 @@ fn profile_then_cost_the_demo_spec_offline() {
         activity.inserts.as_ref().map(|m| m.value)
     );
     let b = &table.bytes_per_row;
-    for (column, bytes) in [("parquet_zstd", b.parquet_zstd), ("logical", b.logical), ("airbyte_json", b.airbyte_json)] {
+    for (column, bytes) in [
+        ("parquet_zstd", b.parquet_zstd),
+        ("logical", b.logical),
+        ("airbyte_json", b.airbyte_json),
+    ] {
         assert!(bytes > rust_decimal_one(), "{column}: {bytes}");
     }
 
@@ -132,7 +143,11 @@ fn profile_then_cost_the_demo_spec_offline() {
     for option in report["options"].as_array().unwrap() {
         for line in option["lines"].as_array().unwrap() {
             if line["kind"] == "charge" && line["cost"].is_string() {
-                assert!(!line["cites"].as_array().unwrap().is_empty() || line["item"].as_str().unwrap().contains("no billable"), "a priced line cites no row: {line}");
+                assert!(
+                    !line["cites"].as_array().unwrap().is_empty()
+                        || line["item"].as_str().unwrap().contains("no billable"),
+                    "a priced line cites no row: {line}"
+                );
             }
         }
     }
@@ -141,10 +156,21 @@ fn profile_then_cost_the_demo_spec_offline() {
     assert!(html.contains("<svg id=\"chart\"") && html.contains("orders-demo"));
 
     // --strict refuses the unconfirmed prices, by name.
-    let out = job.run(&["cost", "job.toml", "--profile", "profile.toml", "--as-of", "2026-11-01", "--strict"]);
+    let out = job.run(&[
+        "cost",
+        "job.toml",
+        "--profile",
+        "profile.toml",
+        "--as-of",
+        "2026-11-01",
+        "--strict",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("--strict refuses unconfirmed prices") && err.contains("compute.instance.aws_c7g_large"), "{err}");
+    assert!(
+        err.contains("--strict refuses unconfirmed prices") && err.contains("compute.instance.aws_c7g_large"),
+        "{err}"
+    );
 
     // An overlay with confirmed (contract) prices satisfies --strict and prices Fivetran.
     job.write_spec("contract.toml", CONFIRMING_OVERLAY);
@@ -159,8 +185,18 @@ fn profile_then_cost_the_demo_spec_offline() {
         "contract.toml",
         "--strict",
     ]);
-    assert_eq!(report["unconfirmed"].as_array().map(Vec::len), Some(0), "{}", report["unconfirmed"]);
-    let fivetran = report["options"].as_array().unwrap().iter().find(|o| o["id"] == "fivetran").unwrap();
+    assert_eq!(
+        report["unconfirmed"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        report["unconfirmed"]
+    );
+    let fivetran = report["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == "fivetran")
+        .unwrap();
     assert_eq!(fivetran["steady"]["complete"], true, "{fivetran}");
 
     // Without --profile the source is profiled on the spot (already seeded: quick).
@@ -182,12 +218,21 @@ fn a_profile_of_another_job_is_refused() {
     let out = job.run(&["cost", "other.toml", "--profile", "profile.json"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("does not belong to this job") && err.contains("taken for job `orders`, not `other`"), "{err}");
+    assert!(
+        err.contains("does not belong to this job") && err.contains("taken for job `orders`, not `other`"),
+        "{err}"
+    );
     // Same name, another range: refused as well.
-    let moved = std::fs::read_to_string(job.spec()).unwrap().replace("2023-03-11", "2023-03-12");
+    let moved = std::fs::read_to_string(job.spec())
+        .unwrap()
+        .replace("2023-03-11", "2023-03-12");
     job.write_spec("moved.toml", &moved);
     let out = job.run(&["cost", "moved.toml", "--profile", "profile.json"]);
-    assert!(text(&out.stderr).contains("[source] or [range] changed"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("[source] or [range] changed"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -196,7 +241,10 @@ fn profile_flags_naming_a_missing_column_are_refused() {
     let out = job.run(&["profile", "job.toml", "--updated-at", "modified"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("profile.updated_at") && err.contains("no column `modified`"), "{err}");
+    assert!(
+        err.contains("profile.updated_at") && err.contains("no column `modified`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -226,5 +274,10 @@ fn cost_models_check_accepts_the_tables_and_refuses_an_overlap() {
     let out = job.run(&["cost-models", "check", broken.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("airbyte-cloud.toml") && err.contains("row[airbyte.credit_price.standard]") && err.contains("overlap"), "{err}");
+    assert!(
+        err.contains("airbyte-cloud.toml")
+            && err.contains("row[airbyte.credit_price.standard]")
+            && err.contains("overlap"),
+        "{err}"
+    );
 }
