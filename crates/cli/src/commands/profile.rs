@@ -161,8 +161,11 @@ pub fn print_profile(profile: &Profile, saved: Option<&Path>) {
         );
         let a = &t.activity;
         println!(
-            "  activity      {} .. {} ({} days), from {:?}",
-            a.window_from, a.window_to, a.window_days, a.method
+            "  activity      {} .. {} ({} days), from {}",
+            a.window_from,
+            a.window_to,
+            a.window_days,
+            format!("{:?}", a.method).to_lowercase()
         );
         println!(
             "                inserts {}, updated keys {}, deleted keys {}, keys touched {}",
