@@ -15,12 +15,14 @@
 //!   for every further server;
 //! - on `127.0.0.1` and a port the OS picked (bind to port 0, release, start; retried when
 //!   another process took the port in between), Unix socket in the server's directory;
-//! - durability off (`fsync`, `synchronous_commit`, `full_page_writes`), since tests never
-//!   survive a crash of the machine;
+//! - durability off (`fsync`, `full_page_writes`), since tests never survive a crash of the
+//!   machine; commits still reach the WAL before they return, so an immediate shutdown (a
+//!   simulated crash) loses nothing;
 //! - authentication: `trust` over the Unix socket (what [`PostgresServer::psql`] uses), SCRAM
 //!   password over TCP (what the code under test uses), so a wrong password really fails;
-//! - with [`PostgresOptions::tls`], `ssl = on` with a certificate for `localhost`/`127.0.0.1`
-//!   signed by a throw-away CA, and TCP connections without TLS rejected.
+//! - with [`PostgresOptions::tls`], `ssl = on` with a certificate for the name `localhost` only
+//!   (so connecting to `127.0.0.1` tests host-name checks) signed by a throw-away CA, and TCP
+//!   connections without TLS rejected.
 //!
 //! Every server gets `PR_SET_PDEATHSIG` so it dies with the test process even when nothing
 //! drops it (statics never drop), and directories left by dead test processes are removed the
@@ -145,7 +147,6 @@ impl PostgresServer {
             "listen_addresses=127.0.0.1".into(),
             format!("unix_socket_directories={}", self.dir.display()),
             "fsync=off".into(),
-            "synchronous_commit=off".into(),
             "full_page_writes=off".into(),
             "max_connections=200".into(),
             "shared_buffers=64MB".into(),
@@ -569,7 +570,7 @@ fn spawn_with_death_signal(cmd: Command) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// A throw-away CA, a server certificate for `localhost` and `127.0.0.1` signed by it, and an
+/// A throw-away CA, a server certificate for the name `localhost` signed by it, and an
 /// unrelated second CA; ECDSA P-256 keys (fast to generate, supported by rustls/ring).
 fn make_certificates(dir: &Path) -> io::Result<TlsFiles> {
     let run = |args: &[&str]| -> io::Result<()> {
@@ -599,7 +600,7 @@ fn make_certificates(dir: &Path) -> io::Result<TlsFiles> {
     run(&args)?;
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )?;
     run(&[
         "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
