@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod kill_resume;
+mod postgres;
 mod replay;
 mod transient;
 mod util;
