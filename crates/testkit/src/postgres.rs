@@ -257,15 +257,24 @@ impl PostgresServer {
         name
     }
 
+    /// A `psql -X -q -A -t -v ON_ERROR_STOP=1` command connected to `database` as the
+    /// superuser over the Unix socket; add `-c ...` or `-f ...` and run it.
+    pub fn psql_command(&self, database: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", database])
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE");
+        cmd
+    }
+
     /// Runs `sql` (any number of statements, stopping at the first error) in `database` as the
     /// superuser over the Unix socket, and returns what `psql -At` prints.
     pub fn psql(&self, database: &str, sql: &str) -> io::Result<String> {
-        let mut child = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", database, "-f", "-"])
-            .env_remove("PGPASSWORD")
-            .env_remove("PGSERVICE")
+        let mut child = self
+            .psql_command(database)
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
