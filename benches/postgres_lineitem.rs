@@ -62,7 +62,11 @@ fn main() {
     let workers: Vec<u32> = std::env::var("BACKHAUL_BENCH_WORKERS")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
-        .map(|w| w.trim().parse().expect("BACKHAUL_BENCH_WORKERS: comma-separated counts"))
+        .map(|w| {
+            w.trim()
+                .parse()
+                .expect("BACKHAUL_BENCH_WORKERS: comma-separated counts")
+        })
         .collect();
     let target_bytes = std::env::var("BACKHAUL_BENCH_TARGET_BYTES")
         .unwrap_or_else(|_| format!("{}MiB", ((32.0 * sf).round() as u64).max(1)));
@@ -114,7 +118,15 @@ fn main() {
                 .current_dir(&dir)
                 .arg("--state")
                 .arg(dir.join("state.db"))
-                .args(["--no-progress", "--output", "json", "backfill", "job.toml", "--workers", &w.to_string()]),
+                .args([
+                    "--no-progress",
+                    "--output",
+                    "json",
+                    "backfill",
+                    "job.toml",
+                    "--workers",
+                    &w.to_string(),
+                ]),
         );
         let wall = t.elapsed().as_secs_f64();
         assert!(
@@ -163,7 +175,10 @@ fn load(server: &PostgresServer, sf: f64) {
     assert!(status.success(), "loading lineitem failed");
     assert!(generator.wait().unwrap().success(), "tpchgen-cli failed");
     server
-        .psql(DB, "CREATE INDEX lineitem_shipdate ON lineitem (l_shipdate); VACUUM ANALYZE lineitem;")
+        .psql(
+            DB,
+            "CREATE INDEX lineitem_shipdate ON lineitem (l_shipdate); VACUUM ANALYZE lineitem;",
+        )
         .expect("index and analyze");
 }
 

@@ -156,16 +156,25 @@ pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &
         })
         .collect();
 
-    let all_names = || attributes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ");
+    let all_names = || {
+        attributes
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let selected: Vec<&AttributeRow> = match &spec.columns {
         None => attributes.iter().collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for n in names {
-                let a = attributes.iter().find(|a| &a.name == n).ok_or_else(|| Error::InvalidObject {
-                    object: format!("column {display}.{n}"),
-                    message: format!("no such column (source.columns); the columns are: {}", all_names()),
-                })?;
+                let a = attributes
+                    .iter()
+                    .find(|a| &a.name == n)
+                    .ok_or_else(|| Error::InvalidObject {
+                        object: format!("column {display}.{n}"),
+                        message: format!("no such column (source.columns); the columns are: {}", all_names()),
+                    })?;
                 out.push(a);
             }
             out

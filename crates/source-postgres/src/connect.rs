@@ -99,10 +99,7 @@ impl Connector {
             Err(_) => {
                 return Err(Error::Unreachable {
                     system: "source".into(),
-                    message: format!(
-                        "postgres {}: no connection within {CONNECT_TIMEOUT:?}",
-                        self.endpoint
-                    ),
+                    message: format!("postgres {}: no connection within {CONNECT_TIMEOUT:?}", self.endpoint),
                 });
             }
         };
@@ -290,9 +287,7 @@ fn client_config(spec: &TlsSpec) -> Result<ClientConfig> {
                 return Err(bad(format!("{} holds no PEM certificate", path.display())));
             }
             for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+                roots.add(cert).map_err(|e| bad(format!("{}: {e}", path.display())))?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -12,13 +12,13 @@
 
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
     FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Array, Int32Builder, Int64Array,
     Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray, Time64MicrosecondBuilder,
     TimestampMicrosecondBuilder, UInt32Builder,
 };
-use arrow::array::NullBufferBuilder;
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, FieldRef, SchemaRef, i256};
 use backhaul_core::spec::postgres::{InfiniteDatetime, SpecialNumeric};
@@ -365,15 +365,13 @@ impl Column {
             }),
             PgKind::Uuid => Column::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
             PgKind::Decimal { precision, scale } if *precision <= 38 => Column::Decimal128 {
-                builder: Decimal128Builder::with_capacity(rows)
-                    .with_precision_and_scale(*precision, *scale as i8)?,
+                builder: Decimal128Builder::with_capacity(rows).with_precision_and_scale(*precision, *scale as i8)?,
                 precision: *precision,
                 scale: *scale,
                 special: policies.special_numeric,
             },
             PgKind::Decimal { precision, scale } => Column::Decimal256 {
-                builder: Decimal256Builder::with_capacity(rows)
-                    .with_precision_and_scale(*precision, *scale as i8)?,
+                builder: Decimal256Builder::with_capacity(rows).with_precision_and_scale(*precision, *scale as i8)?,
                 precision: *precision,
                 scale: *scale,
                 special: policies.special_numeric,
@@ -461,24 +459,28 @@ impl Column {
                 ),
             },
             Column::Time(b) => b.append_value(i64::from_be_bytes(be(v, "time")?)),
-            Column::Timestamp(b, policy) => match i64::from_be_bytes(be(v, "timestamp")?) {
-                i64::MAX => infinite(*policy, "infinity", |clamp| match clamp {
-                    true => b.append_value(CLAMP_MAX_MICROS),
-                    false => b.append_null(),
-                })?,
-                i64::MIN => infinite(*policy, "-infinity", |clamp| match clamp {
-                    true => b.append_value(CLAMP_MIN_MICROS),
-                    false => b.append_null(),
-                })?,
-                t => b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
-                    ValueError::DoesNotFit("timestamp beyond the 64-bit microsecond range".into())
-                })?),
-            },
+            Column::Timestamp(b, policy) => {
+                match i64::from_be_bytes(be(v, "timestamp")?) {
+                    i64::MAX => infinite(*policy, "infinity", |clamp| match clamp {
+                        true => b.append_value(CLAMP_MAX_MICROS),
+                        false => b.append_null(),
+                    })?,
+                    i64::MIN => infinite(*policy, "-infinity", |clamp| match clamp {
+                        true => b.append_value(CLAMP_MIN_MICROS),
+                        false => b.append_null(),
+                    })?,
+                    t => b.append_value(t.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
+                        ValueError::DoesNotFit("timestamp beyond the 64-bit microsecond range".into())
+                    })?),
+                }
+            }
             Column::Interval(c) => {
                 let raw: [u8; 16] = be(v, "interval")?;
-                c.micros.push(i64::from_be_bytes(raw[0..8].try_into().expect("8 bytes")));
+                c.micros
+                    .push(i64::from_be_bytes(raw[0..8].try_into().expect("8 bytes")));
                 c.days.push(i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes")));
-                c.months.push(i32::from_be_bytes(raw[12..16].try_into().expect("4 bytes")));
+                c.months
+                    .push(i32::from_be_bytes(raw[12..16].try_into().expect("4 bytes")));
                 c.nulls.append_non_null();
             }
             Column::Uuid(b) => b

@@ -84,7 +84,13 @@ pub(crate) async fn density(conn: &Conn, table: &PgTable, range: CursorRange) ->
 
     // Rows the statistics describe, and rows added since, placed after the histogram when the
     // current maximum is known to lie beyond it.
-    let described_max = column.histogram.last().copied().into_iter().chain(column.mcv.iter().copied()).max();
+    let described_max = column
+        .histogram
+        .last()
+        .copied()
+        .into_iter()
+        .chain(column.mcv.iter().copied())
+        .max();
     let grown = rows_now - size.reltuples;
     let mut base_rows = rows_now;
     let mut pieces = Vec::new();
@@ -335,9 +341,21 @@ mod tests {
     #[test]
     fn partition_spreads_overlaps_and_clips() {
         let pieces = [
-            Piece { from: 0, to: 100, rows: 100.0 },
-            Piece { from: 50, to: 51, rows: 40.0 },
-            Piece { from: 200, to: 300, rows: 10.0 },
+            Piece {
+                from: 0,
+                to: 100,
+                rows: 100.0,
+            },
+            Piece {
+                from: 50,
+                to: 51,
+                rows: 40.0,
+            },
+            Piece {
+                from: 200,
+                to: 300,
+                rows: 10.0,
+            },
         ];
         let b = partition(&pieces, CursorRange::new(25, 250), 10.0);
         let shape: Vec<(i64, i64, f64)> = b.iter().map(|b| (b.range.from, b.range.to, b.rows)).collect();
@@ -357,13 +375,38 @@ mod tests {
             mcv_freq: vec![0.2],
         };
         let pieces = stats_pieces(&stats, 1000.0);
-        assert_eq!(pieces[0], Piece { from: 5, to: 6, rows: 200.0 });
-        assert_eq!(&pieces[1..], &[
-            Piece { from: 0, to: 10, rows: 100.0 },
-            Piece { from: 10, to: 11, rows: 100.0 },
-            Piece { from: 10, to: 101, rows: 100.0 },
-        ]);
-        let total: f64 = partition(&pieces, CursorRange::new(-5, 500), 1.0).iter().map(|b| b.rows).sum();
+        assert_eq!(
+            pieces[0],
+            Piece {
+                from: 5,
+                to: 6,
+                rows: 200.0
+            }
+        );
+        assert_eq!(
+            &pieces[1..],
+            &[
+                Piece {
+                    from: 0,
+                    to: 10,
+                    rows: 100.0
+                },
+                Piece {
+                    from: 10,
+                    to: 11,
+                    rows: 100.0
+                },
+                Piece {
+                    from: 10,
+                    to: 101,
+                    rows: 100.0
+                },
+            ]
+        );
+        let total: f64 = partition(&pieces, CursorRange::new(-5, 500), 1.0)
+            .iter()
+            .map(|b| b.rows)
+            .sum();
         assert!((total - 500.0).abs() < 1e-9, "{total}");
     }
 }

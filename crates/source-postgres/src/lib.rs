@@ -141,7 +141,11 @@ impl Source for PostgresSource {
             // Described inside the transaction, so the decoders match what COPY sends.
             let table = self.table(&conn).await?;
             let sql = table.copy_sql(range);
-            let what = format!("COPY {} {}", table.display_name(), range.display(table.cursor_type.kind()));
+            let what = format!(
+                "COPY {} {}",
+                table.display_name(),
+                range.display(table.cursor_type.kind())
+            );
             let copy = conn
                 .client
                 .copy_out(sql.as_str())

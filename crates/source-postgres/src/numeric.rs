@@ -107,9 +107,7 @@ impl<'a> Numeric<'a> {
         }
         if whole > 0 {
             let shift = exp(whole - 1) as u32;
-            acc = T::pow10(shift)
-                .and_then(|p| acc.checked_mul(p))
-                .ok_or_else(overflow)?;
+            acc = T::pow10(shift).and_then(|p| acc.checked_mul(p)).ok_or_else(overflow)?;
         }
         // The remaining digits reach below the scale. The first may straddle it (its upper
         // decimal places land on the units of the scaled value); the cut-off places, and every
@@ -124,7 +122,7 @@ impl<'a> Numeric<'a> {
                 continue;
             }
             let div = 10u16.pow(cut as u32);
-            if d % div != 0 {
+            if !d.is_multiple_of(div) {
                 return Err(self.too_many_decimals(scale));
             }
             acc = acc.checked_add(T::from_u16(d / div)).ok_or_else(overflow)?;
@@ -262,7 +260,11 @@ mod tests {
         let int_pad = (4 - int.len() % 4) % 4;
         let frac_pad = (4 - frac.len() % 4) % 4;
         let all = format!("{}{int}{frac}{}", "0".repeat(int_pad), "0".repeat(frac_pad));
-        let mut digits: Vec<u16> = all.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap().parse().unwrap()).collect();
+        let mut digits: Vec<u16> = all
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap().parse().unwrap())
+            .collect();
         let mut weight = ((int.len() + int_pad) / 4) as i16 - 1;
         while digits.first() == Some(&0) {
             digits.remove(0);
@@ -306,7 +308,10 @@ mod tests {
         assert_eq!(scaled("0.00012345", 20, 8), Ok(12_345));
         assert_eq!(scaled("0.000000001", 20, 9), Ok(1));
         let max38 = "99999999999999999999999999999.999999999";
-        assert_eq!(scaled(max38, 38, 9), Ok(99_999_999_999_999_999_999_999_999_999_999_999_999));
+        assert_eq!(
+            scaled(max38, 38, 9),
+            Ok(99_999_999_999_999_999_999_999_999_999_999_999_999)
+        );
         assert_eq!(
             scaled(&format!("-{max38}"), 38, 9),
             Ok(-99_999_999_999_999_999_999_999_999_999_999_999_999)
@@ -325,7 +330,10 @@ mod tests {
         let v = "12345678901234567890123456789012345678901234567890.0123456789";
         let got = Numeric::parse(&encode(v)).unwrap().to_scaled::<i256>(60, 10).unwrap();
         assert_eq!(got.to_string(), v.replace('.', ""));
-        let neg = Numeric::parse(&encode(&format!("-{v}"))).unwrap().to_scaled::<i256>(60, 10).unwrap();
+        let neg = Numeric::parse(&encode(&format!("-{v}")))
+            .unwrap()
+            .to_scaled::<i256>(60, 10)
+            .unwrap();
         assert_eq!(neg.to_string(), format!("-{}", v.replace('.', "")));
     }
 
@@ -338,7 +346,17 @@ mod tests {
 
     #[test]
     fn writes_exact_text() {
-        for v in ["0", "0.00", "1", "-1.50", "12345678.9", "0.0001", "0.00000123", "10000", "-99990000.0001"] {
+        for v in [
+            "0",
+            "0.00",
+            "1",
+            "-1.50",
+            "12345678.9",
+            "0.0001",
+            "0.00000123",
+            "10000",
+            "-99990000.0001",
+        ] {
             assert_eq!(text(v), v.trim_start_matches('+'));
         }
     }

@@ -106,7 +106,10 @@ mod tests {
             cursor_literal(CursorType::Timestamptz, 1_700_000_000_123_456),
             "'2023-11-14 22:13:20.123456+00'::timestamptz"
         );
-        assert_eq!(cursor_literal(CursorType::Integer, i64::MIN), "(-9223372036854775808)::int8");
+        assert_eq!(
+            cursor_literal(CursorType::Integer, i64::MIN),
+            "(-9223372036854775808)::int8"
+        );
         assert_eq!(cursor_literal(CursorType::Date, 19_724), "'2024-01-02'::date");
     }
 

@@ -45,7 +45,10 @@ pub(crate) enum PgKind {
     Interval,
     Uuid,
     /// numeric with a precision: Decimal128 up to 38 digits, Decimal256 up to 76.
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     /// numeric without precision, read as exact text (policy `text`).
     NumericText,
     /// One-dimensional array of the element kind.
@@ -278,16 +281,16 @@ impl PgKind {
                 UnconstrainedNumeric::Error => {}
             }
         }
-        if matches!(leaf, PgKind::Decimal { .. } | PgKind::NumericText) && policies.special_numeric == SpecialNumeric::Null
+        if matches!(leaf, PgKind::Decimal { .. } | PgKind::NumericText)
+            && policies.special_numeric == SpecialNumeric::Null
         {
             steps.push("NaN, Infinity and -Infinity read as NULL".to_string());
         }
         if matches!(leaf, PgKind::Date | PgKind::Timestamp | PgKind::Timestamptz) {
             match policies.infinite_datetime {
                 InfiniteDatetime::Null => steps.push("infinity and -infinity read as NULL".to_string()),
-                InfiniteDatetime::Clamp => steps.push(
-                    "infinity read as 9999-12-31 23:59:59.999999, -infinity as 0001-01-01 00:00:00".to_string(),
-                ),
+                InfiniteDatetime::Clamp => steps
+                    .push("infinity read as 9999-12-31 23:59:59.999999, -infinity as 0001-01-01 00:00:00".to_string()),
                 InfiniteDatetime::Error => {}
             }
         }
@@ -320,7 +323,10 @@ mod tests {
         let types = HashMap::new();
         assert_eq!(
             resolve(1700, typmod(15, 2), &types, &p),
-            Ok(PgKind::Decimal { precision: 15, scale: 2 })
+            Ok(PgKind::Decimal {
+                precision: 15,
+                scale: 2
+            })
         );
         assert_eq!(
             resolve(1700, typmod(5, -3), &types, &p),
@@ -331,14 +337,23 @@ mod tests {
             Ok(PgKind::Decimal { precision: 5, scale: 5 })
         );
         assert!(resolve(1700, typmod(100, 2), &types, &p).unwrap_err().contains("76"));
-        assert!(resolve(1700, -1, &types, &p).unwrap_err().contains("unconstrained_numeric"));
+        assert!(
+            resolve(1700, -1, &types, &p)
+                .unwrap_err()
+                .contains("unconstrained_numeric")
+        );
         let text = Policies {
             unconstrained_numeric: UnconstrainedNumeric::Text,
             ..p
         };
         assert_eq!(resolve(1700, -1, &types, &text), Ok(PgKind::NumericText));
         assert_eq!(
-            PgKind::Decimal { precision: 60, scale: 10 }.arrow().0,
+            PgKind::Decimal {
+                precision: 60,
+                scale: 10
+            }
+            .arrow()
+            .0,
             DataType::Decimal256(60, 10)
         );
     }
@@ -361,11 +376,16 @@ mod tests {
         types.insert(90_002, row("posint", b'd', b'N', 23, 0));
         types.insert(90_003, row("point", b'b', b'G', 0, 0));
         assert_eq!(resolve(1007, -1, &types, &p), Ok(PgKind::Array(Box::new(PgKind::Int4))));
-        assert_eq!(resolve(90_001, -1, &types, &p), Ok(PgKind::Array(Box::new(PgKind::Text))));
+        assert_eq!(
+            resolve(90_001, -1, &types, &p),
+            Ok(PgKind::Array(Box::new(PgKind::Text)))
+        );
         assert_eq!(resolve(90_002, -1, &types, &p), Ok(PgKind::Int4));
         assert!(resolve(90_003, -1, &types, &p).unwrap_err().contains("point"));
         let json = PgKind::Array(Box::new(PgKind::Jsonb)).field("j", true);
-        let DataType::List(item) = json.data_type() else { panic!() };
+        let DataType::List(item) = json.data_type() else {
+            panic!()
+        };
         assert_eq!(item.metadata()[EXTENSION_NAME_KEY], JSON_EXTENSION);
     }
 }

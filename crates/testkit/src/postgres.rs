@@ -97,7 +97,11 @@ impl PostgresServer {
         let bin = bin_dir()?;
         let template = template(&bin)?;
         copy_dir(&template.data, &dir.join("data"))?;
-        let tls = if options.tls { Some(make_certificates(&dir)?) } else { None };
+        let tls = if options.tls {
+            Some(make_certificates(&dir)?)
+        } else {
+            None
+        };
         let hba = if options.tls {
             "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n"
         } else {
@@ -162,9 +166,7 @@ impl PostgresServer {
         for s in &settings {
             cmd.arg("-c").arg(s);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file);
+        cmd.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
         let mut child = spawn_server_process(cmd)?;
         let pid_file = self.dir.join("data/postmaster.pid");
         let deadline = Instant::now() + START_TIMEOUT;
@@ -252,8 +254,11 @@ impl PostgresServer {
     pub fn fresh_database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("test_{n}");
-        self.psql("postgres", &format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"))
-            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"),
+        )
+        .unwrap_or_else(|e| panic!("create database {name}: {e}"));
         name
     }
 
@@ -374,7 +379,15 @@ fn init_template(bin: &Path) -> io::Result<Template> {
     let out = as_server_user(Command::new(bin.join("initdb")))
         .arg("-D")
         .arg(&data)
-        .args(["-U", SUPERUSER, "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"])
+        .args([
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+        ])
         .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
         .arg(format!("--pwfile={}", pwfile.display()))
         .output()?;
@@ -438,7 +451,8 @@ fn sweep(base: &Path) {
             continue;
         };
         // SAFETY: signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive =
+            unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -583,9 +597,11 @@ fn spawn_with_death_signal(cmd: Command) -> io::Result<Child> {
 /// unrelated second CA; ECDSA P-256 keys (fast to generate, supported by rustls/ring).
 fn make_certificates(dir: &Path) -> io::Result<TlsFiles> {
     let run = |args: &[&str]| -> io::Result<()> {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().map_err(|e| {
-            io::Error::new(e.kind(), format!("openssl (needed for TLS test servers): {e}"))
-        })?;
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| io::Error::new(e.kind(), format!("openssl (needed for TLS test servers): {e}")))?;
         if !out.status.success() {
             return Err(io::Error::other(format!(
                 "openssl {args:?} failed: {}",
@@ -612,8 +628,21 @@ fn make_certificates(dir: &Path) -> io::Result<TlsFiles> {
         "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )?;
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "server.crt", "-days", "3650", "-extfile", "server.ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
     ])?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
@@ -641,12 +670,18 @@ mod tests {
         let server = PostgresServer::shared();
         let db = server.fresh_database();
         let out = server
-            .psql(&db, "CREATE TABLE t (v int); INSERT INTO t VALUES (1), (2); SELECT sum(v) FROM t;")
+            .psql(
+                &db,
+                "CREATE TABLE t (v int); INSERT INTO t VALUES (1), (2); SELECT sum(v) FROM t;",
+            )
             .unwrap();
         assert_eq!(out, "3");
         assert_ne!(db, server.fresh_database());
         assert!(server.psql(&db, "SELECT nope").is_err());
-        assert_eq!(std::fs::read_to_string(server.password_file()).unwrap(), server.password());
+        assert_eq!(
+            std::fs::read_to_string(server.password_file()).unwrap(),
+            server.password()
+        );
     }
 
     #[test]

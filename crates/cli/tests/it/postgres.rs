@@ -108,13 +108,17 @@ fn postgres_backfill_survives_the_database_going_away_with_exact_counts() {
     let db = "postgres";
     events(&server, db);
     let job = JobDir::new(&JobParams::default());
-    let spec = job.write_spec(
-        "events.toml",
-        &spec(&server, db, "policy = \"fixed\"\nevery = \"1d\""),
-    );
+    let spec = job.write_spec("events.toml", &spec(&server, db, "policy = \"fixed\"\nevery = \"1d\""));
     let mut child = job
         .cmd()
-        .args(["backfill", spec.to_str().unwrap(), "--workers", "2", "--retry-backoff", "200ms"])
+        .args([
+            "backfill",
+            spec.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--retry-backoff",
+            "200ms",
+        ])
         .spawn()
         .expect("spawn");
     job.wait_for_commits(&mut child, "events", 1);
@@ -125,7 +129,10 @@ fn postgres_backfill_survives_the_database_going_away_with_exact_counts() {
     server.restart().unwrap();
 
     let status = child.wait().unwrap();
-    assert!(status.success(), "backfill failed after the database came back: {status}");
+    assert!(
+        status.success(),
+        "backfill failed after the database came back: {status}"
+    );
     let chunks = job.json(&["status", "events", "--chunks"]);
     let failures: u64 = chunks["chunks"]
         .as_array()
@@ -148,9 +155,14 @@ fn postgres_backfill_plans_by_statistics_and_refuses_null_cursors() {
     let job = JobDir::new(&JobParams::default());
     // Target-bytes planning from pg_stats: rows pile up towards the end of the range, chunk
     // widths shrink accordingly.
-    let spec_path = job.write_spec("events.toml", &spec(server, &db, "policy = \"target_bytes\"\ntarget_bytes = \"8MiB\""));
+    let spec_path = job.write_spec(
+        "events.toml",
+        &spec(server, &db, "policy = \"target_bytes\"\ntarget_bytes = \"8MiB\""),
+    );
     let plan = job.json(&["plan", spec_path.to_str().unwrap()]);
-    let chunks = plan["chunks"].as_array().unwrap_or_else(|| panic!("plan output: {plan}"));
+    let chunks = plan["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("plan output: {plan}"));
     assert!(chunks.len() >= 4, "{plan}");
     job.ok(&["backfill", spec_path.to_str().unwrap(), "--workers", "2"]);
     assert_eq!(job.json(&["verify", "events"])["verified"], true);
@@ -159,7 +171,12 @@ fn postgres_backfill_plans_by_statistics_and_refuses_null_cursors() {
     // A NULL cursor: refused before anything is written, naming the column.
     let db2 = server.fresh_database();
     events(server, &db2);
-    server.psql(&db2, "ALTER TABLE events ALTER ts DROP NOT NULL; UPDATE events SET ts = NULL WHERE id = 7").unwrap();
+    server
+        .psql(
+            &db2,
+            "ALTER TABLE events ALTER ts DROP NOT NULL; UPDATE events SET ts = NULL WHERE id = 7",
+        )
+        .unwrap();
     let job2 = JobDir::new(&JobParams::default());
     let path = job2.write_spec("events.toml", &spec(server, &db2, "policy = \"fixed\"\nevery = \"1d\""));
     let out = job2.run(&["backfill", path.to_str().unwrap()]);

@@ -212,9 +212,8 @@ mod tests {
     use super::*;
 
     fn spec(extra: &str) -> std::result::Result<PostgresSourceSpec, String> {
-        let text = format!(
-            "host = \"db\"\nuser = \"u\"\ndatabase = \"d\"\ntable = \"public.t\"\ncursor = \"ts\"\n{extra}"
-        );
+        let text =
+            format!("host = \"db\"\nuser = \"u\"\ndatabase = \"d\"\ntable = \"public.t\"\ncursor = \"ts\"\n{extra}");
         toml::from_str(&text).map_err(|e| e.to_string())
     }
 

@@ -31,7 +31,10 @@ async fn wrong_password_is_permanent_and_never_printed() {
     let e = src.describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
     let text = e.to_string();
-    assert!(text.contains("authentication failed") && text.contains("28P01"), "{text}");
+    assert!(
+        text.contains("authentication failed") && text.contains("28P01"),
+        "{text}"
+    );
     assert!(!text.contains(secret) && !format!("{e:?}").contains(secret), "{text}");
     // The right password from the file works (trailing newline removed).
     std::fs::write(dir.path().join("pw"), format!("{}\n", server.password())).unwrap();
@@ -48,22 +51,35 @@ async fn unknown_database_table_and_columns_name_themselves() {
 
     let e = source(&spec(server, &db, "nope", "ts")).describe().await.unwrap_err();
     assert_eq!((e.class(), e.kind()), (ErrorClass::Permanent, "invalid_object"));
-    assert!(e.to_string().contains("table nope") && e.to_string().contains("no such table"), "{e}");
+    assert!(
+        e.to_string().contains("table nope") && e.to_string().contains("no such table"),
+        "{e}"
+    );
 
-    let e = source(&spec(server, &db, "a.b.c.d", "ts")).describe().await.unwrap_err();
+    let e = source(&spec(server, &db, "a.b.c.d", "ts"))
+        .describe()
+        .await
+        .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
 
     let e = source(&spec(server, &db, "t", "created")).describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
     let text = e.to_string();
-    assert!(text.contains("column public.t.created") && text.contains("id, ts, d, p"), "{text}");
+    assert!(
+        text.contains("column public.t.created") && text.contains("id, ts, d, p"),
+        "{text}"
+    );
 
     let mut s = spec(server, &db, "t", "ts");
     s.columns = Some(vec!["id".into(), "ts".into(), "missing".into()]);
     let e = source(&s).describe().await.unwrap_err().to_string();
     assert!(e.contains("public.t.missing") && e.contains("source.columns"), "{e}");
 
-    let e = source(&spec(server, &db, "t", "p")).describe().await.unwrap_err().to_string();
+    let e = source(&spec(server, &db, "t", "p"))
+        .describe()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("`p` (point)"), "an unmappable type is named: {e}");
     let e = {
         let mut s = spec(server, &db, "t", "id");
@@ -77,11 +93,17 @@ async fn unknown_database_table_and_columns_name_themselves() {
     s.database = "no_such_db".into();
     let e = source(&s).describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
-    assert!(e.to_string().contains("no_such_db") && e.to_string().contains("3D000"), "{e}");
+    assert!(
+        e.to_string().contains("no_such_db") && e.to_string().contains("3D000"),
+        "{e}"
+    );
 
     // Quoted and schema-qualified names resolve like SQL does.
     server
-        .psql(&db, "CREATE SCHEMA \"Sales EU\"; CREATE TABLE \"Sales EU\".\"Orders\" (ts timestamptz);")
+        .psql(
+            &db,
+            "CREATE SCHEMA \"Sales EU\"; CREATE TABLE \"Sales EU\".\"Orders\" (ts timestamptz);",
+        )
         .unwrap();
     let d = source(&spec(server, &db, "\"Sales EU\".\"Orders\"", "ts"))
         .describe()
@@ -101,9 +123,14 @@ async fn null_cursor_rows_fail_the_job_at_prepare() {
     let e = src.prepare(all_time()).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
     let text = e.to_string();
-    assert!(text.contains("column public.t.d") && text.contains("NULL cursor"), "{text}");
+    assert!(
+        text.contains("column public.t.d") && text.contains("NULL cursor"),
+        "{text}"
+    );
     // Once the NULL is gone, prepare passes.
-    server.psql(&db, "UPDATE t SET d = '2024-01-02' WHERE d IS NULL").unwrap();
+    server
+        .psql(&db, "UPDATE t SET d = '2024-01-02' WHERE d IS NULL")
+        .unwrap();
     src.prepare(all_time()).await.unwrap();
 }
 
@@ -111,7 +138,14 @@ async fn null_cursor_rows_fail_the_job_at_prepare() {
 async fn too_many_connections_is_throttled() {
     let server = PostgresServer::shared();
     let db = server.fresh_database();
-    server.psql(&db, &format!("{TABLE} CREATE ROLE limited LOGIN PASSWORD 'pw' CONNECTION LIMIT 0; GRANT SELECT ON t TO limited;")).unwrap();
+    server
+        .psql(
+            &db,
+            &format!(
+                "{TABLE} CREATE ROLE limited LOGIN PASSWORD 'pw' CONNECTION LIMIT 0; GRANT SELECT ON t TO limited;"
+            ),
+        )
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "pw").unwrap();
     let mut s = spec(server, &db, "t", "ts");
@@ -123,11 +157,17 @@ async fn too_many_connections_is_throttled() {
 
     // Without the privilege: a permanent error naming the user.
     server
-        .psql(&db, "ALTER ROLE limited CONNECTION LIMIT -1; REVOKE SELECT ON t FROM limited;")
+        .psql(
+            &db,
+            "ALTER ROLE limited CONNECTION LIMIT -1; REVOKE SELECT ON t FROM limited;",
+        )
         .unwrap();
     let e = source(&s).describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
-    assert!(e.to_string().contains("limited") && e.to_string().contains("SELECT"), "{e}");
+    assert!(
+        e.to_string().contains("limited") && e.to_string().contains("SELECT"),
+        "{e}"
+    );
     let e = extract_all(&source(&s), all_time(), 10).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
 }

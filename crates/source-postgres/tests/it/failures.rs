@@ -109,7 +109,10 @@ async fn dropping_the_stream_ends_the_copy_on_the_server() {
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(20);
     while copying() != "0" {
-        assert!(Instant::now() < deadline, "the COPY still runs after the stream was dropped");
+        assert!(
+            Instant::now() < deadline,
+            "the COPY still runs after the stream was dropped"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

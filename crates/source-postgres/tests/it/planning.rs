@@ -60,7 +60,13 @@ async fn assert_even_chunks(server: &PostgresServer, db: &str, table: &str, tota
         rows > total_rows as f64 / 2.0 && rows < total_rows as f64 * 2.0,
         "estimated {rows} rows, the table holds {total_rows}"
     );
-    let chunks = plan_chunks(range(), PlanPolicy::TargetBytes((bytes / 10.0) as u64), &density, 1_000_000).unwrap();
+    let chunks = plan_chunks(
+        range(),
+        PlanPolicy::TargetBytes((bytes / 10.0) as u64),
+        &density,
+        1_000_000,
+    )
+    .unwrap();
     assert!(chunks.len() >= 6, "expected about 10 chunks, got {}", chunks.len());
     let actual = actual_rows(server, db, table, &chunks);
     assert_eq!(actual.iter().sum::<u64>(), total_rows);
@@ -68,7 +74,10 @@ async fn assert_even_chunks(server: &PostgresServer, db: &str, table: &str, tota
     assert!(max <= 2 * min, "uneven chunks (rows): {actual:?}");
     // A plan by width alone would be badly uneven: the last tenth holds 90% of the rows.
     let first_tenth = CursorRange::new(range().from, range().from + range().width() / 10);
-    assert!(chunks.iter().any(|c| first_tenth.width() < c.range.width()), "no wide chunk in the sparse part");
+    assert!(
+        chunks.iter().any(|c| first_tenth.width() < c.range.width()),
+        "no wide chunk in the sparse part"
+    );
 }
 
 #[tokio::test]
@@ -87,9 +96,14 @@ async fn never_analyzed_table_is_sampled_and_gets_even_chunks() {
     server.psql(&db, SKEWED).unwrap();
     // CREATE INDEX sets reltuples; make the table look never analyzed, as a new table does.
     server
-        .psql(&db, "UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE relname = 'events'")
+        .psql(
+            &db,
+            "UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE relname = 'events'",
+        )
         .unwrap();
-    let stats = server.psql(&db, "SELECT count(*) FROM pg_stats WHERE tablename = 'events'").unwrap();
+    let stats = server
+        .psql(&db, "SELECT count(*) FROM pg_stats WHERE tablename = 'events'")
+        .unwrap();
     assert_eq!(stats, "0");
     assert_even_chunks(server, &db, "events", 200_000).await;
 }
@@ -141,5 +155,8 @@ async fn partitioned_tables_and_date_cursors_have_statistics() {
     assert!(bytes > rows, "about 8 bytes per row: {bytes}");
     let half = CursorRange::new(crate::util::days("2023-01-01"), crate::util::days("2023-07-01"));
     let (half_rows, _) = estimate(half, &density);
-    assert!((9_000.0..36_000.0).contains(&half_rows), "estimated {half_rows} of 18100 rows");
+    assert!(
+        (9_000.0..36_000.0).contains(&half_rows),
+        "estimated {half_rows} of 18100 rows"
+    );
 }

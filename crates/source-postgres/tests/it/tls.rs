@@ -50,5 +50,9 @@ async fn tls_modes_verify_the_server() {
     let mut wrong_ca = by_ip.clone();
     wrong_ca.tls.ca_file = Some(files.other_ca_cert.clone());
     let e = source(&wrong_ca).describe().await.unwrap_err();
-    assert_eq!(e.class(), ErrorClass::Permanent, "verify_ca still checks the chain: {e}");
+    assert_eq!(
+        e.class(),
+        ErrorClass::Permanent,
+        "verify_ca still checks the chain: {e}"
+    );
 }

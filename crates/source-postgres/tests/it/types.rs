@@ -87,7 +87,12 @@ fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
         .unwrap_or_else(|| panic!("no column {name}"))
         .as_any()
         .downcast_ref::<T>()
-        .unwrap_or_else(|| panic!("column {name} has type {}", batch.column_by_name(name).unwrap().data_type()))
+        .unwrap_or_else(|| {
+            panic!(
+                "column {name} has type {}",
+                batch.column_by_name(name).unwrap().data_type()
+            )
+        })
 }
 
 #[tokio::test]
@@ -110,7 +115,14 @@ async fn every_type_round_trips_with_extremes_and_nulls() {
     assert_eq!(ty("c_mood"), DataType::Utf8);
     assert_eq!(ty("c_posint"), DataType::Int32);
     assert_eq!(ty("c_oid"), DataType::UInt32);
-    let ext = |n: &str| schema.field_with_name(n).unwrap().metadata().get(EXTENSION_NAME_KEY).cloned();
+    let ext = |n: &str| {
+        schema
+            .field_with_name(n)
+            .unwrap()
+            .metadata()
+            .get(EXTENSION_NAME_KEY)
+            .cloned()
+    };
     assert_eq!(ext("c_json").as_deref(), Some(JSON_EXTENSION));
     assert_eq!(ext("c_jsonb").as_deref(), Some(JSON_EXTENSION));
     assert_eq!(ext("c_uuid").as_deref(), Some(UUID_EXTENSION));
@@ -120,7 +132,10 @@ async fn every_type_round_trips_with_extremes_and_nulls() {
     let origin = |n: &str| desc.columns.iter().find(|c| c.name == n).unwrap().clone();
     assert_eq!(origin("c_num60").source_type, "numeric(60,10)");
     assert_eq!(origin("c_mood").source_type, "mood");
-    assert!(desc.columns.iter().all(|c| c.lossy_step.is_none()), "nothing lossy by default");
+    assert!(
+        desc.columns.iter().all(|c| c.lossy_step.is_none()),
+        "nothing lossy by default"
+    );
     assert_eq!(desc.columns.len(), schema.fields().len());
 
     let batches = extract_all(&src, all_time(), 3).await.unwrap();
@@ -165,15 +180,27 @@ fn check_values(b: &RecordBatch, server: &PostgresServer, db: &str) {
     let ts = col::<TimestampMicrosecondArray>(b, "ts");
     assert_eq!(ts.value(0), micros("2024-01-01T00:00:01Z"));
     let int2 = col::<Int16Array>(b, "c_int2");
-    assert_eq!((int2.value(0), int2.value(1), int2.is_null(2)), (i16::MAX, i16::MIN, true));
+    assert_eq!(
+        (int2.value(0), int2.value(1), int2.is_null(2)),
+        (i16::MAX, i16::MIN, true)
+    );
     let int4 = col::<Int32Array>(b, "c_int4");
-    assert_eq!((int4.value(0), int4.value(1), int4.is_null(2)), (i32::MAX, i32::MIN, true));
+    assert_eq!(
+        (int4.value(0), int4.value(1), int4.is_null(2)),
+        (i32::MAX, i32::MIN, true)
+    );
     let int8 = col::<Int64Array>(b, "c_int8");
-    assert_eq!((int8.value(0), int8.value(1), int8.is_null(2)), (i64::MAX, i64::MIN, true));
+    assert_eq!(
+        (int8.value(0), int8.value(1), int8.is_null(2)),
+        (i64::MAX, i64::MIN, true)
+    );
 
     let n38 = col::<Decimal128Array>(b, "c_num38");
     let max38 = 10i128.pow(38) - 1;
-    assert_eq!((n38.value(0), n38.value(1), n38.is_null(2), n38.value(3)), (max38, -max38, true, 0));
+    assert_eq!(
+        (n38.value(0), n38.value(1), n38.is_null(2), n38.value(3)),
+        (max38, -max38, true, 0)
+    );
     assert_eq!(n38.value_as_string(0), "99999999999999999999999999999.999999999");
     let n15 = col::<Decimal128Array>(b, "c_num15");
     assert_eq!((n15.value(0), n15.value(1)), (999_999_999_999_999, -1));
@@ -182,7 +209,13 @@ fn check_values(b: &RecordBatch, server: &PostgresServer, db: &str) {
         n60.value_as_string(0),
         "12345678901234567890123456789012345678901234567890.0123456789"
     );
-    assert_eq!(n60.value(1), i256::from_i128(10).wrapping_pow(60).wrapping_sub(i256::ONE).wrapping_neg());
+    assert_eq!(
+        n60.value(1),
+        i256::from_i128(10)
+            .wrapping_pow(60)
+            .wrapping_sub(i256::ONE)
+            .wrapping_neg()
+    );
     assert!(n60.is_null(2));
 
     let real = col::<Float32Array>(b, "c_real");
@@ -192,19 +225,36 @@ fn check_values(b: &RecordBatch, server: &PostgresServer, db: &str) {
     assert_eq!(double.value(0), f64::MAX);
     assert!(double.value(1).is_nan());
     let boolean = col::<BooleanArray>(b, "c_bool");
-    assert_eq!((boolean.value(0), boolean.value(1), boolean.is_null(2)), (true, false, true));
+    assert_eq!(
+        (boolean.value(0), boolean.value(1), boolean.is_null(2)),
+        (true, false, true)
+    );
 
     let text = col::<StringArray>(b, "c_text");
-    assert_eq!((text.value(0), text.value(1), text.is_null(2)), ("héllo wörld ✓ 日本語 🚀", "", true));
+    assert_eq!(
+        (text.value(0), text.value(1), text.is_null(2)),
+        ("héllo wörld ✓ 日本語 🚀", "", true)
+    );
     assert_eq!(col::<StringArray>(b, "c_varchar").value(0), "varchar");
-    assert_eq!(col::<StringArray>(b, "c_char").value(0), "ab   ", "char(n) keeps its padding");
+    assert_eq!(
+        col::<StringArray>(b, "c_char").value(0),
+        "ab   ",
+        "char(n) keeps its padding"
+    );
     assert_eq!(col::<StringArray>(b, "c_name").value(0), "a_name");
     let bytea = col::<BinaryArray>(b, "c_bytea");
-    assert_eq!((bytea.value(0), bytea.value(1), bytea.is_null(2)), (&[0u8, 255, 16][..], &[][..], true));
+    assert_eq!(
+        (bytea.value(0), bytea.value(1), bytea.is_null(2)),
+        (&[0u8, 255, 16][..], &[][..], true)
+    );
 
     let date = col::<Date32Array>(b, "c_date");
     assert_eq!(i64::from(date.value(0)), days("9999-12-31"));
-    assert_eq!(date.value(1), -2_440_550, "4713-01-01 BC, the earliest date PostgreSQL accepts");
+    assert_eq!(
+        date.value(1),
+        -2_440_550,
+        "4713-01-01 BC, the earliest date PostgreSQL accepts"
+    );
     assert_eq!((date.is_null(2), date.value(3)), (true, 0));
     let time = col::<Time64MicrosecondArray>(b, "c_time");
     assert_eq!((time.value(0), time.value(1)), (86_399_999_999, 0));
@@ -235,19 +285,29 @@ fn check_values(b: &RecordBatch, server: &PostgresServer, db: &str) {
     let uuid = col::<FixedSizeBinaryArray>(b, "c_uuid");
     assert_eq!(
         uuid.value(0),
-        &[0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11]
+        &[
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11
+        ]
     );
     assert_eq!(uuid.value(1), &[0u8; 16]);
     assert!(uuid.is_null(2));
 
     let json = col::<StringArray>(b, "c_json");
-    assert_eq!(json.value(0), r#"{"a": [1, 2, {"b": null}]}"#, "json keeps its text exactly");
+    assert_eq!(
+        json.value(0),
+        r#"{"a": [1, 2, {"b": null}]}"#,
+        "json keeps its text exactly"
+    );
     assert_eq!(json.value(1), "[]");
     let jsonb = col::<StringArray>(b, "c_jsonb");
     assert_eq!(jsonb.value(0), r#"{"k": "ü", "n": 1.50}"#);
     // About 600 KB of JSON each: compare with the server's own text.
-    let want_json = server.psql(db, "SELECT c_json::text FROM \"All Types\" WHERE id = 4").unwrap();
-    let want_jsonb = server.psql(db, "SELECT c_jsonb::text FROM \"All Types\" WHERE id = 4").unwrap();
+    let want_json = server
+        .psql(db, "SELECT c_json::text FROM \"All Types\" WHERE id = 4")
+        .unwrap();
+    let want_jsonb = server
+        .psql(db, "SELECT c_jsonb::text FROM \"All Types\" WHERE id = 4")
+        .unwrap();
     assert!(want_json.len() > 500_000 && want_jsonb.len() > 500_000);
     assert_eq!(json.value(3), want_json);
     assert_eq!(jsonb.value(3), want_jsonb);
@@ -264,7 +324,10 @@ fn check_values(b: &RecordBatch, server: &PostgresServer, db: &str) {
     assert_eq!((ints.value(1).len(), ints.is_null(2)), (0, true));
     let texts = col::<ListArray>(b, "c_text_arr");
     let t0 = texts.value(0);
-    assert_eq!(t0.as_string::<i32>().iter().collect::<Vec<_>>(), vec![Some("a"), None, Some("ü")]);
+    assert_eq!(
+        t0.as_string::<i32>().iter().collect::<Vec<_>>(),
+        vec![Some("a"), None, Some("ü")]
+    );
     let nums = col::<ListArray>(b, "c_num_arr");
     let n0 = nums.value(0);
     let n0 = n0.as_any().downcast_ref::<Decimal128Array>().unwrap();
@@ -305,13 +368,22 @@ async fn infinity_nan_and_unconstrained_numeric_follow_the_policies() {
     let e = extract_all(&source(&no_u), range, 100).await.unwrap_err();
     assert_eq!(e.kind(), "type_fidelity");
     let text = e.to_string();
-    assert!(text.contains("column `d`") && text.contains("id = 1") && text.contains("infinity"), "{text}");
+    assert!(
+        text.contains("column `d`") && text.contains("id = 1") && text.contains("infinity"),
+        "{text}"
+    );
     assert!(text.contains("infinite_datetime"), "{text}");
 
     let mut no_dates = strict.clone();
     no_dates.columns = Some(vec!["id".into(), "ts".into(), "n".into()]);
-    let e = extract_all(&source(&no_dates), range, 100).await.unwrap_err().to_string();
-    assert!(e.contains("column `n`") && e.contains("NaN") && e.contains("special_numeric"), "{e}");
+    let e = extract_all(&source(&no_dates), range, 100)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("column `n`") && e.contains("NaN") && e.contains("special_numeric"),
+        "{e}"
+    );
 
     // Opted in: NULL for infinities and specials, decimal(38,9) for the unconstrained column.
     let mut lenient = strict.clone();
@@ -346,7 +418,10 @@ async fn infinity_nan_and_unconstrained_numeric_follow_the_policies() {
     clamp.infinite_datetime = InfiniteDatetime::Clamp;
     let batches = extract_all(&source(&clamp), range, 100).await.unwrap();
     let d = col::<Date32Array>(&batches[0], "d");
-    assert_eq!((i64::from(d.value(0)), i64::from(d.value(1))), (days("9999-12-31"), days("0001-01-01")));
+    assert_eq!(
+        (i64::from(d.value(0)), i64::from(d.value(1))),
+        (days("9999-12-31"), days("0001-01-01"))
+    );
     let t = col::<TimestampMicrosecondArray>(&batches[0], "t");
     assert_eq!(t.value(0), micros("0001-01-01T00:00:00Z"));
     assert_eq!(t.value(1), micros("9999-12-31T23:59:59.999999Z"));
@@ -358,7 +433,10 @@ async fn infinity_nan_and_unconstrained_numeric_follow_the_policies() {
         scale: 2,
     };
     let e = extract_all(&source(&narrow), range, 100).await.unwrap_err().to_string();
-    assert!(e.contains("column `u`") && e.contains("id = 1") && e.contains("decimal point"), "{e}");
+    assert!(
+        e.contains("column `u`") && e.contains("id = 1") && e.contains("decimal point"),
+        "{e}"
+    );
 
     // Text keeps every digit.
     let mut as_text = lenient.clone();
