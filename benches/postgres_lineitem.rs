@@ -258,13 +258,15 @@ table = "lineitem"
 
 /// Runs `cmd` and returns its output and peak RSS in KiB (from `wait4`).
 fn run_measured(cmd: &mut Command) -> (std::process::Output, i64) {
-    let mut child = cmd
+    let child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn backhaul");
     let pid = child.id() as libc::pid_t;
+    // Reaped below with wait4 (for its rusage), not Child::wait.
+    let mut child = child;
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
     let out_thread = std::thread::spawn(move || {
