@@ -3,6 +3,7 @@
 mod bad_input;
 mod cost;
 mod kill_resume;
+mod postgres;
 mod mysql;
 mod replay;
 mod transient;

@@ -1,14 +1,23 @@
 //! `[source] kind = "postgres"`.
+//!
+//! Besides the connection, the section holds the type policies: what to do with values Arrow
+//! cannot hold exactly (unconstrained `numeric`, infinite dates and timestamps, `NaN` numerics).
+//! Each defaults to an error naming the column, so nothing is coerced unless the user opted in;
+//! an opt-in shows up as the column's lossy step in the job's type-fidelity report. Every key is
+//! documented in `docs/sources/postgres.md`.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::database::{NullCursorPolicy, PasswordSpec, TlsSpec};
+use super::database::{NullCursorPolicy, PasswordSpec, TlsMode, TlsSpec};
+use crate::error::{Error, Result};
 
 /// A PostgreSQL table read with binary `COPY`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSourceSpec {
-    /// Server host name or address.
+    /// Server host name or address, or the directory of a Unix socket (`/var/run/postgresql`).
     pub host: String,
     /// Server port; default 5432.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,11 +29,12 @@ pub struct PostgresSourceSpec {
     /// Where the password comes from (`[source.password] env = ...` or `file = ...`).
     #[serde(default)]
     pub password: PasswordSpec,
-    /// Table, optionally schema-qualified: `lineitem` or `public.lineitem`.
+    /// Table, optionally schema-qualified: `lineitem` or `public.lineitem`. Parts are read as
+    /// SQL identifiers: unquoted parts fold to lower case, `"Quoted"` parts are kept as written.
     pub table: String,
-    /// Cursor column that bounds chunks.
+    /// Cursor column that bounds chunks (timestamp, timestamptz, date, smallint, integer, bigint).
     pub cursor: String,
-    /// Columns to extract, in order; default all.
+    /// Columns to extract, in order; default all. Must include the cursor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<Vec<String>>,
     /// TLS to the server.
@@ -33,11 +43,233 @@ pub struct PostgresSourceSpec {
     /// What to do with rows whose cursor is NULL.
     #[serde(default)]
     pub null_cursor: NullCursorPolicy,
+    /// How `numeric` columns declared without precision are read; default `error`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unconstrained_numeric: UnconstrainedNumeric,
+    /// What an `infinity`/`-infinity` date or timestamp becomes; default `error`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub infinite_datetime: InfiniteDatetime,
+    /// What a `NaN`/`Infinity`/`-Infinity` numeric becomes; default `error`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub special_numeric: SpecialNumeric,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// `unconstrained_numeric`: a `numeric` column without declared precision can hold up to 131072
+/// digits before the point, which no Arrow decimal holds. Detected per column at describe time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum UnconstrainedNumeric {
+    /// `"error"`: refuse the job at describe time, naming the column and this key (default).
+    #[default]
+    Error,
+    /// `"text"`: the exact decimal text (`Utf8`), e.g. `-12.3400`; never rounded.
+    Text,
+    /// `"decimal(P,S)"`: `Decimal128(P,S)` (P ≤ 38) or `Decimal256(P,S)` (P ≤ 76). A value with
+    /// more than S fractional digits or more than P - S integer digits fails the chunk with an
+    /// error naming the column: nothing is rounded.
+    Decimal {
+        /// Total digits, 1..=76.
+        precision: u8,
+        /// Digits after the point, 0..=precision.
+        scale: u8,
+    },
+}
+
+impl fmt::Display for UnconstrainedNumeric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnconstrainedNumeric::Error => f.write_str("error"),
+            UnconstrainedNumeric::Text => f.write_str("text"),
+            UnconstrainedNumeric::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+        }
+    }
+}
+
+impl From<UnconstrainedNumeric> for String {
+    fn from(v: UnconstrainedNumeric) -> String {
+        v.to_string()
+    }
+}
+
+impl TryFrom<String> for UnconstrainedNumeric {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        let t = text.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "error" => return Ok(UnconstrainedNumeric::Error),
+            "text" => return Ok(UnconstrainedNumeric::Text),
+            _ => {}
+        }
+        let bad = || format!("`{text}` is not one of \"error\", \"text\" or \"decimal(P,S)\" (e.g. \"decimal(38,9)\")");
+        let inner = t
+            .strip_prefix("decimal")
+            .and_then(|r| r.trim().strip_prefix('('))
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(bad)?;
+        let (p, s) = inner.split_once(',').ok_or_else(bad)?;
+        let precision: u8 = p.trim().parse().map_err(|_| bad())?;
+        let scale: u8 = s.trim().parse().map_err(|_| bad())?;
+        if !(1..=76).contains(&precision) || scale > precision {
+            return Err(format!(
+                "`{text}`: precision must be 1 to 76 and scale 0 to the precision"
+            ));
+        }
+        Ok(UnconstrainedNumeric::Decimal { precision, scale })
+    }
+}
+
+/// `infinite_datetime`: PostgreSQL dates and timestamps can be `infinity` or `-infinity`, which
+/// no Arrow date or timestamp holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InfiniteDatetime {
+    /// Fail the chunk with an error naming the column and the row (default).
+    #[default]
+    Error,
+    /// Read them as NULL.
+    Null,
+    /// Read `infinity` as 9999-12-31 (23:59:59.999999) and `-infinity` as 0001-01-01
+    /// (00:00:00), the range every warehouse accepts.
+    Clamp,
+}
+
+/// `special_numeric`: a `numeric` can be `NaN` (and, since PostgreSQL 14, `Infinity` or
+/// `-Infinity`), which no Arrow decimal holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecialNumeric {
+    /// Fail the chunk with an error naming the column and the row (default).
+    #[default]
+    Error,
+    /// Read them as NULL.
+    Null,
 }
 
 impl PostgresSourceSpec {
     /// Pure checks of this section; `origin` names the file in errors.
-    pub fn validate(&self, origin: &str) -> crate::Result<()> {
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let err = |field: &str, msg: String| Error::config(origin, field, msg);
+        for (field, value) in [
+            ("source.host", &self.host),
+            ("source.user", &self.user),
+            ("source.database", &self.database),
+            ("source.table", &self.table),
+            ("source.cursor", &self.cursor),
+        ] {
+            if value.trim().is_empty() {
+                return Err(err(field, "must not be empty".into()));
+            }
+        }
+        if let Some(columns) = &self.columns {
+            if columns.is_empty() {
+                return Err(err(
+                    "source.columns",
+                    "must list at least the cursor column; leave it out to extract every column".into(),
+                ));
+            }
+            for (i, c) in columns.iter().enumerate() {
+                if c.is_empty() {
+                    return Err(err("source.columns", format!("entry {} is empty", i + 1)));
+                }
+                if columns[..i].contains(c) {
+                    return Err(err("source.columns", format!("`{c}` is listed twice")));
+                }
+            }
+            if !columns.contains(&self.cursor) {
+                return Err(err(
+                    "source.columns",
+                    format!("must include the cursor column `{}`", self.cursor),
+                ));
+            }
+        }
+        if self.tls.mode == TlsMode::Disable && self.tls.ca_file.is_some() {
+            return Err(err(
+                "source.tls.ca_file",
+                "is set but `tls.mode` is `disable`; set `mode = \"verify_full\"` (or `verify_ca`)".into(),
+            ));
+        }
+        if let Some(p) = &self.tls.ca_file
+            && p.as_os_str().is_empty()
+        {
+            return Err(err("source.tls.ca_file", "must not be empty".into()));
+        }
         self.password.validate(origin, "source.password")
+    }
+
+    /// The port to connect to.
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(5432)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> std::result::Result<PostgresSourceSpec, String> {
+        let text =
+            format!("host = \"db\"\nuser = \"u\"\ndatabase = \"d\"\ntable = \"public.t\"\ncursor = \"ts\"\n{extra}");
+        toml::from_str(&text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn policies_default_to_error_and_stay_out_of_canonical_toml() {
+        let s = spec("").unwrap();
+        assert_eq!(s.unconstrained_numeric, UnconstrainedNumeric::Error);
+        assert_eq!(s.infinite_datetime, InfiniteDatetime::Error);
+        assert_eq!(s.special_numeric, SpecialNumeric::Error);
+        let text = toml::to_string(&s).unwrap();
+        assert!(!text.contains("numeric") && !text.contains("infinite"), "{text}");
+        s.validate("job.toml").unwrap();
+    }
+
+    #[test]
+    fn parses_policies() {
+        let s = spec(
+            "unconstrained_numeric = \"decimal(38, 9)\"\ninfinite_datetime = \"clamp\"\nspecial_numeric = \"null\"",
+        )
+        .unwrap();
+        assert_eq!(
+            s.unconstrained_numeric,
+            UnconstrainedNumeric::Decimal {
+                precision: 38,
+                scale: 9
+            }
+        );
+        assert_eq!(s.infinite_datetime, InfiniteDatetime::Clamp);
+        assert_eq!(s.special_numeric, SpecialNumeric::Null);
+        let back: PostgresSourceSpec = toml::from_str(&toml::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            spec("unconstrained_numeric = \"text\"").unwrap().unconstrained_numeric,
+            UnconstrainedNumeric::Text
+        );
+        for bad in ["float", "decimal(77,2)", "decimal(5,6)", "decimal(0,0)", "decimal(38)"] {
+            let e = spec(&format!("unconstrained_numeric = \"{bad}\"")).unwrap_err();
+            assert!(e.contains(bad.split('(').next().unwrap()), "{e}");
+        }
+        assert!(spec("infinite_datetime = \"zero\"").is_err());
+    }
+
+    #[test]
+    fn validates_columns_and_tls() {
+        let s = spec("columns = [\"a\"]").unwrap();
+        let e = s.validate("job.toml").unwrap_err().to_string();
+        assert!(e.contains("source.columns") && e.contains("cursor column `ts`"), "{e}");
+        let s = spec("columns = [\"ts\", \"a\", \"a\"]").unwrap();
+        assert!(s.validate("job.toml").unwrap_err().to_string().contains("twice"));
+        let s = spec("[tls]\nca_file = \"ca.pem\"").unwrap();
+        let e = s.validate("job.toml").unwrap_err().to_string();
+        assert!(e.contains("source.tls.ca_file"), "{e}");
+        let s = spec("[tls]\nmode = \"verify_full\"\nca_file = \"ca.pem\"").unwrap();
+        s.validate("job.toml").unwrap();
+        let mut s = spec("").unwrap();
+        s.host = " ".into();
+        assert!(s.validate("job.toml").unwrap_err().to_string().contains("source.host"));
     }
 }

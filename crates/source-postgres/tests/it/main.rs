@@ -1,0 +1,9 @@
+//! The PostgreSQL source against private servers (crates/testkit): type round trips, planning
+//! on skewed tables, bad input, the server going away mid-chunk, TLS.
+
+mod bad_input;
+mod failures;
+mod planning;
+mod tls;
+mod types;
+mod util;

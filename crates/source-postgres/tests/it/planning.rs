@@ -1,0 +1,162 @@
+//! Chunk planning from statistics: skewed tables get evenly sized chunks, whether the sizes
+//! come from ANALYZE statistics, from a block sample (never analyzed), or from statistics that
+//! predate the newest rows.
+
+use backhaul_core::chunking::{PlanPolicy, PlannedChunk, estimate, plan_chunks};
+use backhaul_core::connector::Source;
+use backhaul_core::cursor::CursorRange;
+use backhaul_testkit::postgres::PostgresServer;
+
+use crate::util::{micros, source, spec};
+
+/// 20,000 rows over the first 90 days of 2024, 180,000 over the next 10: 90% of the rows in
+/// the last 10% of the range.
+const SKEWED: &str = r#"
+CREATE TABLE events (id bigint PRIMARY KEY, ts timestamptz NOT NULL, payload text NOT NULL);
+INSERT INTO events
+  SELECT g, timestamptz '2024-01-01 00:00:00+00' + (g::float8 / 20000 * 90) * interval '1 day', md5(g::text)
+  FROM generate_series(0, 19999) g;
+INSERT INTO events
+  SELECT 20000 + g, timestamptz '2024-03-31 00:00:00+00' + (g::float8 / 180000 * 10) * interval '1 day', md5(g::text)
+  FROM generate_series(0, 179999) g;
+CREATE INDEX events_ts ON events (ts);
+"#;
+
+fn range() -> CursorRange {
+    CursorRange::new(micros("2024-01-01T00:00:00Z"), micros("2024-04-10T00:00:00Z"))
+}
+
+/// Rows actually in each chunk, counted by the server.
+fn actual_rows(server: &PostgresServer, db: &str, table: &str, chunks: &[PlannedChunk]) -> Vec<u64> {
+    let values: Vec<String> = chunks
+        .iter()
+        .map(|c| format!("({}, {}::int8, {}::int8)", c.index, c.range.from, c.range.to))
+        .collect();
+    let sql = format!(
+        "SELECT count(e.id) FROM (VALUES {}) AS c(i, a, b) \
+         LEFT JOIN {table} e ON e.ts >= timestamptz 'epoch' + c.a * interval '1 microsecond' \
+                             AND e.ts < timestamptz 'epoch' + c.b * interval '1 microsecond' \
+         GROUP BY c.i ORDER BY c.i",
+        values.join(", ")
+    );
+    server
+        .psql(db, &sql)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+/// Plans the range into about ten chunks from the source's density and checks the real row
+/// counts of the chunks are within 2x of each other.
+async fn assert_even_chunks(server: &PostgresServer, db: &str, table: &str, total_rows: u64) {
+    let src = source(&spec(server, db, table, "ts"));
+    let desc = src.describe().await.unwrap();
+    assert_eq!(desc.cursor_column, "ts");
+    let density = src.density(range()).await.unwrap();
+    assert!(!density.is_empty(), "no density buckets");
+    let (rows, bytes) = estimate(range(), &density);
+    assert!(
+        rows > total_rows as f64 / 2.0 && rows < total_rows as f64 * 2.0,
+        "estimated {rows} rows, the table holds {total_rows}"
+    );
+    let chunks = plan_chunks(
+        range(),
+        PlanPolicy::TargetBytes((bytes / 10.0) as u64),
+        &density,
+        1_000_000,
+    )
+    .unwrap();
+    assert!(chunks.len() >= 6, "expected about 10 chunks, got {}", chunks.len());
+    let actual = actual_rows(server, db, table, &chunks);
+    assert_eq!(actual.iter().sum::<u64>(), total_rows);
+    let (min, max) = (*actual.iter().min().unwrap(), *actual.iter().max().unwrap());
+    assert!(max <= 2 * min, "uneven chunks (rows): {actual:?}");
+    // A plan by width alone would be badly uneven: the last tenth holds 90% of the rows.
+    let first_tenth = CursorRange::new(range().from, range().from + range().width() / 10);
+    assert!(
+        chunks.iter().any(|c| first_tenth.width() < c.range.width()),
+        "no wide chunk in the sparse part"
+    );
+}
+
+#[tokio::test]
+async fn skewed_table_with_statistics_gets_even_chunks() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server.psql(&db, SKEWED).unwrap();
+    server.psql(&db, "ANALYZE events").unwrap();
+    assert_even_chunks(server, &db, "events", 200_000).await;
+}
+
+#[tokio::test]
+async fn never_analyzed_table_is_sampled_and_gets_even_chunks() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server.psql(&db, SKEWED).unwrap();
+    // CREATE INDEX sets reltuples; make the table look never analyzed, as a new table does.
+    server
+        .psql(
+            &db,
+            "UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE relname = 'events'",
+        )
+        .unwrap();
+    let stats = server
+        .psql(&db, "SELECT count(*) FROM pg_stats WHERE tablename = 'events'")
+        .unwrap();
+    assert_eq!(stats, "0");
+    assert_even_chunks(server, &db, "events", 200_000).await;
+}
+
+#[tokio::test]
+async fn rows_added_after_analyze_are_found_past_the_histogram() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server.psql(&db, SKEWED).unwrap();
+    // Statistics see only the sparse first 90 days; the dense last 10 days arrive later.
+    server
+        .psql(
+            &db,
+            "CREATE TABLE late AS SELECT * FROM events WHERE ts >= '2024-03-31'; \
+             DELETE FROM events WHERE ts >= '2024-03-31'; VACUUM ANALYZE events; \
+             INSERT INTO events SELECT * FROM late;",
+        )
+        .unwrap();
+    let src = source(&spec(server, &db, "events", "ts"));
+    let density = src.density(range()).await.unwrap();
+    let late = CursorRange::new(micros("2024-03-31T00:00:00Z"), range().to);
+    let (rows, _) = estimate(late, &density);
+    assert!(
+        (90_000.0..360_000.0).contains(&rows),
+        "estimated {rows} rows after ANALYZE, 180000 were added"
+    );
+    assert_even_chunks(server, &db, "events", 200_000).await;
+}
+
+#[tokio::test]
+async fn partitioned_tables_and_date_cursors_have_statistics() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server
+        .psql(
+            &db,
+            "CREATE TABLE sales (id int, day date NOT NULL) PARTITION BY RANGE (day); \
+             CREATE TABLE sales_2023 PARTITION OF sales FOR VALUES FROM ('2023-01-01') TO ('2024-01-01'); \
+             CREATE TABLE sales_2024 PARTITION OF sales FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); \
+             INSERT INTO sales SELECT g, date '2023-01-01' + (g % 700) FROM generate_series(1, 70000) g; \
+             ANALYZE sales;",
+        )
+        .unwrap();
+    let src = source(&spec(server, &db, "sales", "day"));
+    let range = CursorRange::new(crate::util::days("2023-01-01"), crate::util::days("2025-01-01"));
+    let density = src.density(range).await.unwrap();
+    let (rows, bytes) = estimate(range, &density);
+    assert!((35_000.0..140_000.0).contains(&rows), "estimated {rows} of 70000 rows");
+    assert!(bytes > rows, "about 8 bytes per row: {bytes}");
+    let half = CursorRange::new(crate::util::days("2023-01-01"), crate::util::days("2023-07-01"));
+    let (half_rows, _) = estimate(half, &density);
+    assert!(
+        (9_000.0..36_000.0).contains(&half_rows),
+        "estimated {half_rows} of 18100 rows"
+    );
+}
