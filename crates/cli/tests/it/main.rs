@@ -3,8 +3,8 @@
 mod bad_input;
 mod cost;
 mod kill_resume;
-mod postgres;
 mod mysql;
+mod postgres;
 mod replay;
 mod transient;
 mod util;
