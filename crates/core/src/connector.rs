@@ -23,6 +23,31 @@ use crate::stage::Stage;
 /// A stream of record batches, all of the described schema.
 pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
 
+/// The stream a source hands out when a task of its own reads and decodes rows into a bounded
+/// channel: yields the channel's batches and, once the channel closes, reports a panic of that
+/// task as an error naming `what` (e.g. `postgres extract`), so a crash never looks like the end
+/// of the data. Dropping the stream drops the receiver, which stops the task at its next send.
+pub fn channel_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    task: tokio::task::JoinHandle<()>,
+    what: &'static str,
+) -> BatchStream {
+    use futures::StreamExt;
+    futures::stream::unfold((rx, Some(task)), move |(mut rx, task)| async move {
+        if let Some(item) = rx.recv().await {
+            return Some((item, (rx, task)));
+        }
+        match task?.await {
+            Ok(()) => None,
+            Err(e) => Some((
+                Err(crate::Error::Internal(format!("{what} task failed: {e}"))),
+                (rx, None),
+            )),
+        }
+    })
+    .boxed()
+}
+
 /// What a source knows about the table a job reads.
 #[derive(Debug, Clone)]
 pub struct TableDescription {

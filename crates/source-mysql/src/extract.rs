@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use backhaul_core::connector::BatchStream;
+use backhaul_core::connector::{BatchStream, channel_stream};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::spec::mysql::ZeroDatePolicy;
 use backhaul_core::{Error, Result};
@@ -21,7 +21,6 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Statement, Value};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::conn::Connector;
 use crate::decode::{ColumnDecoder, Problem, date_of_days, finish_batch};
@@ -185,7 +184,7 @@ pub(crate) async fn extract(
         what,
     };
     let task = tokio::spawn(reader.run(conn, statement, params, tx));
-    Ok(into_stream(rx, task))
+    Ok(channel_stream(rx, task, "mysql extract"))
 }
 
 /// The statement's result columns must still be what the job was planned with.
@@ -203,23 +202,6 @@ fn check_wire_types(table: &Table, statement: &Statement) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Yields the channel's batches; once it closes, reports a panic of the reading task, if any.
-fn into_stream(rx: mpsc::Receiver<Item>, task: JoinHandle<()>) -> BatchStream {
-    futures::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
-        if let Some(item) = rx.recv().await {
-            return Some((item, (rx, task)));
-        }
-        match task?.await {
-            Ok(()) => None,
-            Err(e) => Some((
-                Err(Error::Internal(format!("mysql extract task failed: {e}"))),
-                (rx, None),
-            )),
-        }
-    })
-    .boxed()
 }
 
 /// How reading ended.

@@ -14,12 +14,11 @@
 use std::pin::pin;
 
 use arrow::array::RecordBatch;
-use backhaul_core::connector::BatchStream;
+use backhaul_core::connector::{BatchStream, channel_stream};
 use backhaul_core::{Error, Result};
 use futures::{FutureExt, StreamExt};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_postgres::CopyOutStream;
 
 use crate::connect::Conn;
@@ -42,24 +41,7 @@ pub(crate) fn stream(conn: Conn, copy: CopyOutStream, decoder: RowDecoder, what:
         }
         // `conn` drops here: the socket closes whether or not the COPY finished.
     });
-    into_stream(rx, task)
-}
-
-/// Yields the channel's batches; once it closes, reports a panic of the decoding thread.
-fn into_stream(rx: mpsc::Receiver<Item>, task: JoinHandle<()>) -> BatchStream {
-    futures::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
-        if let Some(item) = rx.recv().await {
-            return Some((item, (rx, task)));
-        }
-        match task?.await {
-            Ok(()) => None,
-            Err(e) => Some((
-                Err(Error::Internal(format!("postgres extract task failed: {e}"))),
-                (rx, None),
-            )),
-        }
-    })
-    .boxed()
+    channel_stream(rx, task, "postgres extract")
 }
 
 /// What the next pull from the server gave.
