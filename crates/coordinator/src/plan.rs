@@ -117,3 +117,30 @@ fn relabel(e: Error, origin: &str) -> Error {
         other => other,
     }
 }
+
+/// Plans `spec` and stores it as a job, or finds the identical stored job: what `backhaul
+/// backfill` does locally and what SubmitJob does for a remote client, so both share one path.
+pub async fn submit_spec(
+    store: &crate::store::Store,
+    connectors: &dyn Connectors,
+    spec: JobSpec,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(crate::store::JobRow, crate::store::Submitted)> {
+    let plan = plan_job(spec, origin, base_dir, connectors, true).await?;
+    let job = crate::store::JobRow {
+        job_id: plan.spec.name.clone(),
+        spec_toml: plan.spec_toml.clone(),
+        base_dir: plan.base_dir.clone(),
+        cursor_kind: plan.table.cursor_kind,
+        range: plan.range,
+        created_at_us: crate::store::now_us(),
+        cancelled_at_us: None,
+    };
+    let chunks = plan.chunks;
+    let stored = job.clone();
+    let outcome = store.call(move |s, c| s.submit(c, &stored, &chunks)).await?;
+    let id = job.job_id.clone();
+    let job = store.call(move |s, c| s.job(c, &id)).await?;
+    Ok((job, outcome))
+}

@@ -1,19 +1,26 @@
-//! The tonic service workers talk to.
+//! The tonic service workers and the CLI talk to, and the server around it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
-use backhaul_core::connector::StagedFile;
+use backhaul_core::connector::{Connectors, StagedFile};
+use backhaul_core::spec::JobSpec;
 use backhaul_proto::v1 as pb;
 use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
+use backhaul_proto::{AuthLayer, ServerTls, Token};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::{info, warn};
 
 use crate::error::{CoordinatorError, Result};
-use crate::store::{Failure, LeaseKey, NoLease, Store};
+use crate::metrics::{CoordinatorMetrics, LeaseCall};
+use crate::plan::submit_spec;
+use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, LeaseKey, NoLease, Store, Submitted};
 
 /// When and how often failed chunks are retried.
 #[derive(Debug, Clone)]
@@ -66,23 +73,63 @@ fn xorshift(mut x: u64) -> u64 {
 #[derive(Clone)]
 pub struct CoordinatorService {
     store: Store,
+    connectors: Arc<dyn Connectors>,
     lease_ttl: Duration,
     retry: RetryPolicy,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl CoordinatorService {
-    /// A service over `store`.
-    pub fn new(store: Store, lease_ttl: Duration, retry: RetryPolicy) -> Self {
+    /// A service over `store`; `connectors` plan the jobs clients submit.
+    pub fn new(store: Store, connectors: Arc<dyn Connectors>, lease_ttl: Duration, retry: RetryPolicy) -> Self {
         CoordinatorService {
             store,
+            connectors,
             lease_ttl,
             retry,
+            metrics: Arc::new(CoordinatorMetrics::default()),
         }
+    }
+
+    /// The service's counters (shared with `/metrics`).
+    pub fn metrics(&self) -> Arc<CoordinatorMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn ttl_ms(&self) -> u32 {
         self.lease_ttl.as_millis().min(u32::MAX as u128) as u32
     }
+
+    /// Maps a store error of a lease-scoped call to a status, counting stale calls.
+    fn lease_status(&self, call: LeaseCall, lease_id: &str, e: CoordinatorError) -> Status {
+        if matches!(e, CoordinatorError::StaleLease { .. }) {
+            self.metrics.stale(call);
+            let key = LeaseKey::parse(lease_id).ok();
+            warn!(
+                job = key.as_ref().map(|k| k.job_id.as_str()).unwrap_or(""),
+                chunk = key.as_ref().map(|k| k.chunk_id),
+                attempt = key.as_ref().map(|k| k.attempt),
+                call = ?call,
+                error = %e,
+                "refused a call on a stale lease"
+            );
+        }
+        status(e)
+    }
+}
+
+/// How the gRPC server authenticates and encrypts.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Shared token every call must carry; `None` accepts any caller (local mode on loopback).
+    pub token: Option<Token>,
+    /// TLS (and with a client CA, mutual TLS); `None` serves plain HTTP/2.
+    pub tls: Option<ServerTls>,
 }
 
 /// Binds `addr` (port 0 picks a free one) and serves until `cancel` fires. Returns the bound
@@ -90,6 +137,7 @@ impl CoordinatorService {
 pub async fn serve(
     service: CoordinatorService,
     addr: SocketAddr,
+    options: ServeOptions,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = Result<()>>)> {
     let listener = TcpListener::bind(addr)
@@ -98,10 +146,17 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        let config = tls.config().map_err(|e| CoordinatorError::Wire(e.to_string()))?;
+        builder = builder.tls_config(config)?;
+    }
+    let router = builder
+        .layer(AuthLayer::new(options.token.clone()))
+        .add_service(CoordinatorServer::new(service).max_decoding_message_size(16 * 1024 * 1024));
     let fut = async move {
-        tonic::transport::Server::builder()
-            .add_service(CoordinatorServer::new(service))
+        router
             .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
             .await
             .map_err(CoordinatorError::from)
@@ -127,55 +182,190 @@ fn class_from_pb(c: i32) -> ErrorClass {
     }
 }
 
+/// The wire form of an error class.
+pub fn class_to_pb(c: ErrorClass) -> pb::ErrorClass {
+    match c {
+        ErrorClass::Transient => pb::ErrorClass::Transient,
+        ErrorClass::Throttled => pb::ErrorClass::Throttled,
+        ErrorClass::Permanent => pb::ErrorClass::Permanent,
+    }
+}
+
+/// A refused spec as the typed wire error: the parts of a config error stay separate.
+pub fn job_error(e: &CoordinatorError) -> pb::JobError {
+    let mut out = pb::JobError {
+        class: class_to_pb(e.class()) as i32,
+        message: e.to_string(),
+        ..Default::default()
+    };
+    match e {
+        CoordinatorError::Core(core) => {
+            out.kind = core.kind().into();
+            match core {
+                backhaul_core::Error::Config { file, field, message } => {
+                    out.file = file.clone();
+                    out.field = field.clone();
+                    out.message = message.clone();
+                }
+                backhaul_core::Error::InvalidObject { object, message } => {
+                    out.object = object.clone();
+                    out.message = message.clone();
+                }
+                _ => {}
+            }
+        }
+        CoordinatorError::SpecChanged { .. } => {
+            out.kind = "spec_changed".into();
+            out.field = "name".into();
+        }
+        _ => out.kind = "coordinator".into(),
+    }
+    out
+}
+
+fn chunk_state_pb(s: ChunkState) -> pb::ChunkState {
+    match s {
+        ChunkState::Pending => pb::ChunkState::Pending,
+        ChunkState::Leased => pb::ChunkState::Leased,
+        ChunkState::Committed => pb::ChunkState::Committed,
+        ChunkState::Parked => pb::ChunkState::Parked,
+        ChunkState::Cancelled => pb::ChunkState::Cancelled,
+    }
+}
+
+/// The state of a job from its row and summary.
+pub fn job_state(job: &JobRow, s: &JobSummary) -> pb::JobState {
+    if s.committed == s.chunks {
+        pb::JobState::Succeeded
+    } else if job.cancelled_at_us.is_some() {
+        pb::JobState::Cancelled
+    } else if s.is_finished() {
+        pb::JobState::Parked
+    } else {
+        pb::JobState::Running
+    }
+}
+
+/// The wire status of a job.
+pub fn job_status(job: &JobRow, s: &JobSummary) -> pb::JobStatus {
+    pb::JobStatus {
+        job_id: job.job_id.clone(),
+        state: job_state(job, s) as i32,
+        cursor_kind: job.cursor_kind.as_str().into(),
+        range: Some(pb::CursorRange {
+            from: job.range.from,
+            to: job.range.to,
+        }),
+        range_display: job.range.display(job.cursor_kind),
+        created_at_us: job.created_at_us,
+        chunks: s.chunks,
+        pending: s.pending,
+        leased: s.leased,
+        committed: s.committed,
+        parked: s.parked,
+        cancelled: s.cancelled,
+        committed_rows: s.committed_rows,
+        committed_bytes: s.committed_bytes,
+        in_flight_rows: s.in_flight_rows,
+        estimated_rows: s.estimated_rows,
+        estimated_bytes: s.estimated_bytes,
+        failures: s.failures,
+    }
+}
+
+fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
+    let (rows, bytes) = match c.state {
+        ChunkState::Committed => (
+            c.committed.map(|s| s.rows).unwrap_or(0),
+            c.committed_bytes.unwrap_or(0),
+        ),
+        _ => (c.progress_rows, c.progress_bytes),
+    };
+    pb::ChunkStatus {
+        chunk_id: c.chunk_id,
+        range: Some(pb::CursorRange {
+            from: c.range.from,
+            to: c.range.to,
+        }),
+        state: chunk_state_pb(c.state) as i32,
+        attempt: c.attempt,
+        failures: c.failures,
+        estimated_rows: c.estimated_rows,
+        rows,
+        bytes,
+        worker_id: c.lease_worker.clone().unwrap_or_default(),
+        last_error: c.last_error.as_ref().map(|(class, kind, message)| pb::ChunkError {
+            class: ErrorClass::parse(class).map(class_to_pb).unwrap_or(pb::ErrorClass::Unspecified) as i32,
+            kind: kind.clone(),
+            message: message.clone(),
+        }),
+        committed_at_us: c.committed_at_us.unwrap_or(0),
+    }
+}
+
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn lease_chunk(
         &self,
         req: Request<pb::LeaseChunkRequest>,
     ) -> Result<Response<pb::LeaseChunkResponse>, Status> {
+        let started = Instant::now();
         let req = req.into_inner();
         let ttl = self.ttl_ms();
         let filter = (!req.job_id.is_empty()).then_some(req.job_id);
+        let worker_id = req.worker_id;
         let out = self
             .store
-            .call(move |s, c| s.lease(c, &req.worker_id, filter.as_deref(), ttl))
+            .call(move |s, c| s.lease(c, &worker_id, filter.as_deref(), ttl))
             .await
             .map_err(status)?;
         let outcome = match out {
-            Ok(lease) => pb::lease_chunk_response::Outcome::Lease(pb::ChunkLease {
-                lease_id: lease.lease_id,
-                job_id: lease.job.job_id,
-                chunk_id: lease.chunk.chunk_id,
-                attempt: lease.chunk.attempt,
-                range: Some(pb::CursorRange {
-                    from: lease.chunk.range.from,
-                    to: lease.chunk.range.to,
-                }),
-                job_spec_toml: lease.job.spec_toml,
-                spec_base_dir: lease.job.base_dir.display().to_string(),
-                lease_ttl_ms: ttl,
-                estimated_rows: lease.chunk.estimated_rows,
-                estimated_bytes: lease.chunk.estimated_bytes,
-            }),
-            Err(NoLease::Finished) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
-                job_finished: true,
-                retry_after_ms: 0,
-            }),
-            Err(NoLease::RetryAfterMs(ms)) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
-                job_finished: false,
-                retry_after_ms: ms,
-            }),
+            Ok(lease) => {
+                self.metrics.leases_granted.inc();
+                tracing::debug!(job = %lease.job.job_id, chunk = lease.chunk.chunk_id, attempt = lease.chunk.attempt, "leased");
+                pb::lease_chunk_response::Outcome::Lease(pb::ChunkLease {
+                    lease_id: lease.lease_id,
+                    job_id: lease.job.job_id,
+                    chunk_id: lease.chunk.chunk_id,
+                    attempt: lease.chunk.attempt,
+                    range: Some(pb::CursorRange {
+                        from: lease.chunk.range.from,
+                        to: lease.chunk.range.to,
+                    }),
+                    job_spec_toml: lease.job.spec_toml,
+                    spec_base_dir: lease.job.base_dir.display().to_string(),
+                    lease_ttl_ms: ttl,
+                    estimated_rows: lease.chunk.estimated_rows,
+                    estimated_bytes: lease.chunk.estimated_bytes,
+                })
+            }
+            Err(NoLease::Finished) => {
+                self.metrics.leases_empty.inc();
+                pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                    job_finished: true,
+                    retry_after_ms: 0,
+                })
+            }
+            Err(NoLease::RetryAfterMs(ms)) => {
+                self.metrics.leases_empty.inc();
+                pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                    job_finished: false,
+                    retry_after_ms: ms,
+                })
+            }
         };
+        self.metrics.lease_latency.observe(started.elapsed());
         Ok(Response::new(pb::LeaseChunkResponse { outcome: Some(outcome) }))
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let lease_id = req.into_inner().lease_id;
         let ttl = self.ttl_ms();
+        let id = lease_id.clone();
         self.store
-            .call(move |s, c| s.heartbeat(c, &lease_id, ttl))
+            .call(move |s, c| s.heartbeat(c, &id, ttl))
             .await
-            .map_err(status)?;
+            .map_err(|e| self.lease_status(LeaseCall::Heartbeat, &lease_id, e))?;
         Ok(Response::new(pb::HeartbeatResponse { lease_ttl_ms: ttl }))
     }
 
@@ -184,10 +374,11 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::ReportProgressRequest>,
     ) -> Result<Response<pb::ReportProgressResponse>, Status> {
         let r = req.into_inner();
+        let lease_id = r.lease_id.clone();
         self.store
             .call(move |s, c| s.progress(c, &r.lease_id, r.rows, r.bytes))
             .await
-            .map_err(status)?;
+            .map_err(|e| self.lease_status(LeaseCall::Progress, &lease_id, e))?;
         Ok(Response::new(pb::ReportProgressResponse {}))
     }
 
@@ -216,21 +407,36 @@ impl Coordinator for CoordinatorService {
             rows: out.committed_rows,
             checksum: out.committed_checksum,
         };
-        self.store
-            .call(move |s, c| s.complete(c, &r.lease_id, &files, extracted, committed))
+        let lease_id = r.lease_id.clone();
+        let id = r.lease_id;
+        match self
+            .store
+            .call(move |s, c| s.complete(c, &id, &files, extracted, committed))
             .await
-            .map_err(status)?;
-        Ok(Response::new(pb::CompleteChunkResponse {}))
+        {
+            Ok(()) => {
+                self.metrics.completions.inc();
+                Ok(Response::new(pb::CompleteChunkResponse {}))
+            }
+            Err(e) => {
+                if matches!(e, CoordinatorError::Core(backhaul_core::Error::VerificationFailed { .. })) {
+                    self.metrics.verification_failures.inc();
+                }
+                Err(self.lease_status(LeaseCall::Complete, &lease_id, e))
+            }
+        }
     }
 
     async fn fail_chunk(&self, req: Request<pb::FailChunkRequest>) -> Result<Response<pb::FailChunkResponse>, Status> {
         let r = req.into_inner();
         if r.released {
             let lease_id = r.lease_id;
+            let id = lease_id.clone();
             self.store
-                .call(move |s, c| s.release(c, &lease_id))
+                .call(move |s, c| s.release(c, &id))
                 .await
-                .map_err(status)?;
+                .map_err(|e| self.lease_status(LeaseCall::Release, &lease_id, e))?;
+            self.metrics.released.inc();
             return Ok(Response::new(pb::FailChunkResponse { will_retry: true }));
         }
         let e = r
@@ -241,13 +447,120 @@ impl Coordinator for CoordinatorService {
             kind: e.kind,
             message: e.message,
         };
+        let class = failure.class;
         let policy = self.retry.clone();
         let lease_id = r.lease_id;
+        let id = lease_id.clone();
         let will_retry = self
             .store
-            .call(move |s, c| s.fail(c, &lease_id, &failure, &policy))
+            .call(move |s, c| s.fail(c, &id, &failure, &policy))
+            .await
+            .map_err(|e| self.lease_status(LeaseCall::Fail, &lease_id, e))?;
+        self.metrics.failure(class);
+        if will_retry {
+            self.metrics.retries.inc();
+        } else {
+            self.metrics.parked.inc();
+        }
+        Ok(Response::new(pb::FailChunkResponse { will_retry }))
+    }
+
+    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let r = req.into_inner();
+        let origin = if r.spec_origin.is_empty() {
+            "<submitted spec>".to_string()
+        } else {
+            r.spec_origin
+        };
+        let base_dir = if r.base_dir.is_empty() {
+            std::env::current_dir().map_err(|e| Status::internal(format!("current directory: {e}")))?
+        } else {
+            PathBuf::from(r.base_dir)
+        };
+        let submitted = async {
+            let spec = JobSpec::from_toml(&r.spec_toml, &origin)?;
+            submit_spec(&self.store, self.connectors.as_ref(), spec, &origin, &base_dir).await
+        }
+        .await;
+        let outcome = match submitted {
+            Ok((job, how)) => {
+                self.metrics.jobs_submitted.inc();
+                let id = job.job_id.clone();
+                let summary = self.store.call(move |s, c| s.summary(c, &id)).await.map_err(status)?;
+                info!(job = %job.job_id, chunks = summary.chunks, created = how == Submitted::Created, "job submitted");
+                pb::submit_job_response::Outcome::Job(pb::SubmittedJob {
+                    status: Some(job_status(&job, &summary)),
+                    created: how == Submitted::Created,
+                })
+            }
+            // A broken state database is the coordinator's problem, not the spec's.
+            Err(e @ (CoordinatorError::Database { .. } | CoordinatorError::Task(_))) => return Err(status(e)),
+            Err(e) => {
+                self.metrics.jobs_rejected.inc();
+                info!(origin = %origin, kind = %job_error(&e).kind, error = %e, "job spec refused");
+                pb::submit_job_response::Outcome::Rejected(job_error(&e))
+            }
+        };
+        Ok(Response::new(pb::SubmitJobResponse { outcome: Some(outcome) }))
+    }
+
+    async fn get_job_status(
+        &self,
+        req: Request<pb::GetJobStatusRequest>,
+    ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
+        let r = req.into_inner();
+        let (job, summary, chunks) = self
+            .store
+            .call(move |s, c| {
+                let job = s.job(c, &r.job_id)?;
+                let summary = s.summary(c, &r.job_id)?;
+                let chunks = if r.include_chunks {
+                    s.chunks(c, &r.job_id)?
+                } else {
+                    Vec::new()
+                };
+                Ok((job, summary, chunks))
+            })
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::FailChunkResponse { will_retry }))
+        Ok(Response::new(pb::GetJobStatusResponse {
+            status: Some(job_status(&job, &summary)),
+            chunks: chunks.iter().map(chunk_status).collect(),
+        }))
+    }
+
+    async fn list_jobs(&self, _req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let jobs = self
+            .store
+            .call(|s, c| {
+                let mut out = Vec::new();
+                for job in s.jobs(c)? {
+                    let summary = s.summary(c, &job.job_id)?;
+                    out.push(job_status(&job, &summary));
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let job_id = req.into_inner().job_id;
+        let (n, job, summary) = self
+            .store
+            .call(move |s, c| {
+                let n = s.cancel(c, &job_id)?;
+                let job = s.job(c, &job_id)?;
+                let summary = s.summary(c, &job_id)?;
+                Ok((n, job, summary))
+            })
+            .await
+            .map_err(status)?;
+        info!(job = %job.job_id, chunks = n, "job cancelled");
+        Ok(Response::new(pb::CancelJobResponse {
+            chunks_cancelled: n,
+            status: Some(job_status(&job, &summary)),
+        }))
     }
 }

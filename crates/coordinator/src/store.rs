@@ -78,6 +78,9 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 "#;
 
+/// Columns added after the first release, with their definitions; added on open when missing.
+const MIGRATIONS: &[(&str, &str, &str)] = &[("jobs", "cancelled_at_us", "INTEGER")];
+
 /// Life cycle of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,15 +93,19 @@ pub enum ChunkState {
     Committed,
     /// Failed permanently or too often; needs a person.
     Parked,
+    /// Its job was cancelled before it committed.
+    Cancelled,
 }
 
 impl ChunkState {
-    fn as_str(self) -> &'static str {
+    /// Stable lower-case name, as stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             ChunkState::Pending => "pending",
             ChunkState::Leased => "leased",
             ChunkState::Committed => "committed",
             ChunkState::Parked => "parked",
+            ChunkState::Cancelled => "cancelled",
         }
     }
 
@@ -107,6 +114,7 @@ impl ChunkState {
             "leased" => ChunkState::Leased,
             "committed" => ChunkState::Committed,
             "parked" => ChunkState::Parked,
+            "cancelled" => ChunkState::Cancelled,
             _ => ChunkState::Pending,
         }
     }
@@ -128,6 +136,8 @@ pub struct JobRow {
     pub range: CursorRange,
     /// When the job was submitted, microseconds since epoch.
     pub created_at_us: i64,
+    /// When the job was cancelled, if it was.
+    pub cancelled_at_us: Option<i64>,
 }
 
 /// A chunk as stored.
@@ -159,6 +169,10 @@ pub struct ChunkRow {
     pub committed_bytes: Option<u64>,
     /// Last error class, kind and message.
     pub last_error: Option<(String, String, String)>,
+    /// The worker holding the lease (leased chunks).
+    pub lease_worker: Option<String>,
+    /// When the chunk was committed, microseconds since epoch.
+    pub committed_at_us: Option<i64>,
 }
 
 /// Counts and totals of one job.
@@ -174,6 +188,8 @@ pub struct JobSummary {
     pub committed: u64,
     /// Chunks needing attention.
     pub parked: u64,
+    /// Chunks of a cancelled job that will not run.
+    pub cancelled: u64,
     /// Rows committed.
     pub committed_rows: u64,
     /// Parquet bytes committed.
@@ -182,12 +198,16 @@ pub struct JobSummary {
     pub in_flight_rows: u64,
     /// Estimated rows of the whole job.
     pub estimated_rows: u64,
+    /// Estimated Parquet bytes of the whole job.
+    pub estimated_bytes: u64,
+    /// Failed attempts over all chunks.
+    pub failures: u64,
 }
 
 impl JobSummary {
-    /// Every chunk is committed or parked.
+    /// Every chunk is committed, parked or cancelled: nothing will run any more.
     pub fn is_finished(&self) -> bool {
-        self.committed + self.parked == self.chunks
+        self.committed + self.parked + self.cancelled == self.chunks
     }
 }
 
@@ -236,6 +256,8 @@ pub struct Failure {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: String,
+    /// Held (never read) while this store serves leases; see [`Store::open_exclusive`].
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 /// Parsed lease id.
@@ -295,10 +317,55 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        for (table, column, definition) in MIGRATIONS {
+            let present: bool = conn
+                .query_row(
+                    &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))
+                    .map_err(db)?;
+            }
+        }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: display,
+            _lock: None,
         })
+    }
+
+    /// Opens the state database for serving leases: takes an exclusive lock on `<path>.lock`
+    /// first, so two coordinators (or a coordinator and a local run) never hand out leases of
+    /// the same state. Readers (`status`, `verify`) use [`Store::open`] and need no lock. The
+    /// lock is the kernel's, so a killed coordinator releases it with its process.
+    pub fn open_exclusive(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| backhaul_core::Error::io(dir, e))?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| backhaul_core::Error::io(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(CoordinatorError::StateLocked {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(backhaul_core::Error::io(&lock_path, e).into()),
+        }
+        let mut store = Store::open(path)?;
+        store._lock = Some(Arc::new(file));
+        Ok(store)
     }
 
     /// Where the database lives.
@@ -379,7 +446,7 @@ impl Store {
     /// A job by id.
     pub fn job(&self, conn: &Connection, job_id: &str) -> Result<JobRow> {
         conn.query_row(
-            "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs WHERE job_id = ?1",
+            &format!("{JOB_SELECT} WHERE job_id = ?1"),
             [job_id],
             job_from_row,
         )
@@ -391,7 +458,7 @@ impl Store {
     /// All jobs, oldest first.
     pub fn jobs(&self, conn: &Connection) -> Result<Vec<JobRow>> {
         let mut stmt = conn
-            .prepare("SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs ORDER BY created_at_us")
+            .prepare(&format!("{JOB_SELECT} ORDER BY created_at_us, job_id"))
             .map_err(|e| self.db_err(e))?;
         let rows = stmt.query_map([], job_from_row).map_err(|e| self.db_err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
@@ -415,7 +482,10 @@ impl Store {
                     coalesce(sum(CASE WHEN state = 'committed' THEN committed_rows END), 0),
                     coalesce(sum(CASE WHEN state = 'committed' THEN committed_bytes END), 0),
                     coalesce(sum(CASE WHEN state = 'leased' THEN progress_rows END), 0),
-                    coalesce(sum(estimated_rows), 0)
+                    coalesce(sum(estimated_rows), 0),
+                    coalesce(sum(state = 'cancelled'), 0),
+                    coalesce(sum(estimated_bytes), 0),
+                    coalesce(sum(failures), 0)
              FROM chunks WHERE job_id = ?1",
             [job_id],
             |r| {
@@ -429,6 +499,9 @@ impl Store {
                     committed_bytes: r.get::<_, i64>(6)? as u64,
                     in_flight_rows: r.get::<_, i64>(7)? as u64,
                     estimated_rows: r.get::<_, i64>(8)? as u64,
+                    cancelled: r.get::<_, i64>(9)? as u64,
+                    estimated_bytes: r.get::<_, i64>(10)? as u64,
+                    failures: r.get::<_, i64>(11)? as u64,
                 })
             },
         )
@@ -532,7 +605,7 @@ impl Store {
         .map_err(|e| self.db_err(e))?;
         let job = tx
             .query_row(
-                "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs WHERE job_id = ?1",
+                &format!("{JOB_SELECT} WHERE job_id = ?1"),
                 [&job_id],
                 job_from_row,
             )
@@ -756,7 +829,7 @@ impl Store {
         let (from, to) = range.map(|r| (r.from, r.to)).unwrap_or((i64::MIN, i64::MAX));
         let ids: Vec<u64> = {
             let mut stmt = tx
-                .prepare("SELECT chunk_id FROM chunks WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending') ORDER BY chunk_id")
+                .prepare("SELECT chunk_id FROM chunks WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending', 'cancelled') ORDER BY chunk_id")
                 .map_err(|e| self.db_err(e))?;
             let rows = stmt
                 .query_map(params![job_id, from, to], |r| r.get::<_, i64>(0))
@@ -767,16 +840,79 @@ impl Store {
         };
         tx.execute(
             "UPDATE chunks SET state = 'pending', failures = 0, not_before_us = 0, progress_rows = 0, progress_bytes = 0
-             WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending')",
+             WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending', 'cancelled')",
             params![job_id, from, to],
         )
         .map_err(|e| self.db_err(e))?;
+        // Replaying a cancelled job's range resumes the job.
+        tx.execute("UPDATE jobs SET cancelled_at_us = NULL WHERE job_id = ?1", [job_id])
+            .map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
         Ok(ids)
     }
 }
 
 impl Store {
+    /// Cancels a job: its pending and leased chunks become `cancelled`, so no lease is handed
+    /// out for them and the holders of running leases are refused at their next call. Committed
+    /// and parked chunks keep their state. Returns the chunks cancelled; cancelling twice is
+    /// harmless.
+    pub fn cancel(&self, conn: &mut Connection, job_id: &str) -> Result<u64> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db_err(e))?;
+        let now = now_us();
+        let found = tx
+            .execute(
+                "UPDATE jobs SET cancelled_at_us = coalesce(cancelled_at_us, ?2) WHERE job_id = ?1",
+                params![job_id, now],
+            )
+            .map_err(|e| self.db_err(e))?;
+        if found == 0 {
+            return Err(CoordinatorError::UnknownJob(job_id.into()));
+        }
+        tx.execute(
+            "UPDATE attempts SET ended_at_us = ?2, outcome = 'cancelled'
+             WHERE ended_at_us IS NULL AND job_id = ?1",
+            params![job_id, now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let n = tx
+            .execute(
+                "UPDATE chunks SET state = 'cancelled', lease_worker = NULL, lease_expires_us = NULL
+                 WHERE job_id = ?1 AND state IN ('pending', 'leased')",
+                [job_id],
+            )
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(n as u64)
+    }
+
+    /// Every attempt of a job, in chunk and attempt order: the history the status page draws.
+    pub fn attempts(&self, conn: &Connection, job_id: &str) -> Result<Vec<AttemptRow>> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message
+                 FROM attempts WHERE job_id = ?1 ORDER BY chunk_id, attempt",
+            )
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([job_id], |r| {
+                Ok(AttemptRow {
+                    chunk_id: r.get::<_, i64>(0)? as u64,
+                    attempt: r.get(1)?,
+                    worker_id: r.get(2)?,
+                    started_at_us: r.get(3)?,
+                    ended_at_us: r.get(4)?,
+                    outcome: r.get(5)?,
+                    error_class: r.get(6)?,
+                    error_message: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.db_err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
+    }
+
     /// Every committed output file of a job, in chunk and part order.
     pub fn outputs(&self, conn: &Connection, job_id: &str) -> Result<Vec<OutputRow>> {
         let mut stmt = conn
@@ -797,6 +933,27 @@ impl Store {
     }
 }
 
+/// One lease of a chunk and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    /// The chunk.
+    pub chunk_id: u64,
+    /// The attempt number (lease count of the chunk when it was handed out).
+    pub attempt: u32,
+    /// The worker (slot) that held the lease.
+    pub worker_id: String,
+    /// When the lease was handed out.
+    pub started_at_us: i64,
+    /// When it ended; `None` while it runs.
+    pub ended_at_us: Option<i64>,
+    /// `committed`, `failed`, `released`, `expired`, `abandoned`, `cancelled`; `None` while it runs.
+    pub outcome: Option<String>,
+    /// Error class of a failed attempt.
+    pub error_class: Option<String>,
+    /// Error message of a failed attempt.
+    pub error_message: Option<String>,
+}
+
 /// One committed output file.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputRow {
@@ -814,7 +971,7 @@ pub struct OutputRow {
 
 const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
     progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
-    last_error_class, last_error_kind, last_error FROM chunks";
+    last_error_class, last_error_kind, last_error, lease_worker, committed_at_us FROM chunks";
 
 fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
     let summary = |rows: Option<i64>, sum: Option<i64>| match (rows, sum) {
@@ -849,6 +1006,8 @@ fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
         committed: summary(r.get(12)?, r.get(13)?),
         committed_bytes: r.get::<_, Option<i64>>(14)?.map(|b| b as u64),
         last_error: error,
+        lease_worker: r.get(18)?,
+        committed_at_us: r.get(19)?,
     })
 }
 
@@ -868,8 +1027,12 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
             to: r.get(5)?,
         },
         created_at_us: r.get(6)?,
+        cancelled_at_us: r.get(7)?,
     })
 }
+
+const JOB_SELECT: &str =
+    "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us, cancelled_at_us FROM jobs";
 
 #[cfg(test)]
 mod tests {
@@ -893,6 +1056,7 @@ mod tests {
             cursor_kind: CursorKind::Integer,
             range: CursorRange::new(0, chunks as i64 * 10),
             created_at_us: 0,
+            cancelled_at_us: None,
         };
         let planned: Vec<PlannedChunk> = (0..chunks)
             .map(|i| PlannedChunk {
