@@ -5,7 +5,9 @@
 //! It never depends on the worker crate: the two meet only on the wire.
 
 pub mod error;
+pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod plan;
 pub mod service;
 pub mod store;

@@ -106,11 +106,7 @@ impl CoordinatorMetrics {
             })
             .await?;
         let mut e = Exposition::new();
-        e.family(
-            "backhaul_coordinator_chunks",
-            "gauge",
-            "Chunks of each job by state.",
-        );
+        e.family("backhaul_coordinator_chunks", "gauge", "Chunks of each job by state.");
         for (job, s) in &jobs {
             for (state, n) in [
                 ("pending", s.pending),
@@ -119,7 +115,11 @@ impl CoordinatorMetrics {
                 ("parked", s.parked),
                 ("cancelled", s.cancelled),
             ] {
-                e.sample("backhaul_coordinator_chunks", &[("job", job), ("state", state)], n as f64);
+                e.sample(
+                    "backhaul_coordinator_chunks",
+                    &[("job", job), ("state", state)],
+                    n as f64,
+                );
             }
         }
         e.family(
@@ -128,7 +128,11 @@ impl CoordinatorMetrics {
             "Rows committed at the destination, per job.",
         );
         for (job, s) in &jobs {
-            e.sample("backhaul_coordinator_committed_rows", &[("job", job)], s.committed_rows as f64);
+            e.sample(
+                "backhaul_coordinator_committed_rows",
+                &[("job", job)],
+                s.committed_rows as f64,
+            );
         }
         e.family(
             "backhaul_coordinator_committed_bytes",
@@ -136,7 +140,11 @@ impl CoordinatorMetrics {
             "Parquet bytes committed at the destination, per job.",
         );
         for (job, s) in &jobs {
-            e.sample("backhaul_coordinator_committed_bytes", &[("job", job)], s.committed_bytes as f64);
+            e.sample(
+                "backhaul_coordinator_committed_bytes",
+                &[("job", job)],
+                s.committed_bytes as f64,
+            );
         }
         e.family(
             "backhaul_coordinator_in_flight_rows",
@@ -144,7 +152,11 @@ impl CoordinatorMetrics {
             "Rows extracted so far by running chunks, per job.",
         );
         for (job, s) in &jobs {
-            e.sample("backhaul_coordinator_in_flight_rows", &[("job", job)], s.in_flight_rows as f64);
+            e.sample(
+                "backhaul_coordinator_in_flight_rows",
+                &[("job", job)],
+                s.in_flight_rows as f64,
+            );
         }
         e.counter(
             "backhaul_coordinator_leases_granted_total",

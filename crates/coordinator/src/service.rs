@@ -275,10 +275,7 @@ pub fn job_status(job: &JobRow, s: &JobSummary) -> pb::JobStatus {
 
 fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
     let (rows, bytes) = match c.state {
-        ChunkState::Committed => (
-            c.committed.map(|s| s.rows).unwrap_or(0),
-            c.committed_bytes.unwrap_or(0),
-        ),
+        ChunkState::Committed => (c.committed.map(|s| s.rows).unwrap_or(0), c.committed_bytes.unwrap_or(0)),
         _ => (c.progress_rows, c.progress_bytes),
     };
     pb::ChunkStatus {
@@ -295,7 +292,9 @@ fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
         bytes,
         worker_id: c.lease_worker.clone().unwrap_or_default(),
         last_error: c.last_error.as_ref().map(|(class, kind, message)| pb::ChunkError {
-            class: ErrorClass::parse(class).map(class_to_pb).unwrap_or(pb::ErrorClass::Unspecified) as i32,
+            class: ErrorClass::parse(class)
+                .map(class_to_pb)
+                .unwrap_or(pb::ErrorClass::Unspecified) as i32,
             kind: kind.clone(),
             message: message.clone(),
         }),
@@ -419,7 +418,10 @@ impl Coordinator for CoordinatorService {
                 Ok(Response::new(pb::CompleteChunkResponse {}))
             }
             Err(e) => {
-                if matches!(e, CoordinatorError::Core(backhaul_core::Error::VerificationFailed { .. })) {
+                if matches!(
+                    e,
+                    CoordinatorError::Core(backhaul_core::Error::VerificationFailed { .. })
+                ) {
                     self.metrics.verification_failures.inc();
                 }
                 Err(self.lease_status(LeaseCall::Complete, &lease_id, e))

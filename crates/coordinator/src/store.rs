@@ -445,14 +445,10 @@ impl Store {
 
     /// A job by id.
     pub fn job(&self, conn: &Connection, job_id: &str) -> Result<JobRow> {
-        conn.query_row(
-            &format!("{JOB_SELECT} WHERE job_id = ?1"),
-            [job_id],
-            job_from_row,
-        )
-        .optional()
-        .map_err(|e| self.db_err(e))?
-        .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
+        conn.query_row(&format!("{JOB_SELECT} WHERE job_id = ?1"), [job_id], job_from_row)
+            .optional()
+            .map_err(|e| self.db_err(e))?
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
     }
 
     /// All jobs, oldest first.
@@ -604,11 +600,7 @@ impl Store {
         )
         .map_err(|e| self.db_err(e))?;
         let job = tx
-            .query_row(
-                &format!("{JOB_SELECT} WHERE job_id = ?1"),
-                [&job_id],
-                job_from_row,
-            )
+            .query_row(&format!("{JOB_SELECT} WHERE job_id = ?1"), [&job_id], job_from_row)
             .map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
         let lease_id = LeaseKey {

@@ -147,12 +147,10 @@ fn refusal<B>(token: &Token, req: &http::Request<B>) -> Option<&'static str> {
 
 fn peer<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
     let ext = req.extensions();
-    ext.get::<TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
-        .or_else(|| {
-            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.get_ref().remote_addr())
-        })
+    ext.get::<TcpConnectInfo>().and_then(|i| i.remote_addr()).or_else(|| {
+        ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.get_ref().remote_addr())
+    })
 }
 
 impl<S, B> tower_service::Service<http::Request<B>> for AuthService<S>
@@ -215,7 +213,10 @@ mod tests {
             b.body(()).unwrap()
         };
         assert_eq!(refusal(&t, &req(None)), Some("no authorization header"));
-        assert_eq!(refusal(&t, &req(Some("Basic abc"))), Some("authorization is not a bearer token"));
+        assert_eq!(
+            refusal(&t, &req(Some("Basic abc"))),
+            Some("authorization is not a bearer token")
+        );
         assert_eq!(refusal(&t, &req(Some("Bearer abd"))), Some("wrong token"));
         assert_eq!(refusal(&t, &req(Some("Bearer abc"))), None);
     }

@@ -75,7 +75,9 @@ impl ClientConfig {
             (None, false) => {}
         }
         let channel = endpoint.connect_lazy();
-        Ok(CoordinatorClient::with_interceptor(channel, ClientAuth::new(self.token.as_ref()))
-            .max_decoding_message_size(64 * 1024 * 1024))
+        Ok(
+            CoordinatorClient::with_interceptor(channel, ClientAuth::new(self.token.as_ref()))
+                .max_decoding_message_size(64 * 1024 * 1024),
+        )
     }
 }

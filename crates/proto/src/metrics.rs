@@ -166,9 +166,18 @@ mod tests {
             .histogram("lat_seconds", &[("call", "a\"b")], &h);
         let text = e.finish();
         assert!(text.contains("# TYPE x_total counter\nx_total 3\n"), "{text}");
-        assert!(text.contains("lat_seconds_bucket{call=\"a\\\"b\",le=\"0.001\"} 1\n"), "{text}");
-        assert!(text.contains("lat_seconds_bucket{call=\"a\\\"b\",le=\"0.01\"} 2\n"), "{text}");
-        assert!(text.contains("lat_seconds_bucket{call=\"a\\\"b\",le=\"+Inf\"} 3\n"), "{text}");
+        assert!(
+            text.contains("lat_seconds_bucket{call=\"a\\\"b\",le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{call=\"a\\\"b\",le=\"0.01\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{call=\"a\\\"b\",le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("lat_seconds_count{call=\"a\\\"b\"} 3\n"), "{text}");
     }
 }

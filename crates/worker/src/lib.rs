@@ -12,7 +12,7 @@ pub mod worker;
 pub mod writer;
 
 pub use error::{Result, WorkerError};
-pub use runner::{ChunkOutcome, ChunkTask, JobContext};
 pub use metrics::WorkerMetrics;
+pub use runner::{ChunkOutcome, ChunkTask, JobContext};
 pub use worker::{Shutdown, Worker, WorkerConfig};
 pub use writer::{PartWriterConfig, SpooledPart};

@@ -66,7 +66,11 @@ impl WorkerMetrics {
     /// The `/metrics` text; `slots` is the configured concurrency.
     pub fn render(&self, slots: usize) -> String {
         let mut e = Exposition::new();
-        e.gauge("backhaul_worker_slots", "Chunks this worker runs at once.", slots as f64);
+        e.gauge(
+            "backhaul_worker_slots",
+            "Chunks this worker runs at once.",
+            slots as f64,
+        );
         e.gauge(
             "backhaul_worker_busy_slots",
             "Chunks running now.",

@@ -21,7 +21,9 @@ pub struct CancelArgs {
 pub async fn run(globals: &Globals, args: CancelArgs) -> Result<u8> {
     let mut client = args.remote.client()?;
     let resp = client
-        .cancel_job(pb::CancelJobRequest { job_id: args.job.clone() })
+        .cancel_job(pb::CancelJobRequest {
+            job_id: args.job.clone(),
+        })
         .await
         .map_err(|s| args.remote.rpc_error("cancel", s))?
         .into_inner();

@@ -90,12 +90,12 @@ fn demo_spec(args: &DemoArgs) -> Result<String> {
     let from = chrono::NaiveDate::from_ymd_opt(2023, 1, 1).expect("valid date");
     let to = from + chrono::Days::new(u64::from(args.days));
     spec.range.to = to.to_string();
-    if let Some(r) = args.rows_per_day {
-        if let SourceSpec::Embedded(s) = &mut spec.source {
-            s.rows_per_day = r;
-            // A seeded database belongs to its generator settings; keep one per setting.
-            s.path = PathBuf::from(format!("source-{r}.db"));
-        }
+    if let Some(r) = args.rows_per_day
+        && let SourceSpec::Embedded(s) = &mut spec.source
+    {
+        s.rows_per_day = r;
+        // A seeded database belongs to its generator settings; keep one per setting.
+        s.path = PathBuf::from(format!("source-{r}.db"));
     }
     Ok(format!(
         "# Written by `backhaul demo` from deploy/jobs/demo-orders.toml.\n{}",

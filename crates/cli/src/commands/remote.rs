@@ -72,15 +72,13 @@ impl RemoteArgs {
     /// The connection settings.
     pub fn config(&self) -> Result<ClientConfig> {
         let url = self.url()?;
-        let tls = (url.starts_with("https://")
-            || self.tls_ca.is_some()
-            || self.tls_cert.is_some())
-        .then(|| ClientTls {
-            ca: self.tls_ca.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            domain: self.tls_domain.clone(),
-        });
+        let tls =
+            (url.starts_with("https://") || self.tls_ca.is_some() || self.tls_cert.is_some()).then(|| ClientTls {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                domain: self.tls_domain.clone(),
+            });
         Ok(ClientConfig {
             token: self.token.token()?,
             tls,
@@ -244,12 +242,7 @@ pub fn exit_code(s: &pb::JobStatus) -> u8 {
 }
 
 /// Polls the job and draws progress until it is finished; returns its last status.
-pub async fn follow(
-    remote: &RemoteArgs,
-    client: &mut Client,
-    job_id: &str,
-    progress: bool,
-) -> Result<pb::JobStatus> {
+pub async fn follow(remote: &RemoteArgs, client: &mut Client, job_id: &str, progress: bool) -> Result<pb::JobStatus> {
     let fetch = |client: &mut Client| {
         let req = pb::GetJobStatusRequest {
             job_id: job_id.into(),

@@ -192,7 +192,11 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
             output::print_json(&doc);
         }
         OutputFormat::Text => {
-            println!("job {job_id} over {}: {}", status.range_display, remote::state_name(status.state));
+            println!(
+                "job {job_id} over {}: {}",
+                status.range_display,
+                remote::state_name(status.state)
+            );
             println!(
                 "  chunks    {} committed, {} running, {} pending, {} parked, {} cancelled, of {}",
                 status.committed, status.leased, status.pending, status.parked, status.cancelled, status.chunks

@@ -29,8 +29,7 @@ pub struct SubmitArgs {
 
 /// Submits the spec; prints the job, or the typed error the coordinator refused it with.
 pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
-    let spec_toml =
-        std::fs::read_to_string(&args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
+    let spec_toml = std::fs::read_to_string(&args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
     let base_dir = match &args.base_dir {
         Some(d) => d.clone(),
         None => {
@@ -69,7 +68,9 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
         }
         None => return Err(anyhow!("the coordinator answered without an outcome")),
     };
-    let status = submitted.status.ok_or_else(|| anyhow!("submitted job without a status"))?;
+    let status = submitted
+        .status
+        .ok_or_else(|| anyhow!("submitted job without a status"))?;
     let job_id = status.job_id.clone();
     if globals.output == OutputFormat::Text {
         if submitted.created {
@@ -96,7 +97,9 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
     }
     let last = remote::follow(&args.remote, &mut client, &job_id, globals.progress).await?;
     match globals.output {
-        OutputFormat::Json => output::print_json(&json!({ "created": submitted.created, "status": remote::status_json(&last) })),
+        OutputFormat::Json => {
+            output::print_json(&json!({ "created": submitted.created, "status": remote::status_json(&last) }))
+        }
         OutputFormat::Text => println!(
             "job {job_id}: {}, {}/{} chunks committed, {} parked, {} rows",
             remote::state_name(last.state),
