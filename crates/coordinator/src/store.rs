@@ -725,6 +725,38 @@ impl Store {
         extracted: RowSummary,
         committed: RowSummary,
     ) -> Result<()> {
+        match self.complete_current(conn, lease_id, files, extracted, committed) {
+            // A retried completion whose first try was committed but whose answer was lost
+            // (coordinator restart, network cut) is the same completion: acknowledge it.
+            Err(CoordinatorError::StaleLease { .. }) if self.committed_by(conn, lease_id)? => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Whether the chunk of `lease_id` is committed by exactly that attempt.
+    fn committed_by(&self, conn: &Connection, lease_id: &str) -> Result<bool> {
+        let Ok(key) = LeaseKey::parse(lease_id) else {
+            return Ok(false);
+        };
+        let row: Option<(String, u32)> = conn
+            .query_row(
+                "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        Ok(row.is_some_and(|(state, attempt)| state == "committed" && attempt == key.attempt))
+    }
+
+    fn complete_current(
+        &self,
+        conn: &mut Connection,
+        lease_id: &str,
+        files: &[StagedFile],
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()> {
         self.with_lease(conn, lease_id, true, |tx, key| {
             if extracted != committed {
                 return Err(backhaul_core::Error::VerificationFailed {
@@ -1089,8 +1121,10 @@ mod tests {
         assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
         assert!(store.heartbeat(&mut conn, &first.lease_id, 1000).is_err());
         store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
-        // A completed chunk cannot be completed or failed again, by anyone.
-        assert!(store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).is_err());
+        // A retried completion of the committing attempt is acknowledged (its first answer
+        // may have been lost); the stale attempt stays refused, and nobody can fail it now.
+        store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
+        assert!(store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).is_err());
         let failure = Failure {
             class: ErrorClass::Transient,
             kind: "x".into(),

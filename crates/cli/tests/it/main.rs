@@ -1,6 +1,9 @@
 //! End-to-end tests of the `backhaul` binary: they spawn it as a user would.
 
+mod auth;
 mod bad_input;
+mod cluster;
+mod distributed;
 mod kill_resume;
 mod replay;
 mod transient;
