@@ -97,13 +97,27 @@ impl RemoteArgs {
             tonic::Code::Unauthenticated => "the coordinator requires a valid token (--token-file or $BACKHAUL_TOKEN)",
             tonic::Code::Unavailable => "the coordinator cannot be reached",
             tonic::Code::NotFound => "not found",
+            // A connection the other side closed during or right after the handshake: most
+            // often TLS on one side only, or a client certificate the coordinator refused.
+            tonic::Code::Cancelled | tonic::Code::Unknown => {
+                "the coordinator closed the connection (http:// vs https://, --tls-ca, or a client certificate it does not trust?)"
+            }
             _ => "the call failed",
         };
+        let mut detail = status.message().to_string();
+        let mut source = std::error::Error::source(&status);
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            source = e.source();
+        }
         anyhow!(
-            "{call} at {}: {reason} ({:?}: {})",
+            "{call} at {}: {reason} ({:?}: {detail})",
             self.coordinator.as_deref().unwrap_or("?"),
             status.code(),
-            status.message()
         )
     }
 }

@@ -229,3 +229,121 @@ fn malformed_requests_are_refused_and_the_coordinator_carries_on() {
         &[],
     );
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`;
+/// plus a client certificate from another CA, which the coordinator must not accept.
+fn make_certs(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("backhaul test CA {name}"));
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    let trusted = ca("trusted");
+    let other = ca("other");
+    write("ca.pem", trusted.pem());
+    let leaf = |sans: Vec<String>, issuer: &CertifiedIssuer<'_, KeyPair>, name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(sans).unwrap().signed_by(&key, issuer).unwrap();
+        write(&format!("{name}.pem"), cert.pem());
+        write(&format!("{name}.key"), key.serialize_pem());
+    };
+    leaf(vec!["127.0.0.1".into(), "localhost".into()], &trusted, "server");
+    leaf(vec!["worker".into()], &trusted, "client");
+    leaf(vec!["intruder".into()], &other, "stranger");
+}
+
+#[test]
+fn mutual_tls_with_a_token() {
+    let job = JobDir::new(&JobParams::default());
+    make_certs(job.path());
+    let token_file = with_token_file(&job);
+    let p = |name: &str| job.path().join(name).to_str().unwrap().to_string();
+    let coordinator = Coordinator::start(
+        &job,
+        "127.0.0.1:0",
+        &[
+            "--token-file",
+            &token_file,
+            "--tls-cert",
+            &p("server.pem"),
+            "--tls-key",
+            &p("server.key"),
+            "--tls-client-ca",
+            &p("ca.pem"),
+        ],
+    );
+    assert!(coordinator.proc.log_text().contains("mutual_tls=true"));
+    let url = format!("https://{}", coordinator.addr);
+    let (ca, cert, key, stranger, stranger_key) = (
+        p("ca.pem"),
+        p("client.pem"),
+        p("client.key"),
+        p("stranger.pem"),
+        p("stranger.key"),
+    );
+    let tls = |cert: &str, key: &str| -> Vec<String> {
+        [
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--token-file",
+            &token_file,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |extra: &[String], url: &str| {
+        let mut args = vec!["status", "--coordinator", url];
+        args.extend(extra.iter().map(String::as_str));
+        client(&job, &args, &[])
+    };
+
+    // Trusted client certificate and token: accepted.
+    let ok = run(&tls(&cert, &key), &url);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    // No client certificate, one from another CA, no CA to check the server, or plain HTTP: refused.
+    let no_client_cert: Vec<String> = ["--tls-ca", &ca, "--token-file", &token_file]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (what, out) in [
+        ("no client certificate", run(&no_client_cert, &url)),
+        ("a stranger's certificate", run(&tls(&stranger, &stranger_key), &url)),
+        (
+            "no CA for the server",
+            run(&["--token-file".to_string(), token_file.clone()], &url),
+        ),
+        (
+            "plain HTTP",
+            run(&["--token-file".to_string(), token_file.clone()], &coordinator.url()),
+        ),
+    ] {
+        assert_eq!(out.status.code(), Some(1), "{what} was accepted: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("closed the connection") || err.contains("UnknownIssuer"),
+            "{what}: {err}"
+        );
+    }
+
+    // A worker over mutual TLS runs the job; the data arrive exactly once.
+    let spec = job.spec();
+    let mut submit = vec!["submit", spec.to_str().unwrap(), "--coordinator", &url];
+    let creds = tls(&cert, &key);
+    submit.extend(creds.iter().map(String::as_str));
+    client_json(&job, &submit, &[]);
+    let mut worker_args = vec!["--job", "orders"];
+    worker_args.extend(creds.iter().map(String::as_str));
+    let mut w = crate::cluster::start_worker(&job, &url, "tls-worker", &worker_args);
+    assert!(w.wait_exit(Duration::from_secs(120)).success(), "{}", w.log_text());
+    assert_eq!(job.json(&["verify", "orders"])["verified"], true);
+}
