@@ -328,9 +328,10 @@ fn mutual_tls_with_a_token() {
         ),
     ] {
         assert_eq!(out.status.code(), Some(1), "{what} was accepted: {}", text(&out.stdout));
+        // Plain HTTP against TLS fails in whichever way the bytes happen to be misread.
         let err = text(&out.stderr);
         assert!(
-            err.contains("closed the connection") || err.contains("UnknownIssuer"),
+            what == "plain HTTP" || err.contains("closed the connection") || err.contains("UnknownIssuer"),
             "{what}: {err}"
         );
     }
