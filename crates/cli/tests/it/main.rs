@@ -6,5 +6,6 @@ mod cluster;
 mod distributed;
 mod kill_resume;
 mod replay;
+mod status_page;
 mod transient;
 mod util;
