@@ -64,7 +64,12 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     let connectors = Arc::new(BuiltinConnectors);
-    let service = CoordinatorService::new(store.clone(), connectors.clone(), opts.lease_ttl, opts.retry.clone());
+    let service = CoordinatorService::new(
+        Arc::new(store.clone()),
+        connectors.clone(),
+        opts.lease_ttl,
+        opts.retry.clone(),
+    );
     // The server outlives the workers: on Ctrl-C they still need it to hand their chunks back.
     let stop_server = CancellationToken::new();
     let (addr, server) = serve(

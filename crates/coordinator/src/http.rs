@@ -15,16 +15,16 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CoordinatorError;
 use crate::metrics::CoordinatorMetrics;
 use crate::page;
-use crate::store::Store;
+use crate::state::StateStore;
 
 #[derive(Clone)]
 struct AppState {
-    store: Store,
+    store: Arc<dyn StateStore>,
     metrics: Arc<CoordinatorMetrics>,
 }
 
 /// The routes, over the coordinator's store and counters.
-pub fn router(store: Store, metrics: Arc<CoordinatorMetrics>) -> Router {
+pub fn router(store: Arc<dyn StateStore>, metrics: Arc<CoordinatorMetrics>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/jobs/{job}", get(job_page))
@@ -50,35 +50,21 @@ fn failure(e: CoordinatorError) -> Response {
 
 async fn healthz(State(s): State<AppState>) -> Response {
     // Healthy means the state database answers.
-    match s
-        .store
-        .call(|_, c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok()))
-        .await
-    {
-        Ok(true) => "ok\n".into_response(),
+    match s.store.ping().await {
+        Ok(()) => "ok\n".into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "state database unavailable\n").into_response(),
     }
 }
 
 async fn metrics_page(State(s): State<AppState>) -> Response {
-    match s.metrics.render(&s.store).await {
+    match s.metrics.render(s.store.as_ref()).await {
         Ok(text) => ([(header::CONTENT_TYPE, backhaul_proto::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn index(State(s): State<AppState>) -> Response {
-    let jobs = s
-        .store
-        .call(|s, c| {
-            let mut out = Vec::new();
-            for job in s.jobs(c)? {
-                let summary = s.summary(c, &job.job_id)?;
-                out.push((job, summary));
-            }
-            Ok(out)
-        })
-        .await;
+    let jobs = s.store.jobs().await;
     match jobs {
         Ok(jobs) => Html(page::index_page(&jobs)).into_response(),
         Err(e) => failure(e),
@@ -86,16 +72,14 @@ async fn index(State(s): State<AppState>) -> Response {
 }
 
 async fn job_page(State(s): State<AppState>, Path(job_id): Path<String>) -> Response {
-    let data = s
-        .store
-        .call(move |s, c| {
-            let job = s.job(c, &job_id)?;
-            let summary = s.summary(c, &job_id)?;
-            let chunks = s.chunks(c, &job_id)?;
-            let attempts = s.attempts(c, &job_id)?;
-            Ok((job, summary, chunks, attempts))
-        })
-        .await;
+    let data = async {
+        let job = s.store.job(&job_id).await?;
+        let summary = s.store.summary(&job_id).await?;
+        let chunks = s.store.chunks(&job_id).await?;
+        let attempts = s.store.attempts(&job_id).await?;
+        Ok::<_, CoordinatorError>((job, summary, chunks, attempts))
+    }
+    .await;
     match data {
         Ok((job, summary, chunks, attempts)) => Html(page::job_page(
             &job,

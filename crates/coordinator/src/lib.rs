@@ -10,10 +10,12 @@ pub mod metrics;
 pub mod page;
 pub mod plan;
 pub mod service;
+pub mod state;
 pub mod store;
 
 pub use error::{CoordinatorError, Result};
 pub use metrics::CoordinatorMetrics;
 pub use plan::{JobPlan, plan_job, submit_spec};
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
+pub use state::{StateLocation, StateStore};
 pub use store::{AttemptRow, ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};

@@ -5,7 +5,7 @@ use backhaul_core::ErrorClass;
 use backhaul_proto::metrics::{Counter, Exposition, Histogram};
 
 use crate::error::Result;
-use crate::store::Store;
+use crate::state::StateStore;
 
 /// Calls that carry a lease id and can be refused as stale.
 #[derive(Debug, Clone, Copy)]
@@ -94,17 +94,13 @@ impl CoordinatorMetrics {
     }
 
     /// Renders every metric, reading per-job gauges from `store`.
-    pub async fn render(&self, store: &Store) -> Result<String> {
-        let jobs = store
-            .call(|s, c| {
-                let mut out = Vec::new();
-                for job in s.jobs(c)? {
-                    let summary = s.summary(c, &job.job_id)?;
-                    out.push((job.job_id, summary));
-                }
-                Ok(out)
-            })
-            .await?;
+    pub async fn render(&self, store: &dyn StateStore) -> Result<String> {
+        let jobs: Vec<_> = store
+            .jobs()
+            .await?
+            .into_iter()
+            .map(|(job, summary)| (job.job_id, summary))
+            .collect();
         let mut e = Exposition::new();
         e.family("backhaul_coordinator_chunks", "gauge", "Chunks of each job by state.");
         for (job, s) in &jobs {

@@ -121,7 +121,7 @@ fn relabel(e: Error, origin: &str) -> Error {
 /// Plans `spec` and stores it as a job, or finds the identical stored job: what `backhaul
 /// backfill` does locally and what SubmitJob does for a remote client, so both share one path.
 pub async fn submit_spec(
-    store: &crate::store::Store,
+    store: &dyn crate::state::StateStore,
     connectors: &dyn Connectors,
     spec: JobSpec,
     origin: &str,
@@ -137,10 +137,7 @@ pub async fn submit_spec(
         created_at_us: crate::store::now_us(),
         cancelled_at_us: None,
     };
-    let chunks = plan.chunks;
-    let stored = job.clone();
-    let outcome = store.call(move |s, c| s.submit(c, &stored, &chunks)).await?;
-    let id = job.job_id.clone();
-    let job = store.call(move |s, c| s.job(c, &id)).await?;
+    let outcome = store.submit(job.clone(), plan.chunks).await?;
+    let job = store.job(&job.job_id).await?;
     Ok((job, outcome))
 }

@@ -20,7 +20,8 @@ use tracing::{info, warn};
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::{CoordinatorMetrics, LeaseCall};
 use crate::plan::submit_spec;
-use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, LeaseKey, NoLease, Store, Submitted};
+use crate::state::StateStore;
+use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, LeaseKey, NoLease, Submitted};
 
 /// When and how often failed chunks are retried.
 #[derive(Debug, Clone)]
@@ -72,7 +73,7 @@ fn xorshift(mut x: u64) -> u64 {
 /// The coordinator's gRPC service over a [`Store`].
 #[derive(Clone)]
 pub struct CoordinatorService {
-    store: Store,
+    store: Arc<dyn StateStore>,
     connectors: Arc<dyn Connectors>,
     lease_ttl: Duration,
     retry: RetryPolicy,
@@ -81,7 +82,12 @@ pub struct CoordinatorService {
 
 impl CoordinatorService {
     /// A service over `store`; `connectors` plan the jobs clients submit.
-    pub fn new(store: Store, connectors: Arc<dyn Connectors>, lease_ttl: Duration, retry: RetryPolicy) -> Self {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        connectors: Arc<dyn Connectors>,
+        lease_ttl: Duration,
+        retry: RetryPolicy,
+    ) -> Self {
         CoordinatorService {
             store,
             connectors,
@@ -97,8 +103,8 @@ impl CoordinatorService {
     }
 
     /// The state store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> Arc<dyn StateStore> {
+        self.store.clone()
     }
 
     fn ttl_ms(&self) -> u32 {
@@ -312,10 +318,9 @@ impl Coordinator for CoordinatorService {
         let req = req.into_inner();
         let ttl = self.ttl_ms();
         let filter = (!req.job_id.is_empty()).then_some(req.job_id);
-        let worker_id = req.worker_id;
         let out = self
             .store
-            .call(move |s, c| s.lease(c, &worker_id, filter.as_deref(), ttl))
+            .lease(&req.worker_id, filter.as_deref(), ttl)
             .await
             .map_err(status)?;
         let outcome = match out {
@@ -360,9 +365,8 @@ impl Coordinator for CoordinatorService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let lease_id = req.into_inner().lease_id;
         let ttl = self.ttl_ms();
-        let id = lease_id.clone();
         self.store
-            .call(move |s, c| s.heartbeat(c, &id, ttl))
+            .heartbeat(&lease_id, ttl)
             .await
             .map_err(|e| self.lease_status(LeaseCall::Heartbeat, &lease_id, e))?;
         Ok(Response::new(pb::HeartbeatResponse { lease_ttl_ms: ttl }))
@@ -373,11 +377,10 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::ReportProgressRequest>,
     ) -> Result<Response<pb::ReportProgressResponse>, Status> {
         let r = req.into_inner();
-        let lease_id = r.lease_id.clone();
         self.store
-            .call(move |s, c| s.progress(c, &r.lease_id, r.rows, r.bytes))
+            .progress(&r.lease_id, r.rows, r.bytes)
             .await
-            .map_err(|e| self.lease_status(LeaseCall::Progress, &lease_id, e))?;
+            .map_err(|e| self.lease_status(LeaseCall::Progress, &r.lease_id, e))?;
         Ok(Response::new(pb::ReportProgressResponse {}))
     }
 
@@ -406,13 +409,8 @@ impl Coordinator for CoordinatorService {
             rows: out.committed_rows,
             checksum: out.committed_checksum,
         };
-        let lease_id = r.lease_id.clone();
-        let id = r.lease_id;
-        match self
-            .store
-            .call(move |s, c| s.complete(c, &id, &files, extracted, committed))
-            .await
-        {
+        let lease_id = r.lease_id;
+        match self.store.complete(&lease_id, files, extracted, committed).await {
             Ok(()) => {
                 self.metrics.completions.inc();
                 Ok(Response::new(pb::CompleteChunkResponse {}))
@@ -433,9 +431,8 @@ impl Coordinator for CoordinatorService {
         let r = req.into_inner();
         if r.released {
             let lease_id = r.lease_id;
-            let id = lease_id.clone();
             self.store
-                .call(move |s, c| s.release(c, &id))
+                .release(&lease_id)
                 .await
                 .map_err(|e| self.lease_status(LeaseCall::Release, &lease_id, e))?;
             self.metrics.released.inc();
@@ -450,12 +447,10 @@ impl Coordinator for CoordinatorService {
             message: e.message,
         };
         let class = failure.class;
-        let policy = self.retry.clone();
         let lease_id = r.lease_id;
-        let id = lease_id.clone();
         let will_retry = self
             .store
-            .call(move |s, c| s.fail(c, &id, &failure, &policy))
+            .fail(&lease_id, failure, self.retry.clone())
             .await
             .map_err(|e| self.lease_status(LeaseCall::Fail, &lease_id, e))?;
         self.metrics.failure(class);
@@ -481,14 +476,13 @@ impl Coordinator for CoordinatorService {
         };
         let submitted = async {
             let spec = JobSpec::from_toml(&r.spec_toml, &origin)?;
-            submit_spec(&self.store, self.connectors.as_ref(), spec, &origin, &base_dir).await
+            submit_spec(self.store.as_ref(), self.connectors.as_ref(), spec, &origin, &base_dir).await
         }
         .await;
         let outcome = match submitted {
             Ok((job, how)) => {
                 self.metrics.jobs_submitted.inc();
-                let id = job.job_id.clone();
-                let summary = self.store.call(move |s, c| s.summary(c, &id)).await.map_err(status)?;
+                let summary = self.store.summary(&job.job_id).await.map_err(status)?;
                 info!(job = %job.job_id, chunks = summary.chunks, created = how == Submitted::Created, "job submitted");
                 pb::submit_job_response::Outcome::Job(pb::SubmittedJob {
                     status: Some(job_status(&job, &summary)),
@@ -511,20 +505,13 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::GetJobStatusRequest>,
     ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
         let r = req.into_inner();
-        let (job, summary, chunks) = self
-            .store
-            .call(move |s, c| {
-                let job = s.job(c, &r.job_id)?;
-                let summary = s.summary(c, &r.job_id)?;
-                let chunks = if r.include_chunks {
-                    s.chunks(c, &r.job_id)?
-                } else {
-                    Vec::new()
-                };
-                Ok((job, summary, chunks))
-            })
-            .await
-            .map_err(status)?;
+        let job = self.store.job(&r.job_id).await.map_err(status)?;
+        let summary = self.store.summary(&r.job_id).await.map_err(status)?;
+        let chunks = if r.include_chunks {
+            self.store.chunks(&r.job_id).await.map_err(status)?
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(pb::GetJobStatusResponse {
             status: Some(job_status(&job, &summary)),
             chunks: chunks.iter().map(chunk_status).collect(),
@@ -534,31 +521,20 @@ impl Coordinator for CoordinatorService {
     async fn list_jobs(&self, _req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
         let jobs = self
             .store
-            .call(|s, c| {
-                let mut out = Vec::new();
-                for job in s.jobs(c)? {
-                    let summary = s.summary(c, &job.job_id)?;
-                    out.push(job_status(&job, &summary));
-                }
-                Ok(out)
-            })
+            .jobs()
             .await
-            .map_err(status)?;
+            .map_err(status)?
+            .iter()
+            .map(|(job, summary)| job_status(job, summary))
+            .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelJobResponse>, Status> {
         let job_id = req.into_inner().job_id;
-        let (n, job, summary) = self
-            .store
-            .call(move |s, c| {
-                let n = s.cancel(c, &job_id)?;
-                let job = s.job(c, &job_id)?;
-                let summary = s.summary(c, &job_id)?;
-                Ok((n, job, summary))
-            })
-            .await
-            .map_err(status)?;
+        let n = self.store.cancel(&job_id).await.map_err(status)?;
+        let job = self.store.job(&job_id).await.map_err(status)?;
+        let summary = self.store.summary(&job_id).await.map_err(status)?;
         info!(job = %job.job_id, chunks = n, "job cancelled");
         Ok(Response::new(pb::CancelJobResponse {
             chunks_cancelled: n,

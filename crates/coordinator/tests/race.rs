@@ -50,7 +50,12 @@ async fn coordinator(chunks: u64, ttl: Duration) -> (tempfile::TempDir, Store, S
         })
         .collect();
     store.call(move |s, c| s.submit(c, &job, &planned)).await.unwrap();
-    let service = CoordinatorService::new(store.clone(), Arc::new(NoConnectors), ttl, RetryPolicy::default());
+    let service = CoordinatorService::new(
+        Arc::new(store.clone()),
+        Arc::new(NoConnectors),
+        ttl,
+        RetryPolicy::default(),
+    );
     let stop = CancellationToken::new();
     let (addr, server) = serve(
         service,

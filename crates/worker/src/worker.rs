@@ -261,11 +261,20 @@ impl Worker {
         let mut failures = 0;
         loop {
             match call(self.client.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
+                Ok(r) => {
+                    if failures > 0 {
+                        info!(worker = %self.config.worker_id, "coordinator reachable again");
+                    }
+                    return Ok(r.into_inner());
+                }
                 Err(s) if retryable(&s) && Instant::now() < deadline && !abort.is_cancelled() => {
                     failures += 1;
                     self.metrics.rpc_retries.inc();
-                    debug!(code = ?s.code(), error = %s.message(), "coordinator call failed; retrying");
+                    if failures == 1 {
+                        warn!(worker = %self.config.worker_id, code = ?s.code(), error = %s.message(), "coordinator call failed; retrying until it answers");
+                    } else {
+                        debug!(code = ?s.code(), error = %s.message(), "coordinator call failed; retrying");
+                    }
                     sleep_or_cancel(backoff(failures), abort).await;
                 }
                 Err(s) => return Err(s),

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use backhaul_coordinator::{CoordinatorService, RetryPolicy, ServeOptions, serve};
+use backhaul_coordinator::{CoordinatorService, RetryPolicy, ServeOptions, StateLocation, serve};
 use backhaul_proto::ServerTls;
 use clap::Args;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::common::{self, open_store_exclusive};
+use super::common;
 use super::remote::TokenArgs;
 use super::serve::{Signals, bind_http, write_addr_file};
 use crate::Globals;
@@ -79,7 +79,8 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let mut signals = Signals::install()?;
     // A distributed coordinator never hands leases back on start: workers of the previous
     // process may still be running them. They heartbeat to this process, or their leases expire.
-    let store = open_store_exclusive(globals)?;
+    // `--state` is a file (locked against a second coordinator) or a postgres:// URL.
+    let store = StateLocation::parse(&globals.state.to_string_lossy()).open_serving()?;
     let retry = RetryPolicy {
         max_attempts: args.max_attempts,
         transient_base: args.retry_backoff,
@@ -110,7 +111,7 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         addr = %addr,
-        state = %globals.state.display(),
+        state = %store.describe(),
         auth = if token.is_some() { "token" } else { "none" },
         tls = tls.is_some(),
         mutual_tls = args.tls_client_ca.is_some(),
