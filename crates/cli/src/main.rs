@@ -119,6 +119,12 @@ backhaul submit job.toml --coordinator http://coordinator:7070 --wait\n\n\
 A spec the coordinator refuses exits 1 with the file, field and message (JSON with --output json)."
     )]
     Submit(commands::submit::SubmitArgs),
+    /// Show a chunk's first rows, read from the source by a worker and sent over Arrow Flight.
+    #[command(
+        after_help = "Example:\n  backhaul preview orders --chunk 3 --limit 10 --coordinator http://coordinator:7070\n\n\
+Needs a worker started with --flight-listen; this machine never connects to the source."
+    )]
+    Preview(commands::preview::PreviewArgs),
     /// Cancel a job on a coordinator: no new chunks start, running ones stop at their next heartbeat.
     #[command(after_help = "Example:\n  backhaul cancel orders --coordinator http://coordinator:7070")]
     Cancel(commands::cancel::CancelArgs),
@@ -169,6 +175,7 @@ fn main() -> ExitCode {
             Command::Worker(a) => commands::worker::run(&globals, a).await,
             Command::Submit(a) => commands::submit::run(&globals, a).await,
             Command::Cancel(a) => commands::cancel::run(&globals, a).await,
+            Command::Preview(a) => commands::preview::run(&globals, a).await,
         }
     });
     match result {

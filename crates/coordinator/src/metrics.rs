@@ -67,6 +67,8 @@ pub struct CoordinatorMetrics {
     pub jobs_submitted: Counter,
     /// Specs refused by SubmitJob.
     pub jobs_rejected: Counter,
+    /// Jobs cancelled.
+    pub jobs_cancelled: Counter,
 }
 
 fn class_index(c: ErrorClass) -> usize {
@@ -228,6 +230,11 @@ impl CoordinatorMetrics {
             "backhaul_coordinator_jobs_rejected_total",
             "Job specs refused by SubmitJob.",
             self.jobs_rejected.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_jobs_cancelled_total",
+            "Jobs cancelled by CancelJob.",
+            self.jobs_cancelled.get(),
         );
         Ok(e.finish())
     }

@@ -78,6 +78,43 @@ pub struct CoordinatorService {
     lease_ttl: Duration,
     retry: RetryPolicy,
     metrics: Arc<CoordinatorMetrics>,
+    flight: Arc<FlightEndpoints>,
+}
+
+/// Workers that serve Arrow Flight previews, as they announced themselves when asking for
+/// work. Kept in memory: after a coordinator restart, workers announce again within seconds.
+#[derive(Default)]
+struct FlightEndpoints {
+    seen: std::sync::Mutex<std::collections::BTreeMap<String, (String, Instant)>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// A worker that has not asked for work for this long is not offered for previews.
+const FLIGHT_FRESHNESS: Duration = Duration::from_secs(120);
+
+impl FlightEndpoints {
+    fn saw(&self, worker_id: &str, url: &str) {
+        // Slots of one worker share its endpoint: key by the worker, not the slot.
+        let worker = worker_id.split('#').next().unwrap_or(worker_id);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(worker.to_string(), (url.to_string(), Instant::now()));
+        }
+    }
+
+    /// A fresh endpoint, round robin.
+    fn pick(&self) -> Option<String> {
+        let seen = self.seen.lock().ok()?;
+        let fresh: Vec<&String> = seen
+            .values()
+            .filter(|(_, at)| at.elapsed() < FLIGHT_FRESHNESS)
+            .map(|(url, _)| url)
+            .collect();
+        if fresh.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(fresh[i % fresh.len()].clone())
+    }
 }
 
 impl CoordinatorService {
@@ -94,6 +131,7 @@ impl CoordinatorService {
             lease_ttl,
             retry,
             metrics: Arc::new(CoordinatorMetrics::default()),
+            flight: Arc::new(FlightEndpoints::default()),
         }
     }
 
@@ -318,6 +356,9 @@ impl Coordinator for CoordinatorService {
         let req = req.into_inner();
         let ttl = self.ttl_ms();
         let filter = (!req.job_id.is_empty()).then_some(req.job_id);
+        if !req.flight_url.is_empty() {
+            self.flight.saw(&req.worker_id, &req.flight_url);
+        }
         let out = self
             .store
             .lease(&req.worker_id, filter.as_deref(), ttl)
@@ -536,9 +577,47 @@ impl Coordinator for CoordinatorService {
         let job = self.store.job(&job_id).await.map_err(status)?;
         let summary = self.store.summary(&job_id).await.map_err(status)?;
         info!(job = %job.job_id, chunks = n, "job cancelled");
+        self.metrics.jobs_cancelled.inc();
         Ok(Response::new(pb::CancelJobResponse {
             chunks_cancelled: n,
             status: Some(job_status(&job, &summary)),
+        }))
+    }
+
+    async fn preview_chunk(
+        &self,
+        req: Request<pb::PreviewChunkRequest>,
+    ) -> Result<Response<pb::PreviewChunkResponse>, Status> {
+        let r = req.into_inner();
+        let job = self.store.job(&r.job_id).await.map_err(status)?;
+        let chunk = self
+            .store
+            .chunks(&r.job_id)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .find(|c| c.chunk_id == r.chunk_id)
+            .ok_or_else(|| Status::not_found(format!("job `{}` has no chunk {}", r.job_id, r.chunk_id)))?;
+        let flight_url = self.flight.pick().ok_or_else(|| {
+            Status::unavailable(
+                "no worker serving previews has asked for work recently; start workers with --flight-listen",
+            )
+        })?;
+        let ticket = pb::PreviewTicket {
+            job_id: job.job_id.clone(),
+            chunk_id: chunk.chunk_id,
+            range: Some(pb::CursorRange {
+                from: chunk.range.from,
+                to: chunk.range.to,
+            }),
+            job_spec_toml: job.spec_toml.clone(),
+            spec_base_dir: job.base_dir.display().to_string(),
+            limit: if r.limit == 0 { 20 } else { r.limit.min(100_000) },
+        };
+        info!(job = %job.job_id, chunk = chunk.chunk_id, worker = %flight_url, "preview ticket issued");
+        Ok(Response::new(pb::PreviewChunkResponse {
+            flight_url,
+            ticket: prost::Message::encode_to_vec(&ticket),
         }))
     }
 }

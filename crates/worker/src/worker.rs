@@ -43,6 +43,8 @@ pub struct WorkerConfig {
     /// How long the completion or failure of a finished chunk is retried while the
     /// coordinator cannot be reached.
     pub report_deadline: Duration,
+    /// This worker's Arrow Flight endpoint for previews, announced when asking for work.
+    pub flight_url: Option<String>,
 }
 
 impl WorkerConfig {
@@ -55,6 +57,7 @@ impl WorkerConfig {
             spool_dir: std::env::temp_dir(),
             give_up_after: None,
             report_deadline: Duration::from_secs(600),
+            flight_url: None,
         }
     }
 }
@@ -155,6 +158,7 @@ impl Worker {
             let req = pb::LeaseChunkRequest {
                 worker_id: worker_id.clone(),
                 job_id: self.config.job_filter.clone().unwrap_or_default(),
+                flight_url: self.config.flight_url.clone().unwrap_or_default(),
             };
             let asked = Instant::now();
             let resp = match self.client.clone().lease_chunk(req).await {
@@ -205,22 +209,20 @@ impl Worker {
         }
     }
 
-    async fn context(&self, lease: &pb::ChunkLease) -> Result<Arc<JobContext>> {
+    /// The job's context (source, destination, stage), built once per job and reused.
+    pub async fn job_context(&self, job_id: &str, spec_toml: &str, base_dir: &Path) -> Result<Arc<JobContext>> {
         let mut jobs = self.jobs.lock().await;
-        if let Some(ctx) = jobs.get(&lease.job_id) {
+        if let Some(ctx) = jobs.get(job_id) {
             return Ok(ctx.clone());
         }
-        let ctx = Arc::new(
-            JobContext::build(
-                &lease.job_id,
-                &lease.job_spec_toml,
-                Path::new(&lease.spec_base_dir),
-                self.connectors.as_ref(),
-            )
-            .await?,
-        );
-        jobs.insert(lease.job_id.clone(), ctx.clone());
+        let ctx = Arc::new(JobContext::build(job_id, spec_toml, base_dir, self.connectors.as_ref()).await?);
+        jobs.insert(job_id.to_string(), ctx.clone());
         Ok(ctx)
+    }
+
+    async fn context(&self, lease: &pb::ChunkLease) -> Result<Arc<JobContext>> {
+        self.job_context(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir))
+            .await
     }
 
     async fn hand_back(&self, worker_id: &str, lease: &pb::ChunkLease, abort: &CancellationToken) {

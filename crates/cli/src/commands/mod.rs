@@ -6,6 +6,7 @@ pub mod common;
 pub mod coordinator;
 pub mod demo;
 pub mod plan;
+pub mod preview;
 pub mod query;
 pub mod remote;
 pub mod replay;

@@ -44,6 +44,13 @@ pub struct WorkerArgs {
     /// Write the bound HTTP address to this file once listening.
     #[arg(long, value_name = "PATH")]
     http_addr_file: Option<PathBuf>,
+    /// Address for Arrow Flight previews (`backhaul preview`). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    flight_listen: Option<SocketAddr>,
+    /// URL others reach the Flight listener at (needed when it listens on 0.0.0.0, e.g. the
+    /// pod IP); default: http://<bound address>.
+    #[arg(long, env = "BACKHAUL_FLIGHT_ADVERTISE", value_name = "URL")]
+    flight_advertise: Option<String>,
 }
 
 fn default_id() -> String {
@@ -62,8 +69,19 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
     let client = args.remote.client()?;
     let spool_dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&spool_dir).with_context(|| format!("creating {}", spool_dir.display()))?;
+    let flight = match args.flight_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the Flight listener on {addr}"))?;
+            let url = backhaul_worker::flight::advertised_url(listener.local_addr()?, args.flight_advertise.as_deref());
+            Some((listener, url))
+        }
+        None => None,
+    };
     let config = WorkerConfig {
         slots: usize::from(args.slots),
+        flight_url: flight.as_ref().map(|(_, url)| url.clone()),
         job_filter: args.job.clone(),
         spool_dir,
         ..WorkerConfig::new(args.id.clone().unwrap_or_else(default_id))
@@ -79,6 +97,16 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
             backhaul_worker::http::serve(listener, router, stop)
                 .await
                 .context("HTTP server")
+        });
+    }
+    if let Some((listener, url)) = flight {
+        tracing::info!(url = %url, "serving Arrow Flight previews");
+        let token = args.remote.token.token()?;
+        let (worker, stop) = (worker.clone(), stop_http.clone());
+        http_task.spawn(async move {
+            backhaul_worker::flight::serve(worker, listener, token, stop)
+                .await
+                .context("Flight server")
         });
     }
     tracing::info!(

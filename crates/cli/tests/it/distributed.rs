@@ -303,3 +303,72 @@ fn second_coordinator_on_the_same_state_is_refused() {
     assert!(text(&out.stderr).contains("in use by another coordinator"));
     job.ok(&["status"]);
 }
+
+#[test]
+fn preview_reads_a_chunk_over_arrow_flight_from_a_worker() {
+    let job = JobDir::new(&JobParams::default());
+    let token = job.path().join("token");
+    std::fs::write(&token, "preview-token-123\n").unwrap();
+    let token = token.to_str().unwrap();
+    let coordinator = Coordinator::start(&job, "127.0.0.1:0", &["--token-file", token]);
+    let url = coordinator.url();
+    let spec = job.spec();
+    client_json(
+        &job,
+        &[
+            "submit",
+            spec.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--token-file",
+            token,
+        ],
+        &[],
+    );
+    let preview = |extra: &[&str]| {
+        let mut args = vec![
+            "preview",
+            JOB,
+            "--chunk",
+            "2",
+            "--limit",
+            "5",
+            "--coordinator",
+            &url,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        client(&job, &args, &[])
+    };
+    // No worker serves Flight yet: the coordinator says so.
+    let out = preview(&["--token-file", token]);
+    assert_eq!(out.status.code(), Some(1));
+    // With --output json the error is a JSON document on stdout.
+    assert!(text(&out.stdout).contains("--flight-listen"), "{}", text(&out.stdout));
+
+    let mut w = start_worker(
+        &job,
+        &url,
+        "flight-worker",
+        &["--token-file", token, "--flight-listen", "127.0.0.1:0"],
+    );
+    wait_until("the job to finish", Duration::from_secs(120), || {
+        job.count_committed(JOB) == 10
+    });
+    let out = preview(&["--token-file", token]);
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), w.log_text());
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 5, "{v}");
+    for r in rows {
+        let at = r["created_at"].as_str().expect("created_at");
+        assert!(at.starts_with("2023-03-03"), "row outside chunk 2's day: {r}");
+    }
+    assert!(v["worker"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{v}");
+    assert!(w.log_text().contains("serving a preview"), "{}", w.log_text());
+    // Without the token nothing is served.
+    assert_eq!(preview(&[]).status.code(), Some(1));
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}
