@@ -101,6 +101,7 @@ async fn one_run(chunks: u64, workers: usize) {
                     .lease_chunk(pb::LeaseChunkRequest {
                         worker_id: format!("sim-{w}"),
                         job_id: "bench".into(),
+                        flight_url: String::new(),
                     })
                     .await
                     .expect("lease")

@@ -93,6 +93,7 @@ async fn race(url: String, workers: usize, hold: fn(u64, u32) -> Duration) -> (V
                     .lease_chunk(pb::LeaseChunkRequest {
                         worker_id: format!("w{w}"),
                         job_id: "race".into(),
+                        flight_url: String::new(),
                     })
                     .await
                     .unwrap()
