@@ -383,6 +383,7 @@ impl Store {
         };
         let conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
@@ -642,18 +643,18 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>().map_err(|e| self.db_err(e))?
         };
         for (job_id, chunk_id, attempt) in &expired {
-            tx.execute(
+            self.exec(
+                &tx,
                 "UPDATE attempts SET ended_at_us = ?4, outcome = 'expired'
                  WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3 AND ended_at_us IS NULL",
                 params![job_id, chunk_id, attempt, now],
-            )
-            .map_err(|e| self.db_err(e))?;
-            tx.execute(
+            )?;
+            self.exec(
+                &tx,
                 "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL
                  WHERE job_id = ?1 AND chunk_id = ?2",
                 params![job_id, chunk_id],
-            )
-            .map_err(|e| self.db_err(e))?;
+            )?;
         }
         let filter = job_filter.unwrap_or("");
         let next: Option<(String, i64)> = match job_filter {
@@ -691,27 +692,28 @@ impl Store {
             return Ok(Err(NoLease::RetryAfterMs(wait_ms as u32)));
         };
         let expires = now + i64::from(ttl_ms) * 1000;
-        tx.execute(
+        self.exec(
+            &tx,
             "UPDATE chunks SET state = 'leased', attempt = attempt + 1, lease_worker = ?3, lease_expires_us = ?4, progress_rows = 0, progress_bytes = 0
              WHERE job_id = ?1 AND chunk_id = ?2",
             params![job_id, chunk_id, worker_id, expires],
-        )
-        .map_err(|e| self.db_err(e))?;
-        let chunk = tx
-            .query_row(
+        )?;
+        let chunk = self
+            .row(
+                &tx,
                 &format!("{CHUNK_SELECT} WHERE job_id = ?1 AND chunk_id = ?2"),
                 params![job_id, chunk_id],
                 chunk_from_row,
-            )
-            .map_err(|e| self.db_err(e))?;
-        tx.execute(
+            )?
+            .ok_or_else(|| CoordinatorError::Task("a leased chunk vanished".into()))?;
+        self.exec(
+            &tx,
             "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker_id, started_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![job_id, chunk_id, chunk.attempt, worker_id, now],
-        )
-        .map_err(|e| self.db_err(e))?;
-        let job = tx
-            .query_row(&format!("{JOB_SELECT} WHERE job_id = ?1"), [&job_id], job_from_row)
-            .map_err(|e| self.db_err(e))?;
+        )?;
+        let job = self
+            .row(&tx, &format!("{JOB_SELECT} WHERE job_id = ?1"), [&job_id], job_from_row)?
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
         tx.commit().map_err(|e| self.db_err(e))?;
         let lease_id = LeaseKey {
             job_id,
@@ -725,14 +727,12 @@ impl Store {
     /// Checks `lease_id` is the chunk's current attempt and not finished; returns its key.
     fn current(&self, tx: &Connection, lease_id: &str, allow_pending: bool) -> Result<LeaseKey> {
         let key = LeaseKey::parse(lease_id)?;
-        let row: Option<(String, u32)> = tx
-            .query_row(
-                "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
-                params![key.job_id, key.chunk_id as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
+        let row: Option<(String, u32)> = self.row(
+            tx,
+            "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let stale = |reason: String| CoordinatorError::StaleLease {
             lease_id: lease_id.into(),
             reason,
@@ -770,7 +770,22 @@ impl Store {
 
     /// Executes one statement, naming the database in errors.
     fn exec(&self, conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-        conn.execute(sql, params).map_err(|e| self.db_err(e))
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params))
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Reads one row with a cached statement; `None` when there is none.
+    fn row<T>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.query_row(params, f).optional())
+            .map_err(|e| self.db_err(e))
     }
 
     /// Closes the lease's attempt record with its outcome (and error, for failures).
