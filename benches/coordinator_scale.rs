@@ -95,35 +95,46 @@ async fn one_run(chunks: u64, workers: usize) {
         let mut client = ClientConfig::plain(url.clone()).connect_lazy().expect("client");
         set.spawn(async move {
             let mut latencies = Vec::new();
+            let mut transport_errors = 0u64;
             loop {
                 let asked = Instant::now();
-                let resp = client
+                let resp = match client
                     .lease_chunk(pb::LeaseChunkRequest {
                         worker_id: format!("sim-{w}"),
                         job_id: "bench".into(),
                         flight_url: String::new(),
                     })
                     .await
-                    .expect("lease")
-                    .into_inner();
+                {
+                    Ok(r) => r.into_inner(),
+                    // Like a real worker: a refused or reset connection is retried.
+                    Err(_) => {
+                        transport_errors += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 match resp.outcome.expect("outcome") {
                     pb::lease_chunk_response::Outcome::Lease(l) => {
                         latencies.push(asked.elapsed());
-                        client
-                            .complete_chunk(pb::CompleteChunkRequest {
-                                lease_id: l.lease_id,
-                                output: Some(pb::ChunkOutput {
-                                    files: vec![],
-                                    extracted_rows: 1000,
-                                    extracted_checksum: 42,
-                                    committed_rows: 1000,
-                                    committed_checksum: 42,
-                                }),
-                            })
-                            .await
-                            .expect("complete");
+                        let req = pb::CompleteChunkRequest {
+                            lease_id: l.lease_id,
+                            output: Some(pb::ChunkOutput {
+                                files: vec![],
+                                extracted_rows: 1000,
+                                extracted_checksum: 42,
+                                committed_rows: 1000,
+                                committed_checksum: 42,
+                            }),
+                        };
+                        while client.complete_chunk(req.clone()).await.is_err() {
+                            transport_errors += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                     }
-                    pb::lease_chunk_response::Outcome::NoWork(nw) if nw.job_finished => return latencies,
+                    pb::lease_chunk_response::Outcome::NoWork(nw) if nw.job_finished => {
+                        return (latencies, transport_errors);
+                    }
                     pb::lease_chunk_response::Outcome::NoWork(nw) => {
                         tokio::time::sleep(Duration::from_millis(u64::from(nw.retry_after_ms.min(50)))).await
                     }
@@ -132,15 +143,18 @@ async fn one_run(chunks: u64, workers: usize) {
         });
     }
     let mut latencies = Vec::with_capacity(chunks as usize);
+    let mut transport_errors = 0;
     while let Some(r) = set.join_next().await {
-        latencies.extend(r.expect("worker"));
+        let (l, e) = r.expect("worker");
+        latencies.extend(l);
+        transport_errors += e;
     }
     let wall = started.elapsed();
     latencies.sort();
     let summary = StateStore::summary(&store, "bench").await.expect("summary");
     assert_eq!(summary.committed, chunks, "every chunk committed once");
     println!(
-        "{:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2}",
+        "{:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>8}",
         workers,
         chunks,
         wall.as_secs_f64(),
@@ -148,6 +162,7 @@ async fn one_run(chunks: u64, workers: usize) {
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         percentile(&latencies, 1.0).as_secs_f64() * 1e3,
+        transport_errors,
     );
     stop.cancel();
     let _ = server.await;
@@ -165,8 +180,8 @@ fn main() {
         .expect("runtime");
     println!("coordinator scale: {chunks} chunks, lease + complete per chunk, embedded store, loopback gRPC");
     println!(
-        "{:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10}",
-        "workers", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms"
+        "{:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "workers", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "retries"
     );
     for workers in concurrency {
         runtime.block_on(one_run(chunks, workers));
