@@ -122,3 +122,27 @@ fn relabel(e: Error, origin: &str) -> Error {
         other => other,
     }
 }
+
+/// Plans `spec` and stores it as a job, or finds the identical stored job: what `backhaul
+/// backfill` does locally and what SubmitJob does for a remote client, so both share one path.
+pub async fn submit_spec(
+    store: &dyn crate::state::StateStore,
+    connectors: &dyn Connectors,
+    spec: JobSpec,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(crate::store::JobRow, crate::store::Submitted, TypeFidelityReport)> {
+    let plan = plan_job(spec, origin, base_dir, connectors, true).await?;
+    let job = crate::store::JobRow {
+        job_id: plan.spec.name.clone(),
+        spec_toml: plan.spec_toml.clone(),
+        base_dir: plan.base_dir.clone(),
+        cursor_kind: plan.table.cursor_kind,
+        range: plan.range,
+        created_at_us: crate::store::now_us(),
+        cancelled_at_us: None,
+    };
+    let outcome = store.submit(job.clone(), plan.chunks).await?;
+    let job = store.job(&job.job_id).await?;
+    Ok((job, outcome, plan.fidelity))
+}
