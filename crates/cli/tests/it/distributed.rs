@@ -137,17 +137,25 @@ fn worker_cut_off_by_a_partition_cannot_commit_late() {
     );
     assert!(history.len() >= 2, "{history:?}");
 
-    // The partition heals: A's report of its finished chunk finally arrives, and is refused.
+    // The partition heals. A either finished its commit at the destination before B did, and
+    // its late completion report is refused by the coordinator, or (on a slow machine) B
+    // committed first and the destination refused A's older attempt. Both keep the chunk
+    // committed exactly once, by the later attempt.
     proxy.resume();
     wait_until("A's late completion to be refused", Duration::from_secs(90), || {
-        a.log_text().contains("coordinator refused completion")
+        let log = a.log_text();
+        log.contains("coordinator refused completion") || log.contains("lease lost; chunk abandoned")
     });
-    assert!(coordinator.metric("backhaul_coordinator_stale_calls_total{call=\"complete\"}") >= 1.0);
     let log = a.log_text();
-    assert!(
-        log.contains(&format!("chunk={chunk}")) && log.contains("FailedPrecondition"),
-        "{log}"
-    );
+    if log.contains("coordinator refused completion") {
+        assert!(coordinator.metric("backhaul_coordinator_stale_calls_total{call=\"complete\"}") >= 1.0);
+        assert!(
+            log.contains(&format!("chunk={chunk}")) && log.contains("FailedPrecondition"),
+            "{log}"
+        );
+    } else {
+        assert!(log.contains(&format!("chunk={chunk}")), "{log}");
+    }
     let committed = chunks(&job, JOB);
     let c = committed.iter().find(|c| c.chunk == chunk).unwrap();
     assert_eq!(c.state, "committed");
