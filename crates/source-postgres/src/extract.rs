@@ -11,8 +11,6 @@
 //! stops, and drops the connection, which aborts its IO task and closes the socket: the server
 //! ends the `COPY` instead of sending the rest of the chunk.
 
-use std::pin::pin;
-
 use arrow::array::RecordBatch;
 use backhaul_core::connector::BatchStream;
 use backhaul_core::{Error, Result};
@@ -78,7 +76,7 @@ fn run(
     what: &str,
     tx: &mpsc::Sender<Item>,
 ) -> Result<()> {
-    let mut copy = pin!(copy);
+    let mut copy = Box::pin(copy);
     // Bytes of a row that spans messages; empty almost always.
     let mut carry: Vec<u8> = Vec::new();
     let mut buffered_ready = false;
@@ -137,7 +135,9 @@ fn run(
     if decoder.pending_rows() > 0 && tx.blocking_send(Ok(decoder.take_batch()?)).is_err() {
         return Ok(());
     }
-    // A clean end of the read-only transaction; the connection closes right after.
+    // The COPY's closing messages are not read; dropping its stream lets the connection skip
+    // them. Then a clean end of the read-only transaction; the connection closes right after.
+    drop(copy);
     handle
         .block_on(conn.client.batch_execute("COMMIT"))
         .map_err(|e| conn.error(&e, what))?;
