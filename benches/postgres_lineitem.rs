@@ -18,7 +18,8 @@
 //! of lineitem chunked by `l_shipdate` to local zstd Parquet with each worker count, each in a
 //! fresh process whose peak RSS is read from the kernel (`wait4`). Reported: rows/s, MB/s of
 //! binary COPY data (the same bytes for every line, so the rates compare), the ratio to the
-//! COPY limit, and peak RSS. Nothing is asserted: a measurement, not a test.
+//! COPY limit, peak RSS and the CPU seconds backhaul used. Nothing is asserted: a measurement,
+//! not a test.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -94,18 +95,19 @@ fn main() {
     copy_to_dev_null(&server);
     let copy_secs = copy_to_dev_null(&server);
     println!(
-        "{:<28} {:>12} {:>10} {:>8} {:>10} {:>10}",
-        "run", "rows/s", "MB/s", "vs COPY", "peak RSS", "wall"
+        "{:<28} {:>12} {:>10} {:>8} {:>10} {:>10} {:>10}",
+        "run", "rows/s", "MB/s", "vs COPY", "peak RSS", "time", "CPU"
     );
     let copy_rate = rows as f64 / copy_secs;
     println!(
-        "{:<28} {:>12.0} {:>10.1} {:>8} {:>10} {:>9.1}s",
+        "{:<28} {:>12.0} {:>10.1} {:>8} {:>10} {:>9.1}s {:>10}",
         "psql \\copy binary > null",
         copy_rate,
         copy_bytes as f64 / 1e6 / copy_secs,
         "1.00",
         "-",
-        copy_secs
+        copy_secs,
+        "-"
     );
     for w in workers {
         let dir = std::env::temp_dir().join(format!("backhaul-bench-pg-{}-{w}", std::process::id()));
@@ -113,7 +115,7 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("job.toml"), spec(&server, &target_bytes)).unwrap();
         let t = Instant::now();
-        let (out, peak_kib) = run_measured(
+        let (out, peak_kib, cpu_secs) = run_measured(
             Command::new(BIN)
                 .current_dir(&dir)
                 .arg("--state")
@@ -141,13 +143,14 @@ fn main() {
         let secs = v["this_run"]["seconds"].as_f64().unwrap_or(wall);
         let rate = rows as f64 / secs;
         println!(
-            "{:<28} {:>12.0} {:>10.1} {:>8.2} {:>6} MiB {:>9.1}s  ({} chunks, {:.0} MB Parquet, wall incl. planning {:.1}s)",
+            "{:<28} {:>12.0} {:>10.1} {:>8.2} {:>6} MiB {:>9.1}s {:>9.1}s  ({} chunks, {:.0} MB Parquet, wall incl. planning {:.1}s)",
             format!("backhaul backfill, {w} worker{}", if w == 1 { "" } else { "s" }),
             rate,
             copy_bytes as f64 / 1e6 / secs,
             rate / copy_rate,
             peak_kib / 1024,
             secs,
+            cpu_secs,
             v["summary"]["chunks"].as_u64().unwrap_or(0),
             v["files"]["bytes"].as_f64().unwrap_or(0.0) / 1e6,
             wall
@@ -256,8 +259,9 @@ table = "lineitem"
     )
 }
 
-/// Runs `cmd` and returns its output and peak RSS in KiB (from `wait4`).
-fn run_measured(cmd: &mut Command) -> (std::process::Output, i64) {
+/// Runs `cmd` and returns its output, peak RSS in KiB and CPU seconds (user + system), from
+/// `wait4`. The CPU is backhaul's alone; the server's COPY work runs in its own processes.
+fn run_measured(cmd: &mut Command) -> (std::process::Output, i64, f64) {
     let child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -289,5 +293,6 @@ fn run_measured(cmd: &mut Command) -> (std::process::Output, i64) {
         stdout: out_thread.join().unwrap_or_default(),
         stderr: err_thread.join().unwrap_or_default(),
     };
-    (output, usage.ru_maxrss)
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (output, usage.ru_maxrss, secs(usage.ru_utime) + secs(usage.ru_stime))
 }

@@ -132,27 +132,12 @@ impl Source for PostgresSource {
     }
 
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>> {
-        Box::pin(async move {
-            let conn = self.connector.connect().await?;
-            conn.client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-                .map_err(|e| conn.error(&e, "begin"))?;
-            // Described inside the transaction, so the decoders match what COPY sends.
-            let table = self.table(&conn).await?;
-            let sql = table.copy_sql(range);
-            let what = format!(
-                "COPY {} {}",
-                table.display_name(),
-                range.display(table.cursor_type.kind())
-            );
-            let copy = conn
-                .client
-                .copy_out(sql.as_str())
-                .await
-                .map_err(|e| conn.error(&e, &what))?;
-            let decoder = decode::RowDecoder::new(&table, &self.policies, batch_rows)?;
-            Ok(extract::stream(conn, copy, decoder, what))
-        })
+        Box::pin(extract::start(extract::Chunk {
+            connector: self.connector.clone(),
+            spec: self.spec.clone(),
+            policies: self.policies,
+            range,
+            batch_rows,
+        }))
     }
 }
