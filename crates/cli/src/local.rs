@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, Store, serve};
-use backhaul_worker::{Worker, WorkerConfig};
+use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, ServeOptions, Store, serve};
+use backhaul_proto::ClientConfig;
+use backhaul_worker::{Shutdown, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -40,11 +41,14 @@ pub struct RunReport {
     pub bytes_this_run: u64,
 }
 
-/// Runs `job_id` until every chunk is committed or parked, or Ctrl-C.
+/// Runs `job_id` until every chunk is committed or parked, or Ctrl-C. `store` must be opened
+/// with [`Store::open_exclusive`].
 pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let job = opts.job_id.clone();
     // In local mode every earlier worker lived in an earlier process, which is gone: its
-    // leases can be handed out again at once instead of waiting for them to expire.
+    // leases can be handed out again at once instead of waiting for them to expire. This holds
+    // only because this process holds the state lock and serves on a loopback port nobody else
+    // knows; a distributed coordinator never does this and lets leases expire instead.
     let released = store
         .call({
             let job = job.clone();
@@ -59,28 +63,42 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
-    let service = CoordinatorService::new(store.clone(), opts.lease_ttl, opts.retry.clone());
+    let connectors = Arc::new(BuiltinConnectors);
+    let service = CoordinatorService::new(
+        Arc::new(store.clone()),
+        connectors.clone(),
+        opts.lease_ttl,
+        opts.retry.clone(),
+    );
     // The server outlives the workers: on Ctrl-C they still need it to hand their chunks back.
     let stop_server = CancellationToken::new();
-    let (addr, server) = serve(service, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), stop_server.clone()).await?;
+    let (addr, server) = serve(
+        service,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ServeOptions::default(),
+        stop_server.clone(),
+    )
+    .await?;
     tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
 
     let spool_dir = std::env::temp_dir();
     let mut workers: JoinSet<Result<()>> = JoinSet::new();
     for i in 0..opts.workers.max(1) {
         let config = WorkerConfig {
-            worker_id: format!("local-{i}"),
             slots: 1,
             job_filter: Some(job.clone()),
             spool_dir: spool_dir.clone(),
+            // The server is in this process: if it stops answering, something is broken.
+            give_up_after: Some(8),
+            report_deadline: Duration::from_secs(30),
+            ..WorkerConfig::new(format!("local-{i}"))
         };
-        let worker = Arc::new(
-            Worker::connect(format!("http://{addr}"), Arc::new(BuiltinConnectors), config)
-                .await
-                .context("connecting a local worker")?,
-        );
-        let cancel = cancel.child_token();
-        workers.spawn(async move { worker.run(cancel).await.map_err(anyhow::Error::from) });
+        let client = ClientConfig::plain(format!("http://{addr}"))
+            .connect_lazy()
+            .context("connecting a local worker")?;
+        let worker = Arc::new(Worker::new(client, connectors.clone(), config));
+        let shutdown = Shutdown::immediate(cancel.child_token());
+        workers.spawn(async move { worker.run(shutdown).await.map_err(anyhow::Error::from) });
     }
 
     let bar = RunProgress::new(opts.progress, &job, &before);

@@ -85,7 +85,8 @@ the rest run again, nothing is loaded twice."
     Backfill(commands::backfill::BackfillArgs),
     /// Show jobs, or one job's chunks and their states.
     #[command(
-        after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json"
+        after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json\n  \
+backhaul status orders --coordinator http://coordinator:7070 --follow"
     )]
     Status(commands::status::StatusArgs),
     /// Re-read every committed chunk at the destination and compare rows and checksums.
@@ -96,12 +97,61 @@ the rest run again, nothing is loaded twice."
     /// Re-run the chunks of a range; each replaces exactly its own data at the destination.
     #[command(after_help = "Example:\n  backhaul replay orders --from 2024-02-01 --to 2024-02-08")]
     Replay(commands::replay::ReplayArgs),
+    /// Serve jobs to workers over gRPC (distributed mode), with durable state in --state.
+    #[command(
+        after_help = "Examples:\n  backhaul coordinator --listen 0.0.0.0:7070 --state /var/lib/backhaul/state.db --token-file /run/secrets/token --http-listen 0.0.0.0:9090\n  \
+backhaul coordinator --listen 127.0.0.1:0 --addr-file coordinator.addr\n\n\
+Stops on SIGTERM (exit 0) or SIGINT (exit 130); restarting it on the same state resumes every job. \
+Workers keep their leases across a restart if it is shorter than the lease TTL."
+    )]
+    Coordinator(commands::coordinator::CoordinatorArgs),
+    /// Lease chunks from a coordinator and run them (distributed mode).
+    #[command(
+        after_help = "Example:\n  backhaul worker --coordinator http://coordinator:7070 --slots 4 --token-file /run/secrets/token\n\n\
+On SIGTERM or SIGINT the worker drains: it takes no new chunks and lets running ones finish for \
+--drain-timeout, then hands the rest back; a second signal hands them back at once."
+    )]
+    Worker(commands::worker::WorkerArgs),
+    /// Send a job spec to a coordinator, which plans and runs it on its workers.
+    #[command(
+        after_help = "Examples:\n  backhaul submit job.toml --coordinator http://coordinator:7070\n  \
+backhaul submit job.toml --coordinator http://coordinator:7070 --wait\n\n\
+A spec the coordinator refuses exits 1 with the file, field and message (JSON with --output json)."
+    )]
+    Submit(commands::submit::SubmitArgs),
+    /// Show a chunk's first rows, read from the source by a worker and sent over Arrow Flight.
+    #[command(
+        after_help = "Example:\n  backhaul preview orders --chunk 3 --limit 10 --coordinator http://coordinator:7070\n\n\
+Needs a worker started with --flight-listen; this machine never connects to the source."
+    )]
+    Preview(commands::preview::PreviewArgs),
+    /// Cancel a job on a coordinator: no new chunks start, running ones stop at their next heartbeat.
+    #[command(after_help = "Example:\n  backhaul cancel orders --coordinator http://coordinator:7070")]
+    Cancel(commands::cancel::CancelArgs),
     /// Run SQL over a local Parquet warehouse with DataFusion.
     #[command(
         after_help = "Examples:\n  backhaul query \"SELECT status, count(*) FROM orders GROUP BY status\"\n  \
 backhaul query --warehouse .backhaul/demo/warehouse \"SELECT * FROM orders LIMIT 5\" --output json"
     )]
     Query(commands::query::QueryArgs),
+    /// Measure a job's table for the cost planner (rows, bytes per row, change activity).
+    #[command(after_help = "Examples:\n  backhaul profile job.toml -o profile.toml\n  \
+backhaul profile job.toml --updated-at updated_at --soft-delete deleted_at -o profile.json\n\n\
+Read-only at the source and bounded: statistics plus a sample of random sub-ranges (--exact reads everything). \
+Options: --config cost.toml (docs/cost.md).")]
+    Profile(commands::profile::ProfileArgs),
+    /// Estimate what loading a job costs with Fivetran, Airbyte Cloud, or backhaul into Snowflake or BigQuery.
+    #[command(after_help = "Examples:\n  backhaul cost job.toml\n  \
+backhaul cost job.toml --profile profile.toml --as-of 2026-10-01 --overlay contract.toml --html report.html\n  \
+backhaul cost job.toml --profile profile.toml --strict --output json\n\n\
+Prices come from versioned tables (cost-models/, built in); every line cites its rows. --strict refuses unconfirmed prices.")]
+    Cost(commands::cost::CostArgs),
+    /// Check price tables (cost-models/): parse, units, sources, non-overlapping periods.
+    #[command(
+        name = "cost-models",
+        after_help = "Example:\n  backhaul cost-models check cost-models"
+    )]
+    CostModels(commands::cost::CostModelsArgs),
 }
 
 /// Shared, parsed global options.
@@ -139,6 +189,14 @@ fn main() -> ExitCode {
             Command::Verify(a) => commands::verify::run(&globals, a).await,
             Command::Replay(a) => commands::replay::run(&globals, a).await,
             Command::Query(a) => commands::query::run(&globals, a).await,
+            Command::Profile(a) => commands::profile::run(&globals, a).await,
+            Command::Cost(a) => commands::cost::run(&globals, a).await,
+            Command::CostModels(a) => commands::cost::run_models(&globals, a).await,
+            Command::Coordinator(a) => commands::coordinator::run(&globals, a).await,
+            Command::Worker(a) => commands::worker::run(&globals, a).await,
+            Command::Submit(a) => commands::submit::run(&globals, a).await,
+            Command::Cancel(a) => commands::cancel::run(&globals, a).await,
+            Command::Preview(a) => commands::preview::run(&globals, a).await,
         }
     });
     match result {

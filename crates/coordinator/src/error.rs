@@ -27,6 +27,14 @@ pub enum CoordinatorError {
         /// The state file.
         state: String,
     },
+    /// Another process serves leases from this state database.
+    #[error(
+        "state database {path} is in use by another coordinator or local run (its lock file {path}.lock is held); stop it first, or give this one its own --state"
+    )]
+    StateLocked {
+        /// The state database.
+        path: String,
+    },
     /// The job is unknown to this state database.
     #[error("no job `{0}` in this state database")]
     UnknownJob(String),
@@ -41,6 +49,9 @@ pub enum CoordinatorError {
     /// A background task died.
     #[error("coordinator task failed: {0}")]
     Task(String),
+    /// TLS or token settings are unusable.
+    #[error("{0}")]
+    Wire(String),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -61,7 +72,10 @@ impl CoordinatorError {
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
             },
-            CoordinatorError::SpecChanged { .. } | CoordinatorError::UnknownJob(_) => ErrorClass::Permanent,
+            CoordinatorError::SpecChanged { .. }
+            | CoordinatorError::UnknownJob(_)
+            | CoordinatorError::StateLocked { .. }
+            | CoordinatorError::Wire(_) => ErrorClass::Permanent,
         }
     }
 }

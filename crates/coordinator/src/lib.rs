@@ -5,11 +5,17 @@
 //! It never depends on the worker crate: the two meet only on the wire.
 
 pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod page;
 pub mod plan;
 pub mod service;
+pub mod state;
 pub mod store;
 
 pub use error::{CoordinatorError, Result};
-pub use plan::{JobPlan, plan_job};
-pub use service::{CoordinatorService, RetryPolicy, serve};
-pub use store::{ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};
+pub use metrics::CoordinatorMetrics;
+pub use plan::{JobPlan, plan_job, submit_spec};
+pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
+pub use state::{StateLocation, StateStore};
+pub use store::{AttemptRow, ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};

@@ -8,6 +8,7 @@ use backhaul_core::Error;
 use backhaul_core::chunking::{PlanPolicy, PlannedChunk, plan_chunks};
 use backhaul_core::connector::{Connectors, Destination, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::fidelity::TypeFidelityReport;
 use backhaul_core::spec::{ChunkPolicy, JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 
@@ -29,6 +30,8 @@ pub struct JobPlan {
     pub range: CursorRange,
     /// The chunks.
     pub chunks: Vec<PlannedChunk>,
+    /// Each column's types from source to destination, and any lossy step.
+    pub fidelity: TypeFidelityReport,
     /// The built source (kept so callers need not open it twice).
     pub source: Arc<dyn Source>,
     /// The built destination.
@@ -92,6 +95,7 @@ pub async fn plan_job(
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
+    let fidelity = TypeFidelityReport::build(&spec.name, &table, destination.as_ref());
     Ok(JobPlan {
         spec,
         spec_toml,
@@ -100,6 +104,7 @@ pub async fn plan_job(
         table,
         range,
         chunks,
+        fidelity,
         source,
         destination,
         stage,
@@ -116,4 +121,28 @@ fn relabel(e: Error, origin: &str) -> Error {
         },
         other => other,
     }
+}
+
+/// Plans `spec` and stores it as a job, or finds the identical stored job: what `backhaul
+/// backfill` does locally and what SubmitJob does for a remote client, so both share one path.
+pub async fn submit_spec(
+    store: &dyn crate::state::StateStore,
+    connectors: &dyn Connectors,
+    spec: JobSpec,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(crate::store::JobRow, crate::store::Submitted, TypeFidelityReport)> {
+    let plan = plan_job(spec, origin, base_dir, connectors, true).await?;
+    let job = crate::store::JobRow {
+        job_id: plan.spec.name.clone(),
+        spec_toml: plan.spec_toml.clone(),
+        base_dir: plan.base_dir.clone(),
+        cursor_kind: plan.table.cursor_kind,
+        range: plan.range,
+        created_at_us: crate::store::now_us(),
+        cancelled_at_us: None,
+    };
+    let outcome = store.submit(job.clone(), plan.chunks).await?;
+    let job = store.job(&job.job_id).await?;
+    Ok((job, outcome, plan.fidelity))
 }

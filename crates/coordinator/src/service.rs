@@ -1,19 +1,27 @@
-//! The tonic service workers talk to.
+//! The tonic service workers and the CLI talk to, and the server around it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
-use backhaul_core::connector::StagedFile;
+use backhaul_core::connector::{Connectors, StagedFile};
+use backhaul_core::spec::JobSpec;
 use backhaul_proto::v1 as pb;
 use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
+use backhaul_proto::{AuthLayer, ServerTls, Token};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::{info, warn};
 
 use crate::error::{CoordinatorError, Result};
-use crate::store::{Failure, LeaseKey, NoLease, Store};
+use crate::metrics::{CoordinatorMetrics, LeaseCall};
+use crate::plan::submit_spec;
+use crate::state::StateStore;
+use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, LeaseKey, NoLease, Submitted};
 
 /// When and how often failed chunks are retried.
 #[derive(Debug, Clone)]
@@ -65,24 +73,107 @@ fn xorshift(mut x: u64) -> u64 {
 /// The coordinator's gRPC service over a [`Store`].
 #[derive(Clone)]
 pub struct CoordinatorService {
-    store: Store,
+    store: Arc<dyn StateStore>,
+    connectors: Arc<dyn Connectors>,
     lease_ttl: Duration,
     retry: RetryPolicy,
+    metrics: Arc<CoordinatorMetrics>,
+    flight: Arc<FlightEndpoints>,
+}
+
+/// Workers that serve Arrow Flight previews, as they announced themselves when asking for
+/// work. Kept in memory: after a coordinator restart, workers announce again within seconds.
+#[derive(Default)]
+struct FlightEndpoints {
+    seen: std::sync::Mutex<std::collections::BTreeMap<String, (String, Instant)>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// A worker that has not asked for work for this long is not offered for previews.
+const FLIGHT_FRESHNESS: Duration = Duration::from_secs(120);
+
+impl FlightEndpoints {
+    fn saw(&self, worker_id: &str, url: &str) {
+        // Slots of one worker share its endpoint: key by the worker, not the slot.
+        let worker = worker_id.split('#').next().unwrap_or(worker_id);
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(worker.to_string(), (url.to_string(), Instant::now()));
+        }
+    }
+
+    /// A fresh endpoint, round robin.
+    fn pick(&self) -> Option<String> {
+        let seen = self.seen.lock().ok()?;
+        let fresh: Vec<&String> = seen
+            .values()
+            .filter(|(_, at)| at.elapsed() < FLIGHT_FRESHNESS)
+            .map(|(url, _)| url)
+            .collect();
+        if fresh.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(fresh[i % fresh.len()].clone())
+    }
 }
 
 impl CoordinatorService {
-    /// A service over `store`.
-    pub fn new(store: Store, lease_ttl: Duration, retry: RetryPolicy) -> Self {
+    /// A service over `store`; `connectors` plan the jobs clients submit.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        connectors: Arc<dyn Connectors>,
+        lease_ttl: Duration,
+        retry: RetryPolicy,
+    ) -> Self {
         CoordinatorService {
             store,
+            connectors,
             lease_ttl,
             retry,
+            metrics: Arc::new(CoordinatorMetrics::default()),
+            flight: Arc::new(FlightEndpoints::default()),
         }
+    }
+
+    /// The service's counters (shared with `/metrics`).
+    pub fn metrics(&self) -> Arc<CoordinatorMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The state store.
+    pub fn store(&self) -> Arc<dyn StateStore> {
+        self.store.clone()
     }
 
     fn ttl_ms(&self) -> u32 {
         self.lease_ttl.as_millis().min(u32::MAX as u128) as u32
     }
+
+    /// Maps a store error of a lease-scoped call to a status, counting stale calls.
+    fn lease_status(&self, call: LeaseCall, lease_id: &str, e: CoordinatorError) -> Status {
+        if matches!(e, CoordinatorError::StaleLease { .. }) {
+            self.metrics.stale(call);
+            let key = LeaseKey::parse(lease_id).ok();
+            warn!(
+                job = key.as_ref().map(|k| k.job_id.as_str()).unwrap_or(""),
+                chunk = key.as_ref().map(|k| k.chunk_id),
+                attempt = key.as_ref().map(|k| k.attempt),
+                call = ?call,
+                error = %e,
+                "refused a call on a stale lease"
+            );
+        }
+        status(e)
+    }
+}
+
+/// How the gRPC server authenticates and encrypts.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Shared token every call must carry; `None` accepts any caller (local mode on loopback).
+    pub token: Option<Token>,
+    /// TLS (and with a client CA, mutual TLS); `None` serves plain HTTP/2.
+    pub tls: Option<ServerTls>,
 }
 
 /// Binds `addr` (port 0 picks a free one) and serves until `cancel` fires. Returns the bound
@@ -90,6 +181,7 @@ impl CoordinatorService {
 pub async fn serve(
     service: CoordinatorService,
     addr: SocketAddr,
+    options: ServeOptions,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = Result<()>>)> {
     let listener = TcpListener::bind(addr)
@@ -98,10 +190,17 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        let config = tls.config().map_err(|e| CoordinatorError::Wire(e.to_string()))?;
+        builder = builder.tls_config(config)?;
+    }
+    let router = builder
+        .layer(AuthLayer::new(options.token.clone()))
+        .add_service(CoordinatorServer::new(service).max_decoding_message_size(16 * 1024 * 1024));
     let fut = async move {
-        tonic::transport::Server::builder()
-            .add_service(CoordinatorServer::new(service))
+        router
             .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
             .await
             .map_err(CoordinatorError::from)
@@ -127,45 +226,180 @@ fn class_from_pb(c: i32) -> ErrorClass {
     }
 }
 
+/// The wire form of an error class.
+pub fn class_to_pb(c: ErrorClass) -> pb::ErrorClass {
+    match c {
+        ErrorClass::Transient => pb::ErrorClass::Transient,
+        ErrorClass::Throttled => pb::ErrorClass::Throttled,
+        ErrorClass::Permanent => pb::ErrorClass::Permanent,
+    }
+}
+
+/// A refused spec as the typed wire error: the parts of a config error stay separate.
+pub fn job_error(e: &CoordinatorError) -> pb::JobError {
+    let mut out = pb::JobError {
+        class: class_to_pb(e.class()) as i32,
+        message: e.to_string(),
+        ..Default::default()
+    };
+    match e {
+        CoordinatorError::Core(core) => {
+            out.kind = core.kind().into();
+            match core {
+                backhaul_core::Error::Config { file, field, message } => {
+                    out.file = file.clone();
+                    out.field = field.clone();
+                    out.message = message.clone();
+                }
+                backhaul_core::Error::InvalidObject { object, message } => {
+                    out.object = object.clone();
+                    out.message = message.clone();
+                }
+                _ => {}
+            }
+        }
+        CoordinatorError::SpecChanged { .. } => {
+            out.kind = "spec_changed".into();
+            out.field = "name".into();
+        }
+        _ => out.kind = "coordinator".into(),
+    }
+    out
+}
+
+fn chunk_state_pb(s: ChunkState) -> pb::ChunkState {
+    match s {
+        ChunkState::Pending => pb::ChunkState::Pending,
+        ChunkState::Leased => pb::ChunkState::Leased,
+        ChunkState::Committed => pb::ChunkState::Committed,
+        ChunkState::Parked => pb::ChunkState::Parked,
+        ChunkState::Cancelled => pb::ChunkState::Cancelled,
+    }
+}
+
+/// The state of a job from its row and summary.
+pub fn job_state(job: &JobRow, s: &JobSummary) -> pb::JobState {
+    if s.committed == s.chunks {
+        pb::JobState::Succeeded
+    } else if job.cancelled_at_us.is_some() {
+        pb::JobState::Cancelled
+    } else if s.is_finished() {
+        pb::JobState::Parked
+    } else {
+        pb::JobState::Running
+    }
+}
+
+/// The wire status of a job.
+pub fn job_status(job: &JobRow, s: &JobSummary) -> pb::JobStatus {
+    pb::JobStatus {
+        job_id: job.job_id.clone(),
+        state: job_state(job, s) as i32,
+        cursor_kind: job.cursor_kind.as_str().into(),
+        range: Some(pb::CursorRange {
+            from: job.range.from,
+            to: job.range.to,
+        }),
+        range_display: job.range.display(job.cursor_kind),
+        created_at_us: job.created_at_us,
+        chunks: s.chunks,
+        pending: s.pending,
+        leased: s.leased,
+        committed: s.committed,
+        parked: s.parked,
+        cancelled: s.cancelled,
+        committed_rows: s.committed_rows,
+        committed_bytes: s.committed_bytes,
+        in_flight_rows: s.in_flight_rows,
+        estimated_rows: s.estimated_rows,
+        estimated_bytes: s.estimated_bytes,
+        failures: s.failures,
+    }
+}
+
+fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
+    let (rows, bytes) = match c.state {
+        ChunkState::Committed => (c.committed.map(|s| s.rows).unwrap_or(0), c.committed_bytes.unwrap_or(0)),
+        _ => (c.progress_rows, c.progress_bytes),
+    };
+    pb::ChunkStatus {
+        chunk_id: c.chunk_id,
+        range: Some(pb::CursorRange {
+            from: c.range.from,
+            to: c.range.to,
+        }),
+        state: chunk_state_pb(c.state) as i32,
+        attempt: c.attempt,
+        failures: c.failures,
+        estimated_rows: c.estimated_rows,
+        rows,
+        bytes,
+        worker_id: c.lease_worker.clone().unwrap_or_default(),
+        last_error: c.last_error.as_ref().map(|(class, kind, message)| pb::ChunkError {
+            class: ErrorClass::parse(class)
+                .map(class_to_pb)
+                .unwrap_or(pb::ErrorClass::Unspecified) as i32,
+            kind: kind.clone(),
+            message: message.clone(),
+        }),
+        committed_at_us: c.committed_at_us.unwrap_or(0),
+    }
+}
+
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn lease_chunk(
         &self,
         req: Request<pb::LeaseChunkRequest>,
     ) -> Result<Response<pb::LeaseChunkResponse>, Status> {
+        let started = Instant::now();
         let req = req.into_inner();
         let ttl = self.ttl_ms();
         let filter = (!req.job_id.is_empty()).then_some(req.job_id);
+        if !req.flight_url.is_empty() {
+            self.flight.saw(&req.worker_id, &req.flight_url);
+        }
         let out = self
             .store
-            .call(move |s, c| s.lease(c, &req.worker_id, filter.as_deref(), ttl))
+            .lease(&req.worker_id, filter.as_deref(), ttl)
             .await
             .map_err(status)?;
         let outcome = match out {
-            Ok(lease) => pb::lease_chunk_response::Outcome::Lease(pb::ChunkLease {
-                lease_id: lease.lease_id,
-                job_id: lease.job.job_id,
-                chunk_id: lease.chunk.chunk_id,
-                attempt: lease.chunk.attempt,
-                range: Some(pb::CursorRange {
-                    from: lease.chunk.range.from,
-                    to: lease.chunk.range.to,
-                }),
-                job_spec_toml: lease.job.spec_toml,
-                spec_base_dir: lease.job.base_dir.display().to_string(),
-                lease_ttl_ms: ttl,
-                estimated_rows: lease.chunk.estimated_rows,
-                estimated_bytes: lease.chunk.estimated_bytes,
-            }),
-            Err(NoLease::Finished) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
-                job_finished: true,
-                retry_after_ms: 0,
-            }),
-            Err(NoLease::RetryAfterMs(ms)) => pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
-                job_finished: false,
-                retry_after_ms: ms,
-            }),
+            Ok(lease) => {
+                self.metrics.leases_granted.inc();
+                tracing::debug!(job = %lease.job.job_id, chunk = lease.chunk.chunk_id, attempt = lease.chunk.attempt, "leased");
+                pb::lease_chunk_response::Outcome::Lease(pb::ChunkLease {
+                    lease_id: lease.lease_id,
+                    job_id: lease.job.job_id,
+                    chunk_id: lease.chunk.chunk_id,
+                    attempt: lease.chunk.attempt,
+                    range: Some(pb::CursorRange {
+                        from: lease.chunk.range.from,
+                        to: lease.chunk.range.to,
+                    }),
+                    job_spec_toml: lease.job.spec_toml,
+                    spec_base_dir: lease.job.base_dir.display().to_string(),
+                    lease_ttl_ms: ttl,
+                    estimated_rows: lease.chunk.estimated_rows,
+                    estimated_bytes: lease.chunk.estimated_bytes,
+                })
+            }
+            Err(NoLease::Finished) => {
+                self.metrics.leases_empty.inc();
+                pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                    job_finished: true,
+                    retry_after_ms: 0,
+                })
+            }
+            Err(NoLease::RetryAfterMs(ms)) => {
+                self.metrics.leases_empty.inc();
+                pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                    job_finished: false,
+                    retry_after_ms: ms,
+                })
+            }
         };
+        self.metrics.lease_latency.observe(started.elapsed());
         Ok(Response::new(pb::LeaseChunkResponse { outcome: Some(outcome) }))
     }
 
@@ -173,9 +407,9 @@ impl Coordinator for CoordinatorService {
         let lease_id = req.into_inner().lease_id;
         let ttl = self.ttl_ms();
         self.store
-            .call(move |s, c| s.heartbeat(c, &lease_id, ttl))
+            .heartbeat(&lease_id, ttl)
             .await
-            .map_err(status)?;
+            .map_err(|e| self.lease_status(LeaseCall::Heartbeat, &lease_id, e))?;
         Ok(Response::new(pb::HeartbeatResponse { lease_ttl_ms: ttl }))
     }
 
@@ -185,9 +419,9 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::ReportProgressResponse>, Status> {
         let r = req.into_inner();
         self.store
-            .call(move |s, c| s.progress(c, &r.lease_id, r.rows, r.bytes))
+            .progress(&r.lease_id, r.rows, r.bytes)
             .await
-            .map_err(status)?;
+            .map_err(|e| self.lease_status(LeaseCall::Progress, &r.lease_id, e))?;
         Ok(Response::new(pb::ReportProgressResponse {}))
     }
 
@@ -216,11 +450,22 @@ impl Coordinator for CoordinatorService {
             rows: out.committed_rows,
             checksum: out.committed_checksum,
         };
-        self.store
-            .call(move |s, c| s.complete(c, &r.lease_id, &files, extracted, committed))
-            .await
-            .map_err(status)?;
-        Ok(Response::new(pb::CompleteChunkResponse {}))
+        let lease_id = r.lease_id;
+        match self.store.complete(&lease_id, files, extracted, committed).await {
+            Ok(()) => {
+                self.metrics.completions.inc();
+                Ok(Response::new(pb::CompleteChunkResponse {}))
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    CoordinatorError::Core(backhaul_core::Error::VerificationFailed { .. })
+                ) {
+                    self.metrics.verification_failures.inc();
+                }
+                Err(self.lease_status(LeaseCall::Complete, &lease_id, e))
+            }
+        }
     }
 
     async fn fail_chunk(&self, req: Request<pb::FailChunkRequest>) -> Result<Response<pb::FailChunkResponse>, Status> {
@@ -228,9 +473,10 @@ impl Coordinator for CoordinatorService {
         if r.released {
             let lease_id = r.lease_id;
             self.store
-                .call(move |s, c| s.release(c, &lease_id))
+                .release(&lease_id)
                 .await
-                .map_err(status)?;
+                .map_err(|e| self.lease_status(LeaseCall::Release, &lease_id, e))?;
+            self.metrics.released.inc();
             return Ok(Response::new(pb::FailChunkResponse { will_retry: true }));
         }
         let e = r
@@ -241,13 +487,138 @@ impl Coordinator for CoordinatorService {
             kind: e.kind,
             message: e.message,
         };
-        let policy = self.retry.clone();
+        let class = failure.class;
         let lease_id = r.lease_id;
         let will_retry = self
             .store
-            .call(move |s, c| s.fail(c, &lease_id, &failure, &policy))
+            .fail(&lease_id, failure, self.retry.clone())
             .await
-            .map_err(status)?;
+            .map_err(|e| self.lease_status(LeaseCall::Fail, &lease_id, e))?;
+        self.metrics.failure(class);
+        if will_retry {
+            self.metrics.retries.inc();
+        } else {
+            self.metrics.parked.inc();
+        }
         Ok(Response::new(pb::FailChunkResponse { will_retry }))
+    }
+
+    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let r = req.into_inner();
+        let origin = if r.spec_origin.is_empty() {
+            "<submitted spec>".to_string()
+        } else {
+            r.spec_origin
+        };
+        let base_dir = if r.base_dir.is_empty() {
+            std::env::current_dir().map_err(|e| Status::internal(format!("current directory: {e}")))?
+        } else {
+            PathBuf::from(r.base_dir)
+        };
+        let submitted = async {
+            let spec = JobSpec::from_toml(&r.spec_toml, &origin)?;
+            submit_spec(self.store.as_ref(), self.connectors.as_ref(), spec, &origin, &base_dir).await
+        }
+        .await;
+        let outcome = match submitted {
+            Ok((job, how, fidelity)) => {
+                self.metrics.jobs_submitted.inc();
+                let summary = self.store.summary(&job.job_id).await.map_err(status)?;
+                let lossy = fidelity.columns.iter().filter(|c| !c.lossy_steps.is_empty()).count();
+                info!(job = %job.job_id, chunks = summary.chunks, created = how == Submitted::Created, lossy_columns = lossy, "job submitted");
+                pb::submit_job_response::Outcome::Job(pb::SubmittedJob {
+                    status: Some(job_status(&job, &summary)),
+                    created: how == Submitted::Created,
+                })
+            }
+            // A broken state database is the coordinator's problem, not the spec's.
+            Err(e @ (CoordinatorError::Database { .. } | CoordinatorError::Task(_))) => return Err(status(e)),
+            Err(e) => {
+                self.metrics.jobs_rejected.inc();
+                info!(origin = %origin, kind = %job_error(&e).kind, error = %e, "job spec refused");
+                pb::submit_job_response::Outcome::Rejected(job_error(&e))
+            }
+        };
+        Ok(Response::new(pb::SubmitJobResponse { outcome: Some(outcome) }))
+    }
+
+    async fn get_job_status(
+        &self,
+        req: Request<pb::GetJobStatusRequest>,
+    ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
+        let r = req.into_inner();
+        let job = self.store.job(&r.job_id).await.map_err(status)?;
+        let summary = self.store.summary(&r.job_id).await.map_err(status)?;
+        let chunks = if r.include_chunks {
+            self.store.chunks(&r.job_id).await.map_err(status)?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::GetJobStatusResponse {
+            status: Some(job_status(&job, &summary)),
+            chunks: chunks.iter().map(chunk_status).collect(),
+        }))
+    }
+
+    async fn list_jobs(&self, _req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let jobs = self
+            .store
+            .jobs()
+            .await
+            .map_err(status)?
+            .iter()
+            .map(|(job, summary)| job_status(job, summary))
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let job_id = req.into_inner().job_id;
+        let n = self.store.cancel(&job_id).await.map_err(status)?;
+        let job = self.store.job(&job_id).await.map_err(status)?;
+        let summary = self.store.summary(&job_id).await.map_err(status)?;
+        info!(job = %job.job_id, chunks = n, "job cancelled");
+        self.metrics.jobs_cancelled.inc();
+        Ok(Response::new(pb::CancelJobResponse {
+            chunks_cancelled: n,
+            status: Some(job_status(&job, &summary)),
+        }))
+    }
+
+    async fn preview_chunk(
+        &self,
+        req: Request<pb::PreviewChunkRequest>,
+    ) -> Result<Response<pb::PreviewChunkResponse>, Status> {
+        let r = req.into_inner();
+        let job = self.store.job(&r.job_id).await.map_err(status)?;
+        let chunk = self
+            .store
+            .chunks(&r.job_id)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .find(|c| c.chunk_id == r.chunk_id)
+            .ok_or_else(|| Status::not_found(format!("job `{}` has no chunk {}", r.job_id, r.chunk_id)))?;
+        let flight_url = self.flight.pick().ok_or_else(|| {
+            Status::unavailable(
+                "no worker serving previews has asked for work recently; start workers with --flight-listen",
+            )
+        })?;
+        let ticket = pb::PreviewTicket {
+            job_id: job.job_id.clone(),
+            chunk_id: chunk.chunk_id,
+            range: Some(pb::CursorRange {
+                from: chunk.range.from,
+                to: chunk.range.to,
+            }),
+            job_spec_toml: job.spec_toml.clone(),
+            spec_base_dir: job.base_dir.display().to_string(),
+            limit: if r.limit == 0 { 20 } else { r.limit.min(100_000) },
+        };
+        info!(job = %job.job_id, chunk = chunk.chunk_id, worker = %flight_url, "preview ticket issued");
+        Ok(Response::new(pb::PreviewChunkResponse {
+            flight_url,
+            ticket: prost::Message::encode_to_vec(&ticket),
+        }))
     }
 }

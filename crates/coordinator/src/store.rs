@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::{ErrorClass, checksum::RowSummary};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::error::{CoordinatorError, Result};
@@ -52,7 +53,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     last_error        TEXT,
     PRIMARY KEY (job_id, chunk_id)
 );
-CREATE INDEX IF NOT EXISTS chunks_runnable ON chunks(state, not_before_us);
+-- Leasing walks pending chunks in plan order, and expiry finds the leases that ran out,
+-- without scanning the table: both stay cheap with a million chunks.
+DROP INDEX IF EXISTS chunks_runnable;
+CREATE INDEX IF NOT EXISTS chunks_lease_order ON chunks(state, job_id, chunk_id);
+CREATE INDEX IF NOT EXISTS chunks_lease_expiry ON chunks(state, lease_expires_us);
 CREATE TABLE IF NOT EXISTS attempts (
     job_id        TEXT NOT NULL,
     chunk_id      INTEGER NOT NULL,
@@ -78,6 +83,9 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 "#;
 
+/// Columns added after the first release, with their definitions; added on open when missing.
+const MIGRATIONS: &[(&str, &str, &str)] = &[("jobs", "cancelled_at_us", "INTEGER")];
+
 /// Life cycle of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,15 +98,19 @@ pub enum ChunkState {
     Committed,
     /// Failed permanently or too often; needs a person.
     Parked,
+    /// Its job was cancelled before it committed.
+    Cancelled,
 }
 
 impl ChunkState {
-    fn as_str(self) -> &'static str {
+    /// Stable lower-case name, as stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             ChunkState::Pending => "pending",
             ChunkState::Leased => "leased",
             ChunkState::Committed => "committed",
             ChunkState::Parked => "parked",
+            ChunkState::Cancelled => "cancelled",
         }
     }
 
@@ -107,6 +119,7 @@ impl ChunkState {
             "leased" => ChunkState::Leased,
             "committed" => ChunkState::Committed,
             "parked" => ChunkState::Parked,
+            "cancelled" => ChunkState::Cancelled,
             _ => ChunkState::Pending,
         }
     }
@@ -128,6 +141,8 @@ pub struct JobRow {
     pub range: CursorRange,
     /// When the job was submitted, microseconds since epoch.
     pub created_at_us: i64,
+    /// When the job was cancelled, if it was.
+    pub cancelled_at_us: Option<i64>,
 }
 
 /// A chunk as stored.
@@ -159,6 +174,10 @@ pub struct ChunkRow {
     pub committed_bytes: Option<u64>,
     /// Last error class, kind and message.
     pub last_error: Option<(String, String, String)>,
+    /// The worker holding the lease (leased chunks).
+    pub lease_worker: Option<String>,
+    /// When the chunk was committed, microseconds since epoch.
+    pub committed_at_us: Option<i64>,
 }
 
 /// Counts and totals of one job.
@@ -174,6 +193,8 @@ pub struct JobSummary {
     pub committed: u64,
     /// Chunks needing attention.
     pub parked: u64,
+    /// Chunks of a cancelled job that will not run.
+    pub cancelled: u64,
     /// Rows committed.
     pub committed_rows: u64,
     /// Parquet bytes committed.
@@ -182,12 +203,16 @@ pub struct JobSummary {
     pub in_flight_rows: u64,
     /// Estimated rows of the whole job.
     pub estimated_rows: u64,
+    /// Estimated Parquet bytes of the whole job.
+    pub estimated_bytes: u64,
+    /// Failed attempts over all chunks.
+    pub failures: u64,
 }
 
 impl JobSummary {
-    /// Every chunk is committed or parked.
+    /// Every chunk is committed, parked or cancelled: nothing will run any more.
     pub fn is_finished(&self) -> bool {
-        self.committed + self.parked == self.chunks
+        self.committed + self.parked + self.cancelled == self.chunks
     }
 }
 
@@ -232,10 +257,19 @@ pub struct Failure {
 }
 
 /// The SQLite-backed state store.
+///
+/// One writer thread owns the connection. [`Store::call`] hands it closures; it runs every
+/// closure queued at that moment inside one transaction (each closure in its own savepoint,
+/// so a failing one rolls back alone) and commits once, then answers them all. Nobody is
+/// answered before the commit is durable (`synchronous=FULL`), so batching changes the cost
+/// of an fsync per change into one per batch without weakening what an answer promises.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    /// `None` in the writer thread's own view of the store.
+    writer: Option<Arc<Writer>>,
     path: String,
+    /// Held (never read) while this store serves leases; see [`Store::open_exclusive`].
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 /// Parsed lease id.
@@ -247,6 +281,64 @@ pub struct LeaseKey {
     pub chunk_id: u64,
     /// The attempt.
     pub attempt: u32,
+}
+
+/// A closure for the writer thread; it returns what to do once the batch commit is known.
+type Job = Box<dyn FnOnce(&Store, &mut Connection) -> Finish + Send>;
+/// Answers a caller given the batch's commit error, if any.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Most closures run in one transaction; bounds the latency a huge queue adds to its first.
+const MAX_BATCH: usize = 512;
+
+/// The writer thread and its queue. Dropping the last [`Store`] closes the queue and joins
+/// the thread after it answers what is queued.
+struct Writer {
+    queue: Mutex<Option<tokio::sync::mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_loop(mut conn: Connection, view: Store, mut queue: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Without the batch transaction (BEGIN failed) each closure's savepoint commits alone.
+        let batched = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let mut finishers = Vec::with_capacity(batch.len());
+        for job in batch {
+            // A panicking closure loses only its own answer (its caller sees the writer stop).
+            if let Ok(finish) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&view, &mut conn))) {
+                finishers.push(finish);
+            }
+        }
+        let commit_error = if batched {
+            conn.execute_batch("COMMIT").err().map(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                e.to_string()
+            })
+        } else {
+            None
+        };
+        for finish in finishers {
+            finish(commit_error.as_deref());
+        }
+    }
 }
 
 impl LeaseKey {
@@ -291,14 +383,73 @@ impl Store {
         };
         let conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        for (table, column, definition) in MIGRATIONS {
+            let present: bool = conn
+                .query_row(
+                    &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))
+                    .map_err(db)?;
+            }
+        }
+        let view = Store {
+            writer: None,
+            path: display.clone(),
+            _lock: None,
+        };
+        let (queue, jobs) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        let thread = std::thread::Builder::new()
+            .name("backhaul-state".into())
+            .spawn(move || write_loop(conn, view, jobs))
+            .map_err(|e| CoordinatorError::Task(format!("starting the state writer: {e}")))?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Some(Arc::new(Writer {
+                queue: Mutex::new(Some(queue)),
+                thread: Mutex::new(Some(thread)),
+            })),
             path: display,
+            _lock: None,
         })
+    }
+
+    /// Opens the state database for serving leases: takes an exclusive lock on `<path>.lock`
+    /// first, so two coordinators (or a coordinator and a local run) never hand out leases of
+    /// the same state. Readers (`status`, `verify`) use [`Store::open`] and need no lock. The
+    /// lock is the kernel's, so a killed coordinator releases it with its process.
+    pub fn open_exclusive(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| backhaul_core::Error::io(dir, e))?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| backhaul_core::Error::io(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(CoordinatorError::StateLocked {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(backhaul_core::Error::io(&lock_path, e).into()),
+        }
+        let mut store = Store::open(path)?;
+        store._lock = Some(Arc::new(file));
+        Ok(store)
     }
 
     /// Where the database lives.
@@ -313,29 +464,37 @@ impl Store {
         }
     }
 
-    /// Runs `f` with the connection on a blocking thread, keeping SQLite off the IO runtime.
+    /// Runs `f` with the connection on the writer thread (SQLite stays off the IO runtime) and
+    /// answers once the transaction it ran in is committed.
     pub async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store, &mut Connection) -> Result<T> + Send + 'static,
     {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = this
-                .conn
-                .lock()
-                .map_err(|_| CoordinatorError::Task("state connection poisoned".into()))?;
-            f(&this, &mut conn)
-        })
-        .await
-        .map_err(|e| CoordinatorError::Task(e.to_string()))?
+        let stopped = || CoordinatorError::Task("the state writer stopped".into());
+        let queue = self
+            .writer
+            .as_ref()
+            .and_then(|w| w.queue.lock().ok().and_then(|q| q.clone()))
+            .ok_or_else(stopped)?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |store, conn| {
+            let out = f(store, conn);
+            Box::new(move |commit_error| {
+                let result = match commit_error {
+                    None => out,
+                    Some(e) => Err(CoordinatorError::Task(format!("committing state: {e}"))),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        queue.send(job).await.map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 
     /// Stores a new job with its chunks, or confirms an identical one exists.
     pub fn submit(&self, conn: &mut Connection, job: &JobRow, chunks: &[PlannedChunk]) -> Result<Submitted> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         let existing: Option<String> = tx
             .query_row("SELECT spec_toml FROM jobs WHERE job_id = ?1", [&job.job_id], |r| {
                 r.get(0)
@@ -378,20 +537,16 @@ impl Store {
 
     /// A job by id.
     pub fn job(&self, conn: &Connection, job_id: &str) -> Result<JobRow> {
-        conn.query_row(
-            "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs WHERE job_id = ?1",
-            [job_id],
-            job_from_row,
-        )
-        .optional()
-        .map_err(|e| self.db_err(e))?
-        .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
+        conn.query_row(&format!("{JOB_SELECT} WHERE job_id = ?1"), [job_id], job_from_row)
+            .optional()
+            .map_err(|e| self.db_err(e))?
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
     }
 
     /// All jobs, oldest first.
     pub fn jobs(&self, conn: &Connection) -> Result<Vec<JobRow>> {
         let mut stmt = conn
-            .prepare("SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs ORDER BY created_at_us")
+            .prepare(&format!("{JOB_SELECT} ORDER BY created_at_us, job_id"))
             .map_err(|e| self.db_err(e))?;
         let rows = stmt.query_map([], job_from_row).map_err(|e| self.db_err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
@@ -415,7 +570,10 @@ impl Store {
                     coalesce(sum(CASE WHEN state = 'committed' THEN committed_rows END), 0),
                     coalesce(sum(CASE WHEN state = 'committed' THEN committed_bytes END), 0),
                     coalesce(sum(CASE WHEN state = 'leased' THEN progress_rows END), 0),
-                    coalesce(sum(estimated_rows), 0)
+                    coalesce(sum(estimated_rows), 0),
+                    coalesce(sum(state = 'cancelled'), 0),
+                    coalesce(sum(estimated_bytes), 0),
+                    coalesce(sum(failures), 0)
              FROM chunks WHERE job_id = ?1",
             [job_id],
             |r| {
@@ -429,6 +587,9 @@ impl Store {
                     committed_bytes: r.get::<_, i64>(6)? as u64,
                     in_flight_rows: r.get::<_, i64>(7)? as u64,
                     estimated_rows: r.get::<_, i64>(8)? as u64,
+                    cancelled: r.get::<_, i64>(9)? as u64,
+                    estimated_bytes: r.get::<_, i64>(10)? as u64,
+                    failures: r.get::<_, i64>(11)? as u64,
                 })
             },
         )
@@ -438,9 +599,7 @@ impl Store {
     /// Returns every leased chunk of `job_id` to pending. Only for a coordinator that knows no
     /// worker can still hold a lease (local mode after a restart: its workers died with it).
     pub fn release_all_leases(&self, conn: &mut Connection, job_id: &str) -> Result<u64> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         let now = now_us();
         tx.execute(
             "UPDATE attempts SET ended_at_us = ?2, outcome = 'abandoned'
@@ -468,33 +627,54 @@ impl Store {
         ttl_ms: u32,
     ) -> Result<std::result::Result<Lease, NoLease>> {
         let now = now_us();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         // Expired leases go back to pending; their attempt number stays, so the dead holder is
         // still fenced out once the chunk is leased again (the new lease gets attempt + 1).
-        tx.execute(
-            "UPDATE attempts SET ended_at_us = ?1, outcome = 'expired'
-             WHERE ended_at_us IS NULL AND EXISTS (SELECT 1 FROM chunks c WHERE c.job_id = attempts.job_id
-               AND c.chunk_id = attempts.chunk_id AND c.attempt = attempts.attempt AND c.state = 'leased' AND c.lease_expires_us < ?1)",
-            [now],
-        )
-        .map_err(|e| self.db_err(e))?;
-        tx.execute(
-            "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL WHERE state = 'leased' AND lease_expires_us < ?1",
-            [now],
-        )
-        .map_err(|e| self.db_err(e))?;
+        let expired: Vec<(String, i64, u32)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT job_id, chunk_id, attempt FROM chunks INDEXED BY chunks_lease_expiry
+                     WHERE state = 'leased' AND lease_expires_us < ?1",
+                )
+                .map_err(|e| self.db_err(e))?;
+            let rows = stmt
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(|e| self.db_err(e))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| self.db_err(e))?
+        };
+        for (job_id, chunk_id, attempt) in &expired {
+            self.exec(
+                &tx,
+                "UPDATE attempts SET ended_at_us = ?4, outcome = 'expired'
+                 WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3 AND ended_at_us IS NULL",
+                params![job_id, chunk_id, attempt, now],
+            )?;
+            self.exec(
+                &tx,
+                "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL
+                 WHERE job_id = ?1 AND chunk_id = ?2",
+                params![job_id, chunk_id],
+            )?;
+        }
         let filter = job_filter.unwrap_or("");
-        let next: Option<(String, i64)> = tx
-            .query_row(
-                "SELECT job_id, chunk_id FROM chunks WHERE state = 'pending' AND not_before_us <= ?1 AND (?2 = '' OR job_id = ?2)
-                 ORDER BY job_id, chunk_id LIMIT 1",
-                params![now, filter],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
+        let next: Option<(String, i64)> = match job_filter {
+            Some(job) => tx
+                .prepare_cached(
+                    "SELECT job_id, chunk_id FROM chunks INDEXED BY chunks_lease_order
+                     WHERE state = 'pending' AND job_id = ?2 AND not_before_us <= ?1 ORDER BY chunk_id LIMIT 1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![now, job], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                }),
+            None => tx
+                .prepare_cached(
+                    "SELECT job_id, chunk_id FROM chunks INDEXED BY chunks_lease_order
+                     WHERE state = 'pending' AND not_before_us <= ?1 ORDER BY job_id, chunk_id LIMIT 1",
+                )
+                .and_then(|mut stmt| stmt.query_row([now], |r| Ok((r.get(0)?, r.get(1)?))).optional()),
+        }
+        .map_err(|e| self.db_err(e))?;
         let Some((job_id, chunk_id)) = next else {
             let (open, soonest): (i64, Option<i64>) = tx
                 .query_row(
@@ -512,31 +692,28 @@ impl Store {
             return Ok(Err(NoLease::RetryAfterMs(wait_ms as u32)));
         };
         let expires = now + i64::from(ttl_ms) * 1000;
-        tx.execute(
+        self.exec(
+            &tx,
             "UPDATE chunks SET state = 'leased', attempt = attempt + 1, lease_worker = ?3, lease_expires_us = ?4, progress_rows = 0, progress_bytes = 0
              WHERE job_id = ?1 AND chunk_id = ?2",
             params![job_id, chunk_id, worker_id, expires],
-        )
-        .map_err(|e| self.db_err(e))?;
-        let chunk = tx
-            .query_row(
+        )?;
+        let chunk = self
+            .row(
+                &tx,
                 &format!("{CHUNK_SELECT} WHERE job_id = ?1 AND chunk_id = ?2"),
                 params![job_id, chunk_id],
                 chunk_from_row,
-            )
-            .map_err(|e| self.db_err(e))?;
-        tx.execute(
+            )?
+            .ok_or_else(|| CoordinatorError::Task("a leased chunk vanished".into()))?;
+        self.exec(
+            &tx,
             "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker_id, started_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![job_id, chunk_id, chunk.attempt, worker_id, now],
-        )
-        .map_err(|e| self.db_err(e))?;
-        let job = tx
-            .query_row(
-                "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us FROM jobs WHERE job_id = ?1",
-                [&job_id],
-                job_from_row,
-            )
-            .map_err(|e| self.db_err(e))?;
+        )?;
+        let job = self
+            .row(&tx, &format!("{JOB_SELECT} WHERE job_id = ?1"), [&job_id], job_from_row)?
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
         tx.commit().map_err(|e| self.db_err(e))?;
         let lease_id = LeaseKey {
             job_id,
@@ -548,16 +725,14 @@ impl Store {
     }
 
     /// Checks `lease_id` is the chunk's current attempt and not finished; returns its key.
-    fn current(&self, tx: &rusqlite::Transaction<'_>, lease_id: &str, allow_pending: bool) -> Result<LeaseKey> {
+    fn current(&self, tx: &Connection, lease_id: &str, allow_pending: bool) -> Result<LeaseKey> {
         let key = LeaseKey::parse(lease_id)?;
-        let row: Option<(String, u32)> = tx
-            .query_row(
-                "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
-                params![key.job_id, key.chunk_id as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.db_err(e))?;
+        let row: Option<(String, u32)> = self.row(
+            tx,
+            "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let stale = |reason: String| CoordinatorError::StaleLease {
             lease_id: lease_id.into(),
             reason,
@@ -584,11 +759,9 @@ impl Store {
         conn: &mut Connection,
         lease_id: &str,
         allow_pending: bool,
-        f: impl FnOnce(&rusqlite::Transaction<'_>, &LeaseKey) -> Result<T>,
+        f: impl FnOnce(&Connection, &LeaseKey) -> Result<T>,
     ) -> Result<T> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         let key = self.current(&tx, lease_id, allow_pending)?;
         let out = f(&tx, &key)?;
         tx.commit().map_err(|e| self.db_err(e))?;
@@ -597,7 +770,22 @@ impl Store {
 
     /// Executes one statement, naming the database in errors.
     fn exec(&self, conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
-        conn.execute(sql, params).map_err(|e| self.db_err(e))
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params))
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// Reads one row with a cached statement; `None` when there is none.
+    fn row<T>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.query_row(params, f).optional())
+            .map_err(|e| self.db_err(e))
     }
 
     /// Closes the lease's attempt record with its outcome (and error, for failures).
@@ -653,6 +841,38 @@ impl Store {
     /// Marks a chunk committed with its output manifest. Refuses a stale lease and an output
     /// whose committed rows or checksum differ from what was extracted.
     pub fn complete(
+        &self,
+        conn: &mut Connection,
+        lease_id: &str,
+        files: &[StagedFile],
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()> {
+        match self.complete_current(conn, lease_id, files, extracted, committed) {
+            // A retried completion whose first try was committed but whose answer was lost
+            // (coordinator restart, network cut) is the same completion: acknowledge it.
+            Err(CoordinatorError::StaleLease { .. }) if self.committed_by(conn, lease_id)? => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Whether the chunk of `lease_id` is committed by exactly that attempt.
+    fn committed_by(&self, conn: &Connection, lease_id: &str) -> Result<bool> {
+        let Ok(key) = LeaseKey::parse(lease_id) else {
+            return Ok(false);
+        };
+        let row: Option<(String, u32)> = conn
+            .query_row(
+                "SELECT state, attempt FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, key.chunk_id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db_err(e))?;
+        Ok(row.is_some_and(|(state, attempt)| state == "committed" && attempt == key.attempt))
+    }
+
+    fn complete_current(
         &self,
         conn: &mut Connection,
         lease_id: &str,
@@ -750,13 +970,11 @@ impl Store {
     /// they run again; committed data is replaced chunk by chunk when they do. Returns the
     /// chunks queued. Chunks running now are left alone.
     pub fn replay(&self, conn: &mut Connection, job_id: &str, range: Option<CursorRange>) -> Result<Vec<u64>> {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db_err(e))?;
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         let (from, to) = range.map(|r| (r.from, r.to)).unwrap_or((i64::MIN, i64::MAX));
         let ids: Vec<u64> = {
             let mut stmt = tx
-                .prepare("SELECT chunk_id FROM chunks WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending') ORDER BY chunk_id")
+                .prepare("SELECT chunk_id FROM chunks WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending', 'cancelled') ORDER BY chunk_id")
                 .map_err(|e| self.db_err(e))?;
             let rows = stmt
                 .query_map(params![job_id, from, to], |r| r.get::<_, i64>(0))
@@ -767,16 +985,77 @@ impl Store {
         };
         tx.execute(
             "UPDATE chunks SET state = 'pending', failures = 0, not_before_us = 0, progress_rows = 0, progress_bytes = 0
-             WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending')",
+             WHERE job_id = ?1 AND range_from < ?3 AND range_to > ?2 AND state IN ('committed', 'parked', 'pending', 'cancelled')",
             params![job_id, from, to],
         )
         .map_err(|e| self.db_err(e))?;
+        // Replaying a cancelled job's range resumes the job.
+        tx.execute("UPDATE jobs SET cancelled_at_us = NULL WHERE job_id = ?1", [job_id])
+            .map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
         Ok(ids)
     }
 }
 
 impl Store {
+    /// Cancels a job: its pending and leased chunks become `cancelled`, so no lease is handed
+    /// out for them and the holders of running leases are refused at their next call. Committed
+    /// and parked chunks keep their state. Returns the chunks cancelled; cancelling twice is
+    /// harmless.
+    pub fn cancel(&self, conn: &mut Connection, job_id: &str) -> Result<u64> {
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
+        let now = now_us();
+        let found = tx
+            .execute(
+                "UPDATE jobs SET cancelled_at_us = coalesce(cancelled_at_us, ?2) WHERE job_id = ?1",
+                params![job_id, now],
+            )
+            .map_err(|e| self.db_err(e))?;
+        if found == 0 {
+            return Err(CoordinatorError::UnknownJob(job_id.into()));
+        }
+        tx.execute(
+            "UPDATE attempts SET ended_at_us = ?2, outcome = 'cancelled'
+             WHERE ended_at_us IS NULL AND job_id = ?1",
+            params![job_id, now],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let n = tx
+            .execute(
+                "UPDATE chunks SET state = 'cancelled', lease_worker = NULL, lease_expires_us = NULL
+                 WHERE job_id = ?1 AND state IN ('pending', 'leased')",
+                [job_id],
+            )
+            .map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(n as u64)
+    }
+
+    /// Every attempt of a job, in chunk and attempt order: the history the status page draws.
+    pub fn attempts(&self, conn: &Connection, job_id: &str) -> Result<Vec<AttemptRow>> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message
+                 FROM attempts WHERE job_id = ?1 ORDER BY chunk_id, attempt",
+            )
+            .map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([job_id], |r| {
+                Ok(AttemptRow {
+                    chunk_id: r.get::<_, i64>(0)? as u64,
+                    attempt: r.get(1)?,
+                    worker_id: r.get(2)?,
+                    started_at_us: r.get(3)?,
+                    ended_at_us: r.get(4)?,
+                    outcome: r.get(5)?,
+                    error_class: r.get(6)?,
+                    error_message: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.db_err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
+    }
+
     /// Every committed output file of a job, in chunk and part order.
     pub fn outputs(&self, conn: &Connection, job_id: &str) -> Result<Vec<OutputRow>> {
         let mut stmt = conn
@@ -797,6 +1076,27 @@ impl Store {
     }
 }
 
+/// One lease of a chunk and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    /// The chunk.
+    pub chunk_id: u64,
+    /// The attempt number (lease count of the chunk when it was handed out).
+    pub attempt: u32,
+    /// The worker (slot) that held the lease.
+    pub worker_id: String,
+    /// When the lease was handed out.
+    pub started_at_us: i64,
+    /// When it ended; `None` while it runs.
+    pub ended_at_us: Option<i64>,
+    /// `committed`, `failed`, `released`, `expired`, `abandoned`, `cancelled`; `None` while it runs.
+    pub outcome: Option<String>,
+    /// Error class of a failed attempt.
+    pub error_class: Option<String>,
+    /// Error message of a failed attempt.
+    pub error_message: Option<String>,
+}
+
 /// One committed output file.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputRow {
@@ -814,7 +1114,7 @@ pub struct OutputRow {
 
 const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
     progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
-    last_error_class, last_error_kind, last_error FROM chunks";
+    last_error_class, last_error_kind, last_error, lease_worker, committed_at_us FROM chunks";
 
 fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
     let summary = |rows: Option<i64>, sum: Option<i64>| match (rows, sum) {
@@ -849,6 +1149,8 @@ fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
         committed: summary(r.get(12)?, r.get(13)?),
         committed_bytes: r.get::<_, Option<i64>>(14)?.map(|b| b as u64),
         last_error: error,
+        lease_worker: r.get(18)?,
+        committed_at_us: r.get(19)?,
     })
 }
 
@@ -868,8 +1170,12 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
             to: r.get(5)?,
         },
         created_at_us: r.get(6)?,
+        cancelled_at_us: r.get(7)?,
     })
 }
+
+const JOB_SELECT: &str =
+    "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us, cancelled_at_us FROM jobs";
 
 #[cfg(test)]
 mod tests {
@@ -893,6 +1199,7 @@ mod tests {
             cursor_kind: CursorKind::Integer,
             range: CursorRange::new(0, chunks as i64 * 10),
             created_at_us: 0,
+            cancelled_at_us: None,
         };
         let planned: Vec<PlannedChunk> = (0..chunks)
             .map(|i| PlannedChunk {
@@ -933,8 +1240,10 @@ mod tests {
         assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
         assert!(store.heartbeat(&mut conn, &first.lease_id, 1000).is_err());
         store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
-        // A completed chunk cannot be completed or failed again, by anyone.
-        assert!(store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).is_err());
+        // A retried completion of the committing attempt is acknowledged (its first answer
+        // may have been lost); the stale attempt stays refused, and nobody can fail it now.
+        store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
+        assert!(store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).is_err());
         let failure = Failure {
             class: ErrorClass::Transient,
             kind: "x".into(),

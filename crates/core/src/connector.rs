@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, SchemaRef};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -15,11 +15,38 @@ use crate::checksum::RowSummary;
 use crate::chunking::DensityBucket;
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
+pub use crate::fidelity::DestinationType;
+use crate::profile::{Activity, ActivityQuery};
 use crate::spec::{DestinationSpec, SourceSpec};
 use crate::stage::Stage;
 
 /// A stream of record batches, all of the described schema.
 pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+
+/// The stream a source hands out when a task of its own reads and decodes rows into a bounded
+/// channel: yields the channel's batches and, once the channel closes, reports a panic of that
+/// task as an error naming `what` (e.g. `postgres extract`), so a crash never looks like the end
+/// of the data. Dropping the stream drops the receiver, which stops the task at its next send.
+pub fn channel_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    task: tokio::task::JoinHandle<()>,
+    what: &'static str,
+) -> BatchStream {
+    use futures::StreamExt;
+    futures::stream::unfold((rx, Some(task)), move |(mut rx, task)| async move {
+        if let Some(item) = rx.recv().await {
+            return Some((item, (rx, task)));
+        }
+        match task?.await {
+            Ok(()) => None,
+            Err(e) => Some((
+                Err(crate::Error::Internal(format!("{what} task failed: {e}"))),
+                (rx, None),
+            )),
+        }
+    })
+    .boxed()
+}
 
 /// What a source knows about the table a job reads.
 #[derive(Debug, Clone)]
@@ -64,6 +91,14 @@ pub trait Source: Send + Sync {
 
     /// Streams the rows with `from <= cursor < to`, in batches of about `batch_rows` rows.
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>>;
+
+    /// Change activity over `query.window`, for the cost planner; `None` (the default) when the
+    /// source cannot tell cheaply. The planner then samples with [`Source::extract`] or reports
+    /// upper bounds. Read-only and bounded in time: never a full scan unless the source keeps
+    /// the answer (statistics, a change log, or an append-only guarantee).
+    fn activity(&self, _query: ActivityQuery) -> BoxFuture<'_, Result<Option<Activity>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A Parquet file waiting in the stage.
@@ -112,6 +147,15 @@ pub trait Destination: Send + Sync {
     /// Rows and checksum of a committed chunk, measured from the committed data; `None` when the
     /// chunk has never been committed, including before `prepare` was ever called.
     fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>>;
+
+    /// How the destination stores `field`, and what is lost doing so, for the type-fidelity
+    /// report. The default names the Arrow type and loses nothing.
+    fn column_type(&self, field: &Field) -> DestinationType {
+        DestinationType {
+            name: field.data_type().to_string(),
+            lossy_step: None,
+        }
+    }
 }
 
 /// Builds connectors from spec sections. Implemented by the binary, which knows them all.

@@ -8,6 +8,8 @@ pub mod chunking;
 pub mod connector;
 pub mod cursor;
 pub mod error;
+pub mod fidelity;
+pub mod profile;
 pub mod schema;
 pub mod spec;
 pub mod stage;

@@ -1,8 +1,42 @@
-//! Generated code for the backhaul control-plane protocol (`proto/backhaul/v1`).
+//! The backhaul control-plane wire: generated code for `proto/backhaul/v1`, and the plumbing
+//! both ends share — shared-token authentication, TLS, client connection, and the Prometheus
+//! text format for `/metrics`.
 //!
-//! The `.proto` files are the source of truth; this crate only compiles them.
+//! The `.proto` files are the source of truth for the messages.
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("backhaul.v1");
+}
+
+pub mod auth;
+pub mod client;
+pub mod metrics;
+pub mod tls;
+
+pub use auth::{AuthLayer, ClientAuth, Token};
+pub use client::{Client, ClientConfig};
+pub use tls::{ClientTls, ServerTls};
+
+/// What can go wrong setting up the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// A certificate, key or token file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token is unusable (its text is never included).
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// Contradictory or malformed settings.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// tonic refused the TLS or endpoint settings.
+    #[error("transport: {0}")]
+    Transport(#[source] tonic::transport::Error),
 }

@@ -260,6 +260,13 @@ impl LocalTable {
 }
 
 impl Destination for LocalTable {
+    fn column_type(&self, field: &arrow::datatypes::Field) -> backhaul_core::connector::DestinationType {
+        backhaul_core::connector::DestinationType {
+            name: parquet_type(field),
+            lossy_step: None,
+        }
+    }
+
     fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
         let job = job_id.to_string();
         Box::pin(async move {
@@ -514,4 +521,26 @@ pub fn table_summary(root: &Path, table: &str) -> Result<TableSummary> {
         s.bytes += m.files.iter().map(|f| f.bytes).sum::<u64>();
     }
     Ok(s)
+}
+
+/// The Parquet column a field is written as, e.g. `OPTIONAL INT64 at (TIMESTAMP(MICROS,true))`,
+/// as the Parquet schema printer shows it.
+fn parquet_type(field: &arrow::datatypes::Field) -> String {
+    let schema = arrow::datatypes::Schema::new(vec![field.clone()]);
+    match parquet::arrow::ArrowSchemaConverter::new().convert(&schema) {
+        Ok(descriptor) => {
+            let mut text = Vec::new();
+            parquet::schema::printer::print_schema(&mut text, descriptor.root_schema());
+            let text = String::from_utf8_lossy(&text);
+            // Drop the `message` wrapper and join the lines of nested types.
+            let inner: Vec<&str> = text
+                .lines()
+                .skip(1)
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != "}")
+                .collect();
+            inner.join(" ").trim_end_matches(';').to_string()
+        }
+        Err(e) => format!("not representable in Parquet: {e}"),
+    }
 }

@@ -400,3 +400,24 @@ async fn glob_characters_in_the_root_are_literal() {
     let out = query_with_schema(&f.root, "SELECT doc FROM t").await.unwrap();
     assert_eq!(out.schema.field(0).metadata(), schema().field(3).metadata());
 }
+
+#[test]
+fn column_types_are_parquet_columns() {
+    use backhaul_core::connector::Destination;
+    let dir = tempfile::tempdir().unwrap();
+    let table = LocalTable::new(&backhaul_core::spec::LocalDestinationSpec {
+        path: dir.path().to_path_buf(),
+        table: "t".into(),
+        file_size: None,
+        allow_small_files: false,
+    })
+    .unwrap();
+    let decimal = arrow::datatypes::Field::new("amount", arrow::datatypes::DataType::Decimal128(18, 2), true);
+    let t = table.column_type(&decimal);
+    assert_eq!(t.lossy_step, None);
+    assert!(
+        t.name.contains("amount") && t.name.contains("DECIMAL(18,2)"),
+        "{}",
+        t.name
+    );
+}

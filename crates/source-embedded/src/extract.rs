@@ -11,13 +11,11 @@ use arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
-use backhaul_core::connector::{BatchStream, TableDescription};
+use backhaul_core::connector::{BatchStream, TableDescription, channel_stream};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::{Error, Result};
-use futures::StreamExt;
 use rusqlite::types::ValueRef;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::schema::quote;
 use crate::{connect, sql_error};
@@ -47,24 +45,7 @@ pub(crate) fn stream(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    into_stream(rx, task)
-}
-
-/// Yields the channel's batches; once it closes, reports a panic of the reading task, if any.
-fn into_stream(rx: mpsc::Receiver<Item>, task: JoinHandle<()>) -> BatchStream {
-    futures::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
-        if let Some(item) = rx.recv().await {
-            return Some((item, (rx, task)));
-        }
-        match task?.await {
-            Ok(()) => None,
-            Err(e) => Some((
-                Err(Error::Internal(format!("embedded extract task failed: {e}"))),
-                (rx, None),
-            )),
-        }
-    })
-    .boxed()
+    channel_stream(rx, task, "embedded extract")
 }
 
 fn select_sql(table: &str, desc: &TableDescription) -> String {

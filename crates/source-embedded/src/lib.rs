@@ -28,6 +28,7 @@ use std::time::Duration;
 use backhaul_core::chunking::DensityBucket;
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::profile::{Activity, ActivityQuery, Counted};
 use backhaul_core::spec::EmbeddedSourceSpec;
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
@@ -327,6 +328,29 @@ impl Source for EmbeddedSource {
                 range,
                 batch_rows,
             ))
+        })
+    }
+
+    /// The generated `orders` table is append-only by construction: rows are inserted once per
+    /// creation time and never updated or deleted, so updates and deletes are exactly zero and
+    /// inserts in a window are the generator's count of rows created in it (no rows are read).
+    fn activity(&self, query: ActivityQuery) -> BoxFuture<'_, Result<Option<Activity>>> {
+        Box::pin(async move {
+            if self.table != ORDERS_TABLE || query.window.from >= query.window.to {
+                return Ok(None);
+            }
+            let (seed, rows_per_day) = (self.seed, self.rows_per_day);
+            let window = CursorRange::new(query.window.from, query.window.to);
+            let inserts = blocking(move || Ok(generator::expected_rows(seed, rows_per_day, window))).await?;
+            Ok(Some(Activity {
+                inserts: Some(Counted::exact(inserts)),
+                updated_keys: Some(Counted::exact(0)),
+                deleted_keys: Some(Counted::exact(0)),
+                touched_keys: Some(Counted::exact(inserts)),
+                method: "embedded generator: append-only by construction (no updates or deletes); inserts \
+                         counted by the generator for the window"
+                    .into(),
+            }))
         })
     }
 }

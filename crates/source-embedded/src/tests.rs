@@ -267,3 +267,27 @@ async fn seeding_speed() {
     let rate = report.rows as f64 / report.elapsed.as_secs_f64();
     eprintln!("seeded {} rows in {:?}: {rate:.0} rows/s", report.rows, report.elapsed);
 }
+
+#[tokio::test]
+async fn activity_is_append_only_with_inserts_matching_the_rows_extracted() {
+    use backhaul_core::profile::{ActivityQuery, ChangeColumns, TimeWindow};
+    let dir = TempDir::new().unwrap();
+    let source = EmbeddedSource::open(&spec(&dir, "created_at")).unwrap();
+    let range = days(DAY, DAY + 3);
+    source.prepare(range).await.unwrap();
+    let window = TimeWindow {
+        from: (DAY + 1) * DAY_MICROS,
+        to: (DAY + 3) * DAY_MICROS,
+    };
+    let query = ActivityQuery {
+        range,
+        window,
+        columns: ChangeColumns::default(),
+    };
+    let activity = source.activity(query).await.unwrap().expect("orders answers");
+    let inserted = rows(&extract_all(&source, CursorRange::new(window.from, window.to), 4_096).await);
+    assert_eq!(activity.inserts, Some(Counted::exact(inserted)));
+    assert_eq!(activity.updated_keys, Some(Counted::exact(0)));
+    assert_eq!(activity.deleted_keys, Some(Counted::exact(0)));
+    assert_eq!(activity.touched_keys, Some(Counted::exact(inserted)));
+}

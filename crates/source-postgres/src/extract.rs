@@ -14,13 +14,12 @@
 //! rest of the chunk.
 
 use arrow::array::RecordBatch;
-use backhaul_core::connector::BatchStream;
+use backhaul_core::connector::{BatchStream, channel_stream};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::spec::postgres::PostgresSourceSpec;
 use backhaul_core::{Error, Result};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_postgres::CopyOutStream;
 
 use crate::catalog;
@@ -74,7 +73,7 @@ pub(crate) async fn start(chunk: Chunk) -> Result<BatchStream> {
         });
     });
     match ready_rx.await {
-        Ok(Ok(())) => Ok(into_stream(rx, task)),
+        Ok(Ok(())) => Ok(channel_stream(rx, task, "postgres extract")),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(match task.await {
             Err(e) => Error::Internal(format!("postgres extract task failed: {e}")),
@@ -111,23 +110,6 @@ async fn begin(chunk: &Chunk) -> Result<(Conn, CopyOutStream, RowDecoder, String
         .map_err(|e| conn.error(&e, &what))?;
     let decoder = RowDecoder::new(&table, &chunk.policies, chunk.batch_rows)?;
     Ok((conn, copy, decoder, what))
-}
-
-/// Yields the channel's batches; once it closes, reports a panic of the extracting thread.
-fn into_stream(rx: mpsc::Receiver<Item>, task: JoinHandle<()>) -> BatchStream {
-    futures::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
-        if let Some(item) = rx.recv().await {
-            return Some((item, (rx, task)));
-        }
-        match task?.await {
-            Ok(()) => None,
-            Err(e) => Some((
-                Err(Error::Internal(format!("postgres extract task failed: {e}"))),
-                (rx, None),
-            )),
-        }
-    })
-    .boxed()
 }
 
 /// Reads the `COPY` to its end, sending full batches; returns early (`Ok`) when the consumer

@@ -5,11 +5,15 @@
 //! It never depends on the coordinator crate: the two meet only on the wire.
 
 pub mod error;
+pub mod flight;
+pub mod http;
+pub mod metrics;
 pub mod runner;
 pub mod worker;
 pub mod writer;
 
 pub use error::{Result, WorkerError};
+pub use metrics::WorkerMetrics;
 pub use runner::{ChunkOutcome, ChunkTask, JobContext};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Shutdown, Worker, WorkerConfig};
 pub use writer::{PartWriterConfig, SpooledPart};

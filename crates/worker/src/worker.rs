@@ -1,23 +1,29 @@
 //! The lease loop: pull a chunk, run it under heartbeats, report the outcome, repeat.
+//!
+//! Shutdown has two stages. `drain` stops asking for new chunks and lets running ones finish;
+//! `abort` stops running chunks too and hands them back to the coordinator, which leases them
+//! again at once without counting a failure. A worker that loses its coordinator keeps
+//! retrying with capped backoff, and retries the report of a finished chunk until the
+//! coordinator answers: the coordinator alone decides whether that report still counts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backhaul_core::connector::Connectors;
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::{Error, ErrorClass};
+use backhaul_proto::Client;
 use backhaul_proto::v1 as pb;
-use backhaul_proto::v1::coordinator_client::CoordinatorClient;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Result, WorkerError};
+use crate::metrics::WorkerMetrics;
 use crate::runner::{ChunkProgress, ChunkTask, JobContext, run_chunk};
 
 /// How a worker runs.
@@ -31,36 +37,101 @@ pub struct WorkerConfig {
     pub job_filter: Option<String>,
     /// Where part files are spooled before staging.
     pub spool_dir: PathBuf,
+    /// Consecutive failed lease requests after which the worker gives up; `None` retries
+    /// forever (a distributed worker waits out coordinator restarts).
+    pub give_up_after: Option<u32>,
+    /// How long the completion or failure of a finished chunk is retried while the
+    /// coordinator cannot be reached.
+    pub report_deadline: Duration,
+    /// This worker's Arrow Flight endpoint for previews, announced when asking for work.
+    pub flight_url: Option<String>,
+}
+
+impl WorkerConfig {
+    /// Defaults for `worker_id`: one slot, any job, the system temp dir, retrying forever.
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        WorkerConfig {
+            worker_id: worker_id.into(),
+            slots: 1,
+            job_filter: None,
+            spool_dir: std::env::temp_dir(),
+            give_up_after: None,
+            report_deadline: Duration::from_secs(600),
+            flight_url: None,
+        }
+    }
+}
+
+/// The two stages of stopping a worker; see the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop leasing; finish running chunks.
+    pub drain: CancellationToken,
+    /// Hand running chunks back now.
+    pub abort: CancellationToken,
+}
+
+impl Shutdown {
+    /// One token for both stages: cancelling it stops leasing and hands chunks back at once.
+    pub fn immediate(token: CancellationToken) -> Self {
+        Shutdown {
+            drain: token.clone(),
+            abort: token,
+        }
+    }
 }
 
 /// A worker connected to one coordinator.
 pub struct Worker {
-    client: CoordinatorClient<Channel>,
+    client: Client,
     connectors: Arc<dyn Connectors>,
     config: WorkerConfig,
     jobs: Mutex<HashMap<String, Arc<JobContext>>>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+/// Transport-level failures a retry can fix; anything else is the coordinator's answer.
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::Aborted
+            | tonic::Code::ResourceExhausted
+    )
 }
 
 impl Worker {
-    /// Connects to the coordinator at `url` (e.g. `http://127.0.0.1:7070`).
-    pub async fn connect(url: String, connectors: Arc<dyn Connectors>, config: WorkerConfig) -> Result<Self> {
-        let client = CoordinatorClient::connect(url).await?;
-        Ok(Worker {
+    /// A worker using `client` (see [`backhaul_proto::ClientConfig::connect_lazy`]).
+    pub fn new(client: Client, connectors: Arc<dyn Connectors>, config: WorkerConfig) -> Self {
+        Worker {
             client,
             connectors,
             config,
             jobs: Mutex::new(HashMap::new()),
-        })
+            metrics: Arc::new(WorkerMetrics::new()),
+        }
     }
 
-    /// Runs the slots until the filtered job is finished or `cancel` fires. On cancel, running
-    /// chunks are abandoned and handed back as transient failures, so they run again elsewhere.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<()> {
+    /// This worker's counters (shared with `/metrics`).
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Runs the slots until the filtered job is finished or `shutdown` says stop.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) -> Result<()> {
         let mut slots = JoinSet::new();
         for slot in 0..self.config.slots.max(1) {
             let this = self.clone();
-            let cancel = cancel.clone();
-            slots.spawn(async move { this.slot_loop(slot, cancel).await });
+            let shutdown = shutdown.clone();
+            slots.spawn(async move { this.slot_loop(slot, shutdown).await });
         }
         let mut first_error = None;
         while let Some(joined) = slots.join_next().await {
@@ -77,66 +148,144 @@ impl Worker {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn slot_loop(&self, slot: usize, cancel: CancellationToken) -> Result<()> {
+    async fn slot_loop(&self, slot: usize, shutdown: Shutdown) -> Result<()> {
         let worker_id = format!("{}#{slot}", self.config.worker_id);
         let mut rpc_failures = 0u32;
         loop {
-            if cancel.is_cancelled() {
+            if shutdown.drain.is_cancelled() {
                 return Ok(());
             }
             let req = pb::LeaseChunkRequest {
                 worker_id: worker_id.clone(),
                 job_id: self.config.job_filter.clone().unwrap_or_default(),
+                flight_url: self.config.flight_url.clone().unwrap_or_default(),
             };
+            let asked = Instant::now();
             let resp = match self.client.clone().lease_chunk(req).await {
                 Ok(r) => {
+                    self.metrics.lease_latency.observe(asked.elapsed());
+                    if rpc_failures > 0 {
+                        info!(worker = %worker_id, "coordinator reachable again");
+                    }
                     rpc_failures = 0;
                     r.into_inner()
                 }
                 Err(status) => {
                     rpc_failures += 1;
-                    if rpc_failures > 8 {
+                    if self.config.give_up_after.is_some_and(|n| rpc_failures > n) {
                         return Err(status.into());
                     }
-                    warn!(worker = %worker_id, error = %status, "lease request failed; retrying");
-                    sleep_or_cancel(backoff(rpc_failures), &cancel).await;
+                    self.metrics.rpc_retries.inc();
+                    let wait = backoff(rpc_failures);
+                    warn!(worker = %worker_id, code = ?status.code(), error = %status.message(), retry_in = ?wait, "lease request failed; retrying");
+                    sleep_or_cancel(wait, &shutdown.drain).await;
                     continue;
                 }
             };
             match resp.outcome {
                 Some(pb::lease_chunk_response::Outcome::Lease(lease)) => {
-                    self.run_lease(&worker_id, lease, &cancel).await
+                    self.metrics.leases.inc();
+                    if shutdown.drain.is_cancelled() {
+                        // Drained while the lease was on its way: give it straight back.
+                        self.hand_back(&worker_id, &lease, &shutdown.abort).await;
+                        return Ok(());
+                    }
+                    self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);
+                    self.run_lease(&worker_id, lease, &shutdown.abort).await;
+                    self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
                 }
                 Some(pb::lease_chunk_response::Outcome::NoWork(nw)) => {
                     if nw.job_finished && self.config.job_filter.is_some() {
                         return Ok(());
                     }
-                    sleep_or_cancel(Duration::from_millis(u64::from(nw.retry_after_ms.max(50))), &cancel).await;
+                    sleep_or_cancel(
+                        Duration::from_millis(u64::from(nw.retry_after_ms.max(50))),
+                        &shutdown.drain,
+                    )
+                    .await;
                 }
                 None => return Err(tonic::Status::internal("lease response without outcome").into()),
             }
         }
     }
 
-    async fn context(&self, lease: &pb::ChunkLease) -> Result<Arc<JobContext>> {
+    /// The job's context (source, destination, stage), built once per job and reused.
+    pub async fn job_context(&self, job_id: &str, spec_toml: &str, base_dir: &Path) -> Result<Arc<JobContext>> {
         let mut jobs = self.jobs.lock().await;
-        if let Some(ctx) = jobs.get(&lease.job_id) {
+        if let Some(ctx) = jobs.get(job_id) {
             return Ok(ctx.clone());
         }
-        let ctx = Arc::new(
-            JobContext::build(
-                &lease.job_id,
-                &lease.job_spec_toml,
-                Path::new(&lease.spec_base_dir),
-                self.connectors.as_ref(),
-            )
-            .await?,
-        );
-        jobs.insert(lease.job_id.clone(), ctx.clone());
+        let ctx = Arc::new(JobContext::build(job_id, spec_toml, base_dir, self.connectors.as_ref()).await?);
+        jobs.insert(job_id.to_string(), ctx.clone());
         Ok(ctx)
     }
 
-    async fn run_lease(&self, worker_id: &str, lease: pb::ChunkLease, cancel: &CancellationToken) {
+    async fn context(&self, lease: &pb::ChunkLease) -> Result<Arc<JobContext>> {
+        self.job_context(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir))
+            .await
+    }
+
+    async fn hand_back(&self, worker_id: &str, lease: &pb::ChunkLease, abort: &CancellationToken) {
+        let req = pb::FailChunkRequest {
+            lease_id: lease.lease_id.clone(),
+            error: Some(pb::ChunkError {
+                class: pb::ErrorClass::Transient as i32,
+                kind: Error::Cancelled.kind().into(),
+                message: "worker shutting down".into(),
+            }),
+            released: true,
+        };
+        match self
+            .report(abort, |mut c| {
+                let req = req.clone();
+                async move { c.fail_chunk(req).await }
+            })
+            .await
+        {
+            Ok(_) => {
+                self.metrics.released.inc();
+                info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, "handed chunk back");
+            }
+            Err(s) => {
+                warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, error = %s, "could not hand the chunk back; its lease will expire")
+            }
+        }
+    }
+
+    /// Calls the coordinator, retrying transport failures with backoff until it answers, the
+    /// report deadline passes, or `abort` fires.
+    async fn report<T, F, Fut>(&self, abort: &CancellationToken, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.config.report_deadline;
+        let mut failures = 0;
+        loop {
+            match call(self.client.clone()).await {
+                Ok(r) => {
+                    if failures > 0 {
+                        info!(worker = %self.config.worker_id, "coordinator reachable again");
+                    }
+                    return Ok(r.into_inner());
+                }
+                Err(s) if retryable(&s) && Instant::now() < deadline && !abort.is_cancelled() => {
+                    failures += 1;
+                    self.metrics.rpc_retries.inc();
+                    if failures == 1 {
+                        warn!(worker = %self.config.worker_id, code = ?s.code(), error = %s.message(), "coordinator call failed; retrying until it answers");
+                    } else {
+                        debug!(code = ?s.code(), error = %s.message(), "coordinator call failed; retrying");
+                    }
+                    sleep_or_cancel(backoff(failures), abort).await;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+    }
+
+    async fn run_lease(&self, worker_id: &str, lease: pb::ChunkLease, abort: &CancellationToken) {
+        let started = Instant::now();
         let range = lease
             .range
             .map(|r| CursorRange { from: r.from, to: r.to })
@@ -146,6 +295,7 @@ impl Worker {
             attempt: lease.attempt,
             range,
         };
+        debug!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, "chunk leased");
         let progress = Arc::new(ChunkProgress::default());
         let ttl = Duration::from_millis(u64::from(lease.lease_ttl_ms.max(300)));
         let work = async {
@@ -155,9 +305,8 @@ impl Worker {
         let outcome = tokio::select! {
             r = work => r,
             e = self.keep_lease(&lease.lease_id, ttl, progress.clone()) => Err(e),
-            _ = cancel.cancelled() => Err(Error::Cancelled.into()),
+            _ = abort.cancelled() => Err(Error::Cancelled.into()),
         };
-        let mut client = self.client.clone();
         match outcome {
             Ok(out) => {
                 let files = out
@@ -169,55 +318,78 @@ impl Worker {
                         rows: f.rows,
                     })
                     .collect();
-                let output = pb::ChunkOutput {
-                    files,
-                    extracted_rows: out.extracted.rows,
-                    extracted_checksum: out.extracted.checksum,
-                    committed_rows: out.committed.rows,
-                    committed_checksum: out.committed.checksum,
+                let req = pb::CompleteChunkRequest {
+                    lease_id: lease.lease_id.clone(),
+                    output: Some(pb::ChunkOutput {
+                        files,
+                        extracted_rows: out.extracted.rows,
+                        extracted_checksum: out.extracted.checksum,
+                        committed_rows: out.committed.rows,
+                        committed_checksum: out.committed.checksum,
+                    }),
                 };
-                match client
-                    .complete_chunk(pb::CompleteChunkRequest {
-                        lease_id: lease.lease_id.clone(),
-                        output: Some(output),
+                let bytes: u64 = out.files.iter().map(|f| f.bytes).sum();
+                match self
+                    .report(abort, |mut c| {
+                        let req = req.clone();
+                        async move { c.complete_chunk(req).await }
                     })
                     .await
                 {
                     Ok(_) => {
+                        self.metrics.committed.inc();
+                        self.metrics.rows.add(out.extracted.rows);
+                        self.metrics.bytes.add(bytes);
+                        self.metrics.chunk_seconds.observe(started.elapsed());
                         info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, rows = out.extracted.rows, "chunk committed")
                     }
                     Err(s) => {
-                        warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, error = %s, "coordinator refused completion")
+                        self.metrics.completions_refused.inc();
+                        warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, code = ?s.code(), error = %s.message(), "coordinator refused completion")
+                    }
+                }
+            }
+            Err(WorkerError::Core(Error::LeaseLost { message, .. })) => {
+                // Nothing to report: the lease is gone, whoever holds the chunk now reports it.
+                self.metrics.leases_lost.inc();
+                warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, reason = %message, "lease lost; chunk abandoned");
+            }
+            Err(WorkerError::Core(Error::Cancelled)) => {
+                // A cancelled chunk is handed back, not failed: shutdowns must not park chunks.
+                // The hand-back gets its own short grace, since `abort` has already fired.
+                let grace = CancellationToken::new();
+                tokio::select! {
+                    _ = self.hand_back(worker_id, &lease, &grace) => {}
+                    _ = tokio::time::sleep(HAND_BACK_GRACE) => {
+                        warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, "coordinator did not take the chunk back in time; its lease will expire");
                     }
                 }
             }
             Err(e) => {
-                let class = match e.class() {
-                    ErrorClass::Transient => pb::ErrorClass::Transient,
-                    ErrorClass::Throttled => pb::ErrorClass::Throttled,
-                    ErrorClass::Permanent => pb::ErrorClass::Permanent,
+                let class = e.class();
+                self.metrics.failure(class);
+                warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, class = class.as_str(), kind = e.kind(), error = %e, "chunk failed");
+                let req = pb::FailChunkRequest {
+                    lease_id: lease.lease_id.clone(),
+                    error: Some(pb::ChunkError {
+                        class: match class {
+                            ErrorClass::Transient => pb::ErrorClass::Transient,
+                            ErrorClass::Throttled => pb::ErrorClass::Throttled,
+                            ErrorClass::Permanent => pb::ErrorClass::Permanent,
+                        } as i32,
+                        kind: e.kind().into(),
+                        message: e.to_string(),
+                    }),
+                    released: false,
                 };
-                // A cancelled chunk is handed back, not failed: shutdowns must not park chunks.
-                let released = matches!(e, WorkerError::Core(Error::Cancelled));
-                if released {
-                    info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, "handing chunk back");
-                } else {
-                    warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, class = e.class().as_str(), error = %e, "chunk failed");
-                }
-                let error = pb::ChunkError {
-                    class: class as i32,
-                    kind: e.kind().into(),
-                    message: e.to_string(),
-                };
-                if let Err(s) = client
-                    .fail_chunk(pb::FailChunkRequest {
-                        lease_id: lease.lease_id.clone(),
-                        error: Some(error),
-                        released,
+                if let Err(s) = self
+                    .report(abort, |mut c| {
+                        let req = req.clone();
+                        async move { c.fail_chunk(req).await }
                     })
                     .await
                 {
-                    warn!(worker = %worker_id, chunk = lease.chunk_id, error = %s, "could not report failure; the lease will expire");
+                    warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, code = ?s.code(), error = %s.message(), "could not report failure; the lease will expire");
                 }
             }
         }
@@ -225,10 +397,13 @@ impl Worker {
 
     /// Heartbeats and reports progress until the lease is lost; never returns otherwise.
     /// Progress goes out twice a second (cheap, feeds progress bars); heartbeats at a quarter
-    /// of the TTL, so three can be lost before the lease expires.
+    /// of the TTL, so three can be lost before the lease expires. A heartbeat that gets no
+    /// answer within half the TTL counts as lost; once none was accepted for a whole TTL the
+    /// coordinator may have leased the chunk to someone else, so the worker stops it.
     async fn keep_lease(&self, lease_id: &str, ttl: Duration, progress: Arc<ChunkProgress>) -> WorkerError {
         let mut client = self.client.clone();
         let heartbeat_every = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let call_timeout = (ttl / 2).max(Duration::from_millis(200));
         let tick = heartbeat_every.min(Duration::from_millis(500));
         let mut last_beat = tokio::time::Instant::now();
         let mut last_ok = last_beat;
@@ -237,12 +412,13 @@ impl Worker {
             tokio::time::sleep(tick).await;
             if last_beat.elapsed() >= heartbeat_every {
                 last_beat = tokio::time::Instant::now();
-                match client
-                    .heartbeat(pb::HeartbeatRequest {
-                        lease_id: lease_id.into(),
-                    })
+                let beat = client.heartbeat(pb::HeartbeatRequest {
+                    lease_id: lease_id.into(),
+                });
+                let answer = tokio::time::timeout(call_timeout, beat)
                     .await
-                {
+                    .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("heartbeat unanswered")));
+                match answer {
                     Ok(_) => last_ok = last_beat,
                     Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                         return Error::LeaseLost {
@@ -252,9 +428,8 @@ impl Worker {
                         .into();
                     }
                     Err(s) => {
-                        // Past the TTL without a heartbeat the coordinator may re-lease the chunk.
                         if last_ok.elapsed() >= ttl {
-                            let message = format!("no heartbeat accepted for {ttl:?}: {s}");
+                            let message = format!("no heartbeat accepted for {ttl:?}: {}", s.message());
                             return Error::LeaseLost {
                                 lease_id: lease_id.into(),
                                 message,
@@ -275,7 +450,7 @@ impl Worker {
                     rows: now.0,
                     bytes: now.1,
                 };
-                if client.report_progress(req).await.is_ok() {
+                if let Ok(Ok(_)) = tokio::time::timeout(call_timeout, client.report_progress(req)).await {
                     reported = now;
                 }
             }
@@ -283,8 +458,19 @@ impl Worker {
     }
 }
 
+/// How long a stopping worker tries to hand a chunk back before leaving it to lease expiry.
+const HAND_BACK_GRACE: Duration = Duration::from_secs(10);
+
+/// Capped exponential backoff with jitter from the clock's low bits, so workers that lost
+/// the coordinator together do not all come back in the same millisecond.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis((100u64 << failures.min(6)).min(5_000))
+    let base = (100u64 << failures.min(6)).min(5_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    Duration::from_millis((base as f64 * jitter) as u64)
 }
 
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use backhaul_coordinator::{JobRow, RetryPolicy, Store, Submitted, now_us, plan_job};
+use anyhow::{Context, Result, bail};
+use backhaul_coordinator::{RetryPolicy, Store, Submitted, submit_spec};
+use backhaul_core::fidelity::TypeFidelityReport;
 use clap::Args;
 
-use super::common::{self, load_spec, open_store};
+use super::common::{self, load_spec, open_store_exclusive};
 use crate::Globals;
 use crate::connectors::BuiltinConnectors;
 use crate::local::{self, LocalRun};
@@ -61,7 +62,7 @@ impl RunArgs {
 
 /// Plans (or finds) the job and runs it to the end.
 pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
-    let store = open_store(globals)?;
+    let store = open_store_exclusive(globals)?;
     let job_id = match (&args.spec, &args.resume) {
         (Some(path), _) => submit(globals, &store, path).await?,
         (None, Some(job)) => {
@@ -77,18 +78,8 @@ pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
 /// Plans a spec and stores it as a job (or finds the identical stored job). Returns its id.
 pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) -> Result<String> {
     let (spec, origin, base) = load_spec(path)?;
-    let plan = plan_job(spec, &origin, &base, &BuiltinConnectors, true).await?;
-    let job = JobRow {
-        job_id: plan.spec.name.clone(),
-        spec_toml: plan.spec_toml.clone(),
-        base_dir: plan.base_dir.clone(),
-        cursor_kind: plan.table.cursor_kind,
-        range: plan.range,
-        created_at_us: now_us(),
-    };
-    let chunks = plan.chunks.clone();
-    let stored = job.clone();
-    let outcome = store.call(move |s, c| s.submit(c, &stored, &chunks)).await?;
+    let (job, outcome, fidelity) = submit_spec(store, &BuiltinConnectors, spec, &origin, &base).await?;
+    let fidelity_path = write_fidelity_report(globals, &fidelity)?;
     let summary = common::summary(store, &job.job_id).await?;
     if globals.output == crate::OutputFormat::Text {
         match outcome {
@@ -103,6 +94,31 @@ pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) ->
                 job.job_id, summary.committed, summary.chunks
             ),
         }
+        let lossy = fidelity.columns.iter().filter(|c| !c.lossy_steps.is_empty()).count();
+        let verdict = if lossy == 0 {
+            "every column exact".to_string()
+        } else {
+            format!("{lossy} column(s) with opted-in lossy steps")
+        };
+        eprintln!("type fidelity: {verdict} ({})", fidelity_path.display());
     }
     Ok(job.job_id)
+}
+
+/// Writes the job's type-fidelity report as Markdown and JSON next to the state database, in
+/// `reports/<job>/type-fidelity.{md,json}`; returns the Markdown file's path.
+fn write_fidelity_report(globals: &Globals, report: &TypeFidelityReport) -> Result<PathBuf> {
+    let dir = globals
+        .state
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join("reports")
+        .join(&report.job);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let md = dir.join("type-fidelity.md");
+    std::fs::write(&md, report.to_markdown()).with_context(|| format!("writing {}", md.display()))?;
+    let json = dir.join("type-fidelity.json");
+    let text = serde_json::to_string_pretty(report).expect("the report serializes");
+    std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
+    Ok(md)
 }

@@ -27,9 +27,15 @@ pub fn load_spec(path: &Path) -> Result<(JobSpec, String, PathBuf)> {
     Ok((spec, origin, base))
 }
 
-/// Opens the state database named by `--state`.
+/// Opens the state database named by `--state` for reading.
 pub fn open_store(globals: &Globals) -> Result<Store> {
     Ok(Store::open(&globals.state)?)
+}
+
+/// Opens the state database named by `--state` to serve leases from it (a local run or a
+/// coordinator): refuses when another process already does.
+pub fn open_store_exclusive(globals: &Globals) -> Result<Store> {
+    Ok(Store::open_exclusive(&globals.state)?)
 }
 
 /// A stored job by name.

@@ -8,7 +8,7 @@ use backhaul_core::spec::{JobSpec, SourceSpec};
 use clap::Args;
 
 use super::backfill::{RunArgs, submit};
-use super::common::{self, open_store};
+use super::common::{self, open_store_exclusive};
 use super::verify;
 use crate::{Globals, OutputFormat, local};
 
@@ -45,7 +45,7 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> Result<u8> {
         output: globals.output,
         progress: globals.progress,
     };
-    let store = open_store(&globals)?;
+    let store = open_store_exclusive(&globals)?;
     let text = globals.output == OutputFormat::Text;
     if text {
         eprintln!(

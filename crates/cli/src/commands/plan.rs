@@ -36,6 +36,7 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
             "range": { "from": kind.format(plan.range.from), "to": kind.format(plan.range.to) },
             "estimated_rows": rows,
             "estimated_bytes": bytes,
+            "type_fidelity": plan.fidelity,
             "chunks": plan.chunks.iter().map(|c| json!({
                 "index": c.index,
                 "from": kind.format(c.range.from),
@@ -76,6 +77,8 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
                     size(c.estimated_bytes)
                 );
             }
+            println!();
+            print!("{}", plan.fidelity.to_markdown().trim_start_matches('#').trim_start());
         }
     }
     Ok(0)

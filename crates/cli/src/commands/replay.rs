@@ -5,7 +5,7 @@ use backhaul_core::cursor::{CursorRange, SpecBound};
 use clap::Args;
 
 use super::backfill::RunArgs;
-use super::common::{self, open_store};
+use super::common::{self, open_store_exclusive};
 use crate::{Globals, local};
 
 /// Arguments of `replay`.
@@ -25,7 +25,7 @@ pub struct ReplayArgs {
 
 /// Queues the chunks overlapping the range again and runs them.
 pub async fn run(globals: &Globals, args: ReplayArgs) -> Result<u8> {
-    let store = open_store(globals)?;
+    let store = open_store_exclusive(globals)?;
     let job = common::job(&store, &args.job).await?;
     let kind = job.cursor_kind;
     let parse = |text: &Option<String>, flag: &str, default: i64| -> Result<i64> {

@@ -1,10 +1,12 @@
 //! `backhaul status`.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
+use backhaul_proto::v1 as pb;
 use clap::Args;
 use serde_json::json;
 
 use super::common::{self, open_store};
+use super::remote::{self, RemoteArgs};
 use crate::output::{self, group, size};
 use crate::{Globals, OutputFormat};
 
@@ -16,10 +18,22 @@ pub struct StatusArgs {
     /// List the job's chunks with their states and last errors.
     #[arg(long, requires = "job")]
     chunks: bool,
+    /// Keep watching the job with a progress bar until it finishes (needs --coordinator).
+    #[arg(long, requires = "job")]
+    follow: bool,
+    /// Ask a coordinator instead of reading the local state database.
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 /// Prints job or chunk status.
 pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
+    if args.remote.coordinator.is_some() {
+        return run_remote(globals, args).await;
+    }
+    if args.follow {
+        return Err(anyhow!("--follow watches a coordinator; give --coordinator URL"));
+    }
     let store = open_store(globals)?;
     let Some(job_id) = args.job else {
         let jobs = store.call(|s, c| s.jobs(c)).await?;
@@ -103,6 +117,121 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         format!("{:?}", c.state).to_lowercase(),
                         c.attempt,
                         c.committed.map(|s| group(s.rows)).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `status --coordinator URL`: the same views over the wire.
+async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
+    let mut client = args.remote.client()?;
+    let Some(job_id) = args.job else {
+        let jobs = client
+            .list_jobs(pb::ListJobsRequest {})
+            .await
+            .map_err(|s| args.remote.rpc_error("list jobs", s))?
+            .into_inner()
+            .jobs;
+        match globals.output {
+            OutputFormat::Json => output::print_json(&json!({
+                "jobs": jobs.iter().map(remote::status_json).collect::<Vec<_>>(),
+            })),
+            OutputFormat::Text => {
+                if jobs.is_empty() {
+                    println!("no jobs at {}", args.remote.url()?);
+                }
+                for j in &jobs {
+                    println!(
+                        "{:<24} {:<10} {:>5}/{:<5} committed  {:>3} parked  {:>14} rows  {}",
+                        j.job_id,
+                        remote::state_name(j.state),
+                        j.committed,
+                        j.chunks,
+                        j.parked,
+                        group(j.committed_rows),
+                        j.range_display
+                    );
+                }
+            }
+        }
+        return Ok(0);
+    };
+    if args.follow {
+        let last = remote::follow(&args.remote, &mut client, &job_id, globals.progress).await?;
+        if globals.output == OutputFormat::Json {
+            output::print_json(&remote::status_json(&last));
+        } else {
+            println!(
+                "job {job_id}: {}, {}/{} chunks committed, {} parked, {} rows",
+                remote::state_name(last.state),
+                last.committed,
+                last.chunks,
+                last.parked,
+                group(last.committed_rows)
+            );
+        }
+        return Ok(remote::exit_code(&last));
+    }
+    let resp = client
+        .get_job_status(pb::GetJobStatusRequest {
+            job_id: job_id.clone(),
+            include_chunks: args.chunks,
+        })
+        .await
+        .map_err(|s| args.remote.rpc_error("job status", s))?
+        .into_inner();
+    let status = resp.status.ok_or_else(|| anyhow!("job status without a status"))?;
+    let kind = remote::cursor_kind(&status.cursor_kind);
+    match globals.output {
+        OutputFormat::Json => {
+            let mut doc = remote::status_json(&status);
+            doc["chunks"] = resp.chunks.iter().map(|c| remote::chunk_json(kind, c)).collect();
+            output::print_json(&doc);
+        }
+        OutputFormat::Text => {
+            println!(
+                "job {job_id} over {}: {}",
+                status.range_display,
+                remote::state_name(status.state)
+            );
+            println!(
+                "  chunks    {} committed, {} running, {} pending, {} parked, {} cancelled, of {}",
+                status.committed, status.leased, status.pending, status.parked, status.cancelled, status.chunks
+            );
+            println!(
+                "  rows      {} committed ({} estimated in total), {} in flight",
+                group(status.committed_rows),
+                group(status.estimated_rows),
+                group(status.in_flight_rows)
+            );
+            println!("  size      {} of Parquet", size(status.committed_bytes));
+            if status.failures > 0 {
+                println!("  failures  {} failed attempts (retried or parked)", status.failures);
+            }
+            if args.chunks {
+                println!(
+                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<16}  last error",
+                    "chunk", "from", "to", "state", "attempt", "rows", "worker"
+                );
+                for c in &resp.chunks {
+                    let range = c.range.unwrap_or_default();
+                    let err = c
+                        .last_error
+                        .as_ref()
+                        .map(|e| format!("[{}] {}", remote::class_name(e.class), e.message))
+                        .unwrap_or_default();
+                    println!(
+                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<16}  {err}",
+                        c.chunk_id,
+                        kind.format(range.from),
+                        kind.format(range.to),
+                        remote::chunk_state_name(c.state),
+                        c.attempt,
+                        group(c.rows),
+                        c.worker_id
                     );
                 }
             }

@@ -1,8 +1,14 @@
 //! End-to-end tests of the `backhaul` binary: they spawn it as a user would.
 
+mod auth;
 mod bad_input;
+mod cluster;
+mod cost;
+mod distributed;
 mod kill_resume;
+mod mysql;
 mod postgres;
 mod replay;
+mod status_page;
 mod transient;
 mod util;

@@ -9,6 +9,17 @@ fn replay_of_a_range_keeps_counts_and_checksums() {
     job.ok(&["backfill", spec.to_str().unwrap()]);
     let before = job.committed_chunks("orders");
     assert_eq!(before.len(), 10);
+    // The type-fidelity report is written at submit, next to the state database.
+    let report = std::fs::read_to_string(job.path().join("reports/orders/type-fidelity.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let columns = report["columns"].as_array().unwrap();
+    assert!(
+        columns.iter().all(|c| c["lossy_steps"].as_array().unwrap().is_empty()),
+        "{report}"
+    );
+    let amount = columns.iter().find(|c| c["name"] == "amount").unwrap();
+    assert_eq!(amount["arrow_type"], "Decimal128(18, 2)");
+    assert!(job.path().join("reports/orders/type-fidelity.md").exists());
     let counts_before = job.counts();
 
     let out = job.json(&[

@@ -1,0 +1,140 @@
+//! `backhaul coordinator`: serve leases, job submission and status to workers and clients.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use backhaul_coordinator::{CoordinatorService, RetryPolicy, ServeOptions, StateLocation, serve};
+use backhaul_proto::ServerTls;
+use clap::Args;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::common;
+use super::remote::TokenArgs;
+use super::serve::{Signals, bind_http, write_addr_file};
+use crate::Globals;
+use crate::connectors::BuiltinConnectors;
+
+/// Arguments of `coordinator`.
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// Address for gRPC (workers and clients). Port 0 picks a free port; see --addr-file.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Write the bound gRPC address (host:port) to this file once listening.
+    #[arg(long, value_name = "PATH")]
+    addr_file: Option<PathBuf>,
+    /// Address for HTTP: the status page, /metrics and /healthz. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Write the bound HTTP address to this file once listening.
+    #[arg(long, value_name = "PATH")]
+    http_addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Serve without a token on an address other than loopback (anyone who can connect may
+    /// submit and cancel jobs).
+    #[arg(long)]
+    allow_unauthenticated: bool,
+    /// TLS certificate chain (PEM) to serve gRPC over TLS.
+    #[arg(long, env = "BACKHAUL_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "BACKHAUL_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must chain to: turns on mutual TLS.
+    #[arg(long, env = "BACKHAUL_TLS_CLIENT_CA", value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Lease time-to-live: a chunk whose worker stops heartbeating is handed out again after it.
+    #[arg(long, default_value = "30s", value_parser = common::parse_duration)]
+    lease_ttl: Duration,
+    /// Failed attempts after which a chunk is parked instead of retried.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// First retry backoff after a transient failure (doubles per failure, ±25% jitter).
+    #[arg(long, default_value = "1s", value_parser = common::parse_duration)]
+    retry_backoff: Duration,
+}
+
+/// Serves until SIGTERM (exit 0) or SIGINT (exit 130).
+pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
+    let token = args.token.token()?;
+    if token.is_none() && !args.listen.ip().is_loopback() && !args.allow_unauthenticated {
+        bail!(
+            "refusing to serve on {} without a token: give --token-file (or $BACKHAUL_TOKEN), or --allow-unauthenticated",
+            args.listen
+        );
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        }),
+        _ => None,
+    };
+    let mut signals = Signals::install()?;
+    // A distributed coordinator never hands leases back on start: workers of the previous
+    // process may still be running them. They heartbeat to this process, or their leases expire.
+    // `--state` is a file (locked against a second coordinator) or a postgres:// URL.
+    let store = StateLocation::parse(&globals.state.to_string_lossy()).open_serving()?;
+    let retry = RetryPolicy {
+        max_attempts: args.max_attempts,
+        transient_base: args.retry_backoff,
+        ..RetryPolicy::default()
+    };
+    let service = CoordinatorService::new(store.clone(), Arc::new(BuiltinConnectors), args.lease_ttl, retry);
+    let metrics = service.metrics();
+    let stop = CancellationToken::new();
+    let options = ServeOptions {
+        token: token.clone(),
+        tls: tls.clone(),
+    };
+    let (addr, server) = serve(service, args.listen, options, stop.clone())
+        .await
+        .with_context(|| format!("serving gRPC on {}", args.listen))?;
+    let http = bind_http(args.http_listen, args.http_addr_file.as_deref()).await?;
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
+    if let Some(listener) = http {
+        let router = backhaul_coordinator::http::router(store.clone(), metrics);
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            backhaul_coordinator::http::serve(listener, router, stop)
+                .await
+                .context("HTTP server")
+        });
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        addr = %addr,
+        state = %store.describe(),
+        auth = if token.is_some() { "token" } else { "none" },
+        tls = tls.is_some(),
+        mutual_tls = args.tls_client_ca.is_some(),
+        "coordinator serving"
+    );
+    if let Some(path) = &args.addr_file {
+        write_addr_file(path, addr)?;
+    }
+    println!("backhaul coordinator listening on {scheme}://{addr}");
+    let outcome = tokio::select! {
+        signal = signals.next() => {
+            tracing::info!(?signal, "stopping: no new calls; workers keep their leases until they expire");
+            Ok(signal.exit_code())
+        }
+        joined = tasks.join_next() => match joined {
+            Some(Ok(Ok(()))) | None => Err(anyhow!("a server stopped unexpectedly")),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(anyhow!(e)),
+        },
+    };
+    stop.cancel();
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| anyhow!(e))??;
+    }
+    outcome
+}

@@ -1,0 +1,149 @@
+//! `backhaul cost` and `backhaul cost-models check`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use backhaul_cost::config::WAREHOUSE_SIZES;
+use backhaul_cost::estimate::{EstimateInput, estimate};
+use backhaul_cost::prices::PriceBook;
+use backhaul_cost::profile::Profile;
+use backhaul_cost::report;
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::common::load_spec;
+use super::profile::{ProfileFlags, load_config, take_profile};
+use crate::output;
+use crate::{Globals, OutputFormat};
+
+/// Arguments of `cost`.
+#[derive(Args, Debug)]
+pub struct CostArgs {
+    /// Job spec file (TOML, see docs/job-spec.md).
+    spec: PathBuf,
+    /// A saved profile of this job (`backhaul profile -o`); without it the source is profiled now.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Price date, YYYY-MM-DD (default: today, UTC).
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Contract prices that win over the tables (repeatable; same format as cost-models/).
+    #[arg(long)]
+    overlay: Vec<PathBuf>,
+    /// Refuse to use any price whose confidence is `unconfirmed`.
+    #[arg(long)]
+    strict: bool,
+    /// Also write the report as a self-contained HTML page with a chart.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Read price tables from this directory instead of the copy built into the binary.
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// Snowflake warehouse size (overrides snowflake.warehouse): xs, s, m, l, xl, 2xl ... 6xl.
+    #[arg(long)]
+    warehouse: Option<String>,
+    #[command(flatten)]
+    flags: ProfileFlags,
+}
+
+/// Loads the price tables and overlays.
+fn price_book(models: Option<&Path>, overlays: &[PathBuf]) -> Result<PriceBook> {
+    let mut book = match models {
+        Some(dir) => PriceBook::load_dir(dir)?,
+        None => PriceBook::builtin()?,
+    };
+    for o in overlays {
+        book.add_overlay_file(o)?;
+    }
+    Ok(book)
+}
+
+/// Estimates and prints.
+pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
+    let (mut config, origin) = load_config(&args.flags)?;
+    if let Some(size) = &args.warehouse {
+        let size = size.to_ascii_lowercase();
+        if !WAREHOUSE_SIZES.contains(&size.as_str()) {
+            bail!("--warehouse {size}: use one of {}", WAREHOUSE_SIZES.join(", "));
+        }
+        config.snowflake.warehouse = size;
+    }
+    let as_of = match &args.as_of {
+        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .with_context(|| format!("--as-of {text}: write a date as YYYY-MM-DD"))?,
+        None => Utc::now().date_naive(),
+    };
+    let book = price_book(args.models.as_deref(), &args.overlay)?;
+    let profile = match &args.profile {
+        Some(path) => {
+            let (spec, _, _) = load_spec(&args.spec)?;
+            let profile = Profile::load(path)?;
+            profile.check_job(&spec, &path.display().to_string())?;
+            profile
+        }
+        None => take_profile(&args.spec, &config, &origin, args.flags.exact).await?,
+    };
+    let report = estimate(&EstimateInput {
+        profile: &profile,
+        book: &book,
+        config: &config,
+        as_of,
+        strict: args.strict,
+    })?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, report::to_html(&report)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    match globals.output {
+        OutputFormat::Json => println!("{}", report::to_json(&report)),
+        OutputFormat::Text => print!("{}", report::to_text(&report)),
+    }
+    Ok(0)
+}
+
+/// Arguments of `cost-models`.
+#[derive(Args, Debug)]
+pub struct CostModelsArgs {
+    #[command(subcommand)]
+    action: CostModelsAction,
+}
+
+#[derive(Subcommand, Debug)]
+enum CostModelsAction {
+    /// Check price tables: they parse, every row has a known unit and a source, periods of one
+    /// id do not overlap. Without DIR, checks the tables built into the binary.
+    Check {
+        /// Directory of price tables (e.g. cost-models).
+        dir: Option<PathBuf>,
+        /// Overlay files to check on top (repeatable).
+        #[arg(long)]
+        overlay: Vec<PathBuf>,
+    },
+}
+
+/// Runs `cost-models check`.
+pub async fn run_models(globals: &Globals, args: CostModelsArgs) -> Result<u8> {
+    let CostModelsAction::Check { dir, overlay } = args.action;
+    let book = price_book(dir.as_deref(), &overlay)?;
+    let summary = book.summary();
+    match globals.output {
+        OutputFormat::Json => output::print_json(&json!({ "ok": true, "summary": summary })),
+        OutputFormat::Text => {
+            let by: Vec<String> = summary
+                .rows_by_confidence
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
+            println!(
+                "ok: {} files, {} rows ({})",
+                summary.files.len(),
+                summary.rows,
+                by.join(", ")
+            );
+            for f in &summary.files {
+                println!("  {f}");
+            }
+        }
+    }
+    Ok(0)
+}

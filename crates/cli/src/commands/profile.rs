@@ -1,0 +1,203 @@
+//! `backhaul profile`: measure a job's table for the cost planner and save the profile.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use backhaul_coordinator::plan_job;
+use backhaul_core::spec::SourceSpec;
+use backhaul_cost::config::CostConfig;
+use backhaul_cost::profile::{Measured, Profile, fingerprint};
+use backhaul_cost::profiler::{ProfileInput, ProfileOptions, assemble, profile_table};
+use chrono::Utc;
+use clap::Args;
+
+use super::common::load_spec;
+use crate::connectors::BuiltinConnectors;
+use crate::output::{self, group};
+use crate::{Globals, OutputFormat};
+
+/// Profile options that override the cost config (`[profile]`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProfileFlags {
+    /// Cost config file (TOML, see docs/cost.md); every key has a default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Read the whole range: exact row count and exact activity (slow on big tables).
+    #[arg(long)]
+    pub exact: bool,
+    /// Rows to sample (overrides profile.sample_rows).
+    #[arg(long)]
+    pub sample_rows: Option<u64>,
+    /// Column set once on insert (overrides profile.created_at).
+    #[arg(long)]
+    pub created_at: Option<String>,
+    /// Column set on every change (overrides profile.updated_at).
+    #[arg(long)]
+    pub updated_at: Option<String>,
+    /// Soft-delete column, timestamp or boolean (overrides profile.soft_delete).
+    #[arg(long)]
+    pub soft_delete: Option<String>,
+    /// End of the steady window, a date or RFC 3339 time (overrides profile.window_end).
+    #[arg(long)]
+    pub window_end: Option<String>,
+}
+
+/// Arguments of `profile`.
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// Job spec file (TOML, see docs/job-spec.md).
+    spec: PathBuf,
+    /// Where to save the profile: `.json` for JSON, anything else for TOML.
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    flags: ProfileFlags,
+}
+
+/// The cost config with flags applied, validated; `origin` names it in errors.
+pub fn load_config(flags: &ProfileFlags) -> Result<(CostConfig, String)> {
+    let (mut config, origin) = match &flags.config {
+        Some(path) => (CostConfig::load(path)?, path.display().to_string()),
+        None => (CostConfig::default(), "<default cost config>".to_string()),
+    };
+    let p = &mut config.profile;
+    if let Some(n) = flags.sample_rows {
+        p.sample_rows = n;
+    }
+    for (flag, slot) in [
+        (&flags.created_at, &mut p.created_at),
+        (&flags.updated_at, &mut p.updated_at),
+        (&flags.soft_delete, &mut p.soft_delete),
+        (&flags.window_end, &mut p.window_end),
+    ] {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    }
+    let origin = if flags.sample_rows.is_some()
+        || flags.created_at.is_some()
+        || flags.updated_at.is_some()
+        || flags.soft_delete.is_some()
+        || flags.window_end.is_some()
+    {
+        format!("{origin} with command-line flags")
+    } else {
+        origin
+    };
+    config.validate(&origin)?;
+    Ok((config, origin))
+}
+
+fn source_kind(spec: &SourceSpec) -> &'static str {
+    match spec {
+        SourceSpec::Embedded(_) => "embedded",
+        SourceSpec::Postgres(_) => "postgres",
+        SourceSpec::Mysql(_) => "mysql",
+    }
+}
+
+/// Plans the job (read-only at the source and destination) and profiles its table.
+pub async fn take_profile(spec_path: &Path, config: &CostConfig, origin: &str, exact: bool) -> Result<Profile> {
+    let (raw, spec_origin, base) = load_spec(spec_path)?;
+    let fp = fingerprint(&raw);
+    let plan = plan_job(raw, &spec_origin, &base, &BuiltinConnectors, false).await?;
+    let mut options = ProfileOptions::from_config(&config.profile, origin)?;
+    options.exact = exact;
+    let input = ProfileInput {
+        job: plan.spec.name.clone(),
+        source_kind: source_kind(&plan.spec.source).into(),
+        table_name: plan.spec.source.table().to_string(),
+        table: plan.table.clone(),
+        range: plan.range,
+        chunks: plan.chunks.len() as u64,
+        file_size: plan.validated.file_size,
+        source: plan.source.clone(),
+    };
+    let now = Utc::now();
+    let table = profile_table(&input, &options, now)
+        .await
+        .with_context(|| format!("profiling job {}", plan.spec.name))?;
+    Ok(assemble(&plan.spec.name, &fp, vec![table], now))
+}
+
+fn measured(m: &Option<Measured>) -> String {
+    match m {
+        Some(m) => format!("{} ({})", group(m.value), m.bound.as_str()),
+        None => "unknown".into(),
+    }
+}
+
+/// Prints a profile for people.
+pub fn print_profile(profile: &Profile, saved: Option<&Path>) {
+    for t in &profile.tables {
+        println!(
+            "profile of job {}, table {} ({}){}",
+            profile.job,
+            t.name,
+            t.source_kind,
+            saved.map_or(String::new(), |p| format!(", saved to {}", p.display()))
+        );
+        println!(
+            "  rows          {} ({}: {})",
+            group(t.rows.value),
+            t.rows.bound.as_str(),
+            t.rows.basis
+        );
+        println!(
+            "  primary key   {}",
+            if t.primary_key.is_empty() {
+                "none".to_string()
+            } else {
+                t.primary_key.join(", ")
+            }
+        );
+        println!(
+            "  bytes/row     {} zstd Parquet, {} logical, {} Airbyte JSON ({} rows sampled in {} sub-ranges)",
+            t.bytes_per_row.parquet_zstd,
+            t.bytes_per_row.logical,
+            t.bytes_per_row.airbyte_json,
+            group(t.sample.rows),
+            t.sample.ranges
+        );
+        let a = &t.activity;
+        println!(
+            "  activity      {} .. {} ({} days), from {}",
+            a.window_from,
+            a.window_to,
+            a.window_days,
+            format!("{:?}", a.method).to_lowercase()
+        );
+        println!(
+            "                inserts {}, updated keys {}, deleted keys {}, keys touched {}",
+            measured(&a.inserts),
+            measured(&a.updated_keys),
+            measured(&a.deleted_keys),
+            measured(&a.touched_keys)
+        );
+        if let Some(tp) = &t.throughput {
+            println!(
+                "  speed         {} rows read and written as Parquet in {} s ({} rows/s, one reader)",
+                group(tp.rows),
+                tp.seconds,
+                tp.rows_per_second
+            );
+        }
+        for n in &a.notes {
+            println!("  - {n}");
+        }
+    }
+}
+
+/// Profiles the job and saves or prints the profile.
+pub async fn run(globals: &Globals, args: ProfileArgs) -> Result<u8> {
+    let (config, origin) = load_config(&args.flags)?;
+    let profile = take_profile(&args.spec, &config, &origin, args.flags.exact).await?;
+    if let Some(out) = &args.out {
+        profile.save(out)?;
+    }
+    match globals.output {
+        OutputFormat::Json => output::print_json(&serde_json::to_value(&profile)?),
+        OutputFormat::Text => print_profile(&profile, args.out.as_deref()),
+    }
+    Ok(0)
+}

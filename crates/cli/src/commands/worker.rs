@@ -1,0 +1,153 @@
+//! `backhaul worker`: lease chunks from a coordinator and run them until stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use backhaul_worker::{Shutdown, Worker, WorkerConfig};
+use clap::Args;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::common;
+use super::remote::RemoteArgs;
+use super::serve::{Signals, bind_http};
+use crate::Globals;
+use crate::connectors::BuiltinConnectors;
+
+/// Arguments of `worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Chunks this worker runs at once.
+    #[arg(long, env = "BACKHAUL_WORKER_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    slots: u16,
+    /// Name in the coordinator's state and in logs; default: host name and process id.
+    #[arg(long, env = "BACKHAUL_WORKER_ID")]
+    id: Option<String>,
+    /// Only run chunks of this job, and exit once it is finished.
+    #[arg(long, value_name = "JOB")]
+    job: Option<String>,
+    /// On SIGTERM or SIGINT, running chunks get this long to finish before they are handed
+    /// back; a second signal hands them back at once.
+    #[arg(long, default_value = "60s", value_parser = common::parse_duration)]
+    drain_timeout: Duration,
+    /// Directory for Parquet parts before they are staged; default: the system temp dir.
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Address for HTTP: /metrics and /healthz. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Write the bound HTTP address to this file once listening.
+    #[arg(long, value_name = "PATH")]
+    http_addr_file: Option<PathBuf>,
+    /// Address for Arrow Flight previews (`backhaul preview`). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    flight_listen: Option<SocketAddr>,
+    /// URL others reach the Flight listener at (needed when it listens on 0.0.0.0, e.g. the
+    /// pod IP); default: http://<bound address>.
+    #[arg(long, env = "BACKHAUL_FLIGHT_ADVERTISE", value_name = "URL")]
+    flight_advertise: Option<String>,
+}
+
+fn default_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs until the job (with --job) is finished, or a signal drains the worker.
+pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
+    let mut signals = Signals::install()?;
+    let client = args.remote.client()?;
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&spool_dir).with_context(|| format!("creating {}", spool_dir.display()))?;
+    let flight = match args.flight_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the Flight listener on {addr}"))?;
+            let url = backhaul_worker::flight::advertised_url(listener.local_addr()?, args.flight_advertise.as_deref());
+            Some((listener, url))
+        }
+        None => None,
+    };
+    let config = WorkerConfig {
+        slots: usize::from(args.slots),
+        flight_url: flight.as_ref().map(|(_, url)| url.clone()),
+        job_filter: args.job.clone(),
+        spool_dir,
+        ..WorkerConfig::new(args.id.clone().unwrap_or_else(default_id))
+    };
+    let worker = Arc::new(Worker::new(client, Arc::new(BuiltinConnectors), config));
+    let http = bind_http(args.http_listen, args.http_addr_file.as_deref()).await?;
+    let stop_http = CancellationToken::new();
+    let mut http_task: JoinSet<Result<()>> = JoinSet::new();
+    if let Some(listener) = http {
+        let router = backhaul_worker::http::router(worker.metrics(), usize::from(args.slots));
+        let stop = stop_http.clone();
+        http_task.spawn(async move {
+            backhaul_worker::http::serve(listener, router, stop)
+                .await
+                .context("HTTP server")
+        });
+    }
+    if let Some((listener, url)) = flight {
+        tracing::info!(url = %url, "serving Arrow Flight previews");
+        let token = args.remote.token.token()?;
+        let (worker, stop) = (worker.clone(), stop_http.clone());
+        http_task.spawn(async move {
+            backhaul_worker::flight::serve(worker, listener, token, stop)
+                .await
+                .context("Flight server")
+        });
+    }
+    tracing::info!(
+        worker = %worker.config().worker_id,
+        coordinator = %args.remote.url()?,
+        slots = args.slots,
+        job = args.job.as_deref().unwrap_or("any"),
+        "worker started"
+    );
+    let shutdown = Shutdown::default();
+    let run = worker.clone().run(shutdown.clone());
+    tokio::pin!(run);
+    let mut stopped_by = None;
+    // Armed by the first signal: when it fires, running chunks are handed back.
+    let drain_deadline = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drain_deadline);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r.map_err(anyhow::Error::from),
+            signal = signals.next() => {
+                if stopped_by.is_none() {
+                    stopped_by = Some(signal);
+                    tracing::info!(?signal, drain_timeout = ?args.drain_timeout, "draining: no new chunks; running ones finish or are handed back");
+                    shutdown.drain.cancel();
+                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + args.drain_timeout);
+                } else {
+                    tracing::info!("second signal: handing running chunks back now");
+                    shutdown.abort.cancel();
+                }
+            }
+            _ = &mut drain_deadline, if stopped_by.is_some() && !shutdown.abort.is_cancelled() => {
+                tracing::info!("drain timeout: handing running chunks back");
+                shutdown.abort.cancel();
+            }
+        }
+    };
+    shutdown.abort.cancel();
+    stop_http.cancel();
+    while let Some(joined) = http_task.join_next().await {
+        joined.map_err(|e| anyhow!(e))??;
+    }
+    result.context("the worker stopped")?;
+    Ok(stopped_by.map(|s| s.exit_code()).unwrap_or(0))
+}

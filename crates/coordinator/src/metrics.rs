@@ -1,0 +1,241 @@
+//! Coordinator metrics for Prometheus: counters kept in memory by the service, and gauges read
+//! from the state database on each scrape (chunks by state, rows and bytes per job).
+
+use backhaul_core::ErrorClass;
+use backhaul_proto::metrics::{Counter, Exposition, Histogram};
+
+use crate::error::Result;
+use crate::state::StateStore;
+
+/// Calls that carry a lease id and can be refused as stale.
+#[derive(Debug, Clone, Copy)]
+pub enum LeaseCall {
+    /// Heartbeat.
+    Heartbeat,
+    /// ReportProgress.
+    Progress,
+    /// CompleteChunk.
+    Complete,
+    /// FailChunk (a failure).
+    Fail,
+    /// FailChunk (a hand-back).
+    Release,
+}
+
+impl LeaseCall {
+    const ALL: [LeaseCall; 5] = [
+        LeaseCall::Heartbeat,
+        LeaseCall::Progress,
+        LeaseCall::Complete,
+        LeaseCall::Fail,
+        LeaseCall::Release,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            LeaseCall::Heartbeat => "heartbeat",
+            LeaseCall::Progress => "progress",
+            LeaseCall::Complete => "complete",
+            LeaseCall::Fail => "fail",
+            LeaseCall::Release => "release",
+        }
+    }
+}
+
+/// In-memory counters since the coordinator started.
+#[derive(Debug, Default)]
+pub struct CoordinatorMetrics {
+    /// Leases handed out.
+    pub leases_granted: Counter,
+    /// Lease requests answered with "no work".
+    pub leases_empty: Counter,
+    /// Time to answer a lease request.
+    pub lease_latency: Histogram,
+    /// Chunks committed.
+    pub completions: Counter,
+    /// Completions refused because extracted and committed rows or checksums differ.
+    pub verification_failures: Counter,
+    stale: [Counter; 5],
+    failures: [Counter; 3],
+    /// Failures that will be retried after a backoff.
+    pub retries: Counter,
+    /// Chunks parked.
+    pub parked: Counter,
+    /// Chunks handed back by draining workers.
+    pub released: Counter,
+    /// Jobs accepted by SubmitJob (new or existing).
+    pub jobs_submitted: Counter,
+    /// Specs refused by SubmitJob.
+    pub jobs_rejected: Counter,
+    /// Jobs cancelled.
+    pub jobs_cancelled: Counter,
+}
+
+fn class_index(c: ErrorClass) -> usize {
+    match c {
+        ErrorClass::Transient => 0,
+        ErrorClass::Throttled => 1,
+        ErrorClass::Permanent => 2,
+    }
+}
+
+impl CoordinatorMetrics {
+    /// Counts a call refused because its lease is not current.
+    pub fn stale(&self, call: LeaseCall) {
+        self.stale[call as usize].inc();
+    }
+
+    /// Stale calls of a kind so far.
+    pub fn stale_count(&self, call: LeaseCall) -> u64 {
+        self.stale[call as usize].get()
+    }
+
+    /// Counts a chunk failure reported by a worker.
+    pub fn failure(&self, class: ErrorClass) {
+        self.failures[class_index(class)].inc();
+    }
+
+    /// Renders every metric, reading per-job gauges from `store`.
+    pub async fn render(&self, store: &dyn StateStore) -> Result<String> {
+        let jobs: Vec<_> = store
+            .jobs()
+            .await?
+            .into_iter()
+            .map(|(job, summary)| (job.job_id, summary))
+            .collect();
+        let mut e = Exposition::new();
+        e.family("backhaul_coordinator_chunks", "gauge", "Chunks of each job by state.");
+        for (job, s) in &jobs {
+            for (state, n) in [
+                ("pending", s.pending),
+                ("leased", s.leased),
+                ("committed", s.committed),
+                ("parked", s.parked),
+                ("cancelled", s.cancelled),
+            ] {
+                e.sample(
+                    "backhaul_coordinator_chunks",
+                    &[("job", job), ("state", state)],
+                    n as f64,
+                );
+            }
+        }
+        e.family(
+            "backhaul_coordinator_committed_rows",
+            "gauge",
+            "Rows committed at the destination, per job.",
+        );
+        for (job, s) in &jobs {
+            e.sample(
+                "backhaul_coordinator_committed_rows",
+                &[("job", job)],
+                s.committed_rows as f64,
+            );
+        }
+        e.family(
+            "backhaul_coordinator_committed_bytes",
+            "gauge",
+            "Parquet bytes committed at the destination, per job.",
+        );
+        for (job, s) in &jobs {
+            e.sample(
+                "backhaul_coordinator_committed_bytes",
+                &[("job", job)],
+                s.committed_bytes as f64,
+            );
+        }
+        e.family(
+            "backhaul_coordinator_in_flight_rows",
+            "gauge",
+            "Rows extracted so far by running chunks, per job.",
+        );
+        for (job, s) in &jobs {
+            e.sample(
+                "backhaul_coordinator_in_flight_rows",
+                &[("job", job)],
+                s.in_flight_rows as f64,
+            );
+        }
+        e.counter(
+            "backhaul_coordinator_leases_granted_total",
+            "Leases handed out.",
+            self.leases_granted.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_lease_requests_empty_total",
+            "Lease requests answered with no work.",
+            self.leases_empty.get(),
+        );
+        e.family(
+            "backhaul_coordinator_lease_latency_seconds",
+            "histogram",
+            "Time to answer a lease request, state transaction included.",
+        )
+        .histogram("backhaul_coordinator_lease_latency_seconds", &[], &self.lease_latency);
+        e.counter(
+            "backhaul_coordinator_chunks_committed_total",
+            "Chunks committed since start.",
+            self.completions.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_verification_failures_total",
+            "Completions refused because extracted and committed rows or checksums differ.",
+            self.verification_failures.get(),
+        );
+        e.family(
+            "backhaul_coordinator_stale_calls_total",
+            "counter",
+            "Calls refused because the caller's lease is no longer current (fencing at work).",
+        );
+        for call in LeaseCall::ALL {
+            e.sample(
+                "backhaul_coordinator_stale_calls_total",
+                &[("call", call.name())],
+                self.stale_count(call) as f64,
+            );
+        }
+        e.family(
+            "backhaul_coordinator_chunk_failures_total",
+            "counter",
+            "Chunk failures reported by workers, by error class.",
+        );
+        for class in [ErrorClass::Transient, ErrorClass::Throttled, ErrorClass::Permanent] {
+            e.sample(
+                "backhaul_coordinator_chunk_failures_total",
+                &[("class", class.as_str())],
+                self.failures[class_index(class)].get() as f64,
+            );
+        }
+        e.counter(
+            "backhaul_coordinator_retries_total",
+            "Failed chunks scheduled for a retry after a backoff.",
+            self.retries.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_parked_total",
+            "Chunks parked (permanent error or too many failures).",
+            self.parked.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_released_total",
+            "Chunks handed back by draining workers.",
+            self.released.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_jobs_submitted_total",
+            "Jobs accepted by SubmitJob.",
+            self.jobs_submitted.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_jobs_rejected_total",
+            "Job specs refused by SubmitJob.",
+            self.jobs_rejected.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_jobs_cancelled_total",
+            "Jobs cancelled by CancelJob.",
+            self.jobs_cancelled.get(),
+        );
+        Ok(e.finish())
+    }
+}

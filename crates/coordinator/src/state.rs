@@ -1,0 +1,217 @@
+//! The coordinator's durable state behind one trait, so the same service runs on the embedded
+//! SQLite store (the default, [`Store`]) or on a database server that survives losing the
+//! coordinator's disk (PostgreSQL, same schema; selected by a `postgres://` state URL).
+//!
+//! Every method is one atomic state change or one consistent read; the fencing rules (lease
+//! ids are `job/chunk/attempt`, only the current attempt may act) are the backend's contract.
+
+use std::sync::Arc;
+
+use backhaul_core::checksum::RowSummary;
+use backhaul_core::chunking::PlannedChunk;
+use backhaul_core::connector::StagedFile;
+
+use crate::error::{CoordinatorError, Result};
+use crate::service::RetryPolicy;
+use crate::store::{AttemptRow, ChunkRow, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
+
+/// Durable jobs, chunks, attempts and leases.
+#[tonic::async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Names the store in logs and errors (a path, or a URL without its password).
+    fn describe(&self) -> String;
+    /// Stores a new job with its chunks, or confirms an identical one exists.
+    async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted>;
+    /// A job by id.
+    async fn job(&self, job_id: &str) -> Result<JobRow>;
+    /// Every job with its summary, oldest first.
+    async fn jobs(&self) -> Result<Vec<(JobRow, JobSummary)>>;
+    /// Counts and totals of a job.
+    async fn summary(&self, job_id: &str) -> Result<JobSummary>;
+    /// All chunks of a job, in plan order.
+    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>>;
+    /// Every attempt of a job, in chunk and attempt order.
+    async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>>;
+    /// Hands out the next runnable chunk, expiring dead leases first.
+    async fn lease(
+        &self,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+    ) -> Result<std::result::Result<Lease, NoLease>>;
+    /// Extends a lease.
+    async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()>;
+    /// Records progress of a running chunk.
+    async fn progress(&self, lease_id: &str, rows: u64, bytes: u64) -> Result<()>;
+    /// Marks a chunk committed with its output manifest.
+    async fn complete(
+        &self,
+        lease_id: &str,
+        files: Vec<StagedFile>,
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()>;
+    /// Hands a leased chunk back without counting a failure.
+    async fn release(&self, lease_id: &str) -> Result<()>;
+    /// Records a failure; returns whether the chunk will be retried.
+    async fn fail(&self, lease_id: &str, failure: Failure, policy: RetryPolicy) -> Result<bool>;
+    /// Cancels a job; returns the chunks cancelled.
+    async fn cancel(&self, job_id: &str) -> Result<u64>;
+    /// Checks the store answers (health probes).
+    async fn ping(&self) -> Result<()>;
+}
+
+#[tonic::async_trait]
+impl StateStore for Store {
+    fn describe(&self) -> String {
+        self.path().to_string()
+    }
+
+    async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
+        self.call(move |s, c| s.submit(c, &job, &chunks)).await
+    }
+
+    async fn job(&self, job_id: &str) -> Result<JobRow> {
+        let id = job_id.to_string();
+        self.call(move |s, c| s.job(c, &id)).await
+    }
+
+    async fn jobs(&self) -> Result<Vec<(JobRow, JobSummary)>> {
+        self.call(|s, c| {
+            let mut out = Vec::new();
+            for job in s.jobs(c)? {
+                let summary = s.summary(c, &job.job_id)?;
+                out.push((job, summary));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn summary(&self, job_id: &str) -> Result<JobSummary> {
+        let id = job_id.to_string();
+        self.call(move |s, c| s.summary(c, &id)).await
+    }
+
+    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>> {
+        let id = job_id.to_string();
+        self.call(move |s, c| s.chunks(c, &id)).await
+    }
+
+    async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>> {
+        let id = job_id.to_string();
+        self.call(move |s, c| s.attempts(c, &id)).await
+    }
+
+    async fn lease(
+        &self,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+    ) -> Result<std::result::Result<Lease, NoLease>> {
+        let (worker, filter) = (worker_id.to_string(), job_filter.map(str::to_string));
+        self.call(move |s, c| s.lease(c, &worker, filter.as_deref(), ttl_ms))
+            .await
+    }
+
+    async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()> {
+        let id = lease_id.to_string();
+        self.call(move |s, c| s.heartbeat(c, &id, ttl_ms)).await
+    }
+
+    async fn progress(&self, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
+        let id = lease_id.to_string();
+        self.call(move |s, c| s.progress(c, &id, rows, bytes)).await
+    }
+
+    async fn complete(
+        &self,
+        lease_id: &str,
+        files: Vec<StagedFile>,
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()> {
+        let id = lease_id.to_string();
+        self.call(move |s, c| s.complete(c, &id, &files, extracted, committed))
+            .await
+    }
+
+    async fn release(&self, lease_id: &str) -> Result<()> {
+        let id = lease_id.to_string();
+        self.call(move |s, c| s.release(c, &id)).await
+    }
+
+    async fn fail(&self, lease_id: &str, failure: Failure, policy: RetryPolicy) -> Result<bool> {
+        let id = lease_id.to_string();
+        self.call(move |s, c| s.fail(c, &id, &failure, &policy)).await
+    }
+
+    async fn cancel(&self, job_id: &str) -> Result<u64> {
+        let id = job_id.to_string();
+        self.call(move |s, c| s.cancel(c, &id)).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.call(|s, c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(drop)
+                .map_err(|e| CoordinatorError::Database {
+                    path: s.path().to_string(),
+                    source: e,
+                })
+        })
+        .await
+    }
+}
+
+/// Where coordinator state lives: a SQLite file path, or a `postgres://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// The embedded store at this path.
+    File(std::path::PathBuf),
+    /// A PostgreSQL database (same schema).
+    Postgres(String),
+}
+
+impl StateLocation {
+    /// Reads `--state`: `postgres://` or `postgresql://` URLs select PostgreSQL, anything else
+    /// is a file path.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            StateLocation::Postgres(text.to_string())
+        } else {
+            StateLocation::File(text.into())
+        }
+    }
+
+    /// Opens the store for serving leases (exclusively, for a file).
+    pub fn open_serving(&self) -> Result<Arc<dyn StateStore>> {
+        match self {
+            StateLocation::File(path) => Ok(Arc::new(Store::open_exclusive(path)?)),
+            StateLocation::Postgres(_) => Err(CoordinatorError::Wire(
+                "PostgreSQL coordinator state is not available in this build yet; use a state file".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_urls_select_the_backend() {
+        assert!(matches!(
+            StateLocation::parse("postgres://u@h/db"),
+            StateLocation::Postgres(_)
+        ));
+        assert!(matches!(
+            StateLocation::parse("postgresql://h/db"),
+            StateLocation::Postgres(_)
+        ));
+        assert_eq!(
+            StateLocation::parse(".backhaul/state.db"),
+            StateLocation::File(".backhaul/state.db".into())
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Many workers racing over real gRPC for the same chunks: a chunk is never held by two
+//! workers under the same attempt, and exactly one completion per chunk is accepted even when
+//! leases expire and are re-leased while their first holders are still working.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backhaul_coordinator::{CoordinatorService, JobRow, RetryPolicy, ServeOptions, Store, serve};
+use backhaul_core::chunking::PlannedChunk;
+use backhaul_core::connector::{Connectors, Destination, Source};
+use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::spec::{DestinationSpec, SourceSpec};
+use backhaul_proto::ClientConfig;
+use backhaul_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+
+/// Jobs here are stored directly; nothing is planned, so no connector is ever built.
+struct NoConnectors;
+
+impl Connectors for NoConnectors {
+    fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
+        Err(backhaul_core::Error::Internal("no connectors in this test".into()))
+    }
+
+    fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
+        Err(backhaul_core::Error::Internal("no connectors in this test".into()))
+    }
+}
+
+async fn coordinator(chunks: u64, ttl: Duration) -> (tempfile::TempDir, Store, String, CancellationToken) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_exclusive(&dir.path().join("state.db")).unwrap();
+    let job = JobRow {
+        job_id: "race".into(),
+        spec_toml: "spec".into(),
+        base_dir: dir.path().into(),
+        cursor_kind: CursorKind::Integer,
+        range: CursorRange::new(0, chunks as i64),
+        created_at_us: 0,
+        cancelled_at_us: None,
+    };
+    let planned: Vec<PlannedChunk> = (0..chunks)
+        .map(|i| PlannedChunk {
+            index: i,
+            range: CursorRange::new(i as i64, i as i64 + 1),
+            estimated_rows: 1,
+            estimated_bytes: 1,
+        })
+        .collect();
+    store.call(move |s, c| s.submit(c, &job, &planned)).await.unwrap();
+    let service = CoordinatorService::new(
+        Arc::new(store.clone()),
+        Arc::new(NoConnectors),
+        ttl,
+        RetryPolicy::default(),
+    );
+    let stop = CancellationToken::new();
+    let (addr, server) = serve(
+        service,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ServeOptions::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(server);
+    (dir, store, format!("http://{addr}"), stop)
+}
+
+fn output(chunk: u64) -> pb::ChunkOutput {
+    pb::ChunkOutput {
+        files: vec![],
+        extracted_rows: chunk,
+        extracted_checksum: chunk * 7,
+        committed_rows: chunk,
+        committed_checksum: chunk * 7,
+    }
+}
+
+/// Each worker leases until the job is finished; `hold` says how long it works on a chunk.
+async fn race(url: String, workers: usize, hold: fn(u64, u32) -> Duration) -> (Vec<(u64, u32)>, Vec<(u64, u32)>) {
+    let leased = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let mut client = ClientConfig::plain(url.clone()).connect_lazy().unwrap();
+        let (leased, accepted) = (leased.clone(), accepted.clone());
+        set.spawn(async move {
+            loop {
+                let resp = client
+                    .lease_chunk(pb::LeaseChunkRequest {
+                        worker_id: format!("w{w}"),
+                        job_id: "race".into(),
+                        flight_url: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                match resp.outcome.unwrap() {
+                    pb::lease_chunk_response::Outcome::Lease(l) => {
+                        leased.lock().unwrap().push((l.chunk_id, l.attempt));
+                        tokio::time::sleep(hold(l.chunk_id, l.attempt)).await;
+                        let done = client
+                            .complete_chunk(pb::CompleteChunkRequest {
+                                lease_id: l.lease_id.clone(),
+                                output: Some(output(l.chunk_id)),
+                            })
+                            .await;
+                        match done {
+                            Ok(_) => accepted.lock().unwrap().push((l.chunk_id, l.attempt)),
+                            Err(s) => assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}"),
+                        }
+                    }
+                    pb::lease_chunk_response::Outcome::NoWork(nw) if nw.job_finished => return,
+                    pb::lease_chunk_response::Outcome::NoWork(nw) => {
+                        tokio::time::sleep(Duration::from_millis(u64::from(nw.retry_after_ms.min(20)))).await
+                    }
+                }
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let leased = leased.lock().unwrap().clone();
+    let accepted = accepted.lock().unwrap().clone();
+    (leased, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_workers_each_get_distinct_chunks() {
+    let (_dir, store, url, stop) = coordinator(400, Duration::from_secs(60)).await;
+    let (leased, accepted) = race(url, 16, |_, _| Duration::ZERO).await;
+    let unique: HashSet<_> = leased.iter().collect();
+    assert_eq!(unique.len(), leased.len(), "a (chunk, attempt) was handed out twice");
+    assert_eq!(leased.len(), 400, "every chunk leased exactly once");
+    assert!(leased.iter().all(|(_, attempt)| *attempt == 1));
+    assert_eq!(accepted.len(), 400);
+    let s = store.call(|s, c| s.summary(c, "race")).await.unwrap();
+    assert_eq!((s.committed, s.committed_rows), (400, (0..400).sum()));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiring_leases_let_exactly_one_completion_per_chunk_through() {
+    // First holders of every third chunk work past the TTL without heartbeats: those chunks
+    // are re-leased while the first holder still works, and both holders try to complete.
+    let (_dir, store, url, stop) = coordinator(120, Duration::from_millis(150)).await;
+    let (leased, accepted) = race(url, 12, |chunk, attempt| {
+        Duration::from_millis(if chunk % 3 == 0 && attempt == 1 { 400 } else { 5 })
+    })
+    .await;
+    let unique: HashSet<_> = leased.iter().collect();
+    assert_eq!(unique.len(), leased.len(), "a (chunk, attempt) was handed out twice");
+    assert!(leased.len() > 120, "no lease expired, the test proves nothing");
+    let mut per_chunk: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for (chunk, attempt) in &accepted {
+        per_chunk.entry(*chunk).or_default().push(*attempt);
+    }
+    assert_eq!(per_chunk.len(), 120, "every chunk was completed");
+    let chunks = store.call(|s, c| s.chunks(c, "race")).await.unwrap();
+    for c in chunks {
+        let got = &per_chunk[&c.chunk_id];
+        assert_eq!(got.len(), 1, "chunk {} accepted {got:?}", c.chunk_id);
+        assert_eq!(
+            got[0], c.attempt,
+            "the accepted completion is the chunk's newest attempt"
+        );
+    }
+    stop.cancel();
+}
