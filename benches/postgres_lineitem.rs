@@ -2,7 +2,7 @@
 //! physical limit of a binary `COPY` to `/dev/null`.
 //!
 //! Run: `cargo bench -p backhaul-cli --bench postgres_lineitem` (optimized build; on 2 cores
-//! build it in its own target dir, e.g. `CARGO_TARGET_DIR=/work/bench-target`).
+//! build it in its own target dir with `CARGO_TARGET_DIR`).
 //! Needs `tpchgen-cli` on the PATH (`pip install tpchgen-cli`) and PostgreSQL binaries
 //! (see crates/testkit).
 //!
