@@ -164,6 +164,26 @@ fn postgres_backfill_plans_by_statistics_and_refuses_null_cursors() {
         .as_array()
         .unwrap_or_else(|| panic!("plan output: {plan}"));
     assert!(chunks.len() >= 4, "{plan}");
+    // The type-fidelity report shows PostgreSQL's own type names and no lossy step.
+    let columns = plan["type_fidelity"]["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{plan}"));
+    let source_type = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {plan}"))["source_type"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(source_type("amount"), "numeric(12,2)");
+    assert_eq!(source_type("ts"), "timestamp with time zone");
+    assert_eq!(source_type("attrs"), "jsonb");
+    assert!(
+        columns.iter().all(|c| c["lossy_steps"].as_array().unwrap().is_empty()),
+        "{plan}"
+    );
     job.ok(&["backfill", spec_path.to_str().unwrap(), "--workers", "2"]);
     assert_eq!(job.json(&["verify", "events"])["verified"], true);
     assert_eq!(warehouse_counts(&job), (ROWS, ROWS));
