@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use backhaul_coordinator::{JobRow, RetryPolicy, Store, Submitted, now_us, plan_job};
+use backhaul_coordinator::{RetryPolicy, Store, Submitted, submit_spec};
 use clap::Args;
 
 use super::common::{self, load_spec, open_store_exclusive};
@@ -77,19 +77,7 @@ pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
 /// Plans a spec and stores it as a job (or finds the identical stored job). Returns its id.
 pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) -> Result<String> {
     let (spec, origin, base) = load_spec(path)?;
-    let plan = plan_job(spec, &origin, &base, &BuiltinConnectors, true).await?;
-    let job = JobRow {
-        job_id: plan.spec.name.clone(),
-        spec_toml: plan.spec_toml.clone(),
-        base_dir: plan.base_dir.clone(),
-        cursor_kind: plan.table.cursor_kind,
-        range: plan.range,
-        created_at_us: now_us(),
-        cancelled_at_us: None,
-    };
-    let chunks = plan.chunks.clone();
-    let stored = job.clone();
-    let outcome = store.call(move |s, c| s.submit(c, &stored, &chunks)).await?;
+    let (job, outcome) = submit_spec(store, &BuiltinConnectors, spec, &origin, &base).await?;
     let summary = common::summary(store, &job.job_id).await?;
     if globals.output == crate::OutputFormat::Text {
         match outcome {
