@@ -49,6 +49,10 @@ struct Cli {
     /// More log output (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Log line format on stderr: `text` for people, `json` (one object per line with the
+    /// job, chunk, attempt and worker fields) for log collectors.
+    #[arg(long, global = true, value_enum, env = "BACKHAUL_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +63,15 @@ pub enum OutputFormat {
     /// Tables and sentences for people.
     Text,
     /// One JSON document on stdout, for scripts.
+    Json,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, message, fields, spans).
     Json,
 }
 
@@ -167,7 +180,7 @@ pub struct Globals {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let progress = !cli.no_progress && cli.output == OutputFormat::Text && std::io::stderr().is_terminal();
-    init_logging(cli.verbose, progress);
+    init_logging(cli.verbose, progress, cli.log_format);
     let globals = Globals {
         state: cli.state,
         output: cli.output,
@@ -211,7 +224,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, progress: bool) {
+fn init_logging(verbose: u8, progress: bool, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // With a progress bar the bar is the report; without one, info lines are.
     let default = match (verbose, progress) {
@@ -221,10 +234,19 @@ fn init_logging(verbose: u8, progress: bool) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},h2=warn,tower=warn,hyper=warn")));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        // Flattened event fields and the current span's fields (job, chunk, attempt, worker)
+        // make each line self-contained for collectors such as Loki or Cloud Logging.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

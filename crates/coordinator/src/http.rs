@@ -9,8 +9,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::CoordinatorError;
 use crate::metrics::CoordinatorMetrics;
@@ -31,13 +29,6 @@ pub fn router(store: Arc<dyn StateStore>, metrics: Arc<CoordinatorMetrics>) -> R
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .with_state(AppState { store, metrics })
-}
-
-/// Serves `router` on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
 }
 
 fn failure(e: CoordinatorError) -> Response {

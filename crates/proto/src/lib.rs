@@ -1,6 +1,6 @@
 //! The backhaul control-plane wire: generated code for `proto/backhaul/v1`, and the plumbing
-//! both ends share — shared-token authentication, TLS, client connection, and the Prometheus
-//! text format for `/metrics`.
+//! both ends share — shared-token authentication (gRPC and HTTP), TLS, client connection, and
+//! the Prometheus text format and HTTP server for `/metrics`.
 //!
 //! The `.proto` files are the source of truth for the messages.
 
@@ -11,6 +11,7 @@ pub mod v1 {
 
 pub mod auth;
 pub mod client;
+pub mod http;
 pub mod metrics;
 pub mod tls;
 

@@ -6,8 +6,6 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::WorkerMetrics;
 
@@ -30,11 +28,4 @@ async fn metrics_page(axum::extract::State(s): axum::extract::State<State>) -> i
         [(header::CONTENT_TYPE, backhaul_proto::metrics::CONTENT_TYPE)],
         s.metrics.render(s.slots),
     )
-}
-
-/// Serves `router` on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
 }

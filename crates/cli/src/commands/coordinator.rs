@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::common;
 use super::remote::TokenArgs;
-use super::serve::{Signals, bind_http, write_addr_file};
+use super::serve::{HttpArgs, Signals, bind_http, write_addr_file};
 use crate::Globals;
 use crate::connectors::BuiltinConnectors;
 
@@ -27,12 +27,8 @@ pub struct CoordinatorArgs {
     /// Write the bound gRPC address (host:port) to this file once listening.
     #[arg(long, value_name = "PATH")]
     addr_file: Option<PathBuf>,
-    /// Address for HTTP: the status page, /metrics and /healthz. Off unless given.
-    #[arg(long, value_name = "ADDR")]
-    http_listen: Option<SocketAddr>,
-    /// Write the bound HTTP address to this file once listening.
-    #[arg(long, value_name = "PATH")]
-    http_addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    http: HttpArgs,
     #[command(flatten)]
     token: TokenArgs,
     /// Serve without a token on an address other than loopback (anyone who can connect may
@@ -96,17 +92,12 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let (addr, server) = serve(service, args.listen, options, stop.clone())
         .await
         .with_context(|| format!("serving gRPC on {}", args.listen))?;
-    let http = bind_http(args.http_listen, args.http_addr_file.as_deref()).await?;
+    let http = bind_http(&args.http, token.clone()).await?;
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
     if let Some(listener) = http {
         let router = backhaul_coordinator::http::router(store.clone(), metrics);
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            backhaul_coordinator::http::serve(listener, router, stop)
-                .await
-                .context("HTTP server")
-        });
+        tasks.spawn(listener.serve(router, stop.clone()));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(

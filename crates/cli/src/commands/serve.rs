@@ -17,8 +17,50 @@ pub fn write_addr_file(path: &Path, addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// Binds the HTTP listener when asked, announcing its address.
-pub async fn bind_http(addr: Option<SocketAddr>, addr_file: Option<&Path>) -> Result<Option<TcpListener>> {
+/// The HTTP listener of a long-running role (status page, `/metrics`, `/healthz`).
+#[derive(clap::Args, Debug)]
+pub struct HttpArgs {
+    /// Address for HTTP (`/metrics`, `/healthz`, and the coordinator's status page). Off
+    /// unless given. With a token, every path but `/healthz` needs it (Bearer, or HTTP Basic
+    /// with the token as password).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Write the bound HTTP address to this file once listening.
+    #[arg(long, value_name = "PATH")]
+    pub http_addr_file: Option<PathBuf>,
+    /// Serve the HTTP paths without the token even when one is set (for a scraper or a
+    /// dashboard on a trusted network; the pages show job names, counts and error messages).
+    #[arg(long)]
+    pub http_open: bool,
+}
+
+/// A bound HTTP listener and the token its paths need, if any.
+pub struct HttpListener {
+    listener: TcpListener,
+    token: Option<backhaul_proto::Token>,
+}
+
+impl HttpListener {
+    /// Serves `router` until `stop` fires.
+    pub async fn serve(self, router: axum::Router, stop: tokio_util::sync::CancellationToken) -> Result<()> {
+        let router = backhaul_proto::http::require_token(router, self.token);
+        backhaul_proto::http::serve(self.listener, router, stop)
+            .await
+            .context("HTTP server")
+    }
+}
+
+/// Binds the HTTP listener when asked, announcing its address; `token` guards it unless
+/// `--http-open`.
+pub async fn bind_http(args: &HttpArgs, token: Option<backhaul_proto::Token>) -> Result<Option<HttpListener>> {
+    let Some(listener) = bind_listener(args.http_listen, args.http_addr_file.as_deref()).await? else {
+        return Ok(None);
+    };
+    let token = if args.http_open { None } else { token };
+    Ok(Some(HttpListener { listener, token }))
+}
+
+async fn bind_listener(addr: Option<SocketAddr>, addr_file: Option<&Path>) -> Result<Option<TcpListener>> {
     let Some(addr) = addr else { return Ok(None) };
     let listener = TcpListener::bind(addr)
         .await

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::common;
 use super::remote::RemoteArgs;
-use super::serve::{Signals, bind_http};
+use super::serve::{HttpArgs, Signals, bind_http};
 use crate::Globals;
 use crate::connectors::BuiltinConnectors;
 
@@ -38,12 +38,8 @@ pub struct WorkerArgs {
     /// Directory for Parquet parts before they are staged; default: the system temp dir.
     #[arg(long, value_name = "DIR")]
     spool_dir: Option<PathBuf>,
-    /// Address for HTTP: /metrics and /healthz. Off unless given.
-    #[arg(long, value_name = "ADDR")]
-    http_listen: Option<SocketAddr>,
-    /// Write the bound HTTP address to this file once listening.
-    #[arg(long, value_name = "PATH")]
-    http_addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    http: HttpArgs,
     /// Address for Arrow Flight previews (`backhaul preview`). Off unless given.
     #[arg(long, value_name = "ADDR")]
     flight_listen: Option<SocketAddr>,
@@ -87,17 +83,12 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
         ..WorkerConfig::new(args.id.clone().unwrap_or_else(default_id))
     };
     let worker = Arc::new(Worker::new(client, Arc::new(BuiltinConnectors), config));
-    let http = bind_http(args.http_listen, args.http_addr_file.as_deref()).await?;
+    let http = bind_http(&args.http, args.remote.token.token()?).await?;
     let stop_http = CancellationToken::new();
     let mut http_task: JoinSet<Result<()>> = JoinSet::new();
     if let Some(listener) = http {
         let router = backhaul_worker::http::router(worker.metrics(), usize::from(args.slots));
-        let stop = stop_http.clone();
-        http_task.spawn(async move {
-            backhaul_worker::http::serve(listener, router, stop)
-                .await
-                .context("HTTP server")
-        });
+        http_task.spawn(listener.serve(router, stop_http.clone()));
     }
     if let Some((listener, url)) = flight {
         tracing::info!(url = %url, "serving Arrow Flight previews");

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
-use crate::cluster::{Coordinator, client, client_json, start_worker_with_env, wait_until};
+use crate::cluster::{Coordinator, client, client_json, http_get_authorized, start_worker_with_env, wait_until};
 use crate::util::{JobDir, JobParams, text};
 
 const TOKEN: &str = "tok-3f9a1c7e5b2d4a60";
@@ -55,16 +55,34 @@ fn calls_without_the_token_are_refused_and_logged_without_secrets() {
     );
 
     // A worker with the wrong token gets nothing and keeps asking; with the right one it runs the job.
+    let intruder_http = job.path().join("intruder.http");
     let mut intruder = start_worker_with_env(
         &job,
         &url,
         "intruder",
-        &["--job", "orders"],
+        &[
+            "--job",
+            "orders",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--http-addr-file",
+            intruder_http.to_str().unwrap(),
+        ],
         &[("BACKHAUL_TOKEN", wrong)],
     );
     wait_until("the intruder to be refused", Duration::from_secs(30), || {
         intruder.log_text().contains("Unauthenticated")
     });
+    // A worker's HTTP side takes the worker's own token (the intruder keeps running, so its
+    // /metrics can be asked): refused without it, served with it, probes always open.
+    let intruder_http: std::net::SocketAddr = std::fs::read_to_string(&intruder_http).unwrap().trim().parse().unwrap();
+    assert_eq!(http_get_authorized(intruder_http, "/metrics", None).0, 401);
+    let intruder_bearer = format!("Bearer {wrong}");
+    assert_eq!(
+        http_get_authorized(intruder_http, "/metrics", Some(&intruder_bearer)).0,
+        200
+    );
+    assert_eq!(http_get_authorized(intruder_http, "/healthz", None).0, 200);
     assert!(intruder.is_running());
     assert_eq!(
         crate::cluster::chunks(&job, "orders")
@@ -84,7 +102,30 @@ fn calls_without_the_token_are_refused_and_logged_without_secrets() {
     intruder.signal(libc::SIGTERM);
     intruder.wait_exit(Duration::from_secs(30));
 
+    // The coordinator's status page and /metrics: refused without the token (a browser is
+    // asked for basic credentials), served with it as a bearer token or a basic password.
+    let http = coordinator.http.expect("http listener");
+    let bearer = format!("Bearer {TOKEN}");
+    for path in ["/", "/jobs/orders", "/metrics"] {
+        let (code, body) = http_get_authorized(http, path, None);
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(!body.contains("orders"), "{path} leaked content: {body}");
+        assert_eq!(http_get_authorized(http, path, Some("Bearer tok-wrong")).0, 401);
+        assert_eq!(http_get_authorized(http, path, Some(&bearer)).0, 200, "{path}");
+    }
+    // `anyone:<token>` in base64, as a browser sends it.
+    let basic = format!("Basic {}", base64_encode(&format!("anyone:{TOKEN}")));
+    let (code, page) = http_get_authorized(http, "/jobs/orders", Some(&basic));
+    assert_eq!(code, 200);
+    assert!(page.contains("orders"), "{page}");
+    assert_eq!(
+        http_get_authorized(http, "/healthz", None).0,
+        200,
+        "probes need no token"
+    );
+
     let log = coordinator.proc.log_text();
+    assert!(log.contains("refused an unauthenticated HTTP request"), "{log}");
     assert!(log.contains("refused an unauthenticated gRPC call"), "{log}");
     assert!(
         log.contains("/backhaul.v1.Coordinator/ListJobs"),
@@ -99,6 +140,26 @@ fn calls_without_the_token_are_refused_and_logged_without_secrets() {
         assert!(!intruder.log_text().contains(secret), "the worker logged its token");
     }
     assert_eq!(job.json(&["verify", "orders"])["verified"], true);
+}
+
+/// Standard base64 with padding (test-only; the server decodes with the `base64` crate).
+fn base64_encode(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in text.as_bytes().chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[test]

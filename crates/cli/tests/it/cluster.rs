@@ -219,9 +219,21 @@ pub fn client_json(job: &JobDir, args: &[&str], envs: &[(&str, &str)]) -> serde_
 
 /// Minimal HTTP/1.1 GET; returns the status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_authorized(addr, path, None)
+}
+
+/// [`http_get`] with an `Authorization` header value.
+pub fn http_get_authorized(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read http");
     let raw = String::from_utf8_lossy(&raw).into_owned();

@@ -6,6 +6,7 @@ mod cluster;
 mod cost;
 mod distributed;
 mod kill_resume;
+mod logs;
 mod mysql;
 mod postgres;
 mod replay;
