@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{Connectors, StagedFile};
+use backhaul_core::fidelity::{ColumnFidelity, TypeFidelityReport};
 use backhaul_core::spec::JobSpec;
 use backhaul_proto::v1 as pb;
 use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
@@ -79,6 +80,8 @@ pub struct CoordinatorService {
     retry: RetryPolicy,
     metrics: Arc<CoordinatorMetrics>,
     flight: Arc<FlightEndpoints>,
+    /// Where submitted jobs' type-fidelity reports are written, if anywhere.
+    reports_dir: Option<PathBuf>,
 }
 
 /// Workers that serve Arrow Flight previews, as they announced themselves when asking for
@@ -132,7 +135,15 @@ impl CoordinatorService {
             retry,
             metrics: Arc::new(CoordinatorMetrics::default()),
             flight: Arc::new(FlightEndpoints::default()),
+            reports_dir: None,
         }
+    }
+
+    /// Writes each submitted job's type-fidelity report into `<dir>/<job>/` (as local runs do
+    /// next to their state database), besides returning it to the submitting client.
+    pub fn with_reports_dir(mut self, dir: PathBuf) -> Self {
+        self.reports_dir = Some(dir);
+        self
     }
 
     /// The service's counters (shared with `/metrics`).
@@ -265,6 +276,41 @@ pub fn job_error(e: &CoordinatorError) -> pb::JobError {
         _ => out.kind = "coordinator".into(),
     }
     out
+}
+
+fn fidelity_pb(report: &TypeFidelityReport) -> pb::TypeFidelity {
+    pb::TypeFidelity {
+        job_id: report.job.clone(),
+        columns: report
+            .columns
+            .iter()
+            .map(|c| pb::ColumnFidelity {
+                name: c.name.clone(),
+                source_type: c.source_type.clone(),
+                arrow_type: c.arrow_type.clone(),
+                destination_type: c.destination_type.clone(),
+                lossy_steps: c.lossy_steps.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The report as the client received it.
+pub fn fidelity_from_pb(report: pb::TypeFidelity) -> TypeFidelityReport {
+    TypeFidelityReport {
+        job: report.job_id,
+        columns: report
+            .columns
+            .into_iter()
+            .map(|c| ColumnFidelity {
+                name: c.name,
+                source_type: c.source_type,
+                arrow_type: c.arrow_type,
+                destination_type: c.destination_type,
+                lossy_steps: c.lossy_steps,
+            })
+            .collect(),
+    }
 }
 
 fn chunk_state_pb(s: ChunkState) -> pb::ChunkState {
@@ -526,9 +572,18 @@ impl Coordinator for CoordinatorService {
                 let summary = self.store.summary(&job.job_id).await.map_err(status)?;
                 let lossy = fidelity.columns.iter().filter(|c| !c.lossy_steps.is_empty()).count();
                 info!(job = %job.job_id, chunks = summary.chunks, created = how == Submitted::Created, lossy_columns = lossy, "job submitted");
+                if let Some(dir) = &self.reports_dir {
+                    // The job is stored; a report that cannot be written is worth a warning,
+                    // not a refused submission (the client gets the report either way).
+                    match fidelity.write(dir) {
+                        Ok(path) => info!(job = %job.job_id, path = %path.display(), "type-fidelity report written"),
+                        Err(e) => warn!(job = %job.job_id, error = %e, "could not write the type-fidelity report"),
+                    }
+                }
                 pb::submit_job_response::Outcome::Job(pb::SubmittedJob {
                     status: Some(job_status(&job, &summary)),
                     created: how == Submitted::Created,
+                    type_fidelity: Some(fidelity_pb(&fidelity)),
                 })
             }
             // A broken state database is the coordinator's problem, not the spec's.

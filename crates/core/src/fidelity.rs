@@ -85,6 +85,29 @@ impl TypeFidelityReport {
         self.columns.iter().all(|c| c.lossy_steps.is_empty())
     }
 
+    /// Writes `type-fidelity.md` and `type-fidelity.json` into `<reports_dir>/<job>/`; returns
+    /// the Markdown file's path.
+    pub fn write(&self, reports_dir: &std::path::Path) -> crate::Result<std::path::PathBuf> {
+        let dir = reports_dir.join(&self.job);
+        std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
+        let md = dir.join("type-fidelity.md");
+        std::fs::write(&md, self.to_markdown()).map_err(|e| crate::Error::io(&md, e))?;
+        let json = dir.join("type-fidelity.json");
+        let text = serde_json::to_string_pretty(self).expect("the report serializes");
+        std::fs::write(&json, text + "\n").map_err(|e| crate::Error::io(&json, e))?;
+        Ok(md)
+    }
+
+    /// One line for people: every column exact, or how many columns carry opted-in lossy steps.
+    pub fn verdict(&self) -> String {
+        let lossy = self.columns.iter().filter(|c| !c.lossy_steps.is_empty()).count();
+        if lossy == 0 {
+            "every column exact".to_string()
+        } else {
+            format!("{lossy} column(s) with opted-in lossy steps")
+        }
+    }
+
     /// A Markdown table, readable in a terminal and in a rendered file.
     pub fn to_markdown(&self) -> String {
         let mut out = format!("# Type fidelity: job `{}`\n\n", self.job);

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use backhaul_coordinator::{RetryPolicy, Store, Submitted, submit_spec};
-use backhaul_core::fidelity::TypeFidelityReport;
 use clap::Args;
 
 use super::common::{self, load_spec, open_store_exclusive};
@@ -79,7 +78,7 @@ pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
 pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) -> Result<String> {
     let (spec, origin, base) = load_spec(path)?;
     let (job, outcome, fidelity) = submit_spec(store, &BuiltinConnectors, spec, &origin, &base).await?;
-    let fidelity_path = write_fidelity_report(globals, &fidelity)?;
+    let fidelity_path = fidelity.write(&reports_dir(&globals.state))?;
     let summary = common::summary(store, &job.job_id).await?;
     if globals.output == crate::OutputFormat::Text {
         match outcome {
@@ -94,31 +93,15 @@ pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) ->
                 job.job_id, summary.committed, summary.chunks
             ),
         }
-        let lossy = fidelity.columns.iter().filter(|c| !c.lossy_steps.is_empty()).count();
-        let verdict = if lossy == 0 {
-            "every column exact".to_string()
-        } else {
-            format!("{lossy} column(s) with opted-in lossy steps")
-        };
-        eprintln!("type fidelity: {verdict} ({})", fidelity_path.display());
+        eprintln!("type fidelity: {} ({})", fidelity.verdict(), fidelity_path.display());
     }
     Ok(job.job_id)
 }
 
-/// Writes the job's type-fidelity report as Markdown and JSON next to the state database, in
-/// `reports/<job>/type-fidelity.{md,json}`; returns the Markdown file's path.
-fn write_fidelity_report(globals: &Globals, report: &TypeFidelityReport) -> Result<PathBuf> {
-    let dir = globals
-        .state
+/// Where type-fidelity reports go: `reports/` next to the state database.
+pub fn reports_dir(state: &std::path::Path) -> PathBuf {
+    state
         .parent()
         .unwrap_or_else(|| std::path::Path::new("."))
         .join("reports")
-        .join(&report.job);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let md = dir.join("type-fidelity.md");
-    std::fs::write(&md, report.to_markdown()).with_context(|| format!("writing {}", md.display()))?;
-    let json = dir.join("type-fidelity.json");
-    let text = serde_json::to_string_pretty(report).expect("the report serializes");
-    std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
-    Ok(md)
 }

@@ -82,7 +82,11 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
         transient_base: args.retry_backoff,
         ..RetryPolicy::default()
     };
-    let service = CoordinatorService::new(store.clone(), Arc::new(BuiltinConnectors), args.lease_ttl, retry);
+    let mut service = CoordinatorService::new(store.clone(), Arc::new(BuiltinConnectors), args.lease_ttl, retry);
+    // Type-fidelity reports of submitted jobs go next to a state file, as in local runs.
+    if let StateLocation::File(path) = StateLocation::parse(&globals.state.to_string_lossy()) {
+        service = service.with_reports_dir(super::backfill::reports_dir(&path));
+    }
     let metrics = service.metrics();
     let stop = CancellationToken::new();
     let options = ServeOptions {

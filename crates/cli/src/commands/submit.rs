@@ -25,6 +25,10 @@ pub struct SubmitArgs {
     /// Wait for the job to finish, drawing progress; exit like `backfill` (0, 4 parked).
     #[arg(long)]
     wait: bool,
+    /// Also write the job's type-fidelity report (Markdown and JSON) into DIR/<job>/ on this
+    /// machine. The coordinator writes it next to its state file either way.
+    #[arg(long, value_name = "DIR")]
+    fidelity_report: Option<PathBuf>,
 }
 
 /// Submits the spec; prints the job, or the typed error the coordinator refused it with.
@@ -72,6 +76,16 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
         .status
         .ok_or_else(|| anyhow!("submitted job without a status"))?;
     let job_id = status.job_id.clone();
+    let fidelity = submitted
+        .type_fidelity
+        .clone()
+        .map(backhaul_coordinator::service::fidelity_from_pb);
+    if let (Some(dir), Some(report)) = (&args.fidelity_report, &fidelity) {
+        let path = report.write(dir)?;
+        if globals.output == OutputFormat::Text {
+            eprintln!("type-fidelity report written to {}", path.display());
+        }
+    }
     if globals.output == OutputFormat::Text {
         if submitted.created {
             eprintln!(
@@ -86,10 +100,20 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
                 status.committed, status.chunks
             );
         }
+        if let Some(report) = &fidelity {
+            eprintln!("type fidelity: {}", report.verdict());
+            for c in report.columns.iter().filter(|c| !c.lossy_steps.is_empty()) {
+                eprintln!("  {}: {}", c.name, c.lossy_steps.join("; "));
+            }
+        }
     }
     if !args.wait {
         if globals.output == OutputFormat::Json {
-            output::print_json(&json!({ "created": submitted.created, "status": remote::status_json(&status) }));
+            output::print_json(&json!({
+                "created": submitted.created,
+                "status": remote::status_json(&status),
+                "type_fidelity": fidelity,
+            }));
         } else {
             println!("{job_id}");
         }
@@ -97,9 +121,11 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
     }
     let last = remote::follow(&args.remote, &mut client, &job_id, globals.progress).await?;
     match globals.output {
-        OutputFormat::Json => {
-            output::print_json(&json!({ "created": submitted.created, "status": remote::status_json(&last) }))
-        }
+        OutputFormat::Json => output::print_json(&json!({
+            "created": submitted.created,
+            "status": remote::status_json(&last),
+            "type_fidelity": fidelity,
+        })),
         OutputFormat::Text => println!(
             "job {job_id}: {}, {}/{} chunks committed, {} parked, {} rows",
             remote::state_name(last.state),

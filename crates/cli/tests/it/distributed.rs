@@ -16,6 +16,10 @@ fn submit(job: &JobDir, url: &str) -> serde_json::Value {
     let spec = job.spec();
     let v = client_json(job, &["submit", spec.to_str().unwrap(), "--coordinator", url], &[]);
     assert_eq!(v["status"]["job"], JOB, "{v}");
+    // The coordinator plans, so it reports how each column travels; the demo job is exact.
+    let columns = v["type_fidelity"]["columns"].as_array().expect("type_fidelity columns");
+    assert!(!columns.is_empty(), "{v}");
+    assert!(columns.iter().all(|c| c["lossy_steps"] == serde_json::json!([])), "{v}");
     v
 }
 
@@ -39,6 +43,10 @@ fn worker_killed_mid_chunk_is_re_leased_after_expiry() {
     let coordinator = Coordinator::start(&job, "127.0.0.1:0", &["--lease-ttl", "2s"]);
     let url = coordinator.url();
     submit(&job, &url);
+    // The coordinator writes the type-fidelity report next to its state file, as local runs do.
+    let report = job.path().join("reports").join(JOB).join("type-fidelity.json");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["job"], JOB);
 
     // Freeze the source so worker A is certainly mid-chunk when it dies.
     let mut lock = SourceLock::take(&job);
