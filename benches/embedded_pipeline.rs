@@ -8,9 +8,14 @@
 //! zstd Parquet committed, and peak RSS, so the cost of growth is visible. Nothing is asserted:
 //! this is a measurement, not a test.
 
+#[path = "support/measure.rs"]
+mod measure;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
+
+use measure::run_measured;
 
 const BIN: &str = env!("CARGO_BIN_EXE_backhaul");
 
@@ -82,50 +87,16 @@ fn tempfile_dir(days: u32) -> std::path::PathBuf {
 
 /// Runs `backhaul demo` in `dir` and returns its output and peak RSS in KiB.
 fn run(dir: &Path, days: u32, rows_per_day: u64, workers: &str) -> (std::process::Output, i64) {
-    let child = Command::new(BIN)
-        .args(["demo", "--dir"])
-        .arg(dir)
-        .args([
-            "--days",
-            &days.to_string(),
-            "--rows-per-day",
-            &rows_per_day.to_string(),
-            "--workers",
-            workers,
-            "--output",
-            "json",
-            "--no-progress",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn backhaul");
-    let pid = child.id() as libc::pid_t;
-    // Collect output on threads so a full pipe never blocks the child before it exits.
-    let mut child = child;
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut b).ok();
-        b
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut b).ok();
-        b
-    });
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child, which we reap exactly once.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4 failed");
-    let exit = std::os::unix::process::ExitStatusExt::from_raw(status);
-    let output = std::process::Output {
-        status: exit,
-        stdout: out_thread.join().unwrap_or_default(),
-        stderr: err_thread.join().unwrap_or_default(),
-    };
-    (output, usage.ru_maxrss)
+    let (output, peak_kib, _cpu) = run_measured(Command::new(BIN).args(["demo", "--dir"]).arg(dir).args([
+        "--days",
+        &days.to_string(),
+        "--rows-per-day",
+        &rows_per_day.to_string(),
+        "--workers",
+        workers,
+        "--output",
+        "json",
+        "--no-progress",
+    ]));
+    (output, peak_kib)
 }

@@ -21,9 +21,14 @@
 //! COPY limit, peak RSS and the CPU seconds backhaul used. Nothing is asserted: a measurement,
 //! not a test.
 
+#[path = "support/measure.rs"]
+mod measure;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use measure::run_measured;
 
 use backhaul_testkit::postgres::{PostgresOptions, PostgresServer};
 
@@ -257,42 +262,4 @@ table = "lineitem"
         user = server.user(),
         password = server.password_file().display(),
     )
-}
-
-/// Runs `cmd` and returns its output, peak RSS in KiB and CPU seconds (user + system), from
-/// `wait4`. The CPU is backhaul's alone; the server's COPY work runs in its own processes.
-fn run_measured(cmd: &mut Command) -> (std::process::Output, i64, f64) {
-    let child = cmd
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn backhaul");
-    let pid = child.id() as libc::pid_t;
-    // Reaped below with wait4 (for its rusage), not Child::wait.
-    let mut child = child;
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        stdout.read_to_end(&mut b).ok();
-        b
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        stderr.read_to_end(&mut b).ok();
-        b
-    });
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child, which we reap exactly once.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4 failed");
-    let output = std::process::Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(status),
-        stdout: out_thread.join().unwrap_or_default(),
-        stderr: err_thread.join().unwrap_or_default(),
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (output, usage.ru_maxrss, secs(usage.ru_utime) + secs(usage.ru_stime))
 }
