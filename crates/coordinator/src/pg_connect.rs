@@ -43,7 +43,8 @@ const LOCK_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Takes the serving lock of the schema the session works in (the first of its `search_path`),
 /// so coordinators on different schemas of one database do not exclude each other.
 const TRY_SERVING_LOCK: &str =
-    "SELECT pg_try_advisory_lock(hashtextextended('backhaul-serving:' || coalesce(current_schema(), ''), 0))";
+    "SELECT pg_try_advisory_lock(hashtextextended('backhaul-serving:' || coalesce(current_schema(), ''), 0)),
+            (SELECT epoch FROM backhaul_serving)";
 
 /// The IO half of a connection: runs until the connection ends.
 type Driver = Pin<Box<dyn Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>>;
@@ -432,21 +433,15 @@ pub(crate) struct LockSession {
 }
 
 impl LockSession {
-    /// Connects and tries the lock; `None` when another session holds it.
-    pub(crate) async fn acquire(connector: &Connector) -> std::result::Result<Option<Self>, tokio_postgres::Error> {
+    /// Connects and tries the lock; `None` when another session holds it. Also returns the
+    /// serving epoch, read in the same statement.
+    pub(crate) async fn acquire(
+        connector: &Connector,
+    ) -> std::result::Result<(Option<Self>, Option<i64>), tokio_postgres::Error> {
         let (client, mut driver) = connector.connect().await?;
         let row = drive(&mut driver, client.query_one(TRY_SERVING_LOCK, &[])).await?;
-        Ok(row.get::<_, bool>(0).then_some(LockSession { client, driver }))
-    }
-
-    /// The current serving epoch, read on this session.
-    async fn epoch(&mut self) -> std::result::Result<Option<i64>, tokio_postgres::Error> {
-        let row = drive(
-            &mut self.driver,
-            self.client.query_opt("SELECT epoch FROM backhaul_serving", &[]),
-        )
-        .await?;
-        Ok(row.map(|r| r.get(0)))
+        let (held, epoch): (bool, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        Ok((held.then_some(LockSession { client, driver }), epoch))
     }
 
     /// Runs the session until it is found dead; returns why.
@@ -484,26 +479,24 @@ pub(crate) async fn keep_serving_lock(connector: Connector, fence: Arc<Fence>, m
         drop(session);
         session = loop {
             tokio::time::sleep(LOCK_RETRY_EVERY).await;
-            let mut candidate = match LockSession::acquire(&connector).await {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
+            let (candidate, epoch) = match LockSession::acquire(&connector).await {
+                Ok(found) => found,
                 Err(e) => {
                     tracing::debug!(error = %e, "taking the serving lock again failed");
                     continue;
                 }
             };
-            match candidate.epoch().await {
-                Ok(Some(epoch)) if epoch == fence.epoch => {
-                    fence.set(SUSPENDED, SERVING);
-                    tracing::info!(state = %connector.shown, "holding the serving lock of the state database again");
-                    break candidate;
-                }
-                Ok(_) => {
-                    fence.lose();
-                    tracing::error!(state = %connector.shown, "another coordinator served this state database meanwhile; this one changes no state any more: restart it");
-                    return;
-                }
-                Err(e) => tracing::debug!(error = %e, "reading the serving epoch failed"),
+            // Whoever takes the lock bumps the epoch, so a new epoch means another server,
+            // whether or not it still holds the lock.
+            if epoch != Some(fence.epoch) {
+                fence.lose();
+                tracing::error!(state = %connector.shown, "another coordinator served this state database meanwhile; this one changes no state any more: restart it");
+                return;
+            }
+            if let Some(session) = candidate {
+                fence.set(SUSPENDED, SERVING);
+                tracing::info!(state = %connector.shown, "holding the serving lock of the state database again");
+                break session;
             }
         };
     }

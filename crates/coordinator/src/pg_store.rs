@@ -218,12 +218,10 @@ impl PgStore {
     pub async fn open_serving(url: &str, password: Option<String>) -> Result<Self> {
         let mut store = Self::open(url, password).await?;
         let connector = store.pool.connector.clone();
-        let session = LockSession::acquire(&connector)
-            .await
-            .map_err(|e| connector.error(e))?
-            .ok_or_else(|| CoordinatorError::PostgresStateLocked {
-                url: connector.shown.clone(),
-            })?;
+        let (session, _) = LockSession::acquire(&connector).await.map_err(|e| connector.error(e))?;
+        let session = session.ok_or_else(|| CoordinatorError::PostgresStateLocked {
+            url: connector.shown.clone(),
+        })?;
         let epoch = pooled!(store, CALL_BUDGET, |c| store.take_serving_epoch(c))?;
         let fence = Arc::new(Fence::new(epoch));
         store.pool.spawn(keep_serving_lock(connector, fence.clone(), session));
