@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use backhaul_coordinator::{CoordinatorService, RetryPolicy, ServeOptions, StateLocation, serve};
+use backhaul_coordinator::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 use backhaul_proto::ServerTls;
 use clap::Args;
 use tokio::task::JoinSet;
@@ -79,8 +79,11 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let mut signals = Signals::install()?;
     // A distributed coordinator never hands leases back on start: workers of the previous
     // process may still be running them. They heartbeat to this process, or their leases expire.
-    // `--state` is a file (locked against a second coordinator) or a postgres:// URL.
-    let store = StateLocation::parse(&globals.state.to_string_lossy()).open_serving()?;
+    // `--state` is a file (locked against a second coordinator) or a postgres:// URL (a
+    // serving lock in the database does the same).
+    let store = common::state_location(globals)
+        .open_serving(common::state_password(globals)?)
+        .await?;
     let retry = RetryPolicy {
         max_attempts: args.max_attempts,
         transient_base: args.retry_backoff,
