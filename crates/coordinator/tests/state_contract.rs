@@ -757,3 +757,35 @@ async fn both_backends_have_the_same_tables_and_columns() {
     assert!(postgres.remove("backhaul_serving").is_some());
     assert_eq!(postgres, sqlite);
 }
+
+/// `sslmode=verify-full` with `sslrootcert`: the server's certificate must chain to that CA and
+/// name the host; a server that requires TLS refuses `sslmode=disable`.
+#[tokio::test]
+async fn tls_verify_full_checks_the_server() {
+    use backhaul_testkit::postgres::PostgresOptions;
+    let server = PostgresServer::start(PostgresOptions { tls: true }).unwrap();
+    let files = server.tls_files().unwrap();
+    let url = |host: &str, query: String| format!("postgres://postgres@{host}:{}/postgres?{query}", server.port());
+    let pw = || Some(server.password().to_string());
+    let verified = url(
+        "localhost",
+        format!("sslmode=verify-full&sslrootcert={}", files.ca_cert.display()),
+    );
+    let store: Arc<dyn StateStore> = Arc::new(PgStore::open_serving(&verified, pw()).await.unwrap());
+    submit(&store, "j", 2).await;
+    let encrypted: u32 = server
+        .psql("postgres", "SELECT count(*) FROM pg_stat_ssl WHERE ssl")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(encrypted >= 1, "the store's sessions use TLS");
+    for (host, ca) in [("localhost", &files.other_ca_cert), ("127.0.0.1", &files.ca_cert)] {
+        let refused = url(host, format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+        let err = PgStore::open(&refused, pw()).await.err().expect("certificate refused");
+        assert_eq!(err.class(), ErrorClass::Permanent, "{host}: {err}");
+    }
+    let plain = url("localhost", "sslmode=disable".into());
+    let err = PgStore::open(&plain, pw()).await.err().expect("TLS required");
+    assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
+    assert!(!err.to_string().contains(server.password()));
+}
