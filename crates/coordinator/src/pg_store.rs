@@ -21,7 +21,7 @@ use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
+use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
 
 use crate::error::{CoordinatorError, Result};
 use crate::pg_connect::{Connector, Fence, LockSession, Pool, keep_serving_lock};
@@ -372,30 +372,29 @@ impl PgStore {
             .start()
             .await
             .map_err(|e| self.err(e))?;
-        let jobs = tx
-            .query_typed(&format!("{JOB_SELECT} ORDER BY created_at_us, job_id"), &[])
-            .await
-            .map_err(|e| self.err(e))?;
-        let summaries = tx
-            .query_typed(
-                &format!("SELECT job_id, {SUMMARY_COLUMNS} FROM chunks GROUP BY job_id"),
+        let jobs = self
+            .rows(
+                &tx,
+                &format!("{JOB_SELECT} ORDER BY created_at_us, job_id"),
                 &[],
+                job_from_row,
             )
-            .await
-            .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        let mut by_job = std::collections::HashMap::new();
-        for r in &summaries {
-            let id: String = r.try_get(0).map_err(|e| self.err(e))?;
-            by_job.insert(id, summary_from_row(r, 1).map_err(|e| self.err(e))?);
-        }
-        jobs.iter()
-            .map(|r| {
-                let job = job_from_row(r).map_err(|e| self.err(e))?;
-                let summary = by_job.remove(&job.job_id).unwrap_or_default();
-                Ok((job, summary))
+            .await?;
+        let summary_sql = format!("SELECT job_id, {SUMMARY_COLUMNS} FROM chunks GROUP BY job_id");
+        let summaries = self
+            .rows(&tx, &summary_sql, &[], |r| {
+                Ok((r.try_get::<_, String>(0)?, summary_from_row(r, 1)?))
             })
-            .collect()
+            .await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let mut by_job: std::collections::HashMap<String, JobSummary> = summaries.into_iter().collect();
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let summary = by_job.remove(&job.job_id).unwrap_or_default();
+                (job, summary)
+            })
+            .collect())
     }
 
     async fn summary_on(&self, c: &Client, job_id: &str) -> Result<JobSummary> {
@@ -410,28 +409,26 @@ impl PgStore {
     }
 
     async fn chunks_on(&self, c: &Client, job_id: &str) -> Result<Vec<ChunkRow>> {
-        c.query_typed(
-            &format!("{CHUNK_SELECT} WHERE job_id = $1 ORDER BY chunk_id"),
-            &[text(&job_id)],
-        )
-        .await
-        .map_err(|e| self.err(e))?
-        .iter()
-        .map(|r| chunk_from_row(r).map_err(|e| self.err(e)))
-        .collect()
+        let sql = format!("{CHUNK_SELECT} WHERE job_id = $1 ORDER BY chunk_id");
+        self.rows(c, &sql, &[text(&job_id)], chunk_from_row).await
     }
 
     async fn attempts_on(&self, c: &Client, job_id: &str) -> Result<Vec<AttemptRow>> {
-        c.query_typed(
-            "SELECT chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message
-             FROM attempts WHERE job_id = $1 ORDER BY chunk_id, attempt",
-            &[text(&job_id)],
-        )
-        .await
-        .map_err(|e| self.err(e))?
-        .iter()
-        .map(|r| attempt_from_row(r).map_err(|e| self.err(e)))
-        .collect()
+        let sql = "SELECT chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message
+             FROM attempts WHERE job_id = $1 ORDER BY chunk_id, attempt";
+        self.rows(c, sql, &[text(&job_id)], attempt_from_row).await
+    }
+
+    /// Runs a query on `c` (a connection or a transaction) and maps every row.
+    async fn rows<T>(
+        &self,
+        c: &impl GenericClient,
+        sql: &str,
+        params: &[Param<'_>],
+        map: fn(&Row) -> RowResult<T>,
+    ) -> Result<Vec<T>> {
+        let rows = c.query_typed(sql, params).await.map_err(|e| self.err(e))?;
+        rows.iter().map(|r| map(r).map_err(|e| self.err(e))).collect()
     }
 
     async fn lease_on(

@@ -125,6 +125,11 @@ async fn lease(store: &Arc<dyn StateStore>, job: &str, ttl_ms: u32) -> Lease {
     }
 }
 
+async fn assert_finished(store: &Arc<dyn StateStore>, job: &str) {
+    let answer = store.lease("w", Some(job), 1000).await.unwrap();
+    assert!(matches!(answer, Err(NoLease::Finished)), "{answer:?}");
+}
+
 fn failure(class: ErrorClass, kind: &str) -> Failure {
     Failure {
         class,
@@ -164,10 +169,7 @@ async fn stale_lease_is_refused_after_re_lease(store: Arc<dyn StateStore>) {
     assert!(is_stale(&store.heartbeat("garbage", 1).await.unwrap_err()));
     let s = store.summary("j").await.unwrap();
     assert_eq!((s.committed, s.committed_rows), (1, 10));
-    assert!(matches!(
-        store.lease("w", Some("j"), 1000).await.unwrap(),
-        Err(NoLease::Finished)
-    ));
+    assert_finished(&store, "j").await;
 }
 
 async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateStore>) {
@@ -175,10 +177,7 @@ async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateSt
     let first = lease(&store, "j", 1).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     // A lease call for another job expires the first lease without re-leasing its chunk.
-    assert!(matches!(
-        store.lease("w", Some("other"), 1000).await.unwrap(),
-        Err(NoLease::Finished)
-    ));
+    assert_finished(&store, "other").await;
     assert_eq!(store.chunks("j").await.unwrap()[0].state, ChunkState::Pending);
     // It may not heartbeat any more, but its result is as good as any.
     assert!(store.heartbeat(&first.lease_id, 1000).await.is_err());
@@ -274,10 +273,7 @@ async fn transient_failures_back_off_then_park(store: Arc<dyn StateStore>) {
         (class.as_str(), kind.as_str(), message.as_str()),
         ("transient", "unreachable", "unreachable happened")
     );
-    assert!(matches!(
-        store.lease("w", Some("k"), 1000).await.unwrap(),
-        Err(NoLease::Finished)
-    ));
+    assert_finished(&store, "k").await;
 }
 
 async fn permanent_failure_parks_at_once(store: Arc<dyn StateStore>) {
@@ -324,10 +320,7 @@ async fn cancel_stops_every_open_chunk(store: Arc<dyn StateStore>) {
     let running = lease(&store, "j", 60_000).await;
     assert_eq!(store.cancel("j").await.unwrap(), 3, "one leased and two pending chunks");
     assert!(is_stale(&store.heartbeat(&running.lease_id, 1000).await.unwrap_err()));
-    assert!(matches!(
-        store.lease("w", Some("j"), 1000).await.unwrap(),
-        Err(NoLease::Finished)
-    ));
+    assert_finished(&store, "j").await;
     let s = store.summary("j").await.unwrap();
     assert_eq!((s.committed, s.cancelled, s.pending, s.leased), (1, 3, 0, 0));
     assert!(s.is_finished());
@@ -413,18 +406,11 @@ async fn summary_progress_and_attempts_tell_the_history(store: Arc<dyn StateStor
     ];
     store.complete(&a.lease_id, files, SUM, SUM).await.unwrap();
     let b = lease(&store, "j", 60_000).await;
-    let quick = RetryPolicy {
-        transient_base: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(1),
-        ..RetryPolicy::default()
-    };
-    assert!(
-        store
-            .fail(&b.lease_id, failure(ErrorClass::Transient, "timeout"), quick)
-            .await
-            .unwrap()
-    );
+    // Chunk 1 waits out its backoff (the default 1 s and more), so chunk 2 is leased next.
+    let timeout = failure(ErrorClass::Transient, "timeout");
+    assert!(store.fail(&b.lease_id, timeout, RetryPolicy::default()).await.unwrap());
     let c = lease(&store, "j", 60_000).await;
+    assert_eq!(c.chunk.chunk_id, 2);
     store.progress(&c.lease_id, 7, 700).await.unwrap();
     let chunk = store.chunks("j").await.unwrap()[c.chunk.chunk_id as usize].clone();
     assert_eq!(
@@ -499,10 +485,7 @@ async fn leases_follow_plan_order_and_a_finished_job_has_none(store: Arc<dyn Sta
         .map(|(j, s)| (j.job_id, s.committed))
         .collect();
     assert_eq!(jobs, vec![("a".to_string(), 2), ("b".to_string(), 2)]);
-    assert!(matches!(
-        store.lease("w", Some("a"), 1000).await.unwrap(),
-        Err(NoLease::Finished)
-    ));
+    assert_finished(&store, "a").await;
 }
 
 /// 32 leasers race over 500 chunks: each chunk is handed out once and committed once.
@@ -567,18 +550,7 @@ async fn a_second_serving_store_on_one_database_is_refused() {
     assert!(reader.jobs().await.unwrap().is_empty());
     // The lock ends with its store, as it does with a killed process's connections.
     drop(first);
-    let mut second = None;
-    for _ in 0..100 {
-        match PgStore::open_serving(&url, password()).await {
-            Ok(s) => {
-                second = Some(s);
-                break;
-            }
-            Err(CoordinatorError::PostgresStateLocked { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert!(second.is_some(), "the lock outlived its store");
+    open_serving_once_free(&url, Duration::from_millis(50)).await;
     // Another schema of the same database is another state, with a lock of its own.
     let server = PostgresServer::shared();
     let db = url.rsplit('/').next().unwrap();
@@ -635,18 +607,8 @@ async fn a_lost_serving_lock_stops_state_changes() {
 
     // Now another coordinator takes over while the lock is free.
     assert_eq!(kill_lock_session(), "t");
-    let mut takeover = None;
-    for _ in 0..200 {
-        match PgStore::open_serving(&url, password()).await {
-            Ok(s) => {
-                takeover = Some(s);
-                break;
-            }
-            Err(CoordinatorError::PostgresStateLocked { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    let takeover: Arc<dyn StateStore> = Arc::new(takeover.expect("took the lock over"));
+    // Polling faster than the first store tries to take its lock back (every second).
+    let takeover: Arc<dyn StateStore> = Arc::new(open_serving_once_free(&url, Duration::from_millis(5)).await);
     let lost = wait_for_lost(&store).await;
     assert_eq!(lost.class(), ErrorClass::Permanent);
     assert!(lost.to_string().contains("restart it"), "{lost}");
@@ -655,6 +617,18 @@ async fn a_lost_serving_lock_stops_state_changes() {
         .await
         .unwrap()
         .expect("the new server leases");
+}
+
+/// Opens a serving store as soon as the serving lock is free, trying every `pause`.
+async fn open_serving_once_free(url: &str, pause: Duration) -> PgStore {
+    for _ in 0..(5000 / pause.as_millis().max(1)) {
+        match PgStore::open_serving(url, password()).await {
+            Ok(store) => return store,
+            Err(CoordinatorError::PostgresStateLocked { .. }) => tokio::time::sleep(pause).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the serving lock stayed taken for 5 s");
 }
 
 /// Leases until one is refused for lack of the serving lock; returns the refusal.
