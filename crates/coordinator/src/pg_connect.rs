@@ -414,6 +414,11 @@ impl Fence {
         }
     }
 
+    /// Whether another coordinator served since this one took the lock.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == LOST
+    }
+
     /// Another coordinator served since this one took the lock: never change state again.
     pub(crate) fn lose(&self) {
         self.state.store(LOST, Ordering::SeqCst);

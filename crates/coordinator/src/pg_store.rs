@@ -881,6 +881,12 @@ impl StateStore for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        // A coordinator that lost its state for good is unhealthy: a probe restarts it.
+        if self.fence.as_ref().is_some_and(|f| f.is_lost()) {
+            return Err(CoordinatorError::StateLockLost {
+                url: self.pool.connector.shown.clone(),
+            });
+        }
         pooled!(self, CALL_BUDGET, |c| async {
             c.simple_query("SELECT 1").await.map(drop).map_err(|e| self.err(e))
         })

@@ -612,6 +612,7 @@ async fn a_lost_serving_lock_stops_state_changes() {
     let lost = wait_for_lost(&store).await;
     assert_eq!(lost.class(), ErrorClass::Permanent);
     assert!(lost.to_string().contains("restart it"), "{lost}");
+    assert!(store.ping().await.is_err(), "health probes see it");
     takeover
         .lease("w2", Some("j"), 60_000)
         .await
