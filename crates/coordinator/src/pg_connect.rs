@@ -98,7 +98,10 @@ impl Connector {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        // tokio-postgres's default idle time before keepalive probes is two hours.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(30));
+        }
         let local = config.get_hosts().iter().all(is_local);
         // A CA file only makes sense with verification, so it implies verify-full.
         let mode = sslmode.or_else(|| rootcert.as_ref().map(|_| "verify-full".to_string()));

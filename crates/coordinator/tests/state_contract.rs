@@ -764,3 +764,34 @@ async fn tls_verify_full_checks_the_server() {
     assert_eq!(err.class(), ErrorClass::Permanent, "{err}");
     assert!(!err.to_string().contains(server.password()));
 }
+
+/// The database restarts under a serving store: calls fail as transient meanwhile, then the
+/// store reconnects, takes its serving lock back (same epoch) and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reconnects_after_the_database_restarts() {
+    use backhaul_testkit::postgres::PostgresOptions;
+    let server = PostgresServer::start(PostgresOptions::default()).unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port());
+    let store: Arc<dyn StateStore> = Arc::new(
+        PgStore::open_serving(&url, Some(server.password().into()))
+            .await
+            .unwrap(),
+    );
+    submit(&store, "j", 3).await;
+    let held = lease(&store, "j", 60_000).await;
+    server.stop_immediately().unwrap();
+    let err = store.heartbeat(&held.lease_id, 60_000).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    server.start_again().unwrap();
+    let mut accepted = false;
+    for _ in 0..300 {
+        if store.heartbeat(&held.lease_id, 60_000).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "the store never came back after the restart");
+    store.complete(&held.lease_id, vec![], SUM, SUM).await.unwrap();
+    assert_eq!(store.summary("j").await.unwrap().committed, 1);
+}
