@@ -9,7 +9,7 @@
 //!
 //! Only one coordinator serves a database (and schema) at a time: a serving store holds a
 //! session-level advisory lock and checks, in every transaction that changes state, that the
-//! serving epoch is still the one it set (see [`crate::pg_connect`]).
+//! serving epoch is still the one it set (see the private `pg_connect` module).
 
 use std::path::PathBuf;
 use std::sync::Arc;
