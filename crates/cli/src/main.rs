@@ -37,9 +37,14 @@ Examples:\n  backhaul demo\n  backhaul plan job.toml\n  backhaul backfill job.to
 backhaul verify orders\n  backhaul query \"SELECT count(*) FROM orders\""
 )]
 struct Cli {
-    /// State database holding jobs, chunks, attempts and outputs.
+    /// State database holding jobs, chunks, attempts and outputs: a file (embedded SQLite), or
+    /// for `coordinator`, `status` and `verify` a postgres://user@host/db?sslmode=... URL.
     #[arg(long, global = true, env = "BACKHAUL_STATE", default_value = ".backhaul/state.db")]
     state: PathBuf,
+    /// File holding the password of a postgres:// --state URL (else $BACKHAUL_STATE_PASSWORD),
+    /// so the password need not be in the URL.
+    #[arg(long, global = true, env = "BACKHAUL_STATE_PASSWORD_FILE", value_name = "PATH")]
+    state_password_file: Option<PathBuf>,
     /// Output format for results.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -169,8 +174,10 @@ Prices come from versioned tables (cost-models/, built in); every line cites its
 
 /// Shared, parsed global options.
 pub struct Globals {
-    /// State database path.
+    /// State database path or URL.
     pub state: PathBuf,
+    /// File with the password of a PostgreSQL state URL.
+    pub state_password_file: Option<PathBuf>,
     /// Output format.
     pub output: OutputFormat,
     /// Whether to draw progress bars.
@@ -183,6 +190,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, progress, cli.log_format);
     let globals = Globals {
         state: cli.state,
+        state_password_file: cli.state_password_file,
         output: cli.output,
         progress,
     };

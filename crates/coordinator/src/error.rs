@@ -35,6 +35,49 @@ pub enum CoordinatorError {
         /// The state database.
         path: String,
     },
+    /// The PostgreSQL state database failed.
+    #[error("state database {url}: {}", postgres_message(.source))]
+    Postgres {
+        /// The state URL without its password.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The PostgreSQL state database did not answer in time, or this coordinator is taking its
+    /// serving lock again; the call changed nothing it will not redo.
+    #[error("state database {url} is unavailable: {reason}")]
+    StateUnavailable {
+        /// The state URL without its password.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Another coordinator serves leases from this PostgreSQL state database.
+    #[error(
+        "state database {url} is in use by another coordinator (it holds the serving lock of this database and schema); stop it first, or give this one its own database or schema"
+    )]
+    PostgresStateLocked {
+        /// The state URL without its password.
+        url: String,
+    },
+    /// This coordinator lost its serving lock and another coordinator served since: it changes
+    /// no state any more.
+    #[error(
+        "state database {url}: another coordinator has served it since this one lost its serving lock; this one changes no state any more, restart it"
+    )]
+    StateLockLost {
+        /// The state URL without its password.
+        url: String,
+    },
+    /// A `--state` URL that cannot be used.
+    #[error("state URL {url}: {message}")]
+    StateUrl {
+        /// The state URL without its password.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The job is unknown to this state database.
     #[error("no job `{0}` in this state database")]
     UnknownJob(String),
@@ -72,10 +115,71 @@ impl CoordinatorError {
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
             },
+            CoordinatorError::Postgres { source, .. } => postgres_class(source),
+            CoordinatorError::StateUnavailable { .. } => ErrorClass::Transient,
             CoordinatorError::SpecChanged { .. }
             | CoordinatorError::UnknownJob(_)
             | CoordinatorError::StateLocked { .. }
+            | CoordinatorError::PostgresStateLocked { .. }
+            | CoordinatorError::StateLockLost { .. }
+            | CoordinatorError::StateUrl { .. }
             | CoordinatorError::Wire(_) => ErrorClass::Permanent,
         }
+    }
+
+    /// A PostgreSQL error that guarantees its transaction was rolled back and may simply run
+    /// again (deadlock victim, serialization failure).
+    pub(crate) fn is_retryable_conflict(&self) -> bool {
+        matches!(self, CoordinatorError::Postgres { source, .. }
+            if source.code().is_some_and(|c| matches!(c.code(), "40001" | "40P01")))
+    }
+}
+
+/// Retry class of a PostgreSQL error: from its SQLSTATE for a server error, else transient for
+/// a lost connection or failed IO, permanent for the rest (configuration, protocol, TLS
+/// certificates).
+fn postgres_class(e: &tokio_postgres::Error) -> ErrorClass {
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return if c.starts_with("08") || matches!(c, "57P01" | "40001" | "40P01") {
+            ErrorClass::Transient
+        } else if c == "53300" {
+            ErrorClass::Throttled
+        } else {
+            ErrorClass::Permanent
+        };
+    }
+    if e.is_closed() {
+        return ErrorClass::Transient;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            // TLS certificate problems surface as InvalidData: a retry cannot fix them.
+            return match io.kind() {
+                std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::PermissionDenied => ErrorClass::Permanent,
+                _ => ErrorClass::Transient,
+            };
+        }
+        source = s.source();
+    }
+    ErrorClass::Permanent
+}
+
+/// A PostgreSQL error for people: the server's message with SQLSTATE and detail, or the driver's
+/// message with its cause. Neither ever holds the password (tokio-postgres redacts it).
+fn postgres_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} [SQLSTATE {}]", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        return text;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }

@@ -1,6 +1,6 @@
 //! The backhaul coordinator: plans a job into chunks, keeps every job, chunk, attempt, lease
-//! and output durably in an embedded SQLite database, and hands chunks to workers over the
-//! tonic protocol in `proto/backhaul/v1`.
+//! and output durably (in an embedded SQLite database by default, or in PostgreSQL), and hands
+//! chunks to workers over the tonic protocol in `proto/backhaul/v1`.
 //!
 //! It never depends on the worker crate: the two meet only on the wire.
 
@@ -8,6 +8,8 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod page;
+mod pg_connect;
+pub mod pg_store;
 pub mod plan;
 pub mod service;
 pub mod state;
@@ -15,6 +17,7 @@ pub mod store;
 
 pub use error::{CoordinatorError, Result};
 pub use metrics::CoordinatorMetrics;
+pub use pg_store::PgStore;
 pub use plan::{JobPlan, plan_job, submit_spec};
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 pub use state::{StateLocation, StateStore};

@@ -71,7 +71,7 @@ fn xorshift(mut x: u64) -> u64 {
     x.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
-/// The coordinator's gRPC service over a [`Store`].
+/// The coordinator's gRPC service over a [`StateStore`].
 #[derive(Clone)]
 pub struct CoordinatorService {
     store: Arc<dyn StateStore>,

@@ -12,6 +12,7 @@ use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
 
 use crate::error::{CoordinatorError, Result};
+use crate::pg_store::PgStore;
 use crate::service::RetryPolicy;
 use crate::store::{AttemptRow, ChunkRow, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
 
@@ -165,12 +166,23 @@ impl StateStore for Store {
 }
 
 /// Where coordinator state lives: a SQLite file path, or a `postgres://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows a URL without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StateLocation {
     /// The embedded store at this path.
     File(std::path::PathBuf),
     /// A PostgreSQL database (same schema).
     Postgres(String),
+}
+
+impl std::fmt::Debug for StateLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateLocation::File(path) => f.debug_tuple("File").field(path).finish(),
+            StateLocation::Postgres(_) => f.debug_tuple("Postgres").field(&self.describe()).finish(),
+        }
+    }
 }
 
 impl StateLocation {
@@ -184,13 +196,29 @@ impl StateLocation {
         }
     }
 
-    /// Opens the store for serving leases (exclusively, for a file).
-    pub fn open_serving(&self) -> Result<Arc<dyn StateStore>> {
+    /// Opens the store for serving leases, refusing when another process serves it: a file
+    /// is locked (`<path>.lock`), a PostgreSQL database holds a serving lock per schema.
+    /// `password` fills in a PostgreSQL URL without one; files ignore it.
+    pub async fn open_serving(&self, password: Option<String>) -> Result<Arc<dyn StateStore>> {
         match self {
             StateLocation::File(path) => Ok(Arc::new(Store::open_exclusive(path)?)),
-            StateLocation::Postgres(_) => Err(CoordinatorError::Wire(
-                "PostgreSQL coordinator state is not available in this build yet; use a state file".into(),
-            )),
+            StateLocation::Postgres(url) => Ok(Arc::new(PgStore::open_serving(url, password).await?)),
+        }
+    }
+
+    /// Opens the store for reading (`status`, `verify`), without any lock.
+    pub async fn open_reading(&self, password: Option<String>) -> Result<Arc<dyn StateStore>> {
+        match self {
+            StateLocation::File(path) => Ok(Arc::new(Store::open(path)?)),
+            StateLocation::Postgres(url) => Ok(Arc::new(PgStore::open(url, password).await?)),
+        }
+    }
+
+    /// Names the location in messages: the path, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            StateLocation::File(path) => path.display().to_string(),
+            StateLocation::Postgres(url) => crate::pg_connect::without_password(url),
         }
     }
 }
@@ -213,5 +241,8 @@ mod tests {
             StateLocation::parse(".backhaul/state.db"),
             StateLocation::File(".backhaul/state.db".into())
         );
+        let secret = StateLocation::parse("postgres://u:s3cret@h/db");
+        assert_eq!(secret.describe(), "postgres://u@h/db");
+        assert!(!format!("{secret:?}").contains("s3cret"));
     }
 }

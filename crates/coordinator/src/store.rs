@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS outputs (
 "#;
 
 /// Columns added after the first release, with their definitions; added on open when missing.
-const MIGRATIONS: &[(&str, &str, &str)] = &[("jobs", "cancelled_at_us", "INTEGER")];
+pub(crate) const MIGRATIONS: &[(&str, &str, &str)] = &[("jobs", "cancelled_at_us", "INTEGER")];
 
 /// Life cycle of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,7 +114,7 @@ impl ChunkState {
         }
     }
 
-    fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "leased" => ChunkState::Leased,
             "committed" => ChunkState::Committed,
@@ -1112,7 +1112,7 @@ pub struct OutputRow {
     pub rows: u64,
 }
 
-const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
+pub(crate) const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
     progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
     last_error_class, last_error_kind, last_error, lease_worker, committed_at_us FROM chunks";
 
@@ -1174,7 +1174,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
-const JOB_SELECT: &str =
+pub(crate) const JOB_SELECT: &str =
     "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us, cancelled_at_us FROM jobs";
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use backhaul_coordinator::{JobRow, JobSummary, Store};
+use anyhow::{Context, Result, bail};
+use backhaul_coordinator::{JobRow, JobSummary, StateLocation, StateStore, Store};
 use backhaul_core::connector::{Connectors, Destination};
 use backhaul_core::spec::JobSpec;
 use serde_json::json;
@@ -27,21 +27,48 @@ pub fn load_spec(path: &Path) -> Result<(JobSpec, String, PathBuf)> {
     Ok((spec, origin, base))
 }
 
-/// Opens the state database named by `--state` for reading.
-pub fn open_store(globals: &Globals) -> Result<Store> {
-    Ok(Store::open(&globals.state)?)
+/// Environment variable with the password of a PostgreSQL state URL.
+const STATE_PASSWORD_ENV: &str = "BACKHAUL_STATE_PASSWORD";
+
+/// Where `--state` points: a file, or a PostgreSQL URL.
+pub fn state_location(globals: &Globals) -> StateLocation {
+    StateLocation::parse(&globals.state.to_string_lossy())
 }
 
-/// Opens the state database named by `--state` to serve leases from it (a local run or a
-/// coordinator): refuses when another process already does.
+/// The password for a PostgreSQL state URL without one: `--state-password-file`, else
+/// `$BACKHAUL_STATE_PASSWORD`; none for a state file.
+pub fn state_password(globals: &Globals) -> Result<Option<String>> {
+    if let StateLocation::File(_) = state_location(globals) {
+        return Ok(None);
+    }
+    if let Some(path) = &globals.state_password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the state password from {}", path.display()))?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    Ok(std::env::var(STATE_PASSWORD_ENV).ok())
+}
+
+/// Opens the state named by `--state` (a file or a PostgreSQL URL) for reading.
+pub async fn open_state(globals: &Globals) -> Result<Arc<dyn StateStore>> {
+    Ok(state_location(globals).open_reading(state_password(globals)?).await?)
+}
+
+/// Opens the state database file named by `--state` to serve leases from it in this process
+/// (a local run): refuses when another process already does, and refuses a PostgreSQL URL.
 pub fn open_store_exclusive(globals: &Globals) -> Result<Store> {
+    if let StateLocation::Postgres(_) = state_location(globals) {
+        bail!(
+            "--state {} is a PostgreSQL URL; local runs (backfill, demo, replay) keep their state in a file; use `backhaul coordinator --state URL` with workers instead",
+            state_location(globals).describe()
+        );
+    }
     Ok(Store::open_exclusive(&globals.state)?)
 }
 
 /// A stored job by name.
-pub async fn job(store: &Store, job_id: &str) -> Result<JobRow> {
-    let id = job_id.to_string();
-    Ok(store.call(move |s, c| s.job(c, &id)).await?)
+pub async fn job(store: &dyn StateStore, job_id: &str) -> Result<JobRow> {
+    Ok(store.job(job_id).await?)
 }
 
 /// The spec of a stored job, with paths resolved.
@@ -57,9 +84,8 @@ pub fn job_destination(job: &JobRow) -> Result<Arc<dyn Destination>> {
 }
 
 /// Summary of a job.
-pub async fn summary(store: &Store, job_id: &str) -> Result<JobSummary> {
-    let id = job_id.to_string();
-    Ok(store.call(move |s, c| s.summary(c, &id)).await?)
+pub async fn summary(store: &dyn StateStore, job_id: &str) -> Result<JobSummary> {
+    Ok(store.summary(job_id).await?)
 }
 
 /// File statistics of a job's committed outputs: count, total, min, max.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use backhaul_coordinator::{CoordinatorService, RetryPolicy, ServeOptions, StateLocation, serve};
+use backhaul_coordinator::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 use backhaul_proto::ServerTls;
 use clap::Args;
 use tokio::task::JoinSet;
@@ -75,8 +75,11 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let mut signals = Signals::install()?;
     // A distributed coordinator never hands leases back on start: workers of the previous
     // process may still be running them. They heartbeat to this process, or their leases expire.
-    // `--state` is a file (locked against a second coordinator) or a postgres:// URL.
-    let store = StateLocation::parse(&globals.state.to_string_lossy()).open_serving()?;
+    // `--state` is a file (locked against a second coordinator) or a postgres:// URL (a
+    // serving lock in the database does the same).
+    let store = common::state_location(globals)
+        .open_serving(common::state_password(globals)?)
+        .await?;
     let retry = RetryPolicy {
         max_attempts: args.max_attempts,
         transient_base: args.retry_backoff,
@@ -84,7 +87,7 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     };
     let mut service = CoordinatorService::new(store.clone(), Arc::new(BuiltinConnectors), args.lease_ttl, retry);
     // Type-fidelity reports of submitted jobs go next to a state file, as in local runs.
-    if let StateLocation::File(path) = StateLocation::parse(&globals.state.to_string_lossy()) {
+    if let backhaul_coordinator::StateLocation::File(path) = common::state_location(globals) {
         service = service.with_reports_dir(super::backfill::reports_dir(&path));
     }
     let metrics = service.metrics();

@@ -42,6 +42,7 @@ pub async fn run(globals: &Globals, args: DemoArgs) -> Result<u8> {
     std::fs::write(&spec_path, demo_spec(&args)?).with_context(|| format!("writing {}", spec_path.display()))?;
     let globals = Globals {
         state: args.dir.join("state.db"),
+        state_password_file: None,
         output: globals.output,
         progress: globals.progress,
     };

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use backhaul_core::spec::DestinationSpec;
 use clap::Args;
 
-use super::common::{self, open_store};
+use super::common::{self, open_state};
 use crate::{Globals, OutputFormat};
 
 /// Arguments of `query`.
@@ -47,11 +47,14 @@ pub async fn run(globals: &Globals, args: QueryArgs) -> Result<u8> {
 }
 
 async fn latest_warehouse(globals: &Globals) -> Result<PathBuf> {
-    let store = open_store(globals)?;
-    let jobs = store.call(|s, c| s.jobs(c)).await?;
-    let job = jobs
-        .last()
-        .ok_or_else(|| anyhow!("no jobs in {}; pass --warehouse DIR", globals.state.display()))?;
+    let store = open_state(globals).await?;
+    let jobs = store.jobs().await?;
+    let (job, _) = jobs.last().ok_or_else(|| {
+        anyhow!(
+            "no jobs in {}; pass --warehouse DIR",
+            common::state_location(globals).describe()
+        )
+    })?;
     let spec = common::job_spec(job).with_context(|| format!("reading job {}", job.job_id))?;
     match spec.destination {
         DestinationSpec::Local(d) => Ok(d.path),

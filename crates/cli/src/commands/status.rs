@@ -5,7 +5,7 @@ use backhaul_proto::v1 as pb;
 use clap::Args;
 use serde_json::json;
 
-use super::common::{self, open_store};
+use super::common::{self, open_state};
 use super::remote::{self, RemoteArgs};
 use crate::output::{self, group, size};
 use crate::{Globals, OutputFormat};
@@ -34,20 +34,16 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
     if args.follow {
         return Err(anyhow!("--follow watches a coordinator; give --coordinator URL"));
     }
-    let store = open_store(globals)?;
+    let store = open_state(globals).await?;
     let Some(job_id) = args.job else {
-        let jobs = store.call(|s, c| s.jobs(c)).await?;
-        let mut rows = Vec::new();
-        for j in &jobs {
-            rows.push((j.clone(), common::summary(&store, &j.job_id).await?));
-        }
+        let rows = store.jobs().await?;
         match globals.output {
             OutputFormat::Json => output::print_json(&json!({ "jobs": rows.iter().map(|(j, s)| json!({
                 "job": j.job_id, "range": { "from": j.cursor_kind.format(j.range.from), "to": j.cursor_kind.format(j.range.to) }, "summary": s,
             })).collect::<Vec<_>>() })),
             OutputFormat::Text => {
                 if rows.is_empty() {
-                    println!("no jobs in {}", globals.state.display());
+                    println!("no jobs in {}", common::state_location(globals).describe());
                 }
                 for (j, s) in rows {
                     println!(
@@ -64,11 +60,10 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
         }
         return Ok(0);
     };
-    let job = common::job(&store, &job_id).await?;
-    let summary = common::summary(&store, &job_id).await?;
+    let job = common::job(store.as_ref(), &job_id).await?;
+    let summary = common::summary(store.as_ref(), &job_id).await?;
     let chunks = if args.chunks {
-        let id = job_id.clone();
-        store.call(move |s, c| s.chunks(c, &id)).await?
+        store.chunks(&job_id).await?
     } else {
         Vec::new()
     };

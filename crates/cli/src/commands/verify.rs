@@ -1,12 +1,12 @@
 //! `backhaul verify`.
 
 use anyhow::Result;
-use backhaul_coordinator::{ChunkState, Store};
+use backhaul_coordinator::{ChunkState, StateStore};
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use super::common::{self, open_store};
+use super::common::{self, open_state};
 use crate::output::{self, group};
 use crate::{Globals, OutputFormat};
 
@@ -41,11 +41,10 @@ pub struct Verification {
 
 /// Re-reads every chunk at the destination and compares rows and checksums with what was
 /// extracted.
-pub async fn verify_job(store: &Store, job_id: &str) -> Result<Verification> {
+pub async fn verify_job(store: &dyn StateStore, job_id: &str) -> Result<Verification> {
     let job = common::job(store, job_id).await?;
     let destination = common::job_destination(&job)?;
-    let id = job_id.to_string();
-    let chunks = store.call(move |s, c| s.chunks(c, &id)).await?;
+    let chunks = store.chunks(job_id).await?;
     let mut out = Verification {
         chunks: chunks.len() as u64,
         rows: 0,
@@ -82,8 +81,8 @@ pub async fn verify_job(store: &Store, job_id: &str) -> Result<Verification> {
 
 /// Runs verification and prints it.
 pub async fn run(globals: &Globals, args: VerifyArgs) -> Result<u8> {
-    let store = open_store(globals)?;
-    let v = verify_job(&store, &args.job).await?;
+    let store = open_state(globals).await?;
+    let v = verify_job(store.as_ref(), &args.job).await?;
     print(globals, &args.job, &v);
     Ok(if v.problems.is_empty() {
         0

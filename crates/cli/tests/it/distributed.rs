@@ -1,6 +1,7 @@
 //! Distributed mode with real processes on loopback: a coordinator and workers of the
 //! `backhaul` binary, killed, restarted and cut off by the tests. Every test ends with the
-//! destination holding exactly the source's rows (verify passes, no duplicate ids).
+//! destination holding exactly the source's rows (verify passes, no duplicate ids). One runs
+//! the coordinator on PostgreSQL state.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use crate::cluster::{
     Coordinator, Proxy, SourceLock, attempts, chunks, client, client_json, start_worker, wait_for_lease_by, wait_until,
 };
 use crate::util::{JobDir, JobParams, expected_rows, text};
+use backhaul_testkit::postgres::PostgresServer;
 
 const JOB: &str = "orders";
 
@@ -113,6 +115,80 @@ fn coordinator_killed_mid_job_and_restarted_on_the_same_state() {
         "no worker noticed the restart"
     );
     assert_exact(&job, &url, &params, 50);
+}
+
+/// The same kill -9 and restart with the coordinator's state in PostgreSQL (the testkit's
+/// private server): the restarted process resumes from the database, the job ends exact, and
+/// the password (given through the environment) appears in no output.
+#[test]
+fn coordinator_on_postgres_state_killed_mid_job_and_restarted() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    let url = format!("postgres://{}@127.0.0.1:{}/{db}", server.user(), server.port());
+    let params = JobParams {
+        from: "2023-05-01",
+        to: "2023-06-20",
+        ..JobParams::default()
+    };
+    let mut job = JobDir::new(&params);
+    job.state = Some(url.clone());
+    job.env
+        .push(("BACKHAUL_STATE_PASSWORD".into(), server.password().into()));
+    let committed = || {
+        server
+            .psql(
+                &db,
+                "SELECT count(*) FROM chunks WHERE job_id = 'orders' AND state = 'committed'",
+            )
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut coordinator = Coordinator::start(&job, "127.0.0.1:0", &["--lease-ttl", "10s"]);
+    let listen = coordinator.addr.to_string();
+    let coordinator_url = coordinator.url();
+    // A second coordinator on the same database is refused.
+    let second = job.run(&["coordinator", "--listen", "127.0.0.1:0"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second.stderr).contains("in use by another coordinator"),
+        "{}",
+        text(&second.stderr)
+    );
+    submit(&job, &coordinator_url);
+    let mut workers: Vec<_> = ["worker-a", "worker-b"]
+        .into_iter()
+        .map(|id| start_worker(&job, &coordinator_url, id, &["--job", JOB]))
+        .collect();
+    wait_until("3 committed chunks", Duration::from_secs(120), || committed() >= 3);
+    coordinator.proc.kill9();
+    assert!(committed() < 50, "the job finished before the kill");
+    std::thread::sleep(Duration::from_millis(1500));
+    for w in &mut workers {
+        assert!(w.is_running(), "a worker gave up on its coordinator:\n{}", w.log_text());
+    }
+    let restarted = Coordinator::start(&job, &listen, &["--lease-ttl", "10s"]);
+    for w in &mut workers {
+        let status = w.wait_exit(Duration::from_secs(180));
+        assert!(status.success(), "worker: {status}\n{}", w.log_text());
+    }
+    assert_exact(&job, &coordinator_url, &params, 50);
+    assert_eq!(committed(), 50);
+    let twice = server
+        .psql(
+            &db,
+            "SELECT count(*) FROM (SELECT chunk_id FROM attempts WHERE outcome = 'committed' GROUP BY chunk_id HAVING count(*) > 1) AS t",
+        )
+        .unwrap();
+    assert_eq!(twice, "0", "a chunk committed twice");
+    // `status` reads the database directly too.
+    let local = job.json(&["status", JOB]);
+    assert_eq!(local["summary"]["committed"], 50, "{local}");
+    for log in [coordinator.proc.log_text(), restarted.proc.log_text()] {
+        assert!(log.contains(&url), "the log names the state database:\n{log}");
+        assert!(!log.contains(server.password()), "a log shows the password");
+    }
+    assert!(!text(&second.stderr).contains(server.password()));
 }
 
 #[test]

@@ -97,9 +97,7 @@ fn failures(job: &JobDir) -> i64 {
 fn mysql_backfill_survives_a_killed_connection_with_exact_counts() {
     let server = MariaDb::shared();
     load(server);
-    let job = JobDir {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let job = JobDir::in_dir(tempfile::tempdir().unwrap());
     let spec_path = job.write_spec("job.toml", &spec(server));
     let spec_arg = spec_path.to_str().unwrap();
 

@@ -11,6 +11,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_backhaul");
 /// A temporary directory holding one job's spec, state, source, stage and warehouse.
 pub struct JobDir {
     pub dir: tempfile::TempDir,
+    /// `--state` of every command: `<dir>/state.db` unless set (to a PostgreSQL URL).
+    pub state: Option<String>,
+    /// Environment of every command (a state password).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct JobParams<'a> {
@@ -74,7 +78,16 @@ impl JobDir {
     pub fn new(p: &JobParams<'_>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("job.toml"), spec_text(p)).expect("write spec");
-        JobDir { dir }
+        JobDir::in_dir(dir)
+    }
+
+    /// A job directory with nothing in it yet.
+    pub fn in_dir(dir: tempfile::TempDir) -> Self {
+        JobDir {
+            dir,
+            state: None,
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -93,13 +106,20 @@ impl JobDir {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
+        let state = self
+            .state
+            .clone()
+            .unwrap_or_else(|| self.path().join("state.db").display().to_string());
         c.current_dir(self.path())
             .arg("--state")
-            .arg(self.path().join("state.db"))
+            .arg(state)
             .arg("--no-progress");
         c.env_remove("BACKHAUL_STATE")
+            .env_remove("BACKHAUL_STATE_PASSWORD")
+            .env_remove("BACKHAUL_STATE_PASSWORD_FILE")
             .env_remove("BACKHAUL_WAREHOUSE")
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

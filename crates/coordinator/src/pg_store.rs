@@ -1,0 +1,985 @@
+//! Coordinator state in PostgreSQL: the tables, columns and rules of the embedded store
+//! ([`crate::store`]) on a database server, for a coordinator that must survive losing its disk.
+//!
+//! PostgreSQL runs changes concurrently, so the rules are kept with row locks instead of one
+//! writer thread: leasing takes the next chunk in plan order with `FOR UPDATE SKIP LOCKED`
+//! (two leasers never wait for each other nor get the same chunk), and every lease-scoped
+//! change locks its chunk row (`FOR UPDATE`) before it checks the attempt. Transactions run at
+//! READ COMMITTED; one that PostgreSQL rolls back as a deadlock victim runs again.
+//!
+//! Only one coordinator serves a database (and schema) at a time: a serving store holds a
+//! session-level advisory lock and checks, in every transaction that changes state, that the
+//! serving epoch is still the one it set (see the private `pg_connect` module).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backhaul_core::ErrorClass;
+use backhaul_core::checksum::RowSummary;
+use backhaul_core::chunking::PlannedChunk;
+use backhaul_core::connector::StagedFile;
+use backhaul_core::cursor::{CursorKind, CursorRange};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
+
+use crate::error::{CoordinatorError, Result};
+use crate::pg_connect::{Connector, Fence, LockSession, Pool, keep_serving_lock};
+use crate::service::RetryPolicy;
+use crate::state::StateStore;
+use crate::store::{
+    AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Failure, JOB_SELECT, JobRow, JobSummary, Lease, LeaseKey,
+    MIGRATIONS, NoLease, Submitted, now_us,
+};
+
+/// The embedded store's schema with PostgreSQL types (`BIGINT` where SQLite says `INTEGER`).
+/// Job ids sort bytewise (`COLLATE "C"`), as in SQLite, whatever the database's collation.
+/// `backhaul_serving` exists only here: the serving epoch (see the module docs).
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT COLLATE "C" PRIMARY KEY,
+    spec_toml     TEXT NOT NULL,
+    base_dir      TEXT NOT NULL,
+    cursor_kind   TEXT NOT NULL,
+    range_from    BIGINT NOT NULL,
+    range_to      BIGINT NOT NULL,
+    created_at_us BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id            TEXT COLLATE "C" NOT NULL REFERENCES jobs(job_id),
+    chunk_id          BIGINT NOT NULL,
+    range_from        BIGINT NOT NULL,
+    range_to          BIGINT NOT NULL,
+    estimated_rows    BIGINT NOT NULL,
+    estimated_bytes   BIGINT NOT NULL,
+    state             TEXT NOT NULL,
+    attempt           BIGINT NOT NULL DEFAULT 0,
+    failures          BIGINT NOT NULL DEFAULT 0,
+    lease_worker      TEXT,
+    lease_expires_us  BIGINT,
+    not_before_us     BIGINT NOT NULL DEFAULT 0,
+    progress_rows     BIGINT NOT NULL DEFAULT 0,
+    progress_bytes    BIGINT NOT NULL DEFAULT 0,
+    extracted_rows    BIGINT,
+    extracted_checksum BIGINT,
+    committed_rows    BIGINT,
+    committed_checksum BIGINT,
+    committed_bytes   BIGINT,
+    committed_at_us   BIGINT,
+    last_error_class  TEXT,
+    last_error_kind   TEXT,
+    last_error        TEXT,
+    PRIMARY KEY (job_id, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS chunks_lease_order ON chunks(state, job_id, chunk_id);
+CREATE INDEX IF NOT EXISTS chunks_lease_expiry ON chunks(state, lease_expires_us);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id        TEXT COLLATE "C" NOT NULL,
+    chunk_id      BIGINT NOT NULL,
+    attempt       BIGINT NOT NULL,
+    worker_id     TEXT NOT NULL,
+    started_at_us BIGINT NOT NULL,
+    ended_at_us   BIGINT,
+    outcome       TEXT,
+    error_class   TEXT,
+    error_kind    TEXT,
+    error_message TEXT,
+    PRIMARY KEY (job_id, chunk_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    job_id   TEXT COLLATE "C" NOT NULL,
+    chunk_id BIGINT NOT NULL,
+    part     BIGINT NOT NULL,
+    attempt  BIGINT NOT NULL,
+    path     TEXT NOT NULL,
+    bytes    BIGINT NOT NULL,
+    rows     BIGINT NOT NULL,
+    PRIMARY KEY (job_id, chunk_id, part)
+);
+CREATE TABLE IF NOT EXISTS backhaul_serving (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    epoch     BIGINT NOT NULL,
+    holder    TEXT NOT NULL,
+    since_us  BIGINT NOT NULL
+);
+"#;
+
+/// Serializes schema creation and migration of one schema between processes opening it at once.
+const SCHEMA_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('backhaul-schema:' || coalesce(current_schema(), ''), 0))";
+
+/// Connections per store: the service's concurrent calls share them.
+const POOL_SIZE: usize = 6;
+/// How long one call may take; a submit writes every chunk of a plan, so it gets longer.
+const CALL_BUDGET: Duration = Duration::from_secs(30);
+const SUBMIT_BUDGET: Duration = Duration::from_secs(600);
+/// Chunks inserted per statement when a job is submitted.
+const INSERT_BATCH: usize = 10_000;
+/// Times a call runs again after PostgreSQL rolled it back as a deadlock victim.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// Counts and totals of the chunks of one job, in [`JobSummary`] order.
+const SUMMARY_COLUMNS: &str = "count(*),
+    count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'leased'),
+    count(*) FILTER (WHERE state = 'committed'), count(*) FILTER (WHERE state = 'parked'),
+    coalesce(sum(committed_rows) FILTER (WHERE state = 'committed'), 0)::bigint,
+    coalesce(sum(committed_bytes) FILTER (WHERE state = 'committed'), 0)::bigint,
+    coalesce(sum(progress_rows) FILTER (WHERE state = 'leased'), 0)::bigint,
+    coalesce(sum(estimated_rows), 0)::bigint,
+    count(*) FILTER (WHERE state = 'cancelled'),
+    coalesce(sum(estimated_bytes), 0)::bigint,
+    coalesce(sum(failures), 0)::bigint";
+
+/// Expired leases go back to pending; their attempt number stays, so the dead holder is still
+/// fenced out once the chunk is leased again. Rows another transaction holds are left for the
+/// next lease call.
+const EXPIRE_LEASES: &str = "WITH expired AS (
+        SELECT job_id, chunk_id FROM chunks
+        WHERE state = 'leased' AND lease_expires_us < $1
+        FOR UPDATE SKIP LOCKED
+    ), reset AS (
+        UPDATE chunks c SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL
+        FROM expired e WHERE c.job_id = e.job_id AND c.chunk_id = e.chunk_id
+        RETURNING c.job_id, c.chunk_id, c.attempt
+    )
+    UPDATE attempts a SET ended_at_us = $1, outcome = 'expired'
+    FROM reset r
+    WHERE a.job_id = r.job_id AND a.chunk_id = r.chunk_id AND a.attempt = r.attempt AND a.ended_at_us IS NULL";
+
+/// Leases the first runnable chunk in plan order (of job `$4` when given) that no other
+/// transaction holds.
+const LEASE_NEXT: &str = "WITH next AS (
+        SELECT job_id, chunk_id FROM chunks
+        WHERE state = 'pending' AND not_before_us <= $1 AND ($4::text IS NULL OR job_id = $4)
+        ORDER BY job_id, chunk_id LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE chunks c SET state = 'leased', attempt = c.attempt + 1, lease_worker = $2, lease_expires_us = $3,
+        progress_rows = 0, progress_bytes = 0
+    FROM next WHERE c.job_id = next.job_id AND c.chunk_id = next.chunk_id
+    RETURNING c.job_id, c.chunk_id";
+
+/// A statement parameter with its type, so a statement costs one round trip.
+type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+fn text(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::TEXT)
+}
+
+fn int(v: &(dyn ToSql + Sync)) -> Param<'_> {
+    (v, Type::INT8)
+}
+
+/// The PostgreSQL-backed state store.
+pub struct PgStore {
+    pool: Pool,
+    /// Set while serving: state changes need the serving lock. A reading store (`status`,
+    /// `verify`) has none, like [`crate::Store::open`].
+    fence: Option<Arc<Fence>>,
+}
+
+/// Runs `$body` (an expression using `$conn: &mut Client`) on a pooled connection within
+/// `$budget`; again when PostgreSQL rolled it back as a deadlock victim.
+macro_rules! pooled {
+    ($store:expr, $budget:expr, |$conn:ident| $body:expr) => {{
+        let mut conflicts = 0;
+        loop {
+            let mut pooled = $store.pool.get().await?;
+            let out = {
+                let $conn: &mut Client = &mut pooled;
+                tokio::time::timeout($budget, $body).await
+            };
+            match pooled.settle(out, $budget) {
+                Err(e) if e.is_retryable_conflict() && conflicts < CONFLICT_RETRIES => conflicts += 1,
+                other => break other,
+            }
+        }
+    }};
+}
+
+impl PgStore {
+    /// Opens the state database at `url` (creating and migrating the schema when needed)
+    /// without the serving lock: for readers. `password` fills in a URL without one.
+    pub async fn open(url: &str, password: Option<String>) -> Result<Self> {
+        let store = PgStore {
+            pool: Pool::new(Connector::parse(url, password)?, POOL_SIZE),
+            fence: None,
+        };
+        pooled!(store, CALL_BUDGET, |c| store.create_schema(c))?;
+        Ok(store)
+    }
+
+    /// Opens the state database for serving leases: takes the serving lock of the database
+    /// (and schema) and holds it on a session of its own while the store lives; a second
+    /// coordinator is refused with [`CoordinatorError::PostgresStateLocked`]. When the lock's
+    /// session dies, state changes are refused until the lock is held again (and for good if
+    /// another coordinator served meanwhile). A killed coordinator's lock ends with its
+    /// connections.
+    pub async fn open_serving(url: &str, password: Option<String>) -> Result<Self> {
+        let mut store = Self::open(url, password).await?;
+        let connector = store.pool.connector.clone();
+        let (session, _) = LockSession::acquire(&connector).await.map_err(|e| connector.error(e))?;
+        let session = session.ok_or_else(|| CoordinatorError::PostgresStateLocked {
+            url: connector.shown.clone(),
+        })?;
+        let epoch = pooled!(store, CALL_BUDGET, |c| store.take_serving_epoch(c))?;
+        let fence = Arc::new(Fence::new(epoch));
+        store.pool.spawn(keep_serving_lock(connector, fence.clone(), session));
+        store.fence = Some(fence);
+        Ok(store)
+    }
+
+    fn err(&self, source: tokio_postgres::Error) -> CoordinatorError {
+        self.pool.connector.error(source)
+    }
+
+    async fn create_schema(&self, c: &mut Client) -> Result<()> {
+        let tx = c.transaction().await.map_err(|e| self.err(e))?;
+        tx.batch_execute(SCHEMA_LOCK).await.map_err(|e| self.err(e))?;
+        tx.batch_execute(SCHEMA).await.map_err(|e| self.err(e))?;
+        for (table, column, definition) in MIGRATIONS {
+            let definition = definition.replace("INTEGER", "BIGINT");
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+            ))
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Bumps the serving epoch (under the serving lock) and returns the new one.
+    async fn take_serving_epoch(&self, c: &mut Client) -> Result<i64> {
+        let holder = format!("backhaul coordinator, pid {}", std::process::id());
+        let row = c
+            .query_typed_one(
+                "INSERT INTO backhaul_serving (singleton, epoch, holder, since_us) VALUES (TRUE, 1, $1, $2)
+                 ON CONFLICT (singleton) DO UPDATE
+                 SET epoch = backhaul_serving.epoch + 1, holder = EXCLUDED.holder, since_us = EXCLUDED.since_us
+                 RETURNING epoch",
+                &[text(&holder), int(&now_us())],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        row.try_get(0).map_err(|e| self.err(e))
+    }
+
+    /// Starts a transaction that changes state. A serving store refuses while it does not hold
+    /// the serving lock, and once the serving epoch is no longer its own.
+    async fn begin_change<'c>(&self, c: &'c mut Client) -> Result<Transaction<'c>> {
+        if let Some(fence) = &self.fence {
+            fence.check(&self.pool.connector.shown)?;
+        }
+        let tx = c.transaction().await.map_err(|e| self.err(e))?;
+        if let Some(fence) = &self.fence {
+            let epoch: Option<i64> = tx
+                .query_typed_opt("SELECT epoch FROM backhaul_serving", &[])
+                .await
+                .map_err(|e| self.err(e))?
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(|e| self.err(e))?;
+            if epoch != Some(fence.epoch) {
+                fence.lose();
+                return Err(CoordinatorError::StateLockLost {
+                    url: self.pool.connector.shown.clone(),
+                });
+            }
+        }
+        Ok(tx)
+    }
+
+    async fn submit_on(&self, c: &mut Client, job: &JobRow, chunks: &[PlannedChunk]) -> Result<Submitted> {
+        let tx = self.begin_change(c).await?;
+        let base_dir = job.base_dir.display().to_string();
+        let inserted = tx
+            .execute_typed(
+                "INSERT INTO jobs (job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id) DO NOTHING",
+                &[
+                    text(&job.job_id),
+                    text(&job.spec_toml),
+                    text(&base_dir),
+                    text(&job.cursor_kind.as_str()),
+                    int(&job.range.from),
+                    int(&job.range.to),
+                    int(&job.created_at_us),
+                ],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        if inserted == 0 {
+            let row = tx
+                .query_typed_one("SELECT spec_toml FROM jobs WHERE job_id = $1", &[text(&job.job_id)])
+                .await
+                .map_err(|e| self.err(e))?;
+            let spec: String = row.try_get(0).map_err(|e| self.err(e))?;
+            if spec != job.spec_toml {
+                return Err(CoordinatorError::SpecChanged {
+                    job_id: job.job_id.clone(),
+                    state: self.pool.connector.shown.clone(),
+                });
+            }
+            return Ok(Submitted::Existing);
+        }
+        for batch in chunks.chunks(INSERT_BATCH) {
+            let column = |f: fn(&PlannedChunk) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
+            let (ids, froms, tos) = (
+                column(|c| c.index as i64),
+                column(|c| c.range.from),
+                column(|c| c.range.to),
+            );
+            let (rows, bytes) = (
+                column(|c| c.estimated_rows as i64),
+                column(|c| c.estimated_bytes as i64),
+            );
+            tx.execute_typed(
+                "INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state)
+                 SELECT $1, id, range_from, range_to, est_rows, est_bytes, 'pending'
+                 FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+                     AS planned(id, range_from, range_to, est_rows, est_bytes)",
+                &[
+                    text(&job.job_id),
+                    (&ids, Type::INT8_ARRAY),
+                    (&froms, Type::INT8_ARRAY),
+                    (&tos, Type::INT8_ARRAY),
+                    (&rows, Type::INT8_ARRAY),
+                    (&bytes, Type::INT8_ARRAY),
+                ],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Submitted::Created)
+    }
+
+    async fn job_on(&self, c: &Client, job_id: &str) -> Result<JobRow> {
+        c.query_typed_opt(&format!("{JOB_SELECT} WHERE job_id = $1"), &[text(&job_id)])
+            .await
+            .map_err(|e| self.err(e))?
+            .map(|r| job_from_row(&r).map_err(|e| self.err(e)))
+            .transpose()?
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
+    }
+
+    async fn jobs_on(&self, c: &mut Client) -> Result<Vec<(JobRow, JobSummary)>> {
+        // One snapshot for both reads, so every summary matches its job list.
+        let tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| self.err(e))?;
+        let jobs = self
+            .rows(
+                &tx,
+                &format!("{JOB_SELECT} ORDER BY created_at_us, job_id"),
+                &[],
+                job_from_row,
+            )
+            .await?;
+        let summary_sql = format!("SELECT job_id, {SUMMARY_COLUMNS} FROM chunks GROUP BY job_id");
+        let summaries = self
+            .rows(&tx, &summary_sql, &[], |r| {
+                Ok((r.try_get::<_, String>(0)?, summary_from_row(r, 1)?))
+            })
+            .await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let mut by_job: std::collections::HashMap<String, JobSummary> = summaries.into_iter().collect();
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let summary = by_job.remove(&job.job_id).unwrap_or_default();
+                (job, summary)
+            })
+            .collect())
+    }
+
+    async fn summary_on(&self, c: &Client, job_id: &str) -> Result<JobSummary> {
+        let row = c
+            .query_typed_one(
+                &format!("SELECT {SUMMARY_COLUMNS} FROM chunks WHERE job_id = $1"),
+                &[text(&job_id)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        summary_from_row(&row, 0).map_err(|e| self.err(e))
+    }
+
+    async fn chunks_on(&self, c: &Client, job_id: &str) -> Result<Vec<ChunkRow>> {
+        let sql = format!("{CHUNK_SELECT} WHERE job_id = $1 ORDER BY chunk_id");
+        self.rows(c, &sql, &[text(&job_id)], chunk_from_row).await
+    }
+
+    async fn attempts_on(&self, c: &Client, job_id: &str) -> Result<Vec<AttemptRow>> {
+        let sql = "SELECT chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message
+             FROM attempts WHERE job_id = $1 ORDER BY chunk_id, attempt";
+        self.rows(c, sql, &[text(&job_id)], attempt_from_row).await
+    }
+
+    /// Runs a query on `c` (a connection or a transaction) and maps every row.
+    async fn rows<T>(
+        &self,
+        c: &impl GenericClient,
+        sql: &str,
+        params: &[Param<'_>],
+        map: fn(&Row) -> RowResult<T>,
+    ) -> Result<Vec<T>> {
+        let rows = c.query_typed(sql, params).await.map_err(|e| self.err(e))?;
+        rows.iter().map(|r| map(r).map_err(|e| self.err(e))).collect()
+    }
+
+    async fn lease_on(
+        &self,
+        c: &mut Client,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+    ) -> Result<std::result::Result<Lease, NoLease>> {
+        let now = now_us();
+        let tx = self.begin_change(c).await?;
+        tx.execute_typed(EXPIRE_LEASES, &[int(&now)])
+            .await
+            .map_err(|e| self.err(e))?;
+        let expires = now + i64::from(ttl_ms) * 1000;
+        let next = tx
+            .query_typed_opt(
+                LEASE_NEXT,
+                &[int(&now), text(&worker_id), int(&expires), text(&job_filter)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let Some(next) = next else {
+            let row = tx
+                .query_typed_one(
+                    "SELECT count(*), min(CASE WHEN state = 'pending' THEN not_before_us ELSE lease_expires_us END)
+                     FROM chunks WHERE state IN ('pending', 'leased') AND ($1::text IS NULL OR job_id = $1)",
+                    &[text(&job_filter)],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            let (open, soonest): (i64, Option<i64>) = (
+                row.try_get(0).map_err(|e| self.err(e))?,
+                row.try_get(1).map_err(|e| self.err(e))?,
+            );
+            tx.commit().await.map_err(|e| self.err(e))?;
+            if open == 0 {
+                return Ok(Err(NoLease::Finished));
+            }
+            // Chunks held by other transactions count as open: ask again soon.
+            let wait_ms = soonest.map(|t| ((t - now) / 1000).clamp(50, 1000)).unwrap_or(500);
+            return Ok(Err(NoLease::RetryAfterMs(wait_ms as u32)));
+        };
+        let (job_id, chunk_id): (String, i64) = (
+            next.try_get(0).map_err(|e| self.err(e))?,
+            next.try_get(1).map_err(|e| self.err(e))?,
+        );
+        let row = tx
+            .query_typed_one(
+                &format!("{CHUNK_SELECT} WHERE job_id = $1 AND chunk_id = $2"),
+                &[text(&job_id), int(&chunk_id)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let chunk = chunk_from_row(&row).map_err(|e| self.err(e))?;
+        tx.execute_typed(
+            "INSERT INTO attempts (job_id, chunk_id, attempt, worker_id, started_at_us) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (job_id, chunk_id, attempt) DO UPDATE SET worker_id = EXCLUDED.worker_id,
+                 started_at_us = EXCLUDED.started_at_us, ended_at_us = NULL, outcome = NULL,
+                 error_class = NULL, error_kind = NULL, error_message = NULL",
+            &[
+                text(&job_id),
+                int(&chunk_id),
+                int(&i64::from(chunk.attempt)),
+                text(&worker_id),
+                int(&now),
+            ],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let job = tx
+            .query_typed_opt(&format!("{JOB_SELECT} WHERE job_id = $1"), &[text(&job_id)])
+            .await
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
+        let job = job_from_row(&job).map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let lease_id = LeaseKey {
+            job_id,
+            chunk_id: chunk_id as u64,
+            attempt: chunk.attempt,
+        }
+        .id();
+        Ok(Ok(Lease { lease_id, job, chunk }))
+    }
+
+    /// Locks the chunk of `lease_id` and checks the lease is its current attempt and the chunk
+    /// not finished; returns the key and the chunk's failures so far.
+    async fn current(&self, tx: &Transaction<'_>, lease_id: &str, allow_pending: bool) -> Result<(LeaseKey, u32)> {
+        let key = LeaseKey::parse(lease_id)?;
+        let row = tx
+            .query_typed_opt(
+                "SELECT state, attempt, failures FROM chunks WHERE job_id = $1 AND chunk_id = $2 FOR UPDATE",
+                &[text(&key.job_id), int(&(key.chunk_id as i64))],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let refuse = |reason: String| CoordinatorError::StaleLease {
+            lease_id: lease_id.into(),
+            reason,
+        };
+        let Some(row) = row else {
+            return Err(refuse("no such chunk".into()));
+        };
+        let (state, attempt, failures): (String, i64, i64) = (
+            row.try_get(0).map_err(|e| self.err(e))?,
+            row.try_get(1).map_err(|e| self.err(e))?,
+            row.try_get(2).map_err(|e| self.err(e))?,
+        );
+        if attempt != i64::from(key.attempt) {
+            return Err(refuse(format!("the chunk was leased again (attempt {attempt})")));
+        }
+        // An expired lease whose chunk nobody has taken since is still the newest attempt.
+        match ChunkState::parse(&state) {
+            ChunkState::Leased => Ok((key, failures as u32)),
+            ChunkState::Pending if allow_pending => Ok((key, failures as u32)),
+            other => Err(refuse(format!("the chunk is {}", other.as_str()))),
+        }
+    }
+
+    /// Runs one statement on the chunk row of `key` (parameters `$1` job, `$2` chunk, then
+    /// `more`).
+    async fn update_chunk(&self, tx: &Transaction<'_>, key: &LeaseKey, sql: &str, more: &[Param<'_>]) -> Result<()> {
+        let chunk_id = key.chunk_id as i64;
+        let mut params = vec![text(&key.job_id), int(&chunk_id)];
+        params.extend_from_slice(more);
+        tx.execute_typed(sql, &params).await.map_err(|e| self.err(e)).map(drop)
+    }
+
+    /// Closes the lease's attempt record with its outcome (and error, for failures).
+    async fn end_attempt(
+        &self,
+        tx: &Transaction<'_>,
+        key: &LeaseKey,
+        now: i64,
+        outcome: &str,
+        error: Option<&Failure>,
+    ) -> Result<()> {
+        let (class, kind, message) = (
+            error.map(|f| f.class.as_str()),
+            error.map(|f| f.kind.as_str()),
+            error.map(|f| f.message.as_str()),
+        );
+        tx.execute_typed(
+            "UPDATE attempts SET ended_at_us = $4, outcome = $5, error_class = $6, error_kind = $7, error_message = $8
+             WHERE job_id = $1 AND chunk_id = $2 AND attempt = $3",
+            &[
+                text(&key.job_id),
+                int(&(key.chunk_id as i64)),
+                int(&i64::from(key.attempt)),
+                int(&now),
+                text(&outcome),
+                text(&class),
+                text(&kind),
+                text(&message),
+            ],
+        )
+        .await
+        .map_err(|e| self.err(e))
+        .map(drop)
+    }
+
+    async fn heartbeat_on(&self, c: &mut Client, lease_id: &str, ttl_ms: u32) -> Result<()> {
+        let tx = self.begin_change(c).await?;
+        let (key, _) = self.current(&tx, lease_id, false).await?;
+        let expires = now_us() + i64::from(ttl_ms) * 1000;
+        self.update_chunk(
+            &tx,
+            &key,
+            "UPDATE chunks SET lease_expires_us = $3 WHERE job_id = $1 AND chunk_id = $2",
+            &[int(&expires)],
+        )
+        .await?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn progress_on(&self, c: &mut Client, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
+        let tx = self.begin_change(c).await?;
+        let (key, _) = self.current(&tx, lease_id, false).await?;
+        let (rows, bytes) = (rows as i64, bytes as i64);
+        self.update_chunk(
+            &tx,
+            &key,
+            "UPDATE chunks SET progress_rows = $3, progress_bytes = $4 WHERE job_id = $1 AND chunk_id = $2",
+            &[int(&rows), int(&bytes)],
+        )
+        .await?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn complete_on(
+        &self,
+        c: &mut Client,
+        lease_id: &str,
+        files: &[StagedFile],
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()> {
+        let out = self.complete_current(c, lease_id, files, extracted, committed).await;
+        // A retried completion whose first try was committed but whose answer was lost is the
+        // same completion: acknowledge it.
+        if matches!(out, Err(CoordinatorError::StaleLease { .. })) && self.committed_by(c, lease_id).await? {
+            return Ok(());
+        }
+        out
+    }
+
+    /// Whether the chunk of `lease_id` is committed by exactly that attempt.
+    async fn committed_by(&self, c: &Client, lease_id: &str) -> Result<bool> {
+        let Ok(key) = LeaseKey::parse(lease_id) else {
+            return Ok(false);
+        };
+        let row = c
+            .query_typed_opt(
+                "SELECT state = 'committed' AND attempt = $3 FROM chunks WHERE job_id = $1 AND chunk_id = $2",
+                &[
+                    text(&key.job_id),
+                    int(&(key.chunk_id as i64)),
+                    int(&i64::from(key.attempt)),
+                ],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        match row {
+            Some(r) => r.try_get(0).map_err(|e| self.err(e)),
+            None => Ok(false),
+        }
+    }
+
+    async fn complete_current(
+        &self,
+        c: &mut Client,
+        lease_id: &str,
+        files: &[StagedFile],
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()> {
+        let tx = self.begin_change(c).await?;
+        let (key, _) = self.current(&tx, lease_id, true).await?;
+        if extracted != committed {
+            return Err(backhaul_core::Error::VerificationFailed {
+                what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
+                message: format!(
+                    "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
+                    extracted.rows, extracted.checksum, committed.rows, committed.checksum
+                ),
+            }
+            .into());
+        }
+        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+        let now = now_us();
+        let summary = |s: RowSummary| (s.rows as i64, s.checksum as i64);
+        let ((x_rows, x_sum), (c_rows, c_sum), bytes) = (summary(extracted), summary(committed), bytes as i64);
+        self.update_chunk(
+            &tx,
+            &key,
+            "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
+                extracted_rows = $3, extracted_checksum = $4, committed_rows = $5, committed_checksum = $6,
+                committed_bytes = $7, committed_at_us = $8, progress_rows = $3,
+                last_error_class = NULL, last_error_kind = NULL, last_error = NULL
+             WHERE job_id = $1 AND chunk_id = $2",
+            &[
+                int(&x_rows),
+                int(&x_sum),
+                int(&c_rows),
+                int(&c_sum),
+                int(&bytes),
+                int(&now),
+            ],
+        )
+        .await?;
+        self.update_chunk(
+            &tx,
+            &key,
+            "DELETE FROM outputs WHERE job_id = $1 AND chunk_id = $2",
+            &[],
+        )
+        .await?;
+        let attempt = i64::from(key.attempt);
+        for (part, f) in files.iter().enumerate() {
+            let (part, bytes, rows) = (part as i64, f.bytes as i64, f.rows as i64);
+            self.update_chunk(
+                &tx,
+                &key,
+                "INSERT INTO outputs (job_id, chunk_id, part, attempt, path, bytes, rows) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[int(&part), int(&attempt), text(&f.path), int(&bytes), int(&rows)],
+            )
+            .await?;
+        }
+        self.end_attempt(&tx, &key, now, "committed", None).await?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn release_on(&self, c: &mut Client, lease_id: &str) -> Result<()> {
+        let tx = self.begin_change(c).await?;
+        let (key, _) = self.current(&tx, lease_id, true).await?;
+        self.update_chunk(
+            &tx,
+            &key,
+            "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL, progress_rows = 0, progress_bytes = 0
+             WHERE job_id = $1 AND chunk_id = $2",
+            &[],
+        )
+        .await?;
+        self.end_attempt(&tx, &key, now_us(), "released", None).await?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn fail_on(&self, c: &mut Client, lease_id: &str, failure: &Failure, policy: &RetryPolicy) -> Result<bool> {
+        let tx = self.begin_change(c).await?;
+        let (key, failures) = self.current(&tx, lease_id, true).await?;
+        let failures = failures + 1;
+        let now = now_us();
+        let retry = failure.class != ErrorClass::Permanent && failures < policy.max_attempts;
+        let (state, not_before) = if retry {
+            ("pending", now + policy.backoff_us(failure.class, failures, &key))
+        } else {
+            ("parked", 0)
+        };
+        let failures = i64::from(failures);
+        self.update_chunk(
+            &tx,
+            &key,
+            "UPDATE chunks SET state = $3, failures = $4, not_before_us = $5, lease_worker = NULL, lease_expires_us = NULL,
+                last_error_class = $6, last_error_kind = $7, last_error = $8, progress_rows = 0, progress_bytes = 0
+             WHERE job_id = $1 AND chunk_id = $2",
+            &[
+                text(&state),
+                int(&failures),
+                int(&not_before),
+                text(&failure.class.as_str()),
+                text(&failure.kind),
+                text(&failure.message),
+            ],
+        )
+        .await?;
+        self.end_attempt(&tx, &key, now, "failed", Some(failure)).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(retry)
+    }
+
+    async fn cancel_on(&self, c: &mut Client, job_id: &str) -> Result<u64> {
+        let tx = self.begin_change(c).await?;
+        let now = now_us();
+        let found = tx
+            .execute_typed(
+                "UPDATE jobs SET cancelled_at_us = coalesce(cancelled_at_us, $2) WHERE job_id = $1",
+                &[text(&job_id), int(&now)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        if found == 0 {
+            return Err(CoordinatorError::UnknownJob(job_id.into()));
+        }
+        // Chunk rows first, in plan order, as every other change locks a chunk before its
+        // attempts: no lock cycle with a concurrent lease, completion or failure.
+        tx.execute_typed(
+            "SELECT chunk_id FROM chunks WHERE job_id = $1 AND state IN ('pending', 'leased') ORDER BY chunk_id FOR UPDATE",
+            &[text(&job_id)],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.execute_typed(
+            "UPDATE attempts SET ended_at_us = $2, outcome = 'cancelled' WHERE ended_at_us IS NULL AND job_id = $1",
+            &[text(&job_id), int(&now)],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let n = tx
+            .execute_typed(
+                "UPDATE chunks SET state = 'cancelled', lease_worker = NULL, lease_expires_us = NULL
+                 WHERE job_id = $1 AND state IN ('pending', 'leased')",
+                &[text(&job_id)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+}
+
+#[tonic::async_trait]
+impl StateStore for PgStore {
+    fn describe(&self) -> String {
+        self.pool.connector.shown.clone()
+    }
+
+    async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
+        pooled!(self, SUBMIT_BUDGET, |c| self.submit_on(c, &job, &chunks))
+    }
+
+    async fn job(&self, job_id: &str) -> Result<JobRow> {
+        pooled!(self, CALL_BUDGET, |c| self.job_on(c, job_id))
+    }
+
+    async fn jobs(&self) -> Result<Vec<(JobRow, JobSummary)>> {
+        pooled!(self, CALL_BUDGET, |c| self.jobs_on(c))
+    }
+
+    async fn summary(&self, job_id: &str) -> Result<JobSummary> {
+        pooled!(self, CALL_BUDGET, |c| self.summary_on(c, job_id))
+    }
+
+    async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>> {
+        pooled!(self, CALL_BUDGET, |c| self.chunks_on(c, job_id))
+    }
+
+    async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>> {
+        pooled!(self, CALL_BUDGET, |c| self.attempts_on(c, job_id))
+    }
+
+    async fn lease(
+        &self,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+    ) -> Result<std::result::Result<Lease, NoLease>> {
+        pooled!(self, CALL_BUDGET, |c| self.lease_on(c, worker_id, job_filter, ttl_ms))
+    }
+
+    async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()> {
+        pooled!(self, CALL_BUDGET, |c| self.heartbeat_on(c, lease_id, ttl_ms))
+    }
+
+    async fn progress(&self, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
+        pooled!(self, CALL_BUDGET, |c| self.progress_on(c, lease_id, rows, bytes))
+    }
+
+    async fn complete(
+        &self,
+        lease_id: &str,
+        files: Vec<StagedFile>,
+        extracted: RowSummary,
+        committed: RowSummary,
+    ) -> Result<()> {
+        pooled!(self, CALL_BUDGET, |c| self
+            .complete_on(c, lease_id, &files, extracted, committed))
+    }
+
+    async fn release(&self, lease_id: &str) -> Result<()> {
+        pooled!(self, CALL_BUDGET, |c| self.release_on(c, lease_id))
+    }
+
+    async fn fail(&self, lease_id: &str, failure: Failure, policy: RetryPolicy) -> Result<bool> {
+        pooled!(self, CALL_BUDGET, |c| self.fail_on(c, lease_id, &failure, &policy))
+    }
+
+    async fn cancel(&self, job_id: &str) -> Result<u64> {
+        pooled!(self, CALL_BUDGET, |c| self.cancel_on(c, job_id))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        // A coordinator that lost its state for good is unhealthy: a probe restarts it.
+        if self.fence.as_ref().is_some_and(|f| f.is_lost()) {
+            return Err(CoordinatorError::StateLockLost {
+                url: self.pool.connector.shown.clone(),
+            });
+        }
+        pooled!(self, CALL_BUDGET, |c| async {
+            c.simple_query("SELECT 1").await.map(drop).map_err(|e| self.err(e))
+        })
+    }
+}
+
+type RowResult<T> = std::result::Result<T, tokio_postgres::Error>;
+
+fn summary_from_row(r: &Row, first: usize) -> RowResult<JobSummary> {
+    let n = |i: usize| r.try_get::<_, i64>(first + i).map(|v| v as u64);
+    Ok(JobSummary {
+        chunks: n(0)?,
+        pending: n(1)?,
+        leased: n(2)?,
+        committed: n(3)?,
+        parked: n(4)?,
+        committed_rows: n(5)?,
+        committed_bytes: n(6)?,
+        in_flight_rows: n(7)?,
+        estimated_rows: n(8)?,
+        cancelled: n(9)?,
+        estimated_bytes: n(10)?,
+        failures: n(11)?,
+    })
+}
+
+/// A row of [`CHUNK_SELECT`].
+fn chunk_from_row(r: &Row) -> RowResult<ChunkRow> {
+    let int = |i: usize| r.try_get::<_, i64>(i);
+    let opt = |i: usize| r.try_get::<_, Option<i64>>(i);
+    let text = |i: usize| r.try_get::<_, Option<String>>(i);
+    let summary = |rows: Option<i64>, sum: Option<i64>| {
+        Some(RowSummary {
+            rows: rows? as u64,
+            checksum: sum? as u64,
+        })
+    };
+    let last_error = match (text(15)?, text(16)?, text(17)?) {
+        (Some(class), Some(kind), Some(message)) => Some((class, kind, message)),
+        _ => None,
+    };
+    Ok(ChunkRow {
+        chunk_id: int(0)? as u64,
+        range: CursorRange {
+            from: int(1)?,
+            to: int(2)?,
+        },
+        estimated_rows: int(3)? as u64,
+        estimated_bytes: int(4)? as u64,
+        state: ChunkState::parse(&r.try_get::<_, String>(5)?),
+        attempt: int(6)? as u32,
+        failures: int(7)? as u32,
+        progress_rows: int(8)? as u64,
+        progress_bytes: int(9)? as u64,
+        extracted: summary(opt(10)?, opt(11)?),
+        committed: summary(opt(12)?, opt(13)?),
+        committed_bytes: opt(14)?.map(|b| b as u64),
+        last_error,
+        lease_worker: text(18)?,
+        committed_at_us: opt(19)?,
+    })
+}
+
+/// A row of [`JOB_SELECT`].
+fn job_from_row(r: &Row) -> RowResult<JobRow> {
+    let kind = match r.try_get::<_, &str>(3)? {
+        "date" => CursorKind::Date,
+        "integer" => CursorKind::Integer,
+        _ => CursorKind::Timestamp,
+    };
+    Ok(JobRow {
+        job_id: r.try_get(0)?,
+        spec_toml: r.try_get(1)?,
+        base_dir: PathBuf::from(r.try_get::<_, String>(2)?),
+        cursor_kind: kind,
+        range: CursorRange {
+            from: r.try_get(4)?,
+            to: r.try_get(5)?,
+        },
+        created_at_us: r.try_get(6)?,
+        cancelled_at_us: r.try_get(7)?,
+    })
+}
+
+fn attempt_from_row(r: &Row) -> RowResult<AttemptRow> {
+    Ok(AttemptRow {
+        chunk_id: r.try_get::<_, i64>(0)? as u64,
+        attempt: r.try_get::<_, i64>(1)? as u32,
+        worker_id: r.try_get(2)?,
+        started_at_us: r.try_get(3)?,
+        ended_at_us: r.try_get(4)?,
+        outcome: r.try_get(5)?,
+        error_class: r.try_get(6)?,
+        error_message: r.try_get(7)?,
+    })
+}
