@@ -94,6 +94,9 @@ fn flight_tls(args: &WorkerArgs) -> Result<Option<tonic::transport::ServerTlsCon
     Ok(Some(tls.config().context("Flight TLS (--flight-tls-*)")?))
 }
 
+/// How long open HTTP and Flight calls may run on once the worker stops.
+const SERVER_GRACE: Duration = Duration::from_secs(10);
+
 fn default_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -193,8 +196,21 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
     };
     shutdown.abort.cancel();
     stop_http.cancel();
-    while let Some(joined) = http_task.join_next().await {
-        joined.map_err(|e| anyhow!(e))??;
+    // The servers take no new calls now; calls in flight (a Flight stream) get a short grace,
+    // and a client that never answers HTTP/2's goodbye cannot keep the worker alive.
+    let servers = async {
+        while let Some(joined) = http_task.join_next().await {
+            joined.map_err(|e| anyhow!(e))??;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let stopped = tokio::time::timeout(SERVER_GRACE, servers).await;
+    match stopped {
+        Ok(servers) => servers?,
+        Err(_) => {
+            tracing::warn!(grace = ?SERVER_GRACE, "HTTP or Flight calls still open after the grace; closing them");
+            http_task.shutdown().await;
+        }
     }
     result.context("the worker stopped")?;
     Ok(stopped_by.map(|s| s.exit_code()).unwrap_or(0))

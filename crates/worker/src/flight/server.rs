@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -276,7 +277,10 @@ pub fn serve(
     cancel: CancellationToken,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static, tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
+    // Keep-alive pings drop clients that vanished mid-stream instead of keeping their calls.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
