@@ -16,12 +16,14 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse,
     PollInfo, PutResult, SchemaResult, Ticket,
 };
+use backhaul_core::ErrorClass;
 use backhaul_core::connector::{BatchStream, Source};
 use backhaul_proto::v1 as pb;
 use backhaul_proto::{AuthLayer, Token};
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
@@ -36,15 +38,34 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Largest batch an extract ticket may ask for; bigger asks are capped (memory stays bounded).
 const MAX_BATCH_ROWS: usize = 65_536;
 
+/// Source reads (streams and actions) one worker serves at once; each holds a source
+/// connection, so more callers are refused as throttled rather than queued without bound.
+pub const MAX_CONCURRENT_READS: usize = 8;
+
 /// The Flight service of one worker.
 pub struct DataPlaneService {
     worker: Arc<Worker>,
+    reads: Arc<Semaphore>,
 }
 
 impl DataPlaneService {
     /// Data-plane calls run with `worker`'s connectors and job contexts.
     pub fn new(worker: Arc<Worker>) -> Self {
-        DataPlaneService { worker }
+        DataPlaneService {
+            worker,
+            reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
+        }
+    }
+
+    /// A slot for one source read, held until its response (or stream) ends.
+    fn read_slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.reads.clone().try_acquire_owned().map_err(|_| {
+            wire::error_status(
+                ErrorClass::Throttled,
+                "busy",
+                format!("the worker serves {MAX_CONCURRENT_READS} source reads at once; try again shortly"),
+            )
+        })
     }
 
     fn open_source(&self, source: Option<pb::SourceRef>) -> Result<(Arc<dyn Source>, String), Status> {
@@ -57,6 +78,7 @@ impl DataPlaneService {
     }
 
     async fn preview(&self, ticket: pb::PreviewTicket) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let slot = self.read_slot()?;
         let range = ticket
             .range
             .map(wire::range_from_pb)
@@ -75,12 +97,12 @@ impl DataPlaneService {
         info!(job = %ticket.job_id, chunk = ticket.chunk_id, limit, "serving a preview");
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(ctx.table.schema.clone())
-            .build(first_rows(batches, limit))
-            .map(|r| r.map_err(Status::from));
-        Ok(Response::new(Box::pin(encoded)))
+            .build(first_rows(batches, limit));
+        Ok(Response::new(holding(slot, encoded)))
     }
 
     async fn extract(&self, ticket: pb::ExtractTicket) -> Result<Response<BoxStream<FlightData>>, Status> {
+        let slot = self.read_slot()?;
         let range = ticket
             .range
             .map(wire::range_from_pb)
@@ -97,14 +119,13 @@ impl DataPlaneService {
         info!(spec = %origin, from = range.from, to = range.to, "serving an extract");
         // No schema up front: describing would cost the source another round trip, and the
         // caller knows the schema already. An empty range is an empty stream.
-        let encoded = FlightDataEncoderBuilder::new()
-            .build(typed_errors(batches))
-            .map(|r| r.map_err(Status::from));
-        Ok(Response::new(Box::pin(encoded)))
+        let encoded = FlightDataEncoderBuilder::new().build(typed_errors(batches));
+        Ok(Response::new(holding(slot, encoded)))
     }
 
     /// Runs one action; returns the response message's bytes.
     async fn action(&self, action: Action) -> Result<Vec<u8>, Status> {
+        let _slot = self.read_slot()?;
         let decode_error = |e: prost::DecodeError| Status::invalid_argument(format!("`{}` body: {e}", action.r#type));
         let core = |e: backhaul_core::Error| wire::core_status(&e);
         match action.r#type.as_str() {
@@ -167,6 +188,17 @@ const ACTIONS: &[(&str, &str)] = &[
         "ActivityRequest -> ActivityResponse: change activity in a window",
     ),
 ];
+
+/// The encoded stream as a response that keeps `slot` until the stream ends or is dropped.
+fn holding(
+    slot: OwnedSemaphorePermit,
+    encoded: impl Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
+) -> BoxStream<FlightData> {
+    Box::pin(encoded.map(move |r| {
+        let _held = &slot;
+        r.map_err(Status::from)
+    }))
+}
 
 /// Batches with source errors sent as typed statuses (class and kind survive the trip).
 fn typed_errors(batches: BatchStream) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
@@ -302,4 +334,39 @@ pub fn advertised_url(addr: SocketAddr, advertise: Option<&str>, tls: bool) -> S
     advertise
         .map(str::to_string)
         .unwrap_or_else(|| format!("{scheme}://{addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use backhaul_core::connector::{Connectors, Destination};
+    use backhaul_core::spec::{DestinationSpec, SourceSpec};
+
+    use super::*;
+    use crate::worker::WorkerConfig;
+
+    struct NoConnectors;
+
+    impl Connectors for NoConnectors {
+        fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
+            Err(backhaul_core::Error::Internal("no sources in this test".into()))
+        }
+        fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
+            Err(backhaul_core::Error::Internal("no destinations in this test".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_beyond_the_limit_are_refused_as_throttled() {
+        let client = backhaul_proto::ClientConfig::plain("http://127.0.0.1:9")
+            .connect_lazy()
+            .unwrap();
+        let worker = Arc::new(Worker::new(client, Arc::new(NoConnectors), WorkerConfig::new("w")));
+        let service = DataPlaneService::new(worker);
+        let held: Vec<_> = (0..MAX_CONCURRENT_READS).map(|_| service.read_slot().unwrap()).collect();
+        let refused = service.read_slot().expect_err("one read too many");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(wire::status_error(&refused, "w").class(), ErrorClass::Throttled);
+        drop(held);
+        assert!(service.read_slot().is_ok(), "slots come back when reads end");
+    }
 }
