@@ -18,6 +18,21 @@ fn path(job: &JobDir, name: &str) -> String {
     job.path().join(name).to_str().unwrap().to_string()
 }
 
+/// The worker flags of a Flight port serving `server.pem` over TLS, wanting client
+/// certificates signed by `client_ca`.
+fn flight_tls_flags(job: &JobDir, client_ca: &str) -> Vec<String> {
+    vec![
+        "--flight-listen".into(),
+        "127.0.0.1:0".into(),
+        "--flight-tls-cert".into(),
+        path(job, "server.pem"),
+        "--flight-tls-key".into(),
+        path(job, "server.key"),
+        "--flight-tls-client-ca".into(),
+        client_ca.into(),
+    ]
+}
+
 /// Reads a DoGet on `ticket` from `url` with `config`'s token and TLS; the error text if it fails.
 async fn fetch(config: ClientConfig, ticket: Vec<u8>) -> Result<usize, String> {
     let worker = DataPlaneClient::connect(&config).map_err(|e| e.to_string())?;
@@ -66,25 +81,10 @@ fn preview_over_mutual_tls_and_who_is_refused() {
         &[],
     );
     // The worker's Flight port serves TLS and wants client certificates from the same CA.
-    let mut w = start_worker(
-        &job,
-        &url,
-        "tls-flight-worker",
-        &[
-            "--tls-ca",
-            &ca,
-            "--token-file",
-            &token,
-            "--flight-listen",
-            "127.0.0.1:0",
-            "--flight-tls-cert",
-            &path(&job, "server.pem"),
-            "--flight-tls-key",
-            &path(&job, "server.key"),
-            "--flight-tls-client-ca",
-            &ca,
-        ],
-    );
+    let flight_tls = flight_tls_flags(&job, &ca);
+    let mut worker_args = vec!["--tls-ca", &ca, "--token-file", &token];
+    worker_args.extend(flight_tls.iter().map(String::as_str));
+    let mut w = start_worker(&job, &url, "tls-flight-worker", &worker_args);
     wait_until("the job to finish", Duration::from_secs(120), || {
         job.count_committed("orders") == 10
     });
@@ -273,19 +273,10 @@ fn missing_or_malformed_tls_files_are_named() {
         text(&out.stderr)
     );
     for (ca, expect) in [(&missing, "No such file"), (&notes, "holds no PEM certificate")] {
-        let out = job.run(&[
-            "worker",
-            "--coordinator",
-            "http://127.0.0.1:9",
-            "--flight-listen",
-            "127.0.0.1:0",
-            "--flight-tls-cert",
-            &path(&job, "server.pem"),
-            "--flight-tls-key",
-            &path(&job, "server.key"),
-            "--flight-tls-client-ca",
-            ca,
-        ]);
+        let mut args = vec!["worker", "--coordinator", "http://127.0.0.1:9"];
+        let flight_tls = flight_tls_flags(&job, ca);
+        args.extend(flight_tls.iter().map(String::as_str));
+        let out = job.run(&args);
         assert_eq!(out.status.code(), Some(1));
         let err = text(&out.stderr);
         assert!(

@@ -362,7 +362,9 @@ mod tests {
             .unwrap();
         let worker = Arc::new(Worker::new(client, Arc::new(NoConnectors), WorkerConfig::new("w")));
         let service = DataPlaneService::new(worker);
-        let held: Vec<_> = (0..MAX_CONCURRENT_READS).map(|_| service.read_slot().unwrap()).collect();
+        let held: Vec<_> = (0..MAX_CONCURRENT_READS)
+            .map(|_| service.read_slot().unwrap())
+            .collect();
         let refused = service.read_slot().expect_err("one read too many");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert_eq!(wire::status_error(&refused, "w").class(), ErrorClass::Throttled);
