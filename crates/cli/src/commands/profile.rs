@@ -1,7 +1,6 @@
 //! `backhaul profile`: measure a job's table for the cost planner and save the profile.
 
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};

@@ -78,6 +78,10 @@ pub struct WorkerArgs {
         requires = "flight_tls_cert"
     )]
     flight_tls_client_ca: Option<PathBuf>,
+    /// Serve Flight without a token on an address other than loopback (anyone who can connect
+    /// may have this worker read the sources its credentials reach).
+    #[arg(long, requires = "flight_listen")]
+    flight_allow_unauthenticated: bool,
 }
 
 /// The Flight port's TLS settings, read and checked now so a bad file stops the worker at
@@ -122,7 +126,13 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
     {
         bail!("--flight-advertise {url}: the Flight port serves TLS; advertise an https:// URL");
     }
+    let token = args.remote.token.token()?;
     let flight = match args.flight_listen {
+        Some(addr) if token.is_none() && !addr.ip().is_loopback() && !args.flight_allow_unauthenticated => {
+            bail!(
+                "refusing to serve Arrow Flight on {addr} without a token: give --token-file (or $BACKHAUL_TOKEN), or --flight-allow-unauthenticated"
+            );
+        }
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -154,7 +164,6 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
         });
     }
     if let Some((listener, url)) = flight {
-        let token = args.remote.token.token()?;
         let server = backhaul_worker::flight::serve(worker.clone(), listener, token, flight_tls, stop_http.clone())
             .context("Flight TLS (--flight-tls-*)")?;
         tracing::info!(url = %url, tls, mutual_tls = args.flight_tls_client_ca.is_some(), "serving the Arrow Flight data plane");

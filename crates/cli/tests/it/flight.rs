@@ -217,7 +217,7 @@ fn preview_over_mutual_tls_and_who_is_refused() {
 }
 
 #[test]
-fn missing_or_malformed_tls_files_are_named() {
+fn missing_or_malformed_tls_files_and_an_open_flight_port_stop_at_start() {
     let job = JobDir::new(&JobParams::default());
     make_certs(job.path());
     std::fs::write(job.path().join("notes.pem"), "not a certificate\n").unwrap();
@@ -284,6 +284,16 @@ fn missing_or_malformed_tls_files_are_named() {
             "{err}"
         );
     }
+    // A Flight port reachable from other machines needs a token.
+    let out = job.run(&[
+        "worker",
+        "--coordinator",
+        "http://127.0.0.1:9",
+        "--flight-listen",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("without a token"), "{}", text(&out.stderr));
 }
 
 /// A PostgreSQL table of 60,000 events over ten days, analyzed.
