@@ -285,13 +285,17 @@ fn missing_or_malformed_tls_files_and_an_open_flight_port_stop_at_start() {
         );
     }
     // A Flight port reachable from other machines needs a token.
-    let out = job.run(&[
-        "worker",
-        "--coordinator",
-        "http://127.0.0.1:9",
-        "--flight-listen",
-        "0.0.0.0:0",
-    ]);
+    let out = client(
+        &job,
+        &[
+            "worker",
+            "--coordinator",
+            "http://127.0.0.1:9",
+            "--flight-listen",
+            "0.0.0.0:0",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("without a token"), "{}", text(&out.stderr));
 }
