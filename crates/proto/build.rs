@@ -1,4 +1,5 @@
-//! Generates the tonic/prost code for `proto/backhaul/v1` without needing a system `protoc`.
+//! Generates the tonic/prost code for `proto/backhaul/v1` (control plane and data-plane
+//! messages) without needing a system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
@@ -7,8 +8,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let file = root.join("backhaul/v1/coordinator.proto");
-    println!("cargo:rerun-if-changed={}", file.display());
-    tonic_prost_build::configure().compile_protos(&[file], &[root])?;
+    let files = [
+        root.join("backhaul/v1/coordinator.proto"),
+        root.join("backhaul/v1/data_plane.proto"),
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    tonic_prost_build::configure().compile_protos(&files, &[root])?;
     Ok(())
 }

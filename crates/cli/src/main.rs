@@ -140,7 +140,8 @@ A spec the coordinator refuses exits 1 with the file, field and message (JSON wi
     /// Show a chunk's first rows, read from the source by a worker and sent over Arrow Flight.
     #[command(
         after_help = "Example:\n  backhaul preview orders --chunk 3 --limit 10 --coordinator http://coordinator:7070\n\n\
-Needs a worker started with --flight-listen; this machine never connects to the source."
+Needs a worker started with --flight-listen; this machine never connects to the source. An https:// \
+Flight port is checked with --tls-ca (and --tls-cert/--tls-key for mutual TLS)."
     )]
     Preview(commands::preview::PreviewArgs),
     /// Cancel a job on a coordinator: no new chunks start, running ones stop at their next heartbeat.
@@ -154,15 +155,19 @@ backhaul query --warehouse .backhaul/demo/warehouse \"SELECT * FROM orders LIMIT
     Query(commands::query::QueryArgs),
     /// Measure a job's table for the cost planner (rows, bytes per row, change activity).
     #[command(after_help = "Examples:\n  backhaul profile job.toml -o profile.toml\n  \
-backhaul profile job.toml --updated-at updated_at --soft-delete deleted_at -o profile.json\n\n\
+backhaul profile job.toml --updated-at updated_at --soft-delete deleted_at -o profile.json\n  \
+backhaul profile job.toml --coordinator https://coordinator:7070 --tls-ca ca.pem --token-file token\n\n\
 Read-only at the source and bounded: statistics plus a sample of random sub-ranges (--exact reads everything). \
-Options: --config cost.toml (docs/cost.md).")]
+With --coordinator a worker of the cluster (started with --flight-listen) reads the source and sends Arrow batches; \
+this machine needs no source credentials. Options: --config cost.toml (docs/cost.md).")]
     Profile(commands::profile::ProfileArgs),
     /// Estimate what loading a job costs with Fivetran, Airbyte Cloud, or backhaul into Snowflake or BigQuery.
     #[command(after_help = "Examples:\n  backhaul cost job.toml\n  \
 backhaul cost job.toml --profile profile.toml --as-of 2026-10-01 --overlay contract.toml --html report.html\n  \
-backhaul cost job.toml --profile profile.toml --strict --output json\n\n\
-Prices come from versioned tables (cost-models/, built in); every line cites its rows. --strict refuses unconfirmed prices.")]
+backhaul cost job.toml --profile profile.toml --strict --output json\n  \
+backhaul cost job.toml --coordinator http://coordinator:7070 --token-file token\n\n\
+Prices come from versioned tables (cost-models/, built in); every line cites its rows. --strict refuses unconfirmed prices. \
+Without --profile the source is profiled first, on a worker with --coordinator (see `backhaul profile --help`).")]
     Cost(commands::cost::CostArgs),
     /// Check price tables (cost-models/): parse, units, sources, non-overlapping periods.
     #[command(

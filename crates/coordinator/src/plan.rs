@@ -40,25 +40,21 @@ pub struct JobPlan {
     pub stage: Stage,
 }
 
-/// Validates, builds connectors, checks stage and destination, and plans chunks.
-///
-/// `origin` names the spec file in errors; `base_dir` is where relative paths resolve.
-///
-/// With `prepare_destination` the destination table is created (or checked to belong to this
-/// job); without it, `plan` stays read-only at the destination.
-pub async fn plan_job(
-    raw: JobSpec,
-    origin: &str,
-    base_dir: &Path,
-    connectors: &dyn Connectors,
-    prepare_destination: bool,
-) -> Result<JobPlan> {
-    let spec_toml = raw.to_canonical_toml();
-    let validated = raw.validate(origin)?;
-    let mut spec = raw;
-    spec.resolve_paths(base_dir);
-    let stage = Stage::local(&spec.stage.path).await.map_err(|e| relabel(e, origin))?;
-    let source = connectors.source(&spec.source)?;
+/// The source side of a plan: what `backhaul plan` shows and the cost profiler needs, with
+/// no stage or destination involved.
+pub struct SourcePlan {
+    /// The source table.
+    pub table: TableDescription,
+    /// The whole range in cursor units.
+    pub range: CursorRange,
+    /// The chunks.
+    pub chunks: Vec<PlannedChunk>,
+}
+
+/// Describes `source`, prepares it for the spec's range, reads its density and cuts the
+/// chunks. `origin` names the spec file in errors. The source may be local or a worker's
+/// (cluster-mode profiling reads through a remote one).
+pub async fn plan_source(source: &dyn Source, validated: &ValidatedSpec, origin: &str) -> Result<SourcePlan> {
     let table = source.describe().await?;
     let kind = table.cursor_kind;
     let bound = |b: backhaul_core::cursor::SpecBound, field: &str| {
@@ -91,6 +87,29 @@ pub async fn plan_job(
     let density = source.density(range).await?;
     let granularity = if kind == CursorKind::Timestamp { 1_000_000 } else { 1 };
     let chunks = plan_chunks(range, policy, &density, granularity).map_err(|m| Error::config(origin, "chunking", m))?;
+    Ok(SourcePlan { table, range, chunks })
+}
+
+/// Validates, builds connectors, checks stage and destination, and plans chunks.
+///
+/// `origin` names the spec file in errors; `base_dir` is where relative paths resolve.
+///
+/// With `prepare_destination` the destination table is created (or checked to belong to this
+/// job); without it, `plan` stays read-only at the destination.
+pub async fn plan_job(
+    raw: JobSpec,
+    origin: &str,
+    base_dir: &Path,
+    connectors: &dyn Connectors,
+    prepare_destination: bool,
+) -> Result<JobPlan> {
+    let spec_toml = raw.to_canonical_toml();
+    let validated = raw.validate(origin)?;
+    let mut spec = raw;
+    spec.resolve_paths(base_dir);
+    let stage = Stage::local(&spec.stage.path).await.map_err(|e| relabel(e, origin))?;
+    let source = connectors.source(&spec.source)?;
+    let SourcePlan { table, range, chunks } = plan_source(source.as_ref(), &validated, origin).await?;
     let destination = connectors.destination(&spec.destination)?;
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;

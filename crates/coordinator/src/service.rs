@@ -654,11 +654,7 @@ impl Coordinator for CoordinatorService {
             .into_iter()
             .find(|c| c.chunk_id == r.chunk_id)
             .ok_or_else(|| Status::not_found(format!("job `{}` has no chunk {}", r.job_id, r.chunk_id)))?;
-        let flight_url = self.flight.pick().ok_or_else(|| {
-            Status::unavailable(
-                "no worker serving previews has asked for work recently; start workers with --flight-listen",
-            )
-        })?;
+        let flight_url = self.flight.pick().ok_or_else(no_flight_worker)?;
         let ticket = pb::PreviewTicket {
             job_id: job.job_id.clone(),
             chunk_id: chunk.chunk_id,
@@ -671,9 +667,27 @@ impl Coordinator for CoordinatorService {
             limit: if r.limit == 0 { 20 } else { r.limit.min(100_000) },
         };
         info!(job = %job.job_id, chunk = chunk.chunk_id, worker = %flight_url, "preview ticket issued");
+        let ticket = pb::FlightTicket {
+            kind: Some(pb::flight_ticket::Kind::Preview(ticket)),
+        };
         Ok(Response::new(pb::PreviewChunkResponse {
             flight_url,
             ticket: prost::Message::encode_to_vec(&ticket),
         }))
     }
+
+    async fn find_data_plane(
+        &self,
+        _req: Request<pb::FindDataPlaneRequest>,
+    ) -> Result<Response<pb::FindDataPlaneResponse>, Status> {
+        let flight_url = self.flight.pick().ok_or_else(no_flight_worker)?;
+        info!(worker = %flight_url, "data plane offered");
+        Ok(Response::new(pb::FindDataPlaneResponse { flight_url }))
+    }
+}
+
+fn no_flight_worker() -> Status {
+    Status::unavailable(
+        "no worker serving Arrow Flight has asked for work recently; start workers with --flight-listen",
+    )
 }

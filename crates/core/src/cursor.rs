@@ -48,6 +48,13 @@ impl CursorKind {
         }
     }
 
+    /// Parses [`CursorKind::as_str`] back (names on the wire).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [CursorKind::Timestamp, CursorKind::Date, CursorKind::Integer]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+
     /// Formats one cursor value for humans (RFC 3339, ISO date, or the integer).
     pub fn format(self, value: i64) -> String {
         match self {

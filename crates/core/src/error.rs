@@ -122,6 +122,19 @@ pub enum Error {
     /// A bug or broken invariant inside backhaul.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error another backhaul process reported over the wire (a worker's Flight data
+    /// plane), keeping the class and kind it had there.
+    #[error("{system}: {message}")]
+    Remote {
+        /// Who reported it, e.g. `worker at https://10.0.0.7:7171`.
+        system: String,
+        /// Its retry class where it happened (typed on the wire, never parsed from text).
+        class: ErrorClass,
+        /// Its kind where it happened, e.g. `config` or `unreachable`.
+        kind: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 /// Result alias for the library crates.
@@ -133,6 +146,7 @@ impl Error {
         match self {
             Error::Unreachable { .. } | Error::LeaseLost { .. } | Error::Cancelled => ErrorClass::Transient,
             Error::Throttled { .. } => ErrorClass::Throttled,
+            Error::Remote { class, .. } => *class,
             Error::Io { source, .. } => io_class(source),
             Error::ObjectStore(e) => match e {
                 object_store::Error::NotFound { .. }
@@ -171,6 +185,7 @@ impl Error {
             Error::State(_) => "state",
             Error::TypeFidelity(_) => "type_fidelity",
             Error::Internal(_) => "internal",
+            Error::Remote { .. } => "remote",
         }
     }
 

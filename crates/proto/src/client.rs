@@ -1,5 +1,5 @@
-//! Connecting to a coordinator: one place that turns a URL, a token and TLS settings into a
-//! client, used by workers and by the CLI alike.
+//! Connecting to a coordinator or to a worker's Flight port: one place that turns a URL, a
+//! token and TLS settings into a channel, used by workers and by the CLI alike.
 
 use std::time::Duration;
 
@@ -14,20 +14,25 @@ use crate::v1::coordinator_client::CoordinatorClient;
 /// A coordinator client that authenticates every call.
 pub type Client = CoordinatorClient<InterceptedService<Channel, ClientAuth>>;
 
-/// Where a coordinator is and how to talk to it.
+/// Where a server is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// `http://host:port`, or `https://host:port` with TLS.
     pub url: String,
-    /// Shared token, when the coordinator requires one.
+    /// Shared token, when the server requires one.
     pub token: Option<Token>,
     /// TLS settings; required for `https://` URLs (an empty one trusts no CA: give `ca`).
     pub tls: Option<ClientTls>,
-    /// Longest a single call may take before it fails with `DEADLINE_EXCEEDED`/`CANCELLED`.
+    /// Longest a single call may take until its response starts (a streamed response may
+    /// take longer) before it fails with `DEADLINE_EXCEEDED`/`CANCELLED`.
     pub call_timeout: Duration,
     /// Longest a connection attempt may take.
     pub connect_timeout: Duration,
 }
+
+/// How long a data-plane call may take until its first answer: a worker describes, samples
+/// statistics or starts a source query first.
+const DATA_PLANE_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl ClientConfig {
     /// Plain HTTP/2 to `url` without a token (local mode on loopback).
@@ -41,19 +46,40 @@ impl ClientConfig {
         }
     }
 
-    /// A client that connects on first use and reconnects after the coordinator comes back, so
-    /// a worker can start before its coordinator and survive its restarts. Dead connections are
-    /// noticed by HTTP/2 keep-alive pings, not only when a call times out.
-    pub fn connect_lazy(&self) -> Result<Client, WireError> {
+    /// The settings for a worker's Flight endpoint at `url`, derived from these coordinator
+    /// settings: the same token and TLS files (one CA signs both, see docs/distributed.md),
+    /// without the coordinator's expected server name, and a longer call timeout. TLS is used
+    /// only for an `https://` URL; one without TLS settings is refused by [`Self::channel`].
+    pub fn data_plane(&self, url: &str) -> ClientConfig {
+        let tls = match &self.tls {
+            Some(tls) if url.starts_with("https://") => Some(ClientTls {
+                domain: None,
+                ..tls.clone()
+            }),
+            _ => None,
+        };
+        ClientConfig {
+            url: url.to_string(),
+            token: self.token.clone(),
+            tls,
+            call_timeout: DATA_PLANE_CALL_TIMEOUT,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
+    /// A channel that connects on first use and reconnects after the server comes back. Dead
+    /// connections are noticed by HTTP/2 keep-alive pings, not only when a call times out.
+    /// `what` names the server in errors, e.g. `coordinator` or `worker Flight`.
+    pub fn channel(&self, what: &str) -> Result<Channel, WireError> {
         let https = self.url.starts_with("https://");
         if !https && !self.url.starts_with("http://") {
             return Err(WireError::InvalidConfig(format!(
-                "coordinator URL `{}` must start with http:// or https://",
+                "{what} URL `{}` must start with http:// or https://",
                 self.url
             )));
         }
         let mut endpoint = Endpoint::from_shared(self.url.clone())
-            .map_err(|e| WireError::InvalidConfig(format!("coordinator URL `{}`: {e}", self.url)))?
+            .map_err(|e| WireError::InvalidConfig(format!("{what} URL `{}`: {e}", self.url)))?
             .connect_timeout(self.connect_timeout)
             .timeout(self.call_timeout)
             .tcp_nodelay(true)
@@ -63,21 +89,78 @@ impl ClientConfig {
         match (&self.tls, https) {
             (Some(tls), true) => endpoint = endpoint.tls_config(tls.config()?).map_err(WireError::Transport)?,
             (None, true) => {
-                return Err(WireError::InvalidConfig(
-                    "an https:// coordinator URL needs TLS settings (--tls-ca)".into(),
-                ));
+                return Err(WireError::InvalidConfig(format!(
+                    "the https:// {what} URL `{}` needs TLS settings (--tls-ca)",
+                    self.url
+                )));
             }
             (Some(_), false) => {
-                return Err(WireError::InvalidConfig(
-                    "TLS settings were given for an http:// coordinator URL; use https://".into(),
-                ));
+                return Err(WireError::InvalidConfig(format!(
+                    "TLS settings were given for the http:// {what} URL `{}`; use https://",
+                    self.url
+                )));
             }
             (None, false) => {}
         }
-        let channel = endpoint.connect_lazy();
+        Ok(endpoint.connect_lazy())
+    }
+
+    /// A coordinator client that connects on first use and reconnects after the coordinator
+    /// comes back, so a worker can start before its coordinator and survive its restarts.
+    pub fn connect_lazy(&self) -> Result<Client, WireError> {
+        let channel = self.channel("coordinator")?;
         Ok(
             CoordinatorClient::with_interceptor(channel, ClientAuth::new(self.token.as_ref()))
                 .max_decoding_message_size(64 * 1024 * 1024),
         )
+    }
+}
+
+/// A failed call's message with the errors behind it (a TLS alert, a refused connection),
+/// which tonic keeps in the status's source chain rather than its message.
+pub fn status_detail(status: &tonic::Status) -> String {
+    let mut detail = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !detail.contains(&text) {
+            if !detail.is_empty() {
+                detail.push_str(": ");
+            }
+            detail.push_str(&text);
+        }
+        source = e.source();
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_plane_settings_follow_the_flight_url() {
+        let coordinator = ClientConfig {
+            token: Some(Token::new("t0k").unwrap()),
+            tls: Some(ClientTls {
+                ca: Some("ca.pem".into()),
+                domain: Some("coordinator.internal".into()),
+                ..ClientTls::default()
+            }),
+            ..ClientConfig::plain("https://coordinator:7070")
+        };
+        let tls = coordinator.data_plane("https://10.0.0.7:7171");
+        let t = tls.tls.as_ref().expect("tls for https");
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(t.domain, None, "the coordinator's name is not the worker's");
+        assert!(tls.token.is_some());
+        assert!(coordinator.data_plane("http://10.0.0.7:7171").tls.is_none());
+        // An https:// worker without any TLS settings is refused with a message naming it.
+        let plain = ClientConfig::plain("http://coordinator:7070").data_plane("https://10.0.0.7:7171");
+        let err = plain.channel("worker Flight").expect_err("no TLS settings").to_string();
+        assert!(
+            err.contains("https:// worker Flight URL `https://10.0.0.7:7171` needs TLS settings"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! The backhaul control-plane wire: generated code for `proto/backhaul/v1`, and the plumbing
-//! both ends share — shared-token authentication (gRPC and HTTP), TLS, client connection, and
-//! the Prometheus text format and HTTP server for `/metrics`.
+//! The backhaul wire: generated code for `proto/backhaul/v1` (the control plane, and the
+//! messages of the Flight data plane), and the plumbing both ends share — shared-token
+//! authentication (gRPC and HTTP), TLS, client connection, and the Prometheus text format and
+//! HTTP server for `/metrics`.
 //!
 //! The `.proto` files are the source of truth for the messages.
 
@@ -16,7 +17,7 @@ pub mod metrics;
 pub mod tls;
 
 pub use auth::{AuthLayer, ClientAuth, Token};
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, status_detail};
 pub use tls::{ClientTls, ServerTls};
 
 /// What can go wrong setting up the wire.
@@ -30,6 +31,14 @@ pub enum WireError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// A certificate or key file is not what it should be.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
     },
     /// The token is unusable (its text is never included).
     #[error("invalid token: {0}")]

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use backhaul_core::connector::Connectors;
+use backhaul_core::Error;
+use backhaul_core::connector::{Connectors, Source};
 use backhaul_core::cursor::CursorRange;
-use backhaul_core::{Error, ErrorClass};
+use backhaul_core::spec::JobSpec;
 use backhaul_proto::Client;
 use backhaul_proto::v1 as pb;
 use tokio::sync::Mutex;
@@ -220,6 +221,15 @@ impl Worker {
         Ok(ctx)
     }
 
+    /// The source a spec names, built with this worker's connectors (and so its credentials
+    /// and network path), for data-plane calls that need no stored job.
+    pub fn open_source(&self, spec_toml: &str, origin: &str, base_dir: &Path) -> Result<Arc<dyn Source>, Error> {
+        let mut spec = JobSpec::from_toml(spec_toml, origin)?;
+        spec.validate(origin)?;
+        spec.resolve_paths(base_dir);
+        self.connectors.source(&spec.source)
+    }
+
     async fn context(&self, lease: &pb::ChunkLease) -> Result<Arc<JobContext>> {
         self.job_context(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir))
             .await
@@ -372,11 +382,7 @@ impl Worker {
                 let req = pb::FailChunkRequest {
                     lease_id: lease.lease_id.clone(),
                     error: Some(pb::ChunkError {
-                        class: match class {
-                            ErrorClass::Transient => pb::ErrorClass::Transient,
-                            ErrorClass::Throttled => pb::ErrorClass::Throttled,
-                            ErrorClass::Permanent => pb::ErrorClass::Permanent,
-                        } as i32,
+                        class: crate::flight::wire::class_to_pb(class) as i32,
                         kind: e.kind().into(),
                         message: e.to_string(),
                     }),

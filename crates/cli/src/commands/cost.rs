@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::common::load_spec;
-use super::profile::{ProfileFlags, load_config, take_profile};
+use super::profile::{ClusterArgs, ProfileFlags, load_config, take_profile};
 use crate::output;
 use crate::{Globals, OutputFormat};
 
@@ -45,6 +45,8 @@ pub struct CostArgs {
     warehouse: Option<String>,
     #[command(flatten)]
     flags: ProfileFlags,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// Loads the price tables and overlays.
@@ -82,7 +84,7 @@ pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
             profile.check_job(&spec, &path.display().to_string())?;
             profile
         }
-        None => take_profile(&args.spec, &config, &origin, args.flags.exact).await?,
+        None => take_profile(&args.spec, &config, &origin, args.flags.exact, &args.cluster).await?,
     };
     let report = estimate(&EstimateInput {
         profile: &profile,

@@ -1,10 +1,8 @@
 //! `backhaul preview`: the first rows of a chunk, fetched over Arrow Flight from a worker.
 
-use anyhow::{Context, Result, anyhow};
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::flight_service_client::FlightServiceClient;
-use backhaul_proto::ClientAuth;
+use anyhow::{Context, Result};
 use backhaul_proto::v1 as pb;
+use backhaul_worker::flight::DataPlaneClient;
 use clap::Args;
 use futures::TryStreamExt;
 use serde_json::json;
@@ -40,30 +38,15 @@ pub async fn run(globals: &Globals, args: PreviewArgs) -> Result<u8> {
         .await
         .map_err(|s| args.remote.rpc_error("preview", s))?
         .into_inner();
-    let channel = tonic::transport::Endpoint::from_shared(offer.flight_url.clone())
-        .with_context(|| format!("worker Flight URL `{}`", offer.flight_url))?
-        .connect()
+    let worker = DataPlaneClient::connect(&config.data_plane(&offer.flight_url))?;
+    let context = || format!("preview of chunk {} of {}", args.chunk, args.job);
+    let batches: Vec<_> = worker
+        .do_get(offer.ticket)
         .await
-        .with_context(|| format!("connecting to the worker at {}", offer.flight_url))?;
-    let mut flight = FlightServiceClient::with_interceptor(channel, ClientAuth::new(config.token.as_ref()));
-    let data = flight
-        .do_get(arrow_flight::Ticket {
-            ticket: offer.ticket.into(),
-        })
-        .await
-        .map_err(|s| {
-            anyhow!(
-                "preview from the worker at {}: {:?}: {}",
-                offer.flight_url,
-                s.code(),
-                s.message()
-            )
-        })?
-        .into_inner();
-    let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(data.map_err(|e| e.into()))
+        .with_context(context)?
         .try_collect()
         .await
-        .with_context(|| format!("reading the preview from {}", offer.flight_url))?;
+        .with_context(context)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     match globals.output {
         OutputFormat::Json => {

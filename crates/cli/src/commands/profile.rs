@@ -1,17 +1,22 @@
 //! `backhaul profile`: measure a job's table for the cost planner and save the profile.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use backhaul_coordinator::plan_job;
-use backhaul_core::spec::SourceSpec;
+use anyhow::{Context, Result, bail};
+use backhaul_coordinator::plan_source;
+use backhaul_core::connector::{Connectors, Source};
+use backhaul_core::spec::{JobSpec, SourceSpec};
 use backhaul_cost::config::CostConfig;
 use backhaul_cost::profile::{Measured, Profile, fingerprint};
 use backhaul_cost::profiler::{ProfileInput, ProfileOptions, assemble, profile_table};
+use backhaul_proto::v1 as pb;
+use backhaul_worker::flight::{DataPlaneClient, RemoteSource};
 use chrono::Utc;
 use clap::Args;
 
 use super::common::load_spec;
+use super::remote::RemoteArgs;
 use crate::connectors::BuiltinConnectors;
 use crate::output::{self, group};
 use crate::{Globals, OutputFormat};
@@ -42,6 +47,49 @@ pub struct ProfileFlags {
     pub window_end: Option<String>,
 }
 
+/// Cluster mode: a worker reads the source (over Arrow Flight), not this machine.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// With --coordinator, every source read runs on a worker of that cluster started with
+    /// --flight-listen; this machine needs neither the source's credentials nor its network.
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Directory relative paths in the spec resolve against on the worker (cluster mode);
+    /// default: the spec file's directory on this machine.
+    #[arg(long, value_name = "DIR")]
+    base_dir: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The job's source: built here, or in cluster mode a worker's.
+    async fn source(&self, raw: &JobSpec, origin: &str, spec_dir: &Path) -> Result<Arc<dyn Source>> {
+        if self.remote.coordinator.is_none() {
+            if self.base_dir.is_some() {
+                bail!("--base-dir names a directory on a worker: give --coordinator too");
+            }
+            let mut spec = raw.clone();
+            spec.resolve_paths(spec_dir);
+            return Ok(BuiltinConnectors.source(&spec.source)?);
+        }
+        let config = self.remote.config()?;
+        let offer = config
+            .connect_lazy()?
+            .find_data_plane(pb::FindDataPlaneRequest {})
+            .await
+            .map_err(|s| self.remote.rpc_error("finding a worker that serves Arrow Flight", s))?
+            .into_inner();
+        let worker = DataPlaneClient::connect(&config.data_plane(&offer.flight_url))?;
+        tracing::info!(worker = %offer.flight_url, "the source is read by a worker");
+        let base_dir = self.base_dir.as_deref().unwrap_or(spec_dir);
+        Ok(Arc::new(RemoteSource::new(
+            worker,
+            raw.to_canonical_toml(),
+            origin,
+            base_dir,
+        )))
+    }
+}
+
 /// Arguments of `profile`.
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
@@ -52,6 +100,8 @@ pub struct ProfileArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     flags: ProfileFlags,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// The cost config with flags applied, validated; `origin` names it in errors.
@@ -96,28 +146,37 @@ fn source_kind(spec: &SourceSpec) -> &'static str {
     }
 }
 
-/// Plans the job (read-only at the source and destination) and profiles its table.
-pub async fn take_profile(spec_path: &Path, config: &CostConfig, origin: &str, exact: bool) -> Result<Profile> {
-    let (raw, spec_origin, base) = load_spec(spec_path)?;
+/// Plans the source side of the job (stage and destination untouched) and profiles its
+/// table, reading the source here or, in cluster mode, on a worker.
+pub async fn take_profile(
+    spec_path: &Path,
+    config: &CostConfig,
+    origin: &str,
+    exact: bool,
+    cluster: &ClusterArgs,
+) -> Result<Profile> {
+    let (raw, spec_origin, spec_dir) = load_spec(spec_path)?;
     let fp = fingerprint(&raw);
-    let plan = plan_job(raw, &spec_origin, &base, &BuiltinConnectors, false).await?;
+    let validated = raw.validate(&spec_origin)?;
     let mut options = ProfileOptions::from_config(&config.profile, origin)?;
     options.exact = exact;
+    let source = cluster.source(&raw, &spec_origin, &spec_dir).await?;
+    let plan = plan_source(source.as_ref(), &validated, &spec_origin).await?;
     let input = ProfileInput {
-        job: plan.spec.name.clone(),
-        source_kind: source_kind(&plan.spec.source).into(),
-        table_name: plan.spec.source.table().to_string(),
-        table: plan.table.clone(),
+        job: raw.name.clone(),
+        source_kind: source_kind(&raw.source).into(),
+        table_name: raw.source.table().to_string(),
+        table: plan.table,
         range: plan.range,
         chunks: plan.chunks.len() as u64,
-        file_size: plan.validated.file_size,
-        source: plan.source.clone(),
+        file_size: validated.file_size,
+        source,
     };
     let now = Utc::now();
     let table = profile_table(&input, &options, now)
         .await
-        .with_context(|| format!("profiling job {}", plan.spec.name))?;
-    Ok(assemble(&plan.spec.name, &fp, vec![table], now))
+        .with_context(|| format!("profiling job {}", raw.name))?;
+    Ok(assemble(&raw.name, &fp, vec![table], now))
 }
 
 fn measured(m: &Option<Measured>) -> String {
@@ -191,7 +250,7 @@ pub fn print_profile(profile: &Profile, saved: Option<&Path>) {
 /// Profiles the job and saves or prints the profile.
 pub async fn run(globals: &Globals, args: ProfileArgs) -> Result<u8> {
     let (config, origin) = load_config(&args.flags)?;
-    let profile = take_profile(&args.spec, &config, &origin, args.flags.exact).await?;
+    let profile = take_profile(&args.spec, &config, &origin, args.flags.exact, &args.cluster).await?;
     if let Some(out) = &args.out {
         profile.save(out)?;
     }

@@ -47,10 +47,11 @@ pub struct RemoteArgs {
     pub coordinator: Option<String>,
     #[command(flatten)]
     pub token: TokenArgs,
-    /// CA certificate (PEM) that signed the coordinator's certificate; needed for https://.
+    /// CA certificate (PEM) that signed the coordinator's certificate (and the workers' Flight
+    /// certificates); needed for https://.
     #[arg(long, env = "BACKHAUL_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
+    /// Client certificate (PEM) for mutual TLS, with the coordinator and workers' Flight ports.
     #[arg(long, env = "BACKHAUL_TLS_CERT", value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
@@ -104,16 +105,7 @@ impl RemoteArgs {
             }
             _ => "the call failed",
         };
-        let mut detail = status.message().to_string();
-        let mut source = std::error::Error::source(&status);
-        while let Some(e) = source {
-            let text = e.to_string();
-            if !detail.contains(&text) {
-                detail.push_str(": ");
-                detail.push_str(&text);
-            }
-            source = e.source();
-        }
+        let detail = backhaul_proto::status_detail(&status);
         anyhow!(
             "{call} at {}: {reason} ({:?}: {detail})",
             self.coordinator.as_deref().unwrap_or("?"),
@@ -124,11 +116,7 @@ impl RemoteArgs {
 
 /// The cursor kind named on the wire.
 pub fn cursor_kind(name: &str) -> CursorKind {
-    match name {
-        "date" => CursorKind::Date,
-        "integer" => CursorKind::Integer,
-        _ => CursorKind::Timestamp,
-    }
+    CursorKind::from_name(name).unwrap_or(CursorKind::Timestamp)
 }
 
 /// The job state's name for people and JSON.

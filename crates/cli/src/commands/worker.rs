@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+use backhaul_proto::ServerTls;
 use backhaul_worker::{Shutdown, Worker, WorkerConfig};
 use clap::Args;
 use tokio::task::JoinSet;
@@ -40,14 +41,61 @@ pub struct WorkerArgs {
     spool_dir: Option<PathBuf>,
     #[command(flatten)]
     http: HttpArgs,
-    /// Address for Arrow Flight previews (`backhaul preview`). Off unless given.
+    /// Address for the Arrow Flight data plane: previews (`backhaul preview`) and cluster-mode
+    /// profiling (`backhaul profile --coordinator`). Off unless given.
     #[arg(long, value_name = "ADDR")]
     flight_listen: Option<SocketAddr>,
     /// URL others reach the Flight listener at (needed when it listens on 0.0.0.0, e.g. the
-    /// pod IP); default: http://<bound address>.
+    /// pod IP); default: http://<bound address>, or https:// with --flight-tls-cert.
     #[arg(long, env = "BACKHAUL_FLIGHT_ADVERTISE", value_name = "URL")]
     flight_advertise: Option<String>,
+    /// TLS certificate chain (PEM) to serve Flight over TLS (rustls, ring).
+    #[arg(
+        long,
+        env = "BACKHAUL_FLIGHT_TLS_CERT",
+        value_name = "PEM",
+        requires = "flight_tls_key",
+        requires = "flight_listen"
+    )]
+    flight_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --flight-tls-cert.
+    #[arg(
+        long,
+        env = "BACKHAUL_FLIGHT_TLS_KEY",
+        value_name = "PEM",
+        requires = "flight_tls_cert"
+    )]
+    flight_tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates on the Flight port must chain to: turns on mutual TLS.
+    #[arg(
+        long,
+        env = "BACKHAUL_FLIGHT_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "flight_tls_cert"
+    )]
+    flight_tls_client_ca: Option<PathBuf>,
+    /// Serve Flight without a token on an address other than loopback (anyone who can connect
+    /// may have this worker read the sources its credentials reach).
+    #[arg(long, requires = "flight_listen")]
+    flight_allow_unauthenticated: bool,
 }
+
+/// The Flight port's TLS settings, read and checked now so a bad file stops the worker at
+/// start, naming the file.
+fn flight_tls(args: &WorkerArgs) -> Result<Option<tonic::transport::ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.flight_tls_cert, &args.flight_tls_key) else {
+        return Ok(None);
+    };
+    let tls = ServerTls {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: args.flight_tls_client_ca.clone(),
+    };
+    Ok(Some(tls.config().context("Flight TLS (--flight-tls-*)")?))
+}
+
+/// How long open HTTP and Flight calls may run on once the worker stops.
+const SERVER_GRACE: Duration = Duration::from_secs(10);
 
 fn default_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -65,12 +113,28 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
     let client = args.remote.client()?;
     let spool_dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&spool_dir).with_context(|| format!("creating {}", spool_dir.display()))?;
+    let flight_tls = flight_tls(&args)?;
+    let tls = flight_tls.is_some();
+    // (The reverse, https:// on a plain port, is a TLS proxy in front of the worker.)
+    if let Some(url) = &args.flight_advertise
+        && tls
+        && url.starts_with("http://")
+    {
+        bail!("--flight-advertise {url}: the Flight port serves TLS; advertise an https:// URL");
+    }
+    let token = args.remote.token.token()?;
     let flight = match args.flight_listen {
+        Some(addr) if token.is_none() && !addr.ip().is_loopback() && !args.flight_allow_unauthenticated => {
+            bail!(
+                "refusing to serve Arrow Flight on {addr} without a token: give --token-file (or $BACKHAUL_TOKEN), or --flight-allow-unauthenticated"
+            );
+        }
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the Flight listener on {addr}"))?;
-            let url = backhaul_worker::flight::advertised_url(listener.local_addr()?, args.flight_advertise.as_deref());
+            let url =
+                backhaul_worker::flight::advertised_url(listener.local_addr()?, args.flight_advertise.as_deref(), tls);
             Some((listener, url))
         }
         None => None,
@@ -91,14 +155,10 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
         http_task.spawn(listener.serve(router, stop_http.clone()));
     }
     if let Some((listener, url)) = flight {
-        tracing::info!(url = %url, "serving Arrow Flight previews");
-        let token = args.remote.token.token()?;
-        let (worker, stop) = (worker.clone(), stop_http.clone());
-        http_task.spawn(async move {
-            backhaul_worker::flight::serve(worker, listener, token, stop)
-                .await
-                .context("Flight server")
-        });
+        let server = backhaul_worker::flight::serve(worker.clone(), listener, token, flight_tls, stop_http.clone())
+            .context("Flight TLS (--flight-tls-*)")?;
+        tracing::info!(url = %url, tls, mutual_tls = args.flight_tls_client_ca.is_some(), "serving the Arrow Flight data plane");
+        http_task.spawn(async move { server.await.context("Flight server") });
     }
     tracing::info!(
         worker = %worker.config().worker_id,
@@ -136,8 +196,21 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
     };
     shutdown.abort.cancel();
     stop_http.cancel();
-    while let Some(joined) = http_task.join_next().await {
-        joined.map_err(|e| anyhow!(e))??;
+    // The servers take no new calls now; calls in flight (a Flight stream) get a short grace,
+    // and a client that never answers HTTP/2's goodbye cannot keep the worker alive.
+    let servers = async {
+        while let Some(joined) = http_task.join_next().await {
+            joined.map_err(|e| anyhow!(e))??;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let stopped = tokio::time::timeout(SERVER_GRACE, servers).await;
+    match stopped {
+        Ok(servers) => servers?,
+        Err(_) => {
+            tracing::warn!(grace = ?SERVER_GRACE, "HTTP or Flight calls still open after the grace; closing them");
+            http_task.shutdown().await;
+        }
     }
     result.context("the worker stopped")?;
     Ok(stopped_by.map(|s| s.exit_code()).unwrap_or(0))

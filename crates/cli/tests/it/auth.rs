@@ -11,9 +11,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use crate::cluster::{Coordinator, client, client_json, http_get_authorized, start_worker_with_env, wait_until};
 use crate::util::{JobDir, JobParams, text};
 
-const TOKEN: &str = "tok-3f9a1c7e5b2d4a60";
+pub(crate) const TOKEN: &str = "tok-3f9a1c7e5b2d4a60";
 
-fn with_token_file(job: &JobDir) -> String {
+pub(crate) fn with_token_file(job: &JobDir) -> String {
     let path = job.path().join("token");
     std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
     path.to_str().unwrap().to_string()
@@ -292,8 +292,9 @@ fn malformed_requests_are_refused_and_the_coordinator_carries_on() {
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`;
-/// plus a client certificate from another CA, which the coordinator must not accept.
-fn make_certs(dir: &std::path::Path) {
+/// plus another CA (`other-ca.pem`) and a client certificate it signed, which servers must not
+/// accept.
+pub(crate) fn make_certs(dir: &std::path::Path) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let ca = |name: &str| {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -307,6 +308,7 @@ fn make_certs(dir: &std::path::Path) {
     let trusted = ca("trusted");
     let other = ca("other");
     write("ca.pem", trusted.pem());
+    write("other-ca.pem", other.pem());
     let leaf = |sans: Vec<String>, issuer: &CertifiedIssuer<'_, KeyPair>, name: &str| {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(sans).unwrap().signed_by(&key, issuer).unwrap();

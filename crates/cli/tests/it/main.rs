@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod cost;
 mod distributed;
+mod flight;
 mod kill_resume;
 mod logs;
 mod mysql;
