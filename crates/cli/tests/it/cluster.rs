@@ -128,6 +128,8 @@ pub struct Coordinator {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub http: Option<SocketAddr>,
+    /// The token given with `--token-file`, sent as a bearer token by [`Coordinator::http_get`].
+    pub token: Option<String>,
 }
 
 impl Coordinator {
@@ -156,7 +158,18 @@ impl Coordinator {
         let mut proc = spawn(job, "coordinator", &args, envs);
         let addr = read_addr(&addr_file, &mut proc);
         let http = Some(read_addr(&http_file, &mut proc));
-        Coordinator { proc, addr, http }
+        // The HTTP paths take the coordinator's token, like its gRPC calls.
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token-file")
+            .and_then(|i| extra.get(i + 1))
+            .map(|path| std::fs::read_to_string(path).expect("token file").trim().to_string());
+        Coordinator {
+            proc,
+            addr,
+            http,
+            token,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -165,7 +178,8 @@ impl Coordinator {
 
     /// `GET path` on the HTTP listener.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        http_get(self.http.expect("http listener"), path)
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        http_get_authorized(self.http.expect("http listener"), path, bearer.as_deref())
     }
 
     /// The value of an unlabelled or exactly-labelled sample in `/metrics`.
