@@ -3,16 +3,22 @@
 //! state store. Reports leases per second and lease latency percentiles per worker count.
 //!
 //! Run: `cargo bench -p backhaul-coordinator --bench coordinator_scale` (optimized build).
-//! Optional: `BACKHAUL_BENCH_CHUNKS=100000`, `BACKHAUL_BENCH_CONCURRENCY=10,100,1000`.
+//! Optional: `BACKHAUL_BENCH_CHUNKS=100000`, `BACKHAUL_BENCH_CONCURRENCY=10,100,1000`,
+//! `BACKHAUL_BENCH_LEASES_PER_REQUEST=1,8` (a worker with that many free slots asks for that
+//! many leases per call and completes them concurrently, one CompleteChunk call each).
 //!
 //! A lease and its completion are each one durable state change (synchronous=FULL), so the
 //! figure includes fsyncs; the store batches concurrent changes into shared transactions.
+//! Latency is per lease call, from asking to holding the leases it returned.
 //! Nothing is asserted: this is a measurement, not a test.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backhaul_coordinator::service::MAX_LEASES_PER_CALL;
+use backhaul_coordinator::store::EXPIRY_SWEEP_INTERVAL;
 use backhaul_coordinator::{CoordinatorService, JobRow, RetryPolicy, ServeOptions, StateStore, Store, serve};
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::{Connectors, Destination, Source};
@@ -50,7 +56,84 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-async fn one_run(chunks: u64, workers: usize) {
+/// What one simulated worker saw: latency per lease call, leases held, and transport
+/// failures (retried) by gRPC code.
+#[derive(Default)]
+struct WorkerLog {
+    latencies: Vec<Duration>,
+    leases: u64,
+    transport_errors: BTreeMap<String, u64>,
+}
+
+impl WorkerLog {
+    fn transport_error(&mut self, status: &tonic::Status) {
+        *self.transport_errors.entry(format!("{:?}", status.code())).or_default() += 1;
+    }
+}
+
+const LEASE_TTL: Duration = Duration::from_secs(300);
+
+async fn simulated_worker(mut client: backhaul_proto::Client, w: usize, leases_per_request: u32) -> WorkerLog {
+    let mut log = WorkerLog::default();
+    let worker_id = format!("sim-{w}");
+    loop {
+        let asked = Instant::now();
+        let resp = match client
+            .lease_chunk(pb::LeaseChunkRequest {
+                worker_id: worker_id.clone(),
+                job_id: "bench".into(),
+                flight_url: String::new(),
+                max_leases: leases_per_request,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            // Like a real worker: a refused or reset connection is retried.
+            Err(s) => {
+                log.transport_error(&s);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match resp.outcome.expect("outcome") {
+            pb::lease_chunk_response::Outcome::Lease(first) => {
+                log.latencies.push(asked.elapsed());
+                let leases: Vec<pb::ChunkLease> = std::iter::once(first).chain(resp.more_leases).collect();
+                log.leases += leases.len() as u64;
+                let completions = leases.into_iter().map(|l| {
+                    let mut client = client.clone();
+                    async move {
+                        let req = pb::CompleteChunkRequest {
+                            lease_id: l.lease_id,
+                            output: Some(pb::ChunkOutput {
+                                files: vec![],
+                                extracted_rows: 1000,
+                                extracted_checksum: 42,
+                                committed_rows: 1000,
+                                committed_checksum: 42,
+                            }),
+                        };
+                        let mut errors = Vec::new();
+                        while let Err(s) = client.complete_chunk(req.clone()).await {
+                            errors.push(s);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        errors
+                    }
+                });
+                for s in futures::future::join_all(completions).await.iter().flatten() {
+                    log.transport_error(s);
+                }
+            }
+            pb::lease_chunk_response::Outcome::NoWork(nw) if nw.job_finished => return log,
+            pb::lease_chunk_response::Outcome::NoWork(nw) => {
+                tokio::time::sleep(Duration::from_millis(u64::from(nw.retry_after_ms.min(50)))).await
+            }
+        }
+    }
+}
+
+async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open_exclusive(&dir.path().join("state.db")).expect("store");
     let job = JobRow {
@@ -74,7 +157,7 @@ async fn one_run(chunks: u64, workers: usize) {
     let service = CoordinatorService::new(
         Arc::new(store.clone()),
         Arc::new(NoConnectors),
-        Duration::from_secs(300),
+        LEASE_TTL,
         RetryPolicy::default(),
     );
     let stop = CancellationToken::new();
@@ -92,78 +175,40 @@ async fn one_run(chunks: u64, workers: usize) {
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let mut client = ClientConfig::plain(url.clone()).connect_lazy().expect("client");
-        set.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut transport_errors = 0u64;
-            loop {
-                let asked = Instant::now();
-                let resp = match client
-                    .lease_chunk(pb::LeaseChunkRequest {
-                        worker_id: format!("sim-{w}"),
-                        job_id: "bench".into(),
-                        flight_url: String::new(),
-                    })
-                    .await
-                {
-                    Ok(r) => r.into_inner(),
-                    // Like a real worker: a refused or reset connection is retried.
-                    Err(_) => {
-                        transport_errors += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                match resp.outcome.expect("outcome") {
-                    pb::lease_chunk_response::Outcome::Lease(l) => {
-                        latencies.push(asked.elapsed());
-                        let req = pb::CompleteChunkRequest {
-                            lease_id: l.lease_id,
-                            output: Some(pb::ChunkOutput {
-                                files: vec![],
-                                extracted_rows: 1000,
-                                extracted_checksum: 42,
-                                committed_rows: 1000,
-                                committed_checksum: 42,
-                            }),
-                        };
-                        while client.complete_chunk(req.clone()).await.is_err() {
-                            transport_errors += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                    pb::lease_chunk_response::Outcome::NoWork(nw) if nw.job_finished => {
-                        return (latencies, transport_errors);
-                    }
-                    pb::lease_chunk_response::Outcome::NoWork(nw) => {
-                        tokio::time::sleep(Duration::from_millis(u64::from(nw.retry_after_ms.min(50)))).await
-                    }
-                }
-            }
-        });
+        let client = ClientConfig::plain(url.clone()).connect_lazy().expect("client");
+        set.spawn(simulated_worker(client, w, leases_per_request));
     }
     let mut latencies = Vec::with_capacity(chunks as usize);
-    let mut transport_errors = 0;
+    let mut leases = 0;
+    let mut transport_errors: BTreeMap<String, u64> = BTreeMap::new();
     while let Some(r) = set.join_next().await {
-        let (l, e) = r.expect("worker");
-        latencies.extend(l);
-        transport_errors += e;
+        let log = r.expect("worker");
+        latencies.extend(log.latencies);
+        leases += log.leases;
+        for (code, n) in log.transport_errors {
+            *transport_errors.entry(code).or_default() += n;
+        }
     }
     let wall = started.elapsed();
     latencies.sort();
     let summary = StateStore::summary(&store, "bench").await.expect("summary");
     assert_eq!(summary.committed, chunks, "every chunk committed once");
+    let retries: u64 = transport_errors.values().sum();
     println!(
-        "{:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>8}",
+        "{:>8} {:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>8}",
         workers,
+        leases_per_request,
         chunks,
         wall.as_secs_f64(),
-        latencies.len() as f64 / wall.as_secs_f64(),
+        leases as f64 / wall.as_secs_f64(),
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         percentile(&latencies, 1.0).as_secs_f64() * 1e3,
-        transport_errors,
+        retries,
     );
+    if retries > 0 {
+        println!("         retried transport failures by gRPC code: {transport_errors:?}");
+    }
     stop.cancel();
     let _ = server.await;
 }
@@ -174,16 +219,27 @@ fn main() {
     }
     let chunks = env_list("BACKHAUL_BENCH_CHUNKS", "100000")[0] as u64;
     let concurrency = env_list("BACKHAUL_BENCH_CONCURRENCY", "10,100,1000");
+    let per_request = env_list("BACKHAUL_BENCH_LEASES_PER_REQUEST", "1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     println!("coordinator scale: {chunks} chunks, lease + complete per chunk, embedded store, loopback gRPC");
     println!(
-        "{:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8}",
-        "workers", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "retries"
+        "options: workers {concurrency:?}, leases per request {per_request:?} (coordinator cap {MAX_LEASES_PER_CALL}), \
+         one CompleteChunk call per lease, lease TTL {}s, expiry sweep every {} ms, \
+         SQLite WAL synchronous=FULL, {} cores",
+        LEASE_TTL.as_secs(),
+        EXPIRY_SWEEP_INTERVAL.as_millis(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     );
-    for workers in concurrency {
-        runtime.block_on(one_run(chunks, workers));
+    println!(
+        "{:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "workers", "per req", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "retries"
+    );
+    for &k in &per_request {
+        for &workers in &concurrency {
+            runtime.block_on(one_run(chunks, workers, k as u32));
+        }
     }
 }

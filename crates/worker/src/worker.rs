@@ -6,7 +6,7 @@
 //! retrying with capped backoff, and retries the report of a finished chunk until the
 //! coordinator answers: the coordinator alone decides whether that report still counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +17,7 @@ use backhaul_core::cursor::CursorRange;
 use backhaul_core::{Error, ErrorClass};
 use backhaul_proto::Client;
 use backhaul_proto::v1 as pb;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -88,6 +88,13 @@ pub struct Worker {
     config: WorkerConfig,
     jobs: Mutex<HashMap<String, Arc<JobContext>>>,
     metrics: Arc<WorkerMetrics>,
+    /// Idle slots share one lease request: the slot whose turn it is asks for a lease per free
+    /// slot and leaves the extra ones in `spare_leases` for the others.
+    asking: Mutex<()>,
+    /// Leases asked for on behalf of other slots, not yet running.
+    spare_leases: std::sync::Mutex<VecDeque<pb::ChunkLease>>,
+    /// Wakes slots waiting out a "no work" answer when spare leases arrive.
+    spares_arrived: Notify,
 }
 
 /// Transport-level failures a retry can fix; anything else is the coordinator's answer.
@@ -112,6 +119,9 @@ impl Worker {
             config,
             jobs: Mutex::new(HashMap::new()),
             metrics: Arc::new(WorkerMetrics::new()),
+            asking: Mutex::new(()),
+            spare_leases: std::sync::Mutex::new(VecDeque::new()),
+            spares_arrived: Notify::new(),
         }
     }
 
@@ -145,6 +155,8 @@ impl Worker {
                 }
             }
         }
+        // Spare leases nobody took (every slot stopped): hand them back now, not at expiry.
+        self.hand_back_spares(&self.config.worker_id).await;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -153,12 +165,32 @@ impl Worker {
         let mut rpc_failures = 0u32;
         loop {
             if shutdown.drain.is_cancelled() {
+                self.hand_back_spares(&worker_id).await;
                 return Ok(());
             }
+            let turn = tokio::select! {
+                turn = self.asking.lock() => turn,
+                _ = shutdown.drain.cancelled() => continue,
+            };
+            if let Some(lease) = self.take_spare() {
+                drop(turn);
+                self.run_leased(&worker_id, lease, &shutdown).await;
+                continue;
+            }
+            // One lease per free slot (this one included); the others are waiting for their
+            // turn and will find theirs among the spares.
+            let busy = self.metrics.busy_slots.load(Ordering::Relaxed).max(0) as usize;
+            let free = self.config.slots.max(1).saturating_sub(busy).max(1);
             let req = pb::LeaseChunkRequest {
-                worker_id: worker_id.clone(),
+                // Leases taken for several slots are the worker's, not this slot's.
+                worker_id: if free > 1 {
+                    self.config.worker_id.clone()
+                } else {
+                    worker_id.clone()
+                },
                 job_id: self.config.job_filter.clone().unwrap_or_default(),
                 flight_url: self.config.flight_url.clone().unwrap_or_default(),
+                max_leases: free as u32,
             };
             let asked = Instant::now();
             let resp = match self.client.clone().lease_chunk(req).await {
@@ -171,6 +203,7 @@ impl Worker {
                     r.into_inner()
                 }
                 Err(status) => {
+                    drop(turn);
                     rpc_failures += 1;
                     if self.config.give_up_after.is_some_and(|n| rpc_failures > n) {
                         return Err(status.into());
@@ -184,27 +217,61 @@ impl Worker {
             };
             match resp.outcome {
                 Some(pb::lease_chunk_response::Outcome::Lease(lease)) => {
-                    self.metrics.leases.inc();
+                    self.metrics.leases.add(1 + resp.more_leases.len() as u64);
+                    if !resp.more_leases.is_empty() {
+                        self.spare_leases
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(resp.more_leases);
+                        self.spares_arrived.notify_waiters();
+                    }
+                    drop(turn);
+                    self.run_leased(&worker_id, lease, &shutdown).await;
                     if shutdown.drain.is_cancelled() {
-                        // Drained while the lease was on its way: give it straight back.
-                        self.hand_back(&worker_id, &lease, &shutdown.abort).await;
+                        self.hand_back_spares(&worker_id).await;
                         return Ok(());
                     }
-                    self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);
-                    self.run_lease(&worker_id, lease, &shutdown.abort).await;
-                    self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
                 }
                 Some(pb::lease_chunk_response::Outcome::NoWork(nw)) => {
+                    drop(turn);
                     if nw.job_finished && self.config.job_filter.is_some() {
                         return Ok(());
                     }
-                    sleep_or_cancel(
-                        Duration::from_millis(u64::from(nw.retry_after_ms.max(50))),
-                        &shutdown.drain,
-                    )
-                    .await;
+                    tokio::select! {
+                        _ = sleep_or_cancel(Duration::from_millis(u64::from(nw.retry_after_ms.max(50))), &shutdown.drain) => {}
+                        _ = self.spares_arrived.notified() => {}
+                    }
                 }
                 None => return Err(tonic::Status::internal("lease response without outcome").into()),
+            }
+        }
+    }
+
+    /// Runs a lease this slot holds, or hands it back when the worker is draining.
+    async fn run_leased(&self, worker_id: &str, lease: pb::ChunkLease, shutdown: &Shutdown) {
+        if shutdown.drain.is_cancelled() {
+            // Drained while the lease was on its way: give it straight back.
+            self.hand_back(worker_id, &lease, &shutdown.abort).await;
+            return;
+        }
+        self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);
+        self.run_lease(worker_id, lease, &shutdown.abort).await;
+        self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn take_spare(&self) -> Option<pb::ChunkLease> {
+        self.spare_leases.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    /// Hands back every spare lease, each within [`HAND_BACK_GRACE`].
+    async fn hand_back_spares(&self, worker_id: &str) {
+        while let Some(lease) = self.take_spare() {
+            let grace = CancellationToken::new();
+            tokio::select! {
+                _ = self.hand_back(worker_id, &lease, &grace) => {}
+                _ = tokio::time::sleep(HAND_BACK_GRACE) => {
+                    warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, "coordinator did not take the chunk back in time; its lease will expire");
+                }
             }
         }
     }
