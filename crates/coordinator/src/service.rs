@@ -12,7 +12,7 @@ use backhaul_core::spec::JobSpec;
 use backhaul_proto::v1 as pb;
 use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use backhaul_proto::{AuthLayer, ServerTls, Token};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -187,9 +187,7 @@ pub async fn serve(
     options: ServeOptions,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = Result<()>>)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
+    let listener = listen(addr).map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
     let local = listener
         .local_addr()
         .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
@@ -209,6 +207,24 @@ pub async fn serve(
             .map_err(CoordinatorError::from)
     };
     Ok((local, fut))
+}
+
+/// Connections the kernel queues for the accept loop. Workers reconnect all at once after a
+/// coordinator restart; a short queue turns that herd into dropped SYNs, second-long retries
+/// and reset connections (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` like `TcpListener::bind`, with a longer accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn status(e: CoordinatorError) -> Status {
