@@ -11,6 +11,8 @@
 //! figure includes fsyncs; the store batches concurrent changes into shared transactions.
 //! Latency is per lease call, from asking to holding the leases it returned. Every worker has
 //! its connection open before the clock starts.
+//! CPU µs/lease is the whole process's CPU time (server and simulated workers) per lease: on
+//! a machine shared with other work it varies less than leases per second.
 //! Nothing is asserted: this is a measurement, not a test.
 
 use std::collections::BTreeMap;
@@ -80,6 +82,18 @@ impl WorkerLog {
 }
 
 const LEASE_TTL: Duration = Duration::from_secs(300);
+
+/// CPU time (user + system) this process used so far: server and simulated workers together.
+fn cpu_time() -> Duration {
+    // SAFETY: rusage is plain data that getrusage fills for this process.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
 
 async fn simulated_worker(
     mut client: backhaul_proto::Client,
@@ -205,6 +219,7 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
     }
     start.wait().await;
     let started = Instant::now();
+    let cpu_at_start = cpu_time();
     let mut latencies = Vec::with_capacity(chunks as usize);
     let mut leases = 0;
     let mut transport_errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -217,12 +232,13 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
         }
     }
     let wall = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_at_start);
     latencies.sort();
     let summary = StateStore::summary(&store, "bench").await.expect("summary");
     assert_eq!(summary.committed, chunks, "every chunk committed once");
     let retries: u64 = transport_errors.values().sum();
     println!(
-        "{:>8} {:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>8}",
+        "{:>8} {:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>12.0} {:>8}",
         workers,
         leases_per_request,
         chunks,
@@ -231,6 +247,7 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         percentile(&latencies, 1.0).as_secs_f64() * 1e3,
+        cpu.as_secs_f64() * 1e6 / leases.max(1) as f64,
         retries,
     );
     if retries > 0 {
@@ -261,8 +278,8 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     );
     println!(
-        "{:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>8}",
-        "workers", "per req", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "retries"
+        "{:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>12} {:>8}",
+        "workers", "per req", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "CPU µs/lease", "retries"
     );
     for &k in &per_request {
         for &workers in &concurrency {
