@@ -234,8 +234,6 @@ impl StateLocation {
 
 #[cfg(test)]
 mod tests {
-    use backhaul_core::cursor::{CursorKind, CursorRange};
-
     use super::*;
 
     /// A backend that leaves `lease_many` to the trait's default.
@@ -305,23 +303,7 @@ mod tests {
     async fn default_lease_many_leases_one_by_one_until_none_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let store = OneByOne(Store::open(&dir.path().join("state.db")).unwrap());
-        let job = JobRow {
-            job_id: "j".into(),
-            spec_toml: "spec".into(),
-            base_dir: dir.path().into(),
-            cursor_kind: CursorKind::Integer,
-            range: CursorRange::new(0, 30),
-            created_at_us: 0,
-            cancelled_at_us: None,
-        };
-        let planned = (0..3)
-            .map(|i| PlannedChunk {
-                index: i,
-                range: CursorRange::new(i as i64 * 10, (i as i64 + 1) * 10),
-                estimated_rows: 1,
-                estimated_bytes: 1,
-            })
-            .collect();
+        let (job, planned) = crate::store::tests::job_with_chunks(dir.path(), 3);
         store.submit(job, planned).await.unwrap();
         let leases = store.lease_many("w", Some("j"), 60_000, 2).await.unwrap().unwrap();
         let got: Vec<(u64, u32)> = leases.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
@@ -333,7 +315,7 @@ mod tests {
             Err(NoLease::RetryAfterMs(_))
         ));
         for l in leases.iter().chain(&rest) {
-            let sum = RowSummary { rows: 1, checksum: 1 };
+            let sum = RowSummary { rows: 10, checksum: 1 };
             store.complete(&l.lease_id, vec![], sum, sum).await.unwrap();
         }
         assert!(matches!(

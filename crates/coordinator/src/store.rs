@@ -1356,7 +1356,7 @@ const JOB_SELECT: &str = job_select!();
 const JOB_BY_ID: &str = concat!(job_select!(), " WHERE job_id = ?1");
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use backhaul_core::chunking::PlannedChunk;
@@ -1364,22 +1364,18 @@ mod tests {
     use super::*;
     use crate::service::RetryPolicy;
 
-    fn store_with_job(chunks: u64) -> (tempfile::TempDir, Store, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let store = Store::open(&path).unwrap();
-        let mut conn = Connection::open(&path).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    /// Job `j` (spec `spec`) over [0, 10 × chunks) in chunks of 10 (10 rows, 100 bytes each).
+    pub(crate) fn job_with_chunks(base_dir: &Path, chunks: u64) -> (JobRow, Vec<PlannedChunk>) {
         let job = JobRow {
             job_id: "j".into(),
             spec_toml: "spec".into(),
-            base_dir: dir.path().into(),
+            base_dir: base_dir.into(),
             cursor_kind: CursorKind::Integer,
             range: CursorRange::new(0, chunks as i64 * 10),
             created_at_us: 0,
             cancelled_at_us: None,
         };
-        let planned: Vec<PlannedChunk> = (0..chunks)
+        let planned = (0..chunks)
             .map(|i| PlannedChunk {
                 index: i,
                 range: CursorRange::new(i as i64 * 10, (i as i64 + 1) * 10),
@@ -1387,6 +1383,16 @@ mod tests {
                 estimated_bytes: 100,
             })
             .collect();
+        (job, planned)
+    }
+
+    fn store_with_job(chunks: u64) -> (tempfile::TempDir, Store, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let (job, planned) = job_with_chunks(dir.path(), chunks);
         assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Created);
         assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Existing);
         let changed = JobRow {
