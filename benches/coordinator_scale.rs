@@ -12,7 +12,8 @@
 //! Latency is per lease call, from asking to holding the leases it returned. Every worker has
 //! its connection open before the clock starts.
 //! CPU µs/lease is the whole process's CPU time (server and simulated workers) per lease: on
-//! a machine shared with other work it varies less than leases per second.
+//! a machine shared with other work it varies less than leases per second. Store µs is the
+//! part of it spent on the state store's writer thread (SQLite, commits; Linux only).
 //! Nothing is asserted: this is a measurement, not a test.
 
 use std::collections::BTreeMap;
@@ -82,6 +83,34 @@ impl WorkerLog {
 }
 
 const LEASE_TTL: Duration = Duration::from_secs(300);
+
+/// CPU time of the state store's writer thread(s) so far (SQLite work, commits), from
+/// `/proc/self/task/*/stat`; zero where that is not readable.
+fn store_cpu_time() -> Duration {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": utime and stime are the 12th and 13th fields after comm.
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !comm.ends_with("(backhaul-state") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) {
+            ticks += utime.parse::<u64>().unwrap_or(0) + stime.parse::<u64>().unwrap_or(0);
+        }
+    }
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second)
+}
 
 /// CPU time (user + system) this process used so far: server and simulated workers together.
 fn cpu_time() -> Duration {
@@ -224,6 +253,7 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
     start.wait().await;
     let started = Instant::now();
     let cpu_at_start = cpu_time();
+    let store_cpu_at_start = store_cpu_time();
     let mut latencies = Vec::with_capacity(chunks as usize);
     let mut leases = 0;
     let mut transport_errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -237,12 +267,13 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
     }
     let wall = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_at_start);
+    let store_cpu = store_cpu_time().saturating_sub(store_cpu_at_start);
     latencies.sort();
     let summary = StateStore::summary(&store, "bench").await.expect("summary");
     assert_eq!(summary.committed, chunks, "every chunk committed once");
     let retries: u64 = transport_errors.values().sum();
     println!(
-        "{:>8} {:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>12.0} {:>8}",
+        "{:>8} {:>8} {:>8} {:>10.1} {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>12.0} {:>10.1} {:>8}",
         workers,
         leases_per_request,
         chunks,
@@ -252,6 +283,7 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         percentile(&latencies, 1.0).as_secs_f64() * 1e3,
         cpu.as_secs_f64() * 1e6 / leases.max(1) as f64,
+        store_cpu.as_secs_f64() * 1e6 / leases.max(1) as f64,
         retries,
     );
     if retries > 0 {
@@ -282,8 +314,8 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     );
     println!(
-        "{:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>12} {:>8}",
-        "workers", "per req", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "CPU µs/lease", "retries"
+        "{:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}",
+        "workers", "per req", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "CPU µs/lease", "store µs", "retries"
     );
     for &k in &per_request {
         for &workers in &concurrency {
