@@ -315,7 +315,17 @@ fn main() {
     );
     println!(
         "{:>8} {:>8} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}",
-        "workers", "per req", "chunks", "seconds", "leases/s", "p50 ms", "p99 ms", "max ms", "CPU µs/lease", "store µs", "retries"
+        "workers",
+        "per req",
+        "chunks",
+        "seconds",
+        "leases/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "CPU µs/lease",
+        "store µs",
+        "retries"
     );
     for &k in &per_request {
         for &workers in &concurrency {
