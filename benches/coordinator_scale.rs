@@ -5,12 +5,13 @@
 //! Run: `cargo bench -p backhaul-coordinator --bench coordinator_scale` (optimized build).
 //! Optional: `BACKHAUL_BENCH_CHUNKS=100000`, `BACKHAUL_BENCH_CONCURRENCY=10,100,1000`,
 //! `BACKHAUL_BENCH_LEASES_PER_REQUEST=1,8` (a worker with that many free slots asks for that
-//! many leases per call and completes them concurrently, one CompleteChunk call each).
+//! many leases per call and completes them concurrently, one CompleteChunk call each),
+//! `BACKHAUL_BENCH_COLD_START=1` (workers connect inside the clock, like a fleet reconnecting).
 //!
 //! A lease and its completion are each one durable state change (synchronous=FULL), so the
 //! figure includes fsyncs; the store batches concurrent changes into shared transactions.
-//! Latency is per lease call, from asking to holding the leases it returned. Every worker has
-//! its connection open before the clock starts.
+//! Latency is per lease call, from asking to holding the leases it returned. Unless the start
+//! is cold, every worker has its connection open before the clock starts.
 //! CPU µs/lease is the whole process's CPU time (server and simulated workers) per lease: on
 //! a machine shared with other work it varies less than leases per second. Store µs is the
 //! part of it spent on the state store's writer thread (SQLite, commits; Linux only).
@@ -128,13 +129,14 @@ async fn simulated_worker(
     mut client: backhaul_proto::Client,
     w: usize,
     leases_per_request: u32,
+    cold_start: bool,
     start: Arc<tokio::sync::Barrier>,
 ) -> WorkerLog {
     let mut log = WorkerLog::default();
     let worker_id = format!("sim-{w}");
     // Connected before the clock starts: this measures leasing, not a thousand handshakes.
     // Asking about a job that does not exist is the cheapest call that reaches the store.
-    loop {
+    while !cold_start {
         let probe = client
             .get_job_status(pb::GetJobStatusRequest {
                 job_id: "no-such-job".into(),
@@ -205,7 +207,7 @@ async fn simulated_worker(
     }
 }
 
-async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
+async fn one_run(chunks: u64, workers: usize, leases_per_request: u32, cold_start: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open_exclusive(&dir.path().join("state.db")).expect("store");
     let job = JobRow {
@@ -248,7 +250,13 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32) {
     let start = Arc::new(tokio::sync::Barrier::new(workers + 1));
     for w in 0..workers {
         let client = ClientConfig::plain(url.clone()).connect_lazy().expect("client");
-        set.spawn(simulated_worker(client, w, leases_per_request, start.clone()));
+        set.spawn(simulated_worker(
+            client,
+            w,
+            leases_per_request,
+            cold_start,
+            start.clone(),
+        ));
     }
     start.wait().await;
     let started = Instant::now();
@@ -300,6 +308,8 @@ fn main() {
     let chunks = env_list("BACKHAUL_BENCH_CHUNKS", "100000")[0] as u64;
     let concurrency = env_list("BACKHAUL_BENCH_CONCURRENCY", "10,100,1000");
     let per_request = env_list("BACKHAUL_BENCH_LEASES_PER_REQUEST", "1");
+    // Every worker connecting at once, inside the clock: a fleet reconnecting after a restart.
+    let cold_start = std::env::var("BACKHAUL_BENCH_COLD_START").is_ok_and(|v| v == "1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -307,8 +317,13 @@ fn main() {
     println!("coordinator scale: {chunks} chunks, lease + complete per chunk, embedded store, loopback gRPC");
     println!(
         "options: workers {concurrency:?}, leases per request {per_request:?} (coordinator cap {MAX_LEASES_PER_CALL}), \
-         one CompleteChunk call per lease, connections open before the clock starts, lease TTL {}s, \
+         one CompleteChunk call per lease, {}, lease TTL {}s, \
          expiry sweep every {} ms, SQLite WAL synchronous=FULL, {} cores",
+        if cold_start {
+            "cold start (every worker connects inside the clock)"
+        } else {
+            "connections open before the clock starts"
+        },
         LEASE_TTL.as_secs(),
         EXPIRY_SWEEP_INTERVAL.as_millis(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -329,7 +344,7 @@ fn main() {
     );
     for &k in &per_request {
         for &workers in &concurrency {
-            runtime.block_on(one_run(chunks, workers, k as u32));
+            runtime.block_on(one_run(chunks, workers, k as u32, cold_start));
         }
     }
 }
