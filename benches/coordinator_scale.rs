@@ -136,18 +136,20 @@ async fn simulated_worker(
     let worker_id = format!("sim-{w}");
     // Connected before the clock starts: this measures leasing, not a thousand handshakes.
     // Asking about a job that does not exist is the cheapest call that reaches the store.
-    while !cold_start {
-        let probe = client
-            .get_job_status(pb::GetJobStatusRequest {
-                job_id: "no-such-job".into(),
-                include_chunks: false,
-            })
-            .await;
-        match probe {
-            Err(s) if s.code() != tonic::Code::NotFound => log.transport_error(&s),
-            _ => break,
+    if !cold_start {
+        loop {
+            let probe = client
+                .get_job_status(pb::GetJobStatusRequest {
+                    job_id: "no-such-job".into(),
+                    include_chunks: false,
+                })
+                .await;
+            match probe {
+                Err(s) if s.code() != tonic::Code::NotFound => log.transport_error(&s),
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     start.wait().await;
     loop {
