@@ -675,7 +675,8 @@ impl Store {
         ttl_ms: u32,
     ) -> Result<std::result::Result<Lease, NoLease>> {
         let leases = self.lease_many(conn, worker_id, job_filter, ttl_ms, 1)?;
-        Ok(leases.map(|leases| leases.into_iter().next().expect("lease_many hands out at least one")))
+        // `lease_many` answers with at least one lease or with the reason there is none.
+        Ok(leases.and_then(|leases| leases.into_iter().next().ok_or(NoLease::RetryAfterMs(50))))
     }
 
     /// Hands out up to `max` runnable chunks (at least one) in one atomic change. Each lease
