@@ -13,7 +13,7 @@ use backhaul_core::spec::JobSpec;
 use backhaul_proto::v1 as pb;
 use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use backhaul_proto::{AuthLayer, ServerTls, Token};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -22,7 +22,7 @@ use crate::error::{CoordinatorError, Result};
 use crate::metrics::{CoordinatorMetrics, LeaseCall};
 use crate::plan::submit_spec;
 use crate::state::StateStore;
-use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, LeaseKey, NoLease, Submitted};
+use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, Lease, LeaseKey, NoLease, Submitted};
 
 /// When and how often failed chunks are retried.
 #[derive(Debug, Clone)]
@@ -91,6 +91,9 @@ struct FlightEndpoints {
     seen: std::sync::Mutex<std::collections::BTreeMap<String, (String, Instant)>>,
     next: std::sync::atomic::AtomicUsize,
 }
+
+/// Most leases one LeaseChunk call hands out, whatever the worker asks for.
+pub const MAX_LEASES_PER_CALL: u32 = 64;
 
 /// A worker that has not asked for work for this long is not offered for previews.
 const FLIGHT_FRESHNESS: Duration = Duration::from_secs(120);
@@ -195,9 +198,7 @@ pub async fn serve(
     options: ServeOptions,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = Result<()>>)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
+    let listener = listen(addr).map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
     let local = listener
         .local_addr()
         .map_err(|e| backhaul_core::Error::io(addr.to_string(), e))?;
@@ -217,6 +218,24 @@ pub async fn serve(
             .map_err(CoordinatorError::from)
     };
     Ok((local, fut))
+}
+
+/// Connections the kernel queues for the accept loop. Workers reconnect all at once after a
+/// coordinator restart; a short queue turns that herd into dropped SYNs, second-long retries
+/// and reset connections (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` like `TcpListener::bind`, with a longer accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn status(e: CoordinatorError) -> Status {
@@ -313,6 +332,25 @@ pub fn fidelity_from_pb(report: pb::TypeFidelity) -> TypeFidelityReport {
     }
 }
 
+/// The wire form of a lease.
+fn lease_pb(lease: Lease, ttl_ms: u32) -> pb::ChunkLease {
+    pb::ChunkLease {
+        lease_id: lease.lease_id,
+        job_id: lease.job.job_id,
+        chunk_id: lease.chunk.chunk_id,
+        attempt: lease.chunk.attempt,
+        range: Some(pb::CursorRange {
+            from: lease.chunk.range.from,
+            to: lease.chunk.range.to,
+        }),
+        job_spec_toml: lease.job.spec_toml,
+        spec_base_dir: lease.job.base_dir.display().to_string(),
+        lease_ttl_ms: ttl_ms,
+        estimated_rows: lease.chunk.estimated_rows,
+        estimated_bytes: lease.chunk.estimated_bytes,
+    }
+}
+
 fn chunk_state_pb(s: ChunkState) -> pb::ChunkState {
     match s {
         ChunkState::Pending => pb::ChunkState::Pending,
@@ -405,48 +443,43 @@ impl Coordinator for CoordinatorService {
         if !req.flight_url.is_empty() {
             self.flight.saw(&req.worker_id, &req.flight_url);
         }
+        let max = req.max_leases.clamp(1, MAX_LEASES_PER_CALL);
         let out = self
             .store
-            .lease(&req.worker_id, filter.as_deref(), ttl)
+            .lease_many(&req.worker_id, filter.as_deref(), ttl, max)
             .await
             .map_err(status)?;
-        let outcome = match out {
-            Ok(lease) => {
-                self.metrics.leases_granted.inc();
-                tracing::debug!(job = %lease.job.job_id, chunk = lease.chunk.chunk_id, attempt = lease.chunk.attempt, "leased");
-                pb::lease_chunk_response::Outcome::Lease(pb::ChunkLease {
-                    lease_id: lease.lease_id,
-                    job_id: lease.job.job_id,
-                    chunk_id: lease.chunk.chunk_id,
-                    attempt: lease.chunk.attempt,
-                    range: Some(pb::CursorRange {
-                        from: lease.chunk.range.from,
-                        to: lease.chunk.range.to,
-                    }),
-                    job_spec_toml: lease.job.spec_toml,
-                    spec_base_dir: lease.job.base_dir.display().to_string(),
-                    lease_ttl_ms: ttl,
-                    estimated_rows: lease.chunk.estimated_rows,
-                    estimated_bytes: lease.chunk.estimated_bytes,
-                })
+        let response = match out {
+            Ok(leases) if !leases.is_empty() => {
+                self.metrics.leases_granted.add(leases.len() as u64);
+                let mut leases = leases.into_iter().map(|lease| {
+                    tracing::debug!(job = %lease.job.job_id, chunk = lease.chunk.chunk_id, attempt = lease.chunk.attempt, "leased");
+                    lease_pb(lease, ttl)
+                });
+                pb::LeaseChunkResponse {
+                    outcome: leases.next().map(pb::lease_chunk_response::Outcome::Lease),
+                    more_leases: leases.collect(),
+                }
             }
-            Err(NoLease::Finished) => {
+            none => {
                 self.metrics.leases_empty.inc();
-                pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
-                    job_finished: true,
-                    retry_after_ms: 0,
-                })
-            }
-            Err(NoLease::RetryAfterMs(ms)) => {
-                self.metrics.leases_empty.inc();
-                pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
-                    job_finished: false,
-                    retry_after_ms: ms,
-                })
+                // A backend answering with neither a lease nor a reason: ask again soon.
+                let (job_finished, retry_after_ms) = match none {
+                    Err(NoLease::Finished) => (true, 0),
+                    Err(NoLease::RetryAfterMs(ms)) => (false, ms),
+                    Ok(_) => (false, 50),
+                };
+                pb::LeaseChunkResponse {
+                    outcome: Some(pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                        job_finished,
+                        retry_after_ms,
+                    })),
+                    more_leases: Vec::new(),
+                }
             }
         };
         self.metrics.lease_latency.observe(started.elapsed());
-        Ok(Response::new(pb::LeaseChunkResponse { outcome: Some(outcome) }))
+        Ok(Response::new(response))
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {

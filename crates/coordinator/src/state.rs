@@ -40,6 +40,31 @@ pub trait StateStore: Send + Sync + 'static {
         job_filter: Option<&str>,
         ttl_ms: u32,
     ) -> Result<std::result::Result<Lease, NoLease>>;
+    /// Hands out up to `max` runnable chunks (at least one), each exactly as [`lease`] would:
+    /// its own attempt, lease id and TTL. The default leases one at a time; a backend that
+    /// can take several in one atomic change should.
+    ///
+    /// [`lease`]: StateStore::lease
+    async fn lease_many(
+        &self,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+        max: u32,
+    ) -> Result<std::result::Result<Vec<Lease>, NoLease>> {
+        let mut leases = Vec::new();
+        while leases.len() < max.max(1) as usize {
+            match self.lease(worker_id, job_filter, ttl_ms).await {
+                Ok(Ok(lease)) => leases.push(lease),
+                Ok(Err(none)) if leases.is_empty() => return Ok(Err(none)),
+                Err(e) if leases.is_empty() => return Err(e),
+                // The leases taken so far are durable and must reach the worker; the rest can
+                // be asked for again.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        Ok(Ok(leases))
+    }
     /// Extends a lease.
     async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()>;
     /// Records progress of a running chunk.
@@ -112,6 +137,18 @@ impl StateStore for Store {
     ) -> Result<std::result::Result<Lease, NoLease>> {
         let (worker, filter) = (worker_id.to_string(), job_filter.map(str::to_string));
         self.call(move |s, c| s.lease(c, &worker, filter.as_deref(), ttl_ms))
+            .await
+    }
+
+    async fn lease_many(
+        &self,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+        max: u32,
+    ) -> Result<std::result::Result<Vec<Lease>, NoLease>> {
+        let (worker, filter) = (worker_id.to_string(), job_filter.map(str::to_string));
+        self.call(move |s, c| s.lease_many(c, &worker, filter.as_deref(), ttl_ms, max as usize))
             .await
     }
 
@@ -226,6 +263,94 @@ impl StateLocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend that leaves `lease_many` to the trait's default.
+    struct OneByOne(Store);
+
+    #[tonic::async_trait]
+    impl StateStore for OneByOne {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
+            StateStore::submit(&self.0, job, chunks).await
+        }
+        async fn job(&self, job_id: &str) -> Result<JobRow> {
+            StateStore::job(&self.0, job_id).await
+        }
+        async fn jobs(&self) -> Result<Vec<(JobRow, JobSummary)>> {
+            StateStore::jobs(&self.0).await
+        }
+        async fn summary(&self, job_id: &str) -> Result<JobSummary> {
+            StateStore::summary(&self.0, job_id).await
+        }
+        async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>> {
+            StateStore::chunks(&self.0, job_id).await
+        }
+        async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>> {
+            StateStore::attempts(&self.0, job_id).await
+        }
+        async fn lease(
+            &self,
+            worker_id: &str,
+            job_filter: Option<&str>,
+            ttl_ms: u32,
+        ) -> Result<std::result::Result<Lease, NoLease>> {
+            StateStore::lease(&self.0, worker_id, job_filter, ttl_ms).await
+        }
+        async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()> {
+            StateStore::heartbeat(&self.0, lease_id, ttl_ms).await
+        }
+        async fn progress(&self, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
+            StateStore::progress(&self.0, lease_id, rows, bytes).await
+        }
+        async fn complete(
+            &self,
+            lease_id: &str,
+            files: Vec<StagedFile>,
+            extracted: RowSummary,
+            committed: RowSummary,
+        ) -> Result<()> {
+            StateStore::complete(&self.0, lease_id, files, extracted, committed).await
+        }
+        async fn release(&self, lease_id: &str) -> Result<()> {
+            StateStore::release(&self.0, lease_id).await
+        }
+        async fn fail(&self, lease_id: &str, failure: Failure, policy: RetryPolicy) -> Result<bool> {
+            StateStore::fail(&self.0, lease_id, failure, policy).await
+        }
+        async fn cancel(&self, job_id: &str) -> Result<u64> {
+            StateStore::cancel(&self.0, job_id).await
+        }
+        async fn ping(&self) -> Result<()> {
+            StateStore::ping(&self.0).await
+        }
+    }
+
+    #[tokio::test]
+    async fn default_lease_many_leases_one_by_one_until_none_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OneByOne(Store::open(&dir.path().join("state.db")).unwrap());
+        let (job, planned) = crate::store::tests::job_with_chunks(dir.path(), 3);
+        store.submit(job, planned).await.unwrap();
+        let leases = store.lease_many("w", Some("j"), 60_000, 2).await.unwrap().unwrap();
+        let got: Vec<(u64, u32)> = leases.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
+        assert_eq!(got, [(0, 1), (1, 1)]);
+        let rest = store.lease_many("w", Some("j"), 60_000, 5).await.unwrap().unwrap();
+        assert_eq!(rest.len(), 1, "stops at the first \"no lease\"");
+        assert!(matches!(
+            store.lease_many("w", Some("j"), 60_000, 5).await.unwrap(),
+            Err(NoLease::RetryAfterMs(_))
+        ));
+        for l in leases.iter().chain(&rest) {
+            let sum = RowSummary { rows: 10, checksum: 1 };
+            store.complete(&l.lease_id, vec![], sum, sum).await.unwrap();
+        }
+        assert!(matches!(
+            store.lease_many("w", None, 60_000, 5).await.unwrap(),
+            Err(NoLease::Finished)
+        ));
+    }
 
     #[test]
     fn state_urls_select_the_backend() {

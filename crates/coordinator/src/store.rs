@@ -4,9 +4,12 @@
 //! old or the new state. Lease ids are `job/chunk/attempt`; the attempt number fences workers:
 //! only the holder of the chunk's current attempt may heartbeat, complete or fail it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
@@ -270,6 +273,39 @@ pub struct Store {
     path: String,
     /// Held (never read) while this store serves leases; see [`Store::open_exclusive`].
     _lock: Option<Arc<std::fs::File>>,
+    /// What leasing keeps between calls; shared by every clone, including the writer's view.
+    leasing: Arc<Leasing>,
+}
+
+/// Leasing's memory between calls: when expired leases were last swept, and the job rows it
+/// hands out with every lease.
+struct Leasing {
+    /// Expired leases are swept at most this often while pending chunks remain.
+    sweep_interval_us: AtomicI64,
+    /// When the next sweep is due (microseconds since the epoch); 0 sweeps on the next lease.
+    next_sweep_us: AtomicI64,
+    /// Job rows by id. A job's row never changes once stored except `cancelled_at_us`, which
+    /// only this store's `cancel` and `replay` change (they drop the entry), so leasing reads a
+    /// job's spec once instead of once per lease.
+    jobs: Mutex<HashMap<String, JobRow>>,
+}
+
+/// How often leasing looks for expired leases while pending chunks remain. An expired lease
+/// goes back to pending at most this long after it expired (at once when nothing else is
+/// pending); its holder's calls are accepted until then, as they are until any re-lease.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Job rows cached for leasing beyond this many are dropped (all at once; they are re-read).
+const MAX_CACHED_JOBS: usize = 1024;
+
+impl Default for Leasing {
+    fn default() -> Self {
+        Leasing {
+            sweep_interval_us: AtomicI64::new(EXPIRY_SWEEP_INTERVAL.as_micros() as i64),
+            next_sweep_us: AtomicI64::new(0),
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// Parsed lease id.
@@ -387,6 +423,13 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        // Durability is untouched by these. A batch's savepoint journals stay in memory
+        // instead of spilling to a temporary file, and a fixed query plan spares re-preparing
+        // the lease statement every time its bound time changes (SQLite otherwise re-prepares
+        // statements whose plan could depend on a bound value: ~40% of a lease's SQLite time).
+        conn.pragma_update(None, "temp_store", "MEMORY").map_err(db)?;
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         for (table, column, definition) in MIGRATIONS {
             let present: bool = conn
@@ -401,10 +444,12 @@ impl Store {
                     .map_err(db)?;
             }
         }
+        let leasing = Arc::new(Leasing::default());
         let view = Store {
             writer: None,
             path: display.clone(),
             _lock: None,
+            leasing: leasing.clone(),
         };
         let (queue, jobs) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
@@ -418,6 +463,7 @@ impl Store {
             })),
             path: display,
             _lock: None,
+            leasing,
         })
     }
 
@@ -532,12 +578,13 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| self.db_err(e))?;
+        self.forget_job(&job.job_id);
         Ok(Submitted::Created)
     }
 
     /// A job by id.
     pub fn job(&self, conn: &Connection, job_id: &str) -> Result<JobRow> {
-        conn.query_row(&format!("{JOB_SELECT} WHERE job_id = ?1"), [job_id], job_from_row)
+        conn.query_row(JOB_BY_ID, [job_id], job_from_row)
             .optional()
             .map_err(|e| self.db_err(e))?
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
@@ -618,7 +665,8 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Hands out the next runnable chunk, expiring dead leases first.
+    /// Hands out the next runnable chunk. Expired leases go back to pending first when a sweep
+    /// is due ([`EXPIRY_SWEEP_INTERVAL`]) or when nothing else is pending.
     pub fn lease(
         &self,
         conn: &mut Connection,
@@ -626,10 +674,67 @@ impl Store {
         job_filter: Option<&str>,
         ttl_ms: u32,
     ) -> Result<std::result::Result<Lease, NoLease>> {
+        let leases = self.lease_many(conn, worker_id, job_filter, ttl_ms, 1)?;
+        // `lease_many` answers with at least one lease or with the reason there is none.
+        Ok(leases.and_then(|leases| leases.into_iter().next().ok_or(NoLease::RetryAfterMs(50))))
+    }
+
+    /// Hands out up to `max` runnable chunks (at least one) in one atomic change. Each lease
+    /// is exactly what [`Store::lease`] would hand out: its own attempt, lease id and TTL.
+    pub fn lease_many(
+        &self,
+        conn: &mut Connection,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+        max: usize,
+    ) -> Result<std::result::Result<Vec<Lease>, NoLease>> {
         let now = now_us();
         let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
-        // Expired leases go back to pending; their attempt number stays, so the dead holder is
-        // still fenced out once the chunk is leased again (the new lease gets attempt + 1).
+        let mut swept = now >= self.leasing.next_sweep_us.load(Ordering::Relaxed);
+        if swept {
+            self.expire_leases(&tx, now)?;
+        }
+        let mut leases = Vec::new();
+        while leases.len() < max.max(1) {
+            match self.lease_next(&tx, worker_id, job_filter, ttl_ms, now)? {
+                Some(lease) => leases.push(lease),
+                // Nothing pending: leases that ran out since the last sweep may be runnable.
+                None if !swept => {
+                    swept = true;
+                    if self.expire_leases(&tx, now)? == 0 {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        let outcome = if leases.is_empty() {
+            Err(self.no_lease(&tx, job_filter, now)?)
+        } else {
+            Ok(leases)
+        };
+        tx.commit().map_err(|e| self.db_err(e))?;
+        if swept {
+            let interval = self.leasing.sweep_interval_us.load(Ordering::Relaxed);
+            self.leasing
+                .next_sweep_us
+                .store(now.saturating_add(interval), Ordering::Relaxed);
+        }
+        Ok(outcome)
+    }
+
+    /// Sets how often leasing sweeps expired leases while pending chunks remain (default
+    /// [`EXPIRY_SWEEP_INTERVAL`]); zero sweeps on every lease call.
+    pub fn set_expiry_sweep_interval(&self, interval: Duration) {
+        let us = interval.as_micros().min(i64::MAX as u128) as i64;
+        self.leasing.sweep_interval_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Turns leases that ran out back to pending; returns how many. Their attempt number
+    /// stays, so the dead holder is still fenced out once the chunk is leased again (the new
+    /// lease gets attempt + 1).
+    fn expire_leases(&self, tx: &Connection, now: i64) -> Result<usize> {
         let expired: Vec<(String, i64, u32)> = {
             let mut stmt = tx
                 .prepare_cached(
@@ -644,84 +749,104 @@ impl Store {
         };
         for (job_id, chunk_id, attempt) in &expired {
             self.exec(
-                &tx,
+                tx,
                 "UPDATE attempts SET ended_at_us = ?4, outcome = 'expired'
                  WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3 AND ended_at_us IS NULL",
                 params![job_id, chunk_id, attempt, now],
             )?;
             self.exec(
-                &tx,
+                tx,
                 "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL
                  WHERE job_id = ?1 AND chunk_id = ?2",
                 params![job_id, chunk_id],
             )?;
         }
-        let filter = job_filter.unwrap_or("");
-        let next: Option<(String, i64)> = match job_filter {
-            Some(job) => tx
-                .prepare_cached(
-                    "SELECT job_id, chunk_id FROM chunks INDEXED BY chunks_lease_order
-                     WHERE state = 'pending' AND job_id = ?2 AND not_before_us <= ?1 ORDER BY chunk_id LIMIT 1",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![now, job], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
-                }),
-            None => tx
-                .prepare_cached(
-                    "SELECT job_id, chunk_id FROM chunks INDEXED BY chunks_lease_order
-                     WHERE state = 'pending' AND not_before_us <= ?1 ORDER BY job_id, chunk_id LIMIT 1",
-                )
-                .and_then(|mut stmt| stmt.query_row([now], |r| Ok((r.get(0)?, r.get(1)?))).optional()),
-        }
-        .map_err(|e| self.db_err(e))?;
-        let Some((job_id, chunk_id)) = next else {
-            let (open, soonest): (i64, Option<i64>) = tx
-                .query_row(
-                    "SELECT count(*), min(CASE WHEN state = 'pending' THEN not_before_us ELSE lease_expires_us END)
-                     FROM chunks WHERE state IN ('pending', 'leased') AND (?1 = '' OR job_id = ?1)",
-                    [filter],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(|e| self.db_err(e))?;
-            tx.commit().map_err(|e| self.db_err(e))?;
-            if open == 0 {
-                return Ok(Err(NoLease::Finished));
-            }
-            let wait_ms = soonest.map(|t| ((t - now) / 1000).clamp(50, 1000)).unwrap_or(500);
-            return Ok(Err(NoLease::RetryAfterMs(wait_ms as u32)));
-        };
+        Ok(expired.len())
+    }
+
+    /// Leases the first pending chunk in plan order whose backoff is over, if any.
+    fn lease_next(
+        &self,
+        tx: &Connection,
+        worker_id: &str,
+        job_filter: Option<&str>,
+        ttl_ms: u32,
+        now: i64,
+    ) -> Result<Option<Lease>> {
         let expires = now + i64::from(ttl_ms) * 1000;
+        // One statement picks the chunk, takes it and returns it.
+        let leased = match job_filter {
+            Some(job) => self.row(
+                tx,
+                LEASE_NEXT_OF_JOB,
+                params![now, job, worker_id, expires],
+                leased_from_row,
+            ),
+            None => self.row(
+                tx,
+                LEASE_NEXT_OF_ANY_JOB,
+                params![now, worker_id, expires],
+                leased_from_row,
+            ),
+        }?;
+        let Some((job_id, chunk)) = leased else {
+            return Ok(None);
+        };
         self.exec(
-            &tx,
-            "UPDATE chunks SET state = 'leased', attempt = attempt + 1, lease_worker = ?3, lease_expires_us = ?4, progress_rows = 0, progress_bytes = 0
-             WHERE job_id = ?1 AND chunk_id = ?2",
-            params![job_id, chunk_id, worker_id, expires],
-        )?;
-        let chunk = self
-            .row(
-                &tx,
-                &format!("{CHUNK_SELECT} WHERE job_id = ?1 AND chunk_id = ?2"),
-                params![job_id, chunk_id],
-                chunk_from_row,
-            )?
-            .ok_or_else(|| CoordinatorError::Task("a leased chunk vanished".into()))?;
-        self.exec(
-            &tx,
+            tx,
             "INSERT OR REPLACE INTO attempts (job_id, chunk_id, attempt, worker_id, started_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job_id, chunk_id, chunk.attempt, worker_id, now],
+            params![job_id, chunk.chunk_id as i64, chunk.attempt, worker_id, now],
         )?;
-        let job = self
-            .row(&tx, &format!("{JOB_SELECT} WHERE job_id = ?1"), [&job_id], job_from_row)?
-            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.clone()))?;
-        tx.commit().map_err(|e| self.db_err(e))?;
+        let job = self.leasing_job(tx, &job_id)?;
         let lease_id = LeaseKey {
             job_id,
-            chunk_id: chunk_id as u64,
+            chunk_id: chunk.chunk_id,
             attempt: chunk.attempt,
         }
         .id();
-        Ok(Ok(Lease { lease_id, job, chunk }))
+        Ok(Some(Lease { lease_id, job, chunk }))
+    }
+
+    /// Why nothing could be leased: the job (or every job) is finished, or when to ask again.
+    fn no_lease(&self, tx: &Connection, job_filter: Option<&str>, now: i64) -> Result<NoLease> {
+        let (open, soonest): (i64, Option<i64>) = self
+            .row(
+                tx,
+                "SELECT count(*), min(CASE WHEN state = 'pending' THEN not_before_us ELSE lease_expires_us END)
+                 FROM chunks WHERE state IN ('pending', 'leased') AND (?1 = '' OR job_id = ?1)",
+                [job_filter.unwrap_or("")],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .unwrap_or((0, None));
+        if open == 0 {
+            return Ok(NoLease::Finished);
+        }
+        let wait_ms = soonest.map(|t| ((t - now) / 1000).clamp(50, 1000)).unwrap_or(500);
+        Ok(NoLease::RetryAfterMs(wait_ms as u32))
+    }
+
+    /// The row of a job being leased, read once and then kept (see [`Leasing::jobs`]).
+    fn leasing_job(&self, tx: &Connection, job_id: &str) -> Result<JobRow> {
+        if let Some(job) = self.leasing.jobs.lock().ok().and_then(|jobs| jobs.get(job_id).cloned()) {
+            return Ok(job);
+        }
+        let job = self
+            .row(tx, JOB_BY_ID, [job_id], job_from_row)?
+            .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))?;
+        if let Ok(mut jobs) = self.leasing.jobs.lock() {
+            if jobs.len() >= MAX_CACHED_JOBS {
+                jobs.clear();
+            }
+            jobs.insert(job_id.to_string(), job.clone());
+        }
+        Ok(job)
+    }
+
+    /// Drops a job's cached row after a change to it.
+    fn forget_job(&self, job_id: &str) {
+        if let Ok(mut jobs) = self.leasing.jobs.lock() {
+            jobs.remove(job_id);
+        }
     }
 
     /// Checks `lease_id` is the chunk's current attempt and not finished; returns its key.
@@ -880,41 +1005,51 @@ impl Store {
         extracted: RowSummary,
         committed: RowSummary,
     ) -> Result<()> {
-        self.with_lease(conn, lease_id, true, |tx, key| {
-            if extracted != committed {
-                return Err(backhaul_core::Error::VerificationFailed {
-                    what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
-                    message: format!(
-                        "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
-                        extracted.rows, extracted.checksum, committed.rows, committed.checksum
-                    ),
-                }
-                .into());
+        let key = LeaseKey::parse(lease_id)?;
+        if extracted != committed {
+            // A stale lease is refused as stale, whatever it reports.
+            self.current(conn, lease_id, true)?;
+            return Err(backhaul_core::Error::VerificationFailed {
+                what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
+                message: format!(
+                    "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
+                    extracted.rows, extracted.checksum, committed.rows, committed.checksum
+                ),
             }
-            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-            let now = now_us();
+            .into());
+        }
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
+        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+        let now = now_us();
+        // The fencing check is part of the update: only the current attempt of a leased (or
+        // expired, not re-leased: still pending) chunk changes anything.
+        let changed = self.exec(
+            &tx,
+            "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
+                extracted_rows = ?3, extracted_checksum = ?4, committed_rows = ?5, committed_checksum = ?6,
+                committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL
+             WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?9 AND state IN ('leased', 'pending')",
+            params![key.job_id, key.chunk_id as i64, extracted.rows as i64, extracted.checksum as i64, committed.rows as i64, committed.checksum as i64, bytes as i64, now, key.attempt],
+        )?;
+        if changed == 0 {
+            // Not current: say why.
+            self.current(&tx, lease_id, true)?;
+            return Err(CoordinatorError::Task(format!("lease {lease_id} changed nothing")));
+        }
+        self.exec(
+            &tx,
+            "DELETE FROM outputs WHERE job_id = ?1 AND chunk_id = ?2",
+            params![key.job_id, key.chunk_id as i64],
+        )?;
+        for (part, f) in files.iter().enumerate() {
             self.exec(
-                tx,
-                "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
-                    extracted_rows = ?3, extracted_checksum = ?4, committed_rows = ?5, committed_checksum = ?6,
-                    committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL
-                 WHERE job_id = ?1 AND chunk_id = ?2",
-                params![key.job_id, key.chunk_id as i64, extracted.rows as i64, extracted.checksum as i64, committed.rows as i64, committed.checksum as i64, bytes as i64, now],
+                &tx,
+                "INSERT INTO outputs (job_id, chunk_id, part, attempt, path, bytes, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.job_id, key.chunk_id as i64, part as i64, key.attempt, f.path, f.bytes as i64, f.rows as i64],
             )?;
-            self.exec(
-                tx,
-                "DELETE FROM outputs WHERE job_id = ?1 AND chunk_id = ?2",
-                params![key.job_id, key.chunk_id as i64],
-            )?;
-            for (part, f) in files.iter().enumerate() {
-                self.exec(
-                    tx,
-                    "INSERT INTO outputs (job_id, chunk_id, part, attempt, path, bytes, rows) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![key.job_id, key.chunk_id as i64, part as i64, key.attempt, f.path, f.bytes as i64, f.rows as i64],
-                )?;
-            }
-            self.end_attempt(tx, key, now, "committed", None).map(drop)
-        })
+        }
+        self.end_attempt(&tx, &key, now, "committed", None)?;
+        tx.commit().map_err(|e| self.db_err(e))
     }
 
     /// Hands a leased chunk back without counting a failure (its worker is shutting down).
@@ -993,6 +1128,7 @@ impl Store {
         tx.execute("UPDATE jobs SET cancelled_at_us = NULL WHERE job_id = ?1", [job_id])
             .map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
+        self.forget_job(job_id);
         Ok(ids)
     }
 }
@@ -1028,6 +1164,7 @@ impl Store {
             )
             .map_err(|e| self.db_err(e))?;
         tx.commit().map_err(|e| self.db_err(e))?;
+        self.forget_job(job_id);
         Ok(n as u64)
     }
 
@@ -1112,9 +1249,44 @@ pub struct OutputRow {
     pub rows: u64,
 }
 
-pub(crate) const CHUNK_SELECT: &str = "SELECT chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
+/// The columns [`chunk_from_row`] reads, in its order.
+macro_rules! chunk_columns {
+    () => {
+        "chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
     progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
-    last_error_class, last_error_kind, last_error, lease_worker, committed_at_us FROM chunks";
+    last_error_class, last_error_kind, last_error, lease_worker, committed_at_us"
+    };
+}
+
+pub(crate) const CHUNK_SELECT: &str = concat!("SELECT ", chunk_columns!(), " FROM chunks");
+
+/// Leases the first runnable chunk of job ?2 (now ?1, worker ?3, expiry ?4) and returns it
+/// with its job id (read by [`leased_from_row`]).
+const LEASE_NEXT_OF_JOB: &str = concat!(
+    "UPDATE chunks SET state = 'leased', attempt = attempt + 1, lease_worker = ?3, lease_expires_us = ?4,
+        progress_rows = 0, progress_bytes = 0
+     WHERE rowid = (SELECT rowid FROM chunks INDEXED BY chunks_lease_order
+                    WHERE state = 'pending' AND job_id = ?2 AND not_before_us <= ?1 ORDER BY chunk_id LIMIT 1)
+     RETURNING ",
+    chunk_columns!(),
+    ", job_id"
+);
+
+/// [`LEASE_NEXT_OF_JOB`] over every job, in job and plan order (now ?1, worker ?2, expiry ?3).
+const LEASE_NEXT_OF_ANY_JOB: &str = concat!(
+    "UPDATE chunks SET state = 'leased', attempt = attempt + 1, lease_worker = ?2, lease_expires_us = ?3,
+        progress_rows = 0, progress_bytes = 0
+     WHERE rowid = (SELECT rowid FROM chunks INDEXED BY chunks_lease_order
+                    WHERE state = 'pending' AND not_before_us <= ?1 ORDER BY job_id, chunk_id LIMIT 1)
+     RETURNING ",
+    chunk_columns!(),
+    ", job_id"
+);
+
+/// A chunk and its job id as returned by the lease statements.
+fn leased_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, ChunkRow)> {
+    Ok((r.get(20)?, chunk_from_row(r)?))
+}
 
 fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
     let summary = |rows: Option<i64>, sum: Option<i64>| match (rows, sum) {
@@ -1174,11 +1346,17 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
-pub(crate) const JOB_SELECT: &str =
-    "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us, cancelled_at_us FROM jobs";
+macro_rules! job_select {
+    () => {
+        "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us, cancelled_at_us FROM jobs"
+    };
+}
+
+pub(crate) const JOB_SELECT: &str = job_select!();
+const JOB_BY_ID: &str = concat!(job_select!(), " WHERE job_id = ?1");
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use backhaul_core::chunking::PlannedChunk;
@@ -1186,22 +1364,18 @@ mod tests {
     use super::*;
     use crate::service::RetryPolicy;
 
-    fn store_with_job(chunks: u64) -> (tempfile::TempDir, Store, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let store = Store::open(&path).unwrap();
-        let mut conn = Connection::open(&path).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    /// Job `j` (spec `spec`) over [0, 10 × chunks) in chunks of 10 (10 rows, 100 bytes each).
+    pub(crate) fn job_with_chunks(base_dir: &Path, chunks: u64) -> (JobRow, Vec<PlannedChunk>) {
         let job = JobRow {
             job_id: "j".into(),
             spec_toml: "spec".into(),
-            base_dir: dir.path().into(),
+            base_dir: base_dir.into(),
             cursor_kind: CursorKind::Integer,
             range: CursorRange::new(0, chunks as i64 * 10),
             created_at_us: 0,
             cancelled_at_us: None,
         };
-        let planned: Vec<PlannedChunk> = (0..chunks)
+        let planned = (0..chunks)
             .map(|i| PlannedChunk {
                 index: i,
                 range: CursorRange::new(i as i64 * 10, (i as i64 + 1) * 10),
@@ -1209,6 +1383,16 @@ mod tests {
                 estimated_bytes: 100,
             })
             .collect();
+        (job, planned)
+    }
+
+    fn store_with_job(chunks: u64) -> (tempfile::TempDir, Store, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let (job, planned) = job_with_chunks(dir.path(), chunks);
         assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Created);
         assert_eq!(store.submit(&mut conn, &job, &planned).unwrap(), Submitted::Existing);
         let changed = JobRow {
@@ -1377,6 +1561,109 @@ mod tests {
         assert!(b3 > b1);
         assert!(b30 <= (p.max_backoff.as_micros() as f64 * 1.25) as i64);
         assert!(p.backoff_us(ErrorClass::Throttled, 1, &key) > b1);
+    }
+
+    #[test]
+    fn expired_leases_wait_for_the_sweep_while_chunks_are_pending() {
+        let (_d, store, mut conn) = store_with_job(2);
+        store.set_expiry_sweep_interval(Duration::from_secs(3600));
+        let first = lease(&store, &mut conn, 1);
+        assert_eq!((first.chunk.chunk_id, first.chunk.attempt), (0, 1));
+        std::thread::sleep(Duration::from_millis(5));
+        // Chunk 0's lease ran out, but no sweep is due and chunk 1 is pending.
+        let second = lease(&store, &mut conn, 60_000);
+        assert_eq!((second.chunk.chunk_id, second.chunk.attempt), (1, 1));
+        // Nothing pending: the sweep runs now, whatever the interval.
+        let third = lease(&store, &mut conn, 60_000);
+        assert_eq!((third.chunk.chunk_id, third.chunk.attempt), (0, 2));
+        let err = store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).unwrap_err();
+        assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
+        let history = store.attempts(&conn, "j").unwrap();
+        assert_eq!(history[0].outcome.as_deref(), Some("expired"));
+    }
+
+    #[test]
+    fn expired_lease_is_swept_within_one_interval() {
+        let (_d, store, mut conn) = store_with_job(3);
+        let started = std::time::Instant::now();
+        let first = lease(&store, &mut conn, 1);
+        let swept_by = std::time::Instant::now() + EXPIRY_SWEEP_INTERVAL;
+        std::thread::sleep(Duration::from_millis(5));
+        let second = lease(&store, &mut conn, 60_000);
+        if started.elapsed() < EXPIRY_SWEEP_INTERVAL {
+            assert_eq!(second.chunk.chunk_id, 1, "swept before the interval was over");
+        }
+        std::thread::sleep(swept_by.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(5));
+        // Chunk 2 is pending, yet the expired chunk 0 comes first: the sweep was due.
+        let again = lease(&store, &mut conn, 60_000);
+        assert_eq!(
+            (again.chunk.chunk_id, again.chunk.attempt),
+            (0, 2),
+            "first was {first:?}"
+        );
+    }
+
+    #[test]
+    fn zero_sweep_interval_expires_on_every_lease() {
+        let (_d, store, mut conn) = store_with_job(2);
+        store.set_expiry_sweep_interval(Duration::ZERO);
+        lease(&store, &mut conn, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        let again = lease(&store, &mut conn, 60_000);
+        assert_eq!((again.chunk.chunk_id, again.chunk.attempt), (0, 2));
+    }
+
+    #[test]
+    fn batch_leases_are_fenced_one_by_one() {
+        let (_d, store, mut conn) = store_with_job(3);
+        store.set_expiry_sweep_interval(Duration::from_secs(3600));
+        let batch = store.lease_many(&mut conn, "w", Some("j"), 1, 5).unwrap().unwrap();
+        let got: Vec<(u64, u32)> = batch.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
+        assert_eq!(got, [(0, 1), (1, 1), (2, 1)], "as many as are runnable");
+        assert!(batch.iter().all(|l| l.job.spec_toml == "spec"));
+        std::thread::sleep(Duration::from_millis(5));
+        // The batch ran out and nothing is pending, so the sweep returns all three; asking
+        // for none means one.
+        let mut again = store
+            .lease_many(&mut conn, "w2", Some("j"), 60_000, 0)
+            .unwrap()
+            .unwrap();
+        again.extend(
+            store
+                .lease_many(&mut conn, "w2", Some("j"), 60_000, 10)
+                .unwrap()
+                .unwrap(),
+        );
+        let got: Vec<(u64, u32)> = again.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
+        assert_eq!(got, [(0, 2), (1, 2), (2, 2)]);
+        for (old, new) in batch.iter().zip(&again) {
+            let err = store.complete(&mut conn, &old.lease_id, &[], SUM, SUM).unwrap_err();
+            assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
+            assert!(store.heartbeat(&mut conn, &old.lease_id, 1000).is_err());
+            store.heartbeat(&mut conn, &new.lease_id, 60_000).unwrap();
+        }
+        store.complete(&mut conn, &again[1].lease_id, &[], SUM, SUM).unwrap();
+        assert!(matches!(
+            store.lease_many(&mut conn, "w", Some("j"), 60_000, 10).unwrap(),
+            Err(NoLease::RetryAfterMs(_))
+        ));
+        let s = store.summary(&conn, "j").unwrap();
+        assert_eq!((s.committed, s.leased), (1, 2));
+    }
+
+    #[test]
+    fn cancelled_and_replayed_jobs_lease_their_current_row() {
+        let (_d, store, mut conn) = store_with_job(2);
+        let first = lease(&store, &mut conn, 60_000);
+        assert_eq!(first.job.cancelled_at_us, None);
+        store.cancel(&mut conn, "j").unwrap();
+        assert!(matches!(
+            store.lease(&mut conn, "w", Some("j"), 1000).unwrap(),
+            Err(NoLease::Finished)
+        ));
+        store.replay(&mut conn, "j", None).unwrap();
+        let again = lease(&store, &mut conn, 60_000);
+        assert_eq!((again.job.job_id.as_str(), again.job.cancelled_at_us), ("j", None));
     }
 
     #[test]

@@ -79,8 +79,14 @@ fn output(chunk: u64) -> pb::ChunkOutput {
     }
 }
 
-/// Each worker leases until the job is finished; `hold` says how long it works on a chunk.
-async fn race(url: String, workers: usize, hold: fn(u64, u32) -> Duration) -> (Vec<(u64, u32)>, Vec<(u64, u32)>) {
+/// Each worker leases (up to `per_call` chunks a call) until the job is finished and works on
+/// its chunks one after the other; `hold` says how long it works on a chunk.
+async fn race(
+    url: String,
+    workers: usize,
+    per_call: u32,
+    hold: fn(u64, u32) -> Duration,
+) -> (Vec<(u64, u32)>, Vec<(u64, u32)>) {
     let leased = Arc::new(Mutex::new(Vec::new()));
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let mut set = tokio::task::JoinSet::new();
@@ -94,23 +100,31 @@ async fn race(url: String, workers: usize, hold: fn(u64, u32) -> Duration) -> (V
                         worker_id: format!("w{w}"),
                         job_id: "race".into(),
                         flight_url: String::new(),
+                        max_leases: per_call,
                     })
                     .await
                     .unwrap()
                     .into_inner();
                 match resp.outcome.unwrap() {
-                    pb::lease_chunk_response::Outcome::Lease(l) => {
-                        leased.lock().unwrap().push((l.chunk_id, l.attempt));
-                        tokio::time::sleep(hold(l.chunk_id, l.attempt)).await;
-                        let done = client
-                            .complete_chunk(pb::CompleteChunkRequest {
-                                lease_id: l.lease_id.clone(),
-                                output: Some(output(l.chunk_id)),
-                            })
-                            .await;
-                        match done {
-                            Ok(_) => accepted.lock().unwrap().push((l.chunk_id, l.attempt)),
-                            Err(s) => assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}"),
+                    pb::lease_chunk_response::Outcome::Lease(first) => {
+                        let held: Vec<_> = std::iter::once(first).chain(resp.more_leases).collect();
+                        assert!(held.len() <= per_call.max(1) as usize, "more leases than asked for");
+                        leased
+                            .lock()
+                            .unwrap()
+                            .extend(held.iter().map(|l| (l.chunk_id, l.attempt)));
+                        for l in held {
+                            tokio::time::sleep(hold(l.chunk_id, l.attempt)).await;
+                            let done = client
+                                .complete_chunk(pb::CompleteChunkRequest {
+                                    lease_id: l.lease_id.clone(),
+                                    output: Some(output(l.chunk_id)),
+                                })
+                                .await;
+                            match done {
+                                Ok(_) => accepted.lock().unwrap().push((l.chunk_id, l.attempt)),
+                                Err(s) => assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}"),
+                            }
                         }
                     }
                     pb::lease_chunk_response::Outcome::NoWork(nw) if nw.job_finished => return,
@@ -129,10 +143,10 @@ async fn race(url: String, workers: usize, hold: fn(u64, u32) -> Duration) -> (V
     (leased, accepted)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_workers_each_get_distinct_chunks() {
+/// Racing workers asking for `per_call` leases a call get every chunk exactly once.
+async fn distinct_chunks(per_call: u32) {
     let (_dir, store, url, stop) = coordinator(400, Duration::from_secs(60)).await;
-    let (leased, accepted) = race(url, 16, |_, _| Duration::ZERO).await;
+    let (leased, accepted) = race(url, 16, per_call, |_, _| Duration::ZERO).await;
     let unique: HashSet<_> = leased.iter().collect();
     assert_eq!(unique.len(), leased.len(), "a (chunk, attempt) was handed out twice");
     assert_eq!(leased.len(), 400, "every chunk leased exactly once");
@@ -144,14 +158,20 @@ async fn racing_workers_each_get_distinct_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expiring_leases_let_exactly_one_completion_per_chunk_through() {
-    // First holders of every third chunk work past the TTL without heartbeats: those chunks
-    // are re-leased while the first holder still works, and both holders try to complete.
+async fn racing_workers_each_get_distinct_chunks() {
+    distinct_chunks(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_batch_leases_each_get_distinct_chunks() {
+    distinct_chunks(7).await;
+}
+
+/// Leases run out while their holders still work, chunks are re-leased, and both holders
+/// try to complete: exactly one completion per chunk is accepted, the newest attempt's.
+async fn one_completion_per_chunk(per_call: u32, hold: fn(u64, u32) -> Duration) {
     let (_dir, store, url, stop) = coordinator(120, Duration::from_millis(150)).await;
-    let (leased, accepted) = race(url, 12, |chunk, attempt| {
-        Duration::from_millis(if chunk % 3 == 0 && attempt == 1 { 400 } else { 5 })
-    })
-    .await;
+    let (leased, accepted) = race(url, 12, per_call, hold).await;
     let unique: HashSet<_> = leased.iter().collect();
     assert_eq!(unique.len(), leased.len(), "a (chunk, attempt) was handed out twice");
     assert!(leased.len() > 120, "no lease expired, the test proves nothing");
@@ -170,4 +190,20 @@ async fn expiring_leases_let_exactly_one_completion_per_chunk_through() {
         );
     }
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiring_leases_let_exactly_one_completion_per_chunk_through() {
+    // First holders of every third chunk work past the TTL without heartbeats.
+    one_completion_per_chunk(1, |chunk, attempt| {
+        Duration::from_millis(if chunk % 3 == 0 && attempt == 1 { 400 } else { 5 })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiring_batch_leases_let_exactly_one_completion_per_chunk_through() {
+    // A worker holding four leases works on them in turn, so the later ones of a batch run
+    // out (and are re-leased) before their holder gets to them.
+    one_completion_per_chunk(4, |_, attempt| Duration::from_millis(if attempt == 1 { 60 } else { 5 })).await;
 }

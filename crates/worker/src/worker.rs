@@ -6,10 +6,10 @@
 //! retrying with capped backoff, and retries the report of a finished chunk until the
 //! coordinator answers: the coordinator alone decides whether that report still counts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backhaul_core::Error;
@@ -18,7 +18,7 @@ use backhaul_core::cursor::CursorRange;
 use backhaul_core::spec::JobSpec;
 use backhaul_proto::Client;
 use backhaul_proto::v1 as pb;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -89,6 +89,15 @@ pub struct Worker {
     config: WorkerConfig,
     jobs: Mutex<HashMap<String, Arc<JobContext>>>,
     metrics: Arc<WorkerMetrics>,
+    /// Idle slots share one lease request: the slot whose turn it is asks for a lease per free
+    /// slot and leaves the extra ones in `spare_leases` for the others.
+    asking: Mutex<()>,
+    /// Leases asked for on behalf of other slots, not yet running.
+    spare_leases: std::sync::Mutex<VecDeque<pb::ChunkLease>>,
+    /// Wakes slots waiting out a "no work" answer when spare leases arrive.
+    spares_arrived: Notify,
+    /// Slots whose loop still runs.
+    live_slots: AtomicUsize,
 }
 
 /// Transport-level failures a retry can fix; anything else is the coordinator's answer.
@@ -113,6 +122,10 @@ impl Worker {
             config,
             jobs: Mutex::new(HashMap::new()),
             metrics: Arc::new(WorkerMetrics::new()),
+            asking: Mutex::new(()),
+            spare_leases: std::sync::Mutex::new(VecDeque::new()),
+            spares_arrived: Notify::new(),
+            live_slots: AtomicUsize::new(0),
         }
     }
 
@@ -129,6 +142,7 @@ impl Worker {
     /// Runs the slots until the filtered job is finished or `shutdown` says stop.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) -> Result<()> {
         let mut slots = JoinSet::new();
+        self.live_slots.fetch_add(self.config.slots.max(1), Ordering::Relaxed);
         for slot in 0..self.config.slots.max(1) {
             let this = self.clone();
             let shutdown = shutdown.clone();
@@ -136,6 +150,7 @@ impl Worker {
         }
         let mut first_error = None;
         while let Some(joined) = slots.join_next().await {
+            self.live_slots.fetch_sub(1, Ordering::Relaxed);
             match joined {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -146,6 +161,8 @@ impl Worker {
                 }
             }
         }
+        // Spare leases nobody took (every slot stopped): hand them back now, not at expiry.
+        self.hand_back_spares(&self.config.worker_id).await;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -154,12 +171,32 @@ impl Worker {
         let mut rpc_failures = 0u32;
         loop {
             if shutdown.drain.is_cancelled() {
+                self.hand_back_spares(&worker_id).await;
                 return Ok(());
             }
+            let turn = tokio::select! {
+                turn = self.asking.lock() => turn,
+                _ = shutdown.drain.cancelled() => continue,
+            };
+            if let Some(lease) = self.take_spare() {
+                self.run_leased(&worker_id, lease, turn, &shutdown).await;
+                continue;
+            }
+            // One lease per free slot (this one included); the others are on their way to
+            // their turn and will find theirs among the spares. Slots count as busy from
+            // before they give up the turn, so this never asks for more than will run.
+            let busy = self.metrics.busy_slots.load(Ordering::Relaxed).max(0) as usize;
+            let free = self.live_slots.load(Ordering::Relaxed).saturating_sub(busy).max(1);
             let req = pb::LeaseChunkRequest {
-                worker_id: worker_id.clone(),
+                // Leases taken for several slots are the worker's, not this slot's.
+                worker_id: if free > 1 {
+                    self.config.worker_id.clone()
+                } else {
+                    worker_id.clone()
+                },
                 job_id: self.config.job_filter.clone().unwrap_or_default(),
                 flight_url: self.config.flight_url.clone().unwrap_or_default(),
+                max_leases: free as u32,
             };
             let asked = Instant::now();
             let resp = match self.client.clone().lease_chunk(req).await {
@@ -172,6 +209,7 @@ impl Worker {
                     r.into_inner()
                 }
                 Err(status) => {
+                    drop(turn);
                     rpc_failures += 1;
                     if self.config.give_up_after.is_some_and(|n| rpc_failures > n) {
                         return Err(status.into());
@@ -185,27 +223,59 @@ impl Worker {
             };
             match resp.outcome {
                 Some(pb::lease_chunk_response::Outcome::Lease(lease)) => {
-                    self.metrics.leases.inc();
-                    if shutdown.drain.is_cancelled() {
-                        // Drained while the lease was on its way: give it straight back.
-                        self.hand_back(&worker_id, &lease, &shutdown.abort).await;
-                        return Ok(());
+                    self.metrics.leases.add(1 + resp.more_leases.len() as u64);
+                    if !resp.more_leases.is_empty() {
+                        self.spare_leases
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(resp.more_leases);
+                        self.spares_arrived.notify_waiters();
                     }
-                    self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);
-                    self.run_lease(&worker_id, lease, &shutdown.abort).await;
-                    self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
+                    self.run_leased(&worker_id, lease, turn, &shutdown).await;
                 }
                 Some(pb::lease_chunk_response::Outcome::NoWork(nw)) => {
+                    drop(turn);
                     if nw.job_finished && self.config.job_filter.is_some() {
                         return Ok(());
                     }
-                    sleep_or_cancel(
-                        Duration::from_millis(u64::from(nw.retry_after_ms.max(50))),
-                        &shutdown.drain,
-                    )
-                    .await;
+                    tokio::select! {
+                        _ = sleep_or_cancel(Duration::from_millis(u64::from(nw.retry_after_ms.max(50))), &shutdown.drain) => {}
+                        _ = self.spares_arrived.notified() => {}
+                    }
                 }
                 None => return Err(tonic::Status::internal("lease response without outcome").into()),
+            }
+        }
+    }
+
+    /// Runs a lease this slot holds, or hands it back when the worker is draining. The slot
+    /// counts as busy before it gives up its turn to ask.
+    async fn run_leased(&self, worker_id: &str, lease: pb::ChunkLease, turn: MutexGuard<'_, ()>, shutdown: &Shutdown) {
+        if shutdown.drain.is_cancelled() {
+            drop(turn);
+            // Drained while the lease was on its way: give it straight back.
+            self.hand_back(worker_id, &lease, &shutdown.abort).await;
+            return;
+        }
+        self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);
+        drop(turn);
+        self.run_lease(worker_id, lease, &shutdown.abort).await;
+        self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn take_spare(&self) -> Option<pb::ChunkLease> {
+        self.spare_leases.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    /// Hands back every spare lease, each within [`HAND_BACK_GRACE`].
+    async fn hand_back_spares(&self, worker_id: &str) {
+        while let Some(lease) = self.take_spare() {
+            let grace = CancellationToken::new();
+            tokio::select! {
+                _ = self.hand_back(worker_id, &lease, &grace) => {}
+                _ = tokio::time::sleep(HAND_BACK_GRACE) => {
+                    warn!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, "coordinator did not take the chunk back in time; its lease will expire");
+                }
             }
         }
     }
@@ -483,5 +553,212 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
     tokio::select! {
         _ = tokio::time::sleep(d) => {}
         _ = cancel.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::AtomicU64;
+
+    use backhaul_core::connector::{Destination, Source};
+    use backhaul_core::spec::{DestinationSpec, SourceSpec};
+    use backhaul_proto::ClientConfig;
+    use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// Leases point at a spec no worker can parse, so every chunk fails at once and is reported.
+    struct NoConnectors;
+
+    impl Connectors for NoConnectors {
+        fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
+            Err(Error::Internal("no connectors in this test".into()))
+        }
+
+        fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
+            Err(Error::Internal("no connectors in this test".into()))
+        }
+    }
+
+    /// A coordinator with `chunks` chunks that records what workers ask and report.
+    #[derive(Default)]
+    struct FakeCoordinator {
+        chunks: u64,
+        leased: AtomicU64,
+        /// `max_leases` of every lease call that got leases.
+        asked: StdMutex<Vec<u32>>,
+        /// `(lease id, released)` of every FailChunk.
+        reported: StdMutex<Vec<(String, bool)>>,
+        /// Drained while the first lease call is answered, when set.
+        drain: Option<CancellationToken>,
+    }
+
+    #[tonic::async_trait]
+    impl Coordinator for FakeCoordinator {
+        async fn lease_chunk(
+            &self,
+            req: Request<pb::LeaseChunkRequest>,
+        ) -> Result<Response<pb::LeaseChunkResponse>, Status> {
+            let max = u64::from(req.get_ref().max_leases.max(1));
+            let first = self.leased.fetch_add(max, Ordering::SeqCst).min(self.chunks);
+            let leases: Vec<pb::ChunkLease> = (first..(first + max).min(self.chunks))
+                .map(|chunk_id| pb::ChunkLease {
+                    lease_id: format!("j/{chunk_id}/1"),
+                    job_id: "j".into(),
+                    chunk_id,
+                    attempt: 1,
+                    job_spec_toml: "not a spec".into(),
+                    lease_ttl_ms: 60_000,
+                    ..Default::default()
+                })
+                .collect();
+            if leases.is_empty() {
+                return Ok(Response::new(pb::LeaseChunkResponse {
+                    outcome: Some(pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
+                        job_finished: true,
+                        retry_after_ms: 0,
+                    })),
+                    more_leases: vec![],
+                }));
+            }
+            self.asked.lock().unwrap().push(req.get_ref().max_leases);
+            if let Some(drain) = &self.drain {
+                drain.cancel();
+            }
+            let mut leases = leases.into_iter();
+            Ok(Response::new(pb::LeaseChunkResponse {
+                outcome: leases.next().map(pb::lease_chunk_response::Outcome::Lease),
+                more_leases: leases.collect(),
+            }))
+        }
+
+        async fn fail_chunk(
+            &self,
+            req: Request<pb::FailChunkRequest>,
+        ) -> Result<Response<pb::FailChunkResponse>, Status> {
+            let r = req.into_inner();
+            self.reported.lock().unwrap().push((r.lease_id, r.released));
+            Ok(Response::new(pb::FailChunkResponse { will_retry: false }))
+        }
+
+        async fn heartbeat(&self, _: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+            Ok(Response::new(pb::HeartbeatResponse { lease_ttl_ms: 60_000 }))
+        }
+
+        async fn report_progress(
+            &self,
+            _: Request<pb::ReportProgressRequest>,
+        ) -> Result<Response<pb::ReportProgressResponse>, Status> {
+            Ok(Response::new(pb::ReportProgressResponse {}))
+        }
+
+        async fn complete_chunk(
+            &self,
+            _: Request<pb::CompleteChunkRequest>,
+        ) -> Result<Response<pb::CompleteChunkResponse>, Status> {
+            Err(Status::unimplemented("no chunk can succeed here"))
+        }
+
+        async fn submit_job(
+            &self,
+            _: Request<pb::SubmitJobRequest>,
+        ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+            Err(Status::unimplemented("not for workers"))
+        }
+
+        async fn get_job_status(
+            &self,
+            _: Request<pb::GetJobStatusRequest>,
+        ) -> Result<Response<pb::GetJobStatusResponse>, Status> {
+            Err(Status::unimplemented("not for workers"))
+        }
+
+        async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+            Err(Status::unimplemented("not for workers"))
+        }
+
+        async fn cancel_job(
+            &self,
+            _: Request<pb::CancelJobRequest>,
+        ) -> Result<Response<pb::CancelJobResponse>, Status> {
+            Err(Status::unimplemented("not for workers"))
+        }
+
+        async fn preview_chunk(
+            &self,
+            _: Request<pb::PreviewChunkRequest>,
+        ) -> Result<Response<pb::PreviewChunkResponse>, Status> {
+            Err(Status::unimplemented("not for workers"))
+        }
+
+        async fn find_data_plane(
+            &self,
+            _: Request<pb::FindDataPlaneRequest>,
+        ) -> Result<Response<pb::FindDataPlaneResponse>, Status> {
+            Err(Status::unimplemented("not for workers"))
+        }
+    }
+
+    /// Runs a three-slot worker for job `j` against `fake` until it stops.
+    async fn run_worker(fake: Arc<FakeCoordinator>, shutdown: Shutdown) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .add_service(CoordinatorServer::from_arc(fake))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                stop.clone().cancelled_owned(),
+            );
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move { server.await.map_err(|e| WorkerError::Task(e.to_string())) });
+        let config = WorkerConfig {
+            slots: 3,
+            job_filter: Some("j".into()),
+            give_up_after: Some(3),
+            ..WorkerConfig::new("w")
+        };
+        let client = ClientConfig::plain(url).connect_lazy().unwrap();
+        let worker = Arc::new(Worker::new(client, Arc::new(NoConnectors), config));
+        let ran = tokio::time::timeout(Duration::from_secs(30), worker.run(shutdown)).await;
+        stop.cancel();
+        ran.expect("the worker stopped").expect("the worker ran");
+        while tasks.join_next().await.is_some() {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn free_slots_share_one_lease_request_and_run_every_lease() {
+        let fake = Arc::new(FakeCoordinator {
+            chunks: 3,
+            ..Default::default()
+        });
+        run_worker(fake.clone(), Shutdown::default()).await;
+        assert_eq!(*fake.asked.lock().unwrap(), [3], "one call for three idle slots");
+        let mut reported = fake.reported.lock().unwrap().clone();
+        reported.sort();
+        let failed: Vec<(String, bool)> = (0..3).map(|c| (format!("j/{c}/1"), false)).collect();
+        assert_eq!(reported, failed, "every lease ran (and failed on its spec)");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn draining_worker_hands_back_spare_leases() {
+        let drain = CancellationToken::new();
+        let fake = Arc::new(FakeCoordinator {
+            chunks: 3,
+            drain: Some(drain.clone()),
+            ..Default::default()
+        });
+        let shutdown = Shutdown {
+            drain,
+            abort: CancellationToken::new(),
+        };
+        run_worker(fake.clone(), shutdown).await;
+        assert_eq!(*fake.asked.lock().unwrap(), [3]);
+        let mut reported = fake.reported.lock().unwrap().clone();
+        reported.sort();
+        let released: Vec<(String, bool)> = (0..3).map(|c| (format!("j/{c}/1"), true)).collect();
+        assert_eq!(reported, released, "all three handed back, none run");
     }
 }

@@ -231,12 +231,8 @@ pub fn client_json(job: &JobDir, args: &[&str], envs: &[(&str, &str)]) -> serde_
     serde_json::from_str(&text(&out.stdout)).expect("json output")
 }
 
-/// Minimal HTTP/1.1 GET; returns the status code and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_get_authorized(addr, path, None)
-}
-
-/// [`http_get`] with an `Authorization` header value.
+/// Minimal HTTP/1.1 GET, with an `Authorization` header value when given; returns the status
+/// code and body.
 pub fn http_get_authorized(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
