@@ -17,33 +17,18 @@
 //! part of it spent on the state store's writer thread (SQLite, commits; Linux only).
 //! Nothing is asserted: this is a measurement, not a test.
 
+#[path = "../crates/coordinator/tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backhaul_coordinator::StateStore;
 use backhaul_coordinator::service::MAX_LEASES_PER_CALL;
 use backhaul_coordinator::store::EXPIRY_SWEEP_INTERVAL;
-use backhaul_coordinator::{CoordinatorService, JobRow, RetryPolicy, ServeOptions, StateStore, Store, serve};
-use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::{Connectors, Destination, Source};
-use backhaul_core::cursor::{CursorKind, CursorRange};
-use backhaul_core::spec::{DestinationSpec, SourceSpec};
 use backhaul_proto::ClientConfig;
 use backhaul_proto::v1 as pb;
-use tokio_util::sync::CancellationToken;
-
-struct NoConnectors;
-
-impl Connectors for NoConnectors {
-    fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
-        Err(backhaul_core::Error::Internal("not used".into()))
-    }
-
-    fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
-        Err(backhaul_core::Error::Internal("not used".into()))
-    }
-}
 
 fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -210,43 +195,8 @@ async fn simulated_worker(
 }
 
 async fn one_run(chunks: u64, workers: usize, leases_per_request: u32, cold_start: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_exclusive(&dir.path().join("state.db")).expect("store");
-    let job = JobRow {
-        job_id: "bench".into(),
-        spec_toml: "spec".into(),
-        base_dir: dir.path().into(),
-        cursor_kind: CursorKind::Integer,
-        range: CursorRange::new(0, chunks as i64),
-        created_at_us: 0,
-        cancelled_at_us: None,
-    };
-    let planned: Vec<PlannedChunk> = (0..chunks)
-        .map(|i| PlannedChunk {
-            index: i,
-            range: CursorRange::new(i as i64, i as i64 + 1),
-            estimated_rows: 1000,
-            estimated_bytes: 100_000,
-        })
-        .collect();
-    StateStore::submit(&store, job, planned).await.expect("submit");
-    let service = CoordinatorService::new(
-        Arc::new(store.clone()),
-        Arc::new(NoConnectors),
-        LEASE_TTL,
-        RetryPolicy::default(),
-    );
-    let stop = CancellationToken::new();
-    let (addr, server) = serve(
-        service,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        ServeOptions::default(),
-        stop.clone(),
-    )
-    .await
-    .expect("serve");
-    let server = tokio::spawn(server);
-    let url = format!("http://{addr}");
+    let served = support::serve_job("bench", chunks, LEASE_TTL).await;
+    let (store, url) = (served.store.clone(), served.url.clone());
 
     let mut set = tokio::task::JoinSet::new();
     let start = Arc::new(tokio::sync::Barrier::new(workers + 1));
@@ -299,8 +249,8 @@ async fn one_run(chunks: u64, workers: usize, leases_per_request: u32, cold_star
     if retries > 0 {
         println!("         retried transport failures by gRPC code: {transport_errors:?}");
     }
-    stop.cancel();
-    let _ = server.await;
+    served.stop.cancel();
+    let _ = served.server.await;
 }
 
 fn main() {

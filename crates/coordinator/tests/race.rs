@@ -2,72 +2,14 @@
 //! workers under the same attempt, and exactly one completion per chunk is accepted even when
 //! leases expire and are re-leased while their first holders are still working.
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backhaul_coordinator::{CoordinatorService, JobRow, RetryPolicy, ServeOptions, Store, serve};
-use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::{Connectors, Destination, Source};
-use backhaul_core::cursor::{CursorKind, CursorRange};
-use backhaul_core::spec::{DestinationSpec, SourceSpec};
 use backhaul_proto::ClientConfig;
 use backhaul_proto::v1 as pb;
-use tokio_util::sync::CancellationToken;
-
-/// Jobs here are stored directly; nothing is planned, so no connector is ever built.
-struct NoConnectors;
-
-impl Connectors for NoConnectors {
-    fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
-        Err(backhaul_core::Error::Internal("no connectors in this test".into()))
-    }
-
-    fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
-        Err(backhaul_core::Error::Internal("no connectors in this test".into()))
-    }
-}
-
-async fn coordinator(chunks: u64, ttl: Duration) -> (tempfile::TempDir, Store, String, CancellationToken) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_exclusive(&dir.path().join("state.db")).unwrap();
-    let job = JobRow {
-        job_id: "race".into(),
-        spec_toml: "spec".into(),
-        base_dir: dir.path().into(),
-        cursor_kind: CursorKind::Integer,
-        range: CursorRange::new(0, chunks as i64),
-        created_at_us: 0,
-        cancelled_at_us: None,
-    };
-    let planned: Vec<PlannedChunk> = (0..chunks)
-        .map(|i| PlannedChunk {
-            index: i,
-            range: CursorRange::new(i as i64, i as i64 + 1),
-            estimated_rows: 1,
-            estimated_bytes: 1,
-        })
-        .collect();
-    store.call(move |s, c| s.submit(c, &job, &planned)).await.unwrap();
-    let service = CoordinatorService::new(
-        Arc::new(store.clone()),
-        Arc::new(NoConnectors),
-        ttl,
-        RetryPolicy::default(),
-    );
-    let stop = CancellationToken::new();
-    let (addr, server) = serve(
-        service,
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        ServeOptions::default(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(server);
-    (dir, store, format!("http://{addr}"), stop)
-}
 
 fn output(chunk: u64) -> pb::ChunkOutput {
     pb::ChunkOutput {
@@ -145,7 +87,13 @@ async fn race(
 
 /// Racing workers asking for `per_call` leases a call get every chunk exactly once.
 async fn distinct_chunks(per_call: u32) {
-    let (_dir, store, url, stop) = coordinator(400, Duration::from_secs(60)).await;
+    let support::ServedJob {
+        _dir,
+        store,
+        url,
+        stop,
+        server,
+    } = support::serve_job("race", 400, Duration::from_secs(60)).await;
     let (leased, accepted) = race(url, 16, per_call, |_, _| Duration::ZERO).await;
     let unique: HashSet<_> = leased.iter().collect();
     assert_eq!(unique.len(), leased.len(), "a (chunk, attempt) was handed out twice");
@@ -155,6 +103,7 @@ async fn distinct_chunks(per_call: u32) {
     let s = store.call(|s, c| s.summary(c, "race")).await.unwrap();
     assert_eq!((s.committed, s.committed_rows), (400, (0..400).sum()));
     stop.cancel();
+    let _ = server.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,7 +119,13 @@ async fn racing_batch_leases_each_get_distinct_chunks() {
 /// Leases run out while their holders still work, chunks are re-leased, and both holders
 /// try to complete: exactly one completion per chunk is accepted, the newest attempt's.
 async fn one_completion_per_chunk(per_call: u32, hold: fn(u64, u32) -> Duration) {
-    let (_dir, store, url, stop) = coordinator(120, Duration::from_millis(150)).await;
+    let support::ServedJob {
+        _dir,
+        store,
+        url,
+        stop,
+        server,
+    } = support::serve_job("race", 120, Duration::from_millis(150)).await;
     let (leased, accepted) = race(url, 12, per_call, hold).await;
     let unique: HashSet<_> = leased.iter().collect();
     assert_eq!(unique.len(), leased.len(), "a (chunk, attempt) was handed out twice");
@@ -190,6 +145,7 @@ async fn one_completion_per_chunk(per_call: u32, hold: fn(u64, u32) -> Duration)
         );
     }
     stop.cancel();
+    let _ = server.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
