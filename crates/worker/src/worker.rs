@@ -539,7 +539,7 @@ const HAND_BACK_GRACE: Duration = Duration::from_secs(10);
 
 /// Capped exponential backoff with jitter from the clock's low bits, so workers that lost
 /// the coordinator together do not all come back in the same millisecond.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let base = (100u64 << failures.min(6)).min(5_000);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
