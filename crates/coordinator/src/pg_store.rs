@@ -11,7 +11,6 @@
 //! session-level advisory lock and checks, in every transaction that changes state, that the
 //! serving epoch is still the one it set (see the private `pg_connect` module).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,6 @@ use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
-use backhaul_core::cursor::{CursorKind, CursorRange};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
 
@@ -28,8 +26,8 @@ use crate::pg_connect::{Connector, Fence, LockSession, Pool, keep_serving_lock};
 use crate::service::RetryPolicy;
 use crate::state::StateStore;
 use crate::store::{
-    AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Failure, JOB_SELECT, JobRow, JobSummary, Lease, LeaseKey,
-    MIGRATIONS, NoLease, Submitted, now_us,
+    ATTEMPT_COLUMNS, AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Failure, JOB_SELECT, JobRow, JobSummary, Lease,
+    LeaseKey, MIGRATIONS, NoLease, StateRow, Submitted, attempt_from_row, chunk_from_row, job_from_row, now_us,
 };
 
 /// The embedded store's schema with PostgreSQL types (`BIGINT` where SQLite says `INTEGER`).
@@ -414,9 +412,8 @@ impl PgStore {
     }
 
     async fn attempts_on(&self, c: &Client, job_id: &str) -> Result<Vec<AttemptRow>> {
-        let sql = "SELECT chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message
-             FROM attempts WHERE job_id = $1 ORDER BY chunk_id, attempt";
-        self.rows(c, sql, &[text(&job_id)], attempt_from_row).await
+        let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY chunk_id, attempt");
+        self.rows(c, &sql, &[text(&job_id)], attempt_from_row).await
     }
 
     /// Runs a query on `c` (a connection or a transaction) and maps every row.
@@ -913,73 +910,22 @@ fn summary_from_row(r: &Row, first: usize) -> RowResult<JobSummary> {
     })
 }
 
-/// A row of [`CHUNK_SELECT`].
-fn chunk_from_row(r: &Row) -> RowResult<ChunkRow> {
-    let int = |i: usize| r.try_get::<_, i64>(i);
-    let opt = |i: usize| r.try_get::<_, Option<i64>>(i);
-    let text = |i: usize| r.try_get::<_, Option<String>>(i);
-    let summary = |rows: Option<i64>, sum: Option<i64>| {
-        Some(RowSummary {
-            rows: rows? as u64,
-            checksum: sum? as u64,
-        })
-    };
-    let last_error = match (text(15)?, text(16)?, text(17)?) {
-        (Some(class), Some(kind), Some(message)) => Some((class, kind, message)),
-        _ => None,
-    };
-    Ok(ChunkRow {
-        chunk_id: int(0)? as u64,
-        range: CursorRange {
-            from: int(1)?,
-            to: int(2)?,
-        },
-        estimated_rows: int(3)? as u64,
-        estimated_bytes: int(4)? as u64,
-        state: ChunkState::parse(&r.try_get::<_, String>(5)?),
-        attempt: int(6)? as u32,
-        failures: int(7)? as u32,
-        progress_rows: int(8)? as u64,
-        progress_bytes: int(9)? as u64,
-        extracted: summary(opt(10)?, opt(11)?),
-        committed: summary(opt(12)?, opt(13)?),
-        committed_bytes: opt(14)?.map(|b| b as u64),
-        last_error,
-        lease_worker: text(18)?,
-        committed_at_us: opt(19)?,
-    })
-}
+impl StateRow for Row {
+    type Error = tokio_postgres::Error;
 
-/// A row of [`JOB_SELECT`].
-fn job_from_row(r: &Row) -> RowResult<JobRow> {
-    let kind = match r.try_get::<_, &str>(3)? {
-        "date" => CursorKind::Date,
-        "integer" => CursorKind::Integer,
-        _ => CursorKind::Timestamp,
-    };
-    Ok(JobRow {
-        job_id: r.try_get(0)?,
-        spec_toml: r.try_get(1)?,
-        base_dir: PathBuf::from(r.try_get::<_, String>(2)?),
-        cursor_kind: kind,
-        range: CursorRange {
-            from: r.try_get(4)?,
-            to: r.try_get(5)?,
-        },
-        created_at_us: r.try_get(6)?,
-        cancelled_at_us: r.try_get(7)?,
-    })
-}
+    fn int(&self, i: usize) -> RowResult<i64> {
+        self.try_get(i)
+    }
 
-fn attempt_from_row(r: &Row) -> RowResult<AttemptRow> {
-    Ok(AttemptRow {
-        chunk_id: r.try_get::<_, i64>(0)? as u64,
-        attempt: r.try_get::<_, i64>(1)? as u32,
-        worker_id: r.try_get(2)?,
-        started_at_us: r.try_get(3)?,
-        ended_at_us: r.try_get(4)?,
-        outcome: r.try_get(5)?,
-        error_class: r.try_get(6)?,
-        error_message: r.try_get(7)?,
-    })
+    fn opt_int(&self, i: usize) -> RowResult<Option<i64>> {
+        self.try_get(i)
+    }
+
+    fn text(&self, i: usize) -> RowResult<String> {
+        self.try_get(i)
+    }
+
+    fn opt_text(&self, i: usize) -> RowResult<Option<String>> {
+        self.try_get(i)
+    }
 }

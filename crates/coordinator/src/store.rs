@@ -584,7 +584,7 @@ impl Store {
 
     /// A job by id.
     pub fn job(&self, conn: &Connection, job_id: &str) -> Result<JobRow> {
-        conn.query_row(JOB_BY_ID, [job_id], job_from_row)
+        conn.query_row(JOB_BY_ID, [job_id], |r| job_from_row(r))
             .optional()
             .map_err(|e| self.db_err(e))?
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))
@@ -595,7 +595,7 @@ impl Store {
         let mut stmt = conn
             .prepare(&format!("{JOB_SELECT} ORDER BY created_at_us, job_id"))
             .map_err(|e| self.db_err(e))?;
-        let rows = stmt.query_map([], job_from_row).map_err(|e| self.db_err(e))?;
+        let rows = stmt.query_map([], |r| job_from_row(r)).map_err(|e| self.db_err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
     }
 
@@ -604,7 +604,9 @@ impl Store {
         let mut stmt = conn
             .prepare(&format!("{CHUNK_SELECT} WHERE job_id = ?1 ORDER BY chunk_id"))
             .map_err(|e| self.db_err(e))?;
-        let rows = stmt.query_map([job_id], chunk_from_row).map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map([job_id], |r| chunk_from_row(r))
+            .map_err(|e| self.db_err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
     }
 
@@ -831,7 +833,7 @@ impl Store {
             return Ok(job);
         }
         let job = self
-            .row(tx, JOB_BY_ID, [job_id], job_from_row)?
+            .row(tx, JOB_BY_ID, [job_id], |r| job_from_row(r))?
             .ok_or_else(|| CoordinatorError::UnknownJob(job_id.into()))?;
         if let Ok(mut jobs) = self.leasing.jobs.lock() {
             if jobs.len() >= MAX_CACHED_JOBS {
@@ -1171,24 +1173,12 @@ impl Store {
     /// Every attempt of a job, in chunk and attempt order: the history the status page draws.
     pub fn attempts(&self, conn: &Connection, job_id: &str) -> Result<Vec<AttemptRow>> {
         let mut stmt = conn
-            .prepare(
-                "SELECT chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message
-                 FROM attempts WHERE job_id = ?1 ORDER BY chunk_id, attempt",
-            )
+            .prepare(&format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ?1 ORDER BY chunk_id, attempt"
+            ))
             .map_err(|e| self.db_err(e))?;
         let rows = stmt
-            .query_map([job_id], |r| {
-                Ok(AttemptRow {
-                    chunk_id: r.get::<_, i64>(0)? as u64,
-                    attempt: r.get(1)?,
-                    worker_id: r.get(2)?,
-                    started_at_us: r.get(3)?,
-                    ended_at_us: r.get(4)?,
-                    outcome: r.get(5)?,
-                    error_class: r.get(6)?,
-                    error_message: r.get(7)?,
-                })
-            })
+            .query_map([job_id], |r| attempt_from_row(r))
             .map_err(|e| self.db_err(e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.db_err(e))
     }
@@ -1288,61 +1278,112 @@ fn leased_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, ChunkRow)
     Ok((r.get(20)?, chunk_from_row(r)?))
 }
 
-fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRow> {
-    let summary = |rows: Option<i64>, sum: Option<i64>| match (rows, sum) {
-        (Some(rows), Some(sum)) => Some(RowSummary {
-            rows: rows as u64,
-            checksum: sum as u64,
-        }),
-        _ => None,
+/// A result row read by column index, whichever backend produced it. Both stores select the
+/// same columns in the same order ([`CHUNK_SELECT`], [`JOB_SELECT`], attempts), so one set of
+/// readers below maps them for both.
+pub(crate) trait StateRow {
+    /// The driver's error.
+    type Error;
+    /// A non-null integer column.
+    fn int(&self, i: usize) -> std::result::Result<i64, Self::Error>;
+    /// A nullable integer column.
+    fn opt_int(&self, i: usize) -> std::result::Result<Option<i64>, Self::Error>;
+    /// A non-null text column.
+    fn text(&self, i: usize) -> std::result::Result<String, Self::Error>;
+    /// A nullable text column.
+    fn opt_text(&self, i: usize) -> std::result::Result<Option<String>, Self::Error>;
+}
+
+impl StateRow for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+}
+
+/// A row of [`CHUNK_SELECT`].
+pub(crate) fn chunk_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result<ChunkRow, R::Error> {
+    let summary = |rows: Option<i64>, sum: Option<i64>| {
+        Some(RowSummary {
+            rows: rows? as u64,
+            checksum: sum? as u64,
+        })
     };
-    let error = match (
-        r.get::<_, Option<String>>(15)?,
-        r.get::<_, Option<String>>(16)?,
-        r.get::<_, Option<String>>(17)?,
-    ) {
-        (Some(c), Some(k), Some(m)) => Some((c, k, m)),
+    let last_error = match (r.opt_text(15)?, r.opt_text(16)?, r.opt_text(17)?) {
+        (Some(class), Some(kind), Some(message)) => Some((class, kind, message)),
         _ => None,
     };
     Ok(ChunkRow {
-        chunk_id: r.get::<_, i64>(0)? as u64,
+        chunk_id: r.int(0)? as u64,
         range: CursorRange {
-            from: r.get(1)?,
-            to: r.get(2)?,
+            from: r.int(1)?,
+            to: r.int(2)?,
         },
-        estimated_rows: r.get::<_, i64>(3)? as u64,
-        estimated_bytes: r.get::<_, i64>(4)? as u64,
-        state: ChunkState::parse(&r.get::<_, String>(5)?),
-        attempt: r.get(6)?,
-        failures: r.get(7)?,
-        progress_rows: r.get::<_, i64>(8)? as u64,
-        progress_bytes: r.get::<_, i64>(9)? as u64,
-        extracted: summary(r.get(10)?, r.get(11)?),
-        committed: summary(r.get(12)?, r.get(13)?),
-        committed_bytes: r.get::<_, Option<i64>>(14)?.map(|b| b as u64),
-        last_error: error,
-        lease_worker: r.get(18)?,
-        committed_at_us: r.get(19)?,
+        estimated_rows: r.int(3)? as u64,
+        estimated_bytes: r.int(4)? as u64,
+        state: ChunkState::parse(&r.text(5)?),
+        attempt: r.int(6)? as u32,
+        failures: r.int(7)? as u32,
+        progress_rows: r.int(8)? as u64,
+        progress_bytes: r.int(9)? as u64,
+        extracted: summary(r.opt_int(10)?, r.opt_int(11)?),
+        committed: summary(r.opt_int(12)?, r.opt_int(13)?),
+        committed_bytes: r.opt_int(14)?.map(|b| b as u64),
+        last_error,
+        lease_worker: r.opt_text(18)?,
+        committed_at_us: r.opt_int(19)?,
     })
 }
 
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
-    let kind = match r.get::<_, String>(3)?.as_str() {
+/// A row of [`JOB_SELECT`].
+pub(crate) fn job_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result<JobRow, R::Error> {
+    let kind = match r.text(3)?.as_str() {
         "date" => CursorKind::Date,
         "integer" => CursorKind::Integer,
         _ => CursorKind::Timestamp,
     };
     Ok(JobRow {
-        job_id: r.get(0)?,
-        spec_toml: r.get(1)?,
-        base_dir: PathBuf::from(r.get::<_, String>(2)?),
+        job_id: r.text(0)?,
+        spec_toml: r.text(1)?,
+        base_dir: PathBuf::from(r.text(2)?),
         cursor_kind: kind,
         range: CursorRange {
-            from: r.get(4)?,
-            to: r.get(5)?,
+            from: r.int(4)?,
+            to: r.int(5)?,
         },
-        created_at_us: r.get(6)?,
-        cancelled_at_us: r.get(7)?,
+        created_at_us: r.int(6)?,
+        cancelled_at_us: r.opt_int(7)?,
+    })
+}
+
+/// The columns [`attempt_from_row`] reads, in its order.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "chunk_id, attempt, worker_id, started_at_us, ended_at_us, outcome, error_class, error_message";
+
+/// A row of [`ATTEMPT_COLUMNS`].
+pub(crate) fn attempt_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result<AttemptRow, R::Error> {
+    Ok(AttemptRow {
+        chunk_id: r.int(0)? as u64,
+        attempt: r.int(1)? as u32,
+        worker_id: r.text(2)?,
+        started_at_us: r.int(3)?,
+        ended_at_us: r.opt_int(4)?,
+        outcome: r.opt_text(5)?,
+        error_class: r.opt_text(6)?,
+        error_message: r.opt_text(7)?,
     })
 }
 
