@@ -81,7 +81,10 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
         .clone()
         .map(backhaul_coordinator::service::fidelity_from_pb);
     if let (Some(dir), Some(report)) = (&args.fidelity_report, &fidelity) {
-        let path = report.write(dir)?;
+        // The job is stored at the coordinator either way; say so, so nobody submits again.
+        let path = report.write(dir).with_context(|| {
+            format!("job {job_id} was submitted, but its type-fidelity report could not be written")
+        })?;
         if globals.output == OutputFormat::Text {
             eprintln!("type-fidelity report written to {}", path.display());
         }

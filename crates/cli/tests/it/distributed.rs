@@ -354,6 +354,47 @@ fn spec_refused_at_submit_reaches_the_cli_typed() {
 }
 
 #[test]
+fn unwritable_fidelity_reports_lose_no_job() {
+    let job = JobDir::new(&JobParams::default());
+    // `reports` is a file, so the coordinator cannot write reports beside its state.
+    std::fs::write(job.path().join("reports"), "not a directory").unwrap();
+    let coordinator = Coordinator::start(&job, "127.0.0.1:0", &[]);
+    let url = coordinator.url();
+    let blocked = job.path().join("blocked");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let spec = job.spec();
+    let out = client(
+        &job,
+        &[
+            "submit",
+            spec.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--fidelity-report",
+            blocked.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // The client's copy fails with a clear error naming the path; the job is stored anyway.
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("job orders was submitted, but its type-fidelity report could not be written")
+            && err.contains("blocked"),
+        "{err}"
+    );
+    let status = client_json(&job, &["status", JOB, "--coordinator", &url], &[]);
+    assert_eq!(status["job"], JOB, "{status}");
+    // The coordinator's copy is only worth a warning: the submission was answered normally.
+    wait_until("the coordinator's warning", Duration::from_secs(30), || {
+        coordinator
+            .proc
+            .log_text()
+            .contains("could not write the type-fidelity report")
+    });
+}
+
+#[test]
 fn cancel_stops_a_running_job() {
     let params = JobParams {
         from: "2023-05-01",
