@@ -9,6 +9,9 @@
 pub mod database;
 pub mod mysql;
 pub mod postgres;
+pub mod stage;
+
+pub use stage::StageSpec;
 
 use std::path::{Path, PathBuf};
 
@@ -155,14 +158,6 @@ pub enum Step {
     Integer(i64),
     /// Duration for time cursors, e.g. `1d`.
     Duration(String),
-}
-
-/// `[stage]`: where Parquet files wait to be loaded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StageSpec {
-    /// A local directory (created when missing).
-    pub path: PathBuf,
 }
 
 /// The destination of a job, selected by `kind`.
@@ -373,9 +368,7 @@ impl JobSpec {
                 size
             }
         };
-        if self.stage.path.as_os_str().is_empty() {
-            return Err(err("stage.path", "must not be empty".into()));
-        }
+        self.stage.validate(origin)?;
         Ok(ValidatedSpec {
             from,
             to,
@@ -402,7 +395,7 @@ impl JobSpec {
                 s.tls.ca_file.as_mut().map(fix);
             }
         }
-        fix(&mut self.stage.path);
+        self.stage.resolve_paths(base);
         match &mut self.destination {
             DestinationSpec::Local(d) => fix(&mut d.path),
         }
