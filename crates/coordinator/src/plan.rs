@@ -9,7 +9,7 @@ use backhaul_core::chunking::{PlanPolicy, PlannedChunk, plan_chunks};
 use backhaul_core::connector::{Connectors, Destination, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
-use backhaul_core::spec::{ChunkPolicy, JobSpec, ValidatedSpec};
+use backhaul_core::spec::{ChunkPolicy, JobSpec, StageSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 
 use crate::error::Result;
@@ -107,10 +107,10 @@ pub async fn plan_job(
     let validated = raw.validate(origin)?;
     let mut spec = raw;
     spec.resolve_paths(base_dir);
-    let stage = Stage::local(&spec.stage.path).await.map_err(|e| relabel(e, origin))?;
+    let destination = connectors.destination(&spec.destination)?;
+    let stage = checked_stage(&spec.stage, destination.as_ref(), origin).await?;
     let source = connectors.source(&spec.source)?;
     let SourcePlan { table, range, chunks } = plan_source(source.as_ref(), &validated, origin).await?;
-    let destination = connectors.destination(&spec.destination)?;
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
@@ -130,7 +130,14 @@ pub async fn plan_job(
     })
 }
 
-/// Stage checks report `<spec>`; put the real file name in.
+/// Builds the stage (checked writable) and lets the destination refuse it.
+async fn checked_stage(spec: &StageSpec, destination: &dyn Destination, origin: &str) -> Result<Stage> {
+    let stage = Stage::from_spec(spec, origin).await?;
+    destination.check_stage(&stage).map_err(|e| relabel(e, origin))?;
+    Ok(stage)
+}
+
+/// Destinations do not know the spec file's name and report `<spec>`; put the real name in.
 fn relabel(e: Error, origin: &str) -> Error {
     match e {
         Error::Config { file, field, message } if file == "<spec>" => Error::Config {
@@ -164,4 +171,74 @@ pub async fn submit_spec(
     let outcome = store.submit(job.clone(), plan.chunks).await?;
     let job = store.job(&job.job_id).await?;
     Ok((job, outcome, plan.fidelity))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::SchemaRef;
+    use backhaul_core::checksum::RowSummary;
+    use backhaul_core::connector::ChunkCommit;
+    use backhaul_core::stage::StageKind;
+    use futures::future::BoxFuture;
+
+    use super::*;
+
+    /// A destination that loads only from GCS, like BigQuery load jobs.
+    struct GcsOnly;
+
+    impl Destination for GcsOnly {
+        fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<()>> {
+            unreachable!("not planned that far")
+        }
+        fn commit_chunk<'a>(
+            &'a self,
+            _: &'a Stage,
+            _: &'a ChunkCommit,
+        ) -> BoxFuture<'a, backhaul_core::Result<RowSummary>> {
+            unreachable!("not planned that far")
+        }
+        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, backhaul_core::Result<Option<RowSummary>>> {
+            unreachable!("not planned that far")
+        }
+        fn check_stage(&self, stage: &Stage) -> backhaul_core::Result<()> {
+            if stage.kind() == StageKind::Gcs {
+                return Ok(());
+            }
+            Err(Error::config(
+                "<spec>",
+                "stage.url",
+                format!("load jobs read only gs:// stages, not {}", stage.url()),
+            ))
+        }
+    }
+
+    /// Accepts every stage: the trait's default.
+    struct AnyStage;
+
+    impl Destination for AnyStage {
+        fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<()>> {
+            unreachable!("not planned that far")
+        }
+        fn commit_chunk<'a>(
+            &'a self,
+            _: &'a Stage,
+            _: &'a ChunkCommit,
+        ) -> BoxFuture<'a, backhaul_core::Result<RowSummary>> {
+            unreachable!("not planned that far")
+        }
+        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, backhaul_core::Result<Option<RowSummary>>> {
+            unreachable!("not planned that far")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_destination_refuses_an_incompatible_stage_naming_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = StageSpec::local(dir.path().join("stage"));
+        let e = checked_stage(&spec, &GcsOnly, "job.toml").await.unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("job.toml: stage.url: load jobs read only gs://"), "{text}");
+        let stage = checked_stage(&spec, &AnyStage, "job.toml").await.unwrap();
+        assert_eq!(stage.kind(), StageKind::Local);
+    }
 }

@@ -156,6 +156,14 @@ pub trait Destination: Send + Sync {
             lossy_step: None,
         }
     }
+
+    /// Refuses a stage this destination cannot load from (a BigQuery load job needs `gs://`),
+    /// at plan time, before any chunk runs. The error should name the spec key `stage.url`
+    /// (`Error::config("<spec>", "stage.url", …)`: the planner puts in the spec file's name). The default
+    /// accepts every stage.
+    fn check_stage(&self, _stage: &Stage) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Builds connectors from spec sections. Implemented by the binary, which knows them all.

@@ -44,7 +44,7 @@ impl JobContext {
         let mut spec = JobSpec::from_toml(spec_toml, &origin)?;
         let validated = spec.validate(&origin)?;
         spec.resolve_paths(base_dir);
-        let stage = Stage::local(&spec.stage.path).await?;
+        let stage = Stage::from_spec(&spec.stage, &origin).await?;
         let source = connectors.source(&spec.source)?;
         let table = source.describe().await?;
         let destination = connectors.destination(&spec.destination)?;
