@@ -237,7 +237,10 @@ mod tests {
         let spec = StageSpec::local(dir.path().join("stage"));
         let e = checked_stage(&spec, &GcsOnly, "job.toml").await.unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("job.toml: stage.url: load jobs read only gs://"), "{text}");
+        assert!(
+            text.starts_with("job.toml: stage.url: load jobs read only gs://"),
+            "{text}"
+        );
         let stage = checked_stage(&spec, &AnyStage, "job.toml").await.unwrap();
         assert_eq!(stage.kind(), StageKind::Local);
     }

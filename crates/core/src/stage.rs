@@ -69,9 +69,7 @@ const GCS_CREDENTIAL_FILE_VARS: [&str; 4] = [
 impl StageEnv {
     /// The process environment.
     pub fn process() -> Self {
-        Self::from_vars(
-            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        Self::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
     }
 
     /// Given variables (tests).
@@ -142,14 +140,10 @@ impl Stage {
             StageLocation::Bucket { kind, bucket, prefix } => {
                 let url = bucket_url(*kind, bucket, prefix);
                 let built = match kind {
-                    StageKind::S3 => s3_builder(spec, bucket, env)
-                        .build()
-                        .map(|s| with_prefix(s, prefix)),
+                    StageKind::S3 => s3_builder(spec, bucket, env).build().map(|s| with_prefix(s, prefix)),
                     StageKind::Gcs => {
                         check_gcs_credential_files(env).map_err(|m| Error::config(origin, key, m))?;
-                        gcs_builder(spec, bucket, env)
-                            .build()
-                            .map(|s| with_prefix(s, prefix))
+                        gcs_builder(spec, bucket, env).build().map(|s| with_prefix(s, prefix))
                     }
                     StageKind::Local => unreachable!("local stages are directories"),
                 };
@@ -416,7 +410,10 @@ mod tests {
         let get = |k| b.get_config_value(&k);
         assert_eq!(get(AmazonS3ConfigKey::Bucket).as_deref(), Some("bkt"));
         assert_eq!(get(AmazonS3ConfigKey::Region).as_deref(), Some("us-west-2"));
-        assert_eq!(get(AmazonS3ConfigKey::Endpoint).as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(
+            get(AmazonS3ConfigKey::Endpoint).as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
         assert_eq!(get(AmazonS3ConfigKey::AccessKeyId).as_deref(), Some("AKIDEXAMPLE"));
         assert_eq!(
             get(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)).as_deref(),
@@ -424,9 +421,13 @@ mod tests {
         );
         // Without a spec region the environment's applies.
         let b = s3_builder(&spec("s3://bkt"), "bkt", &env);
-        assert_eq!(b.get_config_value(&AmazonS3ConfigKey::Region).as_deref(), Some("eu-west-1"));
         assert_eq!(
-            b.get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)).as_deref(),
+            b.get_config_value(&AmazonS3ConfigKey::Region).as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            b.get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+                .as_deref(),
             Some("false")
         );
 
@@ -466,7 +467,8 @@ mod tests {
             Some("http://127.0.0.1:4443")
         );
         assert_eq!(
-            b.get_config_value(&GoogleConfigKey::Client(ClientConfigKey::AllowHttp)).as_deref(),
+            b.get_config_value(&GoogleConfigKey::Client(ClientConfigKey::AllowHttp))
+                .as_deref(),
             Some("true")
         );
         let sa = StageEnv::from_vars([("SERVICE_ACCOUNT", "/sa.json")]);
@@ -492,7 +494,10 @@ mod tests {
             "gs://bkt/exports/j/chunk-000002"
         );
         let shown = format!("{stage:?}");
-        assert!(!shown.contains("PRIVATE KEY") && !shown.contains("client_email"), "{shown}");
+        assert!(
+            !shown.contains("PRIVATE KEY") && !shown.contains("client_email"),
+            "{shown}"
+        );
     }
 
     #[test]

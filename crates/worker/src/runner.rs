@@ -15,9 +15,10 @@ use futures::StreamExt;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Result, WorkerError};
-use crate::writer::{PartWriterConfig, SpooledPart, write_parts};
+use crate::writer::{PartSink, PartWriterConfig, SpooledPart, write_parts};
 
 /// Everything a worker builds once per job and reuses for each of its chunks.
 pub struct JobContext {
@@ -95,7 +96,13 @@ pub struct ChunkProgress {
 /// channel's few batches in flight stay a few MB.
 pub const BATCH_ROWS: usize = 8192;
 
-/// Runs the chunk end to end. `spool_root` holds the local part files until they are staged.
+/// Runs the chunk end to end. `spool_root` holds each part file from the moment the writer
+/// starts it until it is staged.
+///
+/// Extraction, encoding and upload run at once, all owned by this future: the source feeds
+/// the writer (a blocking thread), which hands each finished part to the uploader while it
+/// writes the next. The first failure cancels the others; the parts this attempt already
+/// staged are then deleted, and an interrupted upload is aborted, so no part looks finished.
 pub async fn run_chunk(
     ctx: &JobContext,
     task: &ChunkTask,
@@ -106,54 +113,19 @@ pub async fn run_chunk(
         .prefix(&format!("{}-c{:06}-", ctx.job_id, task.chunk_id))
         .tempdir_in(spool_root)
         .map_err(|e| Error::io(spool_root, e))?;
-    let config = PartWriterConfig {
-        target_file_bytes: ctx.validated.file_size,
-        zstd_level: 3,
-    };
-    let (tx, rx) = mpsc::channel::<RecordBatch>(4);
-    let schema = ctx.table.schema.clone();
-    let dir: PathBuf = spool.path().to_path_buf();
-    let written = Arc::new(AtomicU64::new(0));
-    let written_for_writer = written.clone();
-    let writer = tokio::task::spawn_blocking(move || write_parts(rx, schema, &dir, &config, written_for_writer));
-
-    let mut stream = ctx.source.extract(task.range, BATCH_ROWS).await?;
-    let feed: Result<()> = async {
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
-            if let Some(diff) = backhaul_core::schema::schema_difference(&ctx.table.schema, &batch.schema()) {
-                return Err(Error::TypeFidelity(format!(
-                    "the source produced rows unlike its described schema: {diff}"
-                ))
-                .into());
-            }
-            if tx.send(batch).await.is_err() {
-                // The writer stopped early; its own error is reported below.
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    drop(tx);
-    let written_result = writer.await.map_err(|e| WorkerError::Task(e.to_string()))?;
-    feed?;
-    let (parts, extracted) = written_result?;
-    progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
-
-    let mut files = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        let path = Stage::part_path(&ctx.job_id, task.chunk_id, task.attempt, i as u32);
-        upload(&ctx.stage, part, &path).await?;
-        files.push(StagedFile {
-            path: path.to_string(),
-            bytes: part.bytes,
-            rows: part.rows,
-        });
-    }
+    let staged = stage_parts(ctx, task, spool.path(), &progress).await;
     drop(spool);
+    let (files, extracted) = match staged {
+        Ok(staged) => staged,
+        Err(e) => {
+            clean_stage(
+                &ctx.stage,
+                &Stage::attempt_prefix(&ctx.job_id, task.chunk_id, task.attempt),
+            )
+            .await;
+            return Err(e);
+        }
+    };
 
     let commit = ChunkCommit {
         job_id: ctx.job_id.clone(),
@@ -184,6 +156,111 @@ pub async fn run_chunk(
     })
 }
 
+/// Extracts the chunk into Parquet parts and stages them as they finish; returns the staged
+/// files in part order and the rows/checksum measured while writing.
+async fn stage_parts(
+    ctx: &JobContext,
+    task: &ChunkTask,
+    spool: &Path,
+    progress: &ChunkProgress,
+) -> Result<(Vec<StagedFile>, RowSummary)> {
+    let config = PartWriterConfig {
+        target_file_bytes: ctx.validated.file_size,
+        zstd_level: 3,
+    };
+    let cancel = CancellationToken::new();
+    // Dropping this future (an abandoned chunk) stops the writer and the uploader too.
+    let _stop_on_drop = cancel.clone().drop_guard();
+    let (tx, rx) = mpsc::channel::<RecordBatch>(4);
+    let (parts_tx, parts_rx) = mpsc::channel::<SpooledPart>(1);
+    let schema = ctx.table.schema.clone();
+    let dir: PathBuf = spool.to_path_buf();
+    let written = Arc::new(AtomicU64::new(0));
+    let written_for_writer = written.clone();
+    let sink = PartSink {
+        parts: parts_tx,
+        cancel: cancel.clone(),
+    };
+    let writer = tokio::task::spawn_blocking(move || write_parts(rx, schema, &dir, &config, written_for_writer, sink));
+
+    let feed = async {
+        // `tx` moves in here so the writer sees the end of the rows when this block ends.
+        let tx = tx;
+        let fed: Result<()> = async {
+            let mut stream = ctx.source.extract(task.range, BATCH_ROWS).await?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
+                if let Some(diff) = backhaul_core::schema::schema_difference(&ctx.table.schema, &batch.schema()) {
+                    return Err(Error::TypeFidelity(format!(
+                        "the source produced rows unlike its described schema: {diff}"
+                    ))
+                    .into());
+                }
+                if tx.send(batch).await.is_err() {
+                    // The writer stopped early; its own error (or the uploader's) is reported.
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if fed.is_err() {
+            // Before `tx` drops: the writer must not take the end of the rows for success.
+            cancel.cancel();
+        }
+        fed
+    };
+    let uploader = async {
+        let uploaded = upload_parts(ctx, task, parts_rx, &cancel).await;
+        if uploaded.is_err() {
+            cancel.cancel();
+        }
+        uploaded
+    };
+    let (fed, written_parts, uploaded) = tokio::join!(feed, writer, uploader);
+    // The first cause wins: a writer or uploader stopped by a failed feed only says
+    // `cancelled`, and a writer stopped by a failed upload likewise.
+    fed?;
+    let files = uploaded?;
+    let written_parts = written_parts.map_err(|e| WorkerError::Task(e.to_string()))??;
+    progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
+    if written_parts.parts != files.len() {
+        return Err(Error::Internal(format!(
+            "the writer finished {} parts, {} were staged",
+            written_parts.parts,
+            files.len()
+        ))
+        .into());
+    }
+    Ok((files, written_parts.summary))
+}
+
+/// Stages each part as the writer hands it over, then deletes its spool file; stops at the
+/// first failure, or when the chunk is cancelled.
+async fn upload_parts(
+    ctx: &JobContext,
+    task: &ChunkTask,
+    mut parts: mpsc::Receiver<SpooledPart>,
+    cancel: &CancellationToken,
+) -> Result<Vec<StagedFile>> {
+    let mut files = Vec::new();
+    while let Some(part) = parts.recv().await {
+        let path = Stage::part_path(&ctx.job_id, task.chunk_id, task.attempt, files.len() as u32);
+        upload(&ctx.stage, &part, &path, cancel).await?;
+        tokio::fs::remove_file(&part.path)
+            .await
+            .map_err(|e| Error::io(&part.path, e))?;
+        files.push(StagedFile {
+            path: path.to_string(),
+            bytes: part.bytes,
+            rows: part.rows,
+        });
+    }
+    Ok(files)
+}
+
 async fn clean_stage(stage: &Stage, prefix: &object_store::path::Path) {
     let mut listing = stage.store().list(Some(prefix));
     while let Some(Ok(meta)) = listing.next().await {
@@ -194,23 +271,45 @@ async fn clean_stage(stage: &Stage, prefix: &object_store::path::Path) {
 }
 
 /// Streams a spooled file into the stage with a multipart upload, so memory stays at a few
-/// parts whatever the file size. Local stages publish the object atomically on completion.
-async fn upload(stage: &Stage, part: &SpooledPart, path: &object_store::path::Path) -> Result<()> {
+/// pieces whatever the file size. The object appears only when the upload completes; a failed
+/// or cancelled upload is aborted, so nothing half-written is ever visible.
+async fn upload(
+    stage: &Stage,
+    part: &SpooledPart,
+    path: &object_store::path::Path,
+    cancel: &CancellationToken,
+) -> Result<()> {
     const PIECE: usize = 8 * 1024 * 1024;
     let upload = stage.store().put_multipart(path).await.map_err(Error::from)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PIECE);
-    let mut file = tokio::fs::File::open(&part.path)
-        .await
-        .map_err(|e| Error::io(&part.path, e))?;
-    let mut buf = vec![0u8; PIECE];
-    loop {
-        let n = file.read(&mut buf).await.map_err(|e| Error::io(&part.path, e))?;
-        if n == 0 {
-            break;
+    let streamed: Result<()> = async {
+        let mut file = tokio::fs::File::open(&part.path)
+            .await
+            .map_err(|e| Error::io(&part.path, e))?;
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled.into());
+            }
+            let n = file.read(&mut buf).await.map_err(|e| Error::io(&part.path, e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            writer.wait_for_capacity(4).await.map_err(Error::from)?;
+            writer.write(&buf[..n]);
         }
-        writer.wait_for_capacity(4).await.map_err(Error::from)?;
-        writer.write(&buf[..n]);
     }
-    writer.finish().await.map_err(Error::from)?;
-    Ok(())
+    .await;
+    match streamed {
+        Ok(()) => {
+            writer.finish().await.map_err(Error::from)?;
+            Ok(())
+        }
+        Err(e) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::debug!(%path, error = %abort, "could not abort the multipart upload");
+            }
+            Err(e)
+        }
+    }
 }

@@ -3,6 +3,10 @@
 //! Runs on a blocking thread fed by a bounded channel: encoding and compression are CPU work
 //! and must not stall the IO runtime. Memory is bounded by the channel depth plus one row
 //! group, whatever the chunk size: row groups are flushed by size, files rolled by size.
+//!
+//! Each finished part is handed to the uploader at once, so part N uploads while part N+1 is
+//! written. The writer reserves the hand-over slot (a channel of depth 1) before it starts a
+//! part, so it never runs more than one part ahead: at most two part files are on disk.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 
@@ -39,19 +44,40 @@ pub struct SpooledPart {
     pub rows: u64,
 }
 
+/// What the writer measured over everything it wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenParts {
+    /// Parts handed to the uploader.
+    pub parts: usize,
+    /// Rows and checksum of every row written.
+    pub summary: RowSummary,
+}
+
+/// Where finished parts go, and how the writer learns that the chunk failed elsewhere.
+pub struct PartSink {
+    /// Finished parts, in order; depth 1.
+    pub parts: mpsc::Sender<SpooledPart>,
+    /// Cancelled when extraction or upload failed: the writer stops without finishing its part.
+    pub cancel: CancellationToken,
+}
+
 /// Largest row group we buffer before flushing: bounds memory per writer.
 const MAX_ROW_GROUP_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Writes every batch received on `rx` into part files under `dir`, rolling at the target
-/// size; returns the parts and the rows/checksum of everything written. `written_bytes` is
+/// size, and hands each finished part to `sink`; returns what was written. `written_bytes` is
 /// updated as files grow, for progress reports.
+///
+/// Stops with [`Error::Cancelled`](backhaul_core::Error::Cancelled) when `sink` is cancelled
+/// or its receiver is gone: whoever did that reports the cause.
 pub fn write_parts(
     mut rx: mpsc::Receiver<RecordBatch>,
     schema: SchemaRef,
     dir: &Path,
     config: &PartWriterConfig,
     written_bytes: Arc<AtomicU64>,
-) -> Result<(Vec<SpooledPart>, RowSummary)> {
+    sink: PartSink,
+) -> Result<WrittenParts> {
     let row_group_bytes = MAX_ROW_GROUP_BYTES.min((config.target_file_bytes / 2).max(64 * 1024));
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level)?))
@@ -59,47 +85,76 @@ pub fn write_parts(
         .set_max_row_group_bytes(Some(row_group_bytes as usize))
         .build();
     let mut checksum = RowChecksum::new(&schema)?;
-    let mut parts: Vec<SpooledPart> = Vec::new();
-    let mut open: Option<(ArrowWriter<File>, PathBuf, u64)> = None;
+    let mut parts = 0usize;
+    let mut open: Option<OpenPart<'_>> = None;
     let mut closed_bytes = 0u64;
     while let Some(batch) = rx.blocking_recv() {
+        if sink.cancel.is_cancelled() {
+            return Err(backhaul_core::Error::Cancelled.into());
+        }
         if batch.num_rows() == 0 {
             continue;
         }
         checksum.update(&batch)?;
         if open.is_none() {
-            let path = dir.join(format!("part-{:04}.parquet", parts.len()));
+            // Wait until the uploader took the previous part: at most one part waits.
+            let slot =
+                futures::executor::block_on(sink.parts.reserve()).map_err(|_| backhaul_core::Error::Cancelled)?;
+            let path = dir.join(format!("part-{parts:04}.parquet"));
             let file = File::create(&path).map_err(|e| backhaul_core::Error::io(&path, e))?;
-            open = Some((
-                ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))?,
+            open = Some(OpenPart {
+                writer: ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))?,
                 path,
-                0,
-            ));
+                rows: 0,
+                slot,
+            });
         }
-        let (writer, _, rows) = open.as_mut().expect("opened above");
-        writer.write(&batch)?;
-        *rows += batch.num_rows() as u64;
-        let size = writer.bytes_written() as u64 + writer.in_progress_size() as u64;
-        written_bytes.store(closed_bytes + writer.bytes_written() as u64, Ordering::Relaxed);
+        let part = open.as_mut().expect("opened above");
+        part.writer.write(&batch)?;
+        part.rows += batch.num_rows() as u64;
+        let size = part.writer.bytes_written() as u64 + part.writer.in_progress_size() as u64;
+        written_bytes.store(closed_bytes + part.writer.bytes_written() as u64, Ordering::Relaxed);
         if size >= config.target_file_bytes {
-            let part = close(open.take().expect("open"))?;
-            closed_bytes += part.bytes;
-            parts.push(part);
+            closed_bytes += open.take().expect("open").finish()?;
+            parts += 1;
         }
     }
-    if let Some(w) = open.take() {
-        parts.push(close(w)?);
+    if sink.cancel.is_cancelled() {
+        return Err(backhaul_core::Error::Cancelled.into());
     }
-    written_bytes.store(parts.iter().map(|p| p.bytes).sum(), Ordering::Relaxed);
-    Ok((parts, checksum.summary()))
+    if let Some(part) = open.take() {
+        closed_bytes += part.finish()?;
+        parts += 1;
+    }
+    written_bytes.store(closed_bytes, Ordering::Relaxed);
+    Ok(WrittenParts {
+        parts,
+        summary: checksum.summary(),
+    })
 }
 
-fn close((writer, path, rows): (ArrowWriter<File>, PathBuf, u64)) -> Result<SpooledPart> {
-    writer.close()?;
-    let bytes = std::fs::metadata(&path)
-        .map_err(|e| backhaul_core::Error::io(&path, e))?
-        .len();
-    Ok(SpooledPart { path, bytes, rows })
+/// The part being written, with its reserved place in the hand-over channel.
+struct OpenPart<'a> {
+    writer: ArrowWriter<File>,
+    path: PathBuf,
+    rows: u64,
+    slot: mpsc::Permit<'a, SpooledPart>,
+}
+
+impl OpenPart<'_> {
+    /// Closes the file and hands it to the uploader; returns its size.
+    fn finish(self) -> Result<u64> {
+        self.writer.close()?;
+        let bytes = std::fs::metadata(&self.path)
+            .map_err(|e| backhaul_core::Error::io(&self.path, e))?
+            .len();
+        self.slot.send(SpooledPart {
+            path: self.path,
+            bytes,
+            rows: self.rows,
+        });
+        Ok(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +175,7 @@ mod tests {
         ]));
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel(4);
+        let (parts_tx, mut parts_rx) = mpsc::channel(1);
         let sch = schema.clone();
         let d = dir.path().to_path_buf();
         let handle = std::thread::spawn(move || {
@@ -127,7 +183,28 @@ mod tests {
                 target_file_bytes: 256 * 1024,
                 zstd_level: 3,
             };
-            write_parts(rx, sch, &d, &cfg, Arc::new(AtomicU64::new(0)))
+            let sink = PartSink {
+                parts: parts_tx,
+                cancel: CancellationToken::new(),
+            };
+            write_parts(rx, sch, &d, &cfg, Arc::new(AtomicU64::new(0)), sink)
+        });
+        // The uploader's side: takes each part as it finishes and moves it out of the spool
+        // ("uploads" it); the writer never has more than two parts on disk.
+        let uploaded = tempfile::tempdir().unwrap();
+        let spool = dir.path().to_path_buf();
+        let target = uploaded.path().to_path_buf();
+        let uploader = std::thread::spawn(move || {
+            let mut parts = Vec::new();
+            while let Some(mut p) = parts_rx.blocking_recv() {
+                let on_disk = std::fs::read_dir(&spool).unwrap().count();
+                assert!(on_disk <= 2, "{on_disk} part files in the spool");
+                let moved = target.join(p.path.file_name().unwrap());
+                std::fs::rename(&p.path, &moved).unwrap();
+                p.path = moved;
+                parts.push(p);
+            }
+            parts
         });
         let mut expected = RowChecksum::new(&schema).unwrap();
         for i in 0..40 {
@@ -145,9 +222,12 @@ mod tests {
             tx.blocking_send(b).unwrap();
         }
         drop(tx);
-        let (parts, summary) = handle.join().unwrap().unwrap();
+        let written = handle.join().unwrap().unwrap();
+        let parts = uploader.join().unwrap();
+        let summary = written.summary;
         assert_eq!(summary, expected.summary());
-        assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
+        assert_eq!(written.parts, parts.len());
+        assert!(parts.len() > 2, "expected several parts, got {}", parts.len());
         let mut reread = RowChecksum::new(&schema).unwrap();
         for p in &parts {
             let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p.path).unwrap())
@@ -160,5 +240,64 @@ mod tests {
         }
         assert_eq!(reread.summary(), summary);
         assert_eq!(parts.iter().map(|p| p.rows).sum::<u64>(), 400_000);
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(schema: &SchemaRef) -> RecordBatch {
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..1000))]).unwrap()
+    }
+
+    #[test]
+    fn a_cancelled_chunk_hands_over_no_unfinished_part() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (parts_tx, mut parts_rx) = mpsc::channel(1);
+        let cancel = CancellationToken::new();
+        tx.blocking_send(batch(&schema)).unwrap();
+        // Extraction fails after one batch: the feed cancels, then closes its channel.
+        cancel.cancel();
+        drop(tx);
+        let sink = PartSink {
+            parts: parts_tx,
+            cancel,
+        };
+        let cfg = PartWriterConfig {
+            target_file_bytes: 1 << 30,
+            zstd_level: 3,
+        };
+        let e = write_parts(rx, schema, dir.path(), &cfg, Arc::new(AtomicU64::new(0)), sink).unwrap_err();
+        assert!(e.to_string().contains("cancelled"), "{e}");
+        assert!(parts_rx.blocking_recv().is_none(), "no part was handed over");
+    }
+
+    #[test]
+    fn a_gone_uploader_stops_the_writer() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let (parts_tx, parts_rx) = mpsc::channel(1);
+        drop(parts_rx);
+        tx.blocking_send(batch(&schema)).unwrap();
+        drop(tx);
+        let sink = PartSink {
+            parts: parts_tx,
+            cancel: CancellationToken::new(),
+        };
+        let cfg = PartWriterConfig {
+            target_file_bytes: 1 << 30,
+            zstd_level: 3,
+        };
+        let e = write_parts(rx, schema, dir.path(), &cfg, Arc::new(AtomicU64::new(0)), sink).unwrap_err();
+        assert!(e.to_string().contains("cancelled"), "{e}");
     }
 }

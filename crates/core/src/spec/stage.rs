@@ -140,10 +140,7 @@ impl StageSpec {
         };
         if let Some(endpoint) = &self.endpoint {
             if location.kind() == StageKind::Local {
-                return Err(err(
-                    "stage.endpoint",
-                    "is only for s3:// and gs:// stages".into(),
-                ));
+                return Err(err("stage.endpoint", "is only for s3:// and gs:// stages".into()));
             }
             check_endpoint(endpoint).map_err(|m| err("stage.endpoint", m))?;
         }
