@@ -25,6 +25,7 @@ use tempfile::TempDir;
 
 mod mysql;
 mod postgres;
+mod stage;
 
 /// Generator parameters: fixed, so every run reads the same rows. Volume doubles yearly from
 /// 2020, so 300 rows/day is about 2,400 rows/day in 2023: a few thousand rows per range.

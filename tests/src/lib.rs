@@ -13,7 +13,11 @@
 //!   attempts, verification of the extracted summary, independent and empty chunks, and state
 //!   that survives a fresh handle (a restarted process).
 //!
-//! Both return every violated rule at once in a [`Violations`] value whose `Debug` output is a
+//! - [`stage_conformance::check_stage`] runs a [`Stage`](backhaul_core::stage::Stage) through
+//!   what workers and destinations rely on: put, multipart upload, an aborted upload leaving
+//!   nothing visible, list, delete and file URLs.
+//!
+//! All return every violated rule at once in a [`Violations`] value whose `Debug` output is a
 //! readable list, so `check_source(..).await.unwrap()` fails a test with the whole story:
 //!
 //! ```text
@@ -29,6 +33,7 @@ pub mod destination;
 mod report;
 pub mod source;
 mod stage;
+pub mod stage_conformance;
 mod values;
 
 pub use report::{Violation, Violations};

@@ -181,39 +181,40 @@ fn spawn_with_death_signal(bin: &PathBuf) -> io::Result<Child> {
 fn read_port(child: &mut Child) -> io::Result<u16> {
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = std::sync::mpsc::channel::<Result<u16, String>>();
-    std::thread::Builder::new()
-        .name("moto-log".into())
-        .spawn(move || {
-            let mut seen = String::new();
-            let mut told = false;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if !told {
-                    if let Some(port) = line
-                        .split("Running on http://127.0.0.1:")
-                        .nth(1)
-                        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-                        .and_then(|p| p.parse().ok())
-                    {
-                        told = true;
-                        let _ = tx.send(Ok(port));
-                    } else {
-                        seen.push_str(&line);
-                        seen.push('\n');
-                    }
+    std::thread::Builder::new().name("moto-log".into()).spawn(move || {
+        let mut seen = String::new();
+        let mut told = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !told {
+                if let Some(port) = line
+                    .split("Running on http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|p| p.parse().ok())
+                {
+                    told = true;
+                    let _ = tx.send(Ok(port));
+                } else {
+                    seen.push_str(&line);
+                    seen.push('\n');
                 }
             }
-            if !told {
-                let _ = tx.send(Err(seen));
-            }
-        })?;
+        }
+        if !told {
+            let _ = tx.send(Err(seen));
+        }
+    })?;
     let deadline = Instant::now() + START_TIMEOUT;
     match rx.recv_timeout(START_TIMEOUT) {
         Ok(Ok(port)) => {
             // Bound before it logged; wait until HTTP answers all the same.
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 if Instant::now() > deadline {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "moto never accepted a connection"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "moto never accepted a connection",
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -243,7 +244,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || after.len() < n {
             break;
         }
