@@ -11,6 +11,7 @@ mod logs;
 mod mysql;
 mod postgres;
 mod replay;
+mod s3_stage;
 mod status_page;
 mod transient;
 mod util;
