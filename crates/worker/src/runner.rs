@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use backhaul_core::Error;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
@@ -113,19 +114,16 @@ pub async fn run_chunk(
         .prefix(&format!("{}-c{:06}-", ctx.job_id, task.chunk_id))
         .tempdir_in(spool_root)
         .map_err(|e| Error::io(spool_root, e))?;
-    let staged = stage_parts(ctx, task, spool.path(), &progress).await;
-    drop(spool);
-    let (files, extracted) = match staged {
-        Ok(staged) => staged,
-        Err(e) => {
-            clean_stage(
-                &ctx.stage,
-                &Stage::attempt_prefix(&ctx.job_id, task.chunk_id, task.attempt),
-            )
-            .await;
-            return Err(e);
-        }
+    let staging = Staging {
+        source: ctx.source.as_ref(),
+        schema: &ctx.table.schema,
+        stage: &ctx.stage,
+        job_id: &ctx.job_id,
+        file_size: ctx.validated.file_size,
     };
+    let staged = staging.run(task, spool.path(), &progress).await;
+    drop(spool);
+    let (files, extracted) = staged?;
 
     let commit = ChunkCommit {
         job_id: ctx.job_id.clone(),
@@ -156,109 +154,137 @@ pub async fn run_chunk(
     })
 }
 
-/// Extracts the chunk into Parquet parts and stages them as they finish; returns the staged
-/// files in part order and the rows/checksum measured while writing.
-async fn stage_parts(
-    ctx: &JobContext,
-    task: &ChunkTask,
-    spool: &Path,
-    progress: &ChunkProgress,
-) -> Result<(Vec<StagedFile>, RowSummary)> {
-    let config = PartWriterConfig {
-        target_file_bytes: ctx.validated.file_size,
-        zstd_level: 3,
-    };
-    let cancel = CancellationToken::new();
-    // Dropping this future (an abandoned chunk) stops the writer and the uploader too.
-    let _stop_on_drop = cancel.clone().drop_guard();
-    let (tx, rx) = mpsc::channel::<RecordBatch>(4);
-    let (parts_tx, parts_rx) = mpsc::channel::<SpooledPart>(1);
-    let schema = ctx.table.schema.clone();
-    let dir: PathBuf = spool.to_path_buf();
-    let written = Arc::new(AtomicU64::new(0));
-    let written_for_writer = written.clone();
-    let sink = PartSink {
-        parts: parts_tx,
-        cancel: cancel.clone(),
-    };
-    let writer = tokio::task::spawn_blocking(move || write_parts(rx, schema, &dir, &config, written_for_writer, sink));
-
-    let feed = async {
-        // `tx` moves in here so the writer sees the end of the rows when this block ends.
-        let tx = tx;
-        let fed: Result<()> = async {
-            let mut stream = ctx.source.extract(task.range, BATCH_ROWS).await?;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
-                if let Some(diff) = backhaul_core::schema::schema_difference(&ctx.table.schema, &batch.schema()) {
-                    return Err(Error::TypeFidelity(format!(
-                        "the source produced rows unlike its described schema: {diff}"
-                    ))
-                    .into());
-                }
-                if tx.send(batch).await.is_err() {
-                    // The writer stopped early; its own error (or the uploader's) is reported.
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if fed.is_err() {
-            // Before `tx` drops: the writer must not take the end of the rows for success.
-            cancel.cancel();
-        }
-        fed
-    };
-    let uploader = async {
-        let uploaded = upload_parts(ctx, task, parts_rx, &cancel).await;
-        if uploaded.is_err() {
-            cancel.cancel();
-        }
-        uploaded
-    };
-    let (fed, written_parts, uploaded) = tokio::join!(feed, writer, uploader);
-    // The first cause wins: a writer or uploader stopped by a failed feed only says
-    // `cancelled`, and a writer stopped by a failed upload likewise.
-    fed?;
-    let files = uploaded?;
-    let written_parts = written_parts.map_err(|e| WorkerError::Task(e.to_string()))??;
-    progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
-    if written_parts.parts != files.len() {
-        return Err(Error::Internal(format!(
-            "the writer finished {} parts, {} were staged",
-            written_parts.parts,
-            files.len()
-        ))
-        .into());
-    }
-    Ok((files, written_parts.summary))
+/// What staging one chunk needs from its job.
+struct Staging<'a> {
+    source: &'a dyn Source,
+    schema: &'a SchemaRef,
+    stage: &'a Stage,
+    job_id: &'a str,
+    /// Target part size in bytes.
+    file_size: u64,
 }
 
-/// Stages each part as the writer hands it over, then deletes its spool file; stops at the
-/// first failure, or when the chunk is cancelled.
-async fn upload_parts(
-    ctx: &JobContext,
-    task: &ChunkTask,
-    mut parts: mpsc::Receiver<SpooledPart>,
-    cancel: &CancellationToken,
-) -> Result<Vec<StagedFile>> {
-    let mut files = Vec::new();
-    while let Some(part) = parts.recv().await {
-        let path = Stage::part_path(&ctx.job_id, task.chunk_id, task.attempt, files.len() as u32);
-        upload(&ctx.stage, &part, &path, cancel).await?;
-        tokio::fs::remove_file(&part.path)
-            .await
-            .map_err(|e| Error::io(&part.path, e))?;
-        files.push(StagedFile {
-            path: path.to_string(),
-            bytes: part.bytes,
-            rows: part.rows,
-        });
+impl Staging<'_> {
+    /// Extracts the chunk into Parquet parts and stages them as they finish; returns the
+    /// staged files in part order and the rows/checksum measured while writing. On failure
+    /// the parts this attempt already staged are deleted.
+    async fn run(
+        &self,
+        task: &ChunkTask,
+        spool: &Path,
+        progress: &ChunkProgress,
+    ) -> Result<(Vec<StagedFile>, RowSummary)> {
+        let staged = self.extract_and_upload(task, spool, progress).await;
+        if staged.is_err() {
+            let attempt = Stage::attempt_prefix(self.job_id, task.chunk_id, task.attempt);
+            clean_stage(self.stage, &attempt).await;
+        }
+        staged
     }
-    Ok(files)
+
+    async fn extract_and_upload(
+        &self,
+        task: &ChunkTask,
+        spool: &Path,
+        progress: &ChunkProgress,
+    ) -> Result<(Vec<StagedFile>, RowSummary)> {
+        let config = PartWriterConfig {
+            target_file_bytes: self.file_size,
+            zstd_level: 3,
+        };
+        let cancel = CancellationToken::new();
+        // Dropping this future (an abandoned chunk) stops the writer and the uploader too.
+        let _stop_on_drop = cancel.clone().drop_guard();
+        let (tx, rx) = mpsc::channel::<RecordBatch>(4);
+        let (parts_tx, parts_rx) = mpsc::channel::<SpooledPart>(1);
+        let schema = self.schema.clone();
+        let dir: PathBuf = spool.to_path_buf();
+        let written = Arc::new(AtomicU64::new(0));
+        let written_for_writer = written.clone();
+        let sink = PartSink {
+            parts: parts_tx,
+            cancel: cancel.clone(),
+        };
+        let writer =
+            tokio::task::spawn_blocking(move || write_parts(rx, schema, &dir, &config, written_for_writer, sink));
+
+        let feed = async {
+            // `tx` moves in here so the writer sees the end of the rows when this block ends.
+            let tx = tx;
+            let fed: Result<()> = async {
+                let mut stream = self.source.extract(task.range, BATCH_ROWS).await?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
+                    if let Some(diff) = backhaul_core::schema::schema_difference(self.schema, &batch.schema()) {
+                        return Err(Error::TypeFidelity(format!(
+                            "the source produced rows unlike its described schema: {diff}"
+                        ))
+                        .into());
+                    }
+                    if tx.send(batch).await.is_err() {
+                        // The writer stopped early; its own error (or the uploader's) is reported.
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if fed.is_err() {
+                // Before `tx` drops: the writer must not take the end of the rows for success.
+                cancel.cancel();
+            }
+            fed
+        };
+        let uploader = async {
+            let uploaded = self.upload_parts(task, parts_rx, &cancel).await;
+            if uploaded.is_err() {
+                cancel.cancel();
+            }
+            uploaded
+        };
+        let (fed, written_parts, uploaded) = tokio::join!(feed, writer, uploader);
+        // The first cause wins: a writer or uploader stopped by a failed feed only says
+        // `cancelled`, and a writer stopped by a failed upload likewise.
+        fed?;
+        let files = uploaded?;
+        let written_parts = written_parts.map_err(|e| WorkerError::Task(e.to_string()))??;
+        progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
+        if written_parts.parts != files.len() {
+            return Err(Error::Internal(format!(
+                "the writer finished {} parts, {} were staged",
+                written_parts.parts,
+                files.len()
+            ))
+            .into());
+        }
+        Ok((files, written_parts.summary))
+    }
+
+    /// Stages each part as the writer hands it over, then deletes its spool file; stops at the
+    /// first failure, or when the chunk is cancelled.
+    async fn upload_parts(
+        &self,
+        task: &ChunkTask,
+        mut parts: mpsc::Receiver<SpooledPart>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<StagedFile>> {
+        let mut files = Vec::new();
+        while let Some(part) = parts.recv().await {
+            let path = Stage::part_path(self.job_id, task.chunk_id, task.attempt, files.len() as u32);
+            upload(self.stage, &part, &path, cancel).await?;
+            tokio::fs::remove_file(&part.path)
+                .await
+                .map_err(|e| Error::io(&part.path, e))?;
+            files.push(StagedFile {
+                path: path.to_string(),
+                bytes: part.bytes,
+                rows: part.rows,
+            });
+        }
+        Ok(files)
+    }
 }
 
 async fn clean_stage(stage: &Stage, prefix: &object_store::path::Path) {
@@ -311,5 +337,144 @@ async fn upload(
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use backhaul_core::chunking::DensityBucket;
+    use backhaul_core::connector::BatchStream;
+    use backhaul_core::spec::StageSpec;
+    use futures::TryStreamExt;
+    use futures::future::BoxFuture;
+
+    use super::*;
+
+    /// `batches` batches of pseudo-random integers (they compress poorly, so parts roll), then
+    /// an error when `fail` is set.
+    struct Numbers {
+        schema: SchemaRef,
+        batches: u64,
+        fail: bool,
+    }
+
+    impl Numbers {
+        fn new(batches: u64, fail: bool) -> Self {
+            Numbers {
+                schema: Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)])),
+                batches,
+                fail,
+            }
+        }
+    }
+
+    impl Source for Numbers {
+        fn describe(&self) -> BoxFuture<'_, backhaul_core::Result<TableDescription>> {
+            unreachable!("the runner is handed the description")
+        }
+        fn density(&self, _: CursorRange) -> BoxFuture<'_, backhaul_core::Result<Vec<DensityBucket>>> {
+            unreachable!("not planned here")
+        }
+        fn extract(&self, _: CursorRange, rows: usize) -> BoxFuture<'_, backhaul_core::Result<BatchStream>> {
+            let schema = self.schema.clone();
+            let batches = (0..self.batches).map(move |b| {
+                let values = (0..rows as u64).map(|i| ((b * 1_000_003 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64);
+                Ok(RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Int64Array::from_iter_values(values))],
+                )?)
+            });
+            let failure = self.fail.then(|| {
+                Err(Error::Unreachable {
+                    system: "source".into(),
+                    message: "connection reset mid-chunk".into(),
+                })
+            });
+            Box::pin(async move { Ok(futures::stream::iter(batches.chain(failure)).boxed()) })
+        }
+    }
+
+    async fn staged_objects(stage: &Stage) -> Vec<String> {
+        let mut found: Vec<String> = stage
+            .store()
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        found.sort();
+        found
+    }
+
+    fn task() -> ChunkTask {
+        ChunkTask {
+            chunk_id: 3,
+            attempt: 2,
+            range: CursorRange::new(0, 1),
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_are_staged_in_order_and_leave_the_spool_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::from_spec(&StageSpec::local(dir.path().join("stage")), "job.toml")
+            .await
+            .unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let source = Numbers::new(24, false);
+        let staging = Staging {
+            source: &source,
+            schema: &source.schema,
+            stage: &stage,
+            job_id: "job",
+            file_size: 256 * 1024,
+        };
+        let (files, summary) = staging
+            .run(&task(), spool.path(), &ChunkProgress::default())
+            .await
+            .unwrap();
+        assert!(files.len() > 2, "several parts expected, got {}", files.len());
+        assert_eq!(summary.rows, 24 * BATCH_ROWS as u64);
+        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), summary.rows);
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let expected: Vec<String> = (0..files.len() as u32)
+            .map(|p| Stage::part_path("job", 3, 2, p).to_string())
+            .collect();
+        assert_eq!(paths, expected);
+        assert_eq!(staged_objects(&stage).await, expected);
+        assert_eq!(
+            std::fs::read_dir(spool.path()).unwrap().count(),
+            0,
+            "spool files deleted once staged"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_chunk_leaves_no_part_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::from_spec(&StageSpec::local(dir.path().join("stage")), "job.toml")
+            .await
+            .unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let source = Numbers::new(24, true);
+        let staging = Staging {
+            source: &source,
+            schema: &source.schema,
+            stage: &stage,
+            job_id: "job",
+            file_size: 256 * 1024,
+        };
+        let e = staging
+            .run(&task(), spool.path(), &ChunkProgress::default())
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("connection reset mid-chunk"),
+            "the source's error wins: {e}"
+        );
+        assert_eq!(staged_objects(&stage).await, Vec::<String>::new());
+        assert!(std::fs::read_dir(spool.path()).unwrap().count() <= 2);
     }
 }
