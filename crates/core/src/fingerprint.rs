@@ -841,7 +841,7 @@ fn view_bytes<T: ByteViewType + ?Sized>(arr: &GenericByteViewArray<T>) -> u64 {
 /// | epoch in unit | `CAST(c AS BIGINT)` (dates: `CAST(CAST(c AS INT) AS BIGINT)`) | `DATE_PART(EPOCH_MICROSECOND, c)` (unit as stored) | `UNIX_MICROS(c)` / `UNIX_DATE(d)` |
 /// | epoch min / max / sum | `MIN(e)`, `MAX(e)`, exact sum of `e` | same | same |
 /// | float min / max | `MIN(CASE WHEN isnan(c) THEN NULL ELSE c END)`, `MAX(…)` | `MIN(IFF(c = 'NaN'::FLOAT, NULL, c))` | `MIN(IF(IS_NAN(c), NULL, c))` |
-/// | byte length | `SUM(CAST(octet_length(c) AS BIGINT))` | `SUM(OCTET_LENGTH(c))` (JSON: `OCTET_LENGTH(TO_JSON(c))`) | `SUM(BYTE_LENGTH(c))` (JSON: `BYTE_LENGTH(TO_JSON_STRING(c))`) |
+/// | byte length | `SUM(CAST(octet_length(c) AS BIGINT))` (binary: `octet_length(encode(c, 'hex')) / 2`) | `SUM(OCTET_LENGTH(c))` (JSON: `OCTET_LENGTH(TO_JSON(c))`) | `SUM(BYTE_LENGTH(c))` (JSON: `BYTE_LENGTH(TO_JSON_STRING(c))`) |
 /// | true count | `SUM(CASE WHEN c THEN 1 ELSE 0 END)` | `COUNT_IF(c)` | `COUNTIF(c)` |
 ///
 /// So a Snowflake fingerprint of `(id BIGINT, ts TIMESTAMP_NTZ(6), name TEXT, ok BOOLEAN)` is
@@ -868,8 +868,8 @@ pub trait FingerprintDialect {
     fn epoch(&self, expr: &str, data_type: &DataType, unit: EpochUnit) -> String;
     /// `expr` (a float column) with NaN turned into NULL.
     fn not_nan(&self, expr: &str) -> String;
-    /// Byte length of `expr` (a string, binary or JSON column).
-    fn byte_length(&self, expr: &str, json: bool) -> String;
+    /// Byte length of `expr` (a string, binary or JSON column of `data_type`).
+    fn byte_length(&self, expr: &str, data_type: &DataType, json: bool) -> String;
     /// The number of rows where boolean `expr` is true.
     fn count_true(&self, expr: &str) -> String;
 }
@@ -895,8 +895,14 @@ impl FingerprintDialect for AnsiDialect {
     fn not_nan(&self, expr: &str) -> String {
         format!("CASE WHEN isnan({expr}) THEN NULL ELSE {expr} END")
     }
-    fn byte_length(&self, expr: &str, _json: bool) -> String {
-        format!("CAST(octet_length({expr}) AS BIGINT)")
+    fn byte_length(&self, expr: &str, data_type: &DataType, _json: bool) -> String {
+        match data_type {
+            // DataFusion's octet_length takes strings only; hex doubles any byte string exactly.
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+                format!("CAST(octet_length(encode({expr}, 'hex')) AS BIGINT) / 2")
+            }
+            _ => format!("CAST(octet_length({expr}) AS BIGINT)"),
+        }
     }
     fn count_true(&self, expr: &str) -> String {
         format!("SUM(CASE WHEN {expr} THEN 1 ELSE 0 END)")
@@ -960,9 +966,10 @@ impl FingerprintSql {
                     push(Slot::Min(i), format!("MIN({e})"));
                     push(Slot::Max(i), format!("MAX({e})"));
                 }
-                MeasureKind::ByteLength { json } => {
-                    push(Slot::ByteLength(i), format!("SUM({})", dialect.byte_length(&c, *json)))
-                }
+                MeasureKind::ByteLength { json } => push(
+                    Slot::ByteLength(i),
+                    format!("SUM({})", dialect.byte_length(&c, field.data_type(), *json)),
+                ),
                 MeasureKind::TrueCount => push(Slot::TrueCount(i), dialect.count_true(&c)),
                 MeasureKind::NullCount => {}
             }
