@@ -36,7 +36,9 @@ pub fn parse_fingerprint(json: &str) -> Result<Option<ChunkFingerprint>, String>
     if json.is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(json).map(Some).map_err(|e| format!("bad fingerprint JSON: {e}"))
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| format!("bad fingerprint JSON: {e}"))
 }
 
 impl From<&ChunkProof> for pb::ChunkProof {
@@ -69,7 +71,11 @@ mod tests {
 
     #[test]
     fn proofs_round_trip() {
-        for level in [ProofLevel::ExactChecksum, ProofLevel::Fingerprint, ProofLevel::CountOnly] {
+        for level in [
+            ProofLevel::ExactChecksum,
+            ProofLevel::Fingerprint,
+            ProofLevel::CountOnly,
+        ] {
             let proof = ChunkProof {
                 level,
                 rows: 5,

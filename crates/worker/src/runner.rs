@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use backhaul_core::Error;
-use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use backhaul_core::spec::{JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 use futures::StreamExt;
