@@ -46,6 +46,15 @@ impl ProofLevel {
         }
     }
 
+    /// Short name for tables: `exact checksum`, `fingerprint`, `rows only`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProofLevel::ExactChecksum => "exact checksum",
+            ProofLevel::Fingerprint => "fingerprint",
+            ProofLevel::CountOnly => "rows only",
+        }
+    }
+
     /// What a passing check of this level establishes, for people: `rows and row checksum`,
     /// `rows and column fingerprint`, `rows only`.
     pub fn proves(self) -> &'static str {
