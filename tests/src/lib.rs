@@ -25,6 +25,7 @@
 //! [`Stage::part_path`](backhaul_core::stage::Stage::part_path)), for destination tests of any
 //! kind.
 
+pub mod corrupt;
 pub mod destination;
 mod report;
 pub mod source;
@@ -32,5 +33,5 @@ mod stage;
 mod values;
 
 pub use report::{Violation, Violations};
-pub use stage::{stage_batches, summarize};
+pub use stage::{evidence, stage_batches, summarize};
 pub use values::cursor_values;
