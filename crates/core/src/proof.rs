@@ -189,6 +189,21 @@ impl ChunkProof {
             },
             ProofLevel::CountOnly => {}
         }
+        // An exact proof that fails and also carries a fingerprint says which columns differ:
+        // detail only, the checksum decided.
+        if self.level == ProofLevel::ExactChecksum
+            && !differences.is_empty()
+            && !expected.fingerprint.columns.is_empty()
+            && let Some(found) = &self.fingerprint
+        {
+            differences.extend(
+                expected
+                    .fingerprint
+                    .differences(found)
+                    .into_iter()
+                    .filter(|d| d.column.is_some()),
+            );
+        }
         if differences.is_empty() {
             Ok(())
         } else {
@@ -233,8 +248,23 @@ mod tests {
 
         let exact = ChunkProof::from_evidence(ProofLevel::ExactChecksum, &changed);
         let m = exact.check(&e).unwrap_err();
-        assert_eq!(m.differences.len(), 1);
+        // The checksum decides; the fingerprint it carries names the column.
+        assert_eq!(m.differences.len(), 2);
         assert_eq!(m.differences[0].measure, "checksum");
+        assert_eq!(m.differences[1].column.as_deref(), Some("name"));
+        let same_columns = ChunkProof {
+            fingerprint: Some(e.fingerprint.clone()),
+            ..exact.clone()
+        };
+        assert_eq!(same_columns.check(&e).unwrap_err().differences.len(), 1);
+        let right = ChunkProof::from_evidence(
+            ProofLevel::ExactChecksum,
+            &ChunkEvidence {
+                fingerprint: changed.fingerprint.clone(),
+                ..e.clone()
+            },
+        );
+        assert!(right.check(&e).is_ok(), "the checksum alone decides an exact proof");
 
         let fp = ChunkProof::from_evidence(ProofLevel::Fingerprint, &changed);
         let m = fp.check(&e).unwrap_err();
