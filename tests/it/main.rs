@@ -455,3 +455,67 @@ async fn the_suite_catches_a_destination_that_damages_rows() {
         assert!(violations.has("commit"), "{damage:?}: {violations}");
     }
 }
+
+/// The local warehouse claiming only a weaker proof level: its proofs keep only what that
+/// level carries. The suite must pass it at that level, and say what `count_only` cannot see.
+struct AtLevel(LocalTable, ProofLevel);
+
+impl AtLevel {
+    fn weaken(&self, proof: ChunkProof) -> ChunkProof {
+        ChunkProof {
+            level: self.1,
+            checksum: None,
+            fingerprint: proof.fingerprint.filter(|_| self.1 == ProofLevel::Fingerprint),
+            ..proof
+        }
+    }
+}
+
+impl Destination for AtLevel {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+        self.0.prepare(job_id, schema)
+    }
+
+    fn proof_level(&self) -> ProofLevel {
+        self.1
+    }
+
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>> {
+        Box::pin(async move { Ok(self.weaken(self.0.commit_chunk(stage, commit).await?)) })
+    }
+
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<ChunkProof>>> {
+        let read = self.0.read_back(job_id, chunk_id);
+        Box::pin(async move { Ok(read.await?.map(|p| self.weaken(p))) })
+    }
+}
+
+#[tokio::test]
+async fn weaker_proof_levels_pass_at_their_level() {
+    for level in [ProofLevel::Fingerprint, ProofLevel::CountOnly] {
+        let dir = TempDir::new().unwrap();
+        let batches = source_rows(&dir).await;
+        let warehouse = Warehouse::new(dir).await;
+        let spec = warehouse.spec.clone();
+        let make = move || Arc::new(AtLevel(LocalTable::new(&spec).unwrap(), level)) as Arc<dyn Destination>;
+        let options = DestinationOptions {
+            cursor_column: Some("created_at".into()),
+            tamper: Some(Arc::new(RewriteCommittedFile(LocalTable::new(&warehouse.spec).unwrap()))),
+            ..Default::default()
+        };
+        let report = check_destination_with(make, &warehouse.stage, batches, &options)
+            .await
+            .unwrap();
+        assert_eq!(report.level, level);
+        if level == ProofLevel::CountOnly {
+            // Its read_back cannot see a value changed after commit: noted, not required.
+            assert!(
+                report.notes.iter().any(|n| n.contains("cannot see")),
+                "{:?}",
+                report.notes
+            );
+        } else {
+            assert!(report.notes.is_empty(), "{:?}", report.notes);
+        }
+    }
+}
