@@ -500,7 +500,9 @@ async fn weaker_proof_levels_pass_at_their_level() {
         let make = move || Arc::new(AtLevel(LocalTable::new(&spec).unwrap(), level)) as Arc<dyn Destination>;
         let options = DestinationOptions {
             cursor_column: Some("created_at".into()),
-            tamper: Some(Arc::new(RewriteCommittedFile(LocalTable::new(&warehouse.spec).unwrap()))),
+            tamper: Some(Arc::new(RewriteCommittedFile(
+                LocalTable::new(&warehouse.spec).unwrap(),
+            ))),
             ..Default::default()
         };
         let report = check_destination_with(make, &warehouse.stage, batches, &options)

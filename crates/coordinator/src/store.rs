@@ -1594,6 +1594,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn chunks_committed_before_proofs_read_as_exact_proofs_after_migration() {
+        let (dir, store, mut conn) = store_with_job(1);
+        let l = lease(&store, &mut conn, 60_000);
+        store.complete(&mut conn, &l.lease_id, &[], &EV, &PROOF).unwrap();
+        drop((store, conn));
+        // A state database from before proofs: without the proof columns.
+        let path = dir.path().join("state.db");
+        let old = Connection::open(&path).unwrap();
+        for column in ["proof_level", "extracted_fingerprint", "committed_fingerprint"] {
+            old.execute_batch(&format!("ALTER TABLE chunks DROP COLUMN {column}"))
+                .unwrap();
+        }
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let chunk = &store.chunks(&conn, "j").unwrap()[0];
+        assert_eq!(chunk.committed.as_ref(), Some(&PROOF));
+        assert_eq!(chunk.extracted.as_ref(), Some(&EV));
+        assert_eq!(PROOF.check(&EV), Ok(()));
+    }
+
+    #[test]
     fn mismatching_output_is_refused() {
         let (_d, store, mut conn) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
