@@ -68,12 +68,14 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
         Vec::new()
     };
     let kind = job.cursor_kind;
+    let proofs = common::proof_counts(store.as_ref(), &job_id).await?;
     match globals.output {
         OutputFormat::Json => output::print_json(&json!({
             "job": job_id,
             "range": { "from": kind.format(job.range.from), "to": kind.format(job.range.to) },
             "finished": summary.is_finished(),
             "summary": summary,
+            "proofs": proofs.iter().map(|(level, n)| json!({ "proof": level, "proves": level.proves(), "chunks": n })).collect::<Vec<_>>(),
             "chunks": chunks.iter().map(|c| json!({
                 "index": c.chunk_id, "from": kind.format(c.range.from), "to": kind.format(c.range.to),
                 "state": c.state, "attempt": c.attempt, "failures": c.failures,
@@ -94,6 +96,9 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                 group(summary.estimated_rows)
             );
             println!("  size      {} of Parquet", size(summary.committed_bytes));
+            for (level, n) in &proofs {
+                println!("  proof     {n} chunks proved {}", level.proves());
+            }
             if args.chunks {
                 println!(
                     "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  last error",

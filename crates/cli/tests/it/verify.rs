@@ -48,6 +48,8 @@ fn verify_names_chunk_column_and_values_of_every_change_after_commit() {
     assert_eq!(clean["verified"], true, "{clean}");
     assert_eq!(clean["result"]["proved"][0]["proof"], "exact_checksum", "{clean}");
     let status = job.json(&["status", "orders", "--chunks"]);
+    assert_eq!(status["proofs"][0]["proof"], "exact_checksum", "{status}");
+    assert_eq!(status["proofs"][0]["chunks"], 3, "{status}");
     assert!(
         status["chunks"]
             .as_array()
