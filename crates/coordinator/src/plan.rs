@@ -176,8 +176,8 @@ pub async fn submit_spec(
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::SchemaRef;
-    use backhaul_core::checksum::RowSummary;
     use backhaul_core::connector::ChunkCommit;
+    use backhaul_core::proof::{ChunkProof, ProofLevel};
     use backhaul_core::stage::StageKind;
     use futures::future::BoxFuture;
 
@@ -190,14 +190,17 @@ mod tests {
         fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<()>> {
             unreachable!("not planned that far")
         }
+        fn proof_level(&self) -> ProofLevel {
+            ProofLevel::CountOnly
+        }
         fn commit_chunk<'a>(
             &'a self,
             _: &'a Stage,
             _: &'a ChunkCommit,
-        ) -> BoxFuture<'a, backhaul_core::Result<RowSummary>> {
+        ) -> BoxFuture<'a, backhaul_core::Result<ChunkProof>> {
             unreachable!("not planned that far")
         }
-        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, backhaul_core::Result<Option<RowSummary>>> {
+        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, backhaul_core::Result<Option<ChunkProof>>> {
             unreachable!("not planned that far")
         }
         fn check_stage(&self, stage: &Stage) -> backhaul_core::Result<()> {
@@ -219,14 +222,17 @@ mod tests {
         fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<()>> {
             unreachable!("not planned that far")
         }
+        fn proof_level(&self) -> ProofLevel {
+            ProofLevel::CountOnly
+        }
         fn commit_chunk<'a>(
             &'a self,
             _: &'a Stage,
             _: &'a ChunkCommit,
-        ) -> BoxFuture<'a, backhaul_core::Result<RowSummary>> {
+        ) -> BoxFuture<'a, backhaul_core::Result<ChunkProof>> {
             unreachable!("not planned that far")
         }
-        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, backhaul_core::Result<Option<RowSummary>>> {
+        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, backhaul_core::Result<Option<ChunkProof>>> {
             unreachable!("not planned that far")
         }
     }

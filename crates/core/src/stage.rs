@@ -34,6 +34,8 @@ pub struct Stage {
     kind: StageKind,
     /// The stage's root URL, without a trailing `/`.
     url: String,
+    /// The directory of a local stage.
+    local_root: Option<PathBuf>,
 }
 
 impl fmt::Debug for Stage {
@@ -135,6 +137,7 @@ impl Stage {
                     store: Arc::new(store),
                     kind: StageKind::Local,
                     url: format!("file://{}", percent_encode_path(&abs.to_string_lossy())),
+                    local_root: Some(abs),
                 })
             }
             StageLocation::Bucket { kind, bucket, prefix } => {
@@ -158,6 +161,7 @@ impl Stage {
                     store,
                     kind: *kind,
                     url,
+                    local_root: None,
                 })
             }
         }
@@ -240,6 +244,16 @@ impl Stage {
     /// Stage prefix of one attempt of one chunk.
     pub fn attempt_prefix(job_id: &str, chunk_id: u64, attempt: u32) -> Path {
         Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}"))
+    }
+
+    /// The local file holding `location`, when the stage is a local directory; `None` for
+    /// object stores. Lets a destination on the same machine link a staged file instead of
+    /// copying it.
+    pub fn local_path(&self, location: &Path) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let mut path = root.clone();
+        path.extend(location.parts().map(|p| p.as_ref().to_string()));
+        Some(path)
     }
 }
 

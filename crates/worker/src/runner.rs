@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::Error;
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use backhaul_core::spec::{JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 use futures::StreamExt;
@@ -78,10 +78,11 @@ pub struct ChunkTask {
 pub struct ChunkOutcome {
     /// Files as they were staged.
     pub files: Vec<StagedFile>,
-    /// Rows and checksum at extraction.
-    pub extracted: RowSummary,
-    /// Rows and checksum read back from the destination after the commit.
-    pub committed: RowSummary,
+    /// Rows, checksum and fingerprint the writer measured.
+    pub extracted: ChunkEvidence,
+    /// What the destination proved from its committed data (already checked against
+    /// `extracted`).
+    pub committed: ChunkProof,
 }
 
 /// Live counters of a running chunk, read by heartbeats and progress bars.
@@ -134,16 +135,11 @@ pub async fn run_chunk(
         extracted,
     };
     let committed = ctx.destination.commit_chunk(&ctx.stage, &commit).await?;
-    if committed != extracted {
-        return Err(Error::VerificationFailed {
-            what: format!("chunk {} of job {}", task.chunk_id, ctx.job_id),
-            message: format!(
-                "extracted {} rows, destination holds {}",
-                extracted.rows, committed.rows
-            ),
-        }
-        .into());
-    }
+    committed.verify(
+        &commit.extracted,
+        format!("chunk {} of job {}", task.chunk_id, ctx.job_id),
+    )?;
+    let extracted = commit.extracted;
     // The destination has its own copy now. Staged files of this and of earlier, abandoned
     // attempts of the chunk would only cost storage; failing to delete them is harmless.
     clean_stage(&ctx.stage, &Stage::chunk_prefix(&ctx.job_id, task.chunk_id)).await;
@@ -166,14 +162,14 @@ struct Staging<'a> {
 
 impl Staging<'_> {
     /// Extracts the chunk into Parquet parts and stages them as they finish; returns the
-    /// staged files in part order and the rows/checksum measured while writing. On failure
+    /// staged files in part order and the evidence measured while writing. On failure
     /// the parts this attempt already staged are deleted.
     async fn run(
         &self,
         task: &ChunkTask,
         spool: &Path,
         progress: &ChunkProgress,
-    ) -> Result<(Vec<StagedFile>, RowSummary)> {
+    ) -> Result<(Vec<StagedFile>, ChunkEvidence)> {
         let staged = self.extract_and_upload(task, spool, progress).await;
         if staged.is_err() {
             let attempt = Stage::attempt_prefix(self.job_id, task.chunk_id, task.attempt);
@@ -187,7 +183,7 @@ impl Staging<'_> {
         task: &ChunkTask,
         spool: &Path,
         progress: &ChunkProgress,
-    ) -> Result<(Vec<StagedFile>, RowSummary)> {
+    ) -> Result<(Vec<StagedFile>, ChunkEvidence)> {
         let config = PartWriterConfig {
             target_file_bytes: self.file_size,
             zstd_level: 3,
@@ -259,7 +255,7 @@ impl Staging<'_> {
             ))
             .into());
         }
-        Ok((files, written_parts.summary))
+        Ok((files, written_parts.evidence))
     }
 
     /// Stages each part as the writer hands it over, then deletes its spool file; stops at the
@@ -431,13 +427,13 @@ mod tests {
             job_id: "job",
             file_size: 256 * 1024,
         };
-        let (files, summary) = staging
+        let (files, evidence) = staging
             .run(&task(), spool.path(), &ChunkProgress::default())
             .await
             .unwrap();
         assert!(files.len() > 2, "several parts expected, got {}", files.len());
-        assert_eq!(summary.rows, 24 * BATCH_ROWS as u64);
-        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), summary.rows);
+        assert_eq!(evidence.summary.rows, 24 * BATCH_ROWS as u64);
+        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), evidence.summary.rows);
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let expected: Vec<String> = (0..files.len() as u32)
             .map(|p| Stage::part_path("job", 3, 2, p).to_string())

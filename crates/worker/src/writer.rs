@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use backhaul_core::checksum::{RowChecksum, RowSummary};
+use backhaul_core::checksum::RowChecksum;
+use backhaul_core::fingerprint::FingerprintBuilder;
+use backhaul_core::proof::ChunkEvidence;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -49,8 +51,8 @@ pub struct SpooledPart {
 pub struct WrittenParts {
     /// Parts handed to the uploader.
     pub parts: usize,
-    /// Rows and checksum of every row written.
-    pub summary: RowSummary,
+    /// Rows, checksum and fingerprint of every row written.
+    pub evidence: ChunkEvidence,
 }
 
 /// Where finished parts go, and how the writer learns that the chunk failed elsewhere.
@@ -65,7 +67,9 @@ pub struct PartSink {
 const MAX_ROW_GROUP_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Writes every batch received on `rx` into part files under `dir`, rolling at the target
-/// size, and hands each finished part to `sink`; returns what was written. `written_bytes` is
+/// size, and hands each finished part to `sink`; returns how many parts and the evidence
+/// (rows, checksum, fingerprint) of everything written, measured on this thread next to the
+/// encoding. `written_bytes` is
 /// updated as files grow, for progress reports.
 ///
 /// Stops with [`Error::Cancelled`](backhaul_core::Error::Cancelled) when `sink` is cancelled
@@ -85,6 +89,7 @@ pub fn write_parts(
         .set_max_row_group_bytes(Some(row_group_bytes as usize))
         .build();
     let mut checksum = RowChecksum::new(&schema)?;
+    let mut fingerprint = FingerprintBuilder::new(&schema);
     let mut parts = 0usize;
     let mut open: Option<OpenPart<'_>> = None;
     let mut closed_bytes = 0u64;
@@ -96,6 +101,7 @@ pub fn write_parts(
             continue;
         }
         checksum.update(&batch)?;
+        fingerprint.update(&batch)?;
         if open.is_none() {
             // Wait until the uploader took the previous part: at most one part waits.
             let slot =
@@ -127,10 +133,11 @@ pub fn write_parts(
         parts += 1;
     }
     written_bytes.store(closed_bytes, Ordering::Relaxed);
-    Ok(WrittenParts {
-        parts,
+    let evidence = ChunkEvidence {
         summary: checksum.summary(),
-    })
+        fingerprint: fingerprint.finish(),
+    };
+    Ok(WrittenParts { parts, evidence })
 }
 
 /// The part being written, with its reserved place in the hand-over channel.
@@ -207,6 +214,7 @@ mod tests {
             parts
         });
         let mut expected = RowChecksum::new(&schema).unwrap();
+        let mut expected_fingerprint = FingerprintBuilder::new(&schema);
         for i in 0..40 {
             let ids: Vec<i64> = (i * 10_000..(i + 1) * 10_000).collect();
             let strs: Vec<String> = ids
@@ -219,13 +227,15 @@ mod tests {
             )
             .unwrap();
             expected.update(&b).unwrap();
+            expected_fingerprint.update(&b).unwrap();
             tx.blocking_send(b).unwrap();
         }
         drop(tx);
         let written = handle.join().unwrap().unwrap();
         let parts = uploader.join().unwrap();
-        let summary = written.summary;
+        let summary = written.evidence.summary;
         assert_eq!(summary, expected.summary());
+        assert_eq!(written.evidence.fingerprint, expected_fingerprint.finish());
         assert_eq!(written.parts, parts.len());
         assert!(parts.len() > 2, "expected several parts, got {}", parts.len());
         let mut reread = RowChecksum::new(&schema).unwrap();

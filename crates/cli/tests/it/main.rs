@@ -15,3 +15,4 @@ mod s3_stage;
 mod status_page;
 mod transient;
 mod util;
+mod verify;
