@@ -48,7 +48,39 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What a failed attempt leaves its chunk in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterFailure {
+    /// `Pending` (retried once the backoff ends) or `Parked`.
+    pub state: ChunkState,
+    /// When the retry may be leased, microseconds since the epoch; 0 when parked.
+    pub not_before_us: i64,
+}
+
+impl AfterFailure {
+    /// Whether the chunk will run again.
+    pub fn retries(&self) -> bool {
+        self.state == ChunkState::Pending
+    }
+}
+
 impl RetryPolicy {
+    /// The rule both state stores apply to every counted failure (a worker's report or an
+    /// expired lease): the chunk's `failures`-th failure, this one included, parks it when it
+    /// is permanent or reaches `max_attempts`; otherwise it is retried after a backoff.
+    pub fn after_failure(&self, class: ErrorClass, failures: u32, key: &LeaseKey, now_us: i64) -> AfterFailure {
+        if class == ErrorClass::Permanent || failures >= self.max_attempts {
+            return AfterFailure {
+                state: ChunkState::Parked,
+                not_before_us: 0,
+            };
+        }
+        AfterFailure {
+            state: ChunkState::Pending,
+            not_before_us: now_us + self.backoff_us(class, failures, key),
+        }
+    }
+
     /// Exponential backoff with ±25% jitter. The jitter is a hash of the lease, not a random
     /// draw, so retries of different chunks spread out while tests stay reproducible.
     pub fn backoff_us(&self, class: ErrorClass, failures: u32, key: &LeaseKey) -> i64 {
@@ -446,7 +478,7 @@ impl Coordinator for CoordinatorService {
         let max = req.max_leases.clamp(1, MAX_LEASES_PER_CALL);
         let out = self
             .store
-            .lease_many(&req.worker_id, filter.as_deref(), ttl, max)
+            .lease_many(&req.worker_id, filter.as_deref(), ttl, max, &self.retry)
             .await
             .map_err(status)?;
         let response = match out {

@@ -71,7 +71,12 @@ pub async fn serve_job(job_id: &str, chunks: u64, ttl: Duration) -> ServedJob {
         Arc::new(store.clone()),
         Arc::new(NoConnectors),
         ttl,
-        RetryPolicy::default(),
+        // Expired leases are retried at once: these tests are about fencing, not backoff.
+        RetryPolicy {
+            transient_base: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            ..RetryPolicy::default()
+        },
     );
     let stop = CancellationToken::new();
     let (addr, server) = serve(
