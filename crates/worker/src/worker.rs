@@ -366,26 +366,23 @@ impl Worker {
 
     async fn run_lease(&self, worker_id: &str, lease: pb::ChunkLease, abort: &CancellationToken) {
         let started = Instant::now();
-        let range = lease
-            .range
-            .map(|r| CursorRange { from: r.from, to: r.to })
-            .unwrap_or(CursorRange { from: 0, to: 0 });
-        let task = ChunkTask {
-            chunk_id: lease.chunk_id,
-            attempt: lease.attempt,
-            range,
-        };
         debug!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, "chunk leased");
         let progress = Arc::new(ChunkProgress::default());
         let ttl = Duration::from_millis(u64::from(lease.lease_ttl_ms.max(300)));
-        let work = async {
-            let ctx = self.context(&lease).await?;
-            run_chunk(&ctx, &task, &self.config.spool_dir, progress.clone()).await
-        };
-        let outcome = tokio::select! {
-            r = work => r,
-            e = self.keep_lease(&lease.lease_id, ttl, progress.clone()) => Err(e),
-            _ = abort.cancelled() => Err(Error::Cancelled.into()),
+        let outcome = match chunk_task(&lease) {
+            // Reported as a failure below; nothing runs, so nothing can be committed.
+            Err(e) => Err(e),
+            Ok(task) => {
+                let work = async {
+                    let ctx = self.context(&lease).await?;
+                    run_chunk(&ctx, &task, &self.config.spool_dir, progress.clone()).await
+                };
+                tokio::select! {
+                    r = work => r,
+                    e = self.keep_lease(&lease.lease_id, ttl, progress.clone()) => Err(e),
+                    _ = abort.cancelled() => Err(Error::Cancelled.into()),
+                }
+            }
         };
         match outcome {
             Ok(out) => {
@@ -534,6 +531,25 @@ impl Worker {
     }
 }
 
+/// The chunk a lease names. A lease without a range is refused: read as `[0, 0)` it would
+/// commit an empty chunk over whatever the range holds.
+fn chunk_task(lease: &pb::ChunkLease) -> Result<ChunkTask> {
+    let range = lease.range.ok_or_else(|| {
+        WorkerError::Protocol(format!(
+            "lease {} (job {}, chunk {}) has no cursor range; refusing to run it",
+            lease.lease_id, lease.job_id, lease.chunk_id
+        ))
+    })?;
+    Ok(ChunkTask {
+        chunk_id: lease.chunk_id,
+        attempt: lease.attempt,
+        range: CursorRange {
+            from: range.from,
+            to: range.to,
+        },
+    })
+}
+
 /// How long a stopping worker tries to hand a chunk back before leaving it to lease expiry.
 const HAND_BACK_GRACE: Duration = Duration::from_secs(10);
 
@@ -561,6 +577,7 @@ mod tests {
     use std::sync::Mutex as StdMutex;
     use std::sync::atomic::AtomicU64;
 
+    use backhaul_core::ErrorClass;
     use backhaul_core::connector::{Destination, Source};
     use backhaul_core::spec::{DestinationSpec, SourceSpec};
     use backhaul_proto::ClientConfig;
@@ -593,6 +610,10 @@ mod tests {
         reported: StdMutex<Vec<(String, bool)>>,
         /// Drained while the first lease call is answered, when set.
         drain: Option<CancellationToken>,
+        /// Leases leave out their range, as a broken coordinator might.
+        no_range: bool,
+        /// `(class, kind)` of every failure reported.
+        errors: StdMutex<Vec<(ErrorClass, String)>>,
     }
 
     #[tonic::async_trait]
@@ -611,6 +632,10 @@ mod tests {
                     attempt: 1,
                     job_spec_toml: "not a spec".into(),
                     lease_ttl_ms: 60_000,
+                    range: (!self.no_range).then_some(pb::CursorRange {
+                        from: chunk_id as i64 * 10,
+                        to: chunk_id as i64 * 10 + 10,
+                    }),
                     ..Default::default()
                 })
                 .collect();
@@ -639,6 +664,17 @@ mod tests {
             req: Request<pb::FailChunkRequest>,
         ) -> Result<Response<pb::FailChunkResponse>, Status> {
             let r = req.into_inner();
+            if let Some(e) = &r.error
+                && !r.released
+            {
+                let class = pb::ErrorClass::try_from(e.class).expect("a known class");
+                let class = match class {
+                    pb::ErrorClass::Transient => ErrorClass::Transient,
+                    pb::ErrorClass::Throttled => ErrorClass::Throttled,
+                    _ => ErrorClass::Permanent,
+                };
+                self.errors.lock().unwrap().push((class, e.kind.clone()));
+            }
             self.reported.lock().unwrap().push((r.lease_id, r.released));
             Ok(Response::new(pb::FailChunkResponse { will_retry: false }))
         }
@@ -740,6 +776,45 @@ mod tests {
         reported.sort();
         let failed: Vec<(String, bool)> = (0..3).map(|c| (format!("j/{c}/1"), false)).collect();
         assert_eq!(reported, failed, "every lease ran (and failed on its spec)");
+    }
+
+    #[test]
+    fn a_lease_without_a_range_is_a_protocol_error() {
+        let lease = pb::ChunkLease {
+            lease_id: "j/3/1".into(),
+            job_id: "j".into(),
+            chunk_id: 3,
+            attempt: 1,
+            ..Default::default()
+        };
+        let err = chunk_task(&lease).err().expect("refused");
+        assert_eq!((err.class(), err.kind()), (ErrorClass::Permanent, "protocol"));
+        assert!(
+            err.to_string().contains("j/3/1") && err.to_string().contains("no cursor range"),
+            "{err}"
+        );
+        let ranged = pb::ChunkLease {
+            range: Some(pb::CursorRange { from: 30, to: 40 }),
+            ..lease
+        };
+        assert_eq!(chunk_task(&ranged).unwrap().range, CursorRange { from: 30, to: 40 });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_without_a_range_fail_as_permanent_protocol_errors_and_never_run() {
+        let fake = Arc::new(FakeCoordinator {
+            chunks: 2,
+            no_range: true,
+            ..Default::default()
+        });
+        run_worker(fake.clone(), Shutdown::default()).await;
+        let errors = fake.errors.lock().unwrap().clone();
+        let protocol = (ErrorClass::Permanent, "protocol".to_string());
+        assert_eq!(
+            errors,
+            vec![protocol.clone(), protocol],
+            "refused before the spec is read"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
