@@ -449,7 +449,7 @@ impl Worker {
                 let req = pb::FailChunkRequest {
                     lease_id: lease.lease_id.clone(),
                     error: Some(pb::ChunkError {
-                        class: crate::flight::wire::class_to_pb(class) as i32,
+                        class: pb::ErrorClass::from(class) as i32,
                         kind: e.kind().into(),
                         message: e.to_string(),
                     }),
@@ -667,12 +667,7 @@ mod tests {
             if let Some(e) = &r.error
                 && !r.released
             {
-                let class = pb::ErrorClass::try_from(e.class).expect("a known class");
-                let class = match class {
-                    pb::ErrorClass::Transient => ErrorClass::Transient,
-                    pb::ErrorClass::Throttled => ErrorClass::Throttled,
-                    _ => ErrorClass::Permanent,
-                };
+                let class = backhaul_proto::error_class(e.class).expect("a typed class");
                 self.errors.lock().unwrap().push((class, e.kind.clone()));
             }
             self.reported.lock().unwrap().push((r.lease_id, r.released));
