@@ -12,6 +12,7 @@ pub mod fidelity;
 pub mod profile;
 pub mod schema;
 pub mod spec;
+pub mod sqlstate;
 pub mod stage;
 pub mod units;
 
