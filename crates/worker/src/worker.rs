@@ -6,7 +6,7 @@
 //! retrying with capped backoff, and retries the report of a finished chunk until the
 //! coordinator answers: the coordinator alone decides whether that report still counts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Result, WorkerError};
+use crate::job_cache::{IDLE_EVICTION, InUse, JobCache};
 use crate::metrics::WorkerMetrics;
 use crate::runner::{ChunkProgress, ChunkTask, JobContext, run_chunk};
 
@@ -87,7 +88,7 @@ pub struct Worker {
     client: Client,
     connectors: Arc<dyn Connectors>,
     config: WorkerConfig,
-    jobs: Mutex<HashMap<String, Arc<JobContext>>>,
+    jobs: JobCache<JobContext>,
     metrics: Arc<WorkerMetrics>,
     /// Idle slots share one lease request: the slot whose turn it is asks for a lease per free
     /// slot and leaves the extra ones in `spare_leases` for the others.
@@ -120,7 +121,7 @@ impl Worker {
             client,
             connectors,
             config,
-            jobs: Mutex::new(HashMap::new()),
+            jobs: JobCache::new(IDLE_EVICTION),
             metrics: Arc::new(WorkerMetrics::new()),
             asking: Mutex::new(()),
             spare_leases: std::sync::Mutex::new(VecDeque::new()),
@@ -280,15 +281,20 @@ impl Worker {
         }
     }
 
-    /// The job's context (source, destination, stage), built once per job and reused.
+    /// The job's context (source, destination, stage), built once per job and reused while
+    /// the job keeps running chunks here (see [`crate::job_cache`]).
     pub async fn job_context(&self, job_id: &str, spec_toml: &str, base_dir: &Path) -> Result<Arc<JobContext>> {
-        let mut jobs = self.jobs.lock().await;
-        if let Some(ctx) = jobs.get(job_id) {
-            return Ok(ctx.clone());
-        }
-        let ctx = Arc::new(JobContext::build(job_id, spec_toml, base_dir, self.connectors.as_ref()).await?);
-        jobs.insert(job_id.to_string(), ctx.clone());
-        Ok(ctx)
+        Ok(self.lend_job_context(job_id, spec_toml, base_dir).await?.clone())
+    }
+
+    /// [`Worker::job_context`], counting the job as running until the result is dropped.
+    async fn lend_job_context(&self, job_id: &str, spec_toml: &str, base_dir: &Path) -> Result<InUse<JobContext>> {
+        let connectors = self.connectors.clone();
+        self.jobs
+            .get(job_id, Instant::now(), || async move {
+                JobContext::build(job_id, spec_toml, base_dir, connectors.as_ref()).await
+            })
+            .await
     }
 
     /// The source a spec names, built with this worker's connectors (and so its credentials
@@ -300,8 +306,8 @@ impl Worker {
         self.connectors.source(&spec.source)
     }
 
-    async fn context(&self, lease: &pb::ChunkLease) -> Result<Arc<JobContext>> {
-        self.job_context(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir))
+    async fn context(&self, lease: &pb::ChunkLease) -> Result<InUse<JobContext>> {
+        self.lend_job_context(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir))
             .await
     }
 
