@@ -690,6 +690,43 @@ async fn dropping_the_stream_stops_the_query() {
     assert_eq!(rows, 100_000);
 }
 
+/// The consumer drops the stream while the server is still working out the next row (each
+/// row takes a second): the reader must not wait for that row (nor for the next thousand) to
+/// notice, and the query must leave the server.
+#[tokio::test]
+async fn dropping_the_stream_while_the_server_is_slow_kills_the_query() {
+    let server = server();
+    let db = database(server, "slow");
+    server.sql(&format!(
+        "USE `{db}`; SET time_zone = '+00:00';
+         CREATE TABLE wide (id INT PRIMARY KEY, at DATETIME NOT NULL, body VARCHAR(200), KEY (at));
+         INSERT INTO wide SELECT seq, '2024-01-01' + INTERVAL seq SECOND, MD5(seq) FROM seq_1_to_5000;
+         CREATE VIEW slow AS SELECT id, at, body FROM wide WHERE SLEEP(1) = 0;"
+    ));
+    let source = MysqlSource::open(&spec(server, &db, "slow", "at")).unwrap();
+    let stream = source.extract(everything(), 10_000).await.unwrap();
+    let running = || {
+        server
+            .sql(&format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND INFO LIKE 'SELECT%slow%' AND ID <> CONNECTION_ID()"
+            ))
+            .trim()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running() == "0" {
+        assert!(std::time::Instant::now() < deadline, "the chunk query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stream);
+    // Without the watch the reader would notice only after 1024 more rows: 17 minutes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running() != "0" {
+        assert!(std::time::Instant::now() < deadline, "the chunk query still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn session_cipher(source: &MysqlSource) -> Result<String> {
     let mut conn = source.connector.connect().await?;
     let row: Option<(String, String)> = conn
