@@ -15,6 +15,7 @@ pub mod client;
 pub mod convert;
 pub mod http;
 pub mod metrics;
+pub mod proof;
 pub mod tls;
 
 pub use auth::{AuthLayer, ClientAuth, Token};
