@@ -791,7 +791,9 @@ mod tests {
             attempt: 1,
             ..Default::default()
         };
-        let err = chunk_task(&lease).err().expect("refused");
+        let Err(err) = chunk_task(&lease) else {
+            panic!("a lease without a range was accepted");
+        };
         assert_eq!((err.class(), err.kind()), (ErrorClass::Permanent, "protocol"));
         assert!(
             err.to_string().contains("j/3/1") && err.to_string().contains("no cursor range"),
