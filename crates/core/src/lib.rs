@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod error;
 pub mod fidelity;
 pub mod profile;
+pub mod registry;
 pub mod schema;
 pub mod spec;
 pub mod stage;
