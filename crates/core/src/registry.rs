@@ -233,3 +233,58 @@ impl Connectors for Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSource;
+
+    impl SourceKind for NoSource {
+        fn kind(&self) -> &'static str {
+            "none"
+        }
+        fn parse(&self, _: &toml::Table, origin: &str) -> Result<Box<dyn SourceConfig>> {
+            Err(Error::config(origin, "source", "never parses"))
+        }
+    }
+
+    fn section(kind: &str) -> ConnectorSection {
+        ConnectorSection {
+            kind: kind.into(),
+            settings: toml::Table::new(),
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_name_the_known_ones() {
+        let e = Registry::new()
+            .destination_config(&section("s3"), "job.toml")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job.toml: destination.kind: unknown destination kind `s3`; this backhaul knows none"
+        );
+        let registry = Registry::new().source(NoSource);
+        assert_eq!(registry.source_kinds(), ["none"]);
+        let e = registry
+            .source_config(&section("pg"), "job.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("unknown source kind `pg`; this backhaul knows `none`"),
+            "{e}"
+        );
+        let e = registry
+            .source_config(&section("none"), "job.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("never parses"), "{e}");
+    }
+
+    #[test]
+    #[should_panic(expected = "registered twice")]
+    fn a_kind_registers_once() {
+        let _ = Registry::new().source(NoSource).source(NoSource);
+    }
+}

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use backhaul_core::connector::Connectors;
 use backhaul_cost::config::WAREHOUSE_SIZES;
 use backhaul_cost::estimate::{EstimateInput, estimate};
 use backhaul_cost::prices::PriceBook;
@@ -17,7 +18,6 @@ use super::profile::{ClusterArgs, ProfileFlags, load_config, take_profile};
 use crate::connectors::builtin_connectors;
 use crate::output;
 use crate::{Globals, OutputFormat};
-use backhaul_core::connector::Connectors;
 
 /// Arguments of `cost`.
 #[derive(Args, Debug)]

@@ -203,7 +203,9 @@ impl JobSpec {
         Self::from_toml(&text, &path.display().to_string())
     }
 
-    /// Canonical TOML of the spec; the coordinator stores it and compares it on resume.
+    /// TOML of the spec as it stands. The canonical form the coordinator stores and compares on
+    /// resume is this of a checked spec ([`crate::registry::CheckedSpec::to_canonical_toml`]),
+    /// whose sections are written back by their connectors.
     pub fn to_canonical_toml(&self) -> String {
         toml::to_string(self).expect("a parsed spec always serializes")
     }
