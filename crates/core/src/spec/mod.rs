@@ -330,16 +330,28 @@ fn field_of_toml_error(text: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else {
         return "<document>".into();
     };
-    let before = &text[..span.start.min(text.len())];
-    let mut table = String::new();
-    for line in before.lines() {
+    let start = span.start.min(text.len());
+    let header = |line: &str| {
         let l = line.trim();
-        if l.starts_with('[') && l.ends_with(']') {
-            table = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    };
+    let mut table = String::new();
+    for line in text[..start].lines() {
+        if let Some(t) = header(line) {
+            table = t;
         }
     }
-    let key_text = &text[span.start.min(text.len())..span.end.min(text.len())];
-    let key = key_text.split('=').next().unwrap_or("").trim();
+    let key_text = &text[start..span.end.min(text.len())];
+    // A span on a whole table (a missing key) starts at its header.
+    if let Some(t) = key_text.lines().next().and_then(header) {
+        table = t;
+    }
+    // A span on a value (a wrong type) has its key earlier on the same line.
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let key = match text[line_start..start].split_once('=') {
+        Some((key, _)) => key.trim(),
+        None => key_text.split('=').next().unwrap_or("").trim(),
+    };
     let key = if key.starts_with('[') || key.contains('\n') {
         ""
     } else {
