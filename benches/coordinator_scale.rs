@@ -172,6 +172,8 @@ async fn simulated_worker(
                                 extracted_checksum: 42,
                                 committed_rows: 1000,
                                 committed_checksum: 42,
+                                // No proof: read as the exact proof of the fields above.
+                                ..Default::default()
                             }),
                         };
                         let mut errors = Vec::new();

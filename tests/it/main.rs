@@ -4,17 +4,18 @@
 
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch};
+use arrow::array::{BooleanArray, RecordBatch, RecordBatchReader};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
-use backhaul_conformance::cursor_values;
+use backhaul_conformance::corrupt::{Corruption, TamperCommitted, corrupt, corruptions_for};
 use backhaul_conformance::destination::{DestinationOptions, check_destination, check_destination_with};
 use backhaul_conformance::source::check_source;
+use backhaul_conformance::{cursor_values, evidence, stage_batches};
 use backhaul_core::Result;
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::DensityBucket;
 use backhaul_core::connector::{BatchStream, ChunkCommit, Destination, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange, SpecBound};
+use backhaul_core::proof::{ChunkProof, ProofLevel};
 use backhaul_core::stage::Stage;
 use backhaul_sink_local::{LocalDestinationSpec, LocalTable};
 use backhaul_source_embedded::{EmbeddedSource, EmbeddedSourceSpec, generator};
@@ -196,12 +197,19 @@ async fn local_destination_conforms() {
     let warehouse = Warehouse::new(dir).await;
     let options = DestinationOptions {
         cursor_column: Some("created_at".into()),
+        tamper: Some(Arc::new(RewriteCommittedFile(
+            LocalTable::new(&warehouse.spec).unwrap(),
+        ))),
         ..Default::default()
     };
     let report = check_destination_with(warehouse.make(), &warehouse.stage, batches.clone(), &options)
         .await
         .unwrap();
-    assert_eq!(report.chunks[0].rows + report.chunks[1].rows, rows(&batches));
+    assert_eq!(report.level, ProofLevel::ExactChecksum);
+    assert_eq!(
+        report.chunks[0].summary.rows + report.chunks[1].summary.rows,
+        rows(&batches)
+    );
     assert!(report.notes.is_empty(), "{:?}", report.notes);
 }
 
@@ -265,7 +273,11 @@ impl Destination for NoFencing {
         self.0.prepare(job_id, schema)
     }
 
-    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<RowSummary>> {
+    fn proof_level(&self) -> ProofLevel {
+        self.0.proof_level()
+    }
+
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>> {
         Box::pin(async move {
             self.0
                 .commit_chunk(
@@ -279,7 +291,7 @@ impl Destination for NoFencing {
         })
     }
 
-    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>> {
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<ChunkProof>>> {
         self.0.read_back(job_id, chunk_id)
     }
 }
@@ -295,4 +307,216 @@ async fn the_suite_catches_a_destination_without_fencing() {
     assert!(violations.has("fencing"), "{violations}");
     // Only fencing is broken; everything else must still pass.
     assert!(violations.items.iter().all(|v| v.check == "fencing"), "{violations}");
+}
+
+/// The local warehouse's tamper hook: rewrites the first data file of a committed chunk with
+/// the corruption applied, behind the manifest's back.
+struct RewriteCommittedFile(LocalTable);
+
+impl TamperCommitted for RewriteCommittedFile {
+    fn tamper<'a>(
+        &'a self,
+        _job_id: &'a str,
+        chunk_id: u64,
+        corruption: &'a Corruption,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            let manifest = self
+                .0
+                .manifest(chunk_id)
+                .map_err(|e| e.to_string())?
+                .ok_or("the chunk is not committed")?;
+            let file = manifest.files.first().ok_or("the chunk has no files")?;
+            let path = self.0.dir().join("data").join(&file.name);
+            let (schema, rows) = read_parquet(std::fs::File::open(&path).map_err(|e| e.to_string())?)?;
+            let damaged = corrupt(&rows, corruption)?;
+            let tmp = path.with_extension("tampered");
+            std::fs::write(&tmp, write_parquet(&schema, &damaged)?).map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+        })
+    }
+}
+
+fn read_parquet<R: parquet::file::reader::ChunkReader + 'static>(
+    input: R,
+) -> std::result::Result<(SchemaRef, RecordBatch), String> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(input)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let rows = arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+    Ok((schema, rows))
+}
+
+fn write_parquet(schema: &SchemaRef, rows: &RecordBatch) -> std::result::Result<Vec<u8>, String> {
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None).map_err(|e| e.to_string())?;
+    w.write(rows).map_err(|e| e.to_string())?;
+    w.into_inner().map_err(|e| e.to_string())
+}
+
+/// How [`Corrupting`] damages what it commits.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    DropRow,
+    DuplicateRow,
+    AlterValue,
+}
+
+/// A broken destination: commits the staged rows with one row dropped, one duplicated or one
+/// value altered, skipping the check against what was extracted, and reports honestly measured
+/// proofs of what it committed.
+struct Corrupting {
+    inner: LocalTable,
+    damage: Damage,
+}
+
+impl Destination for Corrupting {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+        self.inner.prepare(job_id, schema)
+    }
+
+    fn proof_level(&self) -> ProofLevel {
+        self.inner.proof_level()
+    }
+
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>> {
+        Box::pin(async move {
+            if commit.files.is_empty() {
+                return self.inner.commit_chunk(stage, commit).await;
+            }
+            let mut batches = Vec::new();
+            let mut schema = None;
+            for f in &commit.files {
+                let path = object_store::path::Path::parse(&f.path).unwrap();
+                let bytes = object_store::ObjectStoreExt::get(stage.store().as_ref(), &path)
+                    .await?
+                    .bytes()
+                    .await?;
+                let (s, rows) = read_parquet(bytes).unwrap();
+                schema = Some(s);
+                batches.push(rows);
+            }
+            let schema = schema.unwrap();
+            let rows = arrow::compute::concat_batches(&schema, &batches)?;
+            let damage = match self.damage {
+                Damage::DropRow => Corruption::DropRow,
+                Damage::DuplicateRow => Corruption::DuplicateRow,
+                Damage::AlterValue => corruptions_for(&rows, None)
+                    .0
+                    .into_iter()
+                    .find(|c| matches!(c, Corruption::ChangeNumber(_)))
+                    .expect("a numeric column"),
+            };
+            let damaged = corrupt(&rows, &damage).unwrap();
+            let files = stage_batches(
+                stage,
+                &commit.job_id,
+                commit.chunk_id,
+                commit.attempt,
+                &schema,
+                std::slice::from_ref(&damaged),
+                commit.files.len(),
+            )
+            .await?;
+            // Skip the check: claim the damaged rows were what was extracted.
+            let claimed = evidence(&schema, std::slice::from_ref(&damaged))?;
+            let honest = ChunkCommit {
+                files,
+                extracted: claimed,
+                ..commit.clone()
+            };
+            self.inner.commit_chunk(stage, &honest).await
+        })
+    }
+
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<ChunkProof>>> {
+        self.inner.read_back(job_id, chunk_id)
+    }
+}
+
+#[tokio::test]
+async fn the_suite_catches_a_destination_that_damages_rows() {
+    for damage in [Damage::DropRow, Damage::DuplicateRow, Damage::AlterValue] {
+        let dir = TempDir::new().unwrap();
+        let batches = source_rows(&dir).await;
+        let warehouse = Warehouse::new(dir).await;
+        let spec = warehouse.spec.clone();
+        let make = move || {
+            Arc::new(Corrupting {
+                inner: LocalTable::new(&spec).unwrap(),
+                damage,
+            }) as Arc<dyn Destination>
+        };
+        let violations = check_destination(make, &warehouse.stage, batches).await.unwrap_err();
+        assert!(violations.has("commit"), "{damage:?}: {violations}");
+    }
+}
+
+/// The local warehouse claiming only a weaker proof level: its proofs keep only what that
+/// level carries. The suite must pass it at that level, and say what `count_only` cannot see.
+struct AtLevel(LocalTable, ProofLevel);
+
+impl AtLevel {
+    fn weaken(&self, proof: ChunkProof) -> ChunkProof {
+        ChunkProof {
+            level: self.1,
+            checksum: None,
+            fingerprint: proof.fingerprint.filter(|_| self.1 == ProofLevel::Fingerprint),
+            ..proof
+        }
+    }
+}
+
+impl Destination for AtLevel {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+        self.0.prepare(job_id, schema)
+    }
+
+    fn proof_level(&self) -> ProofLevel {
+        self.1
+    }
+
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>> {
+        Box::pin(async move { Ok(self.weaken(self.0.commit_chunk(stage, commit).await?)) })
+    }
+
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<ChunkProof>>> {
+        let read = self.0.read_back(job_id, chunk_id);
+        Box::pin(async move { Ok(read.await?.map(|p| self.weaken(p))) })
+    }
+}
+
+#[tokio::test]
+async fn weaker_proof_levels_pass_at_their_level() {
+    for level in [ProofLevel::Fingerprint, ProofLevel::CountOnly] {
+        let dir = TempDir::new().unwrap();
+        let batches = source_rows(&dir).await;
+        let warehouse = Warehouse::new(dir).await;
+        let spec = warehouse.spec.clone();
+        let make = move || Arc::new(AtLevel(LocalTable::new(&spec).unwrap(), level)) as Arc<dyn Destination>;
+        let options = DestinationOptions {
+            cursor_column: Some("created_at".into()),
+            tamper: Some(Arc::new(RewriteCommittedFile(
+                LocalTable::new(&warehouse.spec).unwrap(),
+            ))),
+            ..Default::default()
+        };
+        let report = check_destination_with(make, &warehouse.stage, batches, &options)
+            .await
+            .unwrap();
+        assert_eq!(report.level, level);
+        if level == ProofLevel::CountOnly {
+            // Its read_back cannot see a value changed after commit: noted, not required.
+            assert!(
+                report.notes.iter().any(|n| n.contains("cannot see")),
+                "{:?}",
+                report.notes
+            );
+        } else {
+            assert!(report.notes.is_empty(), "{:?}", report.notes);
+        }
+    }
 }

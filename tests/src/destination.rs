@@ -13,17 +13,24 @@
 //!   refused with [`Error::DestinationConflict`] and changes nothing, also after commits and
 //!   from a fresh handle.
 //! - `read-back`: a never-committed chunk reads back as `Ok(None)`.
-//! - `commit`: chunk 0, attempt 1, staged as 2 files, commits and returns the summary of its
-//!   rows; `read_back` returns the same.
+//! - `commit`: chunk 0, attempt 1, staged as 2 files, commits and returns a proof at the
+//!   destination's declared [`ProofLevel`] that passes [`ChunkProof::check`] against the
+//!   evidence of its rows; `read_back` returns such a proof too.
 //! - `replace`: attempt 2 of chunk 0 with the same rows in 3 files replaces attempt 1: the
-//!   summary is unchanged, not doubled.
+//!   proof still passes, rows are not doubled.
 //! - `fencing`: a stale attempt 1 committed after attempt 2 is refused (ideally with
 //!   [`Error::LeaseLost`]; another error is noted in the report) and the chunk is unchanged.
 //!   The stale attempt holds only half the rows, so a commit that is refused but applied
 //!   anyway shows.
-//! - `verification`: a commit whose `extracted` summary does not match its files (wrong row
-//!   count; right count but wrong checksum) is refused with [`Error::VerificationFailed`] and
-//!   the chunk is unchanged.
+//! - `verification`: a commit whose files do not hold the rows its `extracted` evidence
+//!   describes is refused with [`Error::VerificationFailed`] and the chunk is unchanged: half
+//!   the rows; one row missing; one row duplicated; one value changed in a numeric, a string
+//!   (longer) and a timestamp column ([`Corruption`](crate::corrupt::Corruption)). A `count_only` destination must refuse
+//!   the first three; a changed value it commits is a note (its level cannot see it), and the
+//!   chunk is repaired.
+//! - `tamper`: with a [`TamperCommitted`] hook in the options, each corruption is applied to
+//!   committed chunk 1 and `read_back` must then fail the proof check (or fail with
+//!   `VerificationFailed`); the chunk is repaired after each.
 //! - `independent`: chunk 1 commits on its own; both chunks read back correctly.
 //! - `empty-chunk`: a chunk with no files and no rows commits and reads back as 0 rows.
 //! - `restart`: a fresh handle from the factory (as after a process restart) sees every
@@ -36,19 +43,20 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use backhaul_core::Error;
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_core::stage::Stage;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
+use crate::corrupt::{TamperCommitted, corrupt, corruptions_for};
 use crate::report::{Checker, Violations};
-use crate::stage::{stage_batches, summarize};
+use crate::stage::{evidence, stage_batches};
 use crate::values::cursor_values;
 
 /// How [`check_destination_with`] exercises a destination.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DestinationOptions {
     /// The job that owns the table.
     pub job_id: String,
@@ -59,6 +67,19 @@ pub struct DestinationOptions {
     /// destinations that replace a chunk by deleting its range. Without it, the rows are cut in
     /// half by position and the ranges are placeholders.
     pub cursor_column: Option<String>,
+    /// Damages committed data, for the `tamper` checks; without it they are skipped (noted).
+    pub tamper: Option<Arc<dyn TamperCommitted>>,
+}
+
+impl std::fmt::Debug for DestinationOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationOptions")
+            .field("job_id", &self.job_id)
+            .field("other_job_id", &self.other_job_id)
+            .field("cursor_column", &self.cursor_column)
+            .field("tamper", &self.tamper.is_some())
+            .finish()
+    }
 }
 
 impl Default for DestinationOptions {
@@ -67,6 +88,7 @@ impl Default for DestinationOptions {
             job_id: "conformance".into(),
             other_job_id: "conformance-other".into(),
             cursor_column: None,
+            tamper: None,
         }
     }
 }
@@ -74,8 +96,10 @@ impl Default for DestinationOptions {
 /// What a passing run saw.
 #[derive(Debug, Clone)]
 pub struct DestinationReport {
-    /// Summaries of chunk 0 and chunk 1 as committed.
-    pub chunks: [RowSummary; 2],
+    /// The proof level the destination declared.
+    pub level: ProofLevel,
+    /// Evidence of chunk 0 and chunk 1 as committed.
+    pub chunks: [ChunkEvidence; 2],
     /// Observations that are allowed but worth knowing, e.g. the error kind a stale commit got.
     pub notes: Vec<String>,
 }
@@ -96,7 +120,7 @@ struct Chunk {
     id: u64,
     range: CursorRange,
     rows: RecordBatch,
-    summary: RowSummary,
+    evidence: ChunkEvidence,
 }
 
 /// Checks the destination made by `make` against the [`Destination`] contract; see the
@@ -115,14 +139,16 @@ pub async fn check_destination_with(
     };
     let [c0, c1] = &chunks;
     let mut notes = Vec::new();
+    let dest = make();
+    let level = dest.proof_level();
     let run = Run {
         stage,
         job,
         schema: &schema,
+        level,
     };
     let variants = schema_variants(&schema);
 
-    let dest = make();
     if let Err(e) = dest.prepare(job, schema.clone()).await {
         return checker.abort("prepare", format!("prepare({job}) of a fresh table failed: {e}"));
     }
@@ -152,7 +178,7 @@ pub async fn check_destination_with(
         Ok(None) => {}
         Ok(Some(s)) => checker.fail(
             "read-back",
-            format!("read_back of never-committed chunk {} returned {}", c0.id, show(s)),
+            format!("read_back of never-committed chunk {} returned {}", c0.id, show(&s)),
         ),
         Err(e) => checker.fail(
             "read-back",
@@ -165,52 +191,33 @@ pub async fn check_destination_with(
         Ok(f) => f,
         Err(e) => return checker.abort("input", format!("staging chunk {} failed: {e}", c0.id)),
     };
-    match dest.commit_chunk(stage, &run.commit(c0, 1, files, c0.summary)).await {
-        Ok(s) => {
-            checker.ensure(s == c0.summary, "commit", || {
-                format!(
-                    "commit of chunk {} attempt 1 returned {}, but its rows are {}",
-                    c0.id,
-                    show(s),
-                    show(c0.summary)
-                )
-            });
-        }
+    match dest
+        .commit_chunk(stage, &run.commit(c0, 1, files, c0.evidence.clone()))
+        .await
+    {
+        Ok(p) => run.expect_proof(&mut checker, &p, c0, "commit", "commit of attempt 1"),
         Err(e) => {
             return checker.abort(
                 "commit",
                 format!(
                     "commit of chunk {} attempt 1 ({} rows in 2 files) failed: {e}",
-                    c0.id, c0.summary.rows
+                    c0.id, c0.evidence.summary.rows
                 ),
             );
         }
     }
-    expect_read_back(
-        &mut checker,
-        dest.as_ref(),
-        job,
-        c0,
-        "commit",
-        "after attempt 1 committed",
-    )
-    .await;
+    run.expect_read_back(&mut checker, dest.as_ref(), c0, "commit", "after attempt 1 committed")
+        .await;
 
     // Attempt 2: same rows, another file split. A destination that appends instead of
     // replacing now holds every row twice.
     match run.stage(c0, 2, &c0.rows, 3).await {
         Err(e) => checker.fail("input", format!("staging chunk {} attempt 2 failed: {e}", c0.id)),
-        Ok(files) => match dest.commit_chunk(stage, &run.commit(c0, 2, files, c0.summary)).await {
-            Ok(s) => {
-                checker.ensure(s == c0.summary, "replace", || {
-                    format!(
-                        "commit of chunk {} attempt 2 returned {}, but its rows are {}",
-                        c0.id,
-                        show(s),
-                        show(c0.summary)
-                    )
-                });
-            }
+        Ok(files) => match dest
+            .commit_chunk(stage, &run.commit(c0, 2, files, c0.evidence.clone()))
+            .await
+        {
+            Ok(p) => run.expect_proof(&mut checker, &p, c0, "replace", "commit of attempt 2"),
             Err(e) => checker.fail(
                 "replace",
                 format!("commit of chunk {} attempt 2 (replacing attempt 1) failed: {e}", c0.id),
@@ -219,15 +226,15 @@ pub async fn check_destination_with(
     }
     // Attempts after 2 are numbered from here: repairs and the verification checks.
     let mut next_attempt = 3;
-    if !expect_read_back(
-        &mut checker,
-        dest.as_ref(),
-        job,
-        c0,
-        "replace",
-        "after attempt 2 replaced attempt 1",
-    )
-    .await
+    if !run
+        .expect_read_back(
+            &mut checker,
+            dest.as_ref(),
+            c0,
+            "replace",
+            "after attempt 2 replaced attempt 1",
+        )
+        .await
     {
         run.repair(&mut checker, dest.as_ref(), c0, &mut next_attempt).await?;
     }
@@ -235,19 +242,19 @@ pub async fn check_destination_with(
     // A stale worker finishing attempt 1 late. Half the rows, so a commit that slipped
     // through shows in read_back even if the call returned an error.
     let half = c0.rows.slice(0, c0.rows.num_rows() / 2);
-    let half_summary = summary_of(&schema, &half);
+    let half_evidence = evidence_of(&schema, &half);
     match run.stage(c0, 1, &half, 1).await {
         Err(e) => checker.fail(
             "input",
             format!("staging stale attempt 1 of chunk {} failed: {e}", c0.id),
         ),
-        Ok(files) => match dest.commit_chunk(stage, &run.commit(c0, 1, files, half_summary)).await {
-            Ok(s) => checker.fail(
+        Ok(files) => match dest.commit_chunk(stage, &run.commit(c0, 1, files, half_evidence)).await {
+            Ok(p) => checker.fail(
                 "fencing",
                 format!(
                     "stale attempt 1 of chunk {} was committed ({}) after attempt 2",
                     c0.id,
-                    show(s)
+                    show(&p)
                 ),
             ),
             Err(Error::LeaseLost { .. }) => {}
@@ -257,53 +264,65 @@ pub async fn check_destination_with(
             )),
         },
     }
-    if !expect_read_back(
-        &mut checker,
-        dest.as_ref(),
-        job,
-        c0,
-        "fencing",
-        "after a refused stale attempt",
-    )
-    .await
+    if !run
+        .expect_read_back(
+            &mut checker,
+            dest.as_ref(),
+            c0,
+            "fencing",
+            "after a refused stale attempt",
+        )
+        .await
     {
         run.repair(&mut checker, dest.as_ref(), c0, &mut next_attempt).await?;
     }
 
-    // Claimed summaries that do not match the files. Newer attempts, so fencing cannot be
-    // what refuses them.
-    let wrong_rows = (half.clone(), c0.summary, "half the rows it claims");
-    let wrong_sum = (
-        c0.rows.clone(),
-        RowSummary {
-            checksum: c0.summary.checksum ^ 1,
-            ..c0.summary
-        },
-        "its rows but a checksum off by one bit",
-    );
-    for (rows, claimed, what) in [wrong_rows, wrong_sum] {
+    // Files that do not hold the rows the evidence describes. Newer attempts, so fencing
+    // cannot be what refuses them.
+    let (corruptions, corruption_notes) = corruptions_for(&c0.rows, options.cursor_column.as_deref());
+    notes.extend(corruption_notes);
+    let mut bad_files: Vec<(String, Result<RecordBatch, String>, bool)> =
+        vec![("half the rows it claims".into(), Ok(half.clone()), true)];
+    for c in &corruptions {
+        // What a count-only proof cannot see is not required of it.
+        let required = level != ProofLevel::CountOnly || !c.changes_values();
+        bad_files.push((c.to_string(), corrupt(&c0.rows, c), required));
+    }
+    for (what, rows, required) in bad_files {
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                checker.fail("input", format!("cannot build files with {what}: {e}"));
+                continue;
+            }
+        };
         let attempt = next_attempt;
         next_attempt += 1;
         match run.stage(c0, attempt, &rows, 2).await {
             Err(e) => checker.fail("input", format!("staging attempt {attempt} of chunk {} failed: {e}", c0.id)),
-            Ok(files) => match dest.commit_chunk(stage, &run.commit(c0, attempt, files, claimed)).await {
+            Ok(files) => match dest.commit_chunk(stage, &run.commit(c0, attempt, files, c0.evidence.clone())).await {
                 Err(Error::VerificationFailed { .. }) => {}
-                Ok(s) => checker.fail("verification", format!("attempt {attempt} of chunk {} with {what} was committed ({})", c0.id, show(s))),
+                Ok(p) if !required => notes.push(format!(
+                    "a {level} destination committed files with {what} (attempt {attempt} of chunk {}, {}): its proof cannot see that",
+                    c0.id,
+                    show(&p)
+                )),
+                Ok(p) => checker.fail("verification", format!("attempt {attempt} of chunk {} with {what} was committed ({})", c0.id, show(&p))),
                 Err(e) => checker.fail(
                     "verification",
                     format!("attempt {attempt} of chunk {} with {what} was refused with `{}`, not `verification_failed`: {e}", c0.id, e.kind()),
                 ),
             },
         }
-        if !expect_read_back(
-            &mut checker,
-            dest.as_ref(),
-            job,
-            c0,
-            "verification",
-            &format!("after refused attempt {attempt} ({what})"),
-        )
-        .await
+        if !run
+            .expect_read_back(
+                &mut checker,
+                dest.as_ref(),
+                c0,
+                "verification",
+                &format!("after attempt {attempt} ({what})"),
+            )
+            .await
         {
             run.repair(&mut checker, dest.as_ref(), c0, &mut next_attempt).await?;
         }
@@ -311,69 +330,82 @@ pub async fn check_destination_with(
 
     match run.stage(c1, 1, &c1.rows, 2).await {
         Err(e) => checker.fail("input", format!("staging chunk {} failed: {e}", c1.id)),
-        Ok(files) => match dest.commit_chunk(stage, &run.commit(c1, 1, files, c1.summary)).await {
-            Ok(s) => {
-                checker.ensure(s == c1.summary, "independent", || {
-                    format!(
-                        "commit of chunk {} returned {}, but its rows are {}",
-                        c1.id,
-                        show(s),
-                        show(c1.summary)
-                    )
-                });
-            }
+        Ok(files) => match dest
+            .commit_chunk(stage, &run.commit(c1, 1, files, c1.evidence.clone()))
+            .await
+        {
+            Ok(p) => run.expect_proof(&mut checker, &p, c1, "independent", "commit"),
             Err(e) => checker.fail("independent", format!("commit of chunk {} failed: {e}", c1.id)),
         },
     }
-    expect_read_back(
+    run.expect_read_back(&mut checker, dest.as_ref(), c1, "independent", "after it committed")
+        .await;
+    run.expect_read_back(
         &mut checker,
         dest.as_ref(),
-        job,
-        c1,
-        "independent",
-        "after it committed",
-    )
-    .await;
-    expect_read_back(
-        &mut checker,
-        dest.as_ref(),
-        job,
         c0,
         "independent",
         &format!("after chunk {} committed", c1.id),
     )
     .await;
 
+    // Committed data damaged afterwards: read_back measures what is there now.
+    let mut next_c1_attempt = 2;
+    match &options.tamper {
+        None => notes.push("no tamper hook was given: damage after commit was not checked".into()),
+        Some(tamper) => {
+            let (corruptions, _) = corruptions_for(&c1.rows, options.cursor_column.as_deref());
+            for c in &corruptions {
+                let required = level != ProofLevel::CountOnly || !c.changes_values();
+                if let Err(e) = tamper.tamper(job, c1.id, c).await {
+                    checker.fail(
+                        "tamper",
+                        format!("the tamper hook could not apply {c} to chunk {}: {e}", c1.id),
+                    );
+                    continue;
+                }
+                match dest.read_back(job, c1.id).await {
+                    Err(Error::VerificationFailed { .. }) => {}
+                    Ok(Some(p)) if p.check(&c1.evidence).is_err() => {}
+                    Ok(Some(p)) if !required => notes.push(format!(
+                        "a {level} destination's read_back did not notice {c} after commit ({}): its proof cannot see that",
+                        show(&p)
+                    )),
+                    Ok(Some(p)) => checker.fail(
+                        "tamper",
+                        format!("read_back of chunk {} after {c} passed the proof check ({})", c1.id, show(&p)),
+                    ),
+                    Ok(None) => checker.fail("tamper", format!("read_back of chunk {} after {c} returned None", c1.id)),
+                    Err(e) => checker.fail(
+                        "tamper",
+                        format!("read_back of chunk {} after {c} failed with `{}`, not `verification_failed`: {e}", c1.id, e.kind()),
+                    ),
+                }
+                run.repair(&mut checker, dest.as_ref(), c1, &mut next_c1_attempt)
+                    .await?;
+            }
+        }
+    }
+
     // A chunk whose range holds no rows: workers stage no files for it.
     let empty = Chunk {
         id: 2,
         range: CursorRange::new(c1.range.to, c1.range.to + 1),
         rows: c1.rows.slice(0, 0),
-        summary: RowSummary::default(),
+        evidence: evidence_of(&schema, &c1.rows.slice(0, 0)),
     };
     match dest
-        .commit_chunk(stage, &run.commit(&empty, 1, Vec::new(), RowSummary::default()))
+        .commit_chunk(stage, &run.commit(&empty, 1, Vec::new(), empty.evidence.clone()))
         .await
     {
-        Ok(s) => {
-            checker.ensure(s == RowSummary::default(), "empty-chunk", || {
-                format!("commit of an empty chunk returned {}", show(s))
-            });
-        }
+        Ok(p) => run.expect_proof(&mut checker, &p, &empty, "empty-chunk", "commit of an empty chunk"),
         Err(e) => checker.fail(
             "empty-chunk",
             format!("commit of an empty chunk (no files, 0 rows) failed: {e}"),
         ),
     }
-    expect_read_back(
-        &mut checker,
-        dest.as_ref(),
-        job,
-        &empty,
-        "empty-chunk",
-        "after it committed",
-    )
-    .await;
+    run.expect_read_back(&mut checker, dest.as_ref(), &empty, "empty-chunk", "after it committed")
+        .await;
 
     // A restarted process: nothing but the destination's own state carries over.
     drop(dest);
@@ -385,15 +417,8 @@ pub async fn check_destination_with(
         );
     }
     for chunk in [c0, c1, &empty] {
-        expect_read_back(
-            &mut checker,
-            fresh.as_ref(),
-            job,
-            chunk,
-            "restart",
-            "from a fresh handle",
-        )
-        .await;
+        run.expect_read_back(&mut checker, fresh.as_ref(), chunk, "restart", "from a fresh handle")
+            .await;
     }
     match fresh.read_back(job, 3).await {
         Ok(None) => {}
@@ -401,7 +426,7 @@ pub async fn check_destination_with(
             "restart",
             format!(
                 "read_back of never-committed chunk 3 from a fresh handle returned {}",
-                show(s)
+                show(&s)
             ),
         ),
         Err(e) => checker.fail(
@@ -419,10 +444,9 @@ pub async fn check_destination_with(
     )
     .await;
     for chunk in [c0, c1, &empty] {
-        expect_read_back(
+        run.expect_read_back(
             &mut checker,
             fresh.as_ref(),
-            job,
             chunk,
             "prepare",
             "after refused conflicting prepare calls",
@@ -432,7 +456,8 @@ pub async fn check_destination_with(
 
     run.clean().await;
     checker.finish(DestinationReport {
-        chunks: [c0.summary, c1.summary],
+        level,
+        chunks: [c0.evidence.clone(), c1.evidence.clone()],
         notes,
     })
 }
@@ -442,6 +467,8 @@ struct Run<'a> {
     stage: &'a Stage,
     job: &'a str,
     schema: &'a SchemaRef,
+    /// The level the destination declared.
+    level: ProofLevel,
 }
 
 impl Run<'_> {
@@ -464,7 +491,7 @@ impl Run<'_> {
         .await
     }
 
-    fn commit(&self, chunk: &Chunk, attempt: u32, files: Vec<StagedFile>, extracted: RowSummary) -> ChunkCommit {
+    fn commit(&self, chunk: &Chunk, attempt: u32, files: Vec<StagedFile>, extracted: ChunkEvidence) -> ChunkCommit {
         ChunkCommit {
             job_id: self.job.to_string(),
             chunk_id: chunk.id,
@@ -488,7 +515,7 @@ impl Run<'_> {
         *next_attempt += 1;
         let restored = match self.stage(chunk, attempt, &chunk.rows, 2).await {
             Ok(files) => dest
-                .commit_chunk(self.stage, &self.commit(chunk, attempt, files, chunk.summary))
+                .commit_chunk(self.stage, &self.commit(chunk, attempt, files, chunk.evidence.clone()))
                 .await
                 .map(|_| ()),
             Err(e) => Err(e),
@@ -497,7 +524,7 @@ impl Run<'_> {
             Ok(()) => dest
                 .read_back(self.job, chunk.id)
                 .await
-                .map(|s| s == Some(chunk.summary)),
+                .map(|p| p.is_some_and(|p| p.check(&chunk.evidence).is_ok())),
             Err(e) => Err(e),
         };
         match restored {
@@ -529,35 +556,67 @@ impl Run<'_> {
     }
 }
 
-fn show(s: RowSummary) -> String {
-    format!("{} rows/checksum {:016x}", s.rows, s.checksum)
-}
-
-fn summary_of(schema: &SchemaRef, rows: &RecordBatch) -> RowSummary {
-    summarize(schema, std::slice::from_ref(rows)).expect("rows of the schema the suite checked them against")
-}
-
-/// Checks `chunk` reads back as its rows; returns whether it did.
-async fn expect_read_back(
-    checker: &mut Checker,
-    dest: &dyn Destination,
-    job: &str,
-    chunk: &Chunk,
-    check: &'static str,
-    when: &str,
-) -> bool {
-    let id = chunk.id;
-    match dest.read_back(job, id).await {
-        Ok(Some(s)) if s == chunk.summary => return true,
-        Ok(Some(s)) if s.rows == 2 * chunk.summary.rows && s.rows > 0 => checker.fail(
-            check,
-            format!("read_back of chunk {id} {when} returned {}: twice the {} committed rows, so an earlier attempt was kept", show(s), chunk.summary.rows),
-        ),
-        Ok(Some(s)) => checker.fail(check, format!("read_back of chunk {id} {when} returned {}, expected {}", show(s), show(chunk.summary))),
-        Ok(None) => checker.fail(check, format!("read_back of chunk {id} {when} returned None, expected {}", show(chunk.summary))),
-        Err(e) => checker.fail(check, format!("read_back of chunk {id} {when} failed: {e}")),
+fn show(p: &ChunkProof) -> String {
+    let mut text = format!("a {} proof of {} rows", p.level, p.rows);
+    if let Some(c) = p.checksum {
+        text.push_str(&format!(", checksum {c:016x}"));
     }
-    false
+    text
+}
+
+fn evidence_of(schema: &SchemaRef, rows: &RecordBatch) -> ChunkEvidence {
+    evidence(schema, std::slice::from_ref(rows)).expect("rows of the schema the suite checked them against")
+}
+
+impl Run<'_> {
+    /// Checks a proof a commit returned: the declared level, and [`ChunkProof::check`]
+    /// against the chunk's evidence.
+    fn expect_proof(&self, checker: &mut Checker, proof: &ChunkProof, chunk: &Chunk, check: &'static str, what: &str) {
+        let id = chunk.id;
+        if proof.level != self.level {
+            checker.fail(
+                check,
+                format!(
+                    "{what} of chunk {id} returned a {} proof, but the destination declares {}",
+                    proof.level, self.level
+                ),
+            );
+        }
+        if let Err(m) = proof.check(&chunk.evidence) {
+            checker.fail(check, format!("{what} of chunk {id} returned {}: {m}", show(proof)));
+        }
+    }
+
+    /// Checks `chunk` reads back with a proof that passes its check; returns whether it did.
+    async fn expect_read_back(
+        &self,
+        checker: &mut Checker,
+        dest: &dyn Destination,
+        chunk: &Chunk,
+        check: &'static str,
+        when: &str,
+    ) -> bool {
+        let id = chunk.id;
+        let rows = chunk.evidence.summary.rows;
+        match dest.read_back(self.job, id).await {
+            Ok(Some(p)) if p.level == self.level && p.check(&chunk.evidence).is_ok() => return true,
+            Ok(Some(p)) if p.rows == 2 * rows && rows > 0 => checker.fail(
+                check,
+                format!("read_back of chunk {id} {when} returned {}: twice the {rows} committed rows, so an earlier attempt was kept", show(&p)),
+            ),
+            Ok(Some(p)) if p.level != self.level => checker.fail(
+                check,
+                format!("read_back of chunk {id} {when} returned a {} proof, but the destination declares {}", p.level, self.level),
+            ),
+            Ok(Some(p)) => {
+                let m = p.check(&chunk.evidence).expect_err("checked above");
+                checker.fail(check, format!("read_back of chunk {id} {when} returned {}: {m}", show(&p)))
+            }
+            Ok(None) => checker.fail(check, format!("read_back of chunk {id} {when} returned None, expected {rows} rows")),
+            Err(e) => checker.fail(check, format!("read_back of chunk {id} {when} failed: {e}")),
+        }
+        false
+    }
 }
 
 /// Other job, and the owning job with each schema variant: all must be refused with
@@ -627,7 +686,7 @@ fn cut_chunks(batches: &[RecordBatch], cursor: Option<&str>) -> Result<(SchemaRe
     let chunk = |id, range, rows: RecordBatch| Chunk {
         id,
         range,
-        summary: summary_of(&schema, &rows),
+        evidence: evidence_of(&schema, &rows),
         rows,
     };
     let Some(cursor) = cursor else {

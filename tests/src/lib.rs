@@ -10,8 +10,10 @@
 //! - [`destination::check_destination`] runs a
 //!   [`Destination`](backhaul_core::connector::Destination) through its contract: ownership and
 //!   schema checks in `prepare`, atomic replacement by a newer attempt, fencing of stale
-//!   attempts, verification of the extracted summary, independent and empty chunks, and state
-//!   that survives a fresh handle (a restarted process).
+//!   attempts, proofs at the declared level, refusal of files that lack, duplicate or change
+//!   rows ([`corrupt`]), damage after commit through a [`corrupt::TamperCommitted`] hook,
+//!   independent and empty chunks, and state that survives a fresh handle (a restarted
+//!   process).
 //!
 //! Both return every violated rule at once in a [`Violations`] value whose `Debug` output is a
 //! readable list, so `check_source(..).await.unwrap()` fails a test with the whole story:
@@ -22,9 +24,10 @@
 //! ```
 //!
 //! [`stage_batches`] writes batches into a stage the way workers do (zstd Parquet part files at
-//! [`Stage::part_path`](backhaul_core::stage::Stage::part_path)), for destination tests of any
-//! kind.
+//! [`Stage::part_path`](backhaul_core::stage::Stage::part_path)), and [`evidence`] measures them
+//! the way workers' writers do, for destination tests of any kind.
 
+pub mod corrupt;
 pub mod destination;
 mod report;
 pub mod source;
@@ -32,5 +35,5 @@ mod stage;
 mod values;
 
 pub use report::{Violation, Violations};
-pub use stage::{stage_batches, summarize};
+pub use stage::{evidence, stage_batches, summarize};
 pub use values::cursor_values;

@@ -5,6 +5,8 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::checksum::{RowChecksum, RowSummary};
 use backhaul_core::connector::StagedFile;
+use backhaul_core::fingerprint::FingerprintBuilder;
+use backhaul_core::proof::ChunkEvidence;
 use backhaul_core::stage::Stage;
 use backhaul_core::{Error, Result};
 use object_store::{ObjectStoreExt, PutPayload};
@@ -77,4 +79,17 @@ pub fn summarize(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RowSumma
         checksum.update(batch)?;
     }
     Ok(checksum.summary())
+}
+
+/// The [`ChunkEvidence`] of `batches` (rows, checksum, fingerprint) as a worker's writer
+/// measures it.
+pub fn evidence(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<ChunkEvidence> {
+    let mut fingerprint = FingerprintBuilder::new(schema);
+    for batch in batches {
+        fingerprint.update(batch)?;
+    }
+    Ok(ChunkEvidence {
+        summary: summarize(schema, batches)?,
+        fingerprint: fingerprint.finish(),
+    })
 }

@@ -29,8 +29,8 @@ pub mod exit {
     version,
     about = "Backfill years of history into your warehouse, chunk by chunk, exactly once.",
     long_about = "backhaul cuts a backfill into time-bounded chunks, extracts them in parallel into zstd \
-Parquet, stages the files and commits each chunk exactly once at the destination, verifying rows \
-and checksums per chunk. Job state lives in an embedded database, so a killed run resumes where it \
+Parquet, stages the files and commits each chunk exactly once at the destination, proving rows \
+and a checksum or column fingerprint per chunk. Job state lives in an embedded database, so a killed run resumes where it \
 stopped.\n\nStart with `backhaul demo` (no servers needed), then write a job spec (docs/job-spec.md).",
     after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification mismatch, 4 chunks parked, 130 interrupted.\n\n\
 Examples:\n  backhaul demo\n  backhaul plan job.toml\n  backhaul backfill job.toml --workers 2\n  \
@@ -107,9 +107,10 @@ the rest run again, nothing is loaded twice."
 backhaul status orders --coordinator http://coordinator:7070 --follow"
     )]
     Status(commands::status::StatusArgs),
-    /// Re-read every committed chunk at the destination and compare rows and checksums.
+    /// Re-measure every committed chunk's proof at the destination and check it against what was extracted.
     #[command(
-        after_help = "Example:\n  backhaul verify orders && echo verified\n\nExits 3 when any chunk is missing or differs."
+        after_help = "Example:\n  backhaul verify orders && echo verified\n\nEach chunk is checked at its destination's proof level (exact checksum, fingerprint or rows only; \
+see docs/verification.md). Exits 3 when any chunk is missing or differs, naming chunk, column and both values."
     )]
     Verify(commands::verify::VerifyArgs),
     /// Re-run the chunks of a range; each replaces exactly its own data at the destination.

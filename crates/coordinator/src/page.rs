@@ -228,6 +228,10 @@ fill=\"{}\" opacity=\"0.35\"><title>chunk {} is {class}</title></rect>",
             a.worker_id,
             seconds(end - a.started_at_us)
         );
+        // Nothing claims more than it proved: the committing attempt says what its proof was.
+        if let Some(proof) = chunks[i].committed.as_ref().filter(|_| chunks[i].attempt == a.attempt) {
+            let _ = write!(tip, ", proved {}", proof.level.proves());
+        }
         if let Some(m) = &a.error_message {
             let _ = write!(tip, " — {}", a.error_class.as_deref().unwrap_or(""));
             let _ = write!(tip, ": {m}");

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backhaul_core::ErrorClass;
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
 
@@ -27,7 +27,8 @@ use crate::service::RetryPolicy;
 use crate::state::StateStore;
 use crate::store::{
     ATTEMPT_COLUMNS, AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Failure, JOB_SELECT, JobRow, JobSummary, Lease,
-    LeaseKey, MIGRATIONS, NoLease, StateRow, Submitted, attempt_from_row, chunk_from_row, job_from_row, now_us,
+    LeaseKey, MIGRATIONS, NoLease, StateRow, StoredProof, Submitted, attempt_from_row, chunk_from_row, job_from_row,
+    now_us,
 };
 
 /// The embedded store's schema with PostgreSQL types (`BIGINT` where SQLite says `INTEGER`).
@@ -621,8 +622,8 @@ impl PgStore {
         c: &mut Client,
         lease_id: &str,
         files: &[StagedFile],
-        extracted: RowSummary,
-        committed: RowSummary,
+        extracted: &ChunkEvidence,
+        committed: &ChunkProof,
     ) -> Result<()> {
         let out = self.complete_current(c, lease_id, files, extracted, committed).await;
         // A retried completion whose first try was committed but whose answer was lost is the
@@ -660,40 +661,33 @@ impl PgStore {
         c: &mut Client,
         lease_id: &str,
         files: &[StagedFile],
-        extracted: RowSummary,
-        committed: RowSummary,
+        extracted: &ChunkEvidence,
+        committed: &ChunkProof,
     ) -> Result<()> {
         let tx = self.begin_change(c).await?;
         let (key, _) = self.current(&tx, lease_id, true).await?;
-        if extracted != committed {
-            return Err(backhaul_core::Error::VerificationFailed {
-                what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
-                message: format!(
-                    "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
-                    extracted.rows, extracted.checksum, committed.rows, committed.checksum
-                ),
-            }
-            .into());
-        }
-        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+        let proof = StoredProof::checked(&key, extracted, committed)?;
+        let bytes = files.iter().map(|f| f.bytes).sum::<u64>() as i64;
         let now = now_us();
-        let summary = |s: RowSummary| (s.rows as i64, s.checksum as i64);
-        let ((x_rows, x_sum), (c_rows, c_sum), bytes) = (summary(extracted), summary(committed), bytes as i64);
         self.update_chunk(
             &tx,
             &key,
             "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
                 extracted_rows = $3, extracted_checksum = $4, committed_rows = $5, committed_checksum = $6,
                 committed_bytes = $7, committed_at_us = $8, progress_rows = $3,
-                last_error_class = NULL, last_error_kind = NULL, last_error = NULL
+                last_error_class = NULL, last_error_kind = NULL, last_error = NULL,
+                proof_level = $9, extracted_fingerprint = $10, committed_fingerprint = $11
              WHERE job_id = $1 AND chunk_id = $2",
             &[
-                int(&x_rows),
-                int(&x_sum),
-                int(&c_rows),
-                int(&c_sum),
+                int(&proof.extracted_rows),
+                int(&proof.extracted_checksum),
+                int(&proof.committed_rows),
+                int(&proof.committed_checksum),
                 int(&bytes),
                 int(&now),
+                text(&proof.level),
+                text(&proof.extracted_fingerprint),
+                text(&proof.committed_fingerprint),
             ],
         )
         .await?;
@@ -858,11 +852,11 @@ impl StateStore for PgStore {
         &self,
         lease_id: &str,
         files: Vec<StagedFile>,
-        extracted: RowSummary,
-        committed: RowSummary,
+        extracted: ChunkEvidence,
+        committed: ChunkProof,
     ) -> Result<()> {
         pooled!(self, CALL_BUDGET, |c| self
-            .complete_on(c, lease_id, &files, extracted, committed))
+            .complete_on(c, lease_id, &files, &extracted, &committed))
     }
 
     async fn release(&self, lease_id: &str) -> Result<()> {

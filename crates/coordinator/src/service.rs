@@ -9,6 +9,8 @@ use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{Connectors, StagedFile};
 use backhaul_core::fidelity::{ColumnFidelity, TypeFidelityReport};
+use backhaul_core::fingerprint::ChunkFingerprint;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_core::spec::JobSpec;
 use backhaul_proto::v1 as pb;
 use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
@@ -403,7 +405,10 @@ pub fn job_status(job: &JobRow, s: &JobSummary) -> pb::JobStatus {
 
 fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
     let (rows, bytes) = match c.state {
-        ChunkState::Committed => (c.committed.map(|s| s.rows).unwrap_or(0), c.committed_bytes.unwrap_or(0)),
+        ChunkState::Committed => (
+            c.committed.as_ref().map_or(0, |p| p.rows),
+            c.committed_bytes.unwrap_or(0),
+        ),
         _ => (c.progress_rows, c.progress_bytes),
     };
     pb::ChunkStatus {
@@ -427,6 +432,10 @@ fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
             message: message.clone(),
         }),
         committed_at_us: c.committed_at_us.unwrap_or(0),
+        proof_level: c
+            .committed
+            .as_ref()
+            .map_or(pb::ProofLevel::Unspecified, |p| p.level.into()) as i32,
     }
 }
 
@@ -521,13 +530,29 @@ impl Coordinator for CoordinatorService {
                 rows: f.rows,
             })
             .collect();
-        let extracted = RowSummary {
+        let summary = RowSummary {
             rows: out.extracted_rows,
             checksum: out.extracted_checksum,
         };
-        let committed = RowSummary {
-            rows: out.committed_rows,
-            checksum: out.committed_checksum,
+        let bad = |m: String| Status::invalid_argument(format!("complete_chunk: {m}"));
+        // Workers that predate fingerprints send none, and an exact proof in the old fields.
+        let extracted = ChunkEvidence {
+            summary,
+            fingerprint: backhaul_proto::proof::parse_fingerprint(&out.extracted_fingerprint_json)
+                .map_err(bad)?
+                .unwrap_or(ChunkFingerprint {
+                    rows: summary.rows,
+                    columns: Vec::new(),
+                }),
+        };
+        let committed = match &out.proof {
+            Some(proof) => ChunkProof::try_from(proof).map_err(bad)?,
+            None => ChunkProof {
+                level: ProofLevel::ExactChecksum,
+                rows: out.committed_rows,
+                checksum: Some(out.committed_checksum),
+                fingerprint: None,
+            },
         };
         let lease_id = r.lease_id;
         match self.store.complete(&lease_id, files, extracted, committed).await {

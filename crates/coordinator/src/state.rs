@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 
 use crate::error::{CoordinatorError, Result};
 use crate::pg_store::PgStore;
@@ -69,13 +69,14 @@ pub trait StateStore: Send + Sync + 'static {
     async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()>;
     /// Records progress of a running chunk.
     async fn progress(&self, lease_id: &str, rows: u64, bytes: u64) -> Result<()>;
-    /// Marks a chunk committed with its output manifest.
+    /// Marks a chunk committed with its output manifest and proof; refuses a stale lease and
+    /// a proof that fails [`ChunkProof::check`] against `extracted`.
     async fn complete(
         &self,
         lease_id: &str,
         files: Vec<StagedFile>,
-        extracted: RowSummary,
-        committed: RowSummary,
+        extracted: ChunkEvidence,
+        committed: ChunkProof,
     ) -> Result<()>;
     /// Hands a leased chunk back without counting a failure.
     async fn release(&self, lease_id: &str) -> Result<()>;
@@ -166,11 +167,11 @@ impl StateStore for Store {
         &self,
         lease_id: &str,
         files: Vec<StagedFile>,
-        extracted: RowSummary,
-        committed: RowSummary,
+        extracted: ChunkEvidence,
+        committed: ChunkProof,
     ) -> Result<()> {
         let id = lease_id.to_string();
-        self.call(move |s, c| s.complete(c, &id, &files, extracted, committed))
+        self.call(move |s, c| s.complete(c, &id, &files, &extracted, &committed))
             .await
     }
 
@@ -308,8 +309,8 @@ mod tests {
             &self,
             lease_id: &str,
             files: Vec<StagedFile>,
-            extracted: RowSummary,
-            committed: RowSummary,
+            extracted: ChunkEvidence,
+            committed: ChunkProof,
         ) -> Result<()> {
             StateStore::complete(&self.0, lease_id, files, extracted, committed).await
         }
@@ -343,8 +344,8 @@ mod tests {
             Err(NoLease::RetryAfterMs(_))
         ));
         for l in leases.iter().chain(&rest) {
-            let sum = RowSummary { rows: 10, checksum: 1 };
-            store.complete(&l.lease_id, vec![], sum, sum).await.unwrap();
+            let (evidence, proof) = crate::store::tests::proven(10, 1);
+            store.complete(&l.lease_id, vec![], evidence, proof).await.unwrap();
         }
         assert!(matches!(
             store.lease_many("w", None, 60_000, 5).await.unwrap(),

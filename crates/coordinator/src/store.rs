@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use backhaul_core::ErrorClass;
+use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
 use backhaul_core::cursor::{CursorKind, CursorRange};
-use backhaul_core::{ErrorClass, checksum::RowSummary};
+use backhaul_core::fingerprint::ChunkFingerprint;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -87,7 +90,14 @@ CREATE TABLE IF NOT EXISTS outputs (
 "#;
 
 /// Columns added after the first release, with their definitions; added on open when missing.
-pub(crate) const MIGRATIONS: &[(&str, &str, &str)] = &[("jobs", "cancelled_at_us", "INTEGER")];
+pub(crate) const MIGRATIONS: &[(&str, &str, &str)] = &[
+    ("jobs", "cancelled_at_us", "INTEGER"),
+    // Proofs per chunk. Chunks committed before these existed read as exact-checksum proofs
+    // (what was checked then) with an evidence fingerprint of rows only.
+    ("chunks", "proof_level", "TEXT"),
+    ("chunks", "extracted_fingerprint", "TEXT"),
+    ("chunks", "committed_fingerprint", "TEXT"),
+];
 
 /// Life cycle of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -169,10 +179,11 @@ pub struct ChunkRow {
     pub progress_rows: u64,
     /// Bytes written so far by the current attempt.
     pub progress_bytes: u64,
-    /// Rows and checksum at extraction (committed chunks).
-    pub extracted: Option<RowSummary>,
-    /// Rows and checksum read back from the destination (committed chunks).
-    pub committed: Option<RowSummary>,
+    /// Rows, checksum and fingerprint the writer measured (committed chunks).
+    pub extracted: Option<ChunkEvidence>,
+    /// The destination's proof of the committed data, checked against `extracted` when the
+    /// chunk committed (committed chunks).
+    pub committed: Option<ChunkProof>,
     /// Parquet bytes committed.
     pub committed_bytes: Option<u64>,
     /// Last error class, kind and message.
@@ -965,15 +976,15 @@ impl Store {
         })
     }
 
-    /// Marks a chunk committed with its output manifest. Refuses a stale lease and an output
-    /// whose committed rows or checksum differ from what was extracted.
+    /// Marks a chunk committed with its output manifest. Refuses a stale lease and a proof that
+    /// fails [`ChunkProof::check`] against what was extracted.
     pub fn complete(
         &self,
         conn: &mut Connection,
         lease_id: &str,
         files: &[StagedFile],
-        extracted: RowSummary,
-        committed: RowSummary,
+        extracted: &ChunkEvidence,
+        committed: &ChunkProof,
     ) -> Result<()> {
         match self.complete_current(conn, lease_id, files, extracted, committed) {
             // A retried completion whose first try was committed but whose answer was lost
@@ -1004,22 +1015,18 @@ impl Store {
         conn: &mut Connection,
         lease_id: &str,
         files: &[StagedFile],
-        extracted: RowSummary,
-        committed: RowSummary,
+        extracted: &ChunkEvidence,
+        committed: &ChunkProof,
     ) -> Result<()> {
         let key = LeaseKey::parse(lease_id)?;
-        if extracted != committed {
-            // A stale lease is refused as stale, whatever it reports.
-            self.current(conn, lease_id, true)?;
-            return Err(backhaul_core::Error::VerificationFailed {
-                what: format!("chunk {} of job {}", key.chunk_id, key.job_id),
-                message: format!(
-                    "extracted {} rows (checksum {:016x}) but committed {} rows (checksum {:016x})",
-                    extracted.rows, extracted.checksum, committed.rows, committed.checksum
-                ),
+        let proof = match StoredProof::checked(&key, extracted, committed) {
+            Ok(p) => p,
+            Err(e) => {
+                // A stale lease is refused as stale, whatever it reports.
+                self.current(conn, lease_id, true)?;
+                return Err(e);
             }
-            .into());
-        }
+        };
         let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
         let now = now_us();
@@ -1029,9 +1036,10 @@ impl Store {
             &tx,
             "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
                 extracted_rows = ?3, extracted_checksum = ?4, committed_rows = ?5, committed_checksum = ?6,
-                committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL
+                committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL,
+                proof_level = ?10, extracted_fingerprint = ?11, committed_fingerprint = ?12
              WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?9 AND state IN ('leased', 'pending')",
-            params![key.job_id, key.chunk_id as i64, extracted.rows as i64, extracted.checksum as i64, committed.rows as i64, committed.checksum as i64, bytes as i64, now, key.attempt],
+            params![key.job_id, key.chunk_id as i64, proof.extracted_rows, proof.extracted_checksum, proof.committed_rows, proof.committed_checksum, bytes as i64, now, key.attempt, proof.level, proof.extracted_fingerprint, proof.committed_fingerprint],
         )?;
         if changed == 0 {
             // Not current: say why.
@@ -1244,7 +1252,8 @@ macro_rules! chunk_columns {
     () => {
         "chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
     progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
-    last_error_class, last_error_kind, last_error, lease_worker, committed_at_us"
+    last_error_class, last_error_kind, last_error, lease_worker, committed_at_us,
+    proof_level, extracted_fingerprint, committed_fingerprint"
     };
 }
 
@@ -1275,7 +1284,7 @@ const LEASE_NEXT_OF_ANY_JOB: &str = concat!(
 
 /// A chunk and its job id as returned by the lease statements.
 fn leased_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, ChunkRow)> {
-    Ok((r.get(20)?, chunk_from_row(r)?))
+    Ok((r.get(23)?, chunk_from_row(r)?))
 }
 
 /// A result row read by column index, whichever backend produced it. Both stores select the
@@ -1316,15 +1325,40 @@ impl StateRow for rusqlite::Row<'_> {
 
 /// A row of [`CHUNK_SELECT`].
 pub(crate) fn chunk_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result<ChunkRow, R::Error> {
-    let summary = |rows: Option<i64>, sum: Option<i64>| {
-        Some(RowSummary {
-            rows: rows? as u64,
-            checksum: sum? as u64,
-        })
-    };
     let last_error = match (r.opt_text(15)?, r.opt_text(16)?, r.opt_text(17)?) {
         (Some(class), Some(kind), Some(message)) => Some((class, kind, message)),
         _ => None,
+    };
+    // A stored fingerprint that does not parse reads as absent: a proof then fails its check
+    // instead of passing unchecked.
+    let fingerprint = |json: Option<String>| json.and_then(|j| serde_json::from_str::<ChunkFingerprint>(&j).ok());
+    let extracted = match (r.opt_int(10)?, r.opt_int(11)?) {
+        (Some(rows), Some(checksum)) => {
+            let summary = RowSummary {
+                rows: rows as u64,
+                checksum: checksum as u64,
+            };
+            Some(ChunkEvidence {
+                summary,
+                fingerprint: fingerprint(r.opt_text(21)?).unwrap_or(ChunkFingerprint {
+                    rows: summary.rows,
+                    columns: Vec::new(),
+                }),
+            })
+        }
+        _ => None,
+    };
+    let committed = match r.opt_int(12)? {
+        Some(rows) => Some(ChunkProof {
+            level: r
+                .opt_text(20)?
+                .and_then(|l| ProofLevel::parse(&l))
+                .unwrap_or(ProofLevel::ExactChecksum),
+            rows: rows as u64,
+            checksum: r.opt_int(13)?.map(|c| c as u64),
+            fingerprint: fingerprint(r.opt_text(22)?),
+        }),
+        None => None,
     };
     Ok(ChunkRow {
         chunk_id: r.int(0)? as u64,
@@ -1339,13 +1373,43 @@ pub(crate) fn chunk_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result
         failures: r.int(7)? as u32,
         progress_rows: r.int(8)? as u64,
         progress_bytes: r.int(9)? as u64,
-        extracted: summary(r.opt_int(10)?, r.opt_int(11)?),
-        committed: summary(r.opt_int(12)?, r.opt_int(13)?),
+        extracted,
+        committed,
         committed_bytes: r.opt_int(14)?.map(|b| b as u64),
         last_error,
         lease_worker: r.opt_text(18)?,
         committed_at_us: r.opt_int(19)?,
     })
+}
+
+/// The columns `complete` writes for a chunk's proof, in both backends; built only from a
+/// proof that passed [`ChunkProof::check`] (the one rule).
+pub(crate) struct StoredProof {
+    pub extracted_rows: i64,
+    pub extracted_checksum: i64,
+    pub committed_rows: i64,
+    pub committed_checksum: Option<i64>,
+    pub level: &'static str,
+    pub extracted_fingerprint: String,
+    pub committed_fingerprint: Option<String>,
+}
+
+impl StoredProof {
+    /// Checks `committed` against `extracted` and returns what to store, or the
+    /// verification failure naming the chunk and every difference.
+    pub(crate) fn checked(key: &LeaseKey, extracted: &ChunkEvidence, committed: &ChunkProof) -> Result<Self> {
+        committed.verify(extracted, format!("chunk {} of job {}", key.chunk_id, key.job_id))?;
+        let json = |f: &ChunkFingerprint| serde_json::to_string(f).expect("a fingerprint always serializes");
+        Ok(StoredProof {
+            extracted_rows: extracted.summary.rows as i64,
+            extracted_checksum: extracted.summary.checksum as i64,
+            committed_rows: committed.rows as i64,
+            committed_checksum: committed.checksum.map(|c| c as i64),
+            level: committed.level.as_str(),
+            extracted_fingerprint: json(&extracted.fingerprint),
+            committed_fingerprint: committed.fingerprint.as_ref().map(json),
+        })
+    }
 }
 
 /// A row of [`JOB_SELECT`].
@@ -1451,7 +1515,32 @@ pub(crate) mod tests {
         store.lease(conn, "w", Some("j"), ttl_ms).unwrap().expect("a lease")
     }
 
-    const SUM: RowSummary = RowSummary { rows: 10, checksum: 42 };
+    const EV: ChunkEvidence = ChunkEvidence {
+        summary: RowSummary { rows: 10, checksum: 42 },
+        fingerprint: ChunkFingerprint {
+            rows: 10,
+            columns: Vec::new(),
+        },
+    };
+    const PROOF: ChunkProof = ChunkProof {
+        level: ProofLevel::ExactChecksum,
+        rows: 10,
+        checksum: Some(42),
+        fingerprint: None,
+    };
+
+    /// Evidence of `rows` rows with `checksum`, and an exact proof of the same.
+    pub(crate) fn proven(rows: u64, checksum: u64) -> (ChunkEvidence, ChunkProof) {
+        let evidence = ChunkEvidence {
+            summary: RowSummary { rows, checksum },
+            fingerprint: ChunkFingerprint {
+                rows,
+                columns: Vec::new(),
+            },
+        };
+        let proof = ChunkProof::from_evidence(ProofLevel::ExactChecksum, &evidence);
+        (evidence, proof)
+    }
 
     #[test]
     fn stale_lease_cannot_complete_after_re_lease() {
@@ -1461,14 +1550,16 @@ pub(crate) mod tests {
         // The first lease expired; the chunk goes to a second worker with attempt 2.
         let second = lease(&store, &mut conn, 60_000);
         assert_eq!(second.chunk.attempt, 2);
-        let err = store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).unwrap_err();
+        let err = store
+            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF)
+            .unwrap_err();
         assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
         assert!(store.heartbeat(&mut conn, &first.lease_id, 1000).is_err());
-        store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
+        store.complete(&mut conn, &second.lease_id, &[], &EV, &PROOF).unwrap();
         // A retried completion of the committing attempt is acknowledged (its first answer
         // may have been lost); the stale attempt stays refused, and nobody can fail it now.
-        store.complete(&mut conn, &second.lease_id, &[], SUM, SUM).unwrap();
-        assert!(store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).is_err());
+        store.complete(&mut conn, &second.lease_id, &[], &EV, &PROOF).unwrap();
+        assert!(store.complete(&mut conn, &first.lease_id, &[], &EV, &PROOF).is_err());
         let failure = Failure {
             class: ErrorClass::Transient,
             kind: "x".into(),
@@ -1498,16 +1589,38 @@ pub(crate) mod tests {
             Err(NoLease::Finished)
         ));
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Pending);
-        store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).unwrap();
+        store.complete(&mut conn, &first.lease_id, &[], &EV, &PROOF).unwrap();
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Committed);
+    }
+
+    #[test]
+    fn chunks_committed_before_proofs_read_as_exact_proofs_after_migration() {
+        let (dir, store, mut conn) = store_with_job(1);
+        let l = lease(&store, &mut conn, 60_000);
+        store.complete(&mut conn, &l.lease_id, &[], &EV, &PROOF).unwrap();
+        drop((store, conn));
+        // A state database from before proofs: without the proof columns.
+        let path = dir.path().join("state.db");
+        let old = Connection::open(&path).unwrap();
+        for column in ["proof_level", "extracted_fingerprint", "committed_fingerprint"] {
+            old.execute_batch(&format!("ALTER TABLE chunks DROP COLUMN {column}"))
+                .unwrap();
+        }
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let chunk = &store.chunks(&conn, "j").unwrap()[0];
+        assert_eq!(chunk.committed.as_ref(), Some(&PROOF));
+        assert_eq!(chunk.extracted.as_ref(), Some(&EV));
+        assert_eq!(PROOF.check(&EV), Ok(()));
     }
 
     #[test]
     fn mismatching_output_is_refused() {
         let (_d, store, mut conn) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
-        let bad = RowSummary { rows: 9, checksum: 42 };
-        let err = store.complete(&mut conn, &l.lease_id, &[], SUM, bad).unwrap_err();
+        let bad = ChunkProof { rows: 9, ..PROOF };
+        let err = store.complete(&mut conn, &l.lease_id, &[], &EV, &bad).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1617,7 +1730,9 @@ pub(crate) mod tests {
         // Nothing pending: the sweep runs now, whatever the interval.
         let third = lease(&store, &mut conn, 60_000);
         assert_eq!((third.chunk.chunk_id, third.chunk.attempt), (0, 2));
-        let err = store.complete(&mut conn, &first.lease_id, &[], SUM, SUM).unwrap_err();
+        let err = store
+            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF)
+            .unwrap_err();
         assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
         let history = store.attempts(&conn, "j").unwrap();
         assert_eq!(history[0].outcome.as_deref(), Some("expired"));
@@ -1678,12 +1793,12 @@ pub(crate) mod tests {
         let got: Vec<(u64, u32)> = again.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
         assert_eq!(got, [(0, 2), (1, 2), (2, 2)]);
         for (old, new) in batch.iter().zip(&again) {
-            let err = store.complete(&mut conn, &old.lease_id, &[], SUM, SUM).unwrap_err();
+            let err = store.complete(&mut conn, &old.lease_id, &[], &EV, &PROOF).unwrap_err();
             assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
             assert!(store.heartbeat(&mut conn, &old.lease_id, 1000).is_err());
             store.heartbeat(&mut conn, &new.lease_id, 60_000).unwrap();
         }
-        store.complete(&mut conn, &again[1].lease_id, &[], SUM, SUM).unwrap();
+        store.complete(&mut conn, &again[1].lease_id, &[], &EV, &PROOF).unwrap();
         assert!(matches!(
             store.lease_many(&mut conn, "w", Some("j"), 60_000, 10).unwrap(),
             Err(NoLease::RetryAfterMs(_))

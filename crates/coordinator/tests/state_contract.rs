@@ -16,6 +16,8 @@ use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
 use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::fingerprint::{ChunkFingerprint, ColumnFingerprint, ColumnMeasure};
+use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_testkit::postgres::PostgresServer;
 
 /// A store and whatever must live as long as it.
@@ -80,6 +82,7 @@ contract!(
     stale_lease_is_refused_after_re_lease,
     expired_but_not_re_leased_completion_is_accepted,
     mismatching_output_is_refused,
+    proofs_are_checked_at_their_level_and_stored,
     transient_failures_back_off_then_park,
     permanent_failure_parks_at_once,
     release_does_not_count_a_failure,
@@ -90,7 +93,19 @@ contract!(
     concurrent_leasers_never_share_a_chunk,
 );
 
-const SUM: RowSummary = RowSummary { rows: 10, checksum: 42 };
+const EV: ChunkEvidence = ChunkEvidence {
+    summary: RowSummary { rows: 10, checksum: 42 },
+    fingerprint: ChunkFingerprint {
+        rows: 10,
+        columns: Vec::new(),
+    },
+};
+const PROOF: ChunkProof = ChunkProof {
+    level: ProofLevel::ExactChecksum,
+    rows: 10,
+    checksum: Some(42),
+    fingerprint: None,
+};
 
 fn planned(job_id: &str, chunks: u64) -> (JobRow, Vec<PlannedChunk>) {
     let job = JobRow {
@@ -148,16 +163,16 @@ async fn stale_lease_is_refused_after_re_lease(store: Arc<dyn StateStore>) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let second = lease(&store, "j", 60_000).await;
     assert_eq!((first.chunk.attempt, second.chunk.attempt), (1, 2));
-    let err = store.complete(&first.lease_id, vec![], SUM, SUM).await.unwrap_err();
+    let err = store.complete(&first.lease_id, vec![], EV, PROOF).await.unwrap_err();
     assert!(is_stale(&err), "{err}");
     assert!(is_stale(&store.heartbeat(&first.lease_id, 1000).await.unwrap_err()));
     assert!(is_stale(&store.progress(&first.lease_id, 1, 1).await.unwrap_err()));
     store.heartbeat(&second.lease_id, 60_000).await.unwrap();
-    store.complete(&second.lease_id, vec![], SUM, SUM).await.unwrap();
+    store.complete(&second.lease_id, vec![], EV, PROOF).await.unwrap();
     // A retried completion of the committing attempt is acknowledged; the stale one stays
     // refused, and nobody can fail or release the committed chunk.
-    store.complete(&second.lease_id, vec![], SUM, SUM).await.unwrap();
-    assert!(store.complete(&first.lease_id, vec![], SUM, SUM).await.is_err());
+    store.complete(&second.lease_id, vec![], EV, PROOF).await.unwrap();
+    assert!(store.complete(&first.lease_id, vec![], EV, PROOF).await.is_err());
     let late = failure(ErrorClass::Transient, "late");
     assert!(
         store
@@ -186,10 +201,13 @@ async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateSt
         bytes: 123,
         rows: 10,
     };
-    store.complete(&first.lease_id, vec![file], SUM, SUM).await.unwrap();
+    store.complete(&first.lease_id, vec![file], EV, PROOF).await.unwrap();
     let chunk = &store.chunks("j").await.unwrap()[0];
     assert_eq!(chunk.state, ChunkState::Committed);
-    assert_eq!((chunk.committed, chunk.committed_bytes), (Some(SUM), Some(123)));
+    assert_eq!(
+        (chunk.committed.clone(), chunk.committed_bytes),
+        (Some(PROOF), Some(123))
+    );
     let outcomes: Vec<_> = store
         .attempts("j")
         .await
@@ -203,8 +221,8 @@ async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateSt
 async fn mismatching_output_is_refused(store: Arc<dyn StateStore>) {
     submit(&store, "j", 1).await;
     let l = lease(&store, "j", 60_000).await;
-    let bad = RowSummary { rows: 9, checksum: 42 };
-    let err = store.complete(&l.lease_id, vec![], SUM, bad).await.unwrap_err();
+    let bad = ChunkProof { rows: 9, ..PROOF };
+    let err = store.complete(&l.lease_id, vec![], EV, bad).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -213,7 +231,7 @@ async fn mismatching_output_is_refused(store: Arc<dyn StateStore>) {
         "{err}"
     );
     let chunk = &store.chunks("j").await.unwrap()[0];
-    assert_eq!((chunk.state, chunk.committed), (ChunkState::Leased, None));
+    assert_eq!((chunk.state, chunk.committed.clone()), (ChunkState::Leased, None));
     // The holder may still report the failure.
     let verification = failure(ErrorClass::Permanent, "verification");
     assert!(
@@ -316,7 +334,7 @@ async fn release_does_not_count_a_failure(store: Arc<dyn StateStore>) {
 async fn cancel_stops_every_open_chunk(store: Arc<dyn StateStore>) {
     submit(&store, "j", 4).await;
     let done = lease(&store, "j", 60_000).await;
-    store.complete(&done.lease_id, vec![], SUM, SUM).await.unwrap();
+    store.complete(&done.lease_id, vec![], EV, PROOF).await.unwrap();
     let running = lease(&store, "j", 60_000).await;
     assert_eq!(store.cancel("j").await.unwrap(), 3, "one leased and two pending chunks");
     assert!(is_stale(&store.heartbeat(&running.lease_id, 1000).await.unwrap_err()));
@@ -404,7 +422,7 @@ async fn summary_progress_and_attempts_tell_the_history(store: Arc<dyn StateStor
             rows: 6,
         },
     ];
-    store.complete(&a.lease_id, files, SUM, SUM).await.unwrap();
+    store.complete(&a.lease_id, files, EV, PROOF).await.unwrap();
     let b = lease(&store, "j", 60_000).await;
     // Chunk 1 waits out its backoff (the default 1 s and more), so chunk 2 is leased next.
     let timeout = failure(ErrorClass::Transient, "timeout");
@@ -469,7 +487,7 @@ async fn leases_follow_plan_order_and_a_finished_job_has_none(store: Arc<dyn Sta
         match store.lease("w", None, 60_000).await.unwrap() {
             Ok(l) => {
                 order.push((l.job.job_id.clone(), l.chunk.chunk_id));
-                store.complete(&l.lease_id, vec![], SUM, SUM).await.unwrap();
+                store.complete(&l.lease_id, vec![], EV, PROOF).await.unwrap();
             }
             Err(NoLease::Finished) => break,
             Err(other) => panic!("{other:?}"),
@@ -502,11 +520,15 @@ async fn concurrent_leasers_never_share_a_chunk(store: Arc<dyn StateStore>) {
                 match store.lease(&worker, Some("race"), 60_000).await {
                     Ok(Ok(l)) => {
                         leased.lock().unwrap().push((l.chunk.chunk_id, l.chunk.attempt));
-                        let sum = RowSummary {
-                            rows: l.chunk.chunk_id,
-                            checksum: l.chunk.chunk_id * 7,
+                        let evidence = ChunkEvidence {
+                            summary: RowSummary {
+                                rows: l.chunk.chunk_id,
+                                checksum: l.chunk.chunk_id * 7,
+                            },
+                            fingerprint: ChunkFingerprint::default(),
                         };
-                        store.complete(&l.lease_id, vec![], sum, sum).await.unwrap();
+                        let proof = ChunkProof::from_evidence(ProofLevel::CountOnly, &evidence);
+                        store.complete(&l.lease_id, vec![], evidence, proof).await.unwrap();
                     }
                     Ok(Err(NoLease::Finished)) => return,
                     Ok(Err(NoLease::RetryAfterMs(_))) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -792,6 +814,73 @@ async fn the_store_reconnects_after_the_database_restarts() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(accepted, "the store never came back after the restart");
-    store.complete(&held.lease_id, vec![], SUM, SUM).await.unwrap();
+    store.complete(&held.lease_id, vec![], EV, PROOF).await.unwrap();
     assert_eq!(store.summary("j").await.unwrap().committed, 1);
+}
+
+/// Evidence of 10 rows with one string column of `bytes` bytes.
+fn fingerprinted(bytes: u64) -> ChunkFingerprint {
+    ChunkFingerprint {
+        rows: 10,
+        columns: vec![ColumnFingerprint {
+            name: "name".into(),
+            nulls: 1,
+            measure: ColumnMeasure::ByteLength { bytes },
+        }],
+    }
+}
+
+async fn proofs_are_checked_at_their_level_and_stored(store: Arc<dyn StateStore>) {
+    submit(&store, "j", 2).await;
+    let evidence = ChunkEvidence {
+        summary: EV.summary,
+        fingerprint: fingerprinted(90),
+    };
+    // A fingerprint proof whose column differs is refused, naming the column and both values.
+    let l = lease(&store, "j", 60_000).await;
+    let wrong = ChunkProof {
+        level: ProofLevel::Fingerprint,
+        rows: 10,
+        checksum: None,
+        fingerprint: Some(fingerprinted(91)),
+    };
+    let err = store
+        .complete(&l.lease_id, vec![], evidence.clone(), wrong)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("chunk 0 of job j") && text.contains("column `name` byte_length: expected 90, found 91"),
+        "{text}"
+    );
+    // The right one commits, and the chunk keeps its level, the evidence and the proof.
+    let right = ChunkProof {
+        fingerprint: Some(fingerprinted(90)),
+        ..ChunkProof::from_evidence(ProofLevel::Fingerprint, &evidence)
+    };
+    let right = ChunkProof {
+        checksum: None,
+        ..right
+    };
+    store
+        .complete(&l.lease_id, vec![], evidence.clone(), right.clone())
+        .await
+        .unwrap();
+    // A count-only proof is stored as such, without a checksum.
+    let l = lease(&store, "j", 60_000).await;
+    let count = ChunkProof {
+        level: ProofLevel::CountOnly,
+        rows: 10,
+        checksum: None,
+        fingerprint: None,
+    };
+    store
+        .complete(&l.lease_id, vec![], evidence.clone(), count.clone())
+        .await
+        .unwrap();
+    let chunks = store.chunks("j").await.unwrap();
+    assert_eq!(chunks[0].extracted.as_ref(), Some(&evidence));
+    assert_eq!(chunks[0].committed.as_ref(), Some(&right));
+    assert_eq!(chunks[1].committed.as_ref(), Some(&count));
+    assert_eq!(chunks[1].committed.as_ref().unwrap().check(&evidence), Ok(()));
 }

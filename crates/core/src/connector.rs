@@ -10,12 +10,12 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::RowSummary;
 use crate::chunking::DensityBucket;
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
 use crate::profile::{Activity, ActivityQuery};
+use crate::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 pub use crate::registry::Connectors;
 use crate::stage::Stage;
 
@@ -124,8 +124,8 @@ pub struct ChunkCommit {
     pub range: CursorRange,
     /// The staged files, in part order.
     pub files: Vec<StagedFile>,
-    /// Rows and checksum measured while extracting.
-    pub extracted: RowSummary,
+    /// Rows, checksum and fingerprint the writer measured while encoding the files.
+    pub extracted: ChunkEvidence,
 }
 
 /// A table rows are loaded into.
@@ -133,19 +133,26 @@ pub trait Destination: Send + Sync {
     /// Creates the table for `job_id`, or checks an existing one belongs to that job and schema.
     fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>>;
 
+    /// What this destination proves about a committed chunk. Constant for a destination: the
+    /// coordinator records it with every chunk, and `verify` re-checks at the same level.
+    fn proof_level(&self) -> ProofLevel;
+
     /// Atomically makes exactly the commit's files the chunk's data, replacing any earlier
-    /// attempt, and returns rows and checksum measured from what is now committed.
+    /// attempt, and returns the proof measured from what is now committed, at
+    /// [`Destination::proof_level`].
     ///
     /// Contract (checked by the conformance suite): a commit of an attempt *older* than the
     /// committed one is refused (ideally `Error::LeaseLost`) and changes nothing; the *same*
     /// attempt committed again replaces its own data (a retried commit is idempotent); a commit
-    /// whose files do not hold `extracted` rows and checksum is refused with
-    /// `Error::VerificationFailed` and changes nothing.
-    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<RowSummary>>;
+    /// whose data, as it would be committed, fails [`ChunkProof::check`] against `extracted` is
+    /// refused with `Error::VerificationFailed` and changes nothing. The returned proof passes
+    /// that check (callers check it again: one rule, applied everywhere).
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>>;
 
-    /// Rows and checksum of a committed chunk, measured from the committed data; `None` when the
-    /// chunk has never been committed, including before `prepare` was ever called.
-    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>>;
+    /// The proof of a committed chunk at [`Destination::proof_level`], measured from the
+    /// committed data now (never from what was recorded at commit time); `None` when the chunk
+    /// has never been committed, including before `prepare` was ever called.
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<ChunkProof>>>;
 
     /// How the destination stores `field`, and what is lost doing so, for the type-fidelity
     /// report. The default names the Arrow type and loses nothing.

@@ -145,9 +145,9 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::checksum::RowSummary;
     use crate::connector::{ChunkCommit, ColumnOrigin};
     use crate::cursor::CursorKind;
+    use crate::proof::{ChunkProof, ProofLevel};
     use crate::stage::Stage;
 
     struct Plain;
@@ -155,10 +155,13 @@ mod tests {
         fn prepare(&self, _: &str, _: arrow::datatypes::SchemaRef) -> BoxFuture<'_, crate::Result<()>> {
             Box::pin(async { Ok(()) })
         }
-        fn commit_chunk<'a>(&'a self, _: &'a Stage, _: &'a ChunkCommit) -> BoxFuture<'a, crate::Result<RowSummary>> {
+        fn proof_level(&self) -> ProofLevel {
+            ProofLevel::CountOnly
+        }
+        fn commit_chunk<'a>(&'a self, _: &'a Stage, _: &'a ChunkCommit) -> BoxFuture<'a, crate::Result<ChunkProof>> {
             unreachable!()
         }
-        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, crate::Result<Option<RowSummary>>> {
+        fn read_back(&self, _: &str, _: u64) -> BoxFuture<'_, crate::Result<Option<ChunkProof>>> {
             unreachable!()
         }
     }

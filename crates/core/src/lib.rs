@@ -1,5 +1,6 @@
 //! Shared foundation of backhaul: the job spec, the chunk model, the error type with its retry
-//! class, the connector traits every source and destination implements, and row checksums.
+//! class, the connector traits every source and destination implements, row checksums, the portable
+//! chunk fingerprint and the proofs built from them.
 //!
 //! Every other crate depends on this one; it depends on no other backhaul crate.
 
@@ -9,7 +10,9 @@ pub mod connector;
 pub mod cursor;
 pub mod error;
 pub mod fidelity;
+pub mod fingerprint;
 pub mod profile;
+pub mod proof;
 pub mod registry;
 pub mod schema;
 pub mod spec;

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 pub struct Stage {
     store: Arc<dyn ObjectStore>,
     description: String,
+    /// The directory of a local stage.
+    local_root: Option<PathBuf>,
 }
 
 impl Stage {
@@ -35,6 +37,7 @@ impl Stage {
         let stage = Stage {
             store: Arc::new(store),
             description: abs.display().to_string(),
+            local_root: Some(abs.clone()),
         };
         // Unique per check: several workers of one process check the same stage at once.
         static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -80,5 +83,15 @@ impl Stage {
     /// Stage prefix of one attempt of one chunk.
     pub fn attempt_prefix(job_id: &str, chunk_id: u64, attempt: u32) -> Path {
         Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}"))
+    }
+
+    /// The local file holding `location`, when the stage is a local directory; `None` for
+    /// object stores. Lets a destination on the same machine link a staged file instead of
+    /// copying it.
+    pub fn local_path(&self, location: &Path) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let mut path = root.clone();
+        path.extend(location.parts().map(|p| p.as_ref().to_string()));
+        Some(path)
     }
 }

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod client;
 pub mod http;
 pub mod metrics;
+pub mod proof;
 pub mod tls;
 
 pub use auth::{AuthLayer, ClientAuth, Token};

@@ -138,7 +138,7 @@ impl ChunkManifest {
             attempt: commit.attempt,
             range: commit.range,
             files,
-            extracted: commit.extracted,
+            extracted: commit.extracted.summary,
             committed,
         }
     }

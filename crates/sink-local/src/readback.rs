@@ -1,11 +1,13 @@
-//! Measuring rows and checksums of Parquet files on disk. Blocking: call from
-//! `spawn_blocking`.
+//! Measuring rows, checksums and fingerprints of Parquet files on disk, decoding each file
+//! once for both. Blocking: call from `spawn_blocking`.
 
 use std::fs::File;
 use std::path::PathBuf;
 
 use arrow::datatypes::SchemaRef;
-use backhaul_core::checksum::{RowChecksum, RowSummary};
+use backhaul_core::checksum::RowChecksum;
+use backhaul_core::fingerprint::FingerprintBuilder;
+use backhaul_core::proof::ChunkEvidence;
 use backhaul_core::{Error, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -14,13 +16,26 @@ use backhaul_core::schema::schema_difference;
 /// Rows per decoded batch; with the row group size of the files this bounds memory.
 const READ_BATCH_ROWS: usize = 8192;
 
-/// Reads every file completely and returns the summary of each, in order. A file that is
+/// Everything in `files` together: the files of one chunk.
+pub(crate) fn merged(per_file: &[ChunkEvidence], schema: &SchemaRef) -> Result<ChunkEvidence> {
+    let mut total = ChunkEvidence {
+        summary: Default::default(),
+        fingerprint: FingerprintBuilder::new(schema).finish(),
+    };
+    for e in per_file {
+        total.merge(e)?;
+    }
+    Ok(total)
+}
+
+/// Reads every file completely and returns what it holds (rows, checksum, fingerprint), in
+/// order. A file that is
 /// missing, unreadable as Parquet or not of `schema` fails verification naming the file.
-pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec<RowSummary>> {
+pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec<ChunkEvidence>> {
     files.iter().map(|f| measure_file(f, schema)).collect()
 }
 
-fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<RowSummary> {
+fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<ChunkEvidence> {
     let failed = |message: String| Error::VerificationFailed {
         what: path.display().to_string(),
         message,
@@ -46,9 +61,14 @@ fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<RowSummary> {
         .build()
         .map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
     let mut checksum = RowChecksum::new(schema)?;
+    let mut fingerprint = FingerprintBuilder::new(schema);
     for batch in reader {
         let batch = batch.map_err(|e| failed(format!("reading rows: {e}")))?;
         checksum.update(&batch)?;
+        fingerprint.update(&batch)?;
     }
-    Ok(checksum.summary())
+    Ok(ChunkEvidence {
+        summary: checksum.summary(),
+        fingerprint: fingerprint.finish(),
+    })
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
+use backhaul_core::proof::{ChunkProof, ProofLevel};
 use backhaul_core::spec::{is_valid_identifier, is_valid_name};
 use backhaul_core::stage::Stage;
 use backhaul_core::{Error, Result};
@@ -19,7 +19,7 @@ use crate::meta::{
     ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_all_manifests,
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
 };
-use crate::readback::measure_files;
+use crate::readback::{measure_files, merged};
 use crate::spec::LocalDestinationSpec;
 
 /// A local Parquet warehouse: a directory with one sub-directory per table.
@@ -150,7 +150,7 @@ impl LocalTable {
         read_table_meta(&self.paths)
     }
 
-    async fn commit(&self, stage: &Stage, commit: &ChunkCommit) -> Result<RowSummary> {
+    async fn commit(&self, stage: &Stage, commit: &ChunkCommit) -> Result<ChunkProof> {
         check_job_id(&commit.job_id)?;
         let (job, chunk, attempt) = (commit.job_id.clone(), commit.chunk_id, commit.attempt);
         let paths = self.paths.clone();
@@ -166,8 +166,9 @@ impl LocalTable {
             fence(existing, commit)?;
         }
 
-        // Copy into hidden temporary files first: the final names of a re-committed attempt
-        // are the currently committed files, which must not be touched before verification.
+        // Link (or copy) into hidden temporary files first: the final names of a re-committed
+        // attempt are the currently committed files, which must not be touched before
+        // verification.
         let mut temps = TempFiles::default();
         let mut names = Vec::with_capacity(commit.files.len());
         for (part, file) in commit.files.iter().enumerate() {
@@ -175,36 +176,36 @@ impl LocalTable {
             let name = data_file_name(&job, chunk, attempt, part);
             let tmp = temp_path_for(&paths.data_file(&name));
             temps.0.push(tmp.clone());
-            copy_staged(stage, file, &tmp).await?;
+            take_staged(stage, file, &tmp).await?;
             names.push(name);
         }
 
-        let per_file = blocking({
+        // One decode of what will be committed measures both the checksum and the fingerprint.
+        let (per_file, measured) = blocking({
             let (files, schema) = (temps.0.clone(), schema.clone());
-            move || measure_files(&files, &schema)
+            move || {
+                let per_file = measure_files(&files, &schema)?;
+                let measured = merged(&per_file, &schema)?;
+                Ok((per_file, measured))
+            }
         })
         .await?;
-        let mut committed = RowSummary::default();
-        per_file.iter().for_each(|s| committed.merge(*s));
-        if committed != commit.extracted {
-            // `temps` is dropped on return, deleting the copies; the manifest is untouched.
-            return Err(Error::VerificationFailed {
-                what: format!("chunk {chunk} of job {job} (attempt {attempt})"),
-                message: format!(
-                    "extracted {} rows with checksum {:016x}, but the files to commit hold {} rows with checksum {:016x}",
-                    commit.extracted.rows, commit.extracted.checksum, committed.rows, committed.checksum
-                ),
-            });
-        }
+        let proof = ChunkProof::from_evidence(PROOF_LEVEL, &measured);
+        // On refusal `temps` is dropped, deleting the temporaries; the manifest is untouched.
+        proof.verify(
+            &commit.extracted,
+            format!("chunk {chunk} of job {job} (attempt {attempt})"),
+        )?;
+        let committed = measured.summary;
 
         let files = names
             .iter()
             .zip(&commit.files)
             .zip(&per_file)
-            .map(|((name, staged), summary)| ManifestFile {
+            .map(|((name, staged), measured)| ManifestFile {
                 name: name.clone(),
                 bytes: staged.bytes,
-                rows: summary.rows,
+                rows: measured.summary.rows,
             })
             .collect();
         let manifest = ChunkManifest::new(commit, files, committed);
@@ -217,10 +218,10 @@ impl LocalTable {
         })
         .await?;
         tracing::info!(table = %self.table, job = %job, chunk, attempt, rows = committed.rows, files = file_count, "chunk committed");
-        Ok(committed)
+        Ok(proof)
     }
 
-    fn read_back_blocking(&self, job_id: &str, chunk_id: u64) -> Result<Option<RowSummary>> {
+    fn read_back_blocking(&self, job_id: &str, chunk_id: u64) -> Result<Option<ChunkProof>> {
         let Some(meta) = read_table_meta(&self.paths)? else {
             return Ok(None);
         };
@@ -242,10 +243,9 @@ impl LocalTable {
             }
             let files: Vec<PathBuf> = manifest.files.iter().map(|f| self.paths.data_file(&f.name)).collect();
             match measure_files(&files, &schema) {
-                Ok(sums) => {
-                    let mut total = RowSummary::default();
-                    sums.into_iter().for_each(|s| total.merge(s));
-                    return Ok(Some(total));
+                Ok(per_file) => {
+                    let measured = merged(&per_file, &schema)?;
+                    return Ok(Some(ChunkProof::from_evidence(PROOF_LEVEL, &measured)));
                 }
                 Err(e) => {
                     tries += 1;
@@ -283,16 +283,24 @@ impl Destination for LocalTable {
         })
     }
 
-    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<RowSummary>> {
+    fn proof_level(&self) -> ProofLevel {
+        PROOF_LEVEL
+    }
+
+    fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>> {
         Box::pin(self.commit(stage, commit))
     }
 
-    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<RowSummary>>> {
+    fn read_back(&self, job_id: &str, chunk_id: u64) -> BoxFuture<'_, Result<Option<ChunkProof>>> {
         let job = job_id.to_string();
         let this = self.clone();
         Box::pin(async move { blocking(move || this.read_back_blocking(&job, chunk_id)).await })
     }
 }
+
+/// The warehouse decodes its own files, so it proves the exact row checksum; its proofs carry
+/// the fingerprint too, measured in the same pass.
+const PROOF_LEVEL: ProofLevel = ProofLevel::ExactChecksum;
 
 /// Job ids become file names; only plain names may get near the file system.
 fn check_job_id(job_id: &str) -> Result<()> {
@@ -391,13 +399,58 @@ fn fence(existing: &ChunkManifest, commit: &ChunkCommit) -> Result<()> {
     Ok(())
 }
 
-/// Streams one staged file into `tmp`, so memory stays bounded whatever the file size.
-async fn copy_staged(stage: &Stage, file: &StagedFile, tmp: &Path) -> Result<()> {
+/// Puts one staged file at `tmp`: a hard link when the stage is a local directory on the same
+/// file system (no bytes move; the stage's uploads publish by rename, so the linked file is
+/// never rewritten in place), else a streamed copy. Either way the size must match.
+async fn take_staged(stage: &Stage, file: &StagedFile, tmp: &Path) -> Result<()> {
     let location = object_store::path::Path::parse(&file.path).map_err(|e| Error::InvalidObject {
         object: format!("staged file {}", file.path),
         message: e.to_string(),
     })?;
-    let mut stream = stage.store().get(&location).await?.into_stream();
+    if let Some(source) = stage.local_path(&location) {
+        let linked = {
+            let (source, tmp) = (source.clone(), tmp.to_path_buf());
+            blocking(move || match std::fs::hard_link(&source, &tmp) {
+                Ok(()) => Ok(Some(std::fs::metadata(&tmp).map_err(|e| Error::io(&tmp, e))?.len())),
+                // Another file system, or one without links: copy instead.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::CrossesDevices
+                            | std::io::ErrorKind::Unsupported
+                            | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::VerificationFailed {
+                    what: format!("staged file {}", source.display()),
+                    message: "the staged file is missing".into(),
+                }),
+                Err(e) => Err(Error::io(&source, e)),
+            })
+            .await?
+        };
+        if let Some(size) = linked {
+            return check_size(stage, file, size);
+        }
+    }
+    copy_staged(stage, file, &location, tmp).await
+}
+
+fn check_size(stage: &Stage, file: &StagedFile, found: u64) -> Result<()> {
+    if found != file.bytes {
+        return Err(Error::VerificationFailed {
+            what: format!("staged file {} in {}", file.path, stage.description()),
+            message: format!("expected {} bytes, found {found}", file.bytes),
+        });
+    }
+    Ok(())
+}
+
+/// Streams one staged file into `tmp`, so memory stays bounded whatever the file size.
+async fn copy_staged(stage: &Stage, file: &StagedFile, location: &object_store::path::Path, tmp: &Path) -> Result<()> {
+    let mut stream = stage.store().get(location).await?.into_stream();
     let mut out = tokio::fs::File::create_new(tmp).await.map_err(|e| Error::io(tmp, e))?;
     let mut copied = 0u64;
     while let Some(bytes) = stream.next().await {
@@ -407,13 +460,7 @@ async fn copy_staged(stage: &Stage, file: &StagedFile, tmp: &Path) -> Result<()>
     }
     // tokio writes in the background; flush so the bytes are in the file before it is read.
     out.flush().await.map_err(|e| Error::io(tmp, e))?;
-    if copied != file.bytes {
-        return Err(Error::VerificationFailed {
-            what: format!("staged file {} in {}", file.path, stage.description()),
-            message: format!("expected {} bytes, copied {copied}", file.bytes),
-        });
-    }
-    Ok(())
+    check_size(stage, file, copied)
 }
 
 /// The commit itself, under the table lock: fence again, move the verified copies to their
@@ -431,6 +478,9 @@ fn install(paths: &TablePaths, commit: &ChunkCommit, mut temps: TempFiles, manif
     for (tmp, file) in temps.0.iter().zip(&manifest.files) {
         let target = paths.data_file(&file.name);
         std::fs::rename(tmp, &target).map_err(|e| Error::io(&target, e))?;
+        // Renaming a link onto another link of the same file (the same staged file committed
+        // again) does nothing and leaves the temporary name behind.
+        let _ = std::fs::remove_file(tmp);
     }
     std::fs::rename(&manifest_tmp, &manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
     temps.disarm();

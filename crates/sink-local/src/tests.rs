@@ -6,9 +6,11 @@ use crate::spec::LocalDestinationSpec;
 use arrow::array::{Array, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use backhaul_core::Error;
-use backhaul_core::checksum::{RowChecksum, RowSummary};
+use backhaul_core::checksum::RowChecksum;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::fingerprint::FingerprintBuilder;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_core::schema::schema_difference;
 use backhaul_core::stage::Stage;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -67,10 +69,22 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
     .unwrap()
 }
 
-fn summary(batches: &[RecordBatch]) -> RowSummary {
+fn evidence(batches: &[RecordBatch]) -> ChunkEvidence {
     let mut c = RowChecksum::new(&schema()).unwrap();
-    batches.iter().for_each(|b| c.update(b).unwrap());
-    c.summary()
+    let mut f = FingerprintBuilder::new(&schema());
+    batches.iter().for_each(|b| {
+        c.update(b).unwrap();
+        f.update(b).unwrap();
+    });
+    ChunkEvidence {
+        summary: c.summary(),
+        fingerprint: f.finish(),
+    }
+}
+
+/// The proof the warehouse gives for `batches`.
+fn proof(batches: &[RecordBatch]) -> ChunkProof {
+    ChunkProof::from_evidence(ProofLevel::ExactChecksum, &evidence(batches))
 }
 
 fn parquet_bytes(batches: &[RecordBatch]) -> Vec<u8> {
@@ -131,7 +145,7 @@ impl Fixture {
             attempt,
             range: CursorRange::new(0, 10),
             files,
-            extracted: summary(&all),
+            extracted: evidence(&all),
         }
     }
 
@@ -188,9 +202,10 @@ async fn commit_then_read_back_matches_input() {
     let commit = f.staged(0, 1, &parts).await;
     let committed = f.table.commit_chunk(&f.stage, &commit).await.unwrap();
     let all: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
-    assert_eq!(committed, summary(&all));
+    assert_eq!(committed, proof(&all));
     assert_eq!(committed.rows, 100);
-    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(summary(&all)));
+    assert_eq!(committed.check(&commit.extracted), Ok(()));
+    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(proof(&all)));
     assert_eq!(f.table.read_back(JOB, 1).await.unwrap(), None);
     assert!(matches!(
         f.table.read_back("other", 0).await,
@@ -206,7 +221,10 @@ async fn commit_then_read_back_matches_input() {
     assert_eq!(s.bytes, commit.files.iter().map(|f| f.bytes).sum::<u64>());
     assert_eq!(f.count().await, 100);
     let m = f.table.manifest(0).unwrap().unwrap();
-    assert_eq!((m.attempt, m.committed, m.extracted), (1, committed, commit.extracted));
+    assert_eq!(
+        (m.attempt, m.committed, m.extracted),
+        (1, commit.extracted.summary, commit.extracted.summary)
+    );
 }
 
 #[tokio::test]
@@ -219,7 +237,10 @@ async fn new_attempt_replaces_files() {
     assert_eq!(f.count().await, 110);
 
     let c2 = f.staged(3, 2, &[vec![batch(0..40)], vec![batch(40..100)]]).await;
-    assert_eq!(f.table.commit_chunk(&f.stage, &c2).await.unwrap(), c2.extracted);
+    assert_eq!(
+        f.table.commit_chunk(&f.stage, &c2).await.unwrap(),
+        ChunkProof::from_evidence(ProofLevel::ExactChecksum, &c2.extracted)
+    );
     assert_eq!(f.count().await, 110);
     assert_eq!(
         f.data_files(),
@@ -234,7 +255,10 @@ async fn new_attempt_replaces_files() {
     assert!(files.iter().all(|p| p.is_file()));
 
     // Re-committing the same attempt (a retried call) is allowed and changes nothing visible.
-    assert_eq!(f.table.commit_chunk(&f.stage, &c2).await.unwrap(), c2.extracted);
+    assert_eq!(
+        f.table.commit_chunk(&f.stage, &c2).await.unwrap(),
+        ChunkProof::from_evidence(ProofLevel::ExactChecksum, &c2.extracted)
+    );
     assert_eq!(f.count().await, 110);
     assert_eq!(f.data_files().len(), 3);
 }
@@ -264,14 +288,14 @@ async fn verification_mismatch_commits_nothing() {
     let before = (f.table.manifest(0).unwrap(), f.data_files());
 
     let mut c2 = f.staged(0, 2, &[vec![batch(0..11)]]).await;
-    c2.extracted = RowSummary {
-        rows: 11,
-        checksum: c2.extracted.checksum ^ 1,
-    };
+    c2.extracted.summary.checksum ^= 1;
     let e = f.table.commit_chunk(&f.stage, &c2).await.unwrap_err();
     assert!(matches!(e, Error::VerificationFailed { .. }), "{e:?}");
     assert_eq!((f.table.manifest(0).unwrap(), f.data_files()), before);
-    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(c1.extracted));
+    assert_eq!(
+        f.table.read_back(JOB, 0).await.unwrap(),
+        Some(ChunkProof::from_evidence(ProofLevel::ExactChecksum, &c1.extracted))
+    );
 }
 
 #[tokio::test]
@@ -339,7 +363,7 @@ async fn read_back_rereads_the_data() {
     std::fs::write(&victim, parquet_bytes(&[batch(10..19)])).unwrap();
     let back = f.table.read_back(JOB, 0).await.unwrap().unwrap();
     assert_eq!(back.rows, 19);
-    assert_ne!(back, c.extracted);
+    assert!(back.check(&c.extracted).is_err());
 }
 
 #[tokio::test]
@@ -354,7 +378,7 @@ async fn commit_needs_prepared_table_and_bad_sql_is_permanent() {
         attempt: 1,
         range: CursorRange::new(0, 1),
         files: vec![],
-        extracted: RowSummary::default(),
+        extracted: ChunkEvidence::default(),
     };
     assert!(matches!(
         table.commit_chunk(&stage, &commit).await,
@@ -420,4 +444,139 @@ fn column_types_are_parquet_columns() {
         "{}",
         t.name
     );
+}
+
+#[tokio::test]
+async fn local_stage_files_are_linked_not_copied() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture().await;
+    let c = f.staged(0, 1, &[vec![batch(0..10)]]).await;
+    let staged = f
+        .stage
+        .local_path(&object_store::path::Path::parse(&c.files[0].path).unwrap())
+        .unwrap();
+    let staged_inode = std::fs::metadata(&staged).unwrap().ino();
+    f.table.commit_chunk(&f.stage, &c).await.unwrap();
+    let committed = &committed_files(&f.root, "t").unwrap()[0];
+    assert_eq!(std::fs::metadata(committed).unwrap().ino(), staged_inode);
+    // The same attempt committed again (a retried call) leaves no temporary names behind.
+    f.table.commit_chunk(&f.stage, &c).await.unwrap();
+    assert_eq!(f.data_files(), vec!["job1-c000000-a001-p0000.parquet"]);
+}
+
+/// The fingerprint SQL, run by DataFusion over rows of every measured type, gives the
+/// fingerprint the writer computes.
+#[tokio::test]
+async fn fingerprint_sql_matches_the_builder() {
+    use arrow::array::{
+        BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array, Int16Array, ListArray, UInt32Array,
+    };
+    use arrow::datatypes::Int32Type;
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use backhaul_core::fingerprint::{AnsiDialect, FingerprintSql};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    let base = batch(0..40);
+    let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend([
+        Field::new("small", DataType::Int16, true),
+        Field::new("count", DataType::UInt32, true),
+        Field::new("day", DataType::Date32, true),
+        Field::new("ratio", DataType::Float64, true),
+        Field::new("weight", DataType::Float32, true),
+        Field::new("ok", DataType::Boolean, true),
+        Field::new("raw", DataType::Binary, true),
+        Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true))),
+            true,
+        ),
+    ]);
+    let wide = Arc::new(Schema::new(fields));
+    let n = base.num_rows();
+    let idx: Vec<i64> = (0..n as i64).collect();
+    let mut columns = base.columns().to_vec();
+    columns.extend([
+        Arc::new(Int16Array::from_iter(
+            idx.iter().map(|i| (i % 4 != 0).then_some(-(*i as i16) * 7)),
+        )) as _,
+        Arc::new(UInt32Array::from_iter(idx.iter().map(|i| Some(u32::MAX - *i as u32)))) as _,
+        Arc::new(Date32Array::from_iter(
+            idx.iter().map(|i| (i % 5 != 0).then_some(19_000 + *i as i32)),
+        )) as _,
+        Arc::new(Float64Array::from_iter(idx.iter().map(|i| match i {
+            3 => Some(f64::NAN),
+            7 => None,
+            i => Some(*i as f64 / 3.0 - 2.5),
+        }))) as _,
+        Arc::new(Float32Array::from_iter(idx.iter().map(|i| Some(*i as f32 * 0.1)))) as _,
+        Arc::new(BooleanArray::from_iter(
+            idx.iter().map(|i| (i % 6 != 0).then_some(i % 3 == 1)),
+        )) as _,
+        Arc::new(BinaryArray::from_iter(
+            idx.iter().map(|i| (i % 2 == 1).then(|| vec![0u8; *i as usize])),
+        )) as _,
+        Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(
+            idx.iter().map(|i| (i % 3 == 0).then(|| vec![Some(*i as i32)])),
+        )) as _,
+    ]);
+    let rows = RecordBatch::try_new(wide.clone(), columns).unwrap();
+    let mut builder = FingerprintBuilder::new(&wide);
+    builder.update(&rows.slice(0, 15)).unwrap();
+    builder.update(&rows.slice(15, n - 15)).unwrap();
+    let expected = builder.finish();
+
+    let sql = FingerprintSql::new(&wide, &AnsiDialect);
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(wide.clone(), vec![vec![rows.slice(0, 20), rows.slice(20, n - 20)]]).unwrap();
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    let query = format!("SELECT {} FROM t", sql.select_list());
+    let result = ctx.sql(&query).await.unwrap().collect().await.unwrap();
+    let row = &result[0];
+    let options = FormatOptions::default();
+    let values: Vec<Option<String>> = row
+        .columns()
+        .iter()
+        .map(|c| {
+            (!c.is_null(0)).then(|| {
+                ArrayFormatter::try_new(c.as_ref(), &options)
+                    .unwrap()
+                    .value(0)
+                    .to_string()
+            })
+        })
+        .collect();
+    let measured = sql.parse(&values).unwrap();
+    assert_eq!(
+        expected.differences(&measured),
+        vec![],
+        "query: {query}\nvalues: {values:?}"
+    );
+
+    // One changed timestamp shows in the SQL fingerprint too.
+    let mut ts: Vec<i64> = (0..n as i64).map(|i| 1_700_000_000_000_000 + i).collect();
+    ts[17] += 1;
+    let mut changed_columns = rows.columns().to_vec();
+    changed_columns[1] = Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC"));
+    let changed = RecordBatch::try_new(wide.clone(), changed_columns).unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_table("t", Arc::new(MemTable::try_new(wide, vec![vec![changed]]).unwrap()))
+        .unwrap();
+    let result = ctx.sql(&query).await.unwrap().collect().await.unwrap();
+    let values: Vec<Option<String>> = result[0]
+        .columns()
+        .iter()
+        .map(|c| {
+            (!c.is_null(0)).then(|| {
+                ArrayFormatter::try_new(c.as_ref(), &options)
+                    .unwrap()
+                    .value(0)
+                    .to_string()
+            })
+        })
+        .collect();
+    let d = expected.differences(&sql.parse(&values).unwrap());
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].column.as_deref(), d[0].measure.as_str()), (Some("ts"), "sum"));
 }

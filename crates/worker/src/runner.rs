@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use backhaul_core::Error;
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use backhaul_core::registry::StagingPreferences;
 use backhaul_core::spec::{JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
@@ -80,10 +80,11 @@ pub struct ChunkTask {
 pub struct ChunkOutcome {
     /// Files as they were staged.
     pub files: Vec<StagedFile>,
-    /// Rows and checksum at extraction.
-    pub extracted: RowSummary,
-    /// Rows and checksum read back from the destination after the commit.
-    pub committed: RowSummary,
+    /// Rows, checksum and fingerprint the writer measured.
+    pub extracted: ChunkEvidence,
+    /// What the destination proved from its committed data (already checked against
+    /// `extracted`).
+    pub committed: ChunkProof,
 }
 
 /// Live counters of a running chunk, read by heartbeats and progress bars.
@@ -168,16 +169,11 @@ pub async fn run_chunk(
         extracted,
     };
     let committed = ctx.destination.commit_chunk(&ctx.stage, &commit).await?;
-    if committed != extracted {
-        return Err(Error::VerificationFailed {
-            what: format!("chunk {} of job {}", task.chunk_id, ctx.job_id),
-            message: format!(
-                "extracted {} rows, destination holds {}",
-                extracted.rows, committed.rows
-            ),
-        }
-        .into());
-    }
+    committed.verify(
+        &commit.extracted,
+        format!("chunk {} of job {}", task.chunk_id, ctx.job_id),
+    )?;
+    let extracted = commit.extracted;
     // The destination has its own copy now. Staged files of this and of earlier, abandoned
     // attempts of the chunk would only cost storage; failing to delete them is harmless.
     clean_stage(&ctx.stage, &Stage::chunk_prefix(&ctx.job_id, task.chunk_id)).await;

@@ -402,10 +402,13 @@ impl Worker {
                     lease_id: lease.lease_id.clone(),
                     output: Some(pb::ChunkOutput {
                         files,
-                        extracted_rows: out.extracted.rows,
-                        extracted_checksum: out.extracted.checksum,
+                        extracted_rows: out.extracted.summary.rows,
+                        extracted_checksum: out.extracted.summary.checksum,
                         committed_rows: out.committed.rows,
-                        committed_checksum: out.committed.checksum,
+                        // Read by coordinators that predate proofs; they can only check exact ones.
+                        committed_checksum: out.committed.checksum.unwrap_or_default(),
+                        extracted_fingerprint_json: backhaul_proto::proof::fingerprint_json(&out.extracted.fingerprint),
+                        proof: Some(pb::ChunkProof::from(&out.committed)),
                     }),
                 };
                 let bytes: u64 = out.files.iter().map(|f| f.bytes).sum();
@@ -418,10 +421,10 @@ impl Worker {
                 {
                     Ok(_) => {
                         self.metrics.committed.inc();
-                        self.metrics.rows.add(out.extracted.rows);
+                        self.metrics.rows.add(out.extracted.summary.rows);
                         self.metrics.bytes.add(bytes);
                         self.metrics.chunk_seconds.observe(started.elapsed());
-                        info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, rows = out.extracted.rows, "chunk committed")
+                        info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, rows = out.extracted.summary.rows, proof = %out.committed.level, "chunk committed")
                     }
                     Err(s) => {
                         self.metrics.completions_refused.inc();

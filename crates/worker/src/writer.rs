@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use backhaul_core::checksum::{RowChecksum, RowSummary};
+use backhaul_core::checksum::RowChecksum;
+use backhaul_core::fingerprint::FingerprintBuilder;
+use backhaul_core::proof::ChunkEvidence;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -43,7 +45,8 @@ pub struct SpooledPart {
 const MAX_ROW_GROUP_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Writes every batch received on `rx` into part files under `dir`, rolling at the target
-/// size; returns the parts and the rows/checksum of everything written. `written_bytes` is
+/// size; returns the parts and the evidence (rows, checksum, fingerprint) of everything
+/// written, measured on this thread next to the encoding. `written_bytes` is
 /// updated as files grow, for progress reports.
 pub fn write_parts(
     mut rx: mpsc::Receiver<RecordBatch>,
@@ -51,7 +54,7 @@ pub fn write_parts(
     dir: &Path,
     config: &PartWriterConfig,
     written_bytes: Arc<AtomicU64>,
-) -> Result<(Vec<SpooledPart>, RowSummary)> {
+) -> Result<(Vec<SpooledPart>, ChunkEvidence)> {
     let row_group_bytes = MAX_ROW_GROUP_BYTES.min((config.target_file_bytes / 2).max(64 * 1024));
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level)?))
@@ -59,6 +62,7 @@ pub fn write_parts(
         .set_max_row_group_bytes(Some(row_group_bytes as usize))
         .build();
     let mut checksum = RowChecksum::new(&schema)?;
+    let mut fingerprint = FingerprintBuilder::new(&schema);
     let mut parts: Vec<SpooledPart> = Vec::new();
     let mut open: Option<(ArrowWriter<File>, PathBuf, u64)> = None;
     let mut closed_bytes = 0u64;
@@ -67,6 +71,7 @@ pub fn write_parts(
             continue;
         }
         checksum.update(&batch)?;
+        fingerprint.update(&batch)?;
         if open.is_none() {
             let path = dir.join(format!("part-{:04}.parquet", parts.len()));
             let file = File::create(&path).map_err(|e| backhaul_core::Error::io(&path, e))?;
@@ -91,7 +96,11 @@ pub fn write_parts(
         parts.push(close(w)?);
     }
     written_bytes.store(parts.iter().map(|p| p.bytes).sum(), Ordering::Relaxed);
-    Ok((parts, checksum.summary()))
+    let evidence = ChunkEvidence {
+        summary: checksum.summary(),
+        fingerprint: fingerprint.finish(),
+    };
+    Ok((parts, evidence))
 }
 
 fn close((writer, path, rows): (ArrowWriter<File>, PathBuf, u64)) -> Result<SpooledPart> {
@@ -130,6 +139,7 @@ mod tests {
             write_parts(rx, sch, &d, &cfg, Arc::new(AtomicU64::new(0)))
         });
         let mut expected = RowChecksum::new(&schema).unwrap();
+        let mut expected_fingerprint = FingerprintBuilder::new(&schema);
         for i in 0..40 {
             let ids: Vec<i64> = (i * 10_000..(i + 1) * 10_000).collect();
             let strs: Vec<String> = ids
@@ -142,11 +152,14 @@ mod tests {
             )
             .unwrap();
             expected.update(&b).unwrap();
+            expected_fingerprint.update(&b).unwrap();
             tx.blocking_send(b).unwrap();
         }
         drop(tx);
-        let (parts, summary) = handle.join().unwrap().unwrap();
+        let (parts, evidence) = handle.join().unwrap().unwrap();
+        let summary = evidence.summary;
         assert_eq!(summary, expected.summary());
+        assert_eq!(evidence.fingerprint, expected_fingerprint.finish());
         assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
         let mut reread = RowChecksum::new(&schema).unwrap();
         for p in &parts {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use backhaul_coordinator::{JobRow, JobSummary, StateLocation, StateStore, Store};
 use backhaul_core::connector::{Connectors, Destination};
+use backhaul_core::proof::ProofLevel;
 use backhaul_core::registry::CheckedSpec;
 use backhaul_core::spec::JobSpec;
 use serde_json::json;
@@ -114,6 +115,7 @@ pub async fn run_summary(
 ) -> Result<(u8, serde_json::Value)> {
     let s = &report.summary;
     let (files, total, min, max) = file_stats(store, job_id).await?;
+    let proofs = proof_counts(store, job_id).await?;
     let secs = report.elapsed.as_secs_f64().max(0.001);
     let rows_per_s = report.rows_this_run as f64 / secs;
     let mb_per_s = report.bytes_this_run as f64 / 1e6 / secs;
@@ -122,6 +124,7 @@ pub async fn run_summary(
         "summary": s,
         "this_run": { "rows": report.rows_this_run, "parquet_bytes": report.bytes_this_run, "seconds": secs, "rows_per_second": rows_per_s, "mb_per_second": mb_per_s },
         "files": { "count": files, "bytes": total, "min_bytes": min, "max_bytes": max },
+        "proofs": proofs.iter().map(|(level, n)| (level.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
     });
     match globals.output {
         OutputFormat::Json => {}
@@ -151,6 +154,9 @@ pub async fn run_summary(
                     size(max)
                 );
             }
+            for (level, n) in &proofs {
+                println!("  proof     {n} chunks proved {}", level.proves());
+            }
             if s.parked > 0 {
                 println!(
                     "  parked    {} chunks failed permanently or too often; see `backhaul status {job_id} --chunks`",
@@ -160,6 +166,19 @@ pub async fn run_summary(
         }
     }
     Ok((if s.parked > 0 { crate::exit::PARKED } else { 0 }, doc))
+}
+
+/// Committed chunks of a job by the proof they got, strongest first.
+pub async fn proof_counts(store: &dyn StateStore, job_id: &str) -> Result<Vec<(ProofLevel, u64)>> {
+    let mut counts: Vec<(ProofLevel, u64)> = Vec::new();
+    for proof in store.chunks(job_id).await?.iter().filter_map(|c| c.committed.as_ref()) {
+        match counts.iter_mut().find(|(level, _)| *level == proof.level) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((proof.level, 1)),
+        }
+    }
+    counts.sort_by_key(|(level, _)| *level as u8);
+    Ok(counts)
 }
 
 /// Prints the end-of-run summary; returns the exit code the run deserves.

@@ -197,6 +197,8 @@ pub fn chunk_json(kind: CursorKind, c: &pb::ChunkStatus) -> Value {
         "rows": c.rows,
         "bytes": c.bytes,
         "worker": (!c.worker_id.is_empty()).then_some(&c.worker_id),
+        "proof": backhaul_proto::proof::proof_level(c.proof_level),
+        "proves": backhaul_proto::proof::proof_level(c.proof_level).map(|l| l.proves()),
         "last_error": c.last_error.as_ref().map(|e| json!({
             "class": class_name(e.class), "kind": e.kind, "message": e.message,
         })),

@@ -68,16 +68,19 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
         Vec::new()
     };
     let kind = job.cursor_kind;
+    let proofs = common::proof_counts(store.as_ref(), &job_id).await?;
     match globals.output {
         OutputFormat::Json => output::print_json(&json!({
             "job": job_id,
             "range": { "from": kind.format(job.range.from), "to": kind.format(job.range.to) },
             "finished": summary.is_finished(),
             "summary": summary,
+            "proofs": proofs.iter().map(|(level, n)| json!({ "proof": level, "proves": level.proves(), "chunks": n })).collect::<Vec<_>>(),
             "chunks": chunks.iter().map(|c| json!({
                 "index": c.chunk_id, "from": kind.format(c.range.from), "to": kind.format(c.range.to),
                 "state": c.state, "attempt": c.attempt, "failures": c.failures,
-                "estimated_rows": c.estimated_rows, "rows": c.committed.map(|s| s.rows), "bytes": c.committed_bytes,
+                "estimated_rows": c.estimated_rows, "rows": c.committed.as_ref().map(|p| p.rows), "bytes": c.committed_bytes,
+                "proof": c.committed.as_ref().map(|p| p.level), "proves": c.committed.as_ref().map(|p| p.level.proves()),
                 "last_error": c.last_error.as_ref().map(|(class, kind, message)| json!({"class": class, "kind": kind, "message": message})),
             })).collect::<Vec<_>>(),
         })),
@@ -93,10 +96,13 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                 group(summary.estimated_rows)
             );
             println!("  size      {} of Parquet", size(summary.committed_bytes));
+            for (level, n) in &proofs {
+                println!("  proof     {n} chunks proved {}", level.proves());
+            }
             if args.chunks {
                 println!(
-                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  last error",
-                    "chunk", "from", "to", "state", "attempt", "rows"
+                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  last error",
+                    "chunk", "from", "to", "state", "attempt", "rows", "proof"
                 );
                 for c in &chunks {
                     let err = c
@@ -105,13 +111,14 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         .map(|(class, _, m)| format!("[{class}] {m}"))
                         .unwrap_or_default();
                     println!(
-                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {err}",
+                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {err}",
                         c.chunk_id,
                         kind.format(c.range.from),
                         kind.format(c.range.to),
                         format!("{:?}", c.state).to_lowercase(),
                         c.attempt,
-                        c.committed.map(|s| group(s.rows)).unwrap_or_default()
+                        c.committed.as_ref().map(|p| group(p.rows)).unwrap_or_default(),
+                        c.committed.as_ref().map_or("", |p| p.level.label())
                     );
                 }
             }
@@ -208,8 +215,8 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
             }
             if args.chunks {
                 println!(
-                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<16}  last error",
-                    "chunk", "from", "to", "state", "attempt", "rows", "worker"
+                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {:<16}  last error",
+                    "chunk", "from", "to", "state", "attempt", "rows", "proof", "worker"
                 );
                 for c in &resp.chunks {
                     let range = c.range.unwrap_or_default();
@@ -219,13 +226,14 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         .map(|e| format!("[{}] {}", remote::class_name(e.class), e.message))
                         .unwrap_or_default();
                     println!(
-                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<16}  {err}",
+                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {:<16}  {err}",
                         c.chunk_id,
                         kind.format(range.from),
                         kind.format(range.to),
                         remote::chunk_state_name(c.state),
                         c.attempt,
                         group(c.rows),
+                        backhaul_proto::proof::proof_level(c.proof_level).map_or("", |l| l.label()),
                         c.worker_id
                     );
                 }

@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use backhaul_coordinator::{ChunkState, StateStore};
+use backhaul_core::fingerprint::Difference;
+use backhaul_core::proof::ProofLevel;
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
@@ -26,6 +28,10 @@ pub struct Problem {
     pub problem: &'static str,
     /// Details.
     pub detail: String,
+    /// For a mismatch, every difference: the column (none for the chunk's rows and checksum),
+    /// the measure and both values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<Difference>,
 }
 
 /// What verification found.
@@ -33,14 +39,18 @@ pub struct Problem {
 pub struct Verification {
     /// Chunks checked.
     pub chunks: u64,
-    /// Rows re-read from the destination.
+    /// Rows re-measured at the destination.
     pub rows: u64,
+    /// Chunks that passed, by the level their proof was checked at, strongest first.
+    pub proved: Vec<(ProofLevel, u64)>,
     /// Everything found wrong.
     pub problems: Vec<Problem>,
 }
 
-/// Re-reads every chunk at the destination and compares rows and checksums with what was
-/// extracted.
+/// Re-measures every committed chunk's proof at the destination (`read_back`) and checks it
+/// against the evidence the writer recorded, with the one rule ([`ChunkProof::check`]).
+///
+/// [`ChunkProof::check`]: backhaul_core::proof::ChunkProof::check
 pub async fn verify_job(store: &dyn StateStore, job_id: &str) -> Result<Verification> {
     let job = common::job(store, job_id).await?;
     let destination = common::job_destination(&job)?;
@@ -48,14 +58,16 @@ pub async fn verify_job(store: &dyn StateStore, job_id: &str) -> Result<Verifica
     let mut out = Verification {
         chunks: chunks.len() as u64,
         rows: 0,
+        proved: Vec::new(),
         problems: Vec::new(),
     };
     for c in chunks {
-        let (ChunkState::Committed, Some(extracted)) = (c.state, c.extracted) else {
+        let (ChunkState::Committed, Some(extracted)) = (c.state, &c.extracted) else {
             out.problems.push(Problem {
                 chunk: c.chunk_id,
                 problem: "not_committed",
                 detail: format!("chunk is {:?}", c.state).to_lowercase(),
+                differences: Vec::new(),
             });
             continue;
         };
@@ -64,18 +76,26 @@ pub async fn verify_job(store: &dyn StateStore, job_id: &str) -> Result<Verifica
                 chunk: c.chunk_id,
                 problem: "absent_at_destination",
                 detail: "no committed data for this chunk".into(),
+                differences: Vec::new(),
             }),
-            Some(found) if found != extracted => out.problems.push(Problem {
-                chunk: c.chunk_id,
-                problem: "mismatch",
-                detail: format!(
-                    "extracted {} rows (checksum {:016x}), destination has {} rows (checksum {:016x})",
-                    extracted.rows, extracted.checksum, found.rows, found.checksum
-                ),
-            }),
-            Some(found) => out.rows += found.rows,
+            Some(found) => match found.check(extracted) {
+                Ok(()) => {
+                    out.rows += found.rows;
+                    match out.proved.iter_mut().find(|(level, _)| *level == found.level) {
+                        Some((_, n)) => *n += 1,
+                        None => out.proved.push((found.level, 1)),
+                    }
+                }
+                Err(mismatch) => out.problems.push(Problem {
+                    chunk: c.chunk_id,
+                    problem: "mismatch",
+                    detail: mismatch.to_string(),
+                    differences: mismatch.differences,
+                }),
+            },
         }
     }
+    out.proved.sort_by_key(|(level, _)| *level as u8);
     Ok(out)
 }
 
@@ -91,18 +111,38 @@ pub async fn run(globals: &Globals, args: VerifyArgs) -> Result<u8> {
     })
 }
 
+/// What the passing chunks proved, e.g. `12 chunks: rows and row checksum; 3 chunks: rows only`.
+fn proved_text(v: &Verification) -> String {
+    if v.proved.is_empty() {
+        return "nothing (no chunk passed)".into();
+    }
+    v.proved
+        .iter()
+        .map(|(level, n)| format!("{n} chunks: {}", level.proves()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Prints a verification.
 pub fn print(globals: &Globals, job_id: &str, v: &Verification) {
     match globals.output {
-        OutputFormat::Json => {
-            output::print_json(&json!({ "job": job_id, "verified": v.problems.is_empty(), "result": v }))
-        }
+        OutputFormat::Json => output::print_json(&json!({
+            "job": job_id,
+            "verified": v.problems.is_empty(),
+            "result": {
+                "chunks": v.chunks,
+                "rows": v.rows,
+                "proved": v.proved.iter().map(|(level, n)| json!({ "proof": level, "proves": level.proves(), "chunks": n })).collect::<Vec<_>>(),
+                "problems": v.problems,
+            },
+        })),
         OutputFormat::Text => {
             if v.problems.is_empty() {
                 println!(
-                    "verified {job_id}: {} chunks, {} rows re-read from the destination, every count and checksum matches",
+                    "verified {job_id}: {} chunks, {} rows re-measured at the destination; proved {}",
                     v.chunks,
-                    group(v.rows)
+                    group(v.rows),
+                    proved_text(v)
                 );
             } else {
                 println!(
@@ -112,6 +152,9 @@ pub fn print(globals: &Globals, job_id: &str, v: &Verification) {
                 );
                 for p in &v.problems {
                     println!("  chunk {:>6}  {:<22} {}", p.chunk, p.problem, p.detail);
+                }
+                if !v.proved.is_empty() {
+                    println!("  the other chunks proved {}", proved_text(v));
                 }
             }
         }

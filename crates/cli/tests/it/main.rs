@@ -14,3 +14,4 @@ mod replay;
 mod status_page;
 mod transient;
 mod util;
+mod verify;
