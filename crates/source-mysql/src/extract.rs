@@ -16,11 +16,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::spec::ZeroDatePolicy;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::connector::{BatchStream, channel_stream};
 use backhaul_core::cursor::{CursorKind, CursorRange};
-use backhaul_core::spec::mysql::ZeroDatePolicy;
 use backhaul_core::{Error, Result};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use futures::StreamExt;

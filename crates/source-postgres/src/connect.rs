@@ -8,8 +8,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::spec::PostgresSourceSpec;
 use backhaul_core::spec::database::{TlsMode, TlsSpec};
-use backhaul_core::spec::postgres::PostgresSourceSpec;
 use backhaul_core::{Error, ErrorClass, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -49,25 +49,25 @@ impl Connector {
     pub(crate) fn new(spec: &PostgresSourceSpec) -> Result<Self> {
         let mut config = Config::new();
         config
-            .host(&spec.host)
+            .host(&spec.connection.host)
             .port(spec.port_or_default())
-            .user(&spec.user)
-            .dbname(&spec.database)
+            .user(&spec.connection.user)
+            .dbname(&spec.connection.database)
             .application_name("backhaul")
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .tcp_user_timeout(Duration::from_secs(120));
-        if let Some(password) = spec.password.read("<spec>", "source.password")? {
+        if let Some(password) = spec.connection.password.read("<spec>", "source.password")? {
             config.password(password);
         }
-        let tls = match spec.tls.mode {
+        let tls = match spec.connection.tls.mode {
             TlsMode::Disable => {
                 config.ssl_mode(SslMode::Disable);
                 None
             }
             TlsMode::VerifyFull | TlsMode::VerifyCa => {
                 config.ssl_mode(SslMode::Require);
-                Some(MakeRustlsConnect::new(client_config(&spec.tls)?))
+                Some(MakeRustlsConnect::new(client_config(&spec.connection.tls)?))
             }
         };
         Ok(Connector {
@@ -75,13 +75,13 @@ impl Connector {
             tls,
             endpoint: format!(
                 "{}@{}:{}/{}",
-                spec.user,
-                spec.host,
+                spec.connection.user,
+                spec.connection.host,
                 spec.port_or_default(),
-                spec.database
+                spec.connection.database
             ),
-            user: spec.user.clone(),
-            database: spec.database.clone(),
+            user: spec.connection.user.clone(),
+            database: spec.connection.database.clone(),
         })
     }
 

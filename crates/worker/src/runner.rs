@@ -9,6 +9,7 @@ use backhaul_core::Error;
 use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
+use backhaul_core::registry::StagingPreferences;
 use backhaul_core::spec::{JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 use futures::StreamExt;
@@ -23,10 +24,12 @@ use crate::writer::{PartWriterConfig, SpooledPart, write_parts};
 pub struct JobContext {
     /// The job id.
     pub job_id: String,
-    /// The spec with paths resolved.
+    /// The checked spec, job-level paths resolved.
     pub spec: JobSpec,
     /// Validated values.
     pub validated: ValidatedSpec,
+    /// How the destination wants its files staged.
+    pub staging: StagingPreferences,
     /// The source.
     pub source: Arc<dyn Source>,
     /// The source table.
@@ -41,17 +44,18 @@ impl JobContext {
     /// Builds the context from the spec TOML a lease carries.
     pub async fn build(job_id: &str, spec_toml: &str, base_dir: &Path, connectors: &dyn Connectors) -> Result<Self> {
         let origin = format!("job {job_id}");
-        let mut spec = JobSpec::from_toml(spec_toml, &origin)?;
-        let validated = spec.validate(&origin)?;
-        spec.resolve_paths(base_dir);
-        let stage = Stage::local(&spec.stage.path).await?;
-        let source = connectors.source(&spec.source)?;
+        let spec = JobSpec::from_toml(spec_toml, &origin)?;
+        let mut checked = connectors.check(&spec, &origin)?;
+        checked.resolve_paths(base_dir);
+        let stage = Stage::local(&checked.spec.stage.path).await?;
+        let source = checked.source.build()?;
         let table = source.describe().await?;
-        let destination = connectors.destination(&spec.destination)?;
+        let destination = checked.destination.build()?;
         Ok(JobContext {
             job_id: job_id.into(),
-            spec,
-            validated,
+            staging: checked.destination.staging(),
+            spec: checked.spec,
+            validated: checked.validated,
             source,
             table,
             destination,
@@ -108,7 +112,7 @@ pub async fn run_chunk(
         .tempdir_in(spool_root)
         .map_err(|e| Error::io(spool_root, e))?;
     let config = PartWriterConfig {
-        target_file_bytes: ctx.validated.file_size,
+        target_file_bytes: ctx.staging.file_size,
         zstd_level: 3,
     };
     let (tx, rx) = mpsc::channel::<RecordBatch>(4);

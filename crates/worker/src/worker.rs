@@ -300,10 +300,10 @@ impl Worker {
     /// The source a spec names, built with this worker's connectors (and so its credentials
     /// and network path), for data-plane calls that need no stored job.
     pub fn open_source(&self, spec_toml: &str, origin: &str, base_dir: &Path) -> Result<Arc<dyn Source>, Error> {
-        let mut spec = JobSpec::from_toml(spec_toml, origin)?;
-        spec.validate(origin)?;
-        spec.resolve_paths(base_dir);
-        self.connectors.source(&spec.source)
+        let spec = JobSpec::from_toml(spec_toml, origin)?;
+        let mut checked = self.connectors.check(&spec, origin)?;
+        checked.resolve_paths(base_dir);
+        checked.source.build()
     }
 
     async fn context(&self, lease: &pb::ChunkLease) -> Result<InUse<JobContext>> {
@@ -587,26 +587,12 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     use backhaul_core::ErrorClass;
-    use backhaul_core::connector::{Destination, Source};
-    use backhaul_core::spec::{DestinationSpec, SourceSpec};
+    use backhaul_core::registry::Registry;
     use backhaul_proto::ClientConfig;
     use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
     use tonic::{Request, Response, Status};
 
     use super::*;
-
-    /// Leases point at a spec no worker can parse, so every chunk fails at once and is reported.
-    struct NoConnectors;
-
-    impl Connectors for NoConnectors {
-        fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
-            Err(Error::Internal("no connectors in this test".into()))
-        }
-
-        fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
-            Err(Error::Internal("no connectors in this test".into()))
-        }
-    }
 
     /// A coordinator with `chunks` chunks that records what workers ask and report.
     #[derive(Default)]
@@ -761,7 +747,9 @@ mod tests {
             ..WorkerConfig::new("w")
         };
         let client = ClientConfig::plain(url).connect_lazy().unwrap();
-        let worker = Arc::new(Worker::new(client, Arc::new(NoConnectors), config));
+        // No connector kinds: every lease's spec is refused, so every chunk fails at once and is
+        // reported.
+        let worker = Arc::new(Worker::new(client, Arc::new(Registry::new()), config));
         let ran = tokio::time::timeout(Duration::from_secs(30), worker.run(shutdown)).await;
         stop.cancel();
         ran.expect("the worker stopped").expect("the worker ran");
