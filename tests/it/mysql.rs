@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 
 use backhaul_conformance::source::check_source;
 use backhaul_core::cursor::{CursorKind, CursorRange, SpecBound};
-use backhaul_core::spec::database::{NullCursorPolicy, PasswordSpec, TlsSpec};
-use backhaul_core::spec::mysql::MysqlSourceSpec;
+use backhaul_core::spec::database::{ConnectionSpec, NullCursorPolicy, PasswordSpec, TlsSpec};
 use backhaul_source_mysql::MysqlSource;
+use backhaul_source_mysql::spec::MysqlSourceSpec;
 use backhaul_testkit::mariadb::MariaDb;
 
 const DATABASE: &str = "conformance";
@@ -52,16 +52,18 @@ fn server() -> &'static MariaDb {
 fn spec(cursor: &str) -> MysqlSourceSpec {
     let server = server();
     MysqlSourceSpec {
-        host: server.host().into(),
-        port: Some(server.port()),
-        user: server.root_user().into(),
-        database: DATABASE.into(),
-        password: PasswordSpec::default(),
-        table: format!("{DATABASE}.events"),
-        cursor: cursor.into(),
-        columns: None,
-        tls: TlsSpec::default(),
-        null_cursor: NullCursorPolicy::Fail,
+        connection: ConnectionSpec {
+            host: server.host().into(),
+            port: Some(server.port()),
+            user: server.root_user().into(),
+            database: DATABASE.into(),
+            password: PasswordSpec::default(),
+            table: format!("{DATABASE}.events"),
+            cursor: cursor.into(),
+            columns: None,
+            tls: TlsSpec::default(),
+            null_cursor: NullCursorPolicy::Fail,
+        },
         zero_dates: Default::default(),
         unsigned_bigint: Default::default(),
     }

@@ -3,9 +3,9 @@
 
 use backhaul_conformance::source::check_source;
 use backhaul_core::cursor::{CursorKind, CursorRange};
-use backhaul_core::spec::database::PasswordSpec;
-use backhaul_core::spec::postgres::PostgresSourceSpec;
+use backhaul_core::spec::database::{ConnectionSpec, PasswordSpec};
 use backhaul_source_postgres::PostgresSource;
+use backhaul_source_postgres::PostgresSourceSpec;
 use backhaul_testkit::postgres::PostgresServer;
 
 use crate::{days, micros};
@@ -51,19 +51,21 @@ fn database() -> &'static (&'static PostgresServer, String) {
 fn source(cursor: &str) -> PostgresSource {
     let (server, db) = database();
     PostgresSource::open(&PostgresSourceSpec {
-        host: server.host().into(),
-        port: Some(server.port()),
-        user: server.user().into(),
-        database: db.clone(),
-        password: PasswordSpec {
-            env: None,
-            file: Some(server.password_file()),
+        connection: ConnectionSpec {
+            host: server.host().into(),
+            port: Some(server.port()),
+            user: server.user().into(),
+            database: db.clone(),
+            password: PasswordSpec {
+                env: None,
+                file: Some(server.password_file()),
+            },
+            table: "public.orders".into(),
+            cursor: cursor.into(),
+            columns: None,
+            tls: Default::default(),
+            null_cursor: Default::default(),
         },
-        table: "public.orders".into(),
-        cursor: cursor.into(),
-        columns: None,
-        tls: Default::default(),
-        null_cursor: Default::default(),
         unconstrained_numeric: Default::default(),
         infinite_datetime: Default::default(),
         special_numeric: Default::default(),

@@ -12,7 +12,7 @@ use backhaul_worker::{Shutdown, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::connectors::BuiltinConnectors;
+use crate::connectors::builtin_connectors;
 use crate::output::RunProgress;
 
 /// Options of a local run.
@@ -63,7 +63,7 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
-    let connectors = Arc::new(BuiltinConnectors);
+    let connectors = Arc::new(builtin_connectors());
     let service = CoordinatorService::new(
         Arc::new(store.clone()),
         connectors.clone(),

@@ -135,19 +135,13 @@ impl CoordinatorError {
     }
 }
 
-/// Retry class of a PostgreSQL error: from its SQLSTATE for a server error, else transient for
-/// a lost connection or failed IO, permanent for the rest (configuration, protocol, TLS
+/// Retry class of a PostgreSQL error: from its SQLSTATE for a server error (the table the
+/// PostgreSQL source uses too: [`backhaul_core::sqlstate::class_of`]), else transient for a
+/// lost connection or failed IO, permanent for the rest (configuration, protocol, TLS
 /// certificates).
 fn postgres_class(e: &tokio_postgres::Error) -> ErrorClass {
     if let Some(code) = e.code() {
-        let c = code.code();
-        return if c.starts_with("08") || matches!(c, "57P01" | "40001" | "40P01") {
-            ErrorClass::Transient
-        } else if c == "53300" {
-            ErrorClass::Throttled
-        } else {
-            ErrorClass::Permanent
-        };
+        return backhaul_core::sqlstate::class_of(code.code());
     }
     if e.is_closed() {
         return ErrorClass::Transient;

@@ -4,6 +4,7 @@
 //!
 //! It never depends on the worker crate: the two meet only on the wire.
 
+pub mod clock;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -58,16 +58,9 @@ fn head(title: &str) -> String {
     )
 }
 
+/// The job's state as the wire and `status` name it (one rule: [`crate::service::job_state`]).
 fn job_state(job: &JobRow, s: &JobSummary) -> &'static str {
-    if s.chunks > 0 && s.committed == s.chunks {
-        "succeeded"
-    } else if job.cancelled_at_us.is_some() {
-        "cancelled"
-    } else if s.is_finished() {
-        "parked"
-    } else {
-        "running"
-    }
+    crate::service::job_state(job, s).label()
 }
 
 /// A page with just an error message.

@@ -14,21 +14,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backhaul_core::ErrorClass;
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::StagedFile;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{CoordinatorError, Result};
 use crate::pg_connect::{Connector, Fence, LockSession, Pool, keep_serving_lock};
 use crate::service::RetryPolicy;
 use crate::state::StateStore;
 use crate::store::{
     ATTEMPT_COLUMNS, AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Failure, JOB_SELECT, JobRow, JobSummary, Lease,
-    LeaseKey, MIGRATIONS, NoLease, StateRow, StoredProof, Submitted, attempt_from_row, chunk_from_row, job_from_row,
-    now_us,
+    LeaseKey, MIGRATIONS, NoLease, StateRow, StoredProof, Submitted, attempt_from_row, chunk_from_row,
+    failures_counting, job_from_row, now_us,
 };
 
 /// The embedded store's schema with PostgreSQL types (`BIGINT` where SQLite says `INTEGER`).
@@ -129,21 +129,13 @@ const SUMMARY_COLUMNS: &str = "count(*),
     coalesce(sum(estimated_bytes), 0)::bigint,
     coalesce(sum(failures), 0)::bigint";
 
-/// Expired leases go back to pending; their attempt number stays, so the dead holder is still
-/// fenced out once the chunk is leased again. Rows another transaction holds are left for the
-/// next lease call.
-const EXPIRE_LEASES: &str = "WITH expired AS (
-        SELECT job_id, chunk_id FROM chunks
-        WHERE state = 'leased' AND lease_expires_us < $1
-        FOR UPDATE SKIP LOCKED
-    ), reset AS (
-        UPDATE chunks c SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL
-        FROM expired e WHERE c.job_id = e.job_id AND c.chunk_id = e.chunk_id
-        RETURNING c.job_id, c.chunk_id, c.attempt
-    )
-    UPDATE attempts a SET ended_at_us = $1, outcome = 'expired'
-    FROM reset r
-    WHERE a.job_id = r.job_id AND a.chunk_id = r.chunk_id AND a.attempt = r.attempt AND a.ended_at_us IS NULL";
+/// Locks the chunks whose lease ran out, with their attempt, failures and how many of their
+/// leases expired before. Rows another transaction holds are left for the next lease call.
+const EXPIRED_LEASES: &str = "SELECT c.job_id, c.chunk_id, c.attempt, c.failures,
+        (SELECT count(*) FROM attempts a WHERE a.job_id = c.job_id AND a.chunk_id = c.chunk_id AND a.outcome = 'expired')
+    FROM chunks c
+    WHERE c.state = 'leased' AND c.lease_expires_us < $1
+    FOR UPDATE OF c SKIP LOCKED";
 
 /// Leases the first runnable chunk in plan order (of job `$4` when given) that no other
 /// transaction holds.
@@ -172,6 +164,8 @@ fn int(v: &(dyn ToSql + Sync)) -> Param<'_> {
 /// The PostgreSQL-backed state store.
 pub struct PgStore {
     pool: Pool,
+    /// Where "now" comes from; see [`PgStore::with_clock`].
+    clock: Arc<dyn Clock>,
     /// Set while serving: state changes need the serving lock. A reading store (`status`,
     /// `verify`) has none, like [`crate::Store::open`].
     fence: Option<Arc<Fence>>,
@@ -202,6 +196,7 @@ impl PgStore {
     pub async fn open(url: &str, password: Option<String>) -> Result<Self> {
         let store = PgStore {
             pool: Pool::new(Connector::parse(url, password)?, POOL_SIZE),
+            clock: Arc::new(SystemClock),
             fence: None,
         };
         pooled!(store, CALL_BUDGET, |c| store.create_schema(c))?;
@@ -226,6 +221,17 @@ impl PgStore {
         store.pool.spawn(keep_serving_lock(connector, fence.clone(), session));
         store.fence = Some(fence);
         Ok(store)
+    }
+
+    /// Reads time from `clock` (tests move a [`crate::clock::ManualClock`] instead of sleeping
+    /// through lease TTLs and backoffs).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now_us(&self) -> i64 {
+        self.clock.now_us()
     }
 
     fn err(&self, source: tokio_postgres::Error) -> CoordinatorError {
@@ -435,12 +441,11 @@ impl PgStore {
         worker_id: &str,
         job_filter: Option<&str>,
         ttl_ms: u32,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Lease, NoLease>> {
-        let now = now_us();
+        let now = self.now_us();
         let tx = self.begin_change(c).await?;
-        tx.execute_typed(EXPIRE_LEASES, &[int(&now)])
-            .await
-            .map_err(|e| self.err(e))?;
+        self.expire_leases(&tx, now, policy).await?;
         let expires = now + i64::from(ttl_ms) * 1000;
         let next = tx
             .query_typed_opt(
@@ -513,8 +518,55 @@ impl PgStore {
         Ok(Ok(Lease { lease_id, job, chunk }))
     }
 
+    /// Counts every lease that ran out as a failure of its chunk, by the rule of the embedded
+    /// store (`Store::expire_leases`): [`Failure::worker_lost`], then back to pending after the
+    /// backoff or parked at `max_attempts`. The attempt number stays, so the dead holder is
+    /// still fenced out once the chunk is leased again.
+    async fn expire_leases(&self, tx: &Transaction<'_>, now: i64, policy: &RetryPolicy) -> Result<()> {
+        let expired = self
+            .rows(tx, EXPIRED_LEASES, &[int(&now)], |r| {
+                Ok((
+                    r.try_get::<_, String>(0)?,
+                    r.try_get::<_, i64>(1)?,
+                    r.try_get::<_, i64>(2)?,
+                    r.try_get::<_, i64>(3)?,
+                    r.try_get::<_, i64>(4)?,
+                ))
+            })
+            .await?;
+        for (job_id, chunk_id, attempt, failures, lost_before) in expired {
+            let key = LeaseKey {
+                job_id,
+                chunk_id: chunk_id as u64,
+                attempt: attempt as u32,
+            };
+            let failure = Failure::worker_lost(lost_before as u64 + 1);
+            let failures = failures as u32 + 1;
+            let next = policy.after_failure(failure.class, failures, &key, now);
+            self.end_attempt(tx, &key, now, "expired", Some(&failure)).await?;
+            self.update_chunk(
+                tx,
+                &key,
+                "UPDATE chunks SET state = $3, failures = $4, not_before_us = $5, lease_worker = NULL, lease_expires_us = NULL,
+                    last_error_class = $6, last_error_kind = $7, last_error = $8
+                 WHERE job_id = $1 AND chunk_id = $2",
+                &[
+                    text(&next.state.as_str()),
+                    int(&i64::from(failures)),
+                    int(&next.not_before_us),
+                    text(&failure.class.as_str()),
+                    text(&failure.kind),
+                    text(&failure.message),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Locks the chunk of `lease_id` and checks the lease is its current attempt and the chunk
-    /// not finished; returns the key and the chunk's failures so far.
+    /// not finished; returns the key and the chunk's failures once this attempt's failure is
+    /// counted ([`failures_counting`]).
     async fn current(&self, tx: &Transaction<'_>, lease_id: &str, allow_pending: bool) -> Result<(LeaseKey, u32)> {
         let key = LeaseKey::parse(lease_id)?;
         let row = tx
@@ -540,9 +592,10 @@ impl PgStore {
             return Err(refuse(format!("the chunk was leased again (attempt {attempt})")));
         }
         // An expired lease whose chunk nobody has taken since is still the newest attempt.
-        match ChunkState::parse(&state) {
-            ChunkState::Leased => Ok((key, failures as u32)),
-            ChunkState::Pending if allow_pending => Ok((key, failures as u32)),
+        let state = ChunkState::parse(&state);
+        match state {
+            ChunkState::Leased => Ok((key, failures_counting(failures as u32, state))),
+            ChunkState::Pending if allow_pending => Ok((key, failures_counting(failures as u32, state))),
             other => Err(refuse(format!("the chunk is {}", other.as_str()))),
         }
     }
@@ -592,7 +645,7 @@ impl PgStore {
     async fn heartbeat_on(&self, c: &mut Client, lease_id: &str, ttl_ms: u32) -> Result<()> {
         let tx = self.begin_change(c).await?;
         let (key, _) = self.current(&tx, lease_id, false).await?;
-        let expires = now_us() + i64::from(ttl_ms) * 1000;
+        let expires = self.now_us() + i64::from(ttl_ms) * 1000;
         self.update_chunk(
             &tx,
             &key,
@@ -668,7 +721,7 @@ impl PgStore {
         let (key, _) = self.current(&tx, lease_id, true).await?;
         let proof = StoredProof::checked(&key, extracted, committed)?;
         let bytes = files.iter().map(|f| f.bytes).sum::<u64>() as i64;
-        let now = now_us();
+        let now = self.now_us();
         self.update_chunk(
             &tx,
             &key,
@@ -724,21 +777,16 @@ impl PgStore {
             &[],
         )
         .await?;
-        self.end_attempt(&tx, &key, now_us(), "released", None).await?;
+        self.end_attempt(&tx, &key, self.now_us(), "released", None).await?;
         tx.commit().await.map_err(|e| self.err(e))
     }
 
     async fn fail_on(&self, c: &mut Client, lease_id: &str, failure: &Failure, policy: &RetryPolicy) -> Result<bool> {
         let tx = self.begin_change(c).await?;
         let (key, failures) = self.current(&tx, lease_id, true).await?;
-        let failures = failures + 1;
-        let now = now_us();
-        let retry = failure.class != ErrorClass::Permanent && failures < policy.max_attempts;
-        let (state, not_before) = if retry {
-            ("pending", now + policy.backoff_us(failure.class, failures, &key))
-        } else {
-            ("parked", 0)
-        };
+        let now = self.now_us();
+        let next = policy.after_failure(failure.class, failures, &key, now);
+        let (state, not_before) = (next.state.as_str(), next.not_before_us);
         let failures = i64::from(failures);
         self.update_chunk(
             &tx,
@@ -758,12 +806,12 @@ impl PgStore {
         .await?;
         self.end_attempt(&tx, &key, now, "failed", Some(failure)).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(retry)
+        Ok(next.retries())
     }
 
     async fn cancel_on(&self, c: &mut Client, job_id: &str) -> Result<u64> {
         let tx = self.begin_change(c).await?;
-        let now = now_us();
+        let now = self.now_us();
         let found = tx
             .execute_typed(
                 "UPDATE jobs SET cancelled_at_us = coalesce(cancelled_at_us, $2) WHERE job_id = $1",
@@ -836,8 +884,10 @@ impl StateStore for PgStore {
         worker_id: &str,
         job_filter: Option<&str>,
         ttl_ms: u32,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Lease, NoLease>> {
-        pooled!(self, CALL_BUDGET, |c| self.lease_on(c, worker_id, job_filter, ttl_ms))
+        pooled!(self, CALL_BUDGET, |c| self
+            .lease_on(c, worker_id, job_filter, ttl_ms, policy))
     }
 
     async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()> {

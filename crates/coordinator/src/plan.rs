@@ -16,7 +16,7 @@ use crate::error::Result;
 
 /// A planned job: everything the coordinator stores when the job is submitted.
 pub struct JobPlan {
-    /// The spec, paths resolved.
+    /// The spec, checked: sections as their connectors write them, job-level paths resolved.
     pub spec: JobSpec,
     /// Canonical TOML of `spec` as submitted (paths as written).
     pub spec_toml: String,
@@ -103,14 +103,15 @@ pub async fn plan_job(
     connectors: &dyn Connectors,
     prepare_destination: bool,
 ) -> Result<JobPlan> {
-    let spec_toml = raw.to_canonical_toml();
-    let validated = raw.validate(origin)?;
-    let mut spec = raw;
-    spec.resolve_paths(base_dir);
-    let destination = connectors.destination(&spec.destination)?;
-    let stage = checked_stage(&spec.stage, destination.as_ref(), origin).await?;
-    let source = connectors.source(&spec.source)?;
+    let mut checked = connectors.check(&raw, origin)?;
+    let spec_toml = checked.to_canonical_toml();
+    checked.resolve_paths(base_dir);
+    let destination = checked.destination.build().map_err(|e| relabel(e, origin))?;
+    let stage = checked_stage(&checked.spec.stage, destination.as_ref(), origin).await?;
+    let source = checked.source.build().map_err(|e| relabel(e, origin))?;
+    let validated = checked.validated;
     let SourcePlan { table, range, chunks } = plan_source(source.as_ref(), &validated, origin).await?;
+    let spec = checked.spec;
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
@@ -137,7 +138,7 @@ async fn checked_stage(spec: &StageSpec, destination: &dyn Destination, origin: 
     Ok(stage)
 }
 
-/// Destinations do not know the spec file's name and report `<spec>`; put the real name in.
+/// Stage and connector builds report `<spec>`; put the real file name in.
 fn relabel(e: Error, origin: &str) -> Error {
     match e {
         Error::Config { file, field, message } if file == "<spec>" => Error::Config {

@@ -50,7 +50,39 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What a failed attempt leaves its chunk in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterFailure {
+    /// `Pending` (retried once the backoff ends) or `Parked`.
+    pub state: ChunkState,
+    /// When the retry may be leased, microseconds since the epoch; 0 when parked.
+    pub not_before_us: i64,
+}
+
+impl AfterFailure {
+    /// Whether the chunk will run again.
+    pub fn retries(&self) -> bool {
+        self.state == ChunkState::Pending
+    }
+}
+
 impl RetryPolicy {
+    /// The rule both state stores apply to every counted failure (a worker's report or an
+    /// expired lease): the chunk's `failures`-th failure, this one included, parks it when it
+    /// is permanent or reaches `max_attempts`; otherwise it is retried after a backoff.
+    pub fn after_failure(&self, class: ErrorClass, failures: u32, key: &LeaseKey, now_us: i64) -> AfterFailure {
+        if class == ErrorClass::Permanent || failures >= self.max_attempts {
+            return AfterFailure {
+                state: ChunkState::Parked,
+                not_before_us: 0,
+            };
+        }
+        AfterFailure {
+            state: ChunkState::Pending,
+            not_before_us: now_us + self.backoff_us(class, failures, key),
+        }
+    }
+
     /// Exponential backoff with ±25% jitter. The jitter is a hash of the lease, not a random
     /// draw, so retries of different chunks spread out while tests stay reproducible.
     pub fn backoff_us(&self, class: ErrorClass, failures: u32, key: &LeaseKey) -> i64 {
@@ -250,27 +282,10 @@ fn status(e: CoordinatorError) -> Status {
     }
 }
 
-fn class_from_pb(c: i32) -> ErrorClass {
-    match pb::ErrorClass::try_from(c) {
-        Ok(pb::ErrorClass::Transient) => ErrorClass::Transient,
-        Ok(pb::ErrorClass::Throttled) => ErrorClass::Throttled,
-        _ => ErrorClass::Permanent,
-    }
-}
-
-/// The wire form of an error class.
-pub fn class_to_pb(c: ErrorClass) -> pb::ErrorClass {
-    match c {
-        ErrorClass::Transient => pb::ErrorClass::Transient,
-        ErrorClass::Throttled => pb::ErrorClass::Throttled,
-        ErrorClass::Permanent => pb::ErrorClass::Permanent,
-    }
-}
-
 /// A refused spec as the typed wire error: the parts of a config error stay separate.
 pub fn job_error(e: &CoordinatorError) -> pb::JobError {
     let mut out = pb::JobError {
-        class: class_to_pb(e.class()) as i32,
+        class: pb::ErrorClass::from(e.class()) as i32,
         message: e.to_string(),
         ..Default::default()
     };
@@ -403,6 +418,26 @@ pub fn job_status(job: &JobRow, s: &JobSummary) -> pb::JobStatus {
     }
 }
 
+/// The summary a wire status carries: the way back of [`job_status`], kept beside it.
+impl From<&pb::JobStatus> for JobSummary {
+    fn from(s: &pb::JobStatus) -> Self {
+        JobSummary {
+            chunks: s.chunks,
+            pending: s.pending,
+            leased: s.leased,
+            committed: s.committed,
+            parked: s.parked,
+            cancelled: s.cancelled,
+            committed_rows: s.committed_rows,
+            committed_bytes: s.committed_bytes,
+            in_flight_rows: s.in_flight_rows,
+            estimated_rows: s.estimated_rows,
+            estimated_bytes: s.estimated_bytes,
+            failures: s.failures,
+        }
+    }
+}
+
 fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
     let (rows, bytes) = match c.state {
         ChunkState::Committed => (
@@ -426,7 +461,7 @@ fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
         worker_id: c.lease_worker.clone().unwrap_or_default(),
         last_error: c.last_error.as_ref().map(|(class, kind, message)| pb::ChunkError {
             class: ErrorClass::parse(class)
-                .map(class_to_pb)
+                .map(pb::ErrorClass::from)
                 .unwrap_or(pb::ErrorClass::Unspecified) as i32,
             kind: kind.clone(),
             message: message.clone(),
@@ -455,7 +490,7 @@ impl Coordinator for CoordinatorService {
         let max = req.max_leases.clamp(1, MAX_LEASES_PER_CALL);
         let out = self
             .store
-            .lease_many(&req.worker_id, filter.as_deref(), ttl, max)
+            .lease_many(&req.worker_id, filter.as_deref(), ttl, max, &self.retry)
             .await
             .map_err(status)?;
         let response = match out {
@@ -587,7 +622,8 @@ impl Coordinator for CoordinatorService {
             .error
             .ok_or_else(|| Status::invalid_argument("fail_chunk needs an error"))?;
         let failure = Failure {
-            class: class_from_pb(e.class),
+            // An untyped failure is not retried: nobody said retrying could help.
+            class: backhaul_proto::error_class(e.class).unwrap_or(ErrorClass::Permanent),
             kind: e.kind,
             message: e.message,
         };
@@ -748,4 +784,61 @@ fn no_flight_worker() -> Status {
     Status::unavailable(
         "no worker serving Arrow Flight has asked for work recently; start workers with --flight-listen",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use backhaul_core::cursor::{CursorKind, CursorRange};
+
+    use super::*;
+
+    fn job(cancelled: bool) -> JobRow {
+        JobRow {
+            job_id: "j".into(),
+            spec_toml: String::new(),
+            base_dir: PathBuf::new(),
+            cursor_kind: CursorKind::Integer,
+            range: CursorRange::new(0, 10),
+            created_at_us: 1,
+            cancelled_at_us: cancelled.then_some(2),
+        }
+    }
+
+    #[test]
+    fn a_job_status_carries_its_summary_both_ways() {
+        let summary = JobSummary {
+            chunks: 12,
+            pending: 1,
+            leased: 2,
+            committed: 3,
+            parked: 4,
+            cancelled: 2,
+            committed_rows: 5,
+            committed_bytes: 6,
+            in_flight_rows: 7,
+            estimated_rows: 8,
+            estimated_bytes: 9,
+            failures: 10,
+        };
+        let back = JobSummary::from(&job_status(&job(false), &summary));
+        assert_eq!(format!("{back:?}"), format!("{summary:?}"));
+    }
+
+    #[test]
+    fn one_rule_names_a_jobs_state() {
+        let with = |committed, parked| JobSummary {
+            chunks: 2,
+            committed,
+            parked,
+            pending: 2 - committed - parked,
+            ..JobSummary::default()
+        };
+        assert_eq!(job_state(&job(false), &with(2, 0)), pb::JobState::Succeeded);
+        assert_eq!(job_state(&job(false), &with(1, 1)), pb::JobState::Parked);
+        assert_eq!(job_state(&job(false), &with(1, 0)), pb::JobState::Running);
+        assert_eq!(job_state(&job(true), &with(1, 0)), pb::JobState::Cancelled);
+        // An empty plan has nothing left to do.
+        assert_eq!(job_state(&job(false), &JobSummary::default()), pb::JobState::Succeeded);
+        assert!(crate::page::index_page(&[(job(false), with(1, 1))]).contains("<td>parked</td>"));
+    }
 }

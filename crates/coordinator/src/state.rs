@@ -33,12 +33,14 @@ pub trait StateStore: Send + Sync + 'static {
     async fn chunks(&self, job_id: &str) -> Result<Vec<ChunkRow>>;
     /// Every attempt of a job, in chunk and attempt order.
     async fn attempts(&self, job_id: &str) -> Result<Vec<AttemptRow>>;
-    /// Hands out the next runnable chunk, expiring dead leases first.
+    /// Hands out the next runnable chunk, expiring dead leases first: each expired lease
+    /// counts as a failure of its chunk under `policy` (see [`crate::store::Failure::worker_lost`]).
     async fn lease(
         &self,
         worker_id: &str,
         job_filter: Option<&str>,
         ttl_ms: u32,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Lease, NoLease>>;
     /// Hands out up to `max` runnable chunks (at least one), each exactly as [`lease`] would:
     /// its own attempt, lease id and TTL. The default leases one at a time; a backend that
@@ -51,10 +53,11 @@ pub trait StateStore: Send + Sync + 'static {
         job_filter: Option<&str>,
         ttl_ms: u32,
         max: u32,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Vec<Lease>, NoLease>> {
         let mut leases = Vec::new();
         while leases.len() < max.max(1) as usize {
-            match self.lease(worker_id, job_filter, ttl_ms).await {
+            match self.lease(worker_id, job_filter, ttl_ms, policy).await {
                 Ok(Ok(lease)) => leases.push(lease),
                 Ok(Err(none)) if leases.is_empty() => return Ok(Err(none)),
                 Err(e) if leases.is_empty() => return Err(e),
@@ -135,9 +138,10 @@ impl StateStore for Store {
         worker_id: &str,
         job_filter: Option<&str>,
         ttl_ms: u32,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Lease, NoLease>> {
-        let (worker, filter) = (worker_id.to_string(), job_filter.map(str::to_string));
-        self.call(move |s, c| s.lease(c, &worker, filter.as_deref(), ttl_ms))
+        let (worker, filter, policy) = (worker_id.to_string(), job_filter.map(str::to_string), policy.clone());
+        self.call(move |s, c| s.lease(c, &worker, filter.as_deref(), ttl_ms, &policy))
             .await
     }
 
@@ -147,9 +151,10 @@ impl StateStore for Store {
         job_filter: Option<&str>,
         ttl_ms: u32,
         max: u32,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Vec<Lease>, NoLease>> {
-        let (worker, filter) = (worker_id.to_string(), job_filter.map(str::to_string));
-        self.call(move |s, c| s.lease_many(c, &worker, filter.as_deref(), ttl_ms, max as usize))
+        let (worker, filter, policy) = (worker_id.to_string(), job_filter.map(str::to_string), policy.clone());
+        self.call(move |s, c| s.lease_many(c, &worker, filter.as_deref(), ttl_ms, max as usize, &policy))
             .await
     }
 
@@ -296,8 +301,9 @@ mod tests {
             worker_id: &str,
             job_filter: Option<&str>,
             ttl_ms: u32,
+            policy: &RetryPolicy,
         ) -> Result<std::result::Result<Lease, NoLease>> {
-            StateStore::lease(&self.0, worker_id, job_filter, ttl_ms).await
+            StateStore::lease(&self.0, worker_id, job_filter, ttl_ms, policy).await
         }
         async fn heartbeat(&self, lease_id: &str, ttl_ms: u32) -> Result<()> {
             StateStore::heartbeat(&self.0, lease_id, ttl_ms).await
@@ -334,13 +340,22 @@ mod tests {
         let store = OneByOne(Store::open(&dir.path().join("state.db")).unwrap());
         let (job, planned) = crate::store::tests::job_with_chunks(dir.path(), 3);
         store.submit(job, planned).await.unwrap();
-        let leases = store.lease_many("w", Some("j"), 60_000, 2).await.unwrap().unwrap();
+        let policy = RetryPolicy::default();
+        let leases = store
+            .lease_many("w", Some("j"), 60_000, 2, &policy)
+            .await
+            .unwrap()
+            .unwrap();
         let got: Vec<(u64, u32)> = leases.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
         assert_eq!(got, [(0, 1), (1, 1)]);
-        let rest = store.lease_many("w", Some("j"), 60_000, 5).await.unwrap().unwrap();
+        let rest = store
+            .lease_many("w", Some("j"), 60_000, 5, &policy)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(rest.len(), 1, "stops at the first \"no lease\"");
         assert!(matches!(
-            store.lease_many("w", Some("j"), 60_000, 5).await.unwrap(),
+            store.lease_many("w", Some("j"), 60_000, 5, &policy).await.unwrap(),
             Err(NoLease::RetryAfterMs(_))
         ));
         for l in leases.iter().chain(&rest) {
@@ -348,7 +363,7 @@ mod tests {
             store.complete(&l.lease_id, vec![], evidence, proof).await.unwrap();
         }
         assert!(matches!(
-            store.lease_many("w", None, 60_000, 5).await.unwrap(),
+            store.lease_many("w", None, 60_000, 5, &policy).await.unwrap(),
             Err(NoLease::Finished)
         ));
     }

@@ -21,7 +21,9 @@ use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{CoordinatorError, Result};
+use crate::service::RetryPolicy;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
@@ -270,6 +272,34 @@ pub struct Failure {
     pub message: String,
 }
 
+impl Failure {
+    /// Kind of the failure an expired lease counts.
+    pub const WORKER_LOST: &'static str = "worker_lost";
+
+    /// The failure an expired lease counts: its worker died (out of memory, a crashing
+    /// decoder), hung, or was cut off. `times` counts every expired lease of the chunk, this
+    /// one included.
+    pub fn worker_lost(times: u64) -> Self {
+        let plural = if times == 1 { "" } else { "s" };
+        Failure {
+            class: ErrorClass::Transient,
+            kind: Self::WORKER_LOST.into(),
+            message: format!("worker lost {times} time{plural} (its lease expired without a heartbeat)"),
+        }
+    }
+}
+
+/// A chunk's failures once the failure of the attempt that holds it is counted. An attempt
+/// counts once: a chunk already back to pending under that attempt was counted when its lease
+/// expired (or was handed back, which never counts).
+pub(crate) fn failures_counting(failures: u32, state: ChunkState) -> u32 {
+    if state == ChunkState::Pending {
+        failures
+    } else {
+        failures + 1
+    }
+}
+
 /// The SQLite-backed state store.
 ///
 /// One writer thread owns the connection. [`Store::call`] hands it closures; it runs every
@@ -289,8 +319,10 @@ pub struct Store {
 }
 
 /// Leasing's memory between calls: when expired leases were last swept, and the job rows it
-/// hands out with every lease.
+/// hands out with every lease; and the clock every state change reads.
 struct Leasing {
+    /// Where "now" comes from; see [`Store::set_clock`].
+    clock: std::sync::RwLock<Arc<dyn Clock>>,
     /// Expired leases are swept at most this often while pending chunks remain.
     sweep_interval_us: AtomicI64,
     /// When the next sweep is due (microseconds since the epoch); 0 sweeps on the next lease.
@@ -312,6 +344,7 @@ const MAX_CACHED_JOBS: usize = 1024;
 impl Default for Leasing {
     fn default() -> Self {
         Leasing {
+            clock: std::sync::RwLock::new(Arc::new(SystemClock)),
             sweep_interval_us: AtomicI64::new(EXPIRY_SWEEP_INTERVAL.as_micros() as i64),
             next_sweep_us: AtomicI64::new(0),
             jobs: Mutex::new(HashMap::new()),
@@ -509,6 +542,17 @@ impl Store {
         Ok(store)
     }
 
+    /// Reads time from `clock` from now on (tests move a [`crate::clock::ManualClock`] instead
+    /// of sleeping through lease TTLs and backoffs).
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        *self.leasing.clock.write().unwrap_or_else(|e| e.into_inner()) = clock;
+    }
+
+    /// Now, by this store's clock.
+    fn now_us(&self) -> i64 {
+        self.leasing.clock.read().unwrap_or_else(|e| e.into_inner()).now_us()
+    }
+
     /// Where the database lives.
     pub fn path(&self) -> &str {
         &self.path
@@ -660,7 +704,7 @@ impl Store {
     /// worker can still hold a lease (local mode after a restart: its workers died with it).
     pub fn release_all_leases(&self, conn: &mut Connection, job_id: &str) -> Result<u64> {
         let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
-        let now = now_us();
+        let now = self.now_us();
         tx.execute(
             "UPDATE attempts SET ended_at_us = ?2, outcome = 'abandoned'
              WHERE ended_at_us IS NULL AND job_id = ?1",
@@ -678,16 +722,17 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Hands out the next runnable chunk. Expired leases go back to pending first when a sweep
-    /// is due ([`EXPIRY_SWEEP_INTERVAL`]) or when nothing else is pending.
+    /// Hands out the next runnable chunk. Expired leases count as failures under `policy`
+    /// first when a sweep is due ([`EXPIRY_SWEEP_INTERVAL`]) or when nothing else is pending.
     pub fn lease(
         &self,
         conn: &mut Connection,
         worker_id: &str,
         job_filter: Option<&str>,
         ttl_ms: u32,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Lease, NoLease>> {
-        let leases = self.lease_many(conn, worker_id, job_filter, ttl_ms, 1)?;
+        let leases = self.lease_many(conn, worker_id, job_filter, ttl_ms, 1, policy)?;
         // `lease_many` answers with at least one lease or with the reason there is none.
         Ok(leases.and_then(|leases| leases.into_iter().next().ok_or(NoLease::RetryAfterMs(50))))
     }
@@ -701,12 +746,13 @@ impl Store {
         job_filter: Option<&str>,
         ttl_ms: u32,
         max: usize,
+        policy: &RetryPolicy,
     ) -> Result<std::result::Result<Vec<Lease>, NoLease>> {
-        let now = now_us();
+        let now = self.now_us();
         let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         let mut swept = now >= self.leasing.next_sweep_us.load(Ordering::Relaxed);
         if swept {
-            self.expire_leases(&tx, now)?;
+            self.expire_leases(&tx, now, policy)?;
         }
         let mut leases = Vec::new();
         while leases.len() < max.max(1) {
@@ -715,7 +761,7 @@ impl Store {
                 // Nothing pending: leases that ran out since the last sweep may be runnable.
                 None if !swept => {
                     swept = true;
-                    if self.expire_leases(&tx, now)? == 0 {
+                    if self.expire_leases(&tx, now, policy)? == 0 {
                         break;
                     }
                 }
@@ -744,34 +790,48 @@ impl Store {
         self.leasing.sweep_interval_us.store(us, Ordering::Relaxed);
     }
 
-    /// Turns leases that ran out back to pending; returns how many. Their attempt number
-    /// stays, so the dead holder is still fenced out once the chunk is leased again (the new
-    /// lease gets attempt + 1).
-    fn expire_leases(&self, tx: &Connection, now: i64) -> Result<usize> {
-        let expired: Vec<(String, i64, u32)> = {
+    /// Counts every lease that ran out as a failure of its chunk ([`Failure::worker_lost`]):
+    /// the chunk goes back to pending after the policy's backoff, or is parked once it failed
+    /// `max_attempts` times, so a chunk that kills its worker every time is not leased forever.
+    /// Returns how many leases expired. Their attempt number stays, so the dead holder is still
+    /// fenced out once the chunk is leased again (the new lease gets attempt + 1).
+    fn expire_leases(&self, tx: &Connection, now: i64, policy: &RetryPolicy) -> Result<usize> {
+        let expired: Vec<(String, i64, u32, u32)> = {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT job_id, chunk_id, attempt FROM chunks INDEXED BY chunks_lease_expiry
+                    "SELECT job_id, chunk_id, attempt, failures FROM chunks INDEXED BY chunks_lease_expiry
                      WHERE state = 'leased' AND lease_expires_us < ?1",
                 )
                 .map_err(|e| self.db_err(e))?;
             let rows = stmt
-                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .map_err(|e| self.db_err(e))?;
             rows.collect::<rusqlite::Result<_>>().map_err(|e| self.db_err(e))?
         };
-        for (job_id, chunk_id, attempt) in &expired {
+        for (job_id, chunk_id, attempt, failures) in &expired {
+            let key = LeaseKey {
+                job_id: job_id.clone(),
+                chunk_id: *chunk_id as u64,
+                attempt: *attempt,
+            };
+            let lost_before: i64 = self
+                .row(
+                    tx,
+                    "SELECT count(*) FROM attempts WHERE job_id = ?1 AND chunk_id = ?2 AND outcome = 'expired'",
+                    params![job_id, chunk_id],
+                    |r| r.get(0),
+                )?
+                .unwrap_or(0);
+            let failure = Failure::worker_lost(lost_before as u64 + 1);
+            let failures = failures + 1;
+            let next = policy.after_failure(failure.class, failures, &key, now);
+            self.end_attempt(tx, &key, now, "expired", Some(&failure))?;
             self.exec(
                 tx,
-                "UPDATE attempts SET ended_at_us = ?4, outcome = 'expired'
-                 WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?3 AND ended_at_us IS NULL",
-                params![job_id, chunk_id, attempt, now],
-            )?;
-            self.exec(
-                tx,
-                "UPDATE chunks SET state = 'pending', lease_worker = NULL, lease_expires_us = NULL
+                "UPDATE chunks SET state = ?3, failures = ?4, not_before_us = ?5, lease_worker = NULL, lease_expires_us = NULL,
+                    last_error_class = ?6, last_error_kind = ?7, last_error = ?8
                  WHERE job_id = ?1 AND chunk_id = ?2",
-                params![job_id, chunk_id],
+                params![job_id, chunk_id, next.state.as_str(), failures, next.not_before_us, failure.class.as_str(), failure.kind, failure.message],
             )?;
         }
         Ok(expired.len())
@@ -958,7 +1018,11 @@ impl Store {
             self.exec(
                 tx,
                 "UPDATE chunks SET lease_expires_us = ?3 WHERE job_id = ?1 AND chunk_id = ?2",
-                params![key.job_id, key.chunk_id as i64, now_us() + i64::from(ttl_ms) * 1000],
+                params![
+                    key.job_id,
+                    key.chunk_id as i64,
+                    self.now_us() + i64::from(ttl_ms) * 1000
+                ],
             )
             .map(drop)
         })
@@ -1029,7 +1093,7 @@ impl Store {
         };
         let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-        let now = now_us();
+        let now = self.now_us();
         // The fencing check is part of the update: only the current attempt of a leased (or
         // expired, not re-leased: still pending) chunk changes anything.
         let changed = self.exec(
@@ -1071,34 +1135,24 @@ impl Store {
                  WHERE job_id = ?1 AND chunk_id = ?2",
                 params![key.job_id, key.chunk_id as i64],
             )?;
-            self.end_attempt(tx, key, now_us(), "released", None).map(drop)
+            self.end_attempt(tx, key, self.now_us(), "released", None).map(drop)
         })
     }
 
     /// Records a failure; returns whether the chunk will be retried (else it is parked).
-    pub fn fail(
-        &self,
-        conn: &mut Connection,
-        lease_id: &str,
-        failure: &Failure,
-        policy: &crate::service::RetryPolicy,
-    ) -> Result<bool> {
+    pub fn fail(&self, conn: &mut Connection, lease_id: &str, failure: &Failure, policy: &RetryPolicy) -> Result<bool> {
         self.with_lease(conn, lease_id, true, |tx, key| {
-            let failures: u32 = tx
+            let (state, failures): (String, u32) = tx
                 .query_row(
-                    "SELECT failures FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+                    "SELECT state, failures FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
                     params![key.job_id, key.chunk_id as i64],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(|e| self.db_err(e))?;
-            let failures = failures + 1;
-            let now = now_us();
-            let retry = failure.class != ErrorClass::Permanent && failures < policy.max_attempts;
-            let (state, not_before) = if retry {
-                ("pending", now + policy.backoff_us(failure.class, failures, key))
-            } else {
-                ("parked", 0)
-            };
+            let failures = failures_counting(failures, ChunkState::parse(&state));
+            let now = self.now_us();
+            let next = policy.after_failure(failure.class, failures, key, now);
+            let (state, not_before) = (next.state.as_str(), next.not_before_us);
             self.exec(
                 tx,
                 "UPDATE chunks SET state = ?3, failures = ?4, not_before_us = ?5, lease_worker = NULL, lease_expires_us = NULL,
@@ -1107,7 +1161,7 @@ impl Store {
                 params![key.job_id, key.chunk_id as i64, state, failures, not_before, failure.class.as_str(), failure.kind, failure.message],
             )?;
             self.end_attempt(tx, key, now, "failed", Some(failure))?;
-            Ok(retry)
+            Ok(next.retries())
         })
     }
 
@@ -1150,7 +1204,7 @@ impl Store {
     /// harmless.
     pub fn cancel(&self, conn: &mut Connection, job_id: &str) -> Result<u64> {
         let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
-        let now = now_us();
+        let now = self.now_us();
         let found = tx
             .execute(
                 "UPDATE jobs SET cancelled_at_us = coalesce(cancelled_at_us, ?2) WHERE job_id = ?1",
@@ -1467,7 +1521,7 @@ pub(crate) mod tests {
     use backhaul_core::chunking::PlannedChunk;
 
     use super::*;
-    use crate::service::RetryPolicy;
+    use crate::clock::ManualClock;
 
     /// Job `j` (spec `spec`) over [0, 10 × chunks) in chunks of 10 (10 rows, 100 bytes each).
     pub(crate) fn job_with_chunks(base_dir: &Path, chunks: u64) -> (JobRow, Vec<PlannedChunk>) {
@@ -1491,10 +1545,13 @@ pub(crate) mod tests {
         (job, planned)
     }
 
-    fn store_with_job(chunks: u64) -> (tempfile::TempDir, Store, Connection) {
+    /// A store on a [`ManualClock`] holding job `j` with `chunks` chunks.
+    fn store_with_job(chunks: u64) -> (tempfile::TempDir, Store, Connection, Arc<ManualClock>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
+        let clock = Arc::new(ManualClock::starting_now());
+        store.set_clock(clock.clone());
         let mut conn = Connection::open(&path).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         let (job, planned) = job_with_chunks(dir.path(), chunks);
@@ -1508,11 +1565,24 @@ pub(crate) mod tests {
             store.submit(&mut conn, &changed, &planned),
             Err(CoordinatorError::SpecChanged { .. })
         ));
-        (dir, store, conn)
+        (dir, store, conn, clock)
+    }
+
+    /// Retries at once: these tests are about fencing and sweeping, not backoff.
+    fn no_backoff() -> RetryPolicy {
+        RetryPolicy {
+            transient_base: Duration::ZERO,
+            throttled_base: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            ..RetryPolicy::default()
+        }
     }
 
     fn lease(store: &Store, conn: &mut Connection, ttl_ms: u32) -> Lease {
-        store.lease(conn, "w", Some("j"), ttl_ms).unwrap().expect("a lease")
+        store
+            .lease(conn, "w", Some("j"), ttl_ms, &no_backoff())
+            .unwrap()
+            .expect("a lease")
     }
 
     const EV: ChunkEvidence = ChunkEvidence {
@@ -1544,9 +1614,9 @@ pub(crate) mod tests {
 
     #[test]
     fn stale_lease_cannot_complete_after_re_lease() {
-        let (_d, store, mut conn) = store_with_job(1);
+        let (_d, store, mut conn, clock) = store_with_job(1);
         let first = lease(&store, &mut conn, 1);
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
         // The first lease expired; the chunk goes to a second worker with attempt 2.
         let second = lease(&store, &mut conn, 60_000);
         assert_eq!(second.chunk.attempt, 2);
@@ -1573,19 +1643,19 @@ pub(crate) mod tests {
         let s = store.summary(&conn, "j").unwrap();
         assert_eq!((s.committed, s.committed_rows), (1, 10));
         assert!(matches!(
-            store.lease(&mut conn, "w", Some("j"), 1000).unwrap(),
+            store.lease(&mut conn, "w", Some("j"), 1000, &no_backoff()).unwrap(),
             Err(NoLease::Finished)
         ));
     }
 
     #[test]
     fn expired_but_not_re_leased_completion_is_accepted() {
-        let (_d, store, mut conn) = store_with_job(2);
+        let (_d, store, mut conn, clock) = store_with_job(2);
         let first = lease(&store, &mut conn, 1);
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
         // A lease call for another job expires the first lease without re-leasing its chunk.
         assert!(matches!(
-            store.lease(&mut conn, "w", Some("other"), 1000).unwrap(),
+            store.lease(&mut conn, "w", Some("other"), 1000, &no_backoff()).unwrap(),
             Err(NoLease::Finished)
         ));
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Pending);
@@ -1595,7 +1665,7 @@ pub(crate) mod tests {
 
     #[test]
     fn chunks_committed_before_proofs_read_as_exact_proofs_after_migration() {
-        let (dir, store, mut conn) = store_with_job(1);
+        let (dir, store, mut conn, _clock) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
         store.complete(&mut conn, &l.lease_id, &[], &EV, &PROOF).unwrap();
         drop((store, conn));
@@ -1617,7 +1687,7 @@ pub(crate) mod tests {
 
     #[test]
     fn mismatching_output_is_refused() {
-        let (_d, store, mut conn) = store_with_job(1);
+        let (_d, store, mut conn, _clock) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
         let bad = ChunkProof { rows: 9, ..PROOF };
         let err = store.complete(&mut conn, &l.lease_id, &[], &EV, &bad).unwrap_err();
@@ -1633,7 +1703,7 @@ pub(crate) mod tests {
 
     #[test]
     fn transient_failures_back_off_then_park() {
-        let (_d, store, mut conn) = store_with_job(1);
+        let (_d, store, mut conn, clock) = store_with_job(1);
         let policy = RetryPolicy {
             max_attempts: 3,
             transient_base: Duration::from_millis(1),
@@ -1646,7 +1716,7 @@ pub(crate) mod tests {
             message: "reset".into(),
         };
         for expected_retry in [true, true, false] {
-            std::thread::sleep(Duration::from_millis(5));
+            clock.advance(Duration::from_millis(5));
             let l = lease(&store, &mut conn, 60_000);
             assert_eq!(
                 store.fail(&mut conn, &l.lease_id, &failure, &policy).unwrap(),
@@ -1658,14 +1728,14 @@ pub(crate) mod tests {
         assert_eq!(chunk.failures, 3);
         assert_eq!(chunk.last_error.as_ref().unwrap().1, "unreachable");
         assert!(matches!(
-            store.lease(&mut conn, "w", Some("j"), 1000).unwrap(),
+            store.lease(&mut conn, "w", Some("j"), 1000, &no_backoff()).unwrap(),
             Err(NoLease::Finished)
         ));
     }
 
     #[test]
     fn permanent_failure_parks_at_once_and_replay_requeues() {
-        let (_d, store, mut conn) = store_with_job(3);
+        let (_d, store, mut conn, _clock) = store_with_job(3);
         let l = lease(&store, &mut conn, 60_000);
         let failure = Failure {
             class: ErrorClass::Permanent,
@@ -1685,7 +1755,7 @@ pub(crate) mod tests {
 
     #[test]
     fn released_chunks_run_again_without_counting_a_failure() {
-        let (_d, store, mut conn) = store_with_job(1);
+        let (_d, store, mut conn, _clock) = store_with_job(1);
         for _ in 0..10 {
             let l = lease(&store, &mut conn, 60_000);
             store.release(&mut conn, &l.lease_id).unwrap();
@@ -1719,11 +1789,11 @@ pub(crate) mod tests {
 
     #[test]
     fn expired_leases_wait_for_the_sweep_while_chunks_are_pending() {
-        let (_d, store, mut conn) = store_with_job(2);
+        let (_d, store, mut conn, clock) = store_with_job(2);
         store.set_expiry_sweep_interval(Duration::from_secs(3600));
         let first = lease(&store, &mut conn, 1);
         assert_eq!((first.chunk.chunk_id, first.chunk.attempt), (0, 1));
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
         // Chunk 0's lease ran out, but no sweep is due and chunk 1 is pending.
         let second = lease(&store, &mut conn, 60_000);
         assert_eq!((second.chunk.chunk_id, second.chunk.attempt), (1, 1));
@@ -1740,16 +1810,12 @@ pub(crate) mod tests {
 
     #[test]
     fn expired_lease_is_swept_within_one_interval() {
-        let (_d, store, mut conn) = store_with_job(3);
-        let started = std::time::Instant::now();
+        let (_d, store, mut conn, clock) = store_with_job(3);
         let first = lease(&store, &mut conn, 1);
-        let swept_by = std::time::Instant::now() + EXPIRY_SWEEP_INTERVAL;
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
         let second = lease(&store, &mut conn, 60_000);
-        if started.elapsed() < EXPIRY_SWEEP_INTERVAL {
-            assert_eq!(second.chunk.chunk_id, 1, "swept before the interval was over");
-        }
-        std::thread::sleep(swept_by.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(5));
+        assert_eq!(second.chunk.chunk_id, 1, "swept before the interval was over");
+        clock.advance(EXPIRY_SWEEP_INTERVAL);
         // Chunk 2 is pending, yet the expired chunk 0 comes first: the sweep was due.
         let again = lease(&store, &mut conn, 60_000);
         assert_eq!(
@@ -1761,32 +1827,35 @@ pub(crate) mod tests {
 
     #[test]
     fn zero_sweep_interval_expires_on_every_lease() {
-        let (_d, store, mut conn) = store_with_job(2);
+        let (_d, store, mut conn, clock) = store_with_job(2);
         store.set_expiry_sweep_interval(Duration::ZERO);
         lease(&store, &mut conn, 1);
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
         let again = lease(&store, &mut conn, 60_000);
         assert_eq!((again.chunk.chunk_id, again.chunk.attempt), (0, 2));
     }
 
     #[test]
     fn batch_leases_are_fenced_one_by_one() {
-        let (_d, store, mut conn) = store_with_job(3);
+        let (_d, store, mut conn, clock) = store_with_job(3);
         store.set_expiry_sweep_interval(Duration::from_secs(3600));
-        let batch = store.lease_many(&mut conn, "w", Some("j"), 1, 5).unwrap().unwrap();
+        let batch = store
+            .lease_many(&mut conn, "w", Some("j"), 1, 5, &no_backoff())
+            .unwrap()
+            .unwrap();
         let got: Vec<(u64, u32)> = batch.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
         assert_eq!(got, [(0, 1), (1, 1), (2, 1)], "as many as are runnable");
         assert!(batch.iter().all(|l| l.job.spec_toml == "spec"));
-        std::thread::sleep(Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
         // The batch ran out and nothing is pending, so the sweep returns all three; asking
         // for none means one.
         let mut again = store
-            .lease_many(&mut conn, "w2", Some("j"), 60_000, 0)
+            .lease_many(&mut conn, "w2", Some("j"), 60_000, 0, &no_backoff())
             .unwrap()
             .unwrap();
         again.extend(
             store
-                .lease_many(&mut conn, "w2", Some("j"), 60_000, 10)
+                .lease_many(&mut conn, "w2", Some("j"), 60_000, 10, &no_backoff())
                 .unwrap()
                 .unwrap(),
         );
@@ -1800,7 +1869,9 @@ pub(crate) mod tests {
         }
         store.complete(&mut conn, &again[1].lease_id, &[], &EV, &PROOF).unwrap();
         assert!(matches!(
-            store.lease_many(&mut conn, "w", Some("j"), 60_000, 10).unwrap(),
+            store
+                .lease_many(&mut conn, "w", Some("j"), 60_000, 10, &no_backoff())
+                .unwrap(),
             Err(NoLease::RetryAfterMs(_))
         ));
         let s = store.summary(&conn, "j").unwrap();
@@ -1809,12 +1880,12 @@ pub(crate) mod tests {
 
     #[test]
     fn cancelled_and_replayed_jobs_lease_their_current_row() {
-        let (_d, store, mut conn) = store_with_job(2);
+        let (_d, store, mut conn, _clock) = store_with_job(2);
         let first = lease(&store, &mut conn, 60_000);
         assert_eq!(first.job.cancelled_at_us, None);
         store.cancel(&mut conn, "j").unwrap();
         assert!(matches!(
-            store.lease(&mut conn, "w", Some("j"), 1000).unwrap(),
+            store.lease(&mut conn, "w", Some("j"), 1000, &no_backoff()).unwrap(),
             Err(NoLease::Finished)
         ));
         store.replay(&mut conn, "j", None).unwrap();

@@ -1,6 +1,8 @@
 //! The state store contract, run against both backends through the [`StateStore`] trait: the
 //! embedded SQLite store in a temporary directory and PostgreSQL in a fresh database of the
-//! testkit's private server. Each rule is one function; `contract!` runs it on both.
+//! testkit's private server. Each rule is one function; `contract!` runs it on both. Both
+//! stores read a [`ManualClock`]: rules about lease expiry and backoff move it instead of
+//! sleeping.
 //!
 //! PostgreSQL-only rules follow: one serving coordinator per database, a lost serving lock
 //! stops state changes, the password is never shown, and the schema matches SQLite's.
@@ -9,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backhaul_coordinator::clock::ManualClock;
 use backhaul_coordinator::store::{Failure, Lease, NoLease};
 use backhaul_coordinator::{ChunkState, CoordinatorError, JobRow, PgStore, RetryPolicy, StateStore, Store, Submitted};
 use backhaul_core::ErrorClass;
@@ -23,14 +26,18 @@ use backhaul_testkit::postgres::PostgresServer;
 /// A store and whatever must live as long as it.
 struct Opened {
     store: Arc<dyn StateStore>,
+    clock: Arc<ManualClock>,
     _dir: Option<tempfile::TempDir>,
 }
 
 async fn sqlite() -> Opened {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_exclusive(&dir.path().join("state.db")).unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    store.set_clock(clock.clone());
     Opened {
         store: Arc::new(store),
+        clock,
         _dir: Some(dir),
     }
 }
@@ -48,21 +55,31 @@ fn password() -> Option<String> {
 
 async fn postgres() -> Opened {
     let url = fresh_postgres_url();
+    let clock = Arc::new(ManualClock::starting_now());
+    let store = PgStore::open_serving(&url, password()).await.unwrap();
     Opened {
-        store: Arc::new(PgStore::open_serving(&url, password()).await.unwrap()),
+        store: Arc::new(store.with_clock(clock.clone())),
+        clock,
         _dir: None,
     }
 }
 
-/// Runs every rule against both backends.
+/// Runs every rule against both backends: `timed` rules also get the stores' clock.
 macro_rules! contract {
-    ($($rule:ident),* $(,)?) => {
+    ($($rule:ident),* $(,)?; timed: $($timed:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $rule() {
                     let opened = super::sqlite().await;
                     super::$rule(opened.store.clone()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $timed() {
+                    let opened = super::sqlite().await;
+                    super::$timed(opened.store.clone(), opened.clock.clone()).await;
                 }
             )*
         }
@@ -74,23 +91,33 @@ macro_rules! contract {
                     super::$rule(opened.store.clone()).await;
                 }
             )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $timed() {
+                    let opened = super::postgres().await;
+                    super::$timed(opened.store.clone(), opened.clock.clone()).await;
+                }
+            )*
         }
     };
 }
 
 contract!(
-    stale_lease_is_refused_after_re_lease,
-    expired_but_not_re_leased_completion_is_accepted,
     mismatching_output_is_refused,
     proofs_are_checked_at_their_level_and_stored,
-    transient_failures_back_off_then_park,
     permanent_failure_parks_at_once,
     release_does_not_count_a_failure,
     cancel_stops_every_open_chunk,
     submit_accepts_the_same_spec_and_refuses_a_changed_one,
     summary_progress_and_attempts_tell_the_history,
     leases_follow_plan_order_and_a_finished_job_has_none,
-    concurrent_leasers_never_share_a_chunk,
+    concurrent_leasers_never_share_a_chunk;
+    timed:
+    stale_lease_is_refused_after_re_lease,
+    expired_but_not_re_leased_completion_is_accepted,
+    transient_failures_back_off_then_park,
+    expired_leases_count_as_lost_workers_until_the_chunk_parks,
+    a_late_report_of_an_expired_attempt_counts_once,
 );
 
 const EV: ChunkEvidence = ChunkEvidence {
@@ -134,14 +161,25 @@ async fn submit(store: &Arc<dyn StateStore>, job_id: &str, chunks: u64) {
 }
 
 async fn lease(store: &Arc<dyn StateStore>, job: &str, ttl_ms: u32) -> Lease {
-    match store.lease("w", Some(job), ttl_ms).await.unwrap() {
+    lease_under(store, job, ttl_ms, &RetryPolicy::default()).await
+}
+
+/// A lease whose call counts expired leases under `policy`.
+async fn lease_under(store: &Arc<dyn StateStore>, job: &str, ttl_ms: u32, policy: &RetryPolicy) -> Lease {
+    match store.lease("w", Some(job), ttl_ms, policy).await.unwrap() {
         Ok(lease) => lease,
         Err(no) => panic!("no lease: {no:?}"),
     }
 }
 
+/// Longer than any backoff of the default policy after a few failures.
+const PAST_BACKOFF: Duration = Duration::from_secs(60);
+
 async fn assert_finished(store: &Arc<dyn StateStore>, job: &str) {
-    let answer = store.lease("w", Some(job), 1000).await.unwrap();
+    let answer = store
+        .lease("w", Some(job), 1000, &RetryPolicy::default())
+        .await
+        .unwrap();
     assert!(matches!(answer, Err(NoLease::Finished)), "{answer:?}");
 }
 
@@ -157,10 +195,18 @@ fn is_stale(e: &CoordinatorError) -> bool {
     matches!(e, CoordinatorError::StaleLease { .. })
 }
 
-async fn stale_lease_is_refused_after_re_lease(store: Arc<dyn StateStore>) {
+async fn stale_lease_is_refused_after_re_lease(store: Arc<dyn StateStore>, clock: Arc<ManualClock>) {
     submit(&store, "j", 1).await;
     let first = lease(&store, "j", 1).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock.advance(Duration::from_millis(5));
+    // The expiry counts as a failure: the chunk waits out a backoff, then goes to a second
+    // worker with attempt 2.
+    let waiting = store
+        .lease("w", Some("j"), 60_000, &RetryPolicy::default())
+        .await
+        .unwrap();
+    assert!(matches!(waiting, Err(NoLease::RetryAfterMs(_))), "{waiting:?}");
+    clock.advance(PAST_BACKOFF);
     let second = lease(&store, "j", 60_000).await;
     assert_eq!((first.chunk.attempt, second.chunk.attempt), (1, 2));
     let err = store.complete(&first.lease_id, vec![], EV, PROOF).await.unwrap_err();
@@ -187,10 +233,10 @@ async fn stale_lease_is_refused_after_re_lease(store: Arc<dyn StateStore>) {
     assert_finished(&store, "j").await;
 }
 
-async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateStore>) {
+async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateStore>, clock: Arc<ManualClock>) {
     submit(&store, "j", 2).await;
     let first = lease(&store, "j", 1).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock.advance(Duration::from_millis(5));
     // A lease call for another job expires the first lease without re-leasing its chunk.
     assert_finished(&store, "other").await;
     assert_eq!(store.chunks("j").await.unwrap()[0].state, ChunkState::Pending);
@@ -208,6 +254,7 @@ async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateSt
         (chunk.committed.clone(), chunk.committed_bytes),
         (Some(PROOF), Some(123))
     );
+    assert_eq!(chunk.last_error, None, "the commit clears the lost worker");
     let outcomes: Vec<_> = store
         .attempts("j")
         .await
@@ -242,7 +289,7 @@ async fn mismatching_output_is_refused(store: Arc<dyn StateStore>) {
     );
 }
 
-async fn transient_failures_back_off_then_park(store: Arc<dyn StateStore>) {
+async fn transient_failures_back_off_then_park(store: Arc<dyn StateStore>, clock: Arc<ManualClock>) {
     submit(&store, "j", 1).await;
     // A long backoff keeps the chunk from being leased at once.
     let l = lease(&store, "j", 60_000).await;
@@ -252,12 +299,12 @@ async fn transient_failures_back_off_then_park(store: Arc<dyn StateStore>) {
     };
     assert!(
         store
-            .fail(&l.lease_id, failure(ErrorClass::Transient, "reset"), slow)
+            .fail(&l.lease_id, failure(ErrorClass::Transient, "reset"), slow.clone())
             .await
             .unwrap()
     );
     assert!(matches!(
-        store.lease("w", Some("j"), 1000).await.unwrap(),
+        store.lease("w", Some("j"), 1000, &slow).await.unwrap(),
         Err(NoLease::RetryAfterMs(_))
     ));
     let chunk = &store.chunks("j").await.unwrap()[0];
@@ -276,7 +323,7 @@ async fn transient_failures_back_off_then_park(store: Arc<dyn StateStore>) {
         (true, ErrorClass::Throttled),
         (false, ErrorClass::Transient),
     ] {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        clock.advance(Duration::from_millis(5));
         let l = lease(&store, "k", 60_000).await;
         let retried = store
             .fail(&l.lease_id, failure(class, "unreachable"), quick.clone())
@@ -292,6 +339,75 @@ async fn transient_failures_back_off_then_park(store: Arc<dyn StateStore>) {
         ("transient", "unreachable", "unreachable happened")
     );
     assert_finished(&store, "k").await;
+}
+
+/// A chunk whose worker dies every time (out of memory, a crashing decoder) is not leased
+/// forever: each expired lease counts as a transient `worker_lost` failure with its backoff,
+/// and `max_attempts` of them park the chunk with the reason.
+async fn expired_leases_count_as_lost_workers_until_the_chunk_parks(
+    store: Arc<dyn StateStore>,
+    clock: Arc<ManualClock>,
+) {
+    submit(&store, "j", 1).await;
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    let mut last = None;
+    for lost in 1..=3u32 {
+        let l = lease_under(&store, "j", 1_000, &policy).await;
+        assert_eq!(l.chunk.attempt, lost);
+        // The worker dies: no heartbeat, no report. The next lease call finds the lease ran out.
+        clock.advance(Duration::from_millis(1_001));
+        let answer = store.lease("w", Some("j"), 1_000, &policy).await.unwrap();
+        let chunk = store.chunks("j").await.unwrap()[0].clone();
+        assert_eq!(chunk.failures, lost);
+        let (class, kind, message) = chunk.last_error.clone().expect("the expiry is the last error");
+        assert_eq!((class.as_str(), kind.as_str()), ("transient", "worker_lost"));
+        let times = if lost == 1 { "time" } else { "times" };
+        assert!(message.starts_with(&format!("worker lost {lost} {times}")), "{message}");
+        if lost < 3 {
+            assert_eq!(chunk.state, ChunkState::Pending);
+            assert!(matches!(answer, Err(NoLease::RetryAfterMs(_))), "backs off: {answer:?}");
+            clock.advance(PAST_BACKOFF);
+        } else {
+            assert_eq!(chunk.state, ChunkState::Parked);
+            assert!(matches!(answer, Err(NoLease::Finished)), "{answer:?}");
+        }
+        last = Some(l);
+    }
+    // The last lost worker cannot commit the parked chunk; a person replays it.
+    let late = store.complete(&last.unwrap().lease_id, vec![], EV, PROOF).await;
+    assert!(is_stale(&late.unwrap_err()));
+    let s = store.summary("j").await.unwrap();
+    assert_eq!((s.parked, s.failures), (1, 3));
+    let history: Vec<_> = store
+        .attempts("j")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.attempt, a.outcome, a.error_class))
+        .collect();
+    let expired = |attempt| (attempt, Some("expired".to_string()), Some("transient".to_string()));
+    assert_eq!(history, vec![expired(1), expired(2), expired(3)]);
+}
+
+/// A worker whose lease expired may still report how its attempt ended: a failure replaces
+/// the lost-worker error but is not counted twice.
+async fn a_late_report_of_an_expired_attempt_counts_once(store: Arc<dyn StateStore>, clock: Arc<ManualClock>) {
+    submit(&store, "j", 1).await;
+    let l = lease(&store, "j", 1_000).await;
+    clock.advance(Duration::from_millis(1_001));
+    assert_finished(&store, "other").await;
+    let chunk = store.chunks("j").await.unwrap()[0].clone();
+    assert_eq!((chunk.state, chunk.failures), (ChunkState::Pending, 1));
+    let reset = failure(ErrorClass::Transient, "reset");
+    assert!(store.fail(&l.lease_id, reset, RetryPolicy::default()).await.unwrap());
+    let chunk = store.chunks("j").await.unwrap()[0].clone();
+    assert_eq!((chunk.state, chunk.failures), (ChunkState::Pending, 1));
+    assert_eq!(chunk.last_error.unwrap().1, "reset");
+    clock.advance(PAST_BACKOFF);
+    assert_eq!(lease(&store, "j", 1_000).await.chunk.attempt, 2);
 }
 
 async fn permanent_failure_parks_at_once(store: Arc<dyn StateStore>) {
@@ -484,7 +600,7 @@ async fn leases_follow_plan_order_and_a_finished_job_has_none(store: Arc<dyn Sta
     submit(&store, "a", 2).await;
     let mut order = Vec::new();
     loop {
-        match store.lease("w", None, 60_000).await.unwrap() {
+        match store.lease("w", None, 60_000, &RetryPolicy::default()).await.unwrap() {
             Ok(l) => {
                 order.push((l.job.job_id.clone(), l.chunk.chunk_id));
                 store.complete(&l.lease_id, vec![], EV, PROOF).await.unwrap();
@@ -517,7 +633,10 @@ async fn concurrent_leasers_never_share_a_chunk(store: Arc<dyn StateStore>) {
         tasks.spawn(async move {
             let worker = format!("w{w}");
             loop {
-                match store.lease(&worker, Some("race"), 60_000).await {
+                match store
+                    .lease(&worker, Some("race"), 60_000, &RetryPolicy::default())
+                    .await
+                {
                     Ok(Ok(l)) => {
                         leased.lock().unwrap().push((l.chunk.chunk_id, l.chunk.attempt));
                         let evidence = ChunkEvidence {
@@ -619,7 +738,11 @@ async fn a_lost_serving_lock_stops_state_changes() {
     assert_eq!(store.summary("j").await.unwrap().chunks, 10);
     let mut back = false;
     for _ in 0..200 {
-        if store.lease("w", Some("j"), 60_000).await.is_ok() {
+        if store
+            .lease("w", Some("j"), 60_000, &RetryPolicy::default())
+            .await
+            .is_ok()
+        {
             back = true;
             break;
         }
@@ -636,7 +759,7 @@ async fn a_lost_serving_lock_stops_state_changes() {
     assert!(lost.to_string().contains("restart it"), "{lost}");
     assert!(store.ping().await.is_err(), "health probes see it");
     takeover
-        .lease("w2", Some("j"), 60_000)
+        .lease("w2", Some("j"), 60_000, &RetryPolicy::default())
         .await
         .unwrap()
         .expect("the new server leases");
@@ -657,7 +780,7 @@ async fn open_serving_once_free(url: &str, pause: Duration) -> PgStore {
 /// Leases until one is refused for lack of the serving lock; returns the refusal.
 async fn wait_for_refusal(store: &Arc<dyn StateStore>) -> CoordinatorError {
     for _ in 0..400 {
-        match store.lease("w", Some("j"), 60_000).await {
+        match store.lease("w", Some("j"), 60_000, &RetryPolicy::default()).await {
             Err(e) => return e,
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
@@ -667,7 +790,7 @@ async fn wait_for_refusal(store: &Arc<dyn StateStore>) -> CoordinatorError {
 
 async fn wait_for_lost(store: &Arc<dyn StateStore>) -> CoordinatorError {
     for _ in 0..400 {
-        match store.lease("w", Some("j"), 60_000).await {
+        match store.lease("w", Some("j"), 60_000, &RetryPolicy::default()).await {
             Err(e @ CoordinatorError::StateLockLost { .. }) => return e,
             Err(_) | Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }

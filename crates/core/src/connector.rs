@@ -1,9 +1,8 @@
-//! The traits every source and destination implements, and the registry that builds them.
+//! The traits every source and destination implements.
 //!
-//! Connectors depend on this crate only. The binary hands a [`Connectors`] registry to the
-//! coordinator (which plans with [`Source::density`]) and to workers (which run chunks).
-
-use std::sync::Arc;
+//! Connectors depend on this crate only. Each registers its kind with a
+//! [`Registry`](crate::registry::Registry), which the binary hands to the coordinator (which
+//! plans with [`Source::density`]) and to workers (which run chunks) as [`Connectors`].
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, SchemaRef};
@@ -17,7 +16,7 @@ use crate::error::Result;
 pub use crate::fidelity::DestinationType;
 use crate::profile::{Activity, ActivityQuery};
 use crate::proof::{ChunkEvidence, ChunkProof, ProofLevel};
-use crate::spec::{DestinationSpec, SourceSpec};
+pub use crate::registry::Connectors;
 use crate::stage::Stage;
 
 /// A stream of record batches, all of the described schema.
@@ -171,12 +170,4 @@ pub trait Destination: Send + Sync {
     fn check_stage(&self, _stage: &Stage) -> Result<()> {
         Ok(())
     }
-}
-
-/// Builds connectors from spec sections. Implemented by the binary, which knows them all.
-pub trait Connectors: Send + Sync {
-    /// A source for `spec`; IO allowed (build time).
-    fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn Source>>;
-    /// A destination for `spec`.
-    fn destination(&self, spec: &DestinationSpec) -> Result<Arc<dyn Destination>>;
 }

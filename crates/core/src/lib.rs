@@ -13,8 +13,10 @@ pub mod fidelity;
 pub mod fingerprint;
 pub mod profile;
 pub mod proof;
+pub mod registry;
 pub mod schema;
 pub mod spec;
+pub mod sqlstate;
 pub mod stage;
 pub mod units;
 

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use backhaul_core::spec::{JobSpec, RangeSpec, SourceSpec};
+use backhaul_core::spec::{ConnectorSection, JobSpec, RangeSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CostError, Result};
@@ -236,11 +236,12 @@ pub struct Profile {
 
 #[derive(Serialize)]
 struct FingerprintInput<'a> {
-    source: &'a SourceSpec,
+    source: &'a ConnectorSection,
     range: &'a RangeSpec,
 }
 
-/// `xxh3:<hex>` of the canonical TOML of the spec's `[source]` and `[range]` (paths as written):
+/// `xxh3:<hex>` of the canonical TOML of the spec's `[source]` and `[range]` (paths as written;
+/// pass a checked spec, whose `[source]` is as its connector writes it, defaults filled in):
 /// the sections that decide which rows a profile measured.
 pub fn fingerprint(spec: &JobSpec) -> String {
     let text = toml::to_string(&FingerprintInput {

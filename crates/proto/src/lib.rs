@@ -12,6 +12,7 @@ pub mod v1 {
 
 pub mod auth;
 pub mod client;
+pub mod convert;
 pub mod http;
 pub mod metrics;
 pub mod proof;
@@ -19,6 +20,7 @@ pub mod tls;
 
 pub use auth::{AuthLayer, ClientAuth, Token};
 pub use client::{Client, ClientConfig, status_detail};
+pub use convert::error_class;
 pub use tls::{ClientTls, ServerTls};
 
 /// What can go wrong setting up the wire.

@@ -16,10 +16,12 @@
 mod meta;
 mod query;
 mod readback;
+pub mod spec;
 mod table;
 
 pub use meta::{ChunkManifest, FieldDescription, ManifestFile, TableMeta};
 pub use query::{QueryOutput, query, query_with_schema};
+pub use spec::{LocalDestinationSpec, LocalKind};
 pub use table::{LocalTable, LocalWarehouse, TableSummary, committed_files, table_summary};
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use arrow::datatypes::SchemaRef;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::proof::{ChunkProof, ProofLevel};
-use backhaul_core::spec::{LocalDestinationSpec, is_valid_identifier, is_valid_name};
+use backhaul_core::spec::{is_valid_identifier, is_valid_name};
 use backhaul_core::stage::Stage;
 use backhaul_core::{Error, Result};
 use futures::StreamExt;
@@ -20,6 +20,7 @@ use crate::meta::{
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
 };
 use crate::readback::{measure_files, merged};
+use crate::spec::LocalDestinationSpec;
 
 /// A local Parquet warehouse: a directory with one sub-directory per table.
 #[derive(Debug, Clone)]

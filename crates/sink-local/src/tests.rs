@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::spec::LocalDestinationSpec;
 use arrow::array::{Array, Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use backhaul_core::Error;
@@ -11,7 +12,6 @@ use backhaul_core::cursor::CursorRange;
 use backhaul_core::fingerprint::FingerprintBuilder;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_core::schema::schema_difference;
-use backhaul_core::spec::LocalDestinationSpec;
 use backhaul_core::stage::Stage;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
@@ -429,7 +429,7 @@ async fn glob_characters_in_the_root_are_literal() {
 fn column_types_are_parquet_columns() {
     use backhaul_core::connector::Destination;
     let dir = tempfile::tempdir().unwrap();
-    let table = LocalTable::new(&backhaul_core::spec::LocalDestinationSpec {
+    let table = LocalTable::new(&crate::spec::LocalDestinationSpec {
         path: dir.path().to_path_buf(),
         table: "t".into(),
         file_size: None,

@@ -19,6 +19,7 @@ mod extract;
 pub mod generator;
 pub mod schema;
 mod seed;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -29,7 +30,6 @@ use backhaul_core::chunking::DensityBucket;
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::profile::{Activity, ActivityQuery, Counted};
-use backhaul_core::spec::EmbeddedSourceSpec;
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
 use rusqlite::{Connection, OpenFlags};
@@ -37,6 +37,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::generator::{DAY_MICROS, MAX_SHIP_DELAY_DAYS, ORDER_ID_STRIDE};
 use crate::schema::ORDERS_TABLE;
 pub use crate::seed::SeedReport;
+pub use crate::spec::{EmbeddedKind, EmbeddedSourceSpec};
 
 /// How long a statement waits for another connection's lock before failing as transient.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::spec::MysqlSourceSpec;
 use backhaul_core::Error;
 use backhaul_core::spec::database::TlsMode;
-use backhaul_core::spec::mysql::MysqlSourceSpec;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
 use crate::tls;
@@ -69,15 +69,15 @@ impl fmt::Debug for Connector {
 impl Connector {
     /// Reads the password (IO at build time) and keeps the rest of the settings.
     pub(crate) fn new(spec: &MysqlSourceSpec) -> backhaul_core::Result<Self> {
-        let password = spec.password.read("<spec>", "source.password")?.map(Secret);
+        let password = spec.connection.password.read("<spec>", "source.password")?.map(Secret);
         Ok(Connector {
-            host: spec.host.clone(),
-            port: spec.port.unwrap_or(3306),
-            user: spec.user.clone(),
-            database: spec.database.clone(),
+            host: spec.connection.host.clone(),
+            port: spec.port_or_default(),
+            user: spec.connection.user.clone(),
+            database: spec.connection.database.clone(),
             password,
-            tls_mode: spec.tls.mode,
-            ca_file: spec.tls.ca_file.clone(),
+            tls_mode: spec.connection.tls.mode,
+            ca_file: spec.connection.tls.ca_file.clone(),
             ca_checked_name: Arc::default(),
         })
     }

@@ -2,6 +2,12 @@
 //! by row, as the server sends them) inside a consistent-snapshot read-only transaction, and
 //! decoded into Arrow batches that go through a bounded channel.
 //!
+//! Dropping the stream stops the reading task at once, even while it waits for the server
+//! (it watches the channel close): it kills the query with `KILL QUERY` from a second session
+//! and ends, within a bounded time. It is not aborted outright: an aborted task would drop its
+//! connection mid-result, and the driver would then drain the rest of the chunk from the server
+//! in a task of its own.
+//!
 //! Memory is bounded by the channel (2 batches) plus the batch being built, and a batch is cut
 //! at `batch_rows` rows or [`MAX_BATCH_BYTES`], whichever comes first, so wide rows (MB-sized
 //! JSON or blobs) cannot blow a batch up. When the consumer is slow the task stops reading, the
@@ -10,11 +16,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::spec::ZeroDatePolicy;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::connector::{BatchStream, channel_stream};
 use backhaul_core::cursor::{CursorKind, CursorRange};
-use backhaul_core::spec::mysql::ZeroDatePolicy;
 use backhaul_core::{Error, Result};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike};
 use futures::StreamExt;
@@ -274,14 +280,19 @@ impl Reader {
                 ColumnDecoder::new(c.kind, zero_as_null, self.batch_rows.min(8192))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut result = conn
-            .exec_iter(statement, params)
-            .await
-            .map_err(|e| self.connector.classify(e, &self.what))?;
+        // Every wait for the server also watches for the consumer dropping the stream.
+        let mut result = tokio::select! {
+            started = conn.exec_iter(statement, params) => started.map_err(|e| self.connector.classify(e, &self.what))?,
+            () = tx.closed() => return Ok(End::Abandoned),
+        };
         let mut rows = 0usize;
         let mut bytes = 0usize;
         loop {
-            let row = match result.next().await {
+            let next = tokio::select! {
+                next = result.next() => next,
+                () = tx.closed() => return Ok(End::Abandoned),
+            };
+            let row = match next {
                 Ok(Some(row)) => row,
                 Ok(None) => break,
                 Err(e) => return Err(self.connector.classify(e, &self.what)),

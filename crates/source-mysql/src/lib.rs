@@ -18,6 +18,7 @@ mod decode;
 mod density;
 mod extract;
 pub mod schema;
+pub mod spec;
 mod tls;
 
 use std::fmt;
@@ -27,11 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use backhaul_core::chunking::DensityBucket;
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
-use backhaul_core::spec::mysql::MysqlSourceSpec;
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
+pub use spec::{MysqlKind, MysqlSourceSpec};
 
 use crate::conn::Connector;
 use crate::schema::{ColumnInfo, ResolveInput, Table, TableStats, is_json_check, quote, quote_table};
@@ -48,8 +49,8 @@ impl fmt::Debug for MysqlSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The connector prints the password as `***`; the spec only names where it comes from.
         f.debug_struct("MysqlSource")
-            .field("table", &self.spec.table)
-            .field("cursor", &self.spec.cursor)
+            .field("table", &self.spec.connection.table)
+            .field("cursor", &self.spec.connection.cursor)
             .field("connector", &self.connector)
             .finish()
     }
@@ -97,7 +98,7 @@ impl MysqlSource {
                 message: format!(
                     "no such table at {}, or user `{}` has no privilege on it",
                     self.connector.endpoint(),
-                    self.spec.user
+                    self.spec.connection.user
                 ),
             });
         };
@@ -161,9 +162,9 @@ impl MysqlSource {
             .collect();
         let cursor_name = columns
             .iter()
-            .find(|c| c.name.eq_ignore_ascii_case(&self.spec.cursor))
+            .find(|c| c.name.eq_ignore_ascii_case(&self.spec.connection.cursor))
             .map(|c| c.name.clone())
-            .unwrap_or_else(|| self.spec.cursor.clone());
+            .unwrap_or_else(|| self.spec.connection.cursor.clone());
         // Prefer the primary key, then unique indexes: their entries are what the rows are.
         let cursor_index: Option<String> = conn
             .exec_first::<Row, _, _>(
@@ -180,8 +181,8 @@ impl MysqlSource {
             ResolveInput {
                 database,
                 table: name,
-                cursor: &self.spec.cursor,
-                selected: self.spec.columns.as_deref(),
+                cursor: &self.spec.connection.cursor,
+                selected: self.spec.connection.columns.as_deref(),
                 key_columns,
                 cursor_index,
                 stats,

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::spec::{UnsignedBigintMapping, ZeroDatePolicy};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use backhaul_core::connector::{ColumnOrigin, TableDescription};
 use backhaul_core::cursor::CursorKind;
-use backhaul_core::spec::mysql::{UnsignedBigintMapping, ZeroDatePolicy};
 use backhaul_core::{Error, Result};
 use mysql_async::consts::{ColumnFlags, ColumnType};
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::spec::{MysqlSourceSpec, UnsignedBigintMapping, ZeroDatePolicy};
 use arrow::array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Decimal256Array, DurationMicrosecondArray,
     Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
@@ -14,8 +15,7 @@ use backhaul_core::ErrorClass;
 use backhaul_core::chunking::{PlanPolicy, plan_chunks};
 use backhaul_core::connector::Source;
 use backhaul_core::cursor::{CursorKind, CursorRange, SpecBound};
-use backhaul_core::spec::database::{NullCursorPolicy, PasswordSpec, TlsMode, TlsSpec};
-use backhaul_core::spec::mysql::{MysqlSourceSpec, UnsignedBigintMapping, ZeroDatePolicy};
+use backhaul_core::spec::database::{ConnectionSpec, NullCursorPolicy, PasswordSpec, TlsMode, TlsSpec};
 use backhaul_testkit::mariadb::{MariaDb, MariaDbOptions};
 use futures::{StreamExt, TryStreamExt};
 
@@ -35,16 +35,18 @@ fn database(server: &MariaDb, name: &str) -> String {
 
 fn spec(server: &MariaDb, db: &str, table: &str, cursor: &str) -> MysqlSourceSpec {
     MysqlSourceSpec {
-        host: server.host().into(),
-        port: Some(server.port()),
-        user: server.root_user().into(),
-        database: db.into(),
-        password: PasswordSpec::default(),
-        table: table.into(),
-        cursor: cursor.into(),
-        columns: None,
-        tls: TlsSpec::default(),
-        null_cursor: NullCursorPolicy::Fail,
+        connection: ConnectionSpec {
+            host: server.host().into(),
+            port: Some(server.port()),
+            user: server.root_user().into(),
+            database: db.into(),
+            password: PasswordSpec::default(),
+            table: table.into(),
+            cursor: cursor.into(),
+            columns: None,
+            tls: TlsSpec::default(),
+            null_cursor: NullCursorPolicy::Fail,
+        },
         zero_dates: ZeroDatePolicy::Error,
         unsigned_bigint: UnsignedBigintMapping::Uint64,
     }
@@ -363,7 +365,7 @@ async fn column_selection_and_unsigned_bigint_as_decimal() {
     assert!(
         matches!(MysqlSource::open(&s).unwrap().describe().await, Err(Error::TypeFidelity(m)) if m.contains("skip_me") && m.contains("source.columns"))
     );
-    s.columns = Some(vec!["AT".into(), "big".into(), "id".into()]);
+    s.connection.columns = Some(vec!["AT".into(), "big".into(), "id".into()]);
     s.unsigned_bigint = UnsignedBigintMapping::Decimal;
     let source = MysqlSource::open(&s).unwrap();
     let desc = source.describe().await.unwrap();
@@ -455,8 +457,8 @@ async fn bad_credentials_and_names_are_permanent_and_clear() {
     let secret = dir.path().join("password");
     std::fs::write(&secret, "wrong-horse-battery\n").unwrap();
     let mut s = spec(server, &db, "t", "at");
-    s.user = "loader".into();
-    s.password.file = Some(secret.clone());
+    s.connection.user = "loader".into();
+    s.connection.password.file = Some(secret.clone());
     let source = MysqlSource::open(&s).unwrap();
     assert!(
         !format!("{source:?}").contains("wrong-horse"),
@@ -493,12 +495,12 @@ async fn bad_credentials_and_names_are_permanent_and_clear() {
     );
 
     let mut listed = spec(server, &db, "t", "at");
-    listed.columns = Some(vec!["at".into(), "ghost".into()]);
+    listed.connection.columns = Some(vec!["at".into(), "ghost".into()]);
     let err = MysqlSource::open(&listed).unwrap().describe().await.unwrap_err();
     assert!(err.to_string().contains("t.ghost"), "{err}");
 
     let mut env = spec(server, &db, "t", "at");
-    env.password.env = Some("BACKHAUL_TEST_UNSET_PASSWORD_VARIABLE".into());
+    env.connection.password.env = Some("BACKHAUL_TEST_UNSET_PASSWORD_VARIABLE".into());
     let err = MysqlSource::open(&env).unwrap_err();
     assert!(
         err.to_string().contains("BACKHAUL_TEST_UNSET_PASSWORD_VARIABLE"),
@@ -506,7 +508,7 @@ async fn bad_credentials_and_names_are_permanent_and_clear() {
     );
 
     let mut refused = spec(server, &db, "t", "at");
-    refused.port = Some(unused_port());
+    refused.connection.port = Some(unused_port());
     let err = MysqlSource::open(&refused).unwrap().describe().await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
 }
@@ -529,10 +531,10 @@ async fn too_many_connections_is_throttled() {
     server.create_user("single", "pw", &db);
     server.sql("ALTER USER 'single'@'127.0.0.1' WITH MAX_USER_CONNECTIONS 1");
     let mut s = spec(server, &db, "t", "at");
-    s.user = "single".into();
+    s.connection.user = "single".into();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "pw").unwrap();
-    s.password.file = Some(dir.path().join("pw"));
+    s.connection.password.file = Some(dir.path().join("pw"));
     let holder = MysqlSource::open(&s).unwrap();
     let _held = holder.connector.connect().await.unwrap();
     let err = MysqlSource::open(&s).unwrap().describe().await.unwrap_err();
@@ -690,6 +692,43 @@ async fn dropping_the_stream_stops_the_query() {
     assert_eq!(rows, 100_000);
 }
 
+/// The consumer drops the stream while the server is still working out the next row (each
+/// row takes a second): the reader must not wait for that row (nor for the next thousand) to
+/// notice, and the query must leave the server.
+#[tokio::test]
+async fn dropping_the_stream_while_the_server_is_slow_kills_the_query() {
+    let server = server();
+    let db = database(server, "slow");
+    server.sql(&format!(
+        "USE `{db}`; SET time_zone = '+00:00';
+         CREATE TABLE wide (id INT PRIMARY KEY, at DATETIME NOT NULL, body VARCHAR(200), KEY (at));
+         INSERT INTO wide SELECT seq, '2024-01-01' + INTERVAL seq SECOND, MD5(seq) FROM seq_1_to_5000;
+         CREATE VIEW slow AS SELECT id, at, body FROM wide WHERE SLEEP(1) = 0;"
+    ));
+    let source = MysqlSource::open(&spec(server, &db, "slow", "at")).unwrap();
+    let stream = source.extract(everything(), 10_000).await.unwrap();
+    let running = || {
+        server
+            .sql(&format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{db}' AND INFO LIKE 'SELECT%slow%' AND ID <> CONNECTION_ID()"
+            ))
+            .trim()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running() == "0" {
+        assert!(std::time::Instant::now() < deadline, "the chunk query never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stream);
+    // Without the watch the reader would notice only after 1024 more rows: 17 minutes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running() != "0" {
+        assert!(std::time::Instant::now() < deadline, "the chunk query still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn session_cipher(source: &MysqlSource) -> Result<String> {
     let mut conn = source.connector.connect().await?;
     let row: Option<(String, String)> = conn
@@ -709,8 +748,8 @@ async fn tls_modes_verify_what_they_promise() {
     let tls = server.tls().clone();
     let with = |host: &str, mode: TlsMode, ca: &std::path::Path| {
         let mut s = spec(server, &db, "t", "at");
-        s.host = host.into();
-        s.tls = TlsSpec {
+        s.connection.host = host.into();
+        s.connection.tls = TlsSpec {
             mode,
             ca_file: Some(ca.to_path_buf()),
         };

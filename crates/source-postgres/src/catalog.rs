@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::spec::PostgresSourceSpec;
 use arrow::datatypes::Schema;
 use backhaul_core::connector::{ColumnOrigin, TableDescription};
 use backhaul_core::cursor::CursorRange;
-use backhaul_core::spec::postgres::PostgresSourceSpec;
 use backhaul_core::{Error, Result};
 
 use crate::connect::Conn;
@@ -103,13 +103,13 @@ struct AttributeRow {
 /// Reads the table of `spec` and checks the columns and cursor.
 pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &Policies) -> Result<PgTable> {
     let client = &conn.client;
-    let object = format!("table {}", spec.table);
+    let object = format!("table {}", spec.connection.table);
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.oid = pg_catalog.to_regclass($1)",
-            &[&spec.table],
+            &[&spec.connection.table],
         )
         .await
         .map_err(|e| invalid_name(conn.error(&e, "look up table"), &object))?;
@@ -118,7 +118,7 @@ pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &
             object,
             message: format!(
                 "no such table or view in database `{}` (unqualified names are looked up in the search_path; write `schema.table`)",
-                spec.database
+                spec.connection.database
             ),
         });
     };
@@ -163,7 +163,7 @@ pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let selected: Vec<&AttributeRow> = match &spec.columns {
+    let selected: Vec<&AttributeRow> = match &spec.connection.columns {
         None => attributes.iter().collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
@@ -180,9 +180,9 @@ pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &
             out
         }
     };
-    if !selected.iter().any(|a| a.name == spec.cursor) {
+    if !selected.iter().any(|a| a.name == spec.connection.cursor) {
         return Err(Error::InvalidObject {
-            object: format!("column {display}.{}", spec.cursor),
+            object: format!("column {display}.{}", spec.connection.cursor),
             message: format!("no such column (source.cursor); the columns are: {}", all_names()),
         });
     }
@@ -193,7 +193,7 @@ pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &
         .collect();
     if !denied.is_empty() {
         return Err(Error::InvalidObject {
-            object: format!("postgres privileges of `{}`", spec.user),
+            object: format!("postgres privileges of `{}`", spec.connection.user),
             message: format!("no SELECT privilege on {display} column(s) {}", denied.join(", ")),
         });
     }
@@ -233,10 +233,10 @@ pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &
 
     let cursor = columns
         .iter()
-        .position(|c| c.name == spec.cursor)
+        .position(|c| c.name == spec.connection.cursor)
         .expect("checked above");
     let cursor_type = CursorType::of(&columns[cursor].kind).ok_or_else(|| Error::InvalidObject {
-        object: format!("column {display}.{}", spec.cursor),
+        object: format!("column {display}.{}", spec.connection.cursor),
         message: format!(
             "its type {} cannot bound chunks; use a timestamp, timestamptz, date, smallint, integer or bigint column",
             columns[cursor].source_type
@@ -266,7 +266,7 @@ pub(crate) async fn describe(conn: &Conn, spec: &PostgresSourceSpec, policies: &
 
     let description = TableDescription {
         schema: Arc::new(Schema::new(fields)),
-        cursor_column: spec.cursor.clone(),
+        cursor_column: spec.connection.cursor.clone(),
         cursor_kind: cursor_type.kind(),
         key_columns,
         columns: origins,

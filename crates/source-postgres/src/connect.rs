@@ -8,9 +8,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::spec::PostgresSourceSpec;
 use backhaul_core::spec::database::{TlsMode, TlsSpec};
-use backhaul_core::spec::postgres::PostgresSourceSpec;
-use backhaul_core::{Error, Result};
+use backhaul_core::{Error, ErrorClass, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -49,25 +49,25 @@ impl Connector {
     pub(crate) fn new(spec: &PostgresSourceSpec) -> Result<Self> {
         let mut config = Config::new();
         config
-            .host(&spec.host)
+            .host(&spec.connection.host)
             .port(spec.port_or_default())
-            .user(&spec.user)
-            .dbname(&spec.database)
+            .user(&spec.connection.user)
+            .dbname(&spec.connection.database)
             .application_name("backhaul")
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .tcp_user_timeout(Duration::from_secs(120));
-        if let Some(password) = spec.password.read("<spec>", "source.password")? {
+        if let Some(password) = spec.connection.password.read("<spec>", "source.password")? {
             config.password(password);
         }
-        let tls = match spec.tls.mode {
+        let tls = match spec.connection.tls.mode {
             TlsMode::Disable => {
                 config.ssl_mode(SslMode::Disable);
                 None
             }
             TlsMode::VerifyFull | TlsMode::VerifyCa => {
                 config.ssl_mode(SslMode::Require);
-                Some(MakeRustlsConnect::new(client_config(&spec.tls)?))
+                Some(MakeRustlsConnect::new(client_config(&spec.connection.tls)?))
             }
         };
         Ok(Connector {
@@ -75,13 +75,13 @@ impl Connector {
             tls,
             endpoint: format!(
                 "{}@{}:{}/{}",
-                spec.user,
-                spec.host,
+                spec.connection.user,
+                spec.connection.host,
                 spec.port_or_default(),
-                spec.database
+                spec.connection.database
             ),
-            user: spec.user.clone(),
-            database: spec.database.clone(),
+            user: spec.connection.user.clone(),
+            database: spec.connection.database.clone(),
         })
     }
 
@@ -175,36 +175,24 @@ fn io_is_permanent(kind: std::io::ErrorKind) -> bool {
     matches!(kind, InvalidData | InvalidInput | PermissionDenied | Unsupported)
 }
 
-/// The class of a server error, from its SQLSTATE.
+/// The error of a server error's class ([`backhaul_core::sqlstate::class_of`], the table the
+/// coordinator's PostgreSQL state uses too); a permanent one names what to fix.
 fn classify_sqlstate(code: &SqlState, message: String, user: &str, database: &str, endpoint: &str) -> Error {
     let c = code.code();
-    let transient = || Error::Unreachable {
-        system: "source".into(),
-        message: message.clone(),
-    };
-    if c.starts_with("08") // connection exception
-        || c == "57P01" // admin_shutdown
-        || c == "57P02" // crash_shutdown
-        || c == "57P03" // cannot_connect_now (starting up, recovering)
-        || c == "57014" // query_canceled (statement_timeout, pg_cancel_backend)
-        || c == "40001" // serialization_failure
-        || c == "40P01" // deadlock_detected
-        || c == "55P03" // lock_not_available
-        || c.starts_with("58")
-    // system error (IO error on the server)
-    {
-        return transient();
-    }
-    if c == "53300" || c == "53400" {
-        // too_many_connections, configuration_limit_exceeded
-        return Error::Throttled {
-            system: "source".into(),
-            message,
-        };
-    }
-    if c.starts_with("53") {
-        // out of memory, disk full: the server may recover
-        return transient();
+    match backhaul_core::sqlstate::class_of(c) {
+        ErrorClass::Transient => {
+            return Error::Unreachable {
+                system: "source".into(),
+                message,
+            };
+        }
+        ErrorClass::Throttled => {
+            return Error::Throttled {
+                system: "source".into(),
+                message,
+            };
+        }
+        ErrorClass::Permanent => {}
     }
     let object = match c {
         "28P01" | "28000" => {

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use crate::spec::{InfiniteDatetime, SpecialNumeric};
 use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
@@ -21,7 +22,6 @@ use arrow::array::{
 };
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, FieldRef, SchemaRef, i256};
-use backhaul_core::spec::postgres::{InfiniteDatetime, SpecialNumeric};
 use backhaul_core::{Error, Result};
 
 use crate::catalog::PgTable;

@@ -13,10 +13,10 @@
 //! drops the connection, closing the socket: the server ends the `COPY` instead of sending the
 //! rest of the chunk.
 
+use crate::spec::PostgresSourceSpec;
 use arrow::array::RecordBatch;
 use backhaul_core::connector::{BatchStream, channel_stream};
 use backhaul_core::cursor::CursorRange;
-use backhaul_core::spec::postgres::PostgresSourceSpec;
 use backhaul_core::{Error, Result};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};

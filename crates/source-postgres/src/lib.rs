@@ -21,6 +21,7 @@ mod decode;
 mod density;
 mod extract;
 mod numeric;
+pub mod spec;
 mod sql;
 pub mod types;
 
@@ -30,9 +31,9 @@ use backhaul_core::chunking::DensityBucket;
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::spec::database::NullCursorPolicy;
-use backhaul_core::spec::postgres::PostgresSourceSpec;
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
+pub use spec::{PostgresKind, PostgresSourceSpec};
 
 use crate::catalog::PgTable;
 use crate::connect::{Conn, Connector};
@@ -49,8 +50,8 @@ impl fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSource")
             .field("endpoint", &self.connector.endpoint)
-            .field("table", &self.spec.table)
-            .field("cursor", &self.spec.cursor)
+            .field("table", &self.spec.connection.table)
+            .field("cursor", &self.spec.connection.cursor)
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +79,7 @@ impl PostgresSource {
     /// column is declared NOT NULL; otherwise one `LIMIT 1` query (an index on the cursor
     /// answers it without a scan).
     async fn check_null_cursor(&self, conn: &Conn, table: &PgTable) -> Result<()> {
-        match self.spec.null_cursor {
+        match self.spec.connection.null_cursor {
             NullCursorPolicy::Fail => {}
         }
         if table.cursor_not_null {

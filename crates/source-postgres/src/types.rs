@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::spec::{InfiniteDatetime, SpecialNumeric, UnconstrainedNumeric};
 use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use backhaul_core::cursor::CursorKind;
-use backhaul_core::spec::postgres::{InfiniteDatetime, SpecialNumeric, UnconstrainedNumeric};
 
 /// Field metadata key naming an Arrow extension type.
 pub const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";

@@ -20,6 +20,10 @@ pub enum WorkerError {
     /// A blocking task panicked or was cancelled.
     #[error("worker task failed: {0}")]
     Task(String),
+    /// The coordinator sent a message the protocol does not allow (e.g. a lease without a
+    /// range). Running it anyway could commit wrong data; asking again gets the same message.
+    #[error("protocol error: {0}")]
+    Protocol(String),
 }
 
 /// Result alias for the worker.
@@ -31,7 +35,7 @@ impl WorkerError {
         match self {
             WorkerError::Core(e) => e.class(),
             // Parquet errors here come from encoding our own batches: retrying repeats them.
-            WorkerError::Parquet(_) => ErrorClass::Permanent,
+            WorkerError::Parquet(_) | WorkerError::Protocol(_) => ErrorClass::Permanent,
             WorkerError::Rpc(s) => match s.code() {
                 tonic::Code::ResourceExhausted => ErrorClass::Throttled,
                 tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::DataLoss => ErrorClass::Permanent,
@@ -49,6 +53,7 @@ impl WorkerError {
             WorkerError::Rpc(_) => "coordinator_rpc",
             WorkerError::Connect(_) => "coordinator_unreachable",
             WorkerError::Task(_) => "task",
+            WorkerError::Protocol(_) => "protocol",
         }
     }
 }

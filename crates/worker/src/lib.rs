@@ -7,6 +7,7 @@
 pub mod error;
 pub mod flight;
 pub mod http;
+pub mod job_cache;
 pub mod metrics;
 pub mod runner;
 pub mod worker;

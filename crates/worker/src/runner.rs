@@ -10,6 +10,7 @@ use backhaul_core::Error;
 use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
+use backhaul_core::registry::StagingPreferences;
 use backhaul_core::spec::{JobSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 use futures::StreamExt;
@@ -25,10 +26,12 @@ use crate::writer::{PartSink, PartWriterConfig, SpooledPart, write_parts};
 pub struct JobContext {
     /// The job id.
     pub job_id: String,
-    /// The spec with paths resolved.
+    /// The checked spec, job-level paths resolved.
     pub spec: JobSpec,
     /// Validated values.
     pub validated: ValidatedSpec,
+    /// How the destination wants its files staged.
+    pub staging: StagingPreferences,
     /// The source.
     pub source: Arc<dyn Source>,
     /// The source table.
@@ -43,17 +46,18 @@ impl JobContext {
     /// Builds the context from the spec TOML a lease carries.
     pub async fn build(job_id: &str, spec_toml: &str, base_dir: &Path, connectors: &dyn Connectors) -> Result<Self> {
         let origin = format!("job {job_id}");
-        let mut spec = JobSpec::from_toml(spec_toml, &origin)?;
-        let validated = spec.validate(&origin)?;
-        spec.resolve_paths(base_dir);
-        let stage = Stage::from_spec(&spec.stage, &origin).await?;
-        let source = connectors.source(&spec.source)?;
+        let spec = JobSpec::from_toml(spec_toml, &origin)?;
+        let mut checked = connectors.check(&spec, &origin)?;
+        checked.resolve_paths(base_dir);
+        let stage = Stage::from_spec(&checked.spec.stage, &origin).await?;
+        let source = checked.source.build()?;
         let table = source.describe().await?;
-        let destination = connectors.destination(&spec.destination)?;
+        let destination = checked.destination.build()?;
         Ok(JobContext {
             job_id: job_id.into(),
-            spec,
-            validated,
+            staging: checked.destination.staging(),
+            spec: checked.spec,
+            validated: checked.validated,
             source,
             table,
             destination,
@@ -120,7 +124,7 @@ pub async fn run_chunk(
         schema: &ctx.table.schema,
         stage: &ctx.stage,
         job_id: &ctx.job_id,
-        file_size: ctx.validated.file_size,
+        file_size: ctx.staging.file_size,
     };
     let staged = staging.run(task, spool.path(), &progress).await;
     drop(spool);

@@ -6,7 +6,7 @@
 //! retrying with capped backoff, and retries the report of a finished chunk until the
 //! coordinator answers: the coordinator alone decides whether that report still counts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Result, WorkerError};
+use crate::job_cache::{IDLE_EVICTION, InUse, JobCache};
 use crate::metrics::WorkerMetrics;
 use crate::runner::{ChunkProgress, ChunkTask, JobContext, run_chunk};
 
@@ -87,7 +88,7 @@ pub struct Worker {
     client: Client,
     connectors: Arc<dyn Connectors>,
     config: WorkerConfig,
-    jobs: Mutex<HashMap<String, Arc<JobContext>>>,
+    jobs: JobCache<JobContext>,
     metrics: Arc<WorkerMetrics>,
     /// Idle slots share one lease request: the slot whose turn it is asks for a lease per free
     /// slot and leaves the extra ones in `spare_leases` for the others.
@@ -120,7 +121,7 @@ impl Worker {
             client,
             connectors,
             config,
-            jobs: Mutex::new(HashMap::new()),
+            jobs: JobCache::new(IDLE_EVICTION),
             metrics: Arc::new(WorkerMetrics::new()),
             asking: Mutex::new(()),
             spare_leases: std::sync::Mutex::new(VecDeque::new()),
@@ -280,28 +281,33 @@ impl Worker {
         }
     }
 
-    /// The job's context (source, destination, stage), built once per job and reused.
+    /// The job's context (source, destination, stage), built once per job and reused while
+    /// the job keeps running chunks here (see [`crate::job_cache`]).
     pub async fn job_context(&self, job_id: &str, spec_toml: &str, base_dir: &Path) -> Result<Arc<JobContext>> {
-        let mut jobs = self.jobs.lock().await;
-        if let Some(ctx) = jobs.get(job_id) {
-            return Ok(ctx.clone());
-        }
-        let ctx = Arc::new(JobContext::build(job_id, spec_toml, base_dir, self.connectors.as_ref()).await?);
-        jobs.insert(job_id.to_string(), ctx.clone());
-        Ok(ctx)
+        Ok(self.lend_job_context(job_id, spec_toml, base_dir).await?.clone())
+    }
+
+    /// [`Worker::job_context`], counting the job as running until the result is dropped.
+    async fn lend_job_context(&self, job_id: &str, spec_toml: &str, base_dir: &Path) -> Result<InUse<JobContext>> {
+        let connectors = self.connectors.clone();
+        self.jobs
+            .get(job_id, Instant::now(), || async move {
+                JobContext::build(job_id, spec_toml, base_dir, connectors.as_ref()).await
+            })
+            .await
     }
 
     /// The source a spec names, built with this worker's connectors (and so its credentials
     /// and network path), for data-plane calls that need no stored job.
     pub fn open_source(&self, spec_toml: &str, origin: &str, base_dir: &Path) -> Result<Arc<dyn Source>, Error> {
-        let mut spec = JobSpec::from_toml(spec_toml, origin)?;
-        spec.validate(origin)?;
-        spec.resolve_paths(base_dir);
-        self.connectors.source(&spec.source)
+        let spec = JobSpec::from_toml(spec_toml, origin)?;
+        let mut checked = self.connectors.check(&spec, origin)?;
+        checked.resolve_paths(base_dir);
+        checked.source.build()
     }
 
-    async fn context(&self, lease: &pb::ChunkLease) -> Result<Arc<JobContext>> {
-        self.job_context(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir))
+    async fn context(&self, lease: &pb::ChunkLease) -> Result<InUse<JobContext>> {
+        self.lend_job_context(&lease.job_id, &lease.job_spec_toml, Path::new(&lease.spec_base_dir))
             .await
     }
 
@@ -366,26 +372,23 @@ impl Worker {
 
     async fn run_lease(&self, worker_id: &str, lease: pb::ChunkLease, abort: &CancellationToken) {
         let started = Instant::now();
-        let range = lease
-            .range
-            .map(|r| CursorRange { from: r.from, to: r.to })
-            .unwrap_or(CursorRange { from: 0, to: 0 });
-        let task = ChunkTask {
-            chunk_id: lease.chunk_id,
-            attempt: lease.attempt,
-            range,
-        };
         debug!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, "chunk leased");
         let progress = Arc::new(ChunkProgress::default());
         let ttl = Duration::from_millis(u64::from(lease.lease_ttl_ms.max(300)));
-        let work = async {
-            let ctx = self.context(&lease).await?;
-            run_chunk(&ctx, &task, &self.config.spool_dir, progress.clone()).await
-        };
-        let outcome = tokio::select! {
-            r = work => r,
-            e = self.keep_lease(&lease.lease_id, ttl, progress.clone()) => Err(e),
-            _ = abort.cancelled() => Err(Error::Cancelled.into()),
+        let outcome = match chunk_task(&lease) {
+            // Reported as a failure below; nothing runs, so nothing can be committed.
+            Err(e) => Err(e),
+            Ok(task) => {
+                let work = async {
+                    let ctx = self.context(&lease).await?;
+                    run_chunk(&ctx, &task, &self.config.spool_dir, progress.clone()).await
+                };
+                tokio::select! {
+                    r = work => r,
+                    e = self.keep_lease(&lease.lease_id, ttl, progress.clone()) => Err(e),
+                    _ = abort.cancelled() => Err(Error::Cancelled.into()),
+                }
+            }
         };
         match outcome {
             Ok(out) => {
@@ -455,7 +458,7 @@ impl Worker {
                 let req = pb::FailChunkRequest {
                     lease_id: lease.lease_id.clone(),
                     error: Some(pb::ChunkError {
-                        class: crate::flight::wire::class_to_pb(class) as i32,
+                        class: pb::ErrorClass::from(class) as i32,
                         kind: e.kind().into(),
                         message: e.to_string(),
                     }),
@@ -537,6 +540,25 @@ impl Worker {
     }
 }
 
+/// The chunk a lease names. A lease without a range is refused: read as `[0, 0)` it would
+/// commit an empty chunk over whatever the range holds.
+fn chunk_task(lease: &pb::ChunkLease) -> Result<ChunkTask> {
+    let range = lease.range.ok_or_else(|| {
+        WorkerError::Protocol(format!(
+            "lease {} (job {}, chunk {}) has no cursor range; refusing to run it",
+            lease.lease_id, lease.job_id, lease.chunk_id
+        ))
+    })?;
+    Ok(ChunkTask {
+        chunk_id: lease.chunk_id,
+        attempt: lease.attempt,
+        range: CursorRange {
+            from: range.from,
+            to: range.to,
+        },
+    })
+}
+
 /// How long a stopping worker tries to hand a chunk back before leaving it to lease expiry.
 const HAND_BACK_GRACE: Duration = Duration::from_secs(10);
 
@@ -564,26 +586,13 @@ mod tests {
     use std::sync::Mutex as StdMutex;
     use std::sync::atomic::AtomicU64;
 
-    use backhaul_core::connector::{Destination, Source};
-    use backhaul_core::spec::{DestinationSpec, SourceSpec};
+    use backhaul_core::ErrorClass;
+    use backhaul_core::registry::Registry;
     use backhaul_proto::ClientConfig;
     use backhaul_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
     use tonic::{Request, Response, Status};
 
     use super::*;
-
-    /// Leases point at a spec no worker can parse, so every chunk fails at once and is reported.
-    struct NoConnectors;
-
-    impl Connectors for NoConnectors {
-        fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
-            Err(Error::Internal("no connectors in this test".into()))
-        }
-
-        fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
-            Err(Error::Internal("no connectors in this test".into()))
-        }
-    }
 
     /// A coordinator with `chunks` chunks that records what workers ask and report.
     #[derive(Default)]
@@ -596,6 +605,10 @@ mod tests {
         reported: StdMutex<Vec<(String, bool)>>,
         /// Drained while the first lease call is answered, when set.
         drain: Option<CancellationToken>,
+        /// Leases leave out their range, as a broken coordinator might.
+        no_range: bool,
+        /// `(class, kind)` of every failure reported.
+        errors: StdMutex<Vec<(ErrorClass, String)>>,
     }
 
     #[tonic::async_trait]
@@ -614,6 +627,10 @@ mod tests {
                     attempt: 1,
                     job_spec_toml: "not a spec".into(),
                     lease_ttl_ms: 60_000,
+                    range: (!self.no_range).then_some(pb::CursorRange {
+                        from: chunk_id as i64 * 10,
+                        to: chunk_id as i64 * 10 + 10,
+                    }),
                     ..Default::default()
                 })
                 .collect();
@@ -642,6 +659,12 @@ mod tests {
             req: Request<pb::FailChunkRequest>,
         ) -> Result<Response<pb::FailChunkResponse>, Status> {
             let r = req.into_inner();
+            if let Some(e) = &r.error
+                && !r.released
+            {
+                let class = backhaul_proto::error_class(e.class).expect("a typed class");
+                self.errors.lock().unwrap().push((class, e.kind.clone()));
+            }
             self.reported.lock().unwrap().push((r.lease_id, r.released));
             Ok(Response::new(pb::FailChunkResponse { will_retry: false }))
         }
@@ -724,7 +747,9 @@ mod tests {
             ..WorkerConfig::new("w")
         };
         let client = ClientConfig::plain(url).connect_lazy().unwrap();
-        let worker = Arc::new(Worker::new(client, Arc::new(NoConnectors), config));
+        // No connector kinds: every lease's spec is refused, so every chunk fails at once and is
+        // reported.
+        let worker = Arc::new(Worker::new(client, Arc::new(Registry::new()), config));
         let ran = tokio::time::timeout(Duration::from_secs(30), worker.run(shutdown)).await;
         stop.cancel();
         ran.expect("the worker stopped").expect("the worker ran");
@@ -743,6 +768,47 @@ mod tests {
         reported.sort();
         let failed: Vec<(String, bool)> = (0..3).map(|c| (format!("j/{c}/1"), false)).collect();
         assert_eq!(reported, failed, "every lease ran (and failed on its spec)");
+    }
+
+    #[test]
+    fn a_lease_without_a_range_is_a_protocol_error() {
+        let lease = pb::ChunkLease {
+            lease_id: "j/3/1".into(),
+            job_id: "j".into(),
+            chunk_id: 3,
+            attempt: 1,
+            ..Default::default()
+        };
+        let Err(err) = chunk_task(&lease) else {
+            panic!("a lease without a range was accepted");
+        };
+        assert_eq!((err.class(), err.kind()), (ErrorClass::Permanent, "protocol"));
+        assert!(
+            err.to_string().contains("j/3/1") && err.to_string().contains("no cursor range"),
+            "{err}"
+        );
+        let ranged = pb::ChunkLease {
+            range: Some(pb::CursorRange { from: 30, to: 40 }),
+            ..lease
+        };
+        assert_eq!(chunk_task(&ranged).unwrap().range, CursorRange { from: 30, to: 40 });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_without_a_range_fail_as_permanent_protocol_errors_and_never_run() {
+        let fake = Arc::new(FakeCoordinator {
+            chunks: 2,
+            no_range: true,
+            ..Default::default()
+        });
+        run_worker(fake.clone(), Shutdown::default()).await;
+        let errors = fake.errors.lock().unwrap().clone();
+        let protocol = (ErrorClass::Permanent, "protocol".to_string());
+        assert_eq!(
+            errors,
+            vec![protocol.clone(), protocol],
+            "refused before the spec is read"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

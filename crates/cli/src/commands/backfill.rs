@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::common::{self, load_spec, open_store_exclusive};
 use crate::Globals;
-use crate::connectors::BuiltinConnectors;
+use crate::connectors::builtin_connectors;
 use crate::local::{self, LocalRun};
 
 /// Arguments of `backfill`.
@@ -77,7 +77,7 @@ pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
 /// Plans a spec and stores it as a job (or finds the identical stored job). Returns its id.
 pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) -> Result<String> {
     let (spec, origin, base) = load_spec(path)?;
-    let (job, outcome, fidelity) = submit_spec(store, &BuiltinConnectors, spec, &origin, &base).await?;
+    let (job, outcome, fidelity) = submit_spec(store, &builtin_connectors(), spec, &origin, &base).await?;
     let fidelity_path = fidelity.write(&reports_dir(&globals.state))?;
     let summary = common::summary(store, &job.job_id).await?;
     if globals.output == crate::OutputFormat::Text {

@@ -8,10 +8,11 @@ use anyhow::{Context, Result, bail};
 use backhaul_coordinator::{JobRow, JobSummary, StateLocation, StateStore, Store};
 use backhaul_core::connector::{Connectors, Destination};
 use backhaul_core::proof::ProofLevel;
+use backhaul_core::registry::CheckedSpec;
 use backhaul_core::spec::JobSpec;
 use serde_json::json;
 
-use crate::connectors::BuiltinConnectors;
+use crate::connectors::builtin_connectors;
 use crate::local::RunReport;
 use crate::output::{self, group, size};
 use crate::{Globals, OutputFormat};
@@ -72,16 +73,18 @@ pub async fn job(store: &dyn StateStore, job_id: &str) -> Result<JobRow> {
     Ok(store.job(job_id).await?)
 }
 
-/// The spec of a stored job, with paths resolved.
-pub fn job_spec(job: &JobRow) -> Result<JobSpec> {
-    let mut spec = JobSpec::from_toml(&job.spec_toml, &format!("job {}", job.job_id))?;
-    spec.resolve_paths(&job.base_dir);
-    Ok(spec)
+/// The spec of a stored job, checked by the built-in connectors, with paths resolved.
+pub fn job_spec(job: &JobRow) -> Result<CheckedSpec> {
+    let origin = format!("job {}", job.job_id);
+    let spec = JobSpec::from_toml(&job.spec_toml, &origin)?;
+    let mut checked = builtin_connectors().check(&spec, &origin)?;
+    checked.resolve_paths(&job.base_dir);
+    Ok(checked)
 }
 
 /// The destination of a stored job.
 pub fn job_destination(job: &JobRow) -> Result<Arc<dyn Destination>> {
-    Ok(BuiltinConnectors.destination(&job_spec(job)?.destination)?)
+    Ok(job_spec(job)?.destination.build()?)
 }
 
 /// Summary of a job.

@@ -16,7 +16,7 @@ use super::common;
 use super::remote::TokenArgs;
 use super::serve::{HttpArgs, Signals, bind_http, write_addr_file};
 use crate::Globals;
-use crate::connectors::BuiltinConnectors;
+use crate::connectors::builtin_connectors;
 
 /// Arguments of `coordinator`.
 #[derive(Args, Debug)]
@@ -85,7 +85,7 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
         transient_base: args.retry_backoff,
         ..RetryPolicy::default()
     };
-    let mut service = CoordinatorService::new(store.clone(), Arc::new(BuiltinConnectors), args.lease_ttl, retry);
+    let mut service = CoordinatorService::new(store.clone(), Arc::new(builtin_connectors()), args.lease_ttl, retry);
     // Type-fidelity reports of submitted jobs go next to a state file, as in local runs.
     if let backhaul_coordinator::StateLocation::File(path) = common::state_location(globals) {
         service = service.with_reports_dir(super::backfill::reports_dir(&path));

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use backhaul_core::connector::Connectors;
 use backhaul_cost::config::WAREHOUSE_SIZES;
 use backhaul_cost::estimate::{EstimateInput, estimate};
 use backhaul_cost::prices::PriceBook;
@@ -14,6 +15,7 @@ use serde_json::json;
 
 use super::common::load_spec;
 use super::profile::{ClusterArgs, ProfileFlags, load_config, take_profile};
+use crate::connectors::builtin_connectors;
 use crate::output;
 use crate::{Globals, OutputFormat};
 
@@ -79,9 +81,10 @@ pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
     let book = price_book(args.models.as_deref(), &args.overlay)?;
     let profile = match &args.profile {
         Some(path) => {
-            let (spec, _, _) = load_spec(&args.spec)?;
+            let (spec, spec_origin, _) = load_spec(&args.spec)?;
+            let checked = builtin_connectors().check(&spec, &spec_origin)?;
             let profile = Profile::load(path)?;
-            profile.check_job(&spec, &path.display().to_string())?;
+            profile.check_job(&checked.spec, &path.display().to_string())?;
             profile
         }
         None => take_profile(&args.spec, &config, &origin, args.flags.exact, &args.cluster).await?,

@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use backhaul_core::spec::{JobSpec, SourceSpec};
+use backhaul_core::connector::Connectors;
+use backhaul_core::spec::JobSpec;
 use clap::Args;
 
 use super::backfill::{RunArgs, submit};
 use super::common::{self, open_store_exclusive};
 use super::verify;
+use crate::connectors::builtin_connectors;
 use crate::{Globals, OutputFormat, local};
 
 /// The demo job, shipped as a readable example spec.
@@ -91,16 +93,17 @@ fn demo_spec(args: &DemoArgs) -> Result<String> {
     let from = chrono::NaiveDate::from_ymd_opt(2023, 1, 1).expect("valid date");
     let to = from + chrono::Days::new(u64::from(args.days));
     spec.range.to = to.to_string();
-    if let Some(r) = args.rows_per_day
-        && let SourceSpec::Embedded(s) = &mut spec.source
-    {
-        s.rows_per_day = r;
+    if let Some(r) = args.rows_per_day {
+        // The demo's source is the embedded one.
+        let settings = &mut spec.source.settings;
+        settings.insert("rows_per_day".into(), toml::Value::Integer(i64::try_from(r)?));
         // A seeded database belongs to its generator settings; keep one per setting.
-        s.path = PathBuf::from(format!("source-{r}.db"));
+        settings.insert("path".into(), toml::Value::String(format!("source-{r}.db")));
     }
+    let checked = builtin_connectors().check(&spec, "deploy/jobs/demo-orders.toml")?;
     Ok(format!(
         "# Written by `backhaul demo` from deploy/jobs/demo-orders.toml.\n{}",
-        spec.to_canonical_toml()
+        checked.to_canonical_toml()
     ))
 }
 

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::load_spec;
-use crate::connectors::BuiltinConnectors;
+use crate::connectors::builtin_connectors;
 use crate::output::{self, group, size};
 use crate::{Globals, OutputFormat};
 
@@ -25,7 +25,7 @@ pub struct PlanArgs {
 /// Plans and prints the chunks.
 pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
     let (spec, origin, base) = load_spec(&args.spec)?;
-    let plan = plan_job(spec, &origin, &base, &BuiltinConnectors, false).await?;
+    let plan = plan_job(spec, &origin, &base, &builtin_connectors(), false).await?;
     let kind = plan.table.cursor_kind;
     let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
     let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use backhaul_coordinator::plan_source;
 use backhaul_core::connector::{Connectors, Source};
-use backhaul_core::spec::{JobSpec, SourceSpec};
+use backhaul_core::spec::JobSpec;
 use backhaul_cost::config::CostConfig;
 use backhaul_cost::profile::{Measured, Profile, fingerprint};
 use backhaul_cost::profiler::{ProfileInput, ProfileOptions, assemble, profile_table};
@@ -17,7 +17,7 @@ use clap::Args;
 
 use super::common::load_spec;
 use super::remote::RemoteArgs;
-use crate::connectors::BuiltinConnectors;
+use crate::connectors::builtin_connectors;
 use crate::output::{self, group};
 use crate::{Globals, OutputFormat};
 
@@ -62,14 +62,15 @@ pub struct ClusterArgs {
 
 impl ClusterArgs {
     /// The job's source: built here, or in cluster mode a worker's.
-    async fn source(&self, raw: &JobSpec, origin: &str, spec_dir: &Path) -> Result<Arc<dyn Source>> {
+    /// `spec` is checked ([`Connectors::check`]), paths as written.
+    async fn source(&self, spec: &JobSpec, origin: &str, spec_dir: &Path) -> Result<Arc<dyn Source>> {
         if self.remote.coordinator.is_none() {
             if self.base_dir.is_some() {
                 bail!("--base-dir names a directory on a worker: give --coordinator too");
             }
-            let mut spec = raw.clone();
-            spec.resolve_paths(spec_dir);
-            return Ok(BuiltinConnectors.source(&spec.source)?);
+            let mut source = builtin_connectors().source_config(&spec.source, origin)?;
+            source.resolve_paths(spec_dir);
+            return Ok(source.build()?);
         }
         let config = self.remote.config()?;
         let offer = config
@@ -83,7 +84,7 @@ impl ClusterArgs {
         let base_dir = self.base_dir.as_deref().unwrap_or(spec_dir);
         Ok(Arc::new(RemoteSource::new(
             worker,
-            raw.to_canonical_toml(),
+            spec.to_canonical_toml(),
             origin,
             base_dir,
         )))
@@ -138,14 +139,6 @@ pub fn load_config(flags: &ProfileFlags) -> Result<(CostConfig, String)> {
     Ok((config, origin))
 }
 
-fn source_kind(spec: &SourceSpec) -> &'static str {
-    match spec {
-        SourceSpec::Embedded(_) => "embedded",
-        SourceSpec::Postgres(_) => "postgres",
-        SourceSpec::Mysql(_) => "mysql",
-    }
-}
-
 /// Plans the source side of the job (stage and destination untouched) and profiles its
 /// table, reading the source here or, in cluster mode, on a worker.
 pub async fn take_profile(
@@ -156,20 +149,21 @@ pub async fn take_profile(
     cluster: &ClusterArgs,
 ) -> Result<Profile> {
     let (raw, spec_origin, spec_dir) = load_spec(spec_path)?;
-    let fp = fingerprint(&raw);
-    let validated = raw.validate(&spec_origin)?;
+    let checked = builtin_connectors().check(&raw, &spec_origin)?;
+    let fp = fingerprint(&checked.spec);
+    let validated = &checked.validated;
     let mut options = ProfileOptions::from_config(&config.profile, origin)?;
     options.exact = exact;
-    let source = cluster.source(&raw, &spec_origin, &spec_dir).await?;
-    let plan = plan_source(source.as_ref(), &validated, &spec_origin).await?;
+    let source = cluster.source(&checked.spec, &spec_origin, &spec_dir).await?;
+    let plan = plan_source(source.as_ref(), validated, &spec_origin).await?;
     let input = ProfileInput {
         job: raw.name.clone(),
-        source_kind: source_kind(&raw.source).into(),
-        table_name: raw.source.table().to_string(),
+        source_kind: raw.source.kind.clone(),
+        table_name: checked.source.table().to_string(),
         table: plan.table,
         range: plan.range,
         chunks: plan.chunks.len() as u64,
-        file_size: validated.file_size,
+        file_size: checked.destination.staging().file_size,
         source,
     };
     let now = Utc::now();

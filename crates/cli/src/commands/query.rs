@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
-use backhaul_core::spec::DestinationSpec;
+use anyhow::{Context, Result, anyhow, bail};
+use backhaul_core::registry::{DestinationConfig, DestinationKind};
+use backhaul_core::spec::{JobSpec, parse_section};
+use backhaul_sink_local::{LocalDestinationSpec, LocalKind};
 use clap::Args;
 
 use super::common::{self, open_state};
@@ -55,8 +57,15 @@ async fn latest_warehouse(globals: &Globals) -> Result<PathBuf> {
             common::state_location(globals).describe()
         )
     })?;
-    let spec = common::job_spec(job).with_context(|| format!("reading job {}", job.job_id))?;
-    match spec.destination {
-        DestinationSpec::Local(d) => Ok(d.path),
+    let origin = format!("job {}", job.job_id);
+    let spec = JobSpec::from_toml(&job.spec_toml, &origin).with_context(|| format!("reading {origin}"))?;
+    if spec.destination.kind != LocalKind.kind() {
+        bail!(
+            "{origin} loads into a `{}` destination; `backhaul query` reads local warehouses: pass --warehouse DIR",
+            spec.destination.kind
+        );
     }
+    let mut local: LocalDestinationSpec = parse_section(&spec.destination.settings, "destination", &origin)?;
+    local.resolve_paths(&job.base_dir);
+    Ok(local.path)
 }

@@ -121,13 +121,7 @@ pub fn cursor_kind(name: &str) -> CursorKind {
 
 /// The job state's name for people and JSON.
 pub fn state_name(state: i32) -> &'static str {
-    match pb::JobState::try_from(state) {
-        Ok(pb::JobState::Running) => "running",
-        Ok(pb::JobState::Succeeded) => "succeeded",
-        Ok(pb::JobState::Parked) => "parked",
-        Ok(pb::JobState::Cancelled) => "cancelled",
-        _ => "unknown",
-    }
+    pb::JobState::label_of(state)
 }
 
 /// A chunk state's name.
@@ -144,30 +138,12 @@ pub fn chunk_state_name(state: i32) -> &'static str {
 
 /// An error class's name.
 pub fn class_name(class: i32) -> &'static str {
-    match pb::ErrorClass::try_from(class) {
-        Ok(pb::ErrorClass::Transient) => "transient",
-        Ok(pb::ErrorClass::Throttled) => "throttled",
-        Ok(pb::ErrorClass::Permanent) => "permanent",
-        _ => "unknown",
-    }
+    backhaul_proto::error_class(class).map_or("unknown", |c| c.as_str())
 }
 
 /// The wire status as the summary the progress bar and local commands use.
 pub fn summary(s: &pb::JobStatus) -> JobSummary {
-    JobSummary {
-        chunks: s.chunks,
-        pending: s.pending,
-        leased: s.leased,
-        committed: s.committed,
-        parked: s.parked,
-        cancelled: s.cancelled,
-        committed_rows: s.committed_rows,
-        committed_bytes: s.committed_bytes,
-        in_flight_rows: s.in_flight_rows,
-        estimated_rows: s.estimated_rows,
-        estimated_bytes: s.estimated_bytes,
-        failures: s.failures,
-    }
+    JobSummary::from(s)
 }
 
 /// A job's status as JSON: the shape of the local `status --output json`, plus `state`.

@@ -16,7 +16,7 @@ use super::common;
 use super::remote::RemoteArgs;
 use super::serve::{HttpArgs, Signals, bind_http};
 use crate::Globals;
-use crate::connectors::BuiltinConnectors;
+use crate::connectors::builtin_connectors;
 
 /// Arguments of `worker`.
 #[derive(Args, Debug)]
@@ -146,7 +146,7 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
         spool_dir,
         ..WorkerConfig::new(args.id.clone().unwrap_or_else(default_id))
     };
-    let worker = Arc::new(Worker::new(client, Arc::new(BuiltinConnectors), config));
+    let worker = Arc::new(Worker::new(client, Arc::new(builtin_connectors()), config));
     let http = bind_http(&args.http, args.remote.token.token()?).await?;
     let stop_http = CancellationToken::new();
     let mut http_task: JoinSet<Result<()>> = JoinSet::new();

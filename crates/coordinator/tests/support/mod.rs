@@ -8,27 +8,9 @@ use std::time::Duration;
 
 use backhaul_coordinator::{CoordinatorService, JobRow, RetryPolicy, ServeOptions, StateStore, Store, serve};
 use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::{Connectors, Destination, Source};
 use backhaul_core::cursor::{CursorKind, CursorRange};
-use backhaul_core::spec::{DestinationSpec, SourceSpec};
+use backhaul_core::registry::Registry;
 use tokio_util::sync::CancellationToken;
-
-/// Connectors for jobs that are never planned.
-pub struct NoConnectors;
-
-impl Connectors for NoConnectors {
-    fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
-        Err(backhaul_core::Error::Internal(
-            "no connectors here: jobs are stored directly".into(),
-        ))
-    }
-
-    fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
-        Err(backhaul_core::Error::Internal(
-            "no connectors here: jobs are stored directly".into(),
-        ))
-    }
-}
 
 /// A served coordinator; cancel `stop` and await `server` to shut it down.
 pub struct ServedJob {
@@ -69,9 +51,14 @@ pub async fn serve_job(job_id: &str, chunks: u64, ttl: Duration) -> ServedJob {
     StateStore::submit(&store, job, planned).await.expect("submit");
     let service = CoordinatorService::new(
         Arc::new(store.clone()),
-        Arc::new(NoConnectors),
+        Arc::new(Registry::new()),
         ttl,
-        RetryPolicy::default(),
+        // Expired leases are retried at once: these tests are about fencing, not backoff.
+        RetryPolicy {
+            transient_base: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            ..RetryPolicy::default()
+        },
     );
     let stop = CancellationToken::new();
     let (addr, server) = serve(

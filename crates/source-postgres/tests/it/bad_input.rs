@@ -21,8 +21,8 @@ async fn wrong_password_is_permanent_and_never_printed() {
     let file = dir.path().join("pw");
     std::fs::write(&file, format!("{secret}\n")).unwrap();
     let mut s = spec(server, &db, "t", "ts");
-    s.columns = Some(vec!["id".into(), "ts".into()]);
-    s.password = PasswordSpec {
+    s.connection.columns = Some(vec!["id".into(), "ts".into()]);
+    s.connection.password = PasswordSpec {
         env: None,
         file: Some(file),
     };
@@ -71,7 +71,7 @@ async fn unknown_database_table_and_columns_name_themselves() {
     );
 
     let mut s = spec(server, &db, "t", "ts");
-    s.columns = Some(vec!["id".into(), "ts".into(), "missing".into()]);
+    s.connection.columns = Some(vec!["id".into(), "ts".into(), "missing".into()]);
     let e = source(&s).describe().await.unwrap_err().to_string();
     assert!(e.contains("public.t.missing") && e.contains("source.columns"), "{e}");
 
@@ -83,14 +83,14 @@ async fn unknown_database_table_and_columns_name_themselves() {
     assert!(e.contains("`p` (point)"), "an unmappable type is named: {e}");
     let e = {
         let mut s = spec(server, &db, "t", "id");
-        s.columns = Some(vec!["id".into(), "ts".into()]);
-        s.cursor = "id".into();
+        s.connection.columns = Some(vec!["id".into(), "ts".into()]);
+        s.connection.cursor = "id".into();
         source(&s).describe().await.unwrap()
     };
     assert_eq!(e.cursor_kind, CursorKind::Integer);
 
     let mut s = spec(server, &db, "t", "ts");
-    s.database = "no_such_db".into();
+    s.connection.database = "no_such_db".into();
     let e = source(&s).describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
     assert!(
@@ -118,7 +118,7 @@ async fn null_cursor_rows_fail_the_job_at_prepare() {
     let db = server.fresh_database();
     server.psql(&db, TABLE).unwrap();
     let mut s = spec(server, &db, "t", "d");
-    s.columns = Some(vec!["id".into(), "d".into()]);
+    s.connection.columns = Some(vec!["id".into(), "d".into()]);
     let src = source(&s);
     let e = src.prepare(all_time()).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent);
@@ -149,8 +149,8 @@ async fn too_many_connections_is_throttled() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "pw").unwrap();
     let mut s = spec(server, &db, "t", "ts");
-    s.user = "limited".into();
-    s.password.file = Some(dir.path().join("pw"));
+    s.connection.user = "limited".into();
+    s.connection.password.file = Some(dir.path().join("pw"));
     let e = source(&s).describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Throttled, "{e}");
     assert!(e.to_string().contains("53300"), "{e}");

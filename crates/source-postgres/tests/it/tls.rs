@@ -26,8 +26,8 @@ async fn tls_modes_verify_the_server() {
 
     // verify_full by name: the certificate is for `localhost`.
     let mut full = base.clone();
-    full.host = "localhost".into();
-    full.tls = TlsSpec {
+    full.connection.host = "localhost".into();
+    full.connection.tls = TlsSpec {
         mode: TlsMode::VerifyFull,
         ca_file: Some(files.ca_cert.clone()),
     };
@@ -35,20 +35,20 @@ async fn tls_modes_verify_the_server() {
 
     // A CA that did not sign the server's certificate: refused, permanently.
     let mut wrong = full.clone();
-    wrong.tls.ca_file = Some(files.other_ca_cert.clone());
+    wrong.connection.tls.ca_file = Some(files.other_ca_cert.clone());
     let e = source(&wrong).describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
 
     // By address, the name on the certificate does not match: verify_full refuses,
     // verify_ca (chain only) accepts, and still refuses a wrong CA.
     let mut by_ip = full.clone();
-    by_ip.host = "127.0.0.1".into();
+    by_ip.connection.host = "127.0.0.1".into();
     let e = source(&by_ip).describe().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
-    by_ip.tls.mode = TlsMode::VerifyCa;
+    by_ip.connection.tls.mode = TlsMode::VerifyCa;
     assert_eq!(rows(&extract_all(&source(&by_ip), all_time(), 10).await.unwrap()), 2);
     let mut wrong_ca = by_ip.clone();
-    wrong_ca.tls.ca_file = Some(files.other_ca_cert.clone());
+    wrong_ca.connection.tls.ca_file = Some(files.other_ca_cert.clone());
     let e = source(&wrong_ca).describe().await.unwrap_err();
     assert_eq!(
         e.class(),

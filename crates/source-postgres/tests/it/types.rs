@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Int32Type, TimeUnit, i256};
 use backhaul_core::connector::Source;
-use backhaul_core::spec::postgres::{InfiniteDatetime, SpecialNumeric, UnconstrainedNumeric};
+use backhaul_source_postgres::spec::{InfiniteDatetime, SpecialNumeric, UnconstrainedNumeric};
 use backhaul_source_postgres::types::{EXTENSION_NAME_KEY, JSON_EXTENSION, UUID_EXTENSION};
 use backhaul_testkit::postgres::PostgresServer;
 use parquet::arrow::ArrowWriter;
@@ -364,7 +364,7 @@ async fn infinity_nan_and_unconstrained_numeric_follow_the_policies() {
 
     // Without it, the first infinite date fails the chunk, naming column and row key.
     let mut no_u = strict.clone();
-    no_u.columns = Some(vec!["id".into(), "ts".into(), "d".into(), "t".into(), "n".into()]);
+    no_u.connection.columns = Some(vec!["id".into(), "ts".into(), "d".into(), "t".into(), "n".into()]);
     let e = extract_all(&source(&no_u), range, 100).await.unwrap_err();
     assert_eq!(e.kind(), "type_fidelity");
     let text = e.to_string();
@@ -375,7 +375,7 @@ async fn infinity_nan_and_unconstrained_numeric_follow_the_policies() {
     assert!(text.contains("infinite_datetime"), "{text}");
 
     let mut no_dates = strict.clone();
-    no_dates.columns = Some(vec!["id".into(), "ts".into(), "n".into()]);
+    no_dates.connection.columns = Some(vec!["id".into(), "ts".into(), "n".into()]);
     let e = extract_all(&source(&no_dates), range, 100)
         .await
         .unwrap_err()

@@ -4,28 +4,30 @@ use arrow::array::RecordBatch;
 use backhaul_core::Result;
 use backhaul_core::connector::Source;
 use backhaul_core::cursor::{CursorKind, CursorRange, SpecBound};
-use backhaul_core::spec::database::PasswordSpec;
-use backhaul_core::spec::postgres::PostgresSourceSpec;
+use backhaul_core::spec::database::{ConnectionSpec, PasswordSpec};
 use backhaul_source_postgres::PostgresSource;
+use backhaul_source_postgres::spec::PostgresSourceSpec;
 use backhaul_testkit::postgres::PostgresServer;
 use futures::TryStreamExt;
 
 /// A spec reading `table` of `database` on `server` over TCP with the password file.
 pub fn spec(server: &PostgresServer, database: &str, table: &str, cursor: &str) -> PostgresSourceSpec {
     PostgresSourceSpec {
-        host: server.host().into(),
-        port: Some(server.port()),
-        user: server.user().into(),
-        database: database.into(),
-        password: PasswordSpec {
-            env: None,
-            file: Some(server.password_file()),
+        connection: ConnectionSpec {
+            host: server.host().into(),
+            port: Some(server.port()),
+            user: server.user().into(),
+            database: database.into(),
+            password: PasswordSpec {
+                env: None,
+                file: Some(server.password_file()),
+            },
+            table: table.into(),
+            cursor: cursor.into(),
+            columns: None,
+            tls: Default::default(),
+            null_cursor: Default::default(),
         },
-        table: table.into(),
-        cursor: cursor.into(),
-        columns: None,
-        tls: Default::default(),
-        null_cursor: Default::default(),
         unconstrained_numeric: Default::default(),
         infinite_datetime: Default::default(),
         special_numeric: Default::default(),

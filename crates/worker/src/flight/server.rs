@@ -338,29 +338,17 @@ pub fn advertised_url(addr: SocketAddr, advertise: Option<&str>, tls: bool) -> S
 
 #[cfg(test)]
 mod tests {
-    use backhaul_core::connector::{Connectors, Destination};
-    use backhaul_core::spec::{DestinationSpec, SourceSpec};
+    use backhaul_core::registry::Registry;
 
     use super::*;
     use crate::worker::WorkerConfig;
-
-    struct NoConnectors;
-
-    impl Connectors for NoConnectors {
-        fn source(&self, _: &SourceSpec) -> backhaul_core::Result<Arc<dyn Source>> {
-            Err(backhaul_core::Error::Internal("no sources in this test".into()))
-        }
-        fn destination(&self, _: &DestinationSpec) -> backhaul_core::Result<Arc<dyn Destination>> {
-            Err(backhaul_core::Error::Internal("no destinations in this test".into()))
-        }
-    }
 
     #[tokio::test]
     async fn reads_beyond_the_limit_are_refused_as_throttled() {
         let client = backhaul_proto::ClientConfig::plain("http://127.0.0.1:9")
             .connect_lazy()
             .unwrap();
-        let worker = Arc::new(Worker::new(client, Arc::new(NoConnectors), WorkerConfig::new("w")));
+        let worker = Arc::new(Worker::new(client, Arc::new(Registry::new()), WorkerConfig::new("w")));
         let service = DataPlaneService::new(worker);
         let held: Vec<_> = (0..MAX_CONCURRENT_READS)
             .map(|_| service.read_slot().unwrap())

@@ -31,25 +31,6 @@ pub const DENSITY: &str = "density";
 /// DoAction type: change activity in a window (`ActivityRequest` → `ActivityResponse`).
 pub const ACTIVITY: &str = "activity";
 
-/// The wire form of a retry class.
-pub fn class_to_pb(class: ErrorClass) -> pb::ErrorClass {
-    match class {
-        ErrorClass::Transient => pb::ErrorClass::Transient,
-        ErrorClass::Throttled => pb::ErrorClass::Throttled,
-        ErrorClass::Permanent => pb::ErrorClass::Permanent,
-    }
-}
-
-/// A retry class from the wire; `None` when unspecified (the error was not typed).
-pub fn class_from_pb(class: i32) -> Option<ErrorClass> {
-    match pb::ErrorClass::try_from(class) {
-        Ok(pb::ErrorClass::Transient) => Some(ErrorClass::Transient),
-        Ok(pb::ErrorClass::Throttled) => Some(ErrorClass::Throttled),
-        Ok(pb::ErrorClass::Permanent) => Some(ErrorClass::Permanent),
-        _ => None,
-    }
-}
-
 /// The status code a data-plane error of `class` is sent with.
 pub fn class_code(class: ErrorClass) -> Code {
     match class {
@@ -75,7 +56,7 @@ pub fn code_class(code: Code) -> ErrorClass {
 /// A typed data-plane error as a status: the code from `class`, a `ChunkError` as details.
 pub fn error_status(class: ErrorClass, kind: &str, message: String) -> Status {
     let details = pb::ChunkError {
-        class: class_to_pb(class) as i32,
+        class: pb::ErrorClass::from(class) as i32,
         kind: kind.to_string(),
         message: message.clone(),
     }
@@ -91,7 +72,7 @@ pub fn core_status(e: &Error) -> Status {
 /// A status from `system` (e.g. `worker at https://…`) as a core error with its class.
 pub fn status_error(status: &Status, system: &str) -> Error {
     if let Ok(typed) = pb::ChunkError::decode(status.details())
-        && let Some(class) = class_from_pb(typed.class)
+        && let Some(class) = backhaul_proto::error_class(typed.class)
     {
         return Error::Remote {
             system: system.to_string(),
@@ -316,9 +297,7 @@ mod tests {
     fn classes_and_codes_round_trip() {
         for class in [ErrorClass::Transient, ErrorClass::Throttled, ErrorClass::Permanent] {
             assert_eq!(code_class(class_code(class)), class);
-            assert_eq!(class_from_pb(class_to_pb(class) as i32), Some(class));
         }
-        assert_eq!(class_from_pb(pb::ErrorClass::Unspecified as i32), None);
         assert_eq!(code_class(Code::Unauthenticated), ErrorClass::Permanent);
         assert_eq!(code_class(Code::Cancelled), ErrorClass::Transient);
     }

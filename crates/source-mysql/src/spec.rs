@@ -1,47 +1,40 @@
 //! `[source] kind = "mysql"` (MySQL and MariaDB). Every key is documented in
 //! `docs/sources/mysql.md`.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use backhaul_core::connector::Source;
+use backhaul_core::registry::{SourceConfig, SourceKind};
+use backhaul_core::spec::{parse_section, to_settings};
+use backhaul_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::database::{NullCursorPolicy, PasswordSpec, TlsSpec};
-use crate::error::{Error, Result};
+/// The MySQL source's kind: `[source] kind = "mysql"`.
+pub struct MysqlKind;
 
-/// A MySQL or MariaDB table read with one streaming query per chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MysqlSourceSpec {
-    /// Server host name or address.
-    pub host: String,
-    /// Server port; default 3306.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Database user.
-    pub user: String,
-    /// Database name.
-    pub database: String,
-    /// Where the password comes from (`[source.password] env = ...` or `file = ...`).
-    #[serde(default)]
-    pub password: PasswordSpec,
-    /// Table, optionally schema-qualified: `lineitem` or `tpch.lineitem`.
-    pub table: String,
-    /// Cursor column that bounds chunks.
-    pub cursor: String,
-    /// Columns to extract, in order; default all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<String>>,
-    /// TLS to the server.
-    #[serde(default)]
-    pub tls: TlsSpec,
-    /// What to do with rows whose cursor is NULL.
-    #[serde(default)]
-    pub null_cursor: NullCursorPolicy,
-    /// What to do with zero dates (`0000-00-00`, `2024-00-10`) in DATE, DATETIME and TIMESTAMP
-    /// columns.
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub zero_dates: ZeroDatePolicy,
-    /// The Arrow type of `BIGINT UNSIGNED` columns.
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub unsigned_bigint: UnsignedBigintMapping,
+impl SourceKind for MysqlKind {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn parse(&self, settings: &toml::Table, origin: &str) -> Result<Box<dyn SourceConfig>> {
+        Ok(Box::new(parse_section::<MysqlSourceSpec>(settings, "source", origin)?))
+    }
+}
+
+backhaul_core::database_source_spec! {
+    /// A MySQL or MariaDB table read with one streaming query per chunk. The connection's
+    /// `table` is `table` or `database.table`.
+    pub struct MysqlSourceSpec {
+        /// What to do with zero dates (`0000-00-00`, `2024-00-10`) in DATE, DATETIME and
+        /// TIMESTAMP columns.
+        #[serde(default, skip_serializing_if = "is_default")]
+        pub zero_dates: ZeroDatePolicy,
+        /// The Arrow type of `BIGINT UNSIGNED` columns.
+        #[serde(default, skip_serializing_if = "is_default")]
+        pub unsigned_bigint: UnsignedBigintMapping,
+    }
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -76,65 +69,90 @@ impl MysqlSourceSpec {
     /// Pure checks of this section; `origin` names the file in errors.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let err = |field: &str, message: String| Err(Error::config(origin, field, message));
-        if self.host.trim().is_empty() {
-            return err("source.host", "must not be empty".into());
+        let c = &self.connection;
+        c.validate(origin)?;
+        if !is_plain_name(&c.database) {
+            return err("source.database", name_message(&c.database));
         }
-        if self.port == Some(0) {
-            return err("source.port", "must be 1-65535".into());
-        }
-        if self.user.is_empty() {
-            return err("source.user", "must not be empty".into());
-        }
-        if !is_plain_name(&self.database) {
-            return err("source.database", name_message(&self.database));
-        }
-        let table_ok = match self.table.split_once('.') {
+        let table_ok = match c.table.split_once('.') {
             Some((schema, table)) => is_plain_name(schema) && is_plain_name(table),
-            None => is_plain_name(&self.table),
+            None => is_plain_name(&c.table),
         };
         if !table_ok {
             return err(
                 "source.table",
                 format!(
                     "`{}` must be `table` or `database.table`, each part 1-64 characters without `.`, backticks, control characters or surrounding spaces",
-                    self.table
+                    c.table
                 ),
             );
         }
-        if !is_plain_name(&self.cursor) {
-            return err("source.cursor", name_message(&self.cursor));
+        if !is_plain_name(&c.cursor) {
+            return err("source.cursor", name_message(&c.cursor));
         }
-        if let Some(columns) = &self.columns {
+        if let Some(columns) = &c.columns {
             if columns.is_empty() {
                 return err(
                     "source.columns",
                     "list at least one column, or leave it out for all".into(),
                 );
             }
-            for (i, c) in columns.iter().enumerate() {
-                if !is_plain_name(c) {
-                    return err(&format!("source.columns[{i}]"), name_message(c));
+            for (i, col) in columns.iter().enumerate() {
+                if !is_plain_name(col) {
+                    return err(&format!("source.columns[{i}]"), name_message(col));
                 }
-                if columns[..i].iter().any(|o| o.eq_ignore_ascii_case(c)) {
-                    return err(&format!("source.columns[{i}]"), format!("`{c}` is listed twice"));
+                if columns[..i].iter().any(|o| o.eq_ignore_ascii_case(col)) {
+                    return err(&format!("source.columns[{i}]"), format!("`{col}` is listed twice"));
                 }
             }
-            if !columns.iter().any(|c| c.eq_ignore_ascii_case(&self.cursor)) {
+            if !columns.iter().any(|col| col.eq_ignore_ascii_case(&c.cursor)) {
                 return err(
                     "source.columns",
-                    format!("must include the cursor column `{}`", self.cursor),
+                    format!("must include the cursor column `{}`", c.cursor),
                 );
             }
         }
-        self.password.validate(origin, "source.password")
+        Ok(())
     }
 
     /// `(database, table)`: the table's own database when qualified, else `database`.
     pub fn qualified_table(&self) -> (&str, &str) {
-        match self.table.split_once('.') {
+        let c = &self.connection;
+        match c.table.split_once('.') {
             Some((schema, table)) => (schema, table),
-            None => (&self.database, &self.table),
+            None => (&c.database, &c.table),
         }
+    }
+
+    /// The port to connect to.
+    pub fn port_or_default(&self) -> u16 {
+        self.connection.port_or(3306)
+    }
+}
+
+impl SourceConfig for MysqlSourceSpec {
+    fn table(&self) -> &str {
+        &self.connection.table
+    }
+
+    fn cursor(&self) -> &str {
+        &self.connection.cursor
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        MysqlSourceSpec::validate(self, origin)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        self.connection.resolve_paths(base);
+    }
+
+    fn settings(&self) -> toml::Table {
+        to_settings(self)
+    }
+
+    fn build(&self) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(crate::MysqlSource::open(self)?))
     }
 }
 
@@ -155,18 +173,22 @@ fn name_message(name: &str) -> String {
 mod tests {
     use super::*;
 
+    use backhaul_core::spec::database::{ConnectionSpec, NullCursorPolicy, PasswordSpec, TlsSpec};
+
     fn spec() -> MysqlSourceSpec {
         MysqlSourceSpec {
-            host: "127.0.0.1".into(),
-            port: None,
-            user: "loader".into(),
-            database: "shop".into(),
-            password: PasswordSpec::default(),
-            table: "orders".into(),
-            cursor: "created_at".into(),
-            columns: None,
-            tls: TlsSpec::default(),
-            null_cursor: NullCursorPolicy::Fail,
+            connection: ConnectionSpec {
+                host: "127.0.0.1".into(),
+                port: None,
+                user: "loader".into(),
+                database: "shop".into(),
+                password: PasswordSpec::default(),
+                table: "orders".into(),
+                cursor: "created_at".into(),
+                columns: None,
+                tls: TlsSpec::default(),
+                null_cursor: NullCursorPolicy::Fail,
+            },
             zero_dates: ZeroDatePolicy::Error,
             unsigned_bigint: UnsignedBigintMapping::Uint64,
         }
@@ -184,7 +206,7 @@ mod tests {
         let mut s = spec();
         s.validate("job.toml").unwrap();
         assert_eq!(s.qualified_table(), ("shop", "orders"));
-        s.table = "tpch.line item".into();
+        s.connection.table = "tpch.line item".into();
         s.validate("job.toml").unwrap();
         assert_eq!(s.qualified_table(), ("tpch", "line item"));
     }
@@ -192,19 +214,19 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let mut s = spec();
-        s.table = "a.b.c".into();
+        s.connection.table = "a.b.c".into();
         assert_eq!(field_of(&s), "source.table");
         let mut s = spec();
-        s.cursor = "x`y".into();
+        s.connection.cursor = "x`y".into();
         assert_eq!(field_of(&s), "source.cursor");
         let mut s = spec();
-        s.columns = Some(vec!["id".into(), "ID".into(), "created_at".into()]);
+        s.connection.columns = Some(vec!["id".into(), "ID".into(), "created_at".into()]);
         assert_eq!(field_of(&s), "source.columns[1]");
         let mut s = spec();
-        s.columns = Some(vec!["id".into()]);
+        s.connection.columns = Some(vec!["id".into()]);
         assert_eq!(field_of(&s), "source.columns");
         let mut s = spec();
-        s.port = Some(0);
+        s.connection.port = Some(0);
         assert_eq!(field_of(&s), "source.port");
     }
 

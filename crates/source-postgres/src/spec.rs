@@ -1,57 +1,52 @@
 //! `[source] kind = "postgres"`.
 //!
-//! Besides the connection, the section holds the type policies: what to do with values Arrow
-//! cannot hold exactly (unconstrained `numeric`, infinite dates and timestamps, `NaN` numerics).
-//! Each defaults to an error naming the column, so nothing is coerced unless the user opted in;
-//! an opt-in shows up as the column's lossy step in the job's type-fidelity report. Every key is
-//! documented in `docs/sources/postgres.md`.
+//! Besides the connection ([`ConnectionSpec`](backhaul_core::spec::database::ConnectionSpec)), the section holds the type policies: what to do
+//! with values Arrow cannot hold exactly (unconstrained `numeric`, infinite dates and
+//! timestamps, `NaN` numerics). Each defaults to an error naming the column, so nothing is
+//! coerced unless the user opted in; an opt-in shows up as the column's lossy step in the job's
+//! type-fidelity report. Every key is documented in `docs/sources/postgres.md`.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
+use backhaul_core::connector::Source;
+use backhaul_core::registry::{SourceConfig, SourceKind};
+use backhaul_core::spec::{parse_section, to_settings};
+use backhaul_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::database::{NullCursorPolicy, PasswordSpec, TlsMode, TlsSpec};
-use crate::error::{Error, Result};
+/// The PostgreSQL source's kind: `[source] kind = "postgres"`.
+pub struct PostgresKind;
 
-/// A PostgreSQL table read with binary `COPY`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresSourceSpec {
-    /// Server host name or address, or the directory of a Unix socket (`/var/run/postgresql`).
-    pub host: String,
-    /// Server port; default 5432.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Database user.
-    pub user: String,
-    /// Database name.
-    pub database: String,
-    /// Where the password comes from (`[source.password] env = ...` or `file = ...`).
-    #[serde(default)]
-    pub password: PasswordSpec,
-    /// Table, optionally schema-qualified: `lineitem` or `public.lineitem`. Parts are read as
-    /// SQL identifiers: unquoted parts fold to lower case, `"Quoted"` parts are kept as written.
-    pub table: String,
-    /// Cursor column that bounds chunks (timestamp, timestamptz, date, smallint, integer, bigint).
-    pub cursor: String,
-    /// Columns to extract, in order; default all. Must include the cursor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<String>>,
-    /// TLS to the server.
-    #[serde(default)]
-    pub tls: TlsSpec,
-    /// What to do with rows whose cursor is NULL.
-    #[serde(default)]
-    pub null_cursor: NullCursorPolicy,
-    /// How `numeric` columns declared without precision are read; default `error`.
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub unconstrained_numeric: UnconstrainedNumeric,
-    /// What an `infinity`/`-infinity` date or timestamp becomes; default `error`.
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub infinite_datetime: InfiniteDatetime,
-    /// What a `NaN`/`Infinity`/`-Infinity` numeric becomes; default `error`.
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub special_numeric: SpecialNumeric,
+impl SourceKind for PostgresKind {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn parse(&self, settings: &toml::Table, origin: &str) -> Result<Box<dyn SourceConfig>> {
+        Ok(Box::new(parse_section::<PostgresSourceSpec>(
+            settings, "source", origin,
+        )?))
+    }
+}
+
+backhaul_core::database_source_spec! {
+    /// A PostgreSQL table read with binary `COPY`. The connection's `host` may also be the
+    /// directory of a Unix socket (`/var/run/postgresql`); `table` parts are read as SQL
+    /// identifiers (unquoted parts fold to lower case, `"Quoted"` parts are kept as written); the
+    /// cursor is a timestamp, timestamptz, date, smallint, integer or bigint column.
+    pub struct PostgresSourceSpec {
+        /// How `numeric` columns declared without precision are read; default `error`.
+        #[serde(default, skip_serializing_if = "is_default")]
+        pub unconstrained_numeric: UnconstrainedNumeric,
+        /// What an `infinity`/`-infinity` date or timestamp becomes; default `error`.
+        #[serde(default, skip_serializing_if = "is_default")]
+        pub infinite_datetime: InfiniteDatetime,
+        /// What a `NaN`/`Infinity`/`-Infinity` numeric becomes; default `error`.
+        #[serde(default, skip_serializing_if = "is_default")]
+        pub special_numeric: SpecialNumeric,
+    }
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -154,56 +149,71 @@ impl PostgresSourceSpec {
     /// Pure checks of this section; `origin` names the file in errors.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let err = |field: &str, msg: String| Error::config(origin, field, msg);
+        let c = &self.connection;
+        c.validate(origin)?;
         for (field, value) in [
-            ("source.host", &self.host),
-            ("source.user", &self.user),
-            ("source.database", &self.database),
-            ("source.table", &self.table),
-            ("source.cursor", &self.cursor),
+            ("source.database", &c.database),
+            ("source.table", &c.table),
+            ("source.cursor", &c.cursor),
         ] {
             if value.trim().is_empty() {
                 return Err(err(field, "must not be empty".into()));
             }
         }
-        if let Some(columns) = &self.columns {
+        if let Some(columns) = &c.columns {
             if columns.is_empty() {
                 return Err(err(
                     "source.columns",
                     "must list at least the cursor column; leave it out to extract every column".into(),
                 ));
             }
-            for (i, c) in columns.iter().enumerate() {
-                if c.is_empty() {
+            for (i, col) in columns.iter().enumerate() {
+                if col.is_empty() {
                     return Err(err("source.columns", format!("entry {} is empty", i + 1)));
                 }
-                if columns[..i].contains(c) {
-                    return Err(err("source.columns", format!("`{c}` is listed twice")));
+                if columns[..i].contains(col) {
+                    return Err(err("source.columns", format!("`{col}` is listed twice")));
                 }
             }
-            if !columns.contains(&self.cursor) {
+            if !columns.contains(&c.cursor) {
                 return Err(err(
                     "source.columns",
-                    format!("must include the cursor column `{}`", self.cursor),
+                    format!("must include the cursor column `{}`", c.cursor),
                 ));
             }
         }
-        if self.tls.mode == TlsMode::Disable && self.tls.ca_file.is_some() {
-            return Err(err(
-                "source.tls.ca_file",
-                "is set but `tls.mode` is `disable`; set `mode = \"verify_full\"` (or `verify_ca`)".into(),
-            ));
-        }
-        if let Some(p) = &self.tls.ca_file
-            && p.as_os_str().is_empty()
-        {
-            return Err(err("source.tls.ca_file", "must not be empty".into()));
-        }
-        self.password.validate(origin, "source.password")
+        Ok(())
     }
 
     /// The port to connect to.
     pub fn port_or_default(&self) -> u16 {
-        self.port.unwrap_or(5432)
+        self.connection.port_or(5432)
+    }
+}
+
+impl SourceConfig for PostgresSourceSpec {
+    fn table(&self) -> &str {
+        &self.connection.table
+    }
+
+    fn cursor(&self) -> &str {
+        &self.connection.cursor
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        PostgresSourceSpec::validate(self, origin)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        self.connection.resolve_paths(base);
+    }
+
+    fn settings(&self) -> toml::Table {
+        to_settings(self)
+    }
+
+    fn build(&self) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(crate::PostgresSource::open(self)?))
     }
 }
 
@@ -214,7 +224,8 @@ mod tests {
     fn spec(extra: &str) -> std::result::Result<PostgresSourceSpec, String> {
         let text =
             format!("host = \"db\"\nuser = \"u\"\ndatabase = \"d\"\ntable = \"public.t\"\ncursor = \"ts\"\n{extra}");
-        toml::from_str(&text).map_err(|e| e.to_string())
+        let settings: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
+        parse_section(&settings, "source", "job.toml").map_err(|e| e.to_string())
     }
 
     #[test]
@@ -269,7 +280,18 @@ mod tests {
         let s = spec("[tls]\nmode = \"verify_full\"\nca_file = \"ca.pem\"").unwrap();
         s.validate("job.toml").unwrap();
         let mut s = spec("").unwrap();
-        s.host = " ".into();
+        s.connection.host = " ".into();
         assert!(s.validate("job.toml").unwrap_err().to_string().contains("source.host"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = spec("hots = \"x\"").unwrap_err();
+        assert!(e.starts_with("job.toml: source.hots: unknown field `hots`"), "{e}");
+        assert!(e.contains("`host`") && e.contains("`special_numeric`"), "{e}");
+        let e = spec("[tls]\nmod = \"disable\"").unwrap_err();
+        assert!(e.starts_with("job.toml: source.tls.mod: unknown field"), "{e}");
+        let e = spec("port = \"x\"").unwrap_err();
+        assert!(e.starts_with("job.toml: source.port: "), "{e}");
     }
 }

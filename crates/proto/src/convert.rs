@@ -1,0 +1,77 @@
+//! The one mapping between core's types and their wire forms, used by the coordinator, the
+//! worker and the CLI alike (they must not each keep their own copy, which could drift).
+
+use backhaul_core::ErrorClass;
+
+use crate::v1 as pb;
+
+impl From<ErrorClass> for pb::ErrorClass {
+    fn from(class: ErrorClass) -> Self {
+        match class {
+            ErrorClass::Transient => pb::ErrorClass::Transient,
+            ErrorClass::Throttled => pb::ErrorClass::Throttled,
+            ErrorClass::Permanent => pb::ErrorClass::Permanent,
+        }
+    }
+}
+
+impl TryFrom<pb::ErrorClass> for ErrorClass {
+    /// `Unspecified` is no class: the error was not typed.
+    type Error = pb::ErrorClass;
+
+    fn try_from(class: pb::ErrorClass) -> Result<Self, Self::Error> {
+        match class {
+            pb::ErrorClass::Transient => Ok(ErrorClass::Transient),
+            pb::ErrorClass::Throttled => Ok(ErrorClass::Throttled),
+            pb::ErrorClass::Permanent => Ok(ErrorClass::Permanent),
+            pb::ErrorClass::Unspecified => Err(class),
+        }
+    }
+}
+
+/// The retry class in a wire field; `None` when it is unspecified or unknown to this build.
+pub fn error_class(wire: i32) -> Option<ErrorClass> {
+    pb::ErrorClass::try_from(wire)
+        .ok()
+        .and_then(|class| ErrorClass::try_from(class).ok())
+}
+
+impl pb::JobState {
+    /// The state's lower-case name, as `status`, the status page and JSON output show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            pb::JobState::Running => "running",
+            pb::JobState::Succeeded => "succeeded",
+            pb::JobState::Parked => "parked",
+            pb::JobState::Cancelled => "cancelled",
+            pb::JobState::Unspecified => "unknown",
+        }
+    }
+
+    /// The label of a wire field; `unknown` for values this build does not know.
+    pub fn label_of(wire: i32) -> &'static str {
+        pb::JobState::try_from(wire).map_or("unknown", pb::JobState::label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes_round_trip_and_unspecified_is_none() {
+        for class in [ErrorClass::Transient, ErrorClass::Throttled, ErrorClass::Permanent] {
+            assert_eq!(error_class(pb::ErrorClass::from(class) as i32), Some(class));
+            assert_eq!(ErrorClass::try_from(pb::ErrorClass::from(class)), Ok(class));
+        }
+        assert_eq!(error_class(pb::ErrorClass::Unspecified as i32), None);
+        assert_eq!(error_class(99), None);
+    }
+
+    #[test]
+    fn job_states_have_names() {
+        assert_eq!(pb::JobState::label_of(pb::JobState::Succeeded as i32), "succeeded");
+        assert_eq!(pb::JobState::Parked.label(), "parked");
+        assert_eq!(pb::JobState::label_of(99), "unknown");
+    }
+}
