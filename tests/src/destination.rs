@@ -146,6 +146,7 @@ pub async fn check_destination_with(
         job,
         schema: &schema,
         level,
+        cursor_column: options.cursor_column.as_deref().unwrap_or_default(),
     };
     let variants = schema_variants(&schema);
 
@@ -469,6 +470,8 @@ struct Run<'a> {
     schema: &'a SchemaRef,
     /// The level the destination declared.
     level: ProofLevel,
+    /// The cursor column chunks are cut by (empty when cut by position).
+    cursor_column: &'a str,
 }
 
 impl Run<'_> {
@@ -497,6 +500,7 @@ impl Run<'_> {
             chunk_id: chunk.id,
             attempt,
             range: chunk.range,
+            cursor_column: self.cursor_column.to_string(),
             files,
             extracted,
         }

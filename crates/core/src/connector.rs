@@ -122,6 +122,9 @@ pub struct ChunkCommit {
     pub attempt: u32,
     /// The chunk's cursor range.
     pub range: CursorRange,
+    /// The source's cursor column: a warehouse replaces the chunk's rows by deleting
+    /// `range` over this column.
+    pub cursor_column: String,
     /// The staged files, in part order.
     pub files: Vec<StagedFile>,
     /// Rows, checksum and fingerprint the writer measured while encoding the files.

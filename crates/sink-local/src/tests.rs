@@ -144,6 +144,7 @@ impl Fixture {
             chunk_id: chunk,
             attempt,
             range: CursorRange::new(0, 10),
+            cursor_column: "id".into(),
             files,
             extracted: evidence(&all),
         }
@@ -377,6 +378,7 @@ async fn commit_needs_prepared_table_and_bad_sql_is_permanent() {
         chunk_id: 0,
         attempt: 1,
         range: CursorRange::new(0, 1),
+        cursor_column: "id".into(),
         files: vec![],
         extracted: ChunkEvidence::default(),
     };

@@ -135,6 +135,7 @@ pub async fn run_chunk(
         chunk_id: task.chunk_id,
         attempt: task.attempt,
         range: task.range,
+        cursor_column: ctx.table.cursor_column.clone(),
         files: files.clone(),
         extracted,
     };
