@@ -8,7 +8,10 @@
 //! and never retried, 429 is throttled, 5xx and network failures are transient.
 
 mod error;
+mod http;
+mod keypair;
 mod put;
+mod result;
 mod session;
 
 pub use error::{Error, Result};
