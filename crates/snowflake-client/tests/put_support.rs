@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use aes::cipher::{BlockCipherDecrypt, KeyInit};
+use aes::cipher::{BlockDecrypt, KeyInit};
 use aes::{Aes128, Aes256};
 use backhaul_snowflake_client::{PutFile, Result, StageAnswer, StageAnswers};
 use base64::Engine;
@@ -54,8 +54,7 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 fn decrypt_block(key: &[u8], block: &mut [u8]) {
-    let block: &mut [u8; 16] = block.try_into().unwrap();
-    let block: &mut aes::Block = block.into();
+    let block = aes::Block::from_mut_slice(block);
     match key.len() {
         16 => Aes128::new_from_slice(key).unwrap().decrypt_block(block),
         32 => Aes256::new_from_slice(key).unwrap().decrypt_block(block),

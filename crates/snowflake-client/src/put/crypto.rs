@@ -12,7 +12,7 @@
 //! CBC is chained by hand over the `aes` block cipher so the content can be encrypted part by
 //! part with bounded memory.
 
-use aes::cipher::{BlockCipherEncrypt, KeyInit};
+use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::{Aes128, Aes256};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -65,7 +65,7 @@ impl AnyAes {
     }
 
     fn encrypt_block(&self, block: &mut [u8; BLOCK]) {
-        let array: &mut aes::Block = block.into();
+        let array = aes::Block::from_mut_slice(block);
         match self {
             AnyAes::Aes128(c) => c.encrypt_block(array),
             AnyAes::Aes256(c) => c.encrypt_block(array),
@@ -155,7 +155,7 @@ fn pkcs7_pad(data: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use aes::cipher::BlockCipherDecrypt;
+    use aes::cipher::BlockDecrypt;
 
     use super::*;
     use crate::session::Secret;
@@ -170,7 +170,7 @@ mod tests {
 
     fn decrypt(master: &[u8], meta: &EncryptionMetadata, data: &[u8]) -> Vec<u8> {
         fn dec(key: &[u8], block: &mut [u8; 16]) {
-            let b: &mut aes::Block = block.into();
+            let b = aes::Block::from_mut_slice(block);
             match key.len() {
                 16 => Aes128::new_from_slice(key).unwrap().decrypt_block(b),
                 _ => Aes256::new_from_slice(key).unwrap().decrypt_block(b),
