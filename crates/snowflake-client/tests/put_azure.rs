@@ -177,6 +177,11 @@ async fn fetch(server: &Azurite, sas: &str, name: &str) -> Blob {
     }
 }
 
+fn md5_base64(bytes: &[u8]) -> String {
+    use md5::Digest;
+    STANDARD.encode(md5::Md5::digest(bytes))
+}
+
 fn tuning() -> UploadTuning {
     UploadTuning {
         part_size: 64 << 10,
@@ -207,6 +212,7 @@ async fn azure_stage_put_blob_and_blocks_plain_and_encrypted_and_one_sas_renewal
         assert_eq!(blob.headers["x-ms-meta-sfcdigest"], digest(plain).as_str());
         assert!(blob.headers.get("x-ms-meta-encryptiondata").is_none());
         assert_eq!(blob.committed_blocks, blocks, "{name}");
+        assert_eq!(blob.headers["content-md5"], md5_base64(&blob.body).as_str(), "{name}");
     }
 
     // Encrypted, with a SAS token that the server refuses (403) until the file asks once for
@@ -238,6 +244,7 @@ async fn azure_stage_put_blob_and_blocks_plain_and_encrypted_and_one_sas_renewal
         );
         assert!(decrypted == *plain, "{name} decrypts to the source");
         assert_eq!(blob.headers["x-ms-meta-sfcdigest"], digest(plain).as_str());
+        assert_eq!(blob.headers["content-md5"], md5_base64(&blob.body).as_str(), "{name}");
         let matdesc: serde_json::Value =
             serde_json::from_str(blob.headers["x-ms-meta-matdesc"].to_str().unwrap()).unwrap();
         assert_eq!(
