@@ -2,7 +2,7 @@
 //! every request and answers from a script: presigned URLs (what fakesnow and real GCS
 //! internal stages without a token give, one URL per file) and the access-token XML API.
 
-#[path = "put_support.rs"]
+#[path = "put_support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@
 //! `threshold` and `parallel` as internal stages send them. `endPoint` is moto's URL: an
 //! endpoint with a scheme is addressed path-style.
 
-#[path = "put_support.rs"]
+#[path = "put_support/mod.rs"]
 mod support;
 
 use backhaul_core::ErrorClass;

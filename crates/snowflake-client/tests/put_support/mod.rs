@@ -1,4 +1,4 @@
-//! Helpers shared by the PUT tests (included with `#[path]`; on its own it has no tests).
+//! Helpers shared by the PUT tests (each includes this module with `#[path]`).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
