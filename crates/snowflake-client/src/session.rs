@@ -525,7 +525,9 @@ impl Client {
     /// Decodes a statement's `data` into batches: inline rowset first, then the chunks in
     /// order. Decoding runs on the blocking pool, off the IO runtime.
     async fn decode_result(&self, data: Value) -> Result<QueryResult> {
-        let row_types: Vec<RowType> = match data.get("rowtype") {
+        // Snowflake sends `rowtype`; the official Go driver reads keys case-insensitively, and
+        // its recorded answers also use `rowType`.
+        let row_types: Vec<RowType> = match data.get("rowtype").or_else(|| data.get("rowType")) {
             Some(value) if !value.is_null() => serde_json::from_value(value.clone())
                 .map_err(|e| Error::Protocol(format!("unreadable rowtype: {e}")))?,
             _ => Vec::new(),
