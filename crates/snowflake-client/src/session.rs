@@ -272,6 +272,9 @@ impl Client {
                 .ok_or_else(|| Error::Protocol(format!("statement in progress (code {code}) without getResultUrl")))?;
             let waited = started.elapsed();
             if waited >= self.config.statement_timeout {
+                // Left running, the statement could still commit after the caller gave up
+                // on it (and retried it elsewhere): ask the server to cancel it.
+                self.abort(sql, &request_id).await;
                 return Err(Error::StatementTimeout { query_id, waited });
             }
             let delay = poll_delay(&self.config.retry, polls).min(self.config.statement_timeout - waited);
@@ -287,6 +290,25 @@ impl Client {
         match answer.get_mut("data").map(Value::take) {
             Some(data @ Value::Object(_)) => Ok(data),
             _ => Err(Error::Protocol("a successful statement answer without data".into())),
+        }
+    }
+
+    /// Asks the server to cancel the statement sent with `request_id` (best effort: a failure
+    /// is logged, the caller already has its error).
+    async fn abort(&self, sql: &str, request_id: &str) {
+        let cancel = async {
+            let mut url = self.url("/queries/v1/abort-request")?;
+            url.query_pairs_mut()
+                .append_pair("requestId", &uuid::Uuid::new_v4().to_string());
+            let body = json!({"sqlText": sql, "requestId": request_id});
+            let answer = self.call(Method::POST, url, Some(&body)).await?;
+            if answer["success"].as_bool() == Some(false) {
+                return Err(statement_error(&answer));
+            }
+            Ok(())
+        };
+        if let Err(error) = cancel.await {
+            tracing::warn!(%error, "cancelling a snowflake statement that ran past statement_timeout failed");
         }
     }
 
@@ -740,4 +762,46 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Protocol(format!("result decoding panicked: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        let config = ClientConfig::new("acct", "user", Auth::Password(secret));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let key_pair = Auth::KeyPair {
+            private_key_path: "/keys/rsa.p8".into(),
+            passphrase: Some(Secret::new("pass-phrase")),
+        };
+        assert!(!format!("{key_pair:?}").contains("pass-phrase"));
+    }
+
+    #[test]
+    fn a_client_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Client>();
+    }
+
+    #[test]
+    fn polls_back_off_to_the_retry_cap() {
+        let settings = RetrySettings {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        let delays: Vec<_> = (0..4).map(|poll| poll_delay(&settings, poll).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn the_default_base_url_is_the_account_url() {
+        let config = ClientConfig::new("myorg-myacct", "u", Auth::Password(Secret::new("p")));
+        assert_eq!(config.base_url, "https://myorg-myacct.snowflakecomputing.com");
+    }
 }

@@ -353,7 +353,13 @@ async fn a_statement_in_progress_is_polled_until_its_result_arrives() {
 
 #[tokio::test]
 async fn a_statement_running_past_statement_timeout_is_a_transient_timeout() {
-    let server = Replay::start(|request, _| login_or(request, || ok(fixture("query_in_progress_async.json")))).await;
+    let server = Replay::start(|request, _| {
+        login_or(request, || match request.path.as_str() {
+            "/queries/v1/abort-request" => ok(json!({"data": null, "success": true})),
+            _ => ok(fixture("query_in_progress_async.json")),
+        })
+    })
+    .await;
     let mut config = config(&server);
     config.statement_timeout = Duration::from_millis(100);
     let client = Client::connect(config).await.unwrap();
@@ -366,6 +372,12 @@ async fn a_statement_running_past_statement_timeout_is_a_transient_timeout() {
         other => panic!("expected a statement timeout, got {other:?}"),
     }
     assert_eq!(error.class(), ErrorClass::Transient);
+    // The statement is cancelled on the server, by the request id it was sent with
+    // (snowflake-connector-python `connection.py` `_cancel_query`: `{"sqlText", "requestId"}`).
+    let aborts = server.seen_at("/queries/v1/abort-request");
+    assert_eq!(aborts.len(), 1);
+    assert_eq!(aborts[0].body["requestId"], server.seen_at(QUERY)[0].query["requestId"]);
+    assert_eq!(aborts[0].body["sqlText"], "select system$wait(3600)");
 }
 
 fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
