@@ -207,12 +207,7 @@ impl Client {
             field: "base_url".into(),
             message: format!("{:?} is not a URL: {e}", config.base_url),
         })?;
-        if !matches!(base.scheme(), "https" | "http") {
-            return Err(Error::Config {
-                field: "base_url".into(),
-                message: format!("{:?} must be an https:// (or, for tests, http://) URL", config.base_url),
-            });
-        }
+        check_scheme(&base)?;
         let signer = match &config.auth {
             Auth::Password(_) => None,
             Auth::KeyPair {
@@ -660,6 +655,26 @@ impl Client {
     }
 }
 
+/// TLS, except to this machine: credentials and tokens never cross a network in clear.
+fn check_scheme(base: &Url) -> Result<()> {
+    let loopback = base.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match base.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(Error::Config {
+            field: "base_url".into(),
+            message: format!("{base} must be an https:// URL (plain http:// only to localhost, for test servers)"),
+        }),
+    }
+}
+
 /// The delay before poll number `poll` (0-based) of a running statement: from the retry
 /// settings' base delay, doubling, capped at their maximum.
 fn poll_delay(settings: &RetrySettings, poll: u32) -> Duration {
@@ -797,6 +812,29 @@ mod tests {
         };
         let delays: Vec<_> = (0..4).map(|poll| poll_delay(&settings, poll).as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in [
+            "https://acct.snowflakecomputing.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:2",
+        ] {
+            assert!(check_scheme(&Url::parse(ok).unwrap()).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://acct.snowflakecomputing.com",
+            "http://10.0.0.1",
+            "ftp://localhost",
+        ] {
+            let error = check_scheme(&Url::parse(refused).unwrap()).unwrap_err();
+            assert!(
+                matches!(error, Error::Config { ref field, .. } if field == "base_url"),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
