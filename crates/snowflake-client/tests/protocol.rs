@@ -798,3 +798,49 @@ async fn statement_errors_carry_code_sqlstate_and_class() {
     // Each failed statement was sent once: SQL errors are answers, not retried.
     assert_eq!(server.seen_at(QUERY).len(), 3);
 }
+
+/// When the master token has expired too (code 390114 from the token request), the client
+/// logs in again, once, and carries on.
+#[tokio::test]
+async fn an_expired_master_token_leads_to_one_new_login() {
+    let server = Replay::start(|request, earlier| {
+        let logins = earlier.iter().filter(|s| s.path == LOGIN).count();
+        match request.path.as_str() {
+            LOGIN if logins == 0 => ok(fixture("login_success.json")),
+            LOGIN => {
+                let mut answer = fixture("login_success.json");
+                answer["data"]["token"] = json!("second login token");
+                ok(answer)
+            }
+            "/session/token-request" => ok(json!({
+                "data": null, "code": "390114",
+                "message": "Authentication token has expired.  The user must authenticate again.",
+                "success": false
+            })),
+            "/session/heartbeat" if request.authorization() == Some("Snowflake Token=\"session token\"") => ok(json!({
+                "data": null, "code": "390112",
+                "message": "Your session has expired. Please login again.", "success": false
+            })),
+            "/session/heartbeat" => ok(json!({"data": null, "success": true})),
+            "/session" => {
+                assert_eq!(request.query.get("delete").map(String::as_str), Some("true"));
+                assert_eq!(request.authorization(), Some("Snowflake Token=\"second login token\""));
+                ok(json!({"data": null, "code": null, "message": null, "success": true}))
+            }
+            other => panic!("unexpected {other}"),
+        }
+    })
+    .await;
+    let client = Client::connect(config(&server)).await.unwrap();
+    client.heartbeat().await.unwrap();
+    assert_eq!(server.seen_at(LOGIN).len(), 2);
+    assert_eq!(server.seen_at("/session/token-request").len(), 1);
+    let heartbeats = server.seen_at("/session/heartbeat");
+    assert_eq!(heartbeats.len(), 2);
+    assert_eq!(
+        heartbeats[1].authorization(),
+        Some("Snowflake Token=\"second login token\"")
+    );
+    client.close().await.unwrap();
+    assert_eq!(server.seen_at("/session").len(), 1);
+}
