@@ -255,8 +255,8 @@ impl Client {
         });
         let mut url = self.url("/queries/v1/query-request")?;
         url.query_pairs_mut().append_pair("requestId", &request_id);
-        let mut answer = self.call(Method::POST, url, Some(&body)).await?;
         let started = tokio::time::Instant::now();
+        let mut answer = self.call(Method::POST, url, Some(&body)).await?;
         let mut polls = 0u32;
         while let Some(code) = answer_code(&answer).filter(|c| *c == QUERY_IN_PROGRESS || *c == QUERY_IN_PROGRESS_ASYNC)
         {
