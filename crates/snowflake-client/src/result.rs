@@ -679,6 +679,28 @@ mod tests {
     }
 
     #[test]
+    fn seconds_round_trip_at_every_unit() {
+        // Deterministic spread of values, negative ones and extremes included.
+        let mut value: i64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..2000 {
+            value ^= value << 13;
+            value ^= value >> 7;
+            value ^= value << 17;
+            for digits in [0u32, 3, 6, 9] {
+                let scale = 10i64.pow(digits);
+                let (whole, fraction) = (value / scale, (value % scale).abs());
+                let sign = if value < 0 && whole == 0 { "-" } else { "" };
+                let text = if digits == 0 {
+                    format!("{whole}")
+                } else {
+                    format!("{sign}{whole}.{fraction:0width$}", width = digits as usize)
+                };
+                assert_eq!(seconds_to_unit(&text, digits), Some(value), "{text} at {digits} digits");
+            }
+        }
+    }
+
+    #[test]
     fn hex_decodes() {
         assert_eq!(hex_decode("ABcd"), Some(vec![0xab, 0xcd]));
         assert_eq!(hex_decode("abc"), None);

@@ -844,3 +844,21 @@ async fn an_expired_master_token_leads_to_one_new_login() {
     client.close().await.unwrap();
     assert_eq!(server.seen_at("/session").len(), 1);
 }
+
+/// A login answered 5xx is retried (it is not a refusal); a refusal never is.
+#[tokio::test]
+async fn a_login_answered_5xx_is_retried_until_it_succeeds() {
+    let server = Replay::start(|_, earlier| {
+        if earlier.is_empty() {
+            reply(502, "<html>Bad Gateway</html>")
+        } else {
+            ok(fixture("login_success.json"))
+        }
+    })
+    .await;
+    Client::connect(config(&server)).await.unwrap();
+    let logins = server.seen_at(LOGIN);
+    assert_eq!(logins.len(), 2);
+    assert_eq!(logins[0].query["request_id"], logins[1].query["request_id"]);
+    assert_eq!(logins[1].query["retryReason"], "502");
+}
