@@ -339,16 +339,7 @@ fn convert_arrow(column: &ArrayRef, kind: Kind, target: &DataType) -> std::resul
         }
         Kind::Timestamp { unit, scale, .. } => {
             let values = timestamp_values(column, scale, unit)?;
-            let array: ArrayRef = match unit {
-                TimeUnit::Second => Arc::new(TimestampSecondArray::from(values)),
-                TimeUnit::Millisecond => Arc::new(TimestampMillisecondArray::from(values)),
-                TimeUnit::Microsecond => Arc::new(TimestampMicrosecondArray::from(values)),
-                TimeUnit::Nanosecond => Arc::new(TimestampNanosecondArray::from(values)),
-            };
-            let DataType::Timestamp(_, zone) = target else {
-                unreachable!()
-            };
-            arrow::compute::cast(&array, &DataType::Timestamp(unit, zone.clone())).map_err(|e| e.to_string())
+            Ok(timestamp_array(values, target))
         }
         Kind::Time { unit, scale } => {
             let scaled = integers(column)?;
@@ -496,7 +487,7 @@ pub(crate) fn decode_json_rowset(
         .enumerate()
         .map(|(index, row_type)| {
             let cells = rows.iter().map(|row| row.get(index).and_then(|cell| cell.as_deref()));
-            json_column(cells, row_type.kind()?, rows.len())
+            json_column(cells, row_type.kind()?, schema.field(index).data_type(), rows.len())
                 .map_err(|e| Error::Protocol(format!("column {}: {e}", row_type.name)))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -517,6 +508,7 @@ pub(crate) fn decode_json_rowset(
 fn json_column<'a>(
     cells: impl Iterator<Item = Option<&'a str>>,
     kind: Kind,
+    target: &DataType,
     rows: usize,
 ) -> std::result::Result<ArrayRef, String> {
     let bad = |what: &str, cell: &str| format!("{what} {cell:?} is not valid");
@@ -619,14 +611,24 @@ fn json_column<'a>(
                     .transpose()
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            match unit {
-                TimeUnit::Second => Arc::new(TimestampSecondArray::from(values)),
-                TimeUnit::Millisecond => Arc::new(TimestampMillisecondArray::from(values)),
-                TimeUnit::Microsecond => Arc::new(TimestampMicrosecondArray::from(values)),
-                TimeUnit::Nanosecond => Arc::new(TimestampNanosecondArray::from(values)),
-            }
+            timestamp_array(values, target)
         }
     })
+}
+
+/// A timestamp array of `target`'s type (unit and zone) from values in that unit. The zone is
+/// set, not cast to: the values are UTC instants already.
+fn timestamp_array(values: Vec<Option<i64>>, target: &DataType) -> ArrayRef {
+    let DataType::Timestamp(unit, zone) = target else {
+        unreachable!("timestamp kinds have timestamp fields")
+    };
+    let zone = zone.clone();
+    match unit {
+        TimeUnit::Second => Arc::new(TimestampSecondArray::from(values).with_timezone_opt(zone)),
+        TimeUnit::Millisecond => Arc::new(TimestampMillisecondArray::from(values).with_timezone_opt(zone)),
+        TimeUnit::Microsecond => Arc::new(TimestampMicrosecondArray::from(values).with_timezone_opt(zone)),
+        TimeUnit::Nanosecond => Arc::new(TimestampNanosecondArray::from(values).with_timezone_opt(zone)),
+    }
 }
 
 /// `"-12.345"` seconds as an integer count of 10^-digits s, exactly (extra digits must be 0).
@@ -674,6 +676,28 @@ mod tests {
         assert_eq!(seconds_to_unit("1.1234", 3), None, "would round");
         assert_eq!(seconds_to_unit("1.1230", 3), Some(1123));
         assert_eq!(seconds_to_unit("x", 3), None);
+    }
+
+    #[test]
+    fn seconds_round_trip_at_every_unit() {
+        // Deterministic spread of values, negative ones and extremes included.
+        let mut value: i64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..2000 {
+            value ^= value << 13;
+            value ^= value >> 7;
+            value ^= value << 17;
+            for digits in [0u32, 3, 6, 9] {
+                let scale = 10i64.pow(digits);
+                let (whole, fraction) = (value / scale, (value % scale).abs());
+                let sign = if value < 0 && whole == 0 { "-" } else { "" };
+                let text = if digits == 0 {
+                    format!("{whole}")
+                } else {
+                    format!("{sign}{whole}.{fraction:0width$}", width = digits as usize)
+                };
+                assert_eq!(seconds_to_unit(&text, digits), Some(value), "{text} at {digits} digits");
+            }
+        }
     }
 
     #[test]

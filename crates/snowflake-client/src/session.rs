@@ -207,12 +207,7 @@ impl Client {
             field: "base_url".into(),
             message: format!("{:?} is not a URL: {e}", config.base_url),
         })?;
-        if !matches!(base.scheme(), "https" | "http") {
-            return Err(Error::Config {
-                field: "base_url".into(),
-                message: format!("{:?} must be an https:// (or, for tests, http://) URL", config.base_url),
-            });
-        }
+        check_scheme(&base)?;
         let signer = match &config.auth {
             Auth::Password(_) => None,
             Auth::KeyPair {
@@ -260,8 +255,8 @@ impl Client {
         });
         let mut url = self.url("/queries/v1/query-request")?;
         url.query_pairs_mut().append_pair("requestId", &request_id);
-        let mut answer = self.call(Method::POST, url, Some(&body)).await?;
         let started = tokio::time::Instant::now();
+        let mut answer = self.call(Method::POST, url, Some(&body)).await?;
         let mut polls = 0u32;
         while let Some(code) = answer_code(&answer).filter(|c| *c == QUERY_IN_PROGRESS || *c == QUERY_IN_PROGRESS_ASYNC)
         {
@@ -272,6 +267,9 @@ impl Client {
                 .ok_or_else(|| Error::Protocol(format!("statement in progress (code {code}) without getResultUrl")))?;
             let waited = started.elapsed();
             if waited >= self.config.statement_timeout {
+                // Left running, the statement could still commit after the caller gave up
+                // on it (and retried it elsewhere): ask the server to cancel it.
+                self.abort(sql, &request_id).await;
                 return Err(Error::StatementTimeout { query_id, waited });
             }
             let delay = poll_delay(&self.config.retry, polls).min(self.config.statement_timeout - waited);
@@ -287,6 +285,25 @@ impl Client {
         match answer.get_mut("data").map(Value::take) {
             Some(data @ Value::Object(_)) => Ok(data),
             _ => Err(Error::Protocol("a successful statement answer without data".into())),
+        }
+    }
+
+    /// Asks the server to cancel the statement sent with `request_id` (best effort: a failure
+    /// is logged, the caller already has its error).
+    async fn abort(&self, sql: &str, request_id: &str) {
+        let cancel = async {
+            let mut url = self.url("/queries/v1/abort-request")?;
+            url.query_pairs_mut()
+                .append_pair("requestId", &uuid::Uuid::new_v4().to_string());
+            let body = json!({"sqlText": sql, "requestId": request_id});
+            let answer = self.call(Method::POST, url, Some(&body)).await?;
+            if answer["success"].as_bool() == Some(false) {
+                return Err(statement_error(&answer));
+            }
+            Ok(())
+        };
+        if let Err(error) = cancel.await {
+            tracing::warn!(%error, "cancelling a snowflake statement that ran past statement_timeout failed");
         }
     }
 
@@ -525,7 +542,9 @@ impl Client {
     /// Decodes a statement's `data` into batches: inline rowset first, then the chunks in
     /// order. Decoding runs on the blocking pool, off the IO runtime.
     async fn decode_result(&self, data: Value) -> Result<QueryResult> {
-        let row_types: Vec<RowType> = match data.get("rowtype") {
+        // Snowflake sends `rowtype`; the official Go driver reads keys case-insensitively, and
+        // its recorded answers also use `rowType`.
+        let row_types: Vec<RowType> = match data.get("rowtype").or_else(|| data.get("rowType")) {
             Some(value) if !value.is_null() => serde_json::from_value(value.clone())
                 .map_err(|e| Error::Protocol(format!("unreadable rowtype: {e}")))?,
             _ => Vec::new(),
@@ -636,6 +655,26 @@ impl Client {
     }
 }
 
+/// TLS, except to this machine: credentials and tokens never cross a network in clear.
+fn check_scheme(base: &Url) -> Result<()> {
+    let loopback = base.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match base.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(Error::Config {
+            field: "base_url".into(),
+            message: format!("{base} must be an https:// URL (plain http:// only to localhost, for test servers)"),
+        }),
+    }
+}
+
 /// The delay before poll number `poll` (0-based) of a running statement: from the retry
 /// settings' base delay, doubling, capped at their maximum.
 fn poll_delay(settings: &RetrySettings, poll: u32) -> Duration {
@@ -738,4 +777,69 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| Error::Protocol(format!("result decoding panicked: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        let config = ClientConfig::new("acct", "user", Auth::Password(secret));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let key_pair = Auth::KeyPair {
+            private_key_path: "/keys/rsa.p8".into(),
+            passphrase: Some(Secret::new("pass-phrase")),
+        };
+        assert!(!format!("{key_pair:?}").contains("pass-phrase"));
+    }
+
+    #[test]
+    fn a_client_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Client>();
+    }
+
+    #[test]
+    fn polls_back_off_to_the_retry_cap() {
+        let settings = RetrySettings {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(350),
+        };
+        let delays: Vec<_> = (0..4).map(|poll| poll_delay(&settings, poll).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in [
+            "https://acct.snowflakecomputing.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:2",
+        ] {
+            assert!(check_scheme(&Url::parse(ok).unwrap()).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://acct.snowflakecomputing.com",
+            "http://10.0.0.1",
+            "ftp://localhost",
+        ] {
+            let error = check_scheme(&Url::parse(refused).unwrap()).unwrap_err();
+            assert!(
+                matches!(error, Error::Config { ref field, .. } if field == "base_url"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_base_url_is_the_account_url() {
+        let config = ClientConfig::new("myorg-myacct", "u", Auth::Password(Secret::new("p")));
+        assert_eq!(config.base_url, "https://myorg-myacct.snowflakecomputing.com");
+    }
 }

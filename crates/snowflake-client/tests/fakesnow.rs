@@ -178,3 +178,59 @@ async fn a_wrong_passphrase_fails_before_any_request() {
     assert!(error.to_string().contains("rsa_key_des3.p8"), "{error}");
     assert_eq!(error.class(), ErrorClass::Permanent);
 }
+
+#[tokio::test]
+async fn zoned_timestamps_dml_counts_and_a_transaction_span_statements() {
+    let Some(server) = FakeSnow::start() else { return };
+    let client = Client::connect(config(&server, "TX_DB", Auth::Password(Secret::new("any"))))
+        .await
+        .unwrap();
+    client.query("CREATE DATABASE IF NOT EXISTS TX_DB").await.unwrap();
+    client.query("CREATE SCHEMA IF NOT EXISTS TX_DB.PUBLIC").await.unwrap();
+    client
+        .query("CREATE OR REPLACE TABLE TX_DB.PUBLIC.Z (id INT, tz TIMESTAMP_TZ, ltz TIMESTAMP_LTZ)")
+        .await
+        .unwrap();
+    // fakesnow cannot parse offsets in literals: UTC values only.
+    let inserted = client
+        .query(
+            "INSERT INTO TX_DB.PUBLIC.Z VALUES (1, '2024-01-02 03:04:05.5', '2024-01-02 03:04:05.25'), \
+             (2, NULL, NULL), (3, '1969-12-31 23:59:59.999999', '1970-01-01 00:00:00')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted.rows_affected, Some(3));
+
+    let result = client
+        .query("SELECT tz, ltz FROM TX_DB.PUBLIC.Z ORDER BY id")
+        .await
+        .unwrap();
+    let utc = Some("UTC".into());
+    assert_eq!(
+        result.schema.field(0).data_type(),
+        &DataType::Timestamp(TimeUnit::Nanosecond, utc.clone())
+    );
+    let batch = arrow::compute::concat_batches(&result.schema, &result.batches).unwrap();
+    let tz = batch.column(0).as_primitive::<TimestampNanosecondType>();
+    assert_eq!(tz.value(0), 1_704_164_645_500_000_000);
+    assert!(tz.is_null(1));
+    // DuckDB under fakesnow keeps microseconds; the instant before 1970 stays exact.
+    assert_eq!(tz.value(2), -1_000);
+    let ltz = arrow::compute::cast(batch.column(1), &DataType::Int64).unwrap();
+    assert_eq!(ltz.as_primitive::<Int64Type>().value(0), 1_704_164_645_250_000_000);
+
+    // One session: a transaction spans calls, and a rollback undoes them.
+    client.query("BEGIN").await.unwrap();
+    let deleted = client.query("DELETE FROM TX_DB.PUBLIC.Z WHERE id > 1").await.unwrap();
+    assert_eq!(deleted.rows_affected, Some(2));
+    let updated = client
+        .query("UPDATE TX_DB.PUBLIC.Z SET ltz = NULL WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected, Some(1));
+    client.query("ROLLBACK").await.unwrap();
+    let count = client.query("SELECT COUNT(*) AS n FROM TX_DB.PUBLIC.Z").await.unwrap();
+    let n = arrow::compute::cast(count.batches[0].column(0), &DataType::Int64).unwrap();
+    assert_eq!(n.as_primitive::<Int64Type>().value(0), 3);
+    client.close().await.unwrap();
+}
