@@ -185,3 +185,30 @@ impl AzureTarget {
 fn httpdate_now() -> String {
     chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_azure_answer_gives_the_account_blob_url_with_the_sas_appended() {
+        let answer = StageAnswer::parse(&serde_json::json!({
+            "command": "UPLOAD",
+            "stageInfo": {"locationType": "AZURE", "location": "stage-container/abc/users/1/", "endPoint": "blob.core.windows.net",
+                          "storageAccount": "sfcacct", "region": "westus2",
+                          "creds": {"AZURE_SAS_TOKEN": "?sv=2021-08-06&se=2030&sig=abc%2Bdef"}}
+        }))
+        .unwrap();
+        let target = AzureTarget::new(&answer, "part 1.parquet").unwrap();
+        assert_eq!(
+            target.url(&[("comp", "block"), ("blockid", "YQ==")]).as_str(),
+            "https://sfcacct.blob.core.windows.net/stage-container/abc/users/1/part%201.parquet\
+             ?comp=block&blockid=YQ%3D%3D&sv=2021-08-06&se=2030&sig=abc%2Bdef"
+        );
+        assert_eq!(
+            target.url(&[]).as_str(),
+            "https://sfcacct.blob.core.windows.net/stage-container/abc/users/1/part%201.parquet\
+             ?sv=2021-08-06&se=2030&sig=abc%2Bdef"
+        );
+    }
+}
