@@ -232,9 +232,11 @@ pub async fn upload_files(
         .map_err(|e| Error::Protocol(format!("HTTP client for uploads: {e}")))?;
     let answer = &answer;
     let http = &http;
-    futures::stream::iter(files.iter().enumerate())
+    // Owned files (cheap clones: the store is an `Arc`) keep the closure free of a borrowed
+    // argument, whose higher-ranked lifetime would make the whole future `!Send`.
+    futures::stream::iter(files.iter().cloned().enumerate())
         .map(|(index, file)| async move {
-            upload_one(answer, index == 0, file, tuning, answers, http).await?;
+            upload_one(answer, index == 0, &file, tuning, answers, http).await?;
             Ok::<_, Error>(PutOutcome {
                 name: file.name.clone(),
                 bytes: file.size,
@@ -388,5 +390,14 @@ mod tests {
         assert!(put_statement("a'b", "@st", &options).is_err());
         assert!(put_statement("a", "st", &options).is_err());
         assert!(put_statement("a", "@st'x", &options).is_err());
+    }
+}
+
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: T) {}
+    #[allow(dead_code)]
+    fn put_future_is_send(client: &crate::Client, files: &[super::PutFile], options: &super::PutOptions) {
+        assert_send(client.put(files, "@~/x/", options));
     }
 }
