@@ -57,7 +57,9 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
             ),
             Arc::new(amount),
             Arc::new(StringArray::from(
-                ids.iter().map(|i| Some(format!("{{\"n\":{i}}}"))).collect::<Vec<_>>(),
+                ids.iter()
+                    .map(|i| Some(format!("{{\"n\": {i},\n \"tag\": \"a b\"}}")))
+                    .collect::<Vec<_>>(),
             )),
             Arc::new(StringArray::from(
                 ids.iter()

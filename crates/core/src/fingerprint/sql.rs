@@ -21,7 +21,8 @@ use super::*;
 /// | epoch in unit | `CAST(c AS BIGINT)` (dates: `CAST(CAST(c AS INT) AS BIGINT)`) | `DATE_PART(EPOCH_MICROSECOND, c)` (unit as stored) | `UNIX_MICROS(c)` / `UNIX_DATE(d)` |
 /// | epoch min / max / sum | `MIN(e)`, `MAX(e)`, exact sum of `e` | same | same |
 /// | float min / max | `MIN(CASE WHEN isnan(c) THEN NULL ELSE c END)`, `MAX(…)` | `MIN(IFF(c = 'NaN'::FLOAT, NULL, c))` | `MIN(IF(IS_NAN(c), NULL, c))` |
-/// | byte length | `SUM(CAST(octet_length(c) AS BIGINT))` (binary: `octet_length(encode(c, 'hex')) / 2`) | `SUM(OCTET_LENGTH(c))` (JSON: `OCTET_LENGTH(TO_JSON(c))`) | `SUM(BYTE_LENGTH(c))` (JSON: `BYTE_LENGTH(TO_JSON_STRING(c))`) |
+/// | byte length | `SUM(CAST(octet_length(c) AS BIGINT))` (binary: `octet_length(encode(c, 'hex')) / 2`) | `SUM(OCTET_LENGTH(c))` | `SUM(BYTE_LENGTH(c))` |
+/// | JSON byte length, whitespace dropped ([`json_bytes`](super::json_bytes)) | `octet_length(regexp_replace(c, '[ \t\n\r]', '', 'g'))` | `OCTET_LENGTH(REGEXP_REPLACE(TO_JSON(c), '[ \\t\\n\\r]', ''))` | `BYTE_LENGTH(REGEXP_REPLACE(TO_JSON_STRING(c), r'[ \t\n\r]', ''))` |
 /// | true count | `SUM(CASE WHEN c THEN 1 ELSE 0 END)` | `COUNT_IF(c)` | `COUNTIF(c)` |
 ///
 /// So a Snowflake fingerprint of `(id BIGINT, ts TIMESTAMP_NTZ(6), name TEXT, ok BOOLEAN)` is
@@ -48,7 +49,8 @@ pub trait FingerprintDialect {
     fn epoch(&self, expr: &str, data_type: &DataType, unit: EpochUnit) -> String;
     /// `expr` (a float column) with NaN turned into NULL.
     fn not_nan(&self, expr: &str) -> String;
-    /// Byte length of `expr` (a string, binary or JSON column of `data_type`).
+    /// Byte length of `expr` (a string, binary or JSON column of `data_type`); for JSON
+    /// (`json`), of its text without whitespace, as [`json_bytes`](super::json_bytes) counts.
     fn byte_length(&self, expr: &str, data_type: &DataType, json: bool) -> String;
     /// The number of rows where boolean `expr` is true.
     fn count_true(&self, expr: &str) -> String;
@@ -75,12 +77,14 @@ impl FingerprintDialect for AnsiDialect {
     fn not_nan(&self, expr: &str) -> String {
         format!("CASE WHEN isnan({expr}) THEN NULL ELSE {expr} END")
     }
-    fn byte_length(&self, expr: &str, data_type: &DataType, _json: bool) -> String {
+    fn byte_length(&self, expr: &str, data_type: &DataType, json: bool) -> String {
         match data_type {
             // DataFusion's octet_length takes strings only; hex doubles any byte string exactly.
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
                 format!("CAST(octet_length(encode({expr}, 'hex')) AS BIGINT) / 2")
             }
+            // JSON text: the regex engine reads `\t`, `\n`, `\r` (the SQL literal keeps them as typed).
+            _ if json => format!("CAST(octet_length(regexp_replace({expr}, '[ \\t\\n\\r]', '', 'g')) AS BIGINT)"),
             _ => format!("CAST(octet_length({expr}) AS BIGINT)"),
         }
     }
