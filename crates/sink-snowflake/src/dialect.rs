@@ -36,9 +36,11 @@ impl FingerprintDialect for SnowflakeDialect {
         match data_type {
             DataType::Date32 => format!("DATEDIFF(DAY, '1970-01-01'::DATE, {expr})"),
             DataType::Date64 => format!("DATEDIFF(DAY, '1970-01-01'::DATE, {expr}) * 86400000"),
-            DataType::Time32(u) | DataType::Time64(u) => {
-                format!("DATEDIFF({}, '00:00:00'::TIME, {expr})", part(u))
-            }
+            // Whole microseconds scaled: exact for the unit's values, and the one TIME
+            // difference fakesnow's DuckDB computes besides nanoseconds.
+            DataType::Time32(TimeUnit::Second) => format!("DATEDIFF(MICROSECOND, '00:00:00'::TIME, {expr}) / 1000000"),
+            DataType::Time32(_) => format!("DATEDIFF(MICROSECOND, '00:00:00'::TIME, {expr}) / 1000"),
+            DataType::Time64(u) => format!("DATEDIFF({}, '00:00:00'::TIME, {expr})", part(u)),
             DataType::Timestamp(u, _) => format!("DATE_PART(EPOCH_{}, {expr})", part(u)),
             // MeasureKind::of gives epochs to temporal types only.
             other => format!("/* no epoch for {other} */ NULL"),
