@@ -32,5 +32,8 @@ mod result;
 mod session;
 
 pub use error::{Error, Result};
-pub use put::{PutFile, PutOptions, PutOutcome};
+pub use put::{
+    EncryptionMaterial, LocationType, PutFile, PutOptions, PutOutcome, StageAnswer, StageAnswers, StageCreds,
+    UploadTuning, put_statement, upload_files,
+};
 pub use session::{Auth, Client, ClientConfig, QueryResult, RetrySettings, Secret};
