@@ -2,6 +2,7 @@
 //! and the chunk fingerprint recomputed in SQL.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -107,7 +108,9 @@ impl SnowflakeDestination {
         let client = Client::connect(self.config.clone())
             .await
             .map_err(|e| from_client(e, &format!("login as `{}`", self.spec.user)))?;
-        Ok(Session { client })
+        Ok(Session {
+            client: Arc::new(client),
+        })
     }
 
     /// Checks the session has the database, schema and warehouse the spec names: Snowflake
@@ -254,7 +257,7 @@ impl SnowflakeDestination {
     async fn prepare_table(&self, job_id: &str, schema: SchemaRef) -> Result<()> {
         let mut wanted = Vec::new();
         for field in schema.fields() {
-            let (t, precision, _) = snowflake_type(field)
+            let (t, precision, _) = snowflake_type(field, self.spec.json_type())
                 .map_err(|why| Error::TypeFidelity(format!("column `{}` of {}: {why}", field.name(), self.table())))?;
             wanted.push((field.clone(), t, precision));
         }
@@ -388,7 +391,12 @@ impl SnowflakeDestination {
     }
 
     async fn fingerprint(&self, session: &Session, schema: &SchemaRef, predicate: &str) -> Result<ChunkProof> {
-        let sql = FingerprintSql::new(schema, &SnowflakeDialect);
+        let sql = FingerprintSql::new(
+            schema,
+            &SnowflakeDialect {
+                json: self.spec.json_type(),
+            },
+        );
         let statement = format!("SELECT {} FROM {} WHERE {predicate}", sql.select_list(), self.table());
         let row = session.row(&statement).await?;
         let fingerprint = sql.parse(&row)?;
@@ -482,8 +490,14 @@ impl SnowflakeDestination {
         if matches!(self.mode, StageMode::Internal { .. }) && !put_files.is_empty() {
             let started = std::time::Instant::now();
             let uploaded = session
-                .client
-                .put(put_files, &location, &PutOptions::default())
+                .put(
+                    put_files.to_vec(),
+                    location.clone(),
+                    PutOptions {
+                        parallel: self.spec.put_parallel(),
+                        ..PutOptions::default()
+                    },
+                )
                 .await
                 .map_err(|e| from_client(e, &format!("PUT of {what} to {location}")))?;
             let bytes: u64 = uploaded.iter().map(|o| o.bytes).sum();
@@ -533,26 +547,27 @@ impl SnowflakeDestination {
             let proof = self.fingerprint(session, &record.schema, &predicate).await?;
             log(&format!("fingerprint of {} rows over {predicate}", proof.rows));
             proof.verify(&commit.extracted, what)?;
+            // DELETE + INSERT rather than MERGE: the same inside the transaction, and fakesnow
+            // cannot MERGE in a transaction that already wrote (its MERGE writes a catalog of
+            // its own, and DuckDB writes one database per transaction).
             run(format!(
-                "MERGE INTO {t} AS t USING (SELECT {name} AS TABLE_NAME, {job} AS JOB_ID, {chunk} AS CHUNK_ID, \
-                 {attempt} AS ATTEMPT, {cursor} AS CURSOR_COLUMN, {from} AS RANGE_FROM, {to} AS RANGE_TO, \
-                 {rows} AS ROW_COUNT) AS s \
-                 ON t.TABLE_NAME = s.TABLE_NAME AND t.JOB_ID = s.JOB_ID AND t.CHUNK_ID = s.CHUNK_ID \
-                 WHEN MATCHED THEN UPDATE SET ATTEMPT = s.ATTEMPT, CURSOR_COLUMN = s.CURSOR_COLUMN, \
-                 RANGE_FROM = s.RANGE_FROM, RANGE_TO = s.RANGE_TO, ROW_COUNT = s.ROW_COUNT, \
-                 COMMITTED_AT = CURRENT_TIMESTAMP() \
-                 WHEN NOT MATCHED THEN INSERT (TABLE_NAME, JOB_ID, CHUNK_ID, ATTEMPT, CURSOR_COLUMN, RANGE_FROM, \
-                 RANGE_TO, ROW_COUNT, COMMITTED_AT) VALUES (s.TABLE_NAME, s.JOB_ID, s.CHUNK_ID, s.ATTEMPT, \
-                 s.CURSOR_COLUMN, s.RANGE_FROM, s.RANGE_TO, s.ROW_COUNT, CURRENT_TIMESTAMP())",
-                t = self.qualified(CHUNKS_TABLE),
-                name = literal(&self.table_name()),
-                job = literal(&commit.job_id),
-                chunk = commit.chunk_id,
-                attempt = commit.attempt,
-                cursor = literal(&commit.cursor_column),
-                from = commit.range.from,
-                to = commit.range.to,
-                rows = proof.rows,
+                "DELETE FROM {} WHERE {}",
+                self.qualified(CHUNKS_TABLE),
+                self.chunk_key(&commit.job_id, commit.chunk_id)
+            ))
+            .await?;
+            run(format!(
+                "INSERT INTO {} (TABLE_NAME, JOB_ID, CHUNK_ID, ATTEMPT, CURSOR_COLUMN, RANGE_FROM, RANGE_TO, \
+                 ROW_COUNT, COMMITTED_AT) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, CURRENT_TIMESTAMP())",
+                self.qualified(CHUNKS_TABLE),
+                literal(&self.table_name()),
+                literal(&commit.job_id),
+                commit.chunk_id,
+                commit.attempt,
+                literal(&commit.cursor_column),
+                commit.range.from,
+                commit.range.to,
+                proof.rows,
             ))
             .await?;
             if failpoint::fires(&self.table_name(), Failpoint::AfterCopy) {
@@ -697,10 +712,27 @@ fn decode_schema(text: &str) -> Result<SchemaRef> {
 
 /// One logged-in session; closed (logged out) when done.
 struct Session {
-    client: Client,
+    client: Arc<Client>,
 }
 
 impl Session {
+    /// `Client::put`, whose future is not `Send` (its upload stream's closure is not general
+    /// over lifetimes), so it cannot be awaited inside a `Destination` future. It runs on a
+    /// blocking thread, driven by this runtime's handle, and is awaited here.
+    // TODO: await `client.put` directly once its future is `Send`.
+    async fn put(
+        &self,
+        files: Vec<PutFile>,
+        location: String,
+        options: PutOptions,
+    ) -> std::result::Result<Vec<backhaul_snowflake_client::PutOutcome>, backhaul_snowflake_client::Error> {
+        let client = self.client.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(async { client.put(&files, &location, &options).await }))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
     async fn query(&self, sql: &str) -> Result<QueryResult> {
         self.client
             .query(sql)
@@ -726,7 +758,10 @@ impl Session {
 
     /// Logs out; a failure only means the server drops the session later.
     async fn close(self) {
-        if let Err(e) = self.client.close().await {
+        let Ok(client) = Arc::try_unwrap(self.client) else {
+            return;
+        };
+        if let Err(e) = client.close().await {
             tracing::debug!("snowflake logout failed: {e}");
         }
     }
@@ -763,7 +798,7 @@ impl Destination for SnowflakeDestination {
     }
 
     fn column_type(&self, field: &Field) -> DestinationType {
-        destination_type(field)
+        destination_type(field, self.spec.json_type())
     }
 
     fn check_stage(&self, stage: &Stage) -> Result<()> {

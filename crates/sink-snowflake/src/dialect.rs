@@ -6,6 +6,8 @@ use backhaul_core::cursor::CursorKind;
 use backhaul_core::fingerprint::{EpochUnit, FingerprintDialect};
 use backhaul_core::spec::is_valid_identifier;
 
+use crate::types::JsonType;
+
 /// Snowflake's renderings of the fingerprint measures (see `crates/core/src/fingerprint/sql.rs`
 /// for the table of all dialects). Two deliberate forms:
 ///
@@ -15,7 +17,10 @@ use backhaul_core::spec::is_valid_identifier;
 /// - String and JSON byte lengths are `BIT_LENGTH(x) / 8`: exact in Snowflake, and the one form
 ///   fakesnow's DuckDB also accepts for VARCHAR (its `OCTET_LENGTH` takes BLOBs only).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SnowflakeDialect;
+pub struct SnowflakeDialect {
+    /// How the table stores JSON columns.
+    pub json: JsonType,
+}
 
 impl FingerprintDialect for SnowflakeDialect {
     fn quote_ident(&self, name: &str) -> String {
@@ -56,7 +61,7 @@ impl FingerprintDialect for SnowflakeDialect {
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
                 format!("OCTET_LENGTH({expr})")
             }
-            _ if json => format!("BIT_LENGTH(TO_JSON({expr})) / 8"),
+            _ if json && self.json == JsonType::Variant => format!("BIT_LENGTH(TO_JSON({expr})) / 8"),
             _ => format!("BIT_LENGTH({expr}) / 8"),
         }
     }
@@ -159,7 +164,7 @@ mod tests {
             Field::new("ok", DataType::Boolean, true),
             Field::new("amount", DataType::Decimal128(38, 9), true),
         ]));
-        let sql = FingerprintSql::new(&schema, &SnowflakeDialect).select_list();
+        let sql = FingerprintSql::new(&schema, &SnowflakeDialect::default()).select_list();
         assert_eq!(
             sql,
             "COUNT(*), COUNT(*) - COUNT(\"ID\"), TO_VARCHAR(SUM((\"ID\")::NUMBER(38,0))), \

@@ -10,7 +10,7 @@
 //!    older than the committed one (`LeaseLost`); `COPY INTO` from the attempt's prefix with
 //!    `FORCE = TRUE`; check COPY loaded exactly the files' rows; recompute the chunk
 //!    fingerprint over the range ([`SnowflakeDialect`]) and refuse a mismatch
-//!    (`VerificationFailed`); `MERGE` the chunk's row in `_BACKHAUL_CHUNKS`; `COMMIT`.
+//!    (`VerificationFailed`); replace the chunk's row in `_BACKHAUL_CHUNKS`; `COMMIT`.
 //!
 //! Why this is exactly once: the prefix is unique to the attempt, so COPY sees exactly that
 //! attempt's files, never a leftover of another; the DELETE and the COPY are one transaction,

@@ -14,6 +14,8 @@ use backhaul_core::{Error, Result};
 use backhaul_snowflake_client::{Auth, ClientConfig, RetrySettings, Secret};
 use serde::{Deserialize, Serialize};
 
+use crate::types::JsonType;
+
 /// Default target file size: inside Snowflake's 100–250 MB (compressed) guidance.
 pub const DEFAULT_FILE_SIZE: u64 = 200 * MIB;
 /// Smallest target file size accepted without `allow_small_files` (Snowflake's guidance).
@@ -105,6 +107,12 @@ pub struct SnowflakeDestinationSpec {
     /// Attempts of one request that failed transiently (5xx, 429, network); default 5.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How JSON columns are stored: `variant` (default) or `varchar` (the source's text).
+    #[serde(default)]
+    pub json_type: Option<String>,
+    /// Files uploaded at once by PUT; default 4.
+    #[serde(default)]
+    pub put_parallel: Option<usize>,
     /// Parquet file-format options of COPY; default `USE_VECTORIZED_SCANNER = TRUE`.
     /// Written out in the docs; only servers that refuse it need another value.
     #[serde(default)]
@@ -236,6 +244,19 @@ impl SnowflakeDestinationSpec {
         self.parquet_format_options
             .as_deref()
             .unwrap_or(DEFAULT_PARQUET_FORMAT_OPTIONS)
+    }
+
+    /// How JSON columns are stored.
+    pub fn json_type(&self) -> JsonType {
+        match self.json_type.as_deref() {
+            Some("varchar") => JsonType::Varchar,
+            _ => JsonType::Variant,
+        }
+    }
+
+    /// Files uploaded at once by PUT.
+    pub fn put_parallel(&self) -> usize {
+        self.put_parallel.unwrap_or(4)
     }
 
     /// Whether `column` (a new source column) may not be added.
@@ -391,6 +412,15 @@ impl DestinationConfig for SnowflakeDestinationSpec {
         }
         self.request_timeout(origin)?;
         self.statement_timeout(origin)?;
+        if let Some(t) = &self.json_type
+            && t != "variant"
+            && t != "varchar"
+        {
+            return err("json_type", format!("`{t}` is not `variant` or `varchar`"));
+        }
+        if self.put_parallel == Some(0) {
+            return err("put_parallel", "must be at least 1".into());
+        }
         if self.max_attempts == Some(0) {
             return err("max_attempts", "must be at least 1".into());
         }
@@ -509,6 +539,8 @@ mod tests {
         assert_eq!(error_of("warehouse_size = \"huge\"").0, "destination.warehouse_size");
         assert_eq!(error_of("request_timeout = \"soon\"").0, "destination.request_timeout");
         assert_eq!(error_of("max_attempts = 0").0, "destination.max_attempts");
+        assert_eq!(error_of("json_type = \"object\"").0, "destination.json_type");
+        assert_eq!(error_of("put_parallel = 0").0, "destination.put_parallel");
         assert_eq!(error_of("role = \"a-b\"").0, "destination.role");
         assert_eq!(error_of("base_url = \"ftp://x\"").0, "destination.base_url");
         assert_eq!(

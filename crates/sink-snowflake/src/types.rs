@@ -8,7 +8,7 @@
 //! | `Decimal128(p,s)`, `Decimal256(p,s)` with p ≤ 38 | `NUMBER(p,s)` |
 //! | `Float16/32/64` | `FLOAT` |
 //! | `Utf8`, `LargeUtf8`, `Utf8View` | `VARCHAR` |
-//! | the same with extension `arrow.json` | `VARIANT` |
+//! | the same with extension `arrow.json` | `VARIANT` (or `VARCHAR` with `json_type = "varchar"`) |
 //! | `Binary`, `LargeBinary`, `BinaryView`, `FixedSizeBinary` | `BINARY` |
 //! | `Date32`, `Date64` | `DATE` |
 //! | `Time32(s/ms)`, `Time64(us/ns)` | `TIME(0/3/6/9)` |
@@ -19,6 +19,17 @@
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use backhaul_core::connector::DestinationType;
 use backhaul_core::fingerprint::{EXTENSION_NAME_KEY, JSON_EXTENSION};
+
+/// How JSON columns (`arrow.json`) are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JsonType {
+    /// Parsed into `VARIANT` (default): queryable as JSON; the proof measures `TO_JSON(c)`, which
+    /// equals the source's text only when the source wrote compact JSON.
+    #[default]
+    Variant,
+    /// Kept as the source's text in `VARCHAR`: byte for byte, so the proof is exact for any source.
+    Varchar,
+}
 
 /// A Snowflake column type, reduced to what the comparison needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +99,7 @@ fn unit_digits(unit: &TimeUnit) -> u8 {
 
 /// The Snowflake type of `field`, its fractional-second precision (time types) and the lossy
 /// step, if any. `Err` names why the type cannot be loaded.
-pub fn snowflake_type(field: &Field) -> Result<(ColumnType, Option<u8>, Option<String>), String> {
+pub fn snowflake_type(field: &Field, json: JsonType) -> Result<(ColumnType, Option<u8>, Option<String>), String> {
     let number = |p: u8, s: i8| ColumnType {
         base: "NUMBER".into(),
         number: Some((p, s)),
@@ -115,9 +126,11 @@ pub fn snowflake_type(field: &Field) -> Result<(ColumnType, Option<u8>, Option<S
             (number(*p, *s), None, None)
         }
         DataType::Float16 | DataType::Float32 | DataType::Float64 => (ColumnType::of("FLOAT"), None, None),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if is_json(field) => {
-            (ColumnType::of("VARIANT"), None, None)
-        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if is_json(field) && json == JsonType::Variant => (
+            ColumnType::of("VARIANT"),
+            None,
+            Some("JSON parsed into VARIANT: whitespace, key order and number spelling are Snowflake's".into()),
+        ),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => (ColumnType::of("TEXT"), None, None),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
             (ColumnType::of("BINARY"), None, None)
@@ -140,15 +153,17 @@ pub fn snowflake_type(field: &Field) -> Result<(ColumnType, Option<u8>, Option<S
             None,
             Some("nested value loaded as VARIANT; only its NULL count is proven".into()),
         ),
-        DataType::Dictionary(_, value) => return snowflake_type(&field.clone().with_data_type(value.as_ref().clone())),
+        DataType::Dictionary(_, value) => {
+            return snowflake_type(&field.clone().with_data_type(value.as_ref().clone()), json);
+        }
         DataType::Null => (ColumnType::of("TEXT"), None, None),
         other => return Err(format!("Arrow type {other} has no Snowflake column type")),
     })
 }
 
 /// The column type for the type-fidelity report.
-pub fn destination_type(field: &Field) -> DestinationType {
-    match snowflake_type(field) {
+pub fn destination_type(field: &Field, json: JsonType) -> DestinationType {
+    match snowflake_type(field, json) {
         Ok((t, precision, lossy_step)) => DestinationType {
             name: t.ddl(precision),
             lossy_step,
@@ -192,7 +207,7 @@ mod tests {
     use super::*;
 
     fn ddl(data_type: DataType) -> String {
-        destination_type(&Field::new("c", data_type, true)).name
+        destination_type(&Field::new("c", data_type, true), JsonType::Variant).name
     }
 
     #[test]
@@ -218,19 +233,21 @@ mod tests {
             EXTENSION_NAME_KEY.to_string(),
             JSON_EXTENSION.to_string(),
         )]));
-        assert_eq!(destination_type(&json).name, "VARIANT");
-        let wide = destination_type(&Field::new("d", DataType::Decimal256(60, 2), true));
+        assert_eq!(destination_type(&json, JsonType::Variant).name, "VARIANT");
+        assert_eq!(destination_type(&json, JsonType::Varchar).name, "VARCHAR");
+        let wide = destination_type(&Field::new("d", DataType::Decimal256(60, 2), true), JsonType::Variant);
         assert!(wide.lossy_step.unwrap().contains("precision ≤ 38"));
     }
 
     #[test]
     fn existing_columns_accept_the_same_or_wider_numbers_only() {
-        let (want, _, _) = snowflake_type(&Field::new("c", DataType::Decimal128(18, 2), true)).unwrap();
+        let (want, _, _) =
+            snowflake_type(&Field::new("c", DataType::Decimal128(18, 2), true), JsonType::Variant).unwrap();
         assert!(existing_type("NUMBER", Some(38), Some(2)).accepts(&want));
         assert!(!existing_type("NUMBER", Some(10), Some(2)).accepts(&want));
         assert!(!existing_type("NUMBER", Some(38), Some(3)).accepts(&want));
         assert!(!existing_type("TEXT", None, None).accepts(&want));
-        let (text, _, _) = snowflake_type(&Field::new("c", DataType::Utf8, true)).unwrap();
+        let (text, _, _) = snowflake_type(&Field::new("c", DataType::Utf8, true), JsonType::Variant).unwrap();
         assert!(existing_type("VARCHAR", None, None).accepts(&text));
     }
 }

@@ -3,6 +3,7 @@
 //! `BACKHAUL_REQUIRE_SERVERS` is set).
 //!
 //! fakesnow gaps worked around here, never in the crate:
+//! - one statement at a time per session: PUT uploads one file at a time (`put_parallel = 1`);
 //! - no user stage `@~`: the tests load through a named internal stage (`internal:BACKHAUL_STAGE`);
 //! - it creates any database and schema at login and has no `CURRENT_WAREHOUSE()`: a missing
 //!   database is shown by dropping it after login (see `bad_input.rs`);
@@ -89,6 +90,9 @@ impl Env {
             statement_timeout: Some("60s".into()),
             max_attempts: Some(2),
             parquet_format_options: None,
+            json_type: None,
+            // fakesnow runs one statement per session at a time; PUT asks it for one URL per file.
+            put_parallel: Some(1),
         }
     }
 
