@@ -2,7 +2,7 @@
 //! two Parquet files (fakesnow answers a GCS stage with a presigned URL per file), `LIST` shows
 //! them with their sizes, and `COPY INTO` reads them back.
 
-#[path = "put_support.rs"]
+#[path = "put_support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

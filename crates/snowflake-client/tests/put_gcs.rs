@@ -2,95 +2,15 @@
 //! every request and answers from a script: presigned URLs (what fakesnow and real GCS
 //! internal stages without a token give, one URL per file) and the access-token XML API.
 
-#[path = "put_support.rs"]
+#[path = "put_support/mod.rs"]
 mod support;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::Method;
 use backhaul_core::ErrorClass;
 use backhaul_snowflake_client::{Error, PutOptions, StageAnswer, UploadTuning, upload_files};
-use bytes::Bytes;
-use support::{MASTER_KEY_256, ScriptedAnswers, data, decrypt, digest, source};
-
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: Method,
-    path: String,
-    query: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-#[derive(Clone, Default)]
-struct Capture {
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    /// Statuses to answer, in order; 200 once they run out.
-    script: Arc<Mutex<VecDeque<u16>>>,
-}
-
-impl Capture {
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
-    }
-    fn script(&self, statuses: &[u16]) {
-        self.script.lock().unwrap().extend(statuses);
-    }
-}
-
-async fn record(
-    State(capture): State<Capture>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
-    capture.requests.lock().unwrap().push(Recorded {
-        method,
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
-        headers,
-        body,
-    });
-    let status = capture.script.lock().unwrap().pop_front().unwrap_or(200);
-    let message = if status == 200 {
-        String::new()
-    } else {
-        format!("scripted failure {status}")
-    };
-    (StatusCode::from_u16(status).unwrap(), message)
-}
-
-/// The server; it stops when dropped.
-struct Server {
-    addr: SocketAddr,
-    capture: Capture,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start() -> Server {
-    let capture = Capture::default();
-    let app = Router::new()
-        .fallback(record)
-        .layer(DefaultBodyLimit::disable())
-        .with_state(capture.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    Server { addr, capture, task }
-}
+use support::{MASTER_KEY_256, ScriptedAnswers, data, decrypt, digest, source, start};
 
 const SIGNATURE: &str = "X-Goog-Signature=not-for-printing";
 

@@ -6,7 +6,7 @@
 //! `threshold` and `parallel` as internal stages send them. `endPoint` is moto's URL: an
 //! endpoint with a scheme is addressed path-style.
 
-#[path = "put_support.rs"]
+#[path = "put_support/mod.rs"]
 mod support;
 
 use backhaul_core::ErrorClass;
@@ -208,6 +208,62 @@ async fn s3_stage_missing_bucket_fails_permanently_without_leaking_credentials()
     let shown = format!("{error} {error:?}");
     assert!(
         !shown.contains(moto::SECRET_ACCESS_KEY) && !shown.contains("session-token"),
+        "{shown}"
+    );
+}
+
+/// An S3 stage answer pointing at the scripted local server, with session token `token`.
+fn scripted_s3_answer(addr: std::net::SocketAddr, token: &str) -> serde_json::Value {
+    serde_json::json!({
+        "command": "UPLOAD",
+        "stageInfo": {
+            "locationType": "S3", "location": format!("sfc-stage/{PREFIX}"), "region": "us-west-2",
+            "endPoint": format!("http://{addr}"),
+            "creds": {"AWS_KEY_ID": "AKIA-test", "AWS_SECRET_KEY": "secret-not-for-printing", "AWS_TOKEN": token}
+        }
+    })
+}
+
+/// S3's answer to a request signed with an expired session token (AWS's documented error
+/// response; the official connectors look for this code).
+const EXPIRED_TOKEN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>ExpiredToken</Code>\
+    <Message>The provided token has expired.</Message><RequestId>4442587FB7D0A2F9</RequestId></Error>";
+
+#[tokio::test]
+async fn s3_expired_token_gets_fresh_credentials_once_and_5xx_is_retried() {
+    let server = support::start().await;
+    let files = source(&[("a.parquet", &data(100, 7))]).await;
+    let addr = server.addr;
+    let answers = ScriptedAnswers::new(move |_: &str, n| scripted_s3_answer(addr, &format!("fresh-token-{n}")));
+
+    server.capture.script(&[503]);
+    server.capture.script_body(400, EXPIRED_TOKEN);
+    let first = StageAnswer::parse(&scripted_s3_answer(addr, "old-token")).unwrap();
+    upload_files(first, &files, &PutOptions::default(), &tuning(), &answers)
+        .await
+        .unwrap();
+    assert_eq!(answers.asked(), ["a.parquet"]);
+    let requests = server.capture.requests();
+    let tokens: Vec<&str> = requests
+        .iter()
+        .map(|r| r.headers["x-amz-security-token"].to_str().unwrap())
+        .collect();
+    // 503 retried by the S3 client with the same token, then the expired token renewed once.
+    assert_eq!(tokens, ["old-token", "old-token", "fresh-token-1"]);
+    assert_eq!(requests[2].path, format!("/sfc-stage/{PREFIX}a.parquet"));
+    assert!(requests[2].headers.contains_key("x-amz-meta-sfc-digest"));
+
+    // Refused (403) even with fresh credentials: permanent, after exactly one renewal.
+    server.capture.script(&[403, 403]);
+    let first = StageAnswer::parse(&scripted_s3_answer(addr, "old-token")).unwrap();
+    let error = upload_files(first, &files, &PutOptions::default(), &tuning(), &answers)
+        .await
+        .unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent, "{error}");
+    assert_eq!(answers.asked().len(), 2);
+    let shown = format!("{error} {error:?}");
+    assert!(
+        !shown.contains("not-for-printing") && !shown.contains("fresh-token"),
         "{shown}"
     );
 }

@@ -49,7 +49,8 @@ pub struct StageAnswer {
     pub creds: StageCreds,
     /// The key material when the stage encrypts on the client (internal stages).
     pub encryption: Option<EncryptionMaterial>,
-    /// Files at least this large go up in parts (bytes), when the server says.
+    /// The server's multipart threshold in bytes, when it says. Informational: parts are cut
+    /// by [`crate::UploadTuning::part_size`], which also bounds memory.
     pub threshold: Option<u64>,
     /// The parallelism the server echoes back.
     pub parallel: Option<usize>,

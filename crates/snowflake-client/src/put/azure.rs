@@ -5,6 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use md5::{Digest, Md5};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
 use super::FileMeta;
@@ -125,7 +126,8 @@ impl AzureTarget {
         .map(|_| ())
     }
 
-    /// Put Block for each part (each retried alone), then Put Block List with the metadata.
+    /// Put Block for each part (each retried alone), then Put Block List with the metadata and
+    /// the MD5 of the whole blob (which Azure does not compute for a blob made of blocks).
     pub(crate) async fn put_blocks(
         &self,
         http: &reqwest::Client,
@@ -135,7 +137,15 @@ impl AzureTarget {
         meta: &FileMeta,
     ) -> Result<(), UploadError> {
         let mut block_ids = Vec::new();
+        let mut md5 = Md5::new();
         while let Some(part) = reader.next_part().await? {
+            let hashed = part.clone();
+            md5 = tokio::task::spawn_blocking(move || {
+                md5.update(&hashed);
+                md5
+            })
+            .await
+            .expect("hashing does not panic");
             // Block ids are base64 of equal-length strings within one blob.
             let id = STANDARD.encode(format!("backhaul-block-{:06}", block_ids.len()));
             let url = self.url(&[("comp", "block"), ("blockid", &id)]);
@@ -155,11 +165,13 @@ impl AzureTarget {
         }
         list.push_str("</BlockList>");
         let list = Bytes::from(list);
+        let content_md5 = STANDARD.encode(md5.finalize());
         let url = self.url(&[("comp", "blocklist")]);
         send_retrying(name, "Azure Put Block List", false, backoff, || {
             let request = self
                 .put(http, url.clone())
                 .header(CONTENT_TYPE, "application/xml")
+                .header("x-ms-blob-content-md5", &content_md5)
                 .header(CONTENT_LENGTH, list.len())
                 .body(list.clone());
             Self::metadata(request, meta)
@@ -172,4 +184,31 @@ impl AzureTarget {
 /// The current time in the HTTP date format Azure wants in `x-ms-date`.
 fn httpdate_now() -> String {
     chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_azure_answer_gives_the_account_blob_url_with_the_sas_appended() {
+        let answer = StageAnswer::parse(&serde_json::json!({
+            "command": "UPLOAD",
+            "stageInfo": {"locationType": "AZURE", "location": "stage-container/abc/users/1/", "endPoint": "blob.core.windows.net",
+                          "storageAccount": "sfcacct", "region": "westus2",
+                          "creds": {"AZURE_SAS_TOKEN": "?sv=2021-08-06&se=2030&sig=abc%2Bdef"}}
+        }))
+        .unwrap();
+        let target = AzureTarget::new(&answer, "part 1.parquet").unwrap();
+        assert_eq!(
+            target.url(&[("comp", "block"), ("blockid", "YQ==")]).as_str(),
+            "https://sfcacct.blob.core.windows.net/stage-container/abc/users/1/part%201.parquet\
+             ?comp=block&blockid=YQ%3D%3D&sv=2021-08-06&se=2030&sig=abc%2Bdef"
+        );
+        assert_eq!(
+            target.url(&[]).as_str(),
+            "https://sfcacct.blob.core.windows.net/stage-container/abc/users/1/part%201.parquet\
+             ?sv=2021-08-06&se=2030&sig=abc%2Bdef"
+        );
+    }
 }

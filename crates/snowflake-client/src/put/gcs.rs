@@ -154,3 +154,42 @@ impl GcsTarget {
         check_once(name, "GCS PUT", self.presigned(), sent).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(extra: serde_json::Value) -> StageAnswer {
+        let mut info = serde_json::json!({"locationType": "GCS", "location": "sfc-gcs/stages/abc/",
+                                          "creds": {"GCS_ACCESS_TOKEN": "ya29.x"}});
+        info.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        StageAnswer::parse(&serde_json::json!({"command": "UPLOAD", "stageInfo": info})).unwrap()
+    }
+
+    #[test]
+    fn token_urls_follow_the_stage_answer() {
+        let url = |extra| {
+            GcsTarget::new(&answer(extra), "a b.parquet")
+                .unwrap()
+                .url
+                .expose()
+                .to_string()
+        };
+        assert_eq!(
+            url(serde_json::json!({})),
+            "https://storage.googleapis.com/sfc-gcs/stages/abc/a%20b.parquet"
+        );
+        assert_eq!(
+            url(serde_json::json!({"region": "ME-CENTRAL2"})),
+            "https://storage.me-central2.rep.googleapis.com/sfc-gcs/stages/abc/a%20b.parquet"
+        );
+        assert_eq!(
+            url(serde_json::json!({"useVirtualUrl": true})),
+            "https://sfc-gcs.storage.googleapis.com/stages/abc/a%20b.parquet"
+        );
+        assert_eq!(
+            url(serde_json::json!({"endPoint": "storage.example.net/"})),
+            "https://storage.example.net/sfc-gcs/stages/abc/a%20b.parquet"
+        );
+    }
+}

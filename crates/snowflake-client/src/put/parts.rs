@@ -187,3 +187,73 @@ pub(crate) async fn read_whole(
     .expect("hashing does not panic");
     Ok((digest, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    use super::*;
+    use crate::put::answer::EncryptionMaterial;
+    use crate::session::Secret;
+
+    async fn file(len: usize) -> PutFile {
+        let store = Arc::new(InMemory::new());
+        let path = Path::from("f");
+        let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        store.put(&path, bytes.into()).await.unwrap();
+        PutFile {
+            name: "f".into(),
+            store,
+            path,
+            size: len as u64,
+        }
+    }
+
+    async fn part_lengths(file: &PutFile, part: usize, encrypt: bool) -> Vec<usize> {
+        let encryptor = encrypt.then(|| {
+            let material = EncryptionMaterial {
+                query_stage_master_key: Secret::new(STANDARD.encode([9u8; 16])),
+                query_id: "q".into(),
+                smk_id: "1".into(),
+            };
+            ContentEncryptor::new(&material).unwrap().0
+        });
+        let mut reader = PartReader::open(file, part, encryptor).await.unwrap();
+        let mut lengths = Vec::new();
+        while let Some(p) = reader.next_part().await.unwrap() {
+            lengths.push(p.len());
+        }
+        lengths
+    }
+
+    #[tokio::test]
+    async fn parts_cut_at_the_part_size_with_padding_on_the_last() {
+        assert_eq!(part_lengths(&file(100).await, 32, false).await, [32, 32, 32, 4]);
+        assert_eq!(part_lengths(&file(96).await, 32, false).await, [32, 32, 32]);
+        assert_eq!(part_lengths(&file(0).await, 32, false).await, [0]);
+        // The padding joins the last part, even a whole block of it.
+        assert_eq!(part_lengths(&file(100).await, 32, true).await, [32, 32, 32, 16]);
+        assert_eq!(part_lengths(&file(96).await, 32, true).await, [32, 32, 48]);
+        assert_eq!(part_lengths(&file(0).await, 32, true).await, [16]);
+    }
+
+    #[tokio::test]
+    async fn a_source_of_another_size_is_a_permanent_failure() {
+        let mut f = file(50).await;
+        f.size = 60;
+        let mut reader = PartReader::open(&f, 32, None).await.unwrap();
+        assert!(reader.next_part().await.unwrap().is_some());
+        let e = reader.next_part().await.unwrap_err();
+        assert_eq!(e.error.class(), backhaul_core::ErrorClass::Permanent);
+        assert!(plaintext_digest(&f).await.is_err());
+        assert!(read_whole(&f, None).await.is_err());
+        f.size = 50;
+        assert_eq!(
+            plaintext_digest(&f).await.unwrap(),
+            read_whole(&f, None).await.unwrap().0
+        );
+    }
+}

@@ -74,8 +74,10 @@ impl S3Target {
                     .with_endpoint(format!("https://{bucket}.s3.{region}.amazonaws.com.cn"))
                     .with_virtual_hosted_style_request(true);
             }
-            // object_store's default is the regional endpoint already (useS3RegionalUrl).
-            None => {}
+            // `<bucket>.s3.<region>.amazonaws.com`: regional (what `useS3RegionalUrl` asks
+            // for, and right for every region) and virtual-hosted, which every bucket supports
+            // (path-style does not work for buckets made since 2020).
+            None => builder = builder.with_virtual_hosted_style_request(true),
         }
         let store = builder
             .build()

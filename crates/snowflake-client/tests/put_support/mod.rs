@@ -1,13 +1,19 @@
-//! Helpers shared by the PUT tests (included with `#[path]`; on its own it has no tests).
+//! Helpers shared by the PUT tests (each includes this module with `#[path]`).
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aes::cipher::{BlockDecrypt, KeyInit};
 use aes::{Aes128, Aes256};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use backhaul_snowflake_client::{PutFile, Result, StageAnswer, StageAnswers};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -129,4 +135,88 @@ where
         let data = (self.answer)(name, count);
         Box::pin(async move { StageAnswer::parse(&data) })
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Default)]
+pub struct Capture {
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Answers (status, body), in order; 200 with an ETag once they run out.
+    script: Arc<Mutex<VecDeque<(u16, String)>>>,
+}
+
+impl Capture {
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+    /// Answers these statuses (with a short message) before the default success.
+    pub fn script(&self, statuses: &[u16]) {
+        let answers = statuses.iter().map(|s| (*s, format!("scripted failure {s}")));
+        self.script.lock().unwrap().extend(answers);
+    }
+
+    /// Answers `status` with `body` once.
+    pub fn script_body(&self, status: u16, body: &str) {
+        self.script.lock().unwrap().push_back((status, body.to_string()));
+    }
+}
+
+async fn record(
+    State(capture): State<Capture>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    capture.requests.lock().unwrap().push(Recorded {
+        method,
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers,
+        body,
+    });
+    let (status, body) = capture
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or((200, String::new()));
+    // An ETag, as S3 answers a PUT with.
+    (StatusCode::from_u16(status).unwrap(), [("etag", "\"0123abcd\"")], body)
+}
+
+/// The server; it stops when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub capture: Capture,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A server on a port from the OS that records every request and answers from a script.
+pub async fn start() -> Server {
+    let capture = Capture::default();
+    let app = Router::new()
+        .fallback(record)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(capture.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Server { addr, capture, task }
 }
