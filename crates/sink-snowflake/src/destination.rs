@@ -469,7 +469,8 @@ impl SnowflakeDestination {
                     commit.job_id
                 )));
             }
-            Ok(None) | Err(_) => {
+            Err(e) => return Err(e),
+            Ok(None) => {
                 return Err(Error::InvalidObject {
                     object: self.table(),
                     message: format!("not prepared for job `{}`; prepare runs at plan time", commit.job_id),
@@ -823,6 +824,7 @@ mod tests {
     use std::collections::HashMap;
 
     use arrow::datatypes::{DataType, TimeUnit};
+    use backhaul_core::connector::Destination;
 
     use super::*;
 
@@ -842,6 +844,61 @@ mod tests {
         ]);
         let back = decode_schema(&encode_schema(&schema).unwrap()).unwrap();
         assert_eq!(back.as_ref(), &schema);
+    }
+
+    fn destination(extra: &str) -> SnowflakeDestination {
+        let text = format!(
+            "account = \"acme\"\nuser = \"LOADER\"\npassword_file = \"{}\"\ndatabase = \"DB\"\n\
+             schema = \"RAW\"\nwarehouse = \"WH\"\ntable = \"orders\"\n{extra}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
+        );
+        SnowflakeDestination::new(&toml::from_str(&text).unwrap()).unwrap()
+    }
+
+    fn commit() -> ChunkCommit {
+        ChunkCommit {
+            job_id: "orders".into(),
+            chunk_id: 7,
+            attempt: 2,
+            range: CursorRange::new(0, 10),
+            cursor_column: "created_at".into(),
+            files: vec![],
+            extracted: Default::default(),
+        }
+    }
+
+    #[test]
+    fn copy_reads_the_attempts_prefix_and_purges_internal_stages_only() {
+        let internal = destination("");
+        let location = internal.location(&commit());
+        assert_eq!(location, "@~/backhaul/orders/chunk-000007/attempt-002/");
+        assert_eq!(
+            internal.copy_statement(&location),
+            "COPY INTO DB.RAW.orders FROM @~/backhaul/orders/chunk-000007/attempt-002/ \
+             FILE_FORMAT = (TYPE = PARQUET USE_VECTORIZED_SCANNER = TRUE) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE \
+             ON_ERROR = ABORT_STATEMENT FORCE = TRUE PURGE = TRUE"
+        );
+        let kept = destination("keep_staged_files = true\nstage = \"internal:LOADS\"");
+        let location = kept.location(&commit());
+        assert_eq!(location, "@LOADS/backhaul/orders/chunk-000007/attempt-002/");
+        assert!(kept.copy_statement(&location).ends_with("FORCE = TRUE"));
+        // External: the backhaul stage's own layout, never purged (the worker owns those files).
+        let external = destination("stage = \"external:RAW.S3_LOADS\"");
+        let location = external.location(&commit());
+        assert_eq!(location, "@RAW.S3_LOADS/orders/chunk-000007/attempt-002/");
+        assert!(external.copy_statement(&location).ends_with("FORCE = TRUE"));
+    }
+
+    #[tokio::test]
+    async fn an_external_stage_needs_a_cloud_backhaul_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Stage::local(dir.path()).await.unwrap();
+        let e = destination("stage = \"external:S3_LOADS\"")
+            .check_stage(&local)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stage.url") && e.contains("s3://"), "{e}");
+        destination("").check_stage(&local).unwrap();
     }
 
     #[test]
