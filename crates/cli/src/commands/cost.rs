@@ -66,6 +66,7 @@ fn price_book(models: Option<&Path>, overlays: &[PathBuf]) -> Result<PriceBook> 
 /// Estimates and prints.
 pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
     let (mut config, origin) = load_config(&args.flags)?;
+    snowflake_as_configured(&mut config, &args.spec)?;
     if let Some(size) = &args.warehouse {
         let size = size.to_ascii_lowercase();
         if !WAREHOUSE_SIZES.contains(&size.as_str()) {
@@ -104,6 +105,28 @@ pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
         OutputFormat::Text => print!("{}", report::to_text(&report)),
     }
     Ok(0)
+}
+
+/// The Snowflake lines price what a Snowflake destination is configured with: its
+/// `warehouse_size` (over `[snowflake] warehouse`; `--warehouse` still wins) and, with an internal
+/// stage, internal staging. Its `file_size` reaches the estimate through the profile already.
+fn snowflake_as_configured(config: &mut backhaul_cost::config::CostConfig, spec_path: &Path) -> Result<()> {
+    let (spec, origin, _) = load_spec(spec_path)?;
+    if spec.destination.kind != "snowflake" {
+        return Ok(());
+    }
+    let destination: backhaul_sink_snowflake::SnowflakeDestinationSpec =
+        backhaul_core::spec::parse_section(&spec.destination.settings, "destination", &origin)?;
+    if destination.warehouse_size.is_some() {
+        config.snowflake.warehouse = destination.warehouse_size().to_string();
+    }
+    if matches!(
+        destination.stage_mode(&origin)?,
+        backhaul_sink_snowflake::StageMode::Internal { .. }
+    ) {
+        config.snowflake.stage = backhaul_cost::config::StageKind::Internal;
+    }
+    Ok(())
 }
 
 /// Arguments of `cost-models`.

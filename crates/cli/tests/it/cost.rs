@@ -281,3 +281,23 @@ fn cost_models_check_accepts_the_tables_and_refuses_an_overlap() {
         "{err}"
     );
 }
+
+/// The Snowflake lines price the warehouse size and stage the Snowflake destination is
+/// configured with (its file size reaches the profile through the staging preferences);
+/// `--warehouse` still wins.
+#[test]
+fn cost_prices_the_snowflake_destination_as_configured() {
+    let job = JobDir::new(&JobParams::default());
+    let spec = std::fs::read_to_string(repo().join("deploy/jobs/snowflake-orders.toml"))
+        .expect("snowflake spec")
+        .replace("to = \"2023-07-01\"", "to = \"2023-01-15\"")
+        .replace("warehouse_size = \"xs\"", "warehouse_size = \"m\"");
+    job.write_spec("job.toml", &spec);
+    let out = job.ok(&["cost", "job.toml", "--as-of", "2026-11-01"]);
+    assert!(
+        out.contains("backhaul → Snowflake COPY (M warehouse, internal stage)"),
+        "{out}"
+    );
+    let out = job.ok(&["cost", "job.toml", "--as-of", "2026-11-01", "--warehouse", "l"]);
+    assert!(out.contains("Snowflake COPY (L warehouse, internal stage)"), "{out}");
+}

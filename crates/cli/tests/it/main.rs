@@ -12,6 +12,7 @@ mod mysql;
 mod postgres;
 mod replay;
 mod s3_stage;
+mod snowflake;
 mod status_page;
 mod transient;
 mod util;
