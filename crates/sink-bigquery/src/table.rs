@@ -364,16 +364,11 @@ impl BigQueryTable {
             BigQueryError::Protocol(format!("cursor column `{cursor_column}` is not in the table's schema"))
         })?;
         let (t, _) = bq_type(field)?;
-        let bound = |v: i64| match t {
-            BqType::Timestamp => format!("TIMESTAMP_MICROS({v})"),
-            BqType::DateTime => format!("DATETIME(TIMESTAMP_MICROS({v}))"),
-            BqType::Date => format!("DATE_FROM_UNIX_DATE({v})"),
-            _ => v.to_string(),
-        };
+        let bound = |v: i64| cursor_literal(t, v);
         Ok(format!(
             "`{cursor_column}` >= {} AND `{cursor_column}` < {}",
-            bound(range.from),
-            bound(range.to)
+            bound(range.from)?,
+            bound(range.to)?
         ))
     }
 
@@ -618,6 +613,32 @@ impl Destination for BigQueryTable {
     }
 }
 
+/// A cursor value as a SQL literal of the column's type. Constant literals (not
+/// `TIMESTAMP_MICROS(n)`) let BigQuery prune partitions, so a range delete or fingerprint scans
+/// only the chunk's days.
+fn cursor_literal(t: BqType, value: i64) -> Result<String> {
+    let out_of_range = || BigQueryError::Protocol(format!("cursor value {value} is out of range for {}", t.name()));
+    Ok(match t {
+        BqType::Timestamp | BqType::DateTime => {
+            let at = chrono::DateTime::from_timestamp_micros(value).ok_or_else(out_of_range)?;
+            let text = at.format("%Y-%m-%d %H:%M:%S%.6f");
+            if t == BqType::Timestamp {
+                format!("TIMESTAMP '{text}+00'")
+            } else {
+                format!("DATETIME '{text}'")
+            }
+        }
+        BqType::Date => {
+            let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).ok_or_else(out_of_range)?;
+            let day = epoch
+                .checked_add_signed(chrono::TimeDelta::days(value))
+                .ok_or_else(out_of_range)?;
+            format!("DATE '{}'", day.format("%Y-%m-%d"))
+        }
+        _ => value.to_string(),
+    })
+}
+
 /// A REST schema field of a BigQuery type (every column NULLABLE: the fingerprint counts NULLs).
 fn field_schema(name: &str, t: BqType) -> TableFieldSchema {
     let field_type = match t {
@@ -671,6 +692,20 @@ fn decode_schema(text: &str) -> Result<Schema> {
 mod tests {
     use super::*;
     use arrow::datatypes::{DataType, TimeUnit};
+
+    #[test]
+    fn cursor_literals_are_constants_of_the_column_type() {
+        assert_eq!(
+            cursor_literal(BqType::Timestamp, 1_678_838_447_441_253).unwrap(),
+            "TIMESTAMP '2023-03-15 00:00:47.441253+00'"
+        );
+        assert_eq!(
+            cursor_literal(BqType::DateTime, 0).unwrap(),
+            "DATETIME '1970-01-01 00:00:00.000000'"
+        );
+        assert_eq!(cursor_literal(BqType::Date, 19_431).unwrap(), "DATE '2023-03-15'");
+        assert_eq!(cursor_literal(BqType::Int64, -5).unwrap(), "-5");
+    }
 
     #[test]
     fn schemas_round_trip_through_the_control_table_text() {

@@ -160,12 +160,13 @@ pub fn compatible(table: BqType, source: BqType) -> bool {
     table == source || (table == BqType::BigNumeric && source == BqType::Numeric)
 }
 
-/// BigQuery's fingerprint SQL. Sums are taken in NUMERIC when the column's values allow it
-/// (integers, NUMERIC columns, temporal epochs: 29 digits before the point, 9 after) and in
-/// BIGNUMERIC for BIGNUMERIC columns; BigQuery fails a sum that overflows rather than rounding
-/// it, so a sum is exact or the query fails. All sums are cast to STRING so the REST answer
-/// never passes through a JSON float. (NUMERIC where it suffices also keeps the query runnable
-/// on servers without BIGNUMERIC, such as bqemulator: one SQL, exact on both.)
+/// BigQuery's fingerprint SQL. Sums are taken in `NUMERIC(29+s, s)` when the column's values
+/// allow it (integers, NUMERIC columns, temporal epochs: 29 digits before the point) and in
+/// `BIGNUMERIC(38+s, s)` for BIGNUMERIC columns and scales above 9; BigQuery fails a sum that
+/// overflows rather than rounding it, so a sum is exact or the query fails. All sums are cast
+/// to STRING so the REST answer never passes through a JSON float. (NUMERIC where it suffices
+/// also keeps the query runnable on servers without BIGNUMERIC, such as bqemulator: one SQL,
+/// exact on both.)
 #[derive(Debug, Clone, Default)]
 pub struct BigQueryDialect {
     /// Quoted names of the columns stored as BIGNUMERIC.
@@ -191,10 +192,12 @@ impl FingerprintDialect for BigQueryDialect {
     }
 
     fn exact_sum(&self, expr: &str, scale: i8) -> String {
+        // Parameterized casts: the widest NUMERIC (or BIGNUMERIC) at the column's scale. A bare
+        // `NUMERIC` would do on BigQuery, but some servers read it as a narrower default.
         let wide = if scale > NUMERIC_SCALE || self.bignumeric.contains(expr) {
-            "BIGNUMERIC"
+            format!("BIGNUMERIC({}, {scale})", BIGNUMERIC_INTEGER_DIGITS + i16::from(scale))
         } else {
-            "NUMERIC"
+            format!("NUMERIC({}, {scale})", NUMERIC_INTEGER_DIGITS + i16::from(scale))
         };
         format!("CAST(SUM(CAST({expr} AS {wide})) AS STRING)")
     }
@@ -298,11 +301,17 @@ mod tests {
         )]));
         assert_eq!(
             d.exact_sum("`big`", 0),
-            "CAST(SUM(CAST(`big` AS BIGNUMERIC)) AS STRING)"
+            "CAST(SUM(CAST(`big` AS BIGNUMERIC(38, 0))) AS STRING)"
         );
         assert_eq!(d.quote_ident("a`b"), "`a\\`b`");
-        assert_eq!(d.exact_sum("`x`", 2), "CAST(SUM(CAST(`x` AS NUMERIC)) AS STRING)");
-        assert_eq!(d.exact_sum("`x`", 18), "CAST(SUM(CAST(`x` AS BIGNUMERIC)) AS STRING)");
+        assert_eq!(
+            d.exact_sum("`x`", 2),
+            "CAST(SUM(CAST(`x` AS NUMERIC(31, 2))) AS STRING)"
+        );
+        assert_eq!(
+            d.exact_sum("`x`", 18),
+            "CAST(SUM(CAST(`x` AS BIGNUMERIC(56, 18))) AS STRING)"
+        );
         let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         assert_eq!(d.epoch("`t`", &ts, EpochUnit::Microsecond), "UNIX_MICROS(`t`)");
         let naive = DataType::Timestamp(TimeUnit::Millisecond, None);
