@@ -12,6 +12,7 @@ pub fn builtin_connectors() -> Registry {
         .source(backhaul_source_postgres::PostgresKind)
         .source(backhaul_source_mysql::MysqlKind)
         .destination(backhaul_sink_local::LocalKind)
+        .destination(backhaul_sink_bigquery::BigQueryKind)
 }
 
 #[cfg(test)]

@@ -75,6 +75,18 @@ pub enum Partitioning {
     None,
 }
 
+/// How JSON columns (Arrow `arrow.json`) are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonColumns {
+    /// BigQuery `JSON`. BigQuery normalizes the text, so the fingerprint proves JSON columns
+    /// only when the source's text is already compact (see the docs).
+    #[default]
+    Json,
+    /// `STRING` holding the source's exact text (query it with `PARSE_JSON`).
+    String,
+}
+
 /// A BigQuery table loaded by load jobs (or the Storage Write API). The spec holds no secret:
 /// the key file is read at build time and its contents never leave the authenticator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +125,9 @@ pub struct BigQuerySpec {
     /// Up to four clustering columns, in order.
     #[serde(default)]
     pub clustering: Vec<String>,
+    /// `json` (default): JSON columns as BigQuery `JSON`; `string`: as `STRING`, text kept exactly.
+    #[serde(default)]
+    pub json_columns: JsonColumns,
     /// Source columns never loaded (left out of the table and of the staged files' load).
     #[serde(default)]
     pub blocked_columns: Vec<String>,
@@ -130,6 +145,29 @@ pub struct BigQuerySpec {
 }
 
 impl BigQuerySpec {
+    /// A spec with every optional key at its default.
+    pub fn new(project: &str, dataset: &str, table: &str) -> Self {
+        BigQuerySpec {
+            project: project.into(),
+            dataset: dataset.into(),
+            table: table.into(),
+            location: None,
+            base_url: None,
+            auth: AuthMethod::default(),
+            key_file: None,
+            write_method: WriteMethod::default(),
+            file_size: None,
+            allow_small_files: false,
+            partitioning: Partitioning::default(),
+            clustering: Vec::new(),
+            json_columns: JsonColumns::default(),
+            blocked_columns: Vec::new(),
+            job_timeout: None,
+            stage_gcs_url: None,
+            storage_write_endpoint: None,
+        }
+    }
+
     /// The target file size in bytes, checked against the allowed range.
     pub fn file_size_bytes(&self, origin: &str) -> Result<u64> {
         let err = |msg: String| Err(Error::config(origin, "destination.file_size", msg));

@@ -18,9 +18,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use backhaul_core::connector::{ChunkCommit, Destination, DestinationType};
+use backhaul_core::chunking::PlannedChunk;
+use backhaul_core::connector::{ChunkCommit, Destination, DestinationType, PlanNote};
 use backhaul_core::cursor::CursorRange;
-use backhaul_core::fingerprint::FingerprintSql;
+use backhaul_core::fingerprint::{ColumnFingerprint, FingerprintSql};
 use backhaul_core::proof::{ChunkProof, ProofLevel};
 use backhaul_core::spec::is_valid_name;
 use backhaul_core::stage::{Stage, StageKind};
@@ -38,7 +39,7 @@ use tokio::sync::OnceCell;
 
 use crate::client::Rest;
 use crate::error::{BigQueryError, Result};
-use crate::spec::{BigQuerySpec, Partitioning};
+use crate::spec::{BigQuerySpec, JsonColumns, Partitioning};
 use crate::types::{BigQueryDialect, BqType, bq_type, compatible};
 
 /// The proof this destination gives: the portable fingerprint, recomputed by one query.
@@ -47,6 +48,9 @@ pub const PROOF_LEVEL: ProofLevel = ProofLevel::Fingerprint;
 pub const MAX_URIS_PER_LOAD_JOB: usize = 10_000;
 /// BigQuery's limit of bytes per load job (15 TB).
 pub const MAX_BYTES_PER_LOAD_JOB: u64 = 15_000_000_000_000;
+/// BigQuery's quota of load jobs per table per day (also the number of INSERT DML statements
+/// per table per day that run at once before BigQuery starts queueing them).
+pub const LOAD_JOBS_PER_TABLE_PER_DAY: usize = 1_500;
 /// `chunk_id` of the control row that records the table's owner and schema.
 const OWNER_ROW: i64 = -1;
 
@@ -80,6 +84,8 @@ struct ChunkRow {
     attempt: u32,
     range: CursorRange,
     cursor_column: String,
+    /// The blocked columns' measures, taken from the staging table at commit.
+    blocked: Vec<ColumnFingerprint>,
 }
 
 impl BigQueryTable {
@@ -148,6 +154,7 @@ impl BigQueryTable {
             field("range_to", FieldType::Int64),
             field("cursor_column", FieldType::String),
             field("arrow_schema", FieldType::String),
+            field("blocked_fingerprint", FieldType::String),
             field("committed_at", FieldType::Timestamp),
         ]);
         let table = Table::new(&self.spec.project, &self.spec.dataset, &self.control_name(), schema);
@@ -208,6 +215,17 @@ impl BigQueryTable {
         }
     }
 
+    /// The BigQuery type of a source column under this spec (`json_columns`).
+    fn bq_type(&self, field: &Field) -> Result<(BqType, Option<String>)> {
+        match bq_type(field)? {
+            (BqType::Json, _) if self.spec.json_columns == JsonColumns::String => Ok((
+                BqType::String,
+                Some("JSON stored as STRING (destination.json_columns = \"string\")".into()),
+            )),
+            other => Ok(other),
+        }
+    }
+
     /// The columns loaded into the target: the schema without blocked columns.
     fn loaded_fields<'a>(&'a self, schema: &'a Schema) -> impl Iterator<Item = &'a Arc<Field>> + 'a {
         schema
@@ -221,7 +239,7 @@ impl BigQueryTable {
     async fn ensure_target(&self, rest: &Rest, schema: &Schema, cursor_column: Option<&str>) -> Result<()> {
         let mut wanted = Vec::new();
         for field in self.loaded_fields(schema) {
-            let (t, _) = bq_type(field)?;
+            let (t, _) = self.bq_type(field)?;
             wanted.push((field.name().clone(), t));
         }
         match rest.get_table(&self.spec.dataset, &self.spec.table).await? {
@@ -287,7 +305,18 @@ impl BigQueryTable {
         let rest = self.rest().await?;
         rest.check_dataset(&self.spec.dataset).await?;
         for field in schema.fields() {
-            bq_type(field)?;
+            self.bq_type(field)?;
+        }
+        if let Some(missing) = self
+            .spec
+            .clustering
+            .iter()
+            .find(|c| !self.loaded_fields(&schema).any(|f| f.name() == *c))
+        {
+            return Err(BigQueryError::Unsupported {
+                column: missing.clone(),
+                message: "destination.clustering names a column the source does not give".into(),
+            });
         }
         self.ensure_control(rest).await?;
         if let Some(owner) = self.read_owner(rest).await? {
@@ -323,7 +352,7 @@ impl BigQueryTable {
     async fn chunk_row(&self, rest: &Rest, job_id: &str, chunk_id: u64) -> Result<Option<ChunkRow>> {
         let rows = rest
             .query(&format!(
-                "SELECT attempt, range_from, range_to, cursor_column FROM {} WHERE job_id = '{job_id}' AND chunk_id = {chunk_id}",
+                "SELECT attempt, range_from, range_to, cursor_column, blocked_fingerprint FROM {} WHERE job_id = '{job_id}' AND chunk_id = {chunk_id}",
                 self.qualified(&self.control_name())
             ))
             .await?;
@@ -341,6 +370,12 @@ impl BigQueryTable {
             attempt: u32::try_from(int(0)?).unwrap_or(0),
             range: CursorRange::new(int(1)?, int(2)?),
             cursor_column: row.get(3).cloned().flatten().unwrap_or_default(),
+            blocked: match row.get(4).cloned().flatten() {
+                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                    BigQueryError::Protocol(format!("control row of chunk {chunk_id}: blocked_fingerprint: {e}"))
+                })?,
+                None => Vec::new(),
+            },
         }))
     }
 
@@ -363,7 +398,7 @@ impl BigQueryTable {
         let field = schema.field_with_name(cursor_column).map_err(|_| {
             BigQueryError::Protocol(format!("cursor column `{cursor_column}` is not in the table's schema"))
         })?;
-        let (t, _) = bq_type(field)?;
+        let (t, _) = self.bq_type(field)?;
         let bound = |v: i64| cursor_literal(t, v);
         Ok(format!(
             "`{cursor_column}` >= {} AND `{cursor_column}` < {}",
@@ -372,11 +407,13 @@ impl BigQueryTable {
         ))
     }
 
-    /// Measures the fingerprint of `from` (a table and predicate) over `schema`'s columns.
-    async fn measure(&self, rest: &Rest, schema: &Schema, from: &str) -> Result<ChunkProof> {
-        let loaded: Vec<Field> = self.loaded_fields(schema).map(|f| f.as_ref().clone()).collect();
-        let loaded = Arc::new(Schema::new(loaded));
-        let sql = FingerprintSql::new(&loaded, &BigQueryDialect::for_schema(&loaded));
+    /// Measures the fingerprint of `from` (a table and predicate) over `columns`.
+    async fn measure(&self, rest: &Rest, columns: Vec<Field>, from: &str) -> Result<ChunkProof> {
+        let columns = Arc::new(Schema::new(columns));
+        let sql = FingerprintSql::new(
+            &columns,
+            &BigQueryDialect::for_schema(&columns, self.spec.json_columns == JsonColumns::String),
+        );
         let rows = rest.query(&format!("SELECT {} FROM {from}", sql.select_list())).await?;
         let row = rows
             .into_iter()
@@ -438,8 +475,9 @@ impl BigQueryTable {
         if committed.as_ref().is_some_and(|r| r.attempt == attempt) && !staging_exists {
             // This attempt already committed and cleaned up: a retried commit. Measure what is
             // there; the caller checks it.
+            let blocked = committed.map(|r| r.blocked).unwrap_or_default();
             return self
-                .measure_committed(rest, &schema, &commit.cursor_column, commit.range)
+                .measure_committed(rest, &schema, &commit.cursor_column, commit.range, &blocked)
                 .await;
         }
         if commit.files.len() > MAX_URIS_PER_LOAD_JOB {
@@ -459,7 +497,7 @@ impl BigQueryTable {
         if !staging_exists {
             let mut fields = Vec::new();
             for field in schema.fields() {
-                fields.push(field_schema(field.name(), bq_type(field)?.0));
+                fields.push(field_schema(field.name(), self.bq_type(field)?.0));
             }
             let table = Table::new(
                 &self.spec.project,
@@ -489,7 +527,9 @@ impl BigQueryTable {
         }
 
         // 2. Check what would be committed before anything visible changes.
-        let staged = self.measure(rest, &schema, &self.qualified(&staging)).await?;
+        // Every column, blocked ones too: the staging table holds them all.
+        let all = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let staged = self.measure(rest, all, &self.qualified(&staging)).await?;
         if let Err(e) = staged.verify(
             &commit.extracted,
             format!("chunk {chunk} of job {job} (attempt {attempt}) as loaded"),
@@ -512,32 +552,44 @@ impl BigQueryTable {
              DELETE FROM {target} WHERE {predicate};\n\
              INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging_q};\n\
              DELETE FROM {control} WHERE job_id = '{job}' AND chunk_id = {chunk};\n\
-             INSERT INTO {control} (job_id, chunk_id, attempt, range_from, range_to, cursor_column, committed_at) VALUES ('{job}', {chunk}, {attempt}, {from}, {to}, '{cursor}', CURRENT_TIMESTAMP());\n\
+             INSERT INTO {control} (job_id, chunk_id, attempt, range_from, range_to, cursor_column, blocked_fingerprint, committed_at) VALUES ('{job}', {chunk}, {attempt}, {from}, {to}, '{cursor}', {blocked}, CURRENT_TIMESTAMP());\n\
              COMMIT TRANSACTION;",
             target = self.target(),
             staging_q = self.qualified(&staging),
             from = commit.range.from,
             to = commit.range.to,
             cursor = commit.cursor_column,
+            blocked = blocked_literal(&staged, &self.spec.blocked_columns)?,
         );
         rest.query(&script).await?;
         rest.delete_table(&self.spec.dataset, &staging).await?;
 
         // What is committed now, measured over the range.
-        self.measure_committed(rest, &schema, &commit.cursor_column, commit.range)
+        let blocked = blocked_measures(&staged, &self.spec.blocked_columns);
+        self.measure_committed(rest, &schema, &commit.cursor_column, commit.range, &blocked)
             .await
     }
 
+    /// The committed range's proof: the stored columns measured now, the blocked columns'
+    /// measures as taken from the staging table at commit (they are not stored: nothing to
+    /// re-measure).
     async fn measure_committed(
         &self,
         rest: &Rest,
         schema: &Schema,
         cursor_column: &str,
         range: CursorRange,
+        blocked: &[ColumnFingerprint],
     ) -> Result<ChunkProof> {
         let predicate = self.range_predicate(schema, cursor_column, range)?;
-        self.measure(rest, schema, &format!("{} WHERE {predicate}", self.target()))
-            .await
+        let loaded = self.loaded_fields(schema).map(|f| f.as_ref().clone()).collect();
+        let mut proof = self
+            .measure(rest, loaded, &format!("{} WHERE {predicate}", self.target()))
+            .await?;
+        if let Some(fingerprint) = &mut proof.fingerprint {
+            fingerprint.columns.extend(blocked.iter().cloned());
+        }
+        Ok(proof)
     }
 
     async fn read(&self, job_id: &str, chunk_id: u64) -> Result<Option<ChunkProof>> {
@@ -551,7 +603,7 @@ impl BigQueryTable {
         let Some(row) = self.chunk_row(rest, job_id, chunk_id).await? else {
             return Ok(None);
         };
-        self.measure_committed(rest, &owner.schema, &row.cursor_column, row.range)
+        self.measure_committed(rest, &owner.schema, &row.cursor_column, row.range, &row.blocked)
             .await
             .map(Some)
     }
@@ -583,7 +635,7 @@ impl Destination for BigQueryTable {
                 lossy_step: Some("blocked by destination.blocked_columns".into()),
             };
         }
-        match bq_type(field) {
+        match self.bq_type(field) {
             Ok((t, lossy_step)) => DestinationType {
                 name: t.name().into(),
                 lossy_step,
@@ -593,6 +645,10 @@ impl Destination for BigQueryTable {
                 lossy_step: Some(e.to_string()),
             },
         }
+    }
+
+    fn plan_notes(&self, chunks: &[PlannedChunk]) -> Vec<PlanNote> {
+        plan_notes(&self.spec, chunks)
     }
 
     fn check_stage(&self, stage: &Stage) -> CoreResult<()> {
@@ -611,6 +667,75 @@ impl Destination for BigQueryTable {
             ),
         ))
     }
+}
+
+/// The blocked columns' measures of a proof.
+fn blocked_measures(proof: &ChunkProof, blocked: &[String]) -> Vec<ColumnFingerprint> {
+    proof
+        .fingerprint
+        .iter()
+        .flat_map(|f| f.columns.iter())
+        .filter(|c| blocked.contains(&c.name))
+        .cloned()
+        .collect()
+}
+
+/// The blocked columns' measures as a SQL string literal (JSON), or `NULL` when none are blocked.
+fn blocked_literal(proof: &ChunkProof, blocked: &[String]) -> Result<String> {
+    if blocked.is_empty() {
+        return Ok("NULL".into());
+    }
+    let json = serde_json::to_string(&blocked_measures(proof, blocked))
+        .map_err(|e| BigQueryError::Protocol(format!("blocked column measures: {e}")))?;
+    Ok(format!("'{}'", json.replace('\\', "\\\\").replace('\'', "\\'")))
+}
+
+/// What a plan of `chunks` uses of BigQuery's quotas.
+pub fn plan_notes(spec: &BigQuerySpec, chunks: &[PlannedChunk]) -> Vec<PlanNote> {
+    let n = chunks.len();
+    let note = |message: String| PlanNote {
+        warning: false,
+        message,
+    };
+    let warn = |message: String| PlanNote { warning: true, message };
+    if spec.write_method == crate::spec::WriteMethod::StorageWrite {
+        return vec![note(format!(
+            "{n} chunks, each one PENDING Storage Write stream committed atomically (no load jobs, no stage); billed beyond 2 TiB a month"
+        ))];
+    }
+    let total: u64 = chunks.iter().map(|c| c.estimated_bytes).sum();
+    let mut notes = vec![note(format!(
+        "{n} load jobs (one per chunk, each into the chunk's own staging table) and {n} commit transactions on {}.{}; BigQuery allows 1,500 load jobs per table per day, 100,000 per project, and 5 table updates per 10 s (50 when partitioned): faster commits are answered rateLimitExceeded and retried later",
+        spec.dataset, spec.table
+    ))];
+    if n > LOAD_JOBS_PER_TABLE_PER_DAY {
+        let days = n.div_ceil(LOAD_JOBS_PER_TABLE_PER_DAY);
+        let per_chunk = total.div_ceil(LOAD_JOBS_PER_TABLE_PER_DAY as u64);
+        notes.push(warn(format!(
+            "{n} commits exceed the 1,500 per table per day that BigQuery runs at once (INSERT DML beyond that is queued, load jobs into the table itself would fail quotaExceeded): a run this size spans at least {days} days of quota; chunking.target_bytes of at least {} MiB keeps it within 1,500 chunks",
+            per_chunk.div_ceil(1024 * 1024)
+        )));
+    }
+    let file_size = spec
+        .file_size_bytes("<spec>")
+        .unwrap_or(crate::spec::DEFAULT_FILE_SIZE)
+        .max(1);
+    if let Some(big) = chunks.iter().max_by_key(|c| c.estimated_bytes) {
+        if big.estimated_bytes > MAX_BYTES_PER_LOAD_JOB {
+            notes.push(warn(format!(
+                "chunk {} is estimated at {} bytes, above the 15 TB one load job takes: plan smaller chunks",
+                big.index, big.estimated_bytes
+            )));
+        }
+        let files = big.estimated_bytes.div_ceil(file_size);
+        if files > MAX_URIS_PER_LOAD_JOB as u64 {
+            notes.push(warn(format!(
+                "chunk {} would stage about {files} files, above the 10,000 URIs one load job takes: raise destination.file_size or plan smaller chunks",
+                big.index
+            )));
+        }
+    }
+    notes
 }
 
 /// A cursor value as a SQL literal of the column's type. Constant literals (not
@@ -692,6 +817,31 @@ fn decode_schema(text: &str) -> Result<Schema> {
 mod tests {
     use super::*;
     use arrow::datatypes::{DataType, TimeUnit};
+
+    #[test]
+    fn plan_notes_count_load_jobs_and_warn_past_the_daily_quota() {
+        let spec: BigQuerySpec = toml::from_str("project = \"p-1234\"\ndataset = \"d\"\ntable = \"t\"").unwrap();
+        let chunk = |index: u64| PlannedChunk {
+            index,
+            range: CursorRange::new(index as i64, index as i64 + 1),
+            estimated_rows: 1,
+            estimated_bytes: 512 << 20,
+        };
+        let few: Vec<_> = (0..3).map(chunk).collect();
+        let notes = plan_notes(&spec, &few);
+        assert_eq!(notes.len(), 1);
+        assert!(
+            !notes[0].warning && notes[0].message.starts_with("3 load jobs"),
+            "{notes:?}"
+        );
+        let many: Vec<_> = (0..2_000).map(chunk).collect();
+        let notes = plan_notes(&spec, &many);
+        assert!(notes[1].warning, "{notes:?}");
+        assert!(
+            notes[1].message.contains("at least 2 days") && notes[1].message.contains("683 MiB"),
+            "{notes:?}"
+        );
+    }
 
     #[test]
     fn cursor_literals_are_constants_of_the_column_type() {

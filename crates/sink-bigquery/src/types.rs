@@ -171,18 +171,23 @@ pub fn compatible(table: BqType, source: BqType) -> bool {
 pub struct BigQueryDialect {
     /// Quoted names of the columns stored as BIGNUMERIC.
     bignumeric: std::collections::HashSet<String>,
+    /// JSON columns are stored as STRING (their text as the source gave it).
+    json_as_string: bool,
 }
 
 impl BigQueryDialect {
     /// The dialect for a table of `schema`'s columns.
-    pub fn for_schema(schema: &arrow::datatypes::Schema) -> Self {
+    pub fn for_schema(schema: &arrow::datatypes::Schema, json_as_string: bool) -> Self {
         let bignumeric = schema
             .fields()
             .iter()
             .filter(|f| matches!(bq_type(f), Ok((BqType::BigNumeric, _))))
             .map(|f| BigQueryDialect::default().quote_ident(f.name()))
             .collect();
-        BigQueryDialect { bignumeric }
+        BigQueryDialect {
+            bignumeric,
+            json_as_string,
+        }
     }
 }
 
@@ -228,7 +233,7 @@ impl FingerprintDialect for BigQueryDialect {
     }
 
     fn byte_length(&self, expr: &str, _data_type: &DataType, json: bool) -> String {
-        if json {
+        if json && !self.json_as_string {
             format!("BYTE_LENGTH(TO_JSON_STRING({expr}))")
         } else {
             format!("BYTE_LENGTH({expr})")
@@ -294,11 +299,10 @@ mod tests {
 
     #[test]
     fn dialect_renderings() {
-        let d = BigQueryDialect::for_schema(&arrow::datatypes::Schema::new(vec![Field::new(
-            "big",
-            DataType::Decimal128(38, 0),
-            true,
-        )]));
+        let d = BigQueryDialect::for_schema(
+            &arrow::datatypes::Schema::new(vec![Field::new("big", DataType::Decimal128(38, 0), true)]),
+            false,
+        );
         assert_eq!(
             d.exact_sum("`big`", 0),
             "CAST(SUM(CAST(`big` AS BIGNUMERIC(38, 0))) AS STRING)"

@@ -61,23 +61,15 @@ impl Env {
     }
 
     fn spec(&self, table: &str) -> BigQuerySpec {
-        BigQuerySpec {
-            project: PROJECT.into(),
-            dataset: DATASET.into(),
-            table: table.into(),
-            location: None,
-            base_url: Some(self.emulator.base_url()),
-            auth: AuthMethod::None,
-            key_file: None,
-            write_method: Default::default(),
-            file_size: Some(backhaul_core::spec::ByteSizeText("1MiB".into())),
-            allow_small_files: true,
-            partitioning: Default::default(),
-            clustering: Vec::new(),
-            blocked_columns: Vec::new(),
-            job_timeout: Some("2m".into()),
-            stage_gcs_url: Some("gs://bkt/stage".into()),
-            storage_write_endpoint: None,
+        {
+            let mut spec = BigQuerySpec::new(PROJECT, DATASET, table);
+            spec.base_url = Some(self.emulator.base_url());
+            spec.auth = AuthMethod::None;
+            spec.file_size = Some(backhaul_core::spec::ByteSizeText("1MiB".into()));
+            spec.allow_small_files = true;
+            spec.job_timeout = Some("2m".into());
+            spec.stage_gcs_url = Some("gs://bkt/stage".into());
+            spec
         }
     }
 }
