@@ -1,0 +1,4 @@
+//! Shared pieces of this crate's integration tests.
+#![allow(dead_code)]
+
+pub mod bqemulator;
