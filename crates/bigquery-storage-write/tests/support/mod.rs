@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod bqemulator;
+pub mod fake_server;
