@@ -1,6 +1,7 @@
 //! The client: connection, PENDING streams, appends at explicit offsets, finalize and
 //! batch commit, each retried by class.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -98,6 +99,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// The AppendRows request size limit; batches are split to stay under it.
     pub max_request_bytes: usize,
+    /// Append requests sent on a stream before waiting for the oldest answer. Each is kept
+    /// until answered (for a re-send), so a stream holds at most this many requests of up to
+    /// `max_request_bytes`.
+    pub max_in_flight: usize,
 }
 
 impl ClientConfig {
@@ -110,6 +115,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(20),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_in_flight: 4,
         }
     }
 }
@@ -123,6 +129,7 @@ impl fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -147,7 +154,18 @@ pub struct WriteStream {
     /// The encoded schema of the last batch, reused while batches keep that schema.
     schema: Option<(SchemaRef, Bytes)>,
     connection: Option<AppendConnection>,
+    /// Requests not yet acknowledged, oldest first; the first `sent` of them went out on the
+    /// current connection. Kept until acknowledged so a new connection can re-send them.
+    unacknowledged: VecDeque<Unacknowledged>,
+    sent: usize,
     acknowledged_rows: u64,
+}
+
+/// One AppendRows request awaiting its answer.
+struct Unacknowledged {
+    offset: u64,
+    rows: usize,
+    request: pb::AppendRowsRequest,
 }
 
 impl WriteStream {
@@ -170,6 +188,7 @@ impl fmt::Debug for WriteStream {
         f.debug_struct("WriteStream")
             .field("name", &self.name)
             .field("acknowledged_rows", &self.acknowledged_rows)
+            .field("unacknowledged_requests", &self.unacknowledged.len())
             .field("connected", &self.connection.is_some())
             .finish()
     }
@@ -258,18 +277,25 @@ impl WriteClient {
             table_path: table_path.to_string(),
             schema: None,
             connection: None,
+            unacknowledged: VecDeque::new(),
+            sent: 0,
             acknowledged_rows: 0,
         })
     }
 
     /// Appends `batch` at row `offset` of the stream and returns the offset after it.
     ///
-    /// The batch is split into requests under the size limit, sent in order, each at its own
-    /// offset. A request that fails transiently (or is throttled) is re-sent, on a fresh
-    /// connection after a backoff, at the same offset: the first one not acknowledged. An
-    /// answer `ALREADY_EXISTS` means an earlier attempt wrote those rows and counts as
-    /// success, so a retried append is never applied twice, as long as the caller re-appends
-    /// the same batches at the same offsets. `OUT_OF_RANGE` (a gap) is a permanent error.
+    /// The batch is split into requests under the size limit, each at its own offset, and
+    /// sent on the stream's connection without waiting for earlier answers, up to
+    /// [`ClientConfig::max_in_flight`] unanswered requests. So this returns once the batch is
+    /// *sent*; an earlier request's failure can surface here, in [`flush`](Self::flush) or in
+    /// [`finalize`](Self::finalize), which wait for every answer.
+    ///
+    /// A request that fails transiently (or is throttled) is re-sent after a backoff, on a
+    /// fresh connection, together with every request after it: from the first offset not
+    /// acknowledged. An answer `ALREADY_EXISTS` means an earlier attempt wrote those rows and
+    /// counts as success, so a retried request is never applied twice, as long as the caller
+    /// appends the same batches at the same offsets. `OUT_OF_RANGE` (a gap) is permanent.
     pub async fn append(&self, stream: &mut WriteStream, offset: u64, batch: &RecordBatch) -> Result<u64> {
         let schema = self.encoded_schema(stream, batch.schema()).await?;
         let max_piece_bytes = self
@@ -283,16 +309,38 @@ impl WriteClient {
             .map_err(|e| Error::Encode(format!("encoding task failed: {e}")))??;
         let mut piece_offset = offset;
         for piece in pieces {
-            self.append_piece(stream, piece_offset, &schema, &piece).await?;
+            while stream.unacknowledged.len() >= self.config.max_in_flight.max(1) {
+                self.receive_one(stream).await?;
+            }
+            let request = append_request(&stream.name, piece_offset, &schema, &piece);
+            stream.unacknowledged.push_back(Unacknowledged {
+                offset: piece_offset,
+                rows: piece.rows,
+                request,
+            });
+            if self.send_unsent(stream).await.is_err() {
+                // Retried with backoff when its answer is awaited, where the error is classified.
+                stream.connection = None;
+                stream.sent = 0;
+            }
             piece_offset += piece.rows as u64;
-            stream.acknowledged_rows = stream.acknowledged_rows.max(piece_offset);
         }
         Ok(piece_offset)
+    }
+
+    /// Waits until every appended row is acknowledged (retrying as [`append`](Self::append)
+    /// says).
+    pub async fn flush(&self, stream: &mut WriteStream) -> Result<()> {
+        while !stream.unacknowledged.is_empty() {
+            self.receive_one(stream).await?;
+        }
+        Ok(())
     }
 
     /// Finalizes the stream (no more appends) and returns its row count, which the caller
     /// compares with the rows it appended before committing.
     pub async fn finalize(&self, stream: &mut WriteStream) -> Result<u64> {
+        self.flush(stream).await?;
         self.close_connection(stream).await;
         let request = pb::FinalizeWriteStreamRequest {
             name: stream.name.clone(),
@@ -342,92 +390,95 @@ impl WriteClient {
         Ok(bytes)
     }
 
-    async fn append_piece(
-        &self,
-        stream: &mut WriteStream,
-        offset: u64,
-        schema: &Bytes,
-        piece: &EncodedPiece,
-    ) -> Result<()> {
-        let request = pb::AppendRowsRequest {
-            write_stream: stream.name.clone(),
-            offset: Some(offset as i64),
-            // The schema goes with every request: a retry may open a new connection, and
-            // the server needs the schema on a connection's first request.
-            rows: Some(pb::append_rows_request::Rows::ArrowRows(
-                pb::append_rows_request::ArrowData {
-                    writer_schema: Some(pb::ArrowSchema {
-                        serialized_schema: schema.clone(),
-                    }),
-                    rows: Some(pb::ArrowRecordBatch {
-                        serialized_record_batch: piece.bytes.clone(),
-                        ..Default::default()
-                    }),
-                },
-            )),
-            trace_id: TRACE_ID.to_string(),
-            ..Default::default()
-        };
+    /// Waits for the answer to the oldest unacknowledged request. On a failure the connection
+    /// is dropped and, after a backoff, every unacknowledged request is re-sent on a new one.
+    async fn receive_one(&self, stream: &mut WriteStream) -> Result<()> {
+        let timeout = self.config.request_timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = match self.send_and_receive(stream, request.clone()).await {
-                Ok(answer) => interpret_append(&stream.name, offset, piece.rows, answer),
-                Err(error) => Err(error),
-            };
-            let error = match outcome {
-                Ok(()) => return Ok(()),
-                Err(error) if already_written(&error) => {
-                    tracing::debug!(stream = %stream.name, offset, "rows already written by an earlier attempt");
+            let answer = async {
+                self.send_unsent(stream).await?;
+                let Some(connection) = stream.connection.as_mut() else {
+                    unreachable!("send_unsent leaves a connection");
+                };
+                match tokio::time::timeout(timeout, connection.responses.message()).await {
+                    Err(_) => Err(Error::Timeout {
+                        operation: "AppendRows",
+                        seconds: timeout.as_secs(),
+                    }),
+                    Ok(Ok(Some(answer))) => Ok(answer),
+                    Ok(Ok(None)) => Err(Error::StreamClosed {
+                        stream: stream.name.clone(),
+                    }),
+                    Ok(Err(status)) => Err(Error::from_status("AppendRows", &status)),
+                }
+            }
+            .await;
+            let oldest = stream.unacknowledged.front().expect("awaiting an answer to a request");
+            let outcome = answer.and_then(|answer| interpret_append(&stream.name, oldest.offset, oldest.rows, answer));
+            match outcome {
+                Err(error) if !already_written(&error) => {
+                    // The connection's later answers belong to requests that will be re-sent.
+                    stream.connection = None;
+                    stream.sent = 0;
+                    self.backoff_or_fail(attempt, error).await?;
+                }
+                written => {
+                    if written.is_err() {
+                        tracing::debug!(stream = %stream.name, offset = oldest.offset, "rows already written by an earlier attempt");
+                    }
+                    // ALREADY_EXISTS as the call's status ended the call: re-send the rest.
+                    let call_ended = matches!(written, Err(Error::Status { .. }));
+                    let done = stream.unacknowledged.pop_front().expect("checked above");
+                    if call_ended {
+                        stream.connection = None;
+                        stream.sent = 0;
+                    } else {
+                        stream.sent = stream.sent.saturating_sub(1);
+                    }
+                    stream.acknowledged_rows = stream.acknowledged_rows.max(done.offset + done.rows as u64);
                     return Ok(());
                 }
-                Err(error) => error,
-            };
-            // Whatever failed, the retry starts on a fresh connection.
-            stream.connection = None;
-            self.backoff_or_fail(attempt, error).await?;
+            }
         }
     }
 
-    /// Sends one request on the stream's connection (opening one if needed) and waits for
-    /// its answer.
-    async fn send_and_receive(
-        &self,
-        stream: &mut WriteStream,
-        request: pb::AppendRowsRequest,
-    ) -> Result<pb::AppendRowsResponse> {
-        let timeout = self.config.request_timeout;
-        let name = stream.name.clone();
-        let exchange = async {
-            match stream.connection.as_mut() {
-                Some(connection) => connection
-                    .requests
-                    .send(request)
-                    .await
-                    .map_err(|_| Error::StreamClosed { stream: name.clone() })?,
-                None => stream.connection = Some(self.open_append(&name, request).await?),
-            }
-            let Some(connection) = stream.connection.as_mut() else {
-                unreachable!("the connection was opened above");
+    /// Sends the requests not yet sent on the current connection, opening one (whose first
+    /// request is the oldest unacknowledged) if there is none.
+    async fn send_unsent(&self, stream: &mut WriteStream) -> Result<()> {
+        if stream.connection.is_none() {
+            let Some(first) = stream.unacknowledged.front() else {
+                return Ok(());
             };
-            match connection.responses.message().await {
-                Ok(Some(answer)) => Ok(answer),
-                Ok(None) => Err(Error::StreamClosed { stream: name.clone() }),
-                Err(status) => Err(Error::from_status("AppendRows", &status)),
-            }
+            let capacity = self.config.max_in_flight.max(1) + 1;
+            stream.connection = Some(self.open_append(&stream.name, first.request.clone(), capacity).await?);
+            stream.sent = 1;
+        }
+        let Some(connection) = stream.connection.as_ref() else {
+            return Ok(());
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(Error::Timeout {
-                operation: "AppendRows",
-                seconds: timeout.as_secs(),
-            }))
+        while stream.sent < stream.unacknowledged.len() {
+            let request = stream.unacknowledged[stream.sent].request.clone();
+            if connection.requests.send(request).await.is_err() {
+                // The call has ended; its answers say how, and the retry re-sends.
+                return Ok(());
+            }
+            stream.sent += 1;
+        }
+        Ok(())
     }
 
     /// Opens an AppendRows call whose first request is `first`: queued before the call
     /// starts, so a server that answers headers only with its first message cannot stall us.
-    async fn open_append(&self, stream_name: &str, first: pb::AppendRowsRequest) -> Result<AppendConnection> {
-        let (requests, receiver) = mpsc::channel(1);
+    /// `capacity` requests fit in the queue, so sending never waits on a full queue.
+    async fn open_append(
+        &self,
+        stream_name: &str,
+        first: pb::AppendRowsRequest,
+        capacity: usize,
+    ) -> Result<AppendConnection> {
+        let (requests, receiver) = mpsc::channel(capacity);
         requests
             .try_send(first)
             .expect("a new channel has room for one request");
@@ -518,6 +569,28 @@ impl WriteClient {
             .map_err(|_| Error::Protocol(format!("routing header `{routing}` is not a valid header value")))?;
         metadata.insert("x-goog-request-params", value);
         Ok(())
+    }
+}
+
+/// One AppendRows request for `piece` at `offset`. The schema goes with every request: a
+/// retry may open a new connection, and the server needs it on a connection's first request.
+fn append_request(stream: &str, offset: u64, schema: &Bytes, piece: &EncodedPiece) -> pb::AppendRowsRequest {
+    pb::AppendRowsRequest {
+        write_stream: stream.to_string(),
+        offset: Some(offset as i64),
+        rows: Some(pb::append_rows_request::Rows::ArrowRows(
+            pb::append_rows_request::ArrowData {
+                writer_schema: Some(pb::ArrowSchema {
+                    serialized_schema: schema.clone(),
+                }),
+                rows: Some(pb::ArrowRecordBatch {
+                    serialized_record_batch: piece.bytes.clone(),
+                    ..Default::default()
+                }),
+            },
+        )),
+        trace_id: TRACE_ID.to_string(),
+        ..Default::default()
     }
 }
 

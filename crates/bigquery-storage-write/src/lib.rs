@@ -9,8 +9,10 @@
 //!    ([`table_path`]).
 //! 3. [`WriteClient::append`] each record batch at its row offset (0, then the offset it
 //!    returns, …). Batches go out as `arrow_rows` (IPC-serialized schema and record batch),
-//!    split so no request exceeds the 10 MB AppendRows limit. The caller streams batches; the
-//!    client holds one batch at a time.
+//!    split so no request exceeds the 10 MB AppendRows limit. Requests are pipelined (up to
+//!    [`ClientConfig::max_in_flight`] unanswered), so `append` returns once a batch is sent;
+//!    [`WriteClient::flush`] waits for every answer. The caller streams batches; the client
+//!    holds the batch being encoded and the unanswered requests, nothing more.
 //! 4. [`WriteClient::finalize`] returns the stream's row count; compare it with what you
 //!    appended.
 //! 5. [`WriteClient::batch_commit`] makes the streams' rows visible atomically. Until then
@@ -19,7 +21,7 @@
 //! **Retries.** Every call is retried with exponential backoff and jitter while its failure
 //! is transient (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`, a reset connection, a
 //! timeout) or throttled (`RESOURCE_EXHAUSTED`, with longer waits), up to
-//! [`RetrySettings::max_attempts`]. An append request is re-sent at the first offset not
+//! [`RetrySettings::max_attempts`]. Append requests are re-sent from the first offset not
 //! acknowledged, on a fresh connection; because every request carries an explicit offset,
 //! the server refuses a second copy with `ALREADY_EXISTS`, which the client counts as
 //! success. `OUT_OF_RANGE` (an offset past the end: a gap) is a bug and permanent.

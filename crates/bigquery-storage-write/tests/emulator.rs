@@ -63,6 +63,7 @@ async fn appends_at_offsets_then_finalize_and_commit_make_the_rows_visible() {
         offset = client.append(&mut stream, offset, &rows(first, 3)).await.unwrap();
     }
     assert_eq!(offset, 9);
+    client.flush(&mut stream).await.unwrap();
     assert_eq!(stream.acknowledged_rows(), 9);
     assert_eq!(
         emulator.count("three_batches", "t").await,
@@ -146,7 +147,9 @@ async fn an_offset_past_the_end_is_a_permanent_error() {
     let client = client(&emulator).await;
     let mut stream = client.create_pending_stream(&path).await.unwrap();
     client.append(&mut stream, 0, &rows(0, 3)).await.unwrap();
-    let err = client.append(&mut stream, 5, &rows(5, 1)).await.unwrap_err();
+    // Appends are pipelined: the answer (and its error) is awaited by flush or finalize.
+    client.append(&mut stream, 5, &rows(5, 1)).await.unwrap();
+    let err = client.flush(&mut stream).await.unwrap_err();
     assert!(
         matches!(
             err,

@@ -59,6 +59,13 @@ pub struct State {
     next_id: u64,
 }
 
+impl State {
+    /// Rows held by all streams, committed or not.
+    pub fn rows_of_streams(&self) -> u64 {
+        self.streams.values().map(|s| s.rows).sum()
+    }
+}
+
 /// A running fake server; stops when dropped.
 pub struct FakeServer {
     /// `http://127.0.0.1:<port>`.
