@@ -1,8 +1,9 @@
-//! Test harness shared by the crates whose tests need real servers: PostgreSQL, MariaDB, and
-//! moto for S3. Each server is a private instance started from installed binaries (Debian
+//! Test harness shared by the crates whose tests need real servers: PostgreSQL, MariaDB, moto for S3, and
+//! bqemulator for BigQuery. Each server is a private instance started from installed binaries (Debian
 //! packages; moto from the venv `scripts/ensure-servers` makes), on a port the OS picked, and
 //! stopped when its handle drops. No test depends on a server already running.
 
+pub mod bqemulator;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;
