@@ -5,7 +5,7 @@
 //! network) to show which side bounds the figure.
 //!
 //! Run: `cargo bench -p backhaul-bigquery-storage-write --bench bigquery_storage_write`
-//! (optimized build; needs the bqemulator venv, see the crate's tests/support/bqemulator.rs).
+//! (optimized build; needs the bqemulator venv that `scripts/ensure-servers` installs).
 //! Optional: `BACKHAUL_BENCH_ROWS=1000000` (rows per run), `BACKHAUL_BENCH_BATCH_ROWS=8192`
 //! (rows per appended batch, the sources' batch size), `BACKHAUL_BENCH_STREAMS=1,4` (streams
 //! written concurrently, one per chunk, rows split evenly between them).

@@ -1,33 +1,25 @@
-//! A private `bqemulator` (PyPI) for this crate's tests, until the shared launcher in
-//! `backhaul-testkit` exists. The venv comes from `$BACKHAUL_BQEMULATOR` or
-//! `.backhaul-test/venv-bqemulator` (install: `../shared/reference/standins.md` §2a, plus
-//! `numpy`, which bqemulator's UDFs import). The server runs with a per-process HOME holding
-//! DuckDB's spatial extension (offline it cannot download it), on ports the OS picks
-//! (`--rest-port 0 --grpc-port 0`, read back from its JSON log).
+//! The shared bqemulator of a test binary: `backhaul-testkit`'s launcher (venv from
+//! `scripts/ensure-servers`, private HOME with DuckDB's spatial extension, ports the OS picks),
+//! plus the few REST calls these tests need (datasets, tables, queries).
 //!
-//! One emulator serves every test of a test binary: it is started by a thread that lives as
-//! long as the process, so `PR_SET_PDEATHSIG` kills it when the test process ends. Tests keep
-//! apart by using their own dataset.
+//! One emulator serves every test of a binary: the launcher's handle is kept by a thread that
+//! lives as long as the process, so the server's parent-death signal fires only when the test
+//! process ends. Tests keep apart by using their own dataset.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use backhaul_testkit::bqemulator::BqEmulator;
 use serde_json::{Value, json};
 
 /// The project the emulator serves.
-pub const PROJECT: &str = "test-project";
-
-/// How long the emulator may take to start (Python imports, DuckDB extensions).
-const START_TIMEOUT: Duration = Duration::from_secs(90);
+pub const PROJECT: &str = backhaul_testkit::bqemulator::PROJECT;
 
 /// Where a running emulator listens.
 #[derive(Debug, Clone)]
 pub struct Emulator {
-    /// `http://127.0.0.1:<port>`, the REST API (`/bigquery/v2/...`).
+    /// The REST v2 base URL, `http://127.0.0.1:<port>/bigquery/v2`.
     pub rest: String,
     /// `http://127.0.0.1:<port>`, the Storage Read/Write gRPC API.
     pub grpc: String,
@@ -44,164 +36,32 @@ pub fn emulator() -> Emulator {
 }
 
 fn start_shared() -> Result<Emulator, String> {
-    let bin = bqemulator_path()?;
     let (tx, rx) = mpsc::channel();
     // The parent-death signal follows the thread that spawned the child: this one never ends.
     std::thread::Builder::new()
         .name("bqemulator".into())
-        .spawn(move || {
-            let result = spawn(&bin);
-            let failed = result.is_err();
-            let _ = tx.send(result);
-            if !failed {
+        .spawn(move || match BqEmulator::start() {
+            Ok(server) => {
+                let _ = tx.send(Ok(Emulator {
+                    rest: server.base_url(),
+                    grpc: server.grpc_endpoint(),
+                }));
                 loop {
                     std::thread::park();
                 }
             }
+            Err(e) => {
+                let _ = tx.send(Err(format!("cannot start bqemulator: {e}")));
+            }
         })
         .map_err(|e| e.to_string())?;
-    rx.recv_timeout(START_TIMEOUT + Duration::from_secs(5))
+    rx.recv_timeout(Duration::from_secs(180))
         .map_err(|_| "bqemulator did not start in time".to_string())?
-}
-
-fn bqemulator_path() -> Result<PathBuf, String> {
-    let venv = match std::env::var_os("BACKHAUL_BQEMULATOR") {
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.backhaul-test/venv-bqemulator"),
-    };
-    let bin = venv.join("bin/bqemulator");
-    if bin.exists() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "bqemulator not found at {} (set BACKHAUL_BQEMULATOR to its venv): install it as \
-             ../shared/reference/standins.md §2a says, e.g. `python3 -m venv {v} && {v}/bin/pip install \
-             bqemulator pyarrow numpy && {v}/bin/pip install duckdb==1.5.5 duckdb-extension-spatial==1.5.5`",
-            bin.display(),
-            v = venv.display()
-        ))
-    }
-}
-
-/// A HOME with DuckDB's spatial extension where DuckDB looks for it, so nothing is downloaded.
-fn private_home(bin: &Path) -> Result<PathBuf, String> {
-    let venv = bin.parent().and_then(Path::parent).ok_or("bad venv path")?;
-    let lib = venv.join("lib");
-    let site = std::fs::read_dir(&lib)
-        .map_err(|e| format!("{}: {e}", lib.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path().join("site-packages")))
-        .find(|p| p.exists())
-        .ok_or("no site-packages in the venv")?;
-    let extensions = site.join("duckdb_extension_spatial/extensions");
-    let version_dir = std::fs::read_dir(&extensions)
-        .map_err(|e| {
-            format!(
-                "{} (install duckdb-extension-spatial==1.5.5): {e}",
-                extensions.display()
-            )
-        })?
-        .filter_map(Result::ok)
-        .next()
-        .ok_or("no spatial extension in duckdb_extension_spatial")?;
-    let home = std::env::temp_dir().join(format!("backhaul-bqemulator-{}", std::process::id()));
-    let target = home
-        .join(".duckdb/extensions")
-        .join(version_dir.file_name())
-        .join("linux_amd64");
-    std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
-    std::fs::copy(
-        version_dir.path().join("spatial.duckdb_extension"),
-        target.join("spatial.duckdb_extension"),
-    )
-    .map_err(|e| format!("copy spatial extension: {e}"))?;
-    Ok(home)
-}
-
-fn spawn(bin: &Path) -> Result<Emulator, String> {
-    use std::os::unix::process::CommandExt;
-    let home = private_home(bin)?;
-    let mut command = Command::new(bin);
-    command
-        .args([
-            "start",
-            "--rest-host",
-            "127.0.0.1",
-            "--rest-port",
-            "0",
-            "--grpc-host",
-            "127.0.0.1",
-        ])
-        .args([
-            "--grpc-port",
-            "0",
-            "--project",
-            PROJECT,
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ])
-        .env("HOME", &home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    drain(child.stdout.take().expect("piped"), lines_tx.clone());
-    drain(child.stderr.take().expect("piped"), lines_tx);
-    let (mut rest, mut grpc) = (None, None);
-    let mut log = String::new();
-    let deadline = std::time::Instant::now() + START_TIMEOUT;
-    while rest.is_none() || grpc.is_none() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let Ok(line) = lines_rx.recv_timeout(left) else {
-            let _ = child.kill();
-            return Err(format!("bqemulator did not report its ports; its log:\n{log}"));
-        };
-        if let Ok(event) = serde_json::from_str::<Value>(&line) {
-            let port = event["port"].as_u64();
-            match event["event"].as_str() {
-                Some("rest.listen") => rest = port,
-                Some("grpc.listen") => grpc = port,
-                _ => {}
-            }
-        }
-        log.push_str(&line);
-        log.push('\n');
-    }
-    // Keep the child's handle alive with this (parked) thread; the pipes drain on their own.
-    std::mem::forget(child);
-    Ok(Emulator {
-        rest: format!("http://127.0.0.1:{}", rest.unwrap()),
-        grpc: format!("http://127.0.0.1:{}", grpc.unwrap()),
-    })
-}
-
-/// Reads a pipe to its end so the server never blocks on a full pipe; lines go to `tx` while
-/// someone listens.
-fn drain(pipe: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
 }
 
 impl Emulator {
     fn url(&self, path: &str) -> String {
-        format!("{}/bigquery/v2/projects/{PROJECT}/{path}", self.rest)
+        format!("{}/projects/{PROJECT}/{path}", self.rest)
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
