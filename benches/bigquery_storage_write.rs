@@ -8,7 +8,9 @@
 //! (optimized build; needs the bqemulator venv that `scripts/ensure-servers` installs).
 //! Optional: `BACKHAUL_BENCH_ROWS=1000000` (rows per run), `BACKHAUL_BENCH_BATCH_ROWS=8192`
 //! (rows per appended batch, the sources' batch size), `BACKHAUL_BENCH_STREAMS=1,4` (streams
-//! written concurrently, one per chunk, rows split evenly between them).
+//! written concurrently, one per chunk, rows split evenly between them),
+//! `BACKHAUL_BENCH_IN_FLIGHT=1,4` (append requests sent before waiting for an answer; 1 waits
+//! for every answer, a round trip per batch).
 //! The emulator is a Python process that decodes every request with pyarrow and buffers the
 //! rows until the commit: against it the figure is the emulator's, not BigQuery's.
 //! Nothing is asserted: this is a measurement, not a test.
@@ -130,6 +132,7 @@ fn main() {
     let rows = env_list("BACKHAUL_BENCH_ROWS", "1000000")[0];
     let batch_rows = env_list("BACKHAUL_BENCH_BATCH_ROWS", "8192")[0];
     let stream_counts = env_list("BACKHAUL_BENCH_STREAMS", "1,4");
+    let in_flight_counts = env_list("BACKHAUL_BENCH_IN_FLIGHT", "1,4");
 
     // The client's own work: encode and split every batch, no network.
     let started = Instant::now();
@@ -161,9 +164,13 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         emulator.create_dataset(DATASET).await;
-        let client = WriteClient::connect_with(ClientConfig::new(emulator.grpc.clone(), None)).await.unwrap();
-        for &streams in &stream_counts {
-            let table = format!("lineitem_{streams}");
+        for (&streams, &in_flight) in
+            stream_counts.iter().flat_map(|s| in_flight_counts.iter().map(move |f| (s, f)))
+        {
+            let mut config = ClientConfig::new(emulator.grpc.clone(), None);
+            config.max_in_flight = in_flight;
+            let client = WriteClient::connect_with(config).await.unwrap();
+            let table = format!("lineitem_{streams}_{in_flight}");
             emulator.create_table(DATASET, &table, table_fields()).await;
             let path = table_path(bqemulator::PROJECT, DATASET, &table);
             let per_stream = rows / streams;
@@ -186,7 +193,7 @@ fn main() {
             let count = emulator.count(DATASET, &table).await;
             assert_eq!(count, written as u64);
             println!(
-                "streams={streams} rows={written} batch_rows={batch_rows}: create+append+finalize {:.2} s ({:.0} rows/s, \
+                "streams={streams} in_flight={in_flight} rows={written} batch_rows={batch_rows}: create+append+finalize {:.2} s ({:.0} rows/s, \
                  {:.1} MB/s), commit {:.2} s, end to end {:.2} s ({:.0} rows/s)",
                 appended_at.as_secs_f64(),
                 written as f64 / appended_at.as_secs_f64(),
