@@ -526,15 +526,20 @@ impl WriteClient {
         loop {
             attempt += 1;
             let mut request = tonic::Request::new(message.clone());
-            self.decorate(request.metadata_mut(), &routing).await?;
-            request.set_timeout(timeout);
-            let error = match tokio::time::timeout(timeout, call(self.grpc.clone(), request)).await {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) => Error::from_status(operation, &status),
-                Err(_) => Error::Timeout {
-                    operation,
-                    seconds: timeout.as_secs(),
-                },
+            // A token that is unavailable right now is retried like the call itself.
+            let error = match self.decorate(request.metadata_mut(), &routing).await {
+                Err(error) => error,
+                Ok(()) => {
+                    request.set_timeout(timeout);
+                    match tokio::time::timeout(timeout, call(self.grpc.clone(), request)).await {
+                        Ok(Ok(response)) => return Ok(response.into_inner()),
+                        Ok(Err(status)) => Error::from_status(operation, &status),
+                        Err(_) => Error::Timeout {
+                            operation,
+                            seconds: timeout.as_secs(),
+                        },
+                    }
+                }
             };
             self.backoff_or_fail(attempt, error).await?;
         }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use backhaul_bigquery_storage_write::{
-    ClientConfig, CommitOutcome, Error, RetrySettings, Secret, StaticToken, TokenProvider, WriteClient,
+    ClientConfig, CommitOutcome, Error, RetrySettings, Secret, StaticToken, TokenError, TokenProvider, WriteClient,
 };
 use backhaul_core::ErrorClass;
+use futures::future::BoxFuture;
 use support::fake_server::{FakeServer, Fault};
 use tonic::Code;
 
@@ -214,4 +215,66 @@ async fn every_call_carries_the_bearer_token_and_the_routing_header() {
     assert!(routings[1].starts_with("write_stream=projects%2Fp%2F"), "{routings:?}");
     assert!(routings[2].starts_with("name=projects%2Fp%2F"), "{routings:?}");
     assert_eq!(routings[3], routings[0]);
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_and_the_request_is_resent_once_applied() {
+    let server = FakeServer::start().await;
+    let mut config = config(&server);
+    // Short, so the test does not wait long; a timeout is transient.
+    config.request_timeout = Duration::from_millis(300);
+    let client = WriteClient::connect_with(config).await.unwrap();
+    let mut stream = client.create_pending_stream(TABLE).await.unwrap();
+    server.inject([Fault::Silent]);
+    client.append(&mut stream, 0, &rows(0, 4)).await.unwrap();
+    client.flush(&mut stream).await.unwrap();
+    assert_eq!(stream.acknowledged_rows(), 4);
+    assert_eq!(server.state.lock().unwrap().rows_of_streams(), 4);
+}
+
+/// Fails `failures` times, the first `transient` of them as unavailable, then hands out a token.
+struct FlakyToken {
+    calls: std::sync::atomic::AtomicU32,
+    failures: u32,
+    refuse: bool,
+}
+
+impl TokenProvider for FlakyToken {
+    fn token(&self) -> BoxFuture<'_, Result<Secret, TokenError>> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            match (call < self.failures, self.refuse) {
+                (true, false) => Err(TokenError::Unavailable("metadata server unreachable".into())),
+                (true, true) => Err(TokenError::Refused("no identity configured".into())),
+                (false, _) => Ok(Secret::new("fresh")),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_token_is_retried_and_a_refused_one_is_permanent() {
+    let server = FakeServer::start().await;
+    let mut config = config(&server);
+    config.auth = Some(Arc::new(FlakyToken {
+        calls: Default::default(),
+        failures: 2,
+        refuse: false,
+    }));
+    let client = WriteClient::connect_with(config.clone()).await.unwrap();
+    client.create_pending_stream(TABLE).await.unwrap();
+    assert_eq!(
+        server.state.lock().unwrap().authorizations,
+        [Some("Bearer fresh".to_string())]
+    );
+
+    config.auth = Some(Arc::new(FlakyToken {
+        calls: Default::default(),
+        failures: 1,
+        refuse: true,
+    }));
+    let client = WriteClient::connect_with(config).await.unwrap();
+    let err = client.create_pending_stream(TABLE).await.unwrap_err();
+    assert!(matches!(err, Error::TokenRefused(_)), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Permanent);
 }

@@ -32,6 +32,8 @@ pub enum Fault {
     InStream(Code),
     /// Refuse the request's rows at these indexes (nothing applied).
     RowErrors(Vec<i64>),
+    /// Apply the rows and never answer (the call stays open, silent).
+    Silent,
 }
 
 #[derive(Debug, Default)]
@@ -221,6 +223,9 @@ fn handle_append(state: &Mutex<State>, request: pb::AppendRowsRequest) -> Result
     if let Some(Fault::AfterApply(code)) = fault {
         return Err(Status::new(code, "injected after apply: the answer is lost"));
     }
+    if let Some(Fault::Silent) = fault {
+        return Err(Status::new(Code::Ok, SILENT));
+    }
     Ok(pb::AppendRowsResponse {
         response: Some(pb::append_rows_response::Response::AppendResult(
             pb::append_rows_response::AppendResult { offset: Some(offset) },
@@ -229,6 +234,9 @@ fn handle_append(state: &Mutex<State>, request: pb::AppendRowsRequest) -> Result
         ..Default::default()
     })
 }
+
+/// Marks the status that means "answer nothing, keep the call open".
+const SILENT: &str = "silent";
 
 type AnswerStream = Pin<Box<dyn Stream<Item = Result<pb::AppendRowsResponse, Status>> + Send>>;
 
@@ -279,6 +287,11 @@ impl BigQueryWrite for Fake {
                 match requests.message().await {
                     Ok(Some(request)) => match handle_append(&state, request) {
                         Ok(answer) => Some((Ok(answer), Some(requests))),
+                        Err(status) if status.code() == Code::Ok && status.message() == SILENT => {
+                            // Hold the call open without answering until the client gives up.
+                            futures::future::pending::<()>().await;
+                            None
+                        }
                         Err(status) => Some((Err(status), None)),
                     },
                     Ok(None) => None,
