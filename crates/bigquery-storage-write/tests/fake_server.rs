@@ -278,3 +278,25 @@ async fn an_unavailable_token_is_retried_and_a_refused_one_is_permanent() {
     assert!(matches!(err, Error::TokenRefused(_)), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Permanent);
 }
+
+#[tokio::test]
+async fn endpoints_are_checked_and_an_unreachable_one_is_transient() {
+    let err = WriteClient::connect("ftp://example.invalid", None).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidEndpoint { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Permanent);
+
+    // A port that accepts TCP and closes: the TLS handshake (rustls on ring) fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let closer = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let mut config = ClientConfig::new(format!("https://127.0.0.1:{port}"), None);
+    config.connect_timeout = Duration::from_secs(5);
+    let err = WriteClient::connect_with(config).await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    closer.abort();
+}
