@@ -87,6 +87,11 @@ impl Rest {
         })
     }
 
+    /// The token source (shared with the Storage Write client).
+    pub fn authenticator(&self) -> Arc<dyn Authenticator> {
+        self.auth.clone()
+    }
+
     /// The project.
     pub fn project(&self) -> &str {
         &self.project

@@ -81,6 +81,14 @@ pub enum BigQueryError {
         /// The committed attempt.
         committed: u32,
     },
+    /// The Storage Write API failed; the class is the one its client decided (by gRPC code).
+    #[error("bigquery storage write: {message}")]
+    StorageWrite {
+        /// The retry class.
+        class: ErrorClass,
+        /// What failed, with the server's message.
+        message: String,
+    },
     /// BigQuery answered something this crate does not understand.
     #[error("bigquery protocol: {0}")]
     Protocol(String),
@@ -127,6 +135,7 @@ impl BigQueryError {
             BigQueryError::JobTimeout { .. } | BigQueryError::Network { .. } => ErrorClass::Transient,
             BigQueryError::StaleAttempt { .. } => ErrorClass::Transient,
             BigQueryError::Core(e) => e.class(),
+            BigQueryError::StorageWrite { class, .. } => *class,
             BigQueryError::Auth { .. }
             | BigQueryError::TypeConflict { .. }
             | BigQueryError::Conflict(_)

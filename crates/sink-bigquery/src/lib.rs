@@ -7,6 +7,7 @@ mod auth;
 pub mod client;
 pub mod error;
 pub mod spec;
+pub mod storage_write;
 pub mod table;
 pub mod types;
 

@@ -39,8 +39,10 @@ use tokio::sync::OnceCell;
 
 use crate::client::Rest;
 use crate::error::{BigQueryError, Result};
-use crate::spec::{BigQuerySpec, JsonColumns, Partitioning};
+use crate::spec::{AuthMethod, BigQuerySpec, JsonColumns, Partitioning, WriteMethod};
+use crate::storage_write::Tokens;
 use crate::types::{BigQueryDialect, BqType, bq_type, compatible};
+use backhaul_bigquery_storage_write::WriteClient;
 
 /// The proof this destination gives: the portable fingerprint, recomputed by one query.
 pub const PROOF_LEVEL: ProofLevel = ProofLevel::Fingerprint;
@@ -58,6 +60,7 @@ const OWNER_ROW: i64 = -1;
 pub struct BigQueryTable {
     spec: BigQuerySpec,
     rest: OnceCell<Rest>,
+    writer: OnceCell<WriteClient>,
     owner: OnceCell<Owner>,
 }
 
@@ -96,6 +99,7 @@ impl BigQueryTable {
         Ok(BigQueryTable {
             spec,
             rest: OnceCell::new(),
+            writer: OnceCell::new(),
             owner: OnceCell::new(),
         })
     }
@@ -108,6 +112,30 @@ impl BigQueryTable {
     /// The connected REST client.
     pub async fn rest(&self) -> Result<&Rest> {
         self.rest.get_or_try_init(|| Rest::connect(&self.spec)).await
+    }
+
+    /// The connected Storage Write client (`write_method = "storage_write"`).
+    async fn writer(&self) -> Result<&WriteClient> {
+        self.writer
+            .get_or_try_init(|| async {
+                let rest = self.rest().await?;
+                let auth: Option<Arc<dyn backhaul_bigquery_storage_write::TokenProvider>> = match self.spec.auth {
+                    AuthMethod::None => None,
+                    _ => Some(Arc::new(Tokens(rest.authenticator()))),
+                };
+                let endpoint = self
+                    .spec
+                    .storage_write_endpoint
+                    .clone()
+                    .unwrap_or_else(|| backhaul_bigquery_storage_write::DEFAULT_ENDPOINT.to_string());
+                WriteClient::connect(endpoint, auth)
+                    .await
+                    .map_err(|e| BigQueryError::StorageWrite {
+                        class: e.class(),
+                        message: e.to_string(),
+                    })
+            })
+            .await
     }
 
     /// `project.dataset.name`, quoted for SQL.
@@ -494,7 +522,12 @@ impl BigQueryTable {
         }
 
         // 1. Load into the staging table (all columns, in file order).
-        if !staging_exists {
+        let storage_write = self.spec.write_method == WriteMethod::StorageWrite;
+        if storage_write && staging_exists {
+            // A stream commit is not a truncate: start this attempt's staging table afresh.
+            rest.delete_table(&self.spec.dataset, &staging).await?;
+        }
+        if !staging_exists || storage_write {
             let mut fields = Vec::new();
             for field in schema.fields() {
                 fields.push(field_schema(field.name(), self.bq_type(field)?.0));
@@ -511,15 +544,35 @@ impl BigQueryTable {
             }
         }
         if !commit.files.is_empty() {
-            let uris = commit
-                .files
-                .iter()
-                .map(|f| self.source_uri(stage, &f.path))
-                .collect::<Result<Vec<_>>>()?;
-            let job_id = self.load_job_id(job, chunk, attempt);
-            let result = rest
-                .run_load_job(&job_id, self.load_configuration(&uris, &staging))
-                .await;
+            let result = if storage_write {
+                let types = schema
+                    .fields()
+                    .iter()
+                    .map(|f| self.bq_type(f).map(|(t, _)| t))
+                    .collect::<Result<Vec<_>>>()?;
+                let writer = self.writer().await?;
+                crate::storage_write::write_files(
+                    writer,
+                    stage,
+                    &commit.files,
+                    &self.spec.project,
+                    &self.spec.dataset,
+                    &staging,
+                    &types,
+                )
+                .await
+                .map(|_| ())
+            } else {
+                let uris = commit
+                    .files
+                    .iter()
+                    .map(|f| self.source_uri(stage, &f.path))
+                    .collect::<Result<Vec<_>>>()?;
+                let job_id = self.load_job_id(job, chunk, attempt);
+                rest.run_load_job(&job_id, self.load_configuration(&uris, &staging))
+                    .await
+                    .map(|_| ())
+            };
             if let Err(e) = result {
                 let _ = rest.delete_table(&self.spec.dataset, &staging).await;
                 return Err(e);

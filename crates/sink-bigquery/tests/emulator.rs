@@ -19,7 +19,7 @@ use backhaul_core::cursor::{CursorKind, CursorRange, SpecBound};
 use backhaul_core::proof::ProofLevel;
 use backhaul_core::registry::DestinationConfig;
 use backhaul_core::stage::Stage;
-use backhaul_sink_bigquery::spec::AuthMethod;
+use backhaul_sink_bigquery::spec::{AuthMethod, WriteMethod};
 use backhaul_sink_bigquery::{BigQuerySpec, BigQueryTable};
 use backhaul_source_embedded::{EmbeddedSource, EmbeddedSourceSpec};
 use backhaul_testkit::bqemulator::{BqEmulator, PROJECT};
@@ -152,6 +152,32 @@ async fn bigquery_destination_conforms() {
     let dir = TempDir::new().unwrap();
     let batches = source_rows(&dir).await;
     let spec = env.spec("orders");
+    let make = {
+        let spec = spec.clone();
+        move || Arc::new(BigQueryTable::new(spec.clone()).unwrap()) as Arc<dyn Destination>
+    };
+    let options = DestinationOptions {
+        cursor_column: Some("created_at".into()),
+        tamper: Some(Arc::new(DmlTamper(Arc::new(BigQueryTable::new(spec).unwrap())))),
+        ..Default::default()
+    };
+    let report = check_destination_with(make, &env.stage, batches, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.level, ProofLevel::Fingerprint);
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+}
+
+#[tokio::test]
+async fn bigquery_destination_conforms_by_storage_write() {
+    let env = Env::new().await;
+    let dir = TempDir::new().unwrap();
+    let batches = source_rows(&dir).await;
+    let mut spec = env.spec("orders_sw");
+    spec.write_method = WriteMethod::StorageWrite;
+    spec.storage_write_endpoint = Some(env.emulator.grpc_endpoint());
+    spec.stage_gcs_url = None;
+    spec.validate("job.toml").unwrap();
     let make = {
         let spec = spec.clone();
         move || Arc::new(BigQueryTable::new(spec.clone()).unwrap()) as Arc<dyn Destination>
