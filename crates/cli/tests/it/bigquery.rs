@@ -347,3 +347,33 @@ fn postgres_numeric_timestamptz_jsonb_and_nulls_arrive_exactly() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn backfill_by_storage_write_verifies_and_replays_unchanged() {
+    let bq = BigQuery::start();
+    let params = JobParams {
+        from: "2023-03-01",
+        to: "2023-03-04",
+        ..JobParams::default()
+    };
+    let job = JobDir::new(&params);
+    let spec = bq.spec(&params).replace(
+        "stage_gcs_url = \"gs://bkt/stage\"\n",
+        &format!(
+            "write_method = \"storage_write\"\nstorage_write_endpoint = \"{}\"\n",
+            bq.emulator.grpc_endpoint()
+        ),
+    );
+    let spec = job.write_spec("storage-write.toml", &spec);
+    let plan = job.ok(&["plan", spec.to_str().unwrap()]);
+    assert!(plan.contains("PENDING Storage Write stream"), "{plan}");
+    job.ok(&["backfill", spec.to_str().unwrap()]);
+    let expected = expected_rows(params.rows_per_day, params.from, params.to);
+    assert_eq!(committed(&job, "orders").len(), 3);
+    assert_eq!(bq.counts(), (expected, expected));
+    assert_eq!(job.json(&["verify", "orders"])["verified"], true);
+    let out = job.json(&["replay", "orders", "--from", "2023-03-01", "--to", "2023-03-04"]);
+    assert_eq!(out["summary"]["parked"], 0, "{out}");
+    assert_eq!(bq.counts(), (expected, expected));
+    assert_eq!(job.json(&["verify", "orders"])["verified"], true);
+}
