@@ -753,7 +753,7 @@ pub fn plan_notes(spec: &BigQuerySpec, chunks: &[PlannedChunk]) -> Vec<PlanNote>
     let warn = |message: String| PlanNote { warning: true, message };
     if spec.write_method == crate::spec::WriteMethod::StorageWrite {
         return vec![note(format!(
-            "{n} chunks, each one PENDING Storage Write stream committed atomically (no load jobs, no stage); billed beyond 2 TiB a month"
+            "{n} chunks, each one PENDING Storage Write stream into its staging table (no load jobs; the stage need not be gs://); Storage Write is billed beyond 2 TiB a month"
         ))];
     }
     let total: u64 = chunks.iter().map(|c| c.estimated_bytes).sum();
