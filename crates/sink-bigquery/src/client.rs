@@ -142,6 +142,17 @@ impl Rest {
             .map_err(|e| bq_error(&call, e))
     }
 
+    /// Replaces a table's metadata (its schema: columns added) with `table`.
+    pub async fn patch_table(&self, dataset: &str, table_id: &str, table: Table) -> Result<()> {
+        let call = format!("tables.patch {dataset}.{table_id}");
+        self.client
+            .table()
+            .patch(&self.project, dataset, table_id, table)
+            .await
+            .map(|_| ())
+            .map_err(|e| bq_error(&call, e))
+    }
+
     /// Deletes a table; a missing one is fine.
     pub async fn delete_table(&self, dataset: &str, table: &str) -> Result<()> {
         let call = format!("tables.delete {dataset}.{table}");

@@ -296,18 +296,19 @@ impl BigQueryTable {
                     other => other,
                 }
             }
-            Some(existing) => {
-                let have: HashMap<String, String> = existing
-                    .schema
-                    .fields
-                    .unwrap_or_default()
-                    .into_iter()
+            Some(mut existing) => {
+                let mut fields = existing.schema.fields.take().unwrap_or_default();
+                let have: HashMap<String, String> = fields
+                    .iter()
                     .map(|f| (f.name.to_ascii_lowercase(), rest_type_name(&f.r#type)))
                     .collect();
-                let mut added = Vec::new();
+                let mut added = false;
                 for (name, t) in &wanted {
                     match have.get(&name.to_ascii_lowercase()) {
-                        None => added.push(format!("ADD COLUMN `{name}` {}", t.name())),
+                        None => {
+                            fields.push(field_schema(name, *t));
+                            added = true;
+                        }
                         Some(table_type) => {
                             let compatible = BqType::from_rest(table_type).is_some_and(|tt| compatible(tt, *t));
                             if !compatible {
@@ -320,9 +321,11 @@ impl BigQueryTable {
                         }
                     }
                 }
-                if !added.is_empty() {
-                    rest.query(&format!("ALTER TABLE {} {}", self.target(), added.join(", ")))
-                        .await?;
+                if added {
+                    // Schema evolution: NULLABLE columns appended by `tables.patch`, the way
+                    // ALLOW_FIELD_ADDITION would add them.
+                    existing.schema.fields = Some(fields);
+                    rest.patch_table(&self.spec.dataset, &self.spec.table, existing).await?;
                 }
                 Ok(())
             }

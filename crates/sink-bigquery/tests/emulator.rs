@@ -219,3 +219,156 @@ async fn a_stage_bigquery_cannot_read_is_refused_at_plan_time() {
     spec.validate("job.toml").unwrap();
     BigQueryTable::new(spec).unwrap().check_stage(&env.stage).unwrap();
 }
+
+impl Env {
+    /// Creates `table` through the REST API with `fields` (`[{"name", "type"}]`).
+    async fn create_table(&self, table: &str, fields: serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/projects/{PROJECT}/datasets/{DATASET}/tables",
+                self.emulator.base_url()
+            ))
+            .json(&serde_json::json!({
+                "tableReference": {"projectId": PROJECT, "datasetId": DATASET, "tableId": table},
+                "schema": {"fields": fields},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+
+    /// The table's columns and types as BigQuery reports them.
+    async fn columns(&self, table: &str) -> Vec<(String, String)> {
+        let t: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "{}/projects/{PROJECT}/datasets/{DATASET}/tables/{table}",
+                self.emulator.base_url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        t["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap().into(), f["type"].as_str().unwrap().into()))
+            .collect()
+    }
+}
+
+fn commit_of(
+    files: Vec<backhaul_core::connector::StagedFile>,
+    rows: &[RecordBatch],
+    attempt: u32,
+) -> backhaul_core::connector::ChunkCommit {
+    let schema = rows[0].schema();
+    backhaul_core::connector::ChunkCommit {
+        job_id: "job".into(),
+        chunk_id: 0,
+        attempt,
+        range: CursorRange::new(micros("2023-03-15T00:00:00Z"), micros("2023-03-15T12:00:00Z")),
+        cursor_column: "created_at".into(),
+        files,
+        extracted: backhaul_conformance::evidence(&schema, rows).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn an_existing_table_gains_missing_columns_and_a_type_conflict_names_both_types() {
+    let env = Env::new().await;
+    let dir = TempDir::new().unwrap();
+    let batches = source_rows(&dir).await;
+    let schema = batches[0].schema();
+    // A table someone made: only the key, with the right type.
+    env.create_table("adopted", serde_json::json!([{"name": "order_id", "type": "INTEGER"}]))
+        .await;
+    let table = BigQueryTable::new(env.spec("adopted")).unwrap();
+    table.prepare("job", schema.clone()).await.unwrap();
+    let columns = env.columns("adopted").await;
+    assert_eq!(columns.len(), schema.fields().len(), "{columns:?}");
+    assert!(
+        columns.iter().any(|(n, t)| n == "created_at" && t == "TIMESTAMP"),
+        "{columns:?}"
+    );
+
+    // A table whose `amount` holds text: the chunk's decimals cannot go there.
+    env.create_table(
+        "conflicting",
+        serde_json::json!([{"name": "order_id", "type": "INTEGER"}, {"name": "amount", "type": "STRING"}]),
+    )
+    .await;
+    let e = BigQueryTable::new(env.spec("conflicting"))
+        .unwrap()
+        .prepare("job", schema)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+    let shown = e.to_string();
+    assert!(
+        shown.contains("amount") && shown.contains("STRING") && shown.contains("NUMERIC"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn blocked_columns_stay_out_of_the_table_and_the_proof_still_holds() {
+    let env = Env::new().await;
+    let dir = TempDir::new().unwrap();
+    let batches = source_rows(&dir).await;
+    let schema = batches[0].schema();
+    let blocked = schema
+        .fields()
+        .iter()
+        .find(|f| f.data_type() == &arrow::datatypes::DataType::Utf8 && f.metadata().is_empty())
+        .unwrap()
+        .name()
+        .clone();
+    let mut spec = env.spec("orders_blocked");
+    spec.blocked_columns = vec![blocked.clone()];
+    let table = BigQueryTable::new(spec.clone()).unwrap();
+    assert_eq!(
+        table.column_type(schema.field_with_name(&blocked).unwrap()).name,
+        "(blocked: not loaded)"
+    );
+    table.prepare("job", schema.clone()).await.unwrap();
+    assert!(!env.columns("orders_blocked").await.iter().any(|(n, _)| *n == blocked));
+    let files = backhaul_conformance::stage_batches(&env.stage, "job", 0, 1, &schema, &batches, 2)
+        .await
+        .unwrap();
+    let commit = commit_of(files, &batches, 1);
+    let proof = table.commit_chunk(&env.stage, &commit).await.unwrap();
+    proof.check(&commit.extracted).unwrap();
+    let fresh = BigQueryTable::new(spec).unwrap();
+    let again = fresh.read_back("job", 0).await.unwrap().unwrap();
+    again.check(&commit.extracted).unwrap();
+}
+
+#[tokio::test]
+async fn a_load_job_that_fails_surfaces_its_error_and_changes_nothing() {
+    let env = Env::new().await;
+    let dir = TempDir::new().unwrap();
+    let batches = source_rows(&dir).await;
+    let schema = batches[0].schema();
+    let table = BigQueryTable::new(env.spec("orders_failing")).unwrap();
+    table.prepare("job", schema.clone()).await.unwrap();
+    let mut files = backhaul_conformance::stage_batches(&env.stage, "job", 0, 1, &schema, &batches, 1)
+        .await
+        .unwrap();
+    // The stage lost the file before the load ran.
+    files[0].path = "job/chunk-000000/attempt-001/missing.parquet".into();
+    let e = table
+        .commit_chunk(&env.stage, &commit_of(files, &batches, 1))
+        .await
+        .unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.contains("backhaul_sales_orders_failing_job_c000000_a001"),
+        "{shown}"
+    );
+    assert_eq!(e.class(), ErrorClass::Permanent, "{shown}");
+    assert!(table.read_back("job", 0).await.unwrap().is_none());
+}
