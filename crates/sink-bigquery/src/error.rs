@@ -66,6 +66,15 @@ pub enum BigQueryError {
         /// The type the source's Arrow type maps to.
         source_type: String,
     },
+    /// The replacing transaction kept failing; BigQuery cancels transactions that conflict
+    /// with another one on the same table, so the chunk is worth trying again later.
+    #[error("bigquery commit transaction failed {tries} times: {message}")]
+    TransactionAborted {
+        /// How often it was tried.
+        tries: u32,
+        /// The last failure, with the server's message.
+        message: String,
+    },
     /// The table belongs to another job (its control rows or description say so).
     #[error("{0}")]
     Conflict(String),
@@ -133,7 +142,7 @@ impl BigQueryError {
             // A job's error result carries no HTTP status: 200 stands for "the call worked".
             BigQueryError::JobFailed { reason, .. } => class_of(200, reason),
             BigQueryError::JobTimeout { .. } | BigQueryError::Network { .. } => ErrorClass::Transient,
-            BigQueryError::StaleAttempt { .. } => ErrorClass::Transient,
+            BigQueryError::StaleAttempt { .. } | BigQueryError::TransactionAborted { .. } => ErrorClass::Transient,
             BigQueryError::Core(e) => e.class(),
             BigQueryError::StorageWrite { class, .. } => *class,
             BigQueryError::Auth { .. }

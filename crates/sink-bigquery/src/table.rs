@@ -53,6 +53,10 @@ pub const MAX_BYTES_PER_LOAD_JOB: u64 = 15_000_000_000_000;
 /// BigQuery's quota of load jobs per table per day (also the number of INSERT DML statements
 /// per table per day that run at once before BigQuery starts queueing them).
 pub const LOAD_JOBS_PER_TABLE_PER_DAY: usize = 1_500;
+/// Tries of the replacing transaction before giving the chunk back to the coordinator.
+const TRANSACTION_ATTEMPTS: u32 = 4;
+/// Pause after the first failed try; doubled each time, ±50% jitter.
+const TRANSACTION_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
 /// `chunk_id` of the control row that records the table's owner and schema.
 const OWNER_ROW: i64 = -1;
 
@@ -62,6 +66,8 @@ pub struct BigQueryTable {
     rest: OnceCell<Rest>,
     writer: OnceCell<WriteClient>,
     owner: OnceCell<Owner>,
+    /// Pause after the first failed try of the replacing transaction.
+    transaction_retry_first: std::time::Duration,
 }
 
 impl std::fmt::Debug for BigQueryTable {
@@ -101,7 +107,15 @@ impl BigQueryTable {
             rest: OnceCell::new(),
             writer: OnceCell::new(),
             owner: OnceCell::new(),
+            transaction_retry_first: TRANSACTION_RETRY_FIRST,
         })
+    }
+
+    /// Sets the pause after the first failed try of a commit transaction (doubled after each
+    /// further try); tests set it short instead of waiting in real time.
+    pub fn with_transaction_retry(mut self, first: std::time::Duration) -> Self {
+        self.transaction_retry_first = first;
+        self
     }
 
     /// The spec.
@@ -617,13 +631,56 @@ impl BigQueryTable {
             cursor = commit.cursor_column,
             blocked = blocked_literal(&staged, &self.spec.blocked_columns)?,
         );
-        rest.query(&script).await?;
+        self.run_transaction(rest, &script, job, chunk, attempt).await?;
         rest.delete_table(&self.spec.dataset, &staging).await?;
 
         // What is committed now, measured over the range.
         let blocked = blocked_measures(&staged, &self.spec.blocked_columns);
         self.measure_committed(rest, &schema, &commit.cursor_column, commit.range, &blocked)
             .await
+    }
+
+    /// Runs the replacing transaction. BigQuery cancels a transaction that conflicts with
+    /// another one mutating the same table (HTTP 400 `invalidQuery`, "Could not serialize access
+    /// … due to concurrent update"), which its reason cannot tell from an invalid statement. So
+    /// commits of one table are serialized inside this process, and a failed transaction is
+    /// retried a few times with jittered backoff (other processes may hold the table); a
+    /// stale attempt found meanwhile is refused as such, and what still fails is reported as
+    /// [`BigQueryError::TransactionAborted`] (transient: the coordinator retries the chunk).
+    async fn run_transaction(&self, rest: &Rest, script: &str, job: &str, chunk: u64, attempt: u32) -> Result<()> {
+        let lock = table_lock(&format!(
+            "{}.{}.{}",
+            self.spec.project, self.spec.dataset, self.spec.table
+        ));
+        let _held = lock.lock().await;
+        let mut pause = self.transaction_retry_first;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let error = match rest.query(script).await {
+                Ok(_) => return Ok(()),
+                Err(e @ BigQueryError::Api { .. }) if e.reason() == Some("invalidQuery") => e,
+                Err(other) => return Err(other),
+            };
+            if let Some(row) = self.chunk_row(rest, job, chunk).await?
+                && row.attempt > attempt
+            {
+                return Err(BigQueryError::StaleAttempt {
+                    job_id: job.into(),
+                    chunk_id: chunk,
+                    attempt,
+                    committed: row.attempt,
+                });
+            }
+            if tries >= TRANSACTION_ATTEMPTS {
+                return Err(BigQueryError::TransactionAborted {
+                    tries,
+                    message: error.to_string(),
+                });
+            }
+            tokio::time::sleep(jittered(pause)).await;
+            pause *= 2;
+        }
     }
 
     /// The committed range's proof: the stored columns measured now, the blocked columns'
@@ -744,6 +801,32 @@ fn blocked_literal(proof: &ChunkProof, blocked: &[String]) -> Result<String> {
     let json = serde_json::to_string(&blocked_measures(proof, blocked))
         .map_err(|e| BigQueryError::Protocol(format!("blocked column measures: {e}")))?;
     Ok(format!("'{}'", json.replace('\\', "\\\\").replace('\'', "\\'")))
+}
+
+/// One async mutex per table, shared by every handle in the process.
+fn table_lock(table: &str) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+    // The map only holds Arcs; a panic while it was locked cannot have broken it.
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(table.to_string()).or_default().clone()
+}
+
+/// `pause` ±50%, so processes that conflicted once do not retry in step.
+fn jittered(pause: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    let factor = 0.5 + (hasher.finish() % 1000) as f64 / 1000.0;
+    pause.mul_f64(factor)
 }
 
 /// What a plan of `chunks` uses of BigQuery's quotas.

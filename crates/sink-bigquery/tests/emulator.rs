@@ -372,3 +372,39 @@ async fn a_load_job_that_fails_surfaces_its_error_and_changes_nothing() {
     assert_eq!(e.class(), ErrorClass::Permanent, "{shown}");
     assert!(table.read_back("job", 0).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_commit_transaction_that_keeps_failing_is_transient_and_changes_nothing() {
+    let env = Env::new().await;
+    let dir = TempDir::new().unwrap();
+    let batches = source_rows(&dir).await;
+    let schema = batches[0].schema();
+    let spec = env.spec("orders_aborted");
+    let table = BigQueryTable::new(spec.clone())
+        .unwrap()
+        .with_transaction_retry(std::time::Duration::from_millis(1));
+    table.prepare("job", schema.clone()).await.unwrap();
+    // Someone drops a control table column only commits write, between prepare and commit: every try
+    // of the transaction fails the way a conflicting one is cancelled (invalidQuery).
+    let rest = table.rest().await.unwrap();
+    rest.query(&format!(
+        "ALTER TABLE {} DROP COLUMN committed_at",
+        table.qualified("_backhaul_orders_aborted")
+    ))
+    .await
+    .unwrap();
+    let files = backhaul_conformance::stage_batches(&env.stage, "job", 0, 1, &schema, &batches, 1)
+        .await
+        .unwrap();
+    let e = table
+        .commit_chunk(&env.stage, &commit_of(files, &batches, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+    assert!(e.to_string().contains("failed 4 times"), "{e}");
+    let rows = rest
+        .query(&format!("SELECT COUNT(*) FROM {}", table.target()))
+        .await
+        .unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("0"));
+}
