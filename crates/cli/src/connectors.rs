@@ -13,6 +13,7 @@ pub fn builtin_connectors() -> Registry {
         .source(backhaul_source_mysql::MysqlKind)
         .destination(backhaul_sink_local::LocalKind)
         .destination(backhaul_sink_snowflake::SnowflakeKind)
+        .destination(backhaul_sink_bigquery::BigQueryKind)
 }
 
 #[cfg(test)]
@@ -185,5 +186,134 @@ table = "numbers"
         let spec = JobSpec::from_toml(COUNTING_SPEC, "job.toml").unwrap();
         let e = builtin_connectors().check(&spec, "job.toml").unwrap_err().to_string();
         assert!(e.contains("unknown source kind `counting`"), "{e}");
+    }
+    /// Statistics of a 1 TB table of orders spread evenly over three years, without the rows:
+    /// what `plan` sees of a PostgreSQL table that size.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TerabyteSpec {}
+
+    struct TerabyteKind;
+
+    impl SourceKind for TerabyteKind {
+        fn kind(&self) -> &'static str {
+            "terabyte"
+        }
+        fn parse(&self, settings: &toml::Table, origin: &str) -> Result<Box<dyn SourceConfig>> {
+            Ok(Box::new(parse_section::<TerabyteSpec>(settings, "source", origin)?))
+        }
+    }
+
+    impl SourceConfig for TerabyteSpec {
+        fn table(&self) -> &str {
+            "orders"
+        }
+        fn cursor(&self) -> &str {
+            "created_at"
+        }
+        fn validate(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn settings(&self) -> toml::Table {
+            to_settings(self)
+        }
+        fn build(&self) -> Result<Arc<dyn Source>> {
+            Ok(Arc::new(TerabyteSource))
+        }
+    }
+
+    const TERABYTE: f64 = 1e12;
+    const DAY_MICROS: i64 = 86_400_000_000;
+
+    struct TerabyteSource;
+
+    impl Source for TerabyteSource {
+        fn describe(&self) -> BoxFuture<'_, Result<TableDescription>> {
+            Box::pin(async {
+                let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+                Ok(TableDescription {
+                    schema: Arc::new(Schema::new(vec![
+                        Field::new("order_id", DataType::Int64, false),
+                        Field::new("created_at", ts, false),
+                    ])),
+                    cursor_column: "created_at".into(),
+                    cursor_kind: CursorKind::Timestamp,
+                    key_columns: vec!["order_id".into()],
+                    columns: ["order_id", "created_at"]
+                        .map(|name| ColumnOrigin {
+                            name: name.into(),
+                            source_type: "bigint".into(),
+                            lossy_step: None,
+                        })
+                        .to_vec(),
+                })
+            })
+        }
+        fn density(&self, range: CursorRange) -> BoxFuture<'_, Result<Vec<backhaul_core::chunking::DensityBucket>>> {
+            Box::pin(async move {
+                let days = (range.to - range.from) / DAY_MICROS;
+                Ok((0..days)
+                    .map(|d| backhaul_core::chunking::DensityBucket {
+                        range: CursorRange::new(range.from + d * DAY_MICROS, range.from + (d + 1) * DAY_MICROS),
+                        rows: TERABYTE / 200.0 / days as f64,
+                        bytes: TERABYTE / days as f64,
+                    })
+                    .collect())
+            })
+        }
+        fn extract(&self, _: CursorRange, _: usize) -> BoxFuture<'_, Result<BatchStream>> {
+            Box::pin(async { Ok(futures::stream::empty().boxed()) })
+        }
+    }
+
+    /// The number of BigQuery load jobs a 1 TB, three-year backfill uses under the default
+    /// plan (chunking left at its default), as `plan` computes and reports it.
+    #[tokio::test]
+    async fn a_terabyte_over_three_years_plans_its_bigquery_load_jobs() {
+        let spec = r#"
+version = 1
+name = "orders-1tb"
+
+[source]
+kind = "terabyte"
+
+[range]
+from = "2021-01-01"
+to = "2024-01-01"
+
+[stage]
+path = "stage"
+
+[destination]
+kind = "bigquery"
+project = "acme-analytics"
+dataset = "sales"
+table = "orders"
+stage_gcs_url = "gs://acme-backhaul-stage/orders"
+"#;
+        let connectors = builtin_connectors().source(TerabyteKind);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = JobSpec::from_toml(spec, "job.toml").unwrap();
+        let plan = backhaul_coordinator::plan_job(spec, "job.toml", dir.path(), &connectors, false)
+            .await
+            .unwrap();
+        let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
+        println!(
+            "1 TB over 3 years, default plan: {} chunks, {bytes} bytes",
+            plan.chunks.len()
+        );
+        for note in &plan.destination_notes {
+            println!("{}: {}", if note.warning { "warning" } else { "note" }, note.message);
+        }
+        let jobs = plan.chunks.len();
+        assert!(
+            plan.destination_notes[0]
+                .message
+                .starts_with(&format!("{jobs} load jobs")),
+            "{:?}",
+            plan.destination_notes
+        );
+        // Above 1,500 a day the plan warns and says what chunk size would fit.
+        assert_eq!(plan.destination_notes.iter().any(|n| n.warning), jobs > 1_500);
     }
 }

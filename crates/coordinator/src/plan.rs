@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use backhaul_core::Error;
 use backhaul_core::chunking::{PlanPolicy, PlannedChunk, plan_chunks};
-use backhaul_core::connector::{Connectors, Destination, Source, TableDescription};
+use backhaul_core::connector::{Connectors, Destination, PlanNote, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
 use backhaul_core::spec::{ChunkPolicy, JobSpec, StageSpec, ValidatedSpec};
@@ -32,6 +32,8 @@ pub struct JobPlan {
     pub chunks: Vec<PlannedChunk>,
     /// Each column's types from source to destination, and any lossy step.
     pub fidelity: TypeFidelityReport,
+    /// What the chunks use of the destination's quotas ([`Destination::plan_notes`]).
+    pub destination_notes: Vec<PlanNote>,
     /// The built source (kept so callers need not open it twice).
     pub source: Arc<dyn Source>,
     /// The built destination.
@@ -116,6 +118,7 @@ pub async fn plan_job(
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
     let fidelity = TypeFidelityReport::build(&spec.name, &table, destination.as_ref());
+    let destination_notes = destination.plan_notes(&chunks);
     Ok(JobPlan {
         spec,
         spec_toml,
@@ -125,6 +128,7 @@ pub async fn plan_job(
         range,
         chunks,
         fidelity,
+        destination_notes,
         source,
         destination,
         stage,

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::chunking::DensityBucket;
+use crate::chunking::{DensityBucket, PlannedChunk};
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
@@ -131,6 +131,15 @@ pub struct ChunkCommit {
     pub extracted: ChunkEvidence,
 }
 
+/// A remark of a destination about a plan, shown by `plan`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanNote {
+    /// The plan exceeds a limit (or comes close): the message says what to change.
+    pub warning: bool,
+    /// What the plan uses, e.g. `3 load jobs (one per chunk) of BigQuery's 1,500 per table per day`.
+    pub message: String,
+}
+
 /// A table rows are loaded into.
 pub trait Destination: Send + Sync {
     /// Creates the table for `job_id`, or checks an existing one belongs to that job and schema.
@@ -164,6 +173,13 @@ pub trait Destination: Send + Sync {
             name: field.data_type().to_string(),
             lossy_step: None,
         }
+    }
+
+    /// What the planned chunks use of this destination's quotas (e.g. load jobs per table per
+    /// day), for `plan` to show; warnings say what to change. Pure: no IO. The default says
+    /// nothing.
+    fn plan_notes(&self, _chunks: &[PlannedChunk]) -> Vec<PlanNote> {
+        Vec::new()
     }
 
     /// Refuses a stage this destination cannot load from (a BigQuery load job needs `gs://`),

@@ -37,6 +37,7 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
             "estimated_rows": rows,
             "estimated_bytes": bytes,
             "type_fidelity": plan.fidelity,
+            "destination_notes": plan.destination_notes,
             "chunks": plan.chunks.iter().map(|c| json!({
                 "index": c.index,
                 "from": kind.format(c.range.from),
@@ -78,6 +79,13 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
                 );
             }
             println!();
+            for note in &plan.destination_notes {
+                let label = if note.warning { "warning" } else { "destination" };
+                println!("{label}: {}", note.message);
+            }
+            if !plan.destination_notes.is_empty() {
+                println!();
+            }
             print!("{}", plan.fidelity.to_markdown().trim_start_matches('#').trim_start());
         }
     }

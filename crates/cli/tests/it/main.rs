@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod bigquery;
 mod cluster;
 mod cost;
 mod distributed;
