@@ -233,10 +233,12 @@ impl FingerprintDialect for BigQueryDialect {
     }
 
     fn byte_length(&self, expr: &str, _data_type: &DataType, json: bool) -> String {
-        if json && !self.json_as_string {
-            format!("BYTE_LENGTH(TO_JSON_STRING({expr}))")
-        } else {
-            format!("BYTE_LENGTH({expr})")
+        // JSON is measured without whitespace (`fingerprint::json_bytes`): TRANSLATE drops the
+        // characters that have no counterpart (BigQuery reads `\t` in a literal as a tab).
+        match (json, self.json_as_string) {
+            (true, false) => format!("BYTE_LENGTH(TRANSLATE(TO_JSON_STRING({expr}), ' \\t\\n\\r', ''))"),
+            (true, true) => format!("BYTE_LENGTH(TRANSLATE({expr}, ' \\t\\n\\r', ''))"),
+            (false, _) => format!("BYTE_LENGTH({expr})"),
         }
     }
 
@@ -327,7 +329,7 @@ mod tests {
         assert_eq!(d.count_true("`b`"), "COUNTIF(`b`)");
         assert_eq!(
             d.byte_length("`j`", &DataType::Utf8, true),
-            "BYTE_LENGTH(TO_JSON_STRING(`j`))"
+            r"BYTE_LENGTH(TRANSLATE(TO_JSON_STRING(`j`), ' \t\n\r', ''))"
         );
     }
 }

@@ -57,11 +57,17 @@ impl FingerprintDialect for SnowflakeDialect {
     }
 
     fn byte_length(&self, expr: &str, data_type: &DataType, json: bool) -> String {
+        const JSON_WHITESPACE: &str = "' ' || CHR(9) || CHR(10) || CHR(13)";
         match data_type {
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
                 format!("OCTET_LENGTH({expr})")
             }
-            _ if json && self.json == JsonType::Variant => format!("BIT_LENGTH(TO_JSON({expr})) / 8"),
+            // JSON is measured without whitespace (`fingerprint::json_bytes`): TRANSLATE drops
+            // the characters that have no counterpart; CHR keeps the SQL free of escapes.
+            _ if json && self.json == JsonType::Variant => {
+                format!("BIT_LENGTH(TRANSLATE(TO_JSON({expr}), {JSON_WHITESPACE}, '')) / 8")
+            }
+            _ if json => format!("BIT_LENGTH(TRANSLATE({expr}, {JSON_WHITESPACE}, '')) / 8"),
             _ => format!("BIT_LENGTH({expr}) / 8"),
         }
     }

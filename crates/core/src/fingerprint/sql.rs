@@ -22,7 +22,7 @@ use super::*;
 /// | epoch min / max / sum | `MIN(e)`, `MAX(e)`, exact sum of `e` | same | same |
 /// | float min / max | `MIN(CASE WHEN isnan(c) THEN NULL ELSE c END)`, `MAX(…)` | `MIN(IFF(c = 'NaN'::FLOAT, NULL, c))` | `MIN(IF(IS_NAN(c), NULL, c))` |
 /// | byte length | `SUM(CAST(octet_length(c) AS BIGINT))` (binary: `octet_length(encode(c, 'hex')) / 2`) | `SUM(OCTET_LENGTH(c))` | `SUM(BYTE_LENGTH(c))` |
-/// | JSON byte length, whitespace dropped ([`json_bytes`](super::json_bytes)) | `octet_length(regexp_replace(c, '[ \t\n\r]', '', 'g'))` | `OCTET_LENGTH(REGEXP_REPLACE(TO_JSON(c), '[ \\t\\n\\r]', ''))` | `BYTE_LENGTH(REGEXP_REPLACE(TO_JSON_STRING(c), r'[ \t\n\r]', ''))` |
+/// | JSON byte length, whitespace dropped ([`json_bytes`](super::json_bytes)) | `octet_length(regexp_replace(c, '[ \t\n\r]', '', 'g'))` | `BIT_LENGTH(TRANSLATE(TO_JSON(c), ' ' \|\| CHR(9) \|\| CHR(10) \|\| CHR(13), '')) / 8` | `BYTE_LENGTH(TRANSLATE(TO_JSON_STRING(c), ' \t\n\r', ''))` |
 /// | true count | `SUM(CASE WHEN c THEN 1 ELSE 0 END)` | `COUNT_IF(c)` | `COUNTIF(c)` |
 ///
 /// So a Snowflake fingerprint of `(id BIGINT, ts TIMESTAMP_NTZ(6), name TEXT, ok BOOLEAN)` is
