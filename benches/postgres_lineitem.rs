@@ -101,7 +101,7 @@ fn main() {
     let copy_secs = copy_to_dev_null(&server);
     println!(
         "{:<28} {:>12} {:>10} {:>8} {:>10} {:>10} {:>10}",
-        "run", "rows/s", "MB/s", "vs COPY", "peak RSS", "time", "CPU"
+        "run", "rows/s", "COPY MB/s", "vs COPY", "peak RSS", "time", "CPU"
     );
     let copy_rate = rows as f64 / copy_secs;
     println!(
