@@ -41,7 +41,7 @@ fn main() {
     println!("embedded pipeline: rows_per_day={rows_per_day} workers={workers} binary={BIN}");
     println!(
         "{:>6} {:>12} {:>8} {:>12} {:>10} {:>8} {:>12} {:>10}",
-        "days", "rows", "chunks", "rows/s", "MB/s", "files", "parquet MB", "peak RSS"
+        "days", "rows", "chunks", "rows/s", "Parquet MB/s", "files", "parquet MB", "peak RSS"
     );
     for d in days {
         let dir = tempfile_dir(d);
@@ -69,7 +69,7 @@ fn main() {
             run["this_run"]["rows"].as_u64().unwrap_or(0),
             run["summary"]["chunks"].as_u64().unwrap_or(0),
             run["this_run"]["rows_per_second"].as_f64().unwrap_or(0.0),
-            run["this_run"]["mb_per_second"].as_f64().unwrap_or(0.0),
+            run["this_run"]["parquet_mb_per_second"].as_f64().unwrap_or(0.0),
             run["files"]["count"].as_u64().unwrap_or(0),
             run["files"]["bytes"].as_f64().unwrap_or(0.0) / 1e6,
             peak_kib / 1024,

@@ -101,7 +101,7 @@ fn main() {
     let copy_secs = copy_to_dev_null(&server);
     println!(
         "{:<28} {:>12} {:>10} {:>8} {:>10} {:>10} {:>10}",
-        "run", "rows/s", "MB/s", "vs COPY", "peak RSS", "time", "CPU"
+        "run", "rows/s", "COPY MB/s", "vs COPY", "peak RSS", "time", "CPU"
     );
     let copy_rate = rows as f64 / copy_secs;
     println!(
@@ -118,7 +118,7 @@ fn main() {
         let dir = std::env::temp_dir().join(format!("backhaul-bench-pg-{}-{w}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("job.toml"), spec(&server, &target_bytes)).unwrap();
+        std::fs::write(dir.join("job.toml"), spec(&server, &target_bytes, w)).unwrap();
         let t = Instant::now();
         let (out, peak_kib, cpu_secs) = run_measured(
             Command::new(BIN)
@@ -224,7 +224,8 @@ fn copy_to_dev_null(server: &PostgresServer) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn spec(server: &PostgresServer, target_bytes: &str) -> String {
+/// The job spec, its plan balanced for the `workers` that run it.
+fn spec(server: &PostgresServer, target_bytes: &str, workers: u32) -> String {
     format!(
         r#"version = 1
 name = "lineitem"
@@ -248,6 +249,7 @@ to = "1999-01-01"
 [chunking]
 policy = "target_bytes"
 target_bytes = "{target_bytes}"
+workers = {workers}
 
 [stage]
 path = "stage"

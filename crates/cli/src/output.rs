@@ -39,7 +39,7 @@ impl RunProgress {
         let secs = elapsed.as_secs_f64().max(0.001);
         let rate_rows = rows.saturating_sub(before.committed_rows) as f64 / secs;
         let line = format!(
-            "{} rows  {} rows/s  {:.1} MB/s",
+            "{} rows  {} rows/s  {:.1} MB/s Parquet",
             group(rows),
             group(rate_rows as u64),
             bytes as f64 / 1e6 / secs

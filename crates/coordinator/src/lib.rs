@@ -19,7 +19,7 @@ pub mod store;
 pub use error::{CoordinatorError, Result};
 pub use metrics::CoordinatorMetrics;
 pub use pg_store::PgStore;
-pub use plan::{JobPlan, SourcePlan, plan_job, plan_source, submit_spec};
+pub use plan::{JobPlan, PlanLoad, SourcePlan, plan_job, plan_source, submit_spec};
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 pub use state::{StateLocation, StateStore};
 pub use store::{AttemptRow, ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};

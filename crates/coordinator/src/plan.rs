@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backhaul_core::Error;
-use backhaul_core::chunking::{PlanPolicy, PlannedChunk, plan_chunks};
+use backhaul_core::chunking::{PhysicalOrder, PlanContext, PlanPolicy, PlannedChunk, plan_for};
 use backhaul_core::connector::{Connectors, Destination, PlanNote, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
-use backhaul_core::spec::{ChunkPolicy, JobSpec, StageSpec, ValidatedSpec};
+use backhaul_core::spec::{ChunkPolicy, DEFAULT_PLAN_WORKERS, JobSpec, StageSpec, ValidatedSpec};
 use backhaul_core::stage::Stage;
 
 use crate::error::Result;
@@ -30,6 +30,8 @@ pub struct JobPlan {
     pub range: CursorRange,
     /// The chunks.
     pub chunks: Vec<PlannedChunk>,
+    /// What the plan costs the source and how it keeps the workers busy.
+    pub load: PlanLoad,
     /// Each column's types from source to destination, and any lossy step.
     pub fidelity: TypeFidelityReport,
     /// What the chunks use of the destination's quotas ([`Destination::plan_notes`]).
@@ -51,6 +53,21 @@ pub struct SourcePlan {
     pub range: CursorRange,
     /// The chunks.
     pub chunks: Vec<PlannedChunk>,
+    /// What the plan costs the source and how it keeps the workers busy.
+    pub load: PlanLoad,
+}
+
+/// Estimates `backhaul plan` shows beside the chunks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanLoad {
+    /// Workers the plan is balanced for.
+    pub workers: usize,
+    /// How the cursor follows physical order, when the source can tell.
+    pub order: Option<PhysicalOrder>,
+    /// Estimated database read amplification, when the source can tell.
+    pub read_amplification: Option<f64>,
+    /// Estimated share of the workers' time idle because of the plan.
+    pub idle_share: f64,
 }
 
 /// Describes `source`, prepares it for the spec's range, reads its density and cuts the
@@ -83,21 +100,42 @@ pub async fn plan_source(source: &dyn Source, validated: &ValidatedSpec, origin:
                 .into());
             }
         },
-        ChunkPolicy::TargetBytes(b) => PlanPolicy::TargetBytes(b),
+        ChunkPolicy::TargetBytes { bytes, .. } => PlanPolicy::TargetBytes(bytes),
+    };
+    let workers = match validated.chunking {
+        ChunkPolicy::TargetBytes { workers, .. } => workers,
+        _ => DEFAULT_PLAN_WORKERS,
     };
     source.prepare(range).await?;
     let density = source.density(range).await?;
+    let order = source.physical_order().await?;
     let granularity = if kind == CursorKind::Timestamp { 1_000_000 } else { 1 };
-    let chunks = plan_chunks(range, policy, &density, granularity).map_err(|m| Error::config(origin, "chunking", m))?;
-    Ok(SourcePlan { table, range, chunks })
+    let context = PlanContext {
+        workers: usize::from(workers),
+        order,
+    };
+    let plan =
+        plan_for(range, policy, &density, granularity, context).map_err(|m| Error::config(origin, "chunking", m))?;
+    let load = PlanLoad {
+        workers: context.workers,
+        order,
+        read_amplification: plan.read_amplification,
+        idle_share: plan.idle_share,
+    };
+    Ok(SourcePlan {
+        table,
+        range,
+        chunks: plan.chunks,
+        load,
+    })
 }
 
 /// Validates, builds connectors, checks stage and destination, and plans chunks.
 ///
 /// `origin` names the spec file in errors; `base_dir` is where relative paths resolve.
 ///
-/// With `prepare_destination` the destination table is created (or checked to belong to this
-/// job); without it, `plan` stays read-only at the destination.
+/// With `prepare_destination` the stage is probed and the destination table created (or
+/// checked to belong to this job); without it, `plan` creates and writes nothing at either.
 pub async fn plan_job(
     raw: JobSpec,
     origin: &str,
@@ -109,10 +147,21 @@ pub async fn plan_job(
     let spec_toml = checked.to_canonical_toml();
     checked.resolve_paths(base_dir);
     let destination = checked.destination.build().map_err(|e| relabel(e, origin))?;
-    let stage = checked_stage(&checked.spec.stage, destination.as_ref(), origin).await?;
+    let stage = if prepare_destination {
+        checked_stage(&checked.spec.stage, destination.as_ref(), origin).await?
+    } else {
+        let stage = Stage::unprobed(&checked.spec.stage, origin)?;
+        destination.check_stage(&stage).map_err(|e| relabel(e, origin))?;
+        stage
+    };
     let source = checked.source.build().map_err(|e| relabel(e, origin))?;
     let validated = checked.validated;
-    let SourcePlan { table, range, chunks } = plan_source(source.as_ref(), &validated, origin).await?;
+    let SourcePlan {
+        table,
+        range,
+        chunks,
+        load,
+    } = plan_source(source.as_ref(), &validated, origin).await?;
     let spec = checked.spec;
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
@@ -127,6 +176,7 @@ pub async fn plan_job(
         table,
         range,
         chunks,
+        load,
         fidelity,
         destination_notes,
         source,

@@ -77,19 +77,7 @@ pub fn plan_chunks(
         }
         PlanPolicy::TargetBytes(target) => cut_by_bytes(range, target.max(1) as f64, density, granularity)?,
     };
-    Ok(bounds
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let (rows, bytes) = estimate(r, density);
-            PlannedChunk {
-                index: i as u64,
-                range: r,
-                estimated_rows: rows.round() as u64,
-                estimated_bytes: bytes.round() as u64,
-            }
-        })
-        .collect())
+    Ok(numbered(bounds, density))
 }
 
 fn cut_by_bytes(
@@ -172,6 +160,224 @@ pub fn estimate(range: CursorRange, density: &[DensityBucket]) -> (f64, f64) {
         })
 }
 
+/// How the cursor follows the table's physical row order, from the source's statistics: what
+/// the planner needs to estimate how much of the table each chunk's range query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PhysicalOrder {
+    /// Correlation between cursor order and physical order, −1 to 1: PostgreSQL's
+    /// `pg_stats.correlation`; 1 for a cursor that is the clustered key.
+    pub correlation: f64,
+    /// Pages the table's rows are stored in.
+    pub heap_pages: f64,
+    /// Rows in the whole table (not only the planned range).
+    pub table_rows: f64,
+}
+
+impl PhysicalOrder {
+    /// Estimated pages a range query returning `rows` rows reads.
+    ///
+    /// With `N` rows on `P` pages (`k = N/P` a page) and a share `f = rows/N` of them read: in
+    /// physical order the rows sit together on `f·P` pages; uncorrelated, each page holds one of
+    /// them with probability `1 − (1 − f)^k` (Yao's estimate), so the query touches
+    /// `P·(1 − (1 − f)^k)` pages, nearly all of them once `f` exceeds a few `1/k`. In between,
+    /// the two are mixed by the squared correlation, as PostgreSQL's own index cost model does.
+    pub fn pages_touched(&self, rows: f64) -> f64 {
+        if rows.is_nan() || rows <= 0.0 {
+            return 0.0;
+        }
+        let pages = self.heap_pages.max(1.0);
+        let table_rows = self.table_rows.max(rows).max(1.0);
+        let share = (rows / table_rows).min(1.0);
+        let rows_per_page = (table_rows / pages).max(1.0);
+        let ordered = (share * pages).max(1.0);
+        let scattered = (pages * (1.0 - (1.0 - share).powf(rows_per_page))).max(ordered);
+        let c2 = self.correlation.clamp(-1.0, 1.0).powi(2);
+        c2 * ordered + (1.0 - c2) * scattered
+    }
+
+    /// Estimated database read amplification of range queries returning `rows` each: pages
+    /// they read together over the pages one query over all of them reads. 1 means the plan
+    /// reads the table as often as a single query would.
+    pub fn read_amplification(&self, rows: impl IntoIterator<Item = f64>) -> f64 {
+        let (mut touched, mut total) = (0.0, 0.0);
+        for r in rows {
+            touched += self.pages_touched(r);
+            total += r.max(0.0);
+        }
+        let once = self.pages_touched(total);
+        if once <= 0.0 { 1.0 } else { (touched / once).max(1.0) }
+    }
+}
+
+/// A plan above this estimated read amplification is warned about.
+pub const AMPLIFICATION_WARNING: f64 = 1.5;
+
+/// A plan whose chunks leave workers idle more than this share of the run is rebalanced.
+pub const IDLE_LIMIT: f64 = 0.10;
+
+/// Share of the workers' time spent idle when `workers` workers take chunks of these sizes in
+/// order, each the moment it is free (how the coordinator hands out leases), with time
+/// proportional to size. 0 means all finish together.
+pub fn idle_share(sizes: impl IntoIterator<Item = f64>, workers: usize) -> f64 {
+    let workers = workers.max(1);
+    let mut busy = vec![0.0f64; workers];
+    let mut total = 0.0;
+    for size in sizes {
+        let size = size.max(0.0);
+        total += size;
+        let next = busy
+            .iter_mut()
+            .min_by(|a, b| a.total_cmp(b))
+            .expect("at least one worker");
+        *next += size;
+    }
+    let makespan = busy.iter().copied().fold(0.0, f64::max);
+    if makespan <= 0.0 {
+        0.0
+    } else {
+        1.0 - total / (workers as f64 * makespan)
+    }
+}
+
+/// What the planner knows beyond the density: who runs the plan and how the table is stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanContext {
+    /// Workers the plan is balanced for.
+    pub workers: usize,
+    /// How the cursor follows physical order; `None` when the source cannot tell.
+    pub order: Option<PhysicalOrder>,
+}
+
+/// A plan and what it costs the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkPlan {
+    /// The chunks.
+    pub chunks: Vec<PlannedChunk>,
+    /// Estimated read amplification (see [`PhysicalOrder::read_amplification`]); `None`
+    /// without a physical-order hint.
+    pub read_amplification: Option<f64>,
+    /// Estimated idle share of the workers (see [`idle_share`]), from estimated bytes.
+    pub idle_share: f64,
+}
+
+/// Plans chunks for `context.workers` workers.
+///
+/// Fixed-width policies are cut as written. For a byte target the count from the target is the
+/// starting point, then:
+/// 1. *Balance*: when that count leaves workers idle more than [`IDLE_LIMIT`] (for instance 3
+///    chunks for 2 workers, or 2 uneven ones), it is rounded up to a multiple of the workers and
+///    the range is cut into that many chunks of equal estimated bytes.
+/// 2. *Read the table about once*: when the source's physical order makes that plan's
+///    estimated read amplification exceed [`AMPLIFICATION_WARNING`] (an uncorrelated cursor,
+///    where every chunk's range query reads most pages), the count drops to the largest
+///    multiple of the workers that stays under it, and never below one chunk per worker:
+///    chunks stream, so a large chunk costs no memory, only replay granularity.
+///
+/// Where the cursor follows physical order, amplification stays near 1 and the byte target
+/// decides: more, smaller chunks.
+pub fn plan_for(
+    range: CursorRange,
+    policy: PlanPolicy,
+    density: &[DensityBucket],
+    granularity: i64,
+    context: PlanContext,
+) -> Result<ChunkPlan, String> {
+    let workers = context.workers.max(1);
+    let mut chunks = plan_chunks(range, policy, density, granularity)?;
+    let total_bytes = estimate(range, density).1;
+    if matches!(policy, PlanPolicy::TargetBytes(_)) && total_bytes > 0.0 {
+        let mut count = chunks.len();
+        if even_idle_share(count, workers) > IDLE_LIMIT {
+            count = count.div_ceil(workers) * workers;
+        }
+        if let Some(order) = context.order {
+            let total_rows = estimate(range, density).0;
+            let even_amplification = |n: usize| order.read_amplification(vec![total_rows / n as f64; n]);
+            if even_amplification(count) > AMPLIFICATION_WARNING {
+                let mut n = (count / workers) * workers;
+                while n > workers && even_amplification(n) > AMPLIFICATION_WARNING {
+                    n -= workers;
+                }
+                count = n.max(workers).min(count);
+            }
+        }
+        let sizes = chunks.iter().map(|c| c.estimated_bytes as f64);
+        if count != chunks.len() || idle_share(sizes, workers) > IDLE_LIMIT {
+            chunks = numbered(cut_evenly(range, count, density, granularity), density);
+        }
+    }
+    let read_amplification = context
+        .order
+        .map(|o| o.read_amplification(chunks.iter().map(|c| c.estimated_rows as f64)));
+    let idle = idle_share(chunks.iter().map(|c| c.estimated_bytes as f64), workers);
+    Ok(ChunkPlan {
+        chunks,
+        read_amplification,
+        idle_share: idle,
+    })
+}
+
+/// Idle share of `count` equal chunks over `workers` workers.
+fn even_idle_share(count: usize, workers: usize) -> f64 {
+    let rounds = count.div_ceil(workers).max(1);
+    1.0 - count as f64 / (rounds * workers) as f64
+}
+
+/// Cuts `range` into `count` chunks of equal estimated bytes (fewer when cut points coincide
+/// after rounding to `granularity`).
+fn cut_evenly(range: CursorRange, count: usize, density: &[DensityBucket], granularity: i64) -> Vec<CursorRange> {
+    let granularity = granularity.max(1);
+    let total = estimate(range, density).1;
+    let mut cuts = Vec::with_capacity(count);
+    let mut next = 1usize;
+    let mut before = 0.0;
+    for bucket in density {
+        let Some(seg) = clip(bucket.range, range) else { continue };
+        let seg_bytes = bucket.bytes * seg.width() as f64 / bucket.range.width() as f64;
+        if seg_bytes <= 0.0 {
+            continue;
+        }
+        let per_unit = seg_bytes / seg.width() as f64;
+        while next < count {
+            let goal = total * next as f64 / count as f64;
+            if before + seg_bytes < goal {
+                break;
+            }
+            let offset = ((goal - before) / per_unit).round() as i64;
+            cuts.push(round_up(seg.from.saturating_add(offset), granularity));
+            next += 1;
+        }
+        before += seg_bytes;
+    }
+    let mut bounds = Vec::with_capacity(count);
+    let mut start = range.from;
+    for cut in cuts {
+        if cut > start && cut < range.to {
+            bounds.push(CursorRange::new(start, cut));
+            start = cut;
+        }
+    }
+    bounds.push(CursorRange::new(start, range.to));
+    bounds
+}
+
+/// Numbers ranges as planned chunks with their estimates.
+fn numbered(bounds: Vec<CursorRange>, density: &[DensityBucket]) -> Vec<PlannedChunk> {
+    bounds
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (rows, bytes) = estimate(r, density);
+            PlannedChunk {
+                index: i as u64,
+                range: r,
+                estimated_rows: rows.round() as u64,
+                estimated_bytes: bytes.round() as u64,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +443,104 @@ mod tests {
         assert_covers(range, &chunks);
     }
 
+    const TABLE: PhysicalOrder = PhysicalOrder {
+        correlation: 0.0,
+        heap_pages: 100_000.0,
+        table_rows: 6_000_000.0,
+    };
+
+    #[test]
+    fn an_uncorrelated_cursor_reads_most_pages_per_chunk() {
+        let uncorrelated = TABLE;
+        // A 4% slice of a table with 60 rows a page touches about 91% of its pages.
+        let touched = uncorrelated.pages_touched(240_000.0);
+        assert!((90_000.0..93_000.0).contains(&touched), "{touched}");
+        let amplification = uncorrelated.read_amplification(vec![240_000.0; 25]);
+        assert!((22.0..23.5).contains(&amplification), "{amplification}");
+        let correlated = PhysicalOrder {
+            correlation: -1.0,
+            ..TABLE
+        };
+        assert!((correlated.pages_touched(240_000.0) - 4_000.0).abs() < 1.0);
+        let amplification = correlated.read_amplification(vec![240_000.0; 25]);
+        assert!((amplification - 1.0).abs() < 1e-9, "{amplification}");
+        assert_eq!(TABLE.read_amplification([]), 1.0);
+    }
+
+    /// 6 M rows of 200 bytes spread evenly over the range.
+    fn lineitem() -> (CursorRange, Vec<DensityBucket>) {
+        let range = CursorRange::new(0, 2_400);
+        let d = (0..100)
+            .map(|i| DensityBucket {
+                range: CursorRange::new(i * 24, (i + 1) * 24),
+                rows: 60_000.0,
+                bytes: 12_000_000.0,
+            })
+            .collect();
+        (range, d)
+    }
+
+    fn context(workers: usize, correlation: Option<f64>) -> PlanContext {
+        PlanContext {
+            workers,
+            order: correlation.map(|correlation| PhysicalOrder { correlation, ..TABLE }),
+        }
+    }
+
+    #[test]
+    fn an_uncorrelated_cursor_gets_one_chunk_per_worker_and_a_correlated_one_keeps_the_target() {
+        let (range, d) = lineitem();
+        let target = PlanPolicy::TargetBytes(32 << 20);
+        let uncorrelated = plan_for(range, target, &d, 1, context(2, Some(0.003))).unwrap();
+        assert_eq!(uncorrelated.chunks.len(), 2);
+        let amplification = uncorrelated.read_amplification.unwrap();
+        assert!((1.9..2.0).contains(&amplification), "{amplification}");
+        let correlated = plan_for(range, target, &d, 1, context(2, Some(1.0))).unwrap();
+        assert_eq!(correlated.chunks.len(), 36, "1.2 GB in 32 MiB chunks, an even count");
+        assert!(correlated.read_amplification.unwrap() < 1.2);
+        // Without a hint the byte target decides, as before.
+        let unknown = plan_for(range, target, &d, 1, context(2, None)).unwrap();
+        assert_eq!(unknown.chunks.len(), 36);
+        assert_eq!(unknown.read_amplification, None);
+        // Four workers on an uncorrelated cursor: four chunks, read about four times.
+        let four = plan_for(range, target, &d, 1, context(4, Some(0.0))).unwrap();
+        assert_eq!(four.chunks.len(), 4);
+    }
+
+    #[test]
+    fn two_workers_get_two_even_chunks_not_a_big_and_a_small_one() {
+        // 1.2 GB at 800 MB a chunk cuts 800 + 400 MB (a third of the run idle); balanced, two of 600 MB.
+        let (range, d) = lineitem();
+        let before = plan_chunks(range, PlanPolicy::TargetBytes(800_000_000), &d, 1).unwrap();
+        let sizes: Vec<f64> = before.iter().map(|c| c.estimated_bytes as f64).collect();
+        assert!(idle_share(sizes, 2) > IDLE_LIMIT, "{before:?}");
+        let plan = plan_for(range, PlanPolicy::TargetBytes(800_000_000), &d, 1, context(2, None)).unwrap();
+        let sizes: Vec<u64> = plan.chunks.iter().map(|c| c.estimated_bytes).collect();
+        assert_eq!(sizes, vec![600_000_000, 600_000_000]);
+        assert!(plan.idle_share < 1e-9);
+        // Three chunks' worth for two workers becomes four.
+        let plan = plan_for(range, PlanPolicy::TargetBytes(400_000_000), &d, 1, context(2, None)).unwrap();
+        assert_eq!(plan.chunks.len(), 4);
+        assert!(plan.idle_share < IDLE_LIMIT);
+    }
+
+    #[test]
+    fn fixed_width_plans_are_cut_as_written_and_still_estimated() {
+        let (range, d) = lineitem();
+        let plan = plan_for(range, PlanPolicy::FixedWidth(800), &d, 1, context(2, Some(0.0))).unwrap();
+        assert_eq!(plan.chunks.len(), 3);
+        assert!(plan.read_amplification.unwrap() > AMPLIFICATION_WARNING);
+        assert!((plan.idle_share - 0.25).abs() < 1e-9, "{}", plan.idle_share);
+    }
+
+    #[test]
+    fn idle_share_follows_lease_order() {
+        assert_eq!(idle_share([1.0, 1.0], 2), 0.0);
+        assert!((idle_share([4.16, 1.84], 2) - (1.0 - 6.0 / 8.32)).abs() < 1e-9);
+        assert!((idle_share([1.0, 1.0, 1.0], 2) - 0.25).abs() < 1e-9);
+        assert_eq!(idle_share([], 3), 0.0);
+    }
+
     proptest! {
         #[test]
         fn plans_cover_exactly_and_are_deterministic(
@@ -255,6 +559,39 @@ mod tests {
             assert_covers(range, &a);
             let f = plan_chunks(range, PlanPolicy::FixedWidth(width), &d, granularity).unwrap();
             assert_covers(range, &f);
+        }
+
+        #[test]
+        fn balanced_plans_cover_exactly_and_leave_workers_busy(
+            weights in proptest::collection::vec(1.0f64..1000.0, 1..60),
+            width in 100i64..5000,
+            target in 1u64..20_000_000,
+            workers in 1usize..9,
+            correlation in proptest::option::of(-1.0f64..1.0),
+        ) {
+            let d = buckets(&weights, width);
+            let range = CursorRange::new(0, width * weights.len() as i64);
+            let order = correlation.map(|correlation| PhysicalOrder {
+                correlation,
+                heap_pages: 1_000.0,
+                table_rows: weights.iter().sum::<f64>(),
+            });
+            let context = PlanContext { workers, order };
+            let a = plan_for(range, PlanPolicy::TargetBytes(target), &d, 1, context).unwrap();
+            let b = plan_for(range, PlanPolicy::TargetBytes(target), &d, 1, context).unwrap();
+            prop_assert_eq!(&a, &b);
+            assert_covers(range, &a.chunks);
+            // Cut points are whole cursor units, so a chunk may be off by one unit's bytes.
+            let unit = weights.iter().fold(0.0f64, |m, w| m.max(*w)) * 100.0 / width as f64;
+            let total: f64 = weights.iter().sum::<f64>() * 100.0;
+            let slack = unit * 2.0 * a.chunks.len() as f64 / total * workers as f64;
+            prop_assert!(a.idle_share <= IDLE_LIMIT + slack, "idle {} of {:?}", a.idle_share, a.chunks);
+            if let Some(amplification) = a.read_amplification {
+                prop_assert!(amplification >= 1.0);
+                // Never more chunks than the byte target asks for, rounded up to the workers.
+                let plain = plan_chunks(range, PlanPolicy::TargetBytes(target), &d, 1).unwrap();
+                prop_assert!(a.chunks.len() <= plain.len().div_ceil(workers) * workers);
+            }
         }
     }
 }

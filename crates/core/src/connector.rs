@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::chunking::{DensityBucket, PlannedChunk};
+use crate::chunking::{DensityBucket, PhysicalOrder, PlannedChunk};
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
@@ -87,6 +87,13 @@ pub trait Source: Send + Sync {
 
     /// Estimated rows and bytes over `range`, from statistics; never counts the table.
     fn density(&self, range: CursorRange) -> BoxFuture<'_, Result<Vec<DensityBucket>>>;
+
+    /// How the cursor column follows the table's physical row order, from statistics (never
+    /// counting rows), so the planner can estimate how much of the table each chunk's range
+    /// query reads. `None` (the default) when the source cannot tell.
+    fn physical_order(&self) -> BoxFuture<'_, Result<Option<PhysicalOrder>>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Streams the rows with `from <= cursor < to`, in batches of about `batch_rows` rows.
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>>;

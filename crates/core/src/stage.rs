@@ -113,6 +113,26 @@ impl Stage {
         Ok(stage)
     }
 
+    /// The stage a spec describes, for checks that need no IO (`backhaul plan` extracts
+    /// nothing, so it creates and writes nothing): no probe is written and a missing local
+    /// directory is not created. Such a stage's store then reaches nothing on disk; never
+    /// write through it.
+    pub fn unprobed(spec: &StageSpec, origin: &str) -> Result<Self> {
+        let location = spec.validate(origin)?;
+        if let StageLocation::Local { dir, .. } = &location
+            && !dir.exists()
+        {
+            let abs = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
+            return Ok(Stage {
+                store: Arc::new(object_store::memory::InMemory::new()),
+                kind: StageKind::Local,
+                url: format!("file://{}", percent_encode_path(&abs.to_string_lossy())),
+                local_root: Some(abs),
+            });
+        }
+        Self::build(spec, &location, origin, &StageEnv::process())
+    }
+
     /// A stage in a local directory, created when missing and checked writable.
     pub async fn local(dir: &FsPath) -> Result<Self> {
         Self::from_spec(&StageSpec::local(dir), "<spec>").await
@@ -131,8 +151,11 @@ impl Stage {
                     )
                 })?;
                 let abs: PathBuf = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+                // Deleting a committed chunk's parts also removes the attempt and chunk
+                // directories they leave empty (never the stage root itself).
                 let store = LocalFileSystem::new_with_prefix(&abs)
-                    .map_err(|e| Error::config(origin, key, format!("{}: {e}", abs.display())))?;
+                    .map_err(|e| Error::config(origin, key, format!("{}: {e}", abs.display())))?
+                    .with_automatic_cleanup(true);
                 Ok(Stage {
                     store: Arc::new(store),
                     kind: StageKind::Local,
@@ -384,6 +407,46 @@ mod tests {
         assert_eq!(by_url.url(), stage.url());
         let listed: Vec<_> = by_url.store().list(None).try_collect().await.unwrap();
         assert_eq!(listed.len(), 1, "the probe leaves nothing behind");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_chunk_s_parts_removes_its_empty_directories_but_not_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("st");
+        let stage = Stage::from_spec(&StageSpec::local(&root), "job.toml").await.unwrap();
+        for part in [Stage::part_path("job", 1, 1, 0), Stage::part_path("job", 1, 2, 0)] {
+            stage.store().put(&part, PutPayload::from_static(b"x")).await.unwrap();
+        }
+        let other = Stage::part_path("job", 2, 1, 0);
+        stage.store().put(&other, PutPayload::from_static(b"x")).await.unwrap();
+        let parts: Vec<_> = stage
+            .store()
+            .list(Some(&Stage::chunk_prefix("job", 1)))
+            .try_collect()
+            .await
+            .unwrap();
+        for meta in parts {
+            stage.store().delete(&meta.location).await.unwrap();
+        }
+        assert!(
+            !root.join("job/chunk-000001").exists(),
+            "empty attempt directories are left"
+        );
+        assert!(root.join("job/chunk-000002/attempt-001").is_dir());
+        stage.store().delete(&other).await.unwrap();
+        assert!(root.is_dir() && !root.join("job").exists());
+    }
+
+    #[test]
+    fn an_unprobed_stage_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("not-yet");
+        let stage = Stage::unprobed(&StageSpec::local(&root), "job.toml").unwrap();
+        assert_eq!(stage.kind(), StageKind::Local);
+        assert_eq!(stage.url(), format!("file://{}", root.display()));
+        assert!(!root.exists());
+        let e = Stage::unprobed(&spec("ftp://x"), "job.toml").unwrap_err().to_string();
+        assert!(e.contains("stage.url"), "{e}");
     }
 
     #[tokio::test]

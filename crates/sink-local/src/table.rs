@@ -33,9 +33,16 @@ impl LocalWarehouse {
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        Self::at(root)
+    }
+
+    /// The warehouse at `root` without creating anything: `plan` builds the destination and
+    /// must leave the disk as it was; [`Destination::prepare`] creates the directories.
+    pub fn at(root: impl AsRef<Path>) -> Result<Self> {
         // Canonical, so every handle on one table shares one commit lock and file URLs are absolute.
-        let root = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
-        Ok(LocalWarehouse { root })
+        Ok(LocalWarehouse {
+            root: canonical_to_be(root.as_ref())?,
+        })
     }
 
     /// The warehouse directory (canonical).
@@ -69,6 +76,26 @@ impl LocalWarehouse {
     pub async fn query(&self, sql: &str) -> Result<crate::QueryOutput> {
         crate::query::query_with_schema(&self.root, sql).await
     }
+}
+
+/// The canonical form of `path`, which may not exist yet: its deepest existing ancestor is
+/// canonicalized and the missing rest appended (a path not yet created holds no symlinks).
+fn canonical_to_be(path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut canonical = std::fs::canonicalize(existing).map_err(|e| Error::io(existing, e))?;
+    canonical.extend(missing.iter().rev());
+    Ok(canonical)
 }
 
 /// Prepared tables under `root`: directories with a valid table name and a `_table.json`.
@@ -127,7 +154,7 @@ impl LocalTable {
                 format!("`{}` is not a valid table name", spec.table),
             ));
         }
-        LocalWarehouse::open(&spec.path)?.table(&spec.table)
+        LocalWarehouse::at(&spec.path)?.table(&spec.table)
     }
 
     /// Table name.

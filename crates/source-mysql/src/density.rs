@@ -19,12 +19,17 @@
 //! Bytes per row come from `information_schema.TABLES` (`AVG_ROW_LENGTH`), scaled by the
 //! share of the declared column widths the job extracts.
 //!
+//! Physical order ([`physical_order`]): InnoDB stores rows in primary-key order, so a cursor
+//! that leads the primary key is in physical order (correlation 1) and each chunk reads only
+//! its own pages. For any other cursor MySQL keeps no statistic like PostgreSQL's
+//! `pg_stats.correlation`, so the order is unknown and the planner keeps the byte target.
+//!
 //! Without an index led by the cursor (or on a view), the optimizer cannot estimate a range
 //! without scanning; then the whole range is one bucket of `TABLE_ROWS` rows, the chunks are
 //! even in width only, and each chunk scans the table: a warning says so.
 
 use backhaul_core::Result;
-use backhaul_core::chunking::DensityBucket;
+use backhaul_core::chunking::{DensityBucket, PhysicalOrder};
 use backhaul_core::cursor::CursorRange;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -42,6 +47,19 @@ pub(crate) const FINE_SHARE: f64 = 64.0;
 pub(crate) const MAX_PROBES: usize = 320;
 /// Bytes per row when the table has no statistics yet.
 const DEFAULT_ROW_BYTES: f64 = 100.0;
+
+/// InnoDB's clustered page size; `DATA_LENGTH` over it is the table's pages.
+const INNODB_PAGE_BYTES: f64 = 16_384.0;
+
+/// See the module documentation: known only for an InnoDB cursor leading the primary key.
+pub(crate) fn physical_order(table: &Table) -> Option<PhysicalOrder> {
+    let clustered = table.stats.innodb && !table.stats.is_view && table.cursor_index.as_deref() == Some("PRIMARY");
+    (clustered && table.stats.table_rows > 0).then(|| PhysicalOrder {
+        correlation: 1.0,
+        heap_pages: (table.stats.data_length as f64 / INNODB_PAGE_BYTES).max(1.0),
+        table_rows: table.stats.table_rows as f64,
+    })
+}
 
 /// See the module documentation.
 pub(crate) async fn density(connector: &Connector, table: &Table, range: CursorRange) -> Result<Vec<DensityBucket>> {

@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use backhaul_core::chunking::DensityBucket;
+use backhaul_core::chunking::{DensityBucket, PhysicalOrder};
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::{Error, Result};
@@ -86,7 +86,7 @@ impl MysqlSource {
         let fail = |e| self.connector.classify(e, &format!("reading the catalog of {shown}"));
         let stats: Option<Row> = conn
             .exec_first(
-                "SELECT TABLE_TYPE, TABLE_ROWS, AVG_ROW_LENGTH, DATA_LENGTH FROM information_schema.TABLES \
+                "SELECT TABLE_TYPE, TABLE_ROWS, AVG_ROW_LENGTH, DATA_LENGTH, ENGINE FROM information_schema.TABLES \
                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
                 (database, name),
             )
@@ -107,6 +107,7 @@ impl MysqlSource {
             table_rows: stats.as_ref(1).and_then(value_u64).unwrap_or(0),
             avg_row_length: stats.as_ref(2).and_then(value_u64).unwrap_or(0),
             data_length: stats.as_ref(3).and_then(value_u64).unwrap_or(0),
+            innodb: value_text(stats.as_ref(4)).is_some_and(|e| e.eq_ignore_ascii_case("InnoDB")),
         };
         let version: Option<String> = conn.query_first("SELECT VERSION()").await.map_err(fail)?;
         let mariadb = version.unwrap_or_default().to_ascii_lowercase().contains("mariadb");
@@ -254,6 +255,10 @@ impl Source for MysqlSource {
             let table = self.table().await?;
             density::density(&self.connector, &table, range).await
         })
+    }
+
+    fn physical_order(&self) -> BoxFuture<'_, Result<Option<PhysicalOrder>>> {
+        Box::pin(async move { Ok(density::physical_order(&*self.table().await?)) })
     }
 
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>> {

@@ -197,6 +197,8 @@ pub(crate) struct TableStats {
     pub avg_row_length: u64,
     pub data_length: u64,
     pub is_view: bool,
+    /// InnoDB stores rows in primary-key order (the clustered index).
+    pub innodb: bool,
 }
 
 /// Quotes an identifier with backticks, doubling any backtick inside.

@@ -846,3 +846,23 @@ async fn density_counts_empty_stretches_as_zero_and_falls_back_without_an_index(
     let batch = concat(&read_all(&unindexed, january, 300).await.unwrap());
     assert_eq!(batch.num_rows(), 1000);
 }
+
+/// InnoDB clusters rows by primary key: a cursor leading it is in physical order; any other
+/// cursor's order is unknown.
+#[tokio::test]
+async fn a_cursor_leading_the_innodb_primary_key_is_in_physical_order() {
+    let server = server();
+    let db = database(server, "clustered");
+    server.sql(&format!(
+        "USE `{db}`;
+         CREATE TABLE events (id INT PRIMARY KEY, at DATETIME NOT NULL, body VARCHAR(64), KEY (at)) ENGINE = InnoDB;
+         INSERT INTO events SELECT seq, '2023-01-01' + INTERVAL seq MINUTE, REPEAT('x', 40) FROM seq_1_to_6000;
+         ANALYZE TABLE events;"
+    ));
+    let by_key = MysqlSource::open(&spec(server, &db, "events", "id")).unwrap();
+    let order = by_key.physical_order().await.unwrap().expect("clustered on the cursor");
+    assert_eq!(order.correlation, 1.0);
+    assert!(order.heap_pages >= 1.0 && order.table_rows > 1_000.0, "{order:?}");
+    let by_time = MysqlSource::open(&spec(server, &db, "events", "at")).unwrap();
+    assert_eq!(by_time.physical_order().await.unwrap(), None);
+}

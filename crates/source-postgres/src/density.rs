@@ -15,9 +15,14 @@
 //!
 //! Bytes per row: the sum of `avg_width × (1 − null_frac)` of the extracted columns, else the
 //! table's size per row.
+//!
+//! Physical order ([`physical_order`]): `pg_stats.correlation` of the cursor column (the
+//! parent's inherited statistics for a partitioned table) with the current pages and rows as
+//! above. A cursor uncorrelated with physical order makes each chunk's range query a bitmap
+//! heap scan over most pages; the planner reads this to keep the heap read about once.
 
 use backhaul_core::Result;
-use backhaul_core::chunking::DensityBucket;
+use backhaul_core::chunking::{DensityBucket, PhysicalOrder};
 use backhaul_core::cursor::CursorRange;
 
 use crate::catalog::PgTable;
@@ -108,6 +113,41 @@ pub(crate) async fn density(conn: &Conn, table: &PgTable, range: CursorRange) ->
     }
     pieces.extend(stats_pieces(&column, base_rows));
     Ok(partition(&pieces, range, row_bytes))
+}
+
+/// How the cursor follows the heap's order; `None` for views, empty tables and columns
+/// without statistics (never analyzed).
+pub(crate) async fn physical_order(conn: &Conn, table: &PgTable) -> Result<Option<PhysicalOrder>> {
+    if !matches!(table.relkind, b'r' | b'p' | b'm') {
+        return Ok(None);
+    }
+    let size = size_stats(conn, table).await?;
+    let pages_now = size.bytes as f64 / size.block_size.max(1) as f64;
+    if pages_now <= 0.0 || size.never_analyzed || size.reltuples <= 0.0 {
+        return Ok(None);
+    }
+    let rows_now = if size.relpages > 0 {
+        size.reltuples / size.relpages as f64 * pages_now
+    } else {
+        size.reltuples
+    };
+    let correlation: Option<f32> = conn
+        .client
+        .query(
+            "SELECT s.correlation FROM pg_catalog.pg_stats s \
+             WHERE s.schemaname = $1 AND s.tablename = $2 AND s.attname = $3 \
+             ORDER BY s.inherited DESC LIMIT 1",
+            &[&table.schema, &table.name, &table.cursor_name()],
+        )
+        .await
+        .map_err(|e| conn.error(&e, "read cursor correlation"))?
+        .first()
+        .and_then(|r| r.get(0));
+    Ok(correlation.map(|c| PhysicalOrder {
+        correlation: f64::from(c),
+        heap_pages: pages_now,
+        table_rows: rows_now,
+    }))
 }
 
 /// Histogram and most-common-value pieces for `rows` rows in total.

@@ -8,6 +8,8 @@
 //!   such rows are in no range and would silently be missing.
 //! - [`Source::density`] estimates rows over the range from `pg_class`/`pg_stats`, an index
 //!   probe, or a block sample; it never counts the table.
+//! - [`Source::physical_order`] reads `pg_stats.correlation` of the cursor column and the
+//!   table's pages and rows, so the planner can tell how much of the heap each chunk reads.
 //! - [`Source::extract`] runs `COPY (SELECT cols FROM t WHERE cursor >= from AND cursor < to)
 //!   TO STDOUT (FORMAT binary)` in a REPEATABLE READ READ ONLY transaction, so a chunk is one
 //!   consistent snapshot, and streams batches with bounded memory.
@@ -27,7 +29,7 @@ pub mod types;
 
 use std::fmt;
 
-use backhaul_core::chunking::DensityBucket;
+use backhaul_core::chunking::{DensityBucket, PhysicalOrder};
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::spec::database::NullCursorPolicy;
@@ -129,6 +131,14 @@ impl Source for PostgresSource {
             let conn = self.connector.connect().await?;
             let table = self.table(&conn).await?;
             density::density(&conn, &table, range).await
+        })
+    }
+
+    fn physical_order(&self) -> BoxFuture<'_, Result<Option<PhysicalOrder>>> {
+        Box::pin(async move {
+            let conn = self.connector.connect().await?;
+            let table = self.table(&conn).await?;
+            density::physical_order(&conn, &table).await
         })
     }
 

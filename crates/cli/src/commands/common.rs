@@ -118,11 +118,11 @@ pub async fn run_summary(
     let proofs = proof_counts(store, job_id).await?;
     let secs = report.elapsed.as_secs_f64().max(0.001);
     let rows_per_s = report.rows_this_run as f64 / secs;
-    let mb_per_s = report.bytes_this_run as f64 / 1e6 / secs;
+    let parquet_mb_per_s = report.bytes_this_run as f64 / 1e6 / secs;
     let doc = json!({
         "job": job_id,
         "summary": s,
-        "this_run": { "rows": report.rows_this_run, "parquet_bytes": report.bytes_this_run, "seconds": secs, "rows_per_second": rows_per_s, "mb_per_second": mb_per_s },
+        "this_run": { "rows": report.rows_this_run, "parquet_bytes": report.bytes_this_run, "seconds": secs, "rows_per_second": rows_per_s, "parquet_mb_per_second": parquet_mb_per_s },
         "files": { "count": files, "bytes": total, "min_bytes": min, "max_bytes": max },
         "proofs": proofs.iter().map(|(level, n)| (level.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
     });
@@ -139,11 +139,11 @@ pub async fn run_summary(
                 group(report.rows_this_run)
             );
             println!(
-                "  speed     {} in {:.1}s: {} rows/s, {:.1} MB/s of zstd Parquet",
+                "  speed     {} in {:.1}s: {} rows/s, {:.1} MB/s of zstd Parquet written",
                 group(report.rows_this_run),
                 secs,
                 group(rows_per_s as u64),
-                mb_per_s
+                parquet_mb_per_s
             );
             if let Some(avg) = total.checked_div(files) {
                 println!(

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use backhaul_coordinator::plan_job;
+use backhaul_coordinator::{PlanLoad, plan_job};
+use backhaul_core::chunking::AMPLIFICATION_WARNING;
 use clap::Args;
 use serde_json::json;
 
@@ -29,6 +30,7 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
     let kind = plan.table.cursor_kind;
     let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
     let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
+    let warnings: Vec<String> = amplification_warning(&plan.load).into_iter().collect();
     match globals.output {
         OutputFormat::Json => output::print_json(&json!({
             "job": plan.spec.name,
@@ -36,6 +38,11 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
             "range": { "from": kind.format(plan.range.from), "to": kind.format(plan.range.to) },
             "estimated_rows": rows,
             "estimated_bytes": bytes,
+            "workers": plan.load.workers,
+            "estimated_idle_share": plan.load.idle_share,
+            "physical_order": plan.load.order,
+            "estimated_read_amplification": plan.load.read_amplification,
+            "warnings": warnings,
             "type_fidelity": plan.fidelity,
             "destination_notes": plan.destination_notes,
             "chunks": plan.chunks.iter().map(|c| json!({
@@ -57,6 +64,10 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
                 group(rows),
                 size(bytes)
             );
+            println!("{}", load_line(&plan.load));
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{:>6}  {:<22}  {:<22}  {:>12}  {:>10}",
                 "chunk", "from", "to", "est. rows", "est. size"
@@ -90,4 +101,33 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// One line on how the plan loads the source and the workers.
+fn load_line(load: &PlanLoad) -> String {
+    let balance = format!(
+        "balanced for {} workers (about {:.0}% idle)",
+        load.workers,
+        load.idle_share * 100.0
+    );
+    match (load.order, load.read_amplification) {
+        (Some(order), Some(amplification)) => format!(
+            "{balance}; the source reads its table about {amplification:.1} times \
+             (cursor correlation with physical order {:.3}, {} pages)",
+            order.correlation,
+            group(order.heap_pages.round() as u64)
+        ),
+        _ => format!("{balance}; read amplification unknown (the source cannot tell its physical order)"),
+    }
+}
+
+/// The warning for a plan that reads the source's table much more than once.
+fn amplification_warning(load: &PlanLoad) -> Option<String> {
+    let amplification = load.read_amplification.filter(|a| *a > AMPLIFICATION_WARNING)?;
+    Some(format!(
+        "the chunks' range queries read the source table about {amplification:.1} times, not once: \
+         the cursor barely follows the physical row order, so each chunk scans most pages. \
+         Fewer workers (`chunking.workers`), a cursor in physical order, or clustering the table \
+         on the cursor lowers the load (see docs/job-spec.md, [chunking])"
+    ))
 }

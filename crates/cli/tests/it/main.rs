@@ -10,6 +10,7 @@ mod flight;
 mod kill_resume;
 mod logs;
 mod mysql;
+mod plan;
 mod postgres;
 mod replay;
 mod s3_stage;

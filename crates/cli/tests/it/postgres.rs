@@ -205,3 +205,57 @@ fn postgres_backfill_plans_by_statistics_and_refuses_null_cursors() {
     assert!(err.contains("public.events.ts") && err.contains("NULL cursor"), "{err}");
     assert!(!job2.path().join("warehouse/events").exists(), "nothing may be written");
 }
+
+#[test]
+fn plan_reads_the_cursor_s_physical_order_and_warns_when_chunks_reread_the_table() {
+    let server = PostgresServer::shared();
+    let job = JobDir::new(&JobParams::default());
+    let chunking = "policy = \"target_bytes\"\ntarget_bytes = \"8MiB\"";
+    // Inserted in cursor order: chunks read their own pages.
+    let ordered = server.fresh_database();
+    events(server, &ordered);
+    let spec_path = job.write_spec("ordered.toml", &spec(server, &ordered, chunking));
+    let plan = job.json(&["plan", spec_path.to_str().unwrap()]);
+    assert!(plan["physical_order"]["correlation"].as_f64().unwrap() > 0.9, "{plan}");
+    assert!(plan["estimated_read_amplification"].as_f64().unwrap() < 1.2, "{plan}");
+    assert!(plan["chunks"].as_array().unwrap().len() >= 4, "{plan}");
+    assert_eq!(plan["warnings"], serde_json::json!([]), "{plan}");
+
+    // The same rows stored in an order unrelated to the cursor.
+    let shuffled = server.fresh_database();
+    events(server, &shuffled);
+    server
+        .psql(
+            &shuffled,
+            "CREATE TABLE s AS SELECT * FROM events ORDER BY md5(id::text); DROP TABLE events; \
+             ALTER TABLE s RENAME TO events; ALTER TABLE events ADD PRIMARY KEY (id); \
+             CREATE INDEX ON events (ts); ANALYZE events;",
+        )
+        .unwrap();
+    let spec_path = job.write_spec("shuffled.toml", &spec(server, &shuffled, chunking));
+    let plan = job.json(&["plan", spec_path.to_str().unwrap()]);
+    assert!(
+        plan["physical_order"]["correlation"].as_f64().unwrap().abs() < 0.1,
+        "{plan}"
+    );
+    assert_eq!(
+        plan["chunks"].as_array().unwrap().len(),
+        2,
+        "one chunk per worker: {plan}"
+    );
+    assert!(plan["estimated_read_amplification"].as_f64().unwrap() > 1.5, "{plan}");
+    let warning = plan["warnings"][0].as_str().unwrap_or_else(|| panic!("{plan}"));
+    assert!(warning.contains("read the source table about"), "{warning}");
+    let out = job.run(&["plan", spec_path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: the chunks' range queries read the source table"),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).contains("reads its table about"),
+        "{}",
+        text(&out.stdout)
+    );
+}

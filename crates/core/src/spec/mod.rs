@@ -135,6 +135,10 @@ pub enum ChunkingSpec {
     TargetBytes {
         /// Estimated source bytes per chunk, e.g. `512MiB`.
         target_bytes: ByteSizeText,
+        /// Workers the plan is balanced for; [`DEFAULT_PLAN_WORKERS`] when absent (left out of
+        /// the canonical spec then, so existing jobs resume unchanged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workers: Option<u16>,
     },
 }
 
@@ -142,6 +146,7 @@ impl Default for ChunkingSpec {
     fn default() -> Self {
         ChunkingSpec::TargetBytes {
             target_bytes: ByteSizeText("512MiB".into()),
+            workers: None,
         }
     }
 }
@@ -179,9 +184,18 @@ pub enum ChunkPolicy {
     FixedSpan(Span),
     /// Fixed integer step.
     FixedStep(i64),
-    /// Target estimated bytes per chunk.
-    TargetBytes(u64),
+    /// Target estimated bytes per chunk, balanced for this many workers.
+    TargetBytes {
+        /// Estimated source bytes per chunk.
+        bytes: u64,
+        /// Workers the plan is balanced for.
+        workers: u16,
+    },
 }
+
+/// Workers a byte-target plan is balanced for when the spec does not say: `backfill`'s
+/// default `--workers`.
+pub const DEFAULT_PLAN_WORKERS: u16 = 2;
 
 impl JobSpec {
     /// Parses a spec from TOML text; `origin` names the file in errors.
@@ -273,12 +287,16 @@ impl JobSpec {
                 }
                 ChunkPolicy::FixedSpan(span)
             }
-            ChunkingSpec::TargetBytes { target_bytes } => {
+            ChunkingSpec::TargetBytes { target_bytes, workers } => {
                 let b = ByteSize::parse(&target_bytes.0).map_err(|m| err("chunking.target_bytes", m))?;
                 if b.0 == 0 {
                     return Err(err("chunking.target_bytes", "must be positive".into()));
                 }
-                ChunkPolicy::TargetBytes(b.0)
+                let workers = workers.unwrap_or(DEFAULT_PLAN_WORKERS);
+                if !(1..=256).contains(&workers) {
+                    return Err(err("chunking.workers", format!("{workers} is not between 1 and 256")));
+                }
+                ChunkPolicy::TargetBytes { bytes: b.0, workers }
             }
         };
         self.stage.validate(origin)?;
@@ -481,5 +499,44 @@ allow_small_files = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("job.toml: range:"), "{e}");
+    }
+
+    #[test]
+    fn a_byte_target_is_balanced_for_the_workers_named_or_two() {
+        let chunking = |section: &str| {
+            let text = GOOD.replace("policy = \"fixed\"\nevery = \"1d\"", section);
+            let spec = JobSpec::from_toml(&text, "job.toml")?;
+            let canonical = spec.to_canonical_toml();
+            spec.validate("job.toml").map(|v| (v.chunking, canonical))
+        };
+        let (policy, canonical) = chunking("policy = \"target_bytes\"\ntarget_bytes = \"1MiB\"").unwrap();
+        assert_eq!(
+            policy,
+            ChunkPolicy::TargetBytes {
+                bytes: 1 << 20,
+                workers: DEFAULT_PLAN_WORKERS
+            }
+        );
+        assert!(
+            !canonical.contains("workers"),
+            "an absent key stays absent:\n{canonical}"
+        );
+        let (policy, canonical) = chunking("policy = \"target_bytes\"\ntarget_bytes = \"1MiB\"\nworkers = 4").unwrap();
+        assert_eq!(
+            policy,
+            ChunkPolicy::TargetBytes {
+                bytes: 1 << 20,
+                workers: 4
+            }
+        );
+        assert!(canonical.contains("workers = 4"), "{canonical}");
+        let e = chunking("policy = \"target_bytes\"\ntarget_bytes = \"1MiB\"\nworkers = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("job.toml: chunking.workers:"), "{e}");
+        let e = chunking("policy = \"fixed\"\nevery = \"1d\"\nworkers = 2")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("workers"), "{e}");
     }
 }

@@ -2,7 +2,9 @@
 //! come from ANALYZE statistics, from a block sample (never analyzed), or from statistics that
 //! predate the newest rows.
 
-use backhaul_core::chunking::{PlanPolicy, PlannedChunk, estimate, plan_chunks};
+use backhaul_core::chunking::{
+    AMPLIFICATION_WARNING, PlanContext, PlanPolicy, PlannedChunk, estimate, plan_chunks, plan_for,
+};
 use backhaul_core::connector::Source;
 use backhaul_core::cursor::CursorRange;
 use backhaul_testkit::postgres::PostgresServer;
@@ -159,4 +161,88 @@ async fn partitioned_tables_and_date_cursors_have_statistics() {
         (9_000.0..36_000.0).contains(&half_rows),
         "estimated {half_rows} of 18100 rows"
     );
+}
+
+/// 100,000 rows over the range: `ordered` stored in cursor order, `shuffled` in an order that
+/// has nothing to do with the cursor (a fixed permutation of the row number).
+const ORDERED_AND_SHUFFLED: &str = r#"
+CREATE TABLE ordered (id bigint PRIMARY KEY, ts timestamptz NOT NULL, payload text NOT NULL);
+INSERT INTO ordered
+  SELECT g, timestamptz '2024-01-01 00:00:00+00' + (g::float8 / 100000 * 100) * interval '1 day', md5(g::text)
+  FROM generate_series(0, 99999) g;
+CREATE TABLE shuffled (id bigint PRIMARY KEY, ts timestamptz NOT NULL, payload text NOT NULL);
+INSERT INTO shuffled
+  SELECT g, timestamptz '2024-01-01 00:00:00+00' + (((g * 7919) % 100000)::float8 / 100000 * 100) * interval '1 day', md5(g::text)
+  FROM generate_series(0, 99999) g;
+CREATE INDEX ordered_ts ON ordered (ts);
+CREATE INDEX shuffled_ts ON shuffled (ts);
+ANALYZE ordered;
+ANALYZE shuffled;
+"#;
+
+#[tokio::test]
+async fn the_cursor_s_physical_order_is_read_and_changes_the_plan() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server.psql(&db, ORDERED_AND_SHUFFLED).unwrap();
+    let mut plans = Vec::new();
+    for table in ["ordered", "shuffled"] {
+        let src = source(&spec(server, &db, table, "ts"));
+        src.describe().await.unwrap();
+        let order = src
+            .physical_order()
+            .await
+            .unwrap()
+            .expect("analyzed tables have a correlation");
+        let density = src.density(range()).await.unwrap();
+        assert!(
+            (500.0..3_000.0).contains(&order.heap_pages) && (50_000.0..200_000.0).contains(&order.table_rows),
+            "{table}: {order:?}"
+        );
+        let bytes = estimate(range(), &density).1;
+        let context = PlanContext {
+            workers: 2,
+            order: Some(order),
+        };
+        let plan = plan_for(
+            range(),
+            PlanPolicy::TargetBytes((bytes / 10.0) as u64),
+            &density,
+            1_000_000,
+            context,
+        )
+        .unwrap();
+        let actual = actual_rows(server, &db, table, &plan.chunks);
+        assert_eq!(actual.iter().sum::<u64>(), 100_000, "{table}");
+        plans.push((order, plan));
+    }
+    let (ordered, ordered_plan) = &plans[0];
+    let (shuffled, shuffled_plan) = &plans[1];
+    assert!(ordered.correlation > 0.99, "{ordered:?}");
+    assert!(shuffled.correlation.abs() < 0.1, "{shuffled:?}");
+    // In physical order the byte target decides (about ten chunks, an even count) and the heap
+    // is read about once.
+    let n = ordered_plan.chunks.len();
+    assert!((8..=12).contains(&n) && n % 2 == 0, "{:?}", ordered_plan.chunks);
+    assert!(ordered_plan.read_amplification.unwrap() < 1.2);
+    // Uncorrelated, every chunk would read most pages: one chunk per worker instead.
+    assert_eq!(shuffled_plan.chunks.len(), 2, "{:?}", shuffled_plan.chunks);
+    let amplification = shuffled_plan.read_amplification.unwrap();
+    assert!(amplification > AMPLIFICATION_WARNING, "{amplification}");
+    assert!(shuffled_plan.idle_share < 0.1, "{}", shuffled_plan.idle_share);
+}
+
+#[tokio::test]
+async fn a_view_has_no_physical_order() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server
+        .psql(
+            &db,
+            &format!("{ORDERED_AND_SHUFFLED} CREATE VIEW recent AS SELECT * FROM ordered;"),
+        )
+        .unwrap();
+    let src = source(&spec(server, &db, "recent", "ts"));
+    src.describe().await.unwrap();
+    assert_eq!(src.physical_order().await.unwrap(), None);
 }
