@@ -717,21 +717,13 @@ struct Session {
 }
 
 impl Session {
-    /// `Client::put`, whose future is not `Send` (its upload stream's closure is not general
-    /// over lifetimes), so it cannot be awaited inside a `Destination` future. It runs on a
-    /// blocking thread, driven by this runtime's handle, and is awaited here.
-    // TODO: await `client.put` directly once its future is `Send`.
     async fn put(
         &self,
         files: Vec<PutFile>,
         location: String,
         options: PutOptions,
     ) -> std::result::Result<Vec<backhaul_snowflake_client::PutOutcome>, backhaul_snowflake_client::Error> {
-        let client = self.client.clone();
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || runtime.block_on(async { client.put(&files, &location, &options).await }))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        self.client.put(&files, &location, &options).await
     }
 
     async fn query(&self, sql: &str) -> Result<QueryResult> {
