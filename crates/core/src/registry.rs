@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use crate::connector::{Destination, Source};
 use crate::error::{Error, Result};
-use crate::spec::{ConnectorSection, JobSpec, ValidatedSpec};
-use crate::units::MIB;
+use crate::spec::{ByteSizeText, ConnectorSection, JobSpec, ValidatedSpec};
+use crate::units::{ByteSize, MIB};
 
 /// Target Parquet file size when a destination states no preference.
 pub const DEFAULT_FILE_SIZE: u64 = 256 * MIB;
@@ -50,6 +50,53 @@ impl Default for StagingPreferences {
         StagingPreferences {
             file_size: DEFAULT_FILE_SIZE,
         }
+    }
+}
+
+/// The `file_size` a destination accepts: its default, and bounds whose lower end tests may
+/// pass below with `allow_small_files`. One rule for every destination's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSizeRange {
+    /// Used when the key is absent.
+    pub default: u64,
+    /// Smallest size accepted without `allow_small_files`.
+    pub min: u64,
+    /// Largest size accepted.
+    pub max: u64,
+    /// What the lower bound is, for the error (e.g. `the 128MiB minimum`).
+    pub min_reason: &'static str,
+}
+
+impl FileSizeRange {
+    /// The size `value` names (or the default), checked; errors name `origin` and
+    /// `destination.file_size`.
+    pub fn check(&self, value: Option<&ByteSizeText>, allow_small_files: bool, origin: &str) -> Result<u64> {
+        let err = |msg: String| Err(Error::config(origin, "destination.file_size", msg));
+        let size = match value {
+            Some(text) => match ByteSize::parse(&text.0) {
+                Ok(size) => size.0,
+                Err(m) => return err(m),
+            },
+            None => self.default,
+        };
+        if size == 0 {
+            return err("must be positive".into());
+        }
+        if size > self.max {
+            return err(format!(
+                "{} is above the {} maximum",
+                ByteSize(size),
+                ByteSize(self.max)
+            ));
+        }
+        if size < self.min && !allow_small_files {
+            return err(format!(
+                "{} is below {}; set `allow_small_files = true` for tests",
+                ByteSize(size),
+                self.min_reason
+            ));
+        }
+        Ok(size)
     }
 }
 

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backhaul_core::connector::Destination;
-use backhaul_core::registry::{DestinationConfig, DestinationKind, StagingPreferences};
+use backhaul_core::registry::{DestinationConfig, DestinationKind, FileSizeRange, StagingPreferences};
 use backhaul_core::spec::{ByteSizeText, is_valid_identifier, parse_section, resolve_path, to_settings};
-use backhaul_core::units::{ByteSize, MIB, Span};
+use backhaul_core::units::{MIB, Span};
 use backhaul_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,13 @@ pub const DEFAULT_FILE_SIZE: u64 = 1024 * MIB;
 pub const MIN_FILE_SIZE: u64 = 128 * MIB;
 /// Largest target file size accepted.
 pub const MAX_FILE_SIZE: u64 = 1024 * MIB;
+/// What `file_size` accepts.
+const FILE_SIZES: FileSizeRange = FileSizeRange {
+    default: DEFAULT_FILE_SIZE,
+    min: MIN_FILE_SIZE,
+    max: MAX_FILE_SIZE,
+    min_reason: "the 128MiB minimum",
+};
 /// BigQuery's REST endpoint.
 pub const DEFAULT_BASE_URL: &str = "https://bigquery.googleapis.com/bigquery/v2";
 /// Default wait for one load or query job.
@@ -170,27 +177,7 @@ impl BigQuerySpec {
 
     /// The target file size in bytes, checked against the allowed range.
     pub fn file_size_bytes(&self, origin: &str) -> Result<u64> {
-        let err = |msg: String| Err(Error::config(origin, "destination.file_size", msg));
-        let size = match &self.file_size {
-            Some(t) => match ByteSize::parse(&t.0) {
-                Ok(size) => size.0,
-                Err(m) => return err(m),
-            },
-            None => DEFAULT_FILE_SIZE,
-        };
-        if size == 0 {
-            return err("must be positive".into());
-        }
-        if size > MAX_FILE_SIZE {
-            return err(format!("{} is above the 1GiB maximum", ByteSize(size)));
-        }
-        if size < MIN_FILE_SIZE && !self.allow_small_files {
-            return err(format!(
-                "{} is below the 128MiB minimum; set `allow_small_files = true` for tests",
-                ByteSize(size)
-            ));
-        }
-        Ok(size)
+        FILE_SIZES.check(self.file_size.as_ref(), self.allow_small_files, origin)
     }
 
     /// The job timeout, checked.

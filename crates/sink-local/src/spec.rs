@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backhaul_core::connector::Destination;
-use backhaul_core::registry::{DEFAULT_FILE_SIZE, DestinationConfig, DestinationKind, StagingPreferences};
+use backhaul_core::registry::{
+    DEFAULT_FILE_SIZE, DestinationConfig, DestinationKind, FileSizeRange, StagingPreferences,
+};
 use backhaul_core::spec::{ByteSizeText, is_valid_identifier, parse_section, resolve_path, to_settings};
-use backhaul_core::units::{ByteSize, MIB};
+use backhaul_core::units::MIB;
 use backhaul_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,13 @@ use serde::{Deserialize, Serialize};
 pub const MIN_FILE_SIZE: u64 = 128 * MIB;
 /// Largest target file size accepted.
 pub const MAX_FILE_SIZE: u64 = 1024 * MIB;
+/// What `file_size` accepts.
+const FILE_SIZES: FileSizeRange = FileSizeRange {
+    default: DEFAULT_FILE_SIZE,
+    min: MIN_FILE_SIZE,
+    max: MAX_FILE_SIZE,
+    min_reason: "the 128MiB minimum",
+};
 
 /// The local warehouse's kind: `[destination] kind = "local"`.
 pub struct LocalKind;
@@ -51,27 +60,7 @@ pub struct LocalDestinationSpec {
 impl LocalDestinationSpec {
     /// The target file size in bytes, checked against the allowed range.
     fn file_size(&self, origin: &str) -> Result<u64> {
-        let err = |msg: String| Err(Error::config(origin, "destination.file_size", msg));
-        let size = match &self.file_size {
-            Some(t) => match ByteSize::parse(&t.0) {
-                Ok(size) => size.0,
-                Err(m) => return err(m),
-            },
-            None => DEFAULT_FILE_SIZE,
-        };
-        if size == 0 {
-            return err("must be positive".into());
-        }
-        if size > MAX_FILE_SIZE {
-            return err(format!("{} is above the 1GiB maximum", ByteSize(size)));
-        }
-        if size < MIN_FILE_SIZE && !self.allow_small_files {
-            return err(format!(
-                "{} is below the 128MiB minimum; set `allow_small_files = true` for tests",
-                ByteSize(size)
-            ));
-        }
-        Ok(size)
+        FILE_SIZES.check(self.file_size.as_ref(), self.allow_small_files, origin)
     }
 }
 
