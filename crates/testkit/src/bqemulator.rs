@@ -14,6 +14,7 @@
 //! Parquet schema autodetect, `outputRows` is the table's total, a second `jobs.insert` with the
 //! same job id loads again instead of answering 409, BIGNUMERIC columns fail with HTTP 500.
 
+use crate::tool;
 use std::io::{self, BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -102,20 +103,12 @@ impl Drop for BqEmulator {
 
 /// `$BACKHAUL_BQEMULATOR_VENV`, else the venv `scripts/ensure-servers` makes.
 fn venv_path() -> io::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("BACKHAUL_BQEMULATOR_VENV") {
-        return Ok(path.into());
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.backhaul-test/venv-bqemulator");
-    if venv.join("bin/bqemulator").exists() {
-        return Ok(venv);
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!(
-            "bqemulator not found in {} (nor BACKHAUL_BQEMULATOR_VENV set): run scripts/ensure-servers, which installs it for the BigQuery tests",
-            venv.display()
-        ),
-    ))
+    tool::installed(
+        "BACKHAUL_BQEMULATOR_VENV",
+        "venv-bqemulator",
+        "bin/bqemulator",
+        "the BigQuery tests",
+    )
 }
 
 /// The spatial extension the `duckdb-extension-spatial` wheel ships.
@@ -139,7 +132,6 @@ fn spatial_extension(venv: &Path) -> io::Result<PathBuf> {
 }
 
 fn spawn(bin: &Path, home: &Path, gcs_root: &Path) -> io::Result<Child> {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin);
     cmd.args([
         "start",
@@ -163,17 +155,7 @@ fn spawn(bin: &Path, home: &Path, gcs_root: &Path) -> io::Result<Child> {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", bin.display())))
+    tool::spawn_dying_with_parent(cmd)
 }
 
 /// What a log line says about a listening port.

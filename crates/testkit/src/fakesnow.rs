@@ -14,6 +14,7 @@
 //! can still run the other tests, unless `BACKHAUL_REQUIRE_SERVERS` is set (as `scripts/test`
 //! does): then a missing fakesnow is an error telling to run `scripts/ensure-servers`.
 
+use crate::tool;
 use std::io::{self, BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -82,37 +83,22 @@ fn fakesnow_path() -> io::Result<PathBuf> {
     if let Some(path) = std::env::var_os("BACKHAUL_FAKESNOW") {
         return Ok(path.into());
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.backhaul-test/venv-fakesnow/bin/fakesnow");
-    if venv.exists() {
-        return Ok(venv);
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!(
-            "fakesnow not found at {} (nor set in BACKHAUL_FAKESNOW): run scripts/ensure-servers, which installs fakesnow[server] for the Snowflake tests",
-            venv.display()
-        ),
-    ))
+    tool::installed(
+        "BACKHAUL_FAKESNOW",
+        "venv-fakesnow",
+        "bin/fakesnow",
+        "the Snowflake tests",
+    )
+    .map(|venv| venv.join("bin/fakesnow"))
 }
 
 fn spawn_with_death_signal(bin: &PathBuf) -> io::Result<Child> {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin);
     cmd.args(["-s", "--host", "127.0.0.1", "-p", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", bin.display())))
+    tool::spawn_dying_with_parent(cmd)
 }
 
 /// Reads the server's output until uvicorn says where it listens. Both pipes keep being

@@ -9,3 +9,4 @@ pub mod fakesnow;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;
+mod tool;

@@ -11,6 +11,7 @@
 //! reads them from. A missing moto is an error telling to run `scripts/ensure-servers`: tests
 //! that need S3 never skip silently.
 
+use crate::tool;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -143,37 +144,17 @@ fn moto_server_path() -> io::Result<PathBuf> {
     if let Some(path) = std::env::var_os("BACKHAUL_MOTO_SERVER") {
         return Ok(path.into());
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.backhaul-test/venv-moto/bin/moto_server");
-    if venv.exists() {
-        return Ok(venv);
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!(
-            "moto_server not found at {} (nor set in BACKHAUL_MOTO_SERVER): run scripts/ensure-servers, which installs moto[server] for the S3 tests",
-            venv.display()
-        ),
-    ))
+    tool::installed("BACKHAUL_MOTO_SERVER", "venv-moto", "bin/moto_server", "the S3 tests")
+        .map(|venv| venv.join("bin/moto_server"))
 }
 
 fn spawn_with_death_signal(bin: &PathBuf) -> io::Result<Child> {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin);
     cmd.args(["-H", "127.0.0.1", "-p", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", bin.display())))
+    tool::spawn_dying_with_parent(cmd)
 }
 
 /// Reads moto's log until it says where it listens. The log keeps being drained on a thread,
