@@ -84,15 +84,8 @@ impl AzureTarget {
     fn metadata(request: reqwest::RequestBuilder, meta: &FileMeta) -> reqwest::RequestBuilder {
         let mut request = request.header(DIGEST, &meta.digest);
         if let Some(enc) = &meta.encryption {
-            let data = serde_json::json!({
-                "EncryptionMode": "FullBlob",
-                "WrappedContentKey": {"KeyId": "symmKey1", "EncryptedKey": enc.wrapped_key, "Algorithm": "AES_CBC_256"},
-                "EncryptionAgent": {"Protocol": "1.0", "EncryptionAlgorithm": "AES_CBC_128"},
-                "ContentEncryptionIV": enc.iv,
-                "KeyWrappingMetadata": {"EncryptionLibrary": "Java 5.3.0"},
-            });
             request = request
-                .header(ENCRYPTION_DATA, data.to_string())
+                .header(ENCRYPTION_DATA, enc.encryption_data("AES_CBC_128"))
                 .header(MATDESC, &enc.matdesc);
         }
         request

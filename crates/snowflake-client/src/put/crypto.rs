@@ -35,6 +35,22 @@ pub struct EncryptionMetadata {
     pub matdesc: String,
 }
 
+impl EncryptionMetadata {
+    /// The `encryptiondata` JSON that GCS and Azure stages keep beside the object (S3 keeps the
+    /// same facts in separate headers). `agent_algorithm` is what the agent block names: the
+    /// official connectors write `AES_CBC_256` for GCS and `AES_CBC_128` for Azure.
+    pub fn encryption_data(&self, agent_algorithm: &str) -> String {
+        serde_json::json!({
+            "EncryptionMode": "FullBlob",
+            "WrappedContentKey": {"KeyId": "symmKey1", "EncryptedKey": self.wrapped_key, "Algorithm": "AES_CBC_256"},
+            "EncryptionAgent": {"Protocol": "1.0", "EncryptionAlgorithm": agent_algorithm},
+            "ContentEncryptionIV": self.iv,
+            "KeyWrappingMetadata": {"EncryptionLibrary": "Java 5.3.0"},
+        })
+        .to_string()
+    }
+}
+
 impl std::fmt::Debug for EncryptionMetadata {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncryptionMetadata")

@@ -90,15 +90,8 @@ impl GcsTarget {
             request = request.bearer_auth(token.expose());
         }
         if let Some(enc) = &meta.encryption {
-            let data = serde_json::json!({
-                "EncryptionMode": "FullBlob",
-                "WrappedContentKey": {"KeyId": "symmKey1", "EncryptedKey": enc.wrapped_key, "Algorithm": "AES_CBC_256"},
-                "EncryptionAgent": {"Protocol": "1.0", "EncryptionAlgorithm": "AES_CBC_256"},
-                "ContentEncryptionIV": enc.iv,
-                "KeyWrappingMetadata": {"EncryptionLibrary": "Java 5.3.0"},
-            });
             request = request
-                .header(ENCRYPTION_DATA, data.to_string())
+                .header(ENCRYPTION_DATA, enc.encryption_data("AES_CBC_256"))
                 .header(MATDESC, &enc.matdesc);
         }
         request
