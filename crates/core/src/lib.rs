@@ -13,6 +13,7 @@ pub mod fidelity;
 pub mod fingerprint;
 pub mod profile;
 pub mod proof;
+pub mod ratelimit;
 pub mod registry;
 pub mod schema;
 pub mod spec;
