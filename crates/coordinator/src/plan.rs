@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use backhaul_core::Error;
-use backhaul_core::chunking::{PhysicalOrder, PlanContext, PlanPolicy, PlannedChunk, plan_for};
+use backhaul_core::chunking::{ChunkCap, PhysicalOrder, PlanContext, PlanPolicy, PlannedChunk, plan_for};
 use backhaul_core::connector::{Connectors, Destination, PlanNote, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
@@ -68,12 +68,21 @@ pub struct PlanLoad {
     pub read_amplification: Option<f64>,
     /// Estimated share of the workers' time idle because of the plan.
     pub idle_share: f64,
+    /// Set when a destination's chunk cap made the chunks larger: the cap, and how many
+    /// chunks the chunking policy alone would have cut.
+    pub capped: Option<(ChunkCap, usize)>,
 }
 
 /// Describes `source`, prepares it for the spec's range, reads its density and cuts the
-/// chunks. `origin` names the spec file in errors. The source may be local or a worker's
-/// (cluster-mode profiling reads through a remote one).
-pub async fn plan_source(source: &dyn Source, validated: &ValidatedSpec, origin: &str) -> Result<SourcePlan> {
+/// chunks, within `cap` (a destination's [`Destination::chunk_cap`]) when given. `origin` names
+/// the spec file in errors. The source may be local or a worker's (cluster-mode profiling
+/// reads through a remote one).
+pub async fn plan_source(
+    source: &dyn Source,
+    validated: &ValidatedSpec,
+    origin: &str,
+    cap: Option<ChunkCap>,
+) -> Result<SourcePlan> {
     let table = source.describe().await?;
     let kind = table.cursor_kind;
     let bound = |b: backhaul_core::cursor::SpecBound, field: &str| {
@@ -113,6 +122,7 @@ pub async fn plan_source(source: &dyn Source, validated: &ValidatedSpec, origin:
     let context = PlanContext {
         workers: usize::from(workers),
         order,
+        max_chunks: cap,
     };
     let plan =
         plan_for(range, policy, &density, granularity, context).map_err(|m| Error::config(origin, "chunking", m))?;
@@ -121,6 +131,7 @@ pub async fn plan_source(source: &dyn Source, validated: &ValidatedSpec, origin:
         order,
         read_amplification: plan.read_amplification,
         idle_share: plan.idle_share,
+        capped: cap.zip(plan.capped_from),
     };
     Ok(SourcePlan {
         table,
@@ -161,13 +172,24 @@ pub async fn plan_job(
         range,
         chunks,
         load,
-    } = plan_source(source.as_ref(), &validated, origin).await?;
+    } = plan_source(source.as_ref(), &validated, origin, destination.chunk_cap()).await?;
     let spec = checked.spec;
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
     let fidelity = TypeFidelityReport::build(&spec.name, &table, destination.as_ref());
-    let destination_notes = destination.plan_notes(&chunks);
+    let mut destination_notes = Vec::new();
+    if let Some((cap, from)) = load.capped {
+        destination_notes.push(PlanNote {
+            warning: false,
+            message: format!(
+                "chunks made larger to stay within {}: the chunking policy cuts {from} chunks, the plan has {}",
+                cap.reason,
+                chunks.len()
+            ),
+        });
+    }
+    destination_notes.extend(destination.plan_notes(&chunks));
     Ok(JobPlan {
         spec,
         spec_toml,

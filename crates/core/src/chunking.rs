@@ -246,6 +246,18 @@ pub struct PlanContext {
     pub workers: usize,
     /// How the cursor follows physical order; `None` when the source cannot tell.
     pub order: Option<PhysicalOrder>,
+    /// The most chunks the destination takes for one job (a quota on commits), if any.
+    pub max_chunks: Option<ChunkCap>,
+}
+
+/// A destination's cap on how many chunks one job may have, e.g. BigQuery's 1,500 table
+/// modifications per table per day: the planner makes chunks larger to stay within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkCap {
+    /// The most chunks.
+    pub chunks: usize,
+    /// What the cap is, for `plan` (e.g. `BigQuery's 1,500 ... per table per day`).
+    pub reason: &'static str,
 }
 
 /// A plan and what it costs the source.
@@ -258,6 +270,9 @@ pub struct ChunkPlan {
     pub read_amplification: Option<f64>,
     /// Estimated idle share of the workers (see [`idle_share`]), from estimated bytes.
     pub idle_share: f64,
+    /// Set when the destination's [`ChunkCap`] made the chunks larger: how many chunks the
+    /// policy alone would have cut.
+    pub capped_from: Option<usize>,
 }
 
 /// Plans chunks for `context.workers` workers.
@@ -275,6 +290,10 @@ pub struct ChunkPlan {
 ///
 /// Where the cursor follows physical order, amplification stays near 1 and the byte target
 /// decides: more, smaller chunks.
+///
+/// Last, a destination's [`ChunkCap`] wins over both: a byte-target plan over the cap is cut
+/// into the cap's count (a multiple of the workers when the cap allows) of equal bytes; a
+/// fixed width is multiplied until the plan fits.
 pub fn plan_for(
     range: CursorRange,
     policy: PlanPolicy,
@@ -284,6 +303,7 @@ pub fn plan_for(
 ) -> Result<ChunkPlan, String> {
     let workers = context.workers.max(1);
     let mut chunks = plan_chunks(range, policy, density, granularity)?;
+    let mut capped_from = None;
     let total_bytes = estimate(range, density).1;
     if matches!(policy, PlanPolicy::TargetBytes(_)) && total_bytes > 0.0 {
         let mut count = chunks.len();
@@ -301,9 +321,34 @@ pub fn plan_for(
                 count = n.max(workers).min(count);
             }
         }
+        if let Some(cap) = context.max_chunks
+            && count > cap.chunks
+        {
+            capped_from = Some(count);
+            count = if cap.chunks >= workers {
+                cap.chunks / workers * workers
+            } else {
+                cap.chunks.max(1)
+            };
+        }
         let sizes = chunks.iter().map(|c| c.estimated_bytes as f64);
         if count != chunks.len() || idle_share(sizes, workers) > IDLE_LIMIT {
             chunks = numbered(cut_evenly(range, count, density, granularity), density);
+        }
+    }
+    if let (PlanPolicy::FixedWidth(width), Some(cap)) = (policy, context.max_chunks)
+        && chunks.len() > cap.chunks
+    {
+        capped_from = Some(chunks.len());
+        let mut factor = chunks.len().div_ceil(cap.chunks.max(1)) as i64;
+        while chunks.len() > cap.chunks {
+            chunks = plan_chunks(
+                range,
+                PlanPolicy::FixedWidth(width.saturating_mul(factor)),
+                density,
+                granularity,
+            )?;
+            factor += 1;
         }
     }
     let read_amplification = context
@@ -314,6 +359,7 @@ pub fn plan_for(
         chunks,
         read_amplification,
         idle_share: idle,
+        capped_from,
     })
 }
 
@@ -482,9 +528,39 @@ mod tests {
 
     fn context(workers: usize, correlation: Option<f64>) -> PlanContext {
         PlanContext {
+            max_chunks: None,
             workers,
             order: correlation.map(|correlation| PhysicalOrder { correlation, ..TABLE }),
         }
+    }
+
+    #[test]
+    fn a_destination_cap_makes_chunks_larger_and_says_from_how_many() {
+        let (range, d) = lineitem();
+        let cap = ChunkCap {
+            chunks: 7,
+            reason: "test cap",
+        };
+        let capped = PlanContext {
+            max_chunks: Some(cap),
+            ..context(2, None)
+        };
+        let by_bytes = plan_for(range, PlanPolicy::TargetBytes(32 << 20), &d, 1, capped).unwrap();
+        assert_eq!(by_bytes.chunks.len(), 6, "the largest multiple of 2 workers within 7");
+        assert_eq!(by_bytes.capped_from, Some(36));
+        assert_covers(range, &by_bytes.chunks);
+        let width = range.width() / 36;
+        let by_width = plan_for(range, PlanPolicy::FixedWidth(width), &d, 1, capped).unwrap();
+        assert!(by_width.chunks.len() <= 7, "{}", by_width.chunks.len());
+        assert!(by_width.capped_from.is_some_and(|n| n >= 36));
+        assert_covers(range, &by_width.chunks);
+        // Within the cap nothing changes.
+        let loose = PlanContext {
+            max_chunks: Some(ChunkCap { chunks: 100, ..cap }),
+            ..context(2, None)
+        };
+        let plain = plan_for(range, PlanPolicy::TargetBytes(32 << 20), &d, 1, loose).unwrap();
+        assert_eq!((plain.chunks.len(), plain.capped_from), (36, None));
     }
 
     #[test]
@@ -576,7 +652,11 @@ mod tests {
                 heap_pages: 1_000.0,
                 table_rows: weights.iter().sum::<f64>(),
             });
-            let context = PlanContext { workers, order };
+            let context = PlanContext {
+                workers,
+                order,
+                max_chunks: None,
+            };
             let a = plan_for(range, PlanPolicy::TargetBytes(target), &d, 1, context).unwrap();
             let b = plan_for(range, PlanPolicy::TargetBytes(target), &d, 1, context).unwrap();
             prop_assert_eq!(&a, &b);

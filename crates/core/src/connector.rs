@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::chunking::{DensityBucket, PhysicalOrder, PlannedChunk};
+use crate::chunking::{ChunkCap, DensityBucket, PhysicalOrder, PlannedChunk};
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
@@ -187,6 +187,13 @@ pub trait Destination: Send + Sync {
     /// nothing.
     fn plan_notes(&self, _chunks: &[PlannedChunk]) -> Vec<PlanNote> {
         Vec::new()
+    }
+
+    /// The most chunks one job may have here, when a quota counts commits (e.g. table
+    /// modifications per table per day): the planner makes chunks larger to stay within it and
+    /// says so in `plan`. Pure: no IO. The default is no cap.
+    fn chunk_cap(&self) -> Option<ChunkCap> {
+        None
     }
 
     /// Refuses a stage this destination cannot load from (a BigQuery load job needs `gs://`),

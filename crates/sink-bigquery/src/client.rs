@@ -169,6 +169,12 @@ impl Rest {
     /// `JobConfigurationLoad` JSON), then waits for it. A job with that id that already exists
     /// (HTTP 409: a retried insert) is waited for instead of loading twice.
     pub async fn run_load_job(&self, job_id: &str, load: Value) -> Result<FinishedJob> {
+        self.run_job(job_id, "load", load).await
+    }
+
+    /// Inserts job `job_id` of `kind` (`load`, `copy`) with `configuration`, or finds the one
+    /// an earlier insert of the same id made, and waits for it (see [`Rest::run_load_job`]).
+    pub async fn run_job(&self, job_id: &str, kind: &str, configuration: Value) -> Result<FinishedJob> {
         let mut reference = serde_json::json!({ "projectId": self.project, "jobId": job_id });
         if let Some(location) = &self.location {
             reference["location"] = Value::String(location.clone());
@@ -176,7 +182,7 @@ impl Rest {
         let body = serde_json::json!({
             "jobReference": reference,
             "configuration": {
-                "load": load,
+                kind: configuration,
                 "jobTimeoutMs": self.job_timeout.as_millis().to_string(),
             },
         });

@@ -73,13 +73,33 @@ pub enum WriteMethod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Partitioning {
-    /// Daily partitions by the cursor column (timestamp or date cursors only). Day-aligned
-    /// chunks then replace whole partitions with `WRITE_TRUNCATE`, and range deletes scan only
-    /// the chunk's partitions.
+    /// Daily partitions by the cursor column (timestamp or date cursors only): range deletes
+    /// and fingerprints scan only the chunk's partitions, and with [`Replace::PartitionCopy`]
+    /// one-day chunks replace their partition by a copy job.
     #[default]
     CursorDay,
     /// No partitioning: every chunk replace scans the whole table (billed).
     None,
+}
+
+/// How a commit replaces the chunk's rows in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replace {
+    /// One multi-statement transaction: DELETE the range, INSERT from the staging table, record
+    /// the attempt. Atomic with the attempt fence; DML bills the partitions it scans.
+    #[default]
+    Transaction,
+    /// A chunk that is exactly one UTC day of a `cursor_day` table replaces its partition with
+    /// a copy job (`WRITE_TRUNCATE` into `table$YYYYMMDD`: free, no DML); other chunks use the
+    /// transaction. The attempt is recorded right after the copy, not with it (see the docs).
+    PartitionCopy,
+}
+
+impl Replace {
+    fn is_transaction(&self) -> bool {
+        *self == Replace::Transaction
+    }
 }
 
 /// How JSON columns (Arrow `arrow.json`) are stored.
@@ -129,6 +149,10 @@ pub struct BigQuerySpec {
     /// `cursor_day` (default) or `none`.
     #[serde(default)]
     pub partitioning: Partitioning,
+    /// `transaction` (default) or `partition_copy`. Left out of the canonical spec at its
+    /// default, so jobs stored before the key existed keep their identity.
+    #[serde(default, skip_serializing_if = "Replace::is_transaction")]
+    pub replace: Replace,
     /// Up to four clustering columns, in order.
     #[serde(default)]
     pub clustering: Vec<String>,
@@ -166,6 +190,7 @@ impl BigQuerySpec {
             file_size: None,
             allow_small_files: false,
             partitioning: Partitioning::default(),
+            replace: Replace::default(),
             clustering: Vec::new(),
             json_columns: JsonColumns::default(),
             blocked_columns: Vec::new(),
@@ -284,6 +309,22 @@ impl DestinationConfig for BigQuerySpec {
                     origin,
                     key(name),
                     format!("`{bad}` is not a valid column name"),
+                ));
+            }
+        }
+        if self.replace == Replace::PartitionCopy {
+            if self.partitioning != Partitioning::CursorDay {
+                return Err(Error::config(
+                    origin,
+                    key("replace"),
+                    "`partition_copy` replaces daily partitions: it needs partitioning = \"cursor_day\"",
+                ));
+            }
+            if !self.blocked_columns.is_empty() {
+                return Err(Error::config(
+                    origin,
+                    key("replace"),
+                    "`partition_copy` copies the staging table whole, blocked columns included: use `transaction` with blocked_columns",
                 ));
             }
         }

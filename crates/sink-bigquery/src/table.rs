@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use backhaul_core::chunking::PlannedChunk;
+use backhaul_core::chunking::{ChunkCap, PlannedChunk};
 use backhaul_core::connector::{ChunkCommit, Destination, DestinationType, PlanNote};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::fingerprint::{ColumnFingerprint, FingerprintSql};
@@ -39,7 +39,7 @@ use tokio::sync::OnceCell;
 
 use crate::client::Rest;
 use crate::error::{BigQueryError, Result};
-use crate::spec::{AuthMethod, BigQuerySpec, JsonColumns, Partitioning, WriteMethod};
+use crate::spec::{AuthMethod, BigQuerySpec, JsonColumns, Partitioning, Replace, WriteMethod};
 use crate::storage_write::Tokens;
 use crate::types::{BigQueryDialect, BqType, bq_type, compatible};
 use backhaul_bigquery_storage_write::WriteClient;
@@ -53,6 +53,12 @@ pub const MAX_BYTES_PER_LOAD_JOB: u64 = 15_000_000_000_000;
 /// BigQuery's quota of load jobs per table per day (also the number of INSERT DML statements
 /// per table per day that run at once before BigQuery starts queueing them).
 pub const LOAD_JOBS_PER_TABLE_PER_DAY: usize = 1_500;
+/// The most chunks the planner gives one job: BigQuery's 1,500 a day less a tenth, kept for
+/// retries and replays (failed jobs count against the quota too).
+pub const CHUNK_CAP: ChunkCap = ChunkCap {
+    chunks: LOAD_JOBS_PER_TABLE_PER_DAY / 10 * 9,
+    reason: "BigQuery's 1,500 table modifications per table per day (1,350, leaving a tenth for retries and replays)",
+};
 /// Tries of the replacing transaction before giving the chunk back to the coordinator.
 const TRANSACTION_ATTEMPTS: u32 = 4;
 /// Pause after the first failed try; doubled each time, ±50% jitter.
@@ -170,6 +176,11 @@ impl BigQueryTable {
         format!("_backhaul_{}_c{chunk_id:06}_a{attempt:03}", self.spec.table)
     }
 
+    /// The partition copy job's id: the same for every insert of one attempt of one chunk.
+    pub fn copy_job_id(&self, job_id: &str, chunk_id: u64, attempt: u32) -> String {
+        format!("{}_copy", self.load_job_id(job_id, chunk_id, attempt))
+    }
+
     /// The load job's id: the same for every insert of one attempt of one chunk.
     pub fn load_job_id(&self, job_id: &str, chunk_id: u64, attempt: u32) -> String {
         format!(
@@ -285,6 +296,16 @@ impl BigQueryTable {
             wanted.push((field.name().clone(), t));
         }
         match rest.get_table(&self.spec.dataset, &self.spec.table).await? {
+            None if cursor_column.is_none()
+                && self.spec.partitioning == Partitioning::CursorDay
+                && wanted
+                    .iter()
+                    .any(|(_, t)| matches!(t, BqType::Timestamp | BqType::Date | BqType::DateTime)) =>
+            {
+                // Partitioned by the cursor, which `prepare` does not know: the first commit
+                // creates the table (see `target_partitioning`).
+                Ok(())
+            }
             None => {
                 let table_schema = TableSchema::new(wanted.iter().map(|(n, t)| field_schema(n, *t)).collect());
                 let mut table = Table::new(&self.spec.project, &self.spec.dataset, &self.spec.table, table_schema);
@@ -493,6 +514,61 @@ impl BigQueryTable {
         })
     }
 
+    /// A copy job replacing partition `partition` (`YYYYMMDD`) of the target with the staging
+    /// table.
+    fn copy_configuration(&self, staging: &str, partition: &str) -> serde_json::Value {
+        let table = |id: String| {
+            json!({
+                "projectId": self.spec.project,
+                "datasetId": self.spec.dataset,
+                "tableId": id,
+            })
+        };
+        json!({
+            "sourceTable": table(staging.to_string()),
+            "destinationTable": table(format!("{}${partition}", self.spec.table)),
+            "writeDisposition": "WRITE_TRUNCATE",
+            "createDisposition": "CREATE_NEVER",
+        })
+    }
+
+    /// The target's partitioning, creating the target first when `prepare` left that to the
+    /// first commit (partitioned by `cursor_column`, which only commits know).
+    async fn target_partitioning(
+        &self,
+        rest: &Rest,
+        schema: &Schema,
+        cursor_column: &str,
+    ) -> Result<Option<TimePartitioning>> {
+        if let Some(table) = rest.get_table(&self.spec.dataset, &self.spec.table).await? {
+            return Ok(table.time_partitioning);
+        }
+        self.ensure_target(rest, schema, Some(cursor_column)).await?;
+        Ok(rest
+            .get_table(&self.spec.dataset, &self.spec.table)
+            .await?
+            .and_then(|t| t.time_partitioning))
+    }
+
+    /// The partition a commit replaces by copy: with `replace = "partition_copy"`, when the
+    /// chunk is exactly one UTC day and the target is partitioned by day on the cursor column.
+    fn partition_to_copy(
+        &self,
+        schema: &Schema,
+        commit: &ChunkCommit,
+        partitioning: Option<&TimePartitioning>,
+    ) -> Result<Option<String>> {
+        let by_cursor_day = partitioning
+            .is_some_and(|p| p.r#type == "DAY" && p.field.as_deref() == Some(commit.cursor_column.as_str()));
+        if self.spec.replace != Replace::PartitionCopy || !by_cursor_day {
+            return Ok(None);
+        }
+        let Ok(field) = schema.field_with_name(&commit.cursor_column) else {
+            return Ok(None);
+        };
+        Ok(day_partition(self.bq_type(field)?.0, commit.range))
+    }
+
     async fn commit(&self, stage: &Stage, commit: &ChunkCommit) -> Result<ChunkProof> {
         let job = commit.job_id.as_str();
         if !is_valid_name(job) {
@@ -537,6 +613,8 @@ impl BigQueryTable {
                 "chunk {chunk} stages {bytes} bytes; one load job takes at most 15 TB: plan smaller chunks"
             )));
         }
+
+        let partitioning = self.target_partitioning(rest, &schema, &commit.cursor_column).await?;
 
         // 1. Load into the staging table (all columns, in file order).
         let storage_write = self.spec.write_method == WriteMethod::StorageWrite;
@@ -608,29 +686,59 @@ impl BigQueryTable {
             return Err(BigQueryError::Core(e));
         }
 
-        // 3. Replace the chunk's range and record the attempt, atomically.
-        let predicate = self.range_predicate(&schema, &commit.cursor_column, commit.range)?;
-        let columns = self
-            .loaded_fields(&schema)
-            .map(|f| format!("`{}`", f.name()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        // 3. Replace the chunk's rows and record the attempt.
         let control = self.qualified(&self.control_name());
-        let script = format!(
-            "BEGIN TRANSACTION;\n\
-             SELECT ERROR(CONCAT('stale attempt {attempt}: attempt ', CAST(attempt AS STRING), ' is committed')) FROM {control} WHERE job_id = '{job}' AND chunk_id = {chunk} AND attempt > {attempt};\n\
-             DELETE FROM {target} WHERE {predicate};\n\
-             INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging_q};\n\
-             DELETE FROM {control} WHERE job_id = '{job}' AND chunk_id = {chunk};\n\
-             INSERT INTO {control} (job_id, chunk_id, attempt, range_from, range_to, cursor_column, blocked_fingerprint, committed_at) VALUES ('{job}', {chunk}, {attempt}, {from}, {to}, '{cursor}', {blocked}, CURRENT_TIMESTAMP());\n\
-             COMMIT TRANSACTION;",
-            target = self.target(),
-            staging_q = self.qualified(&staging),
+        let fence = format!(
+            "SELECT ERROR(CONCAT('stale attempt {attempt}: attempt ', CAST(attempt AS STRING), ' is committed')) FROM {control} WHERE job_id = '{job}' AND chunk_id = {chunk} AND attempt > {attempt};"
+        );
+        let record = format!(
+            "DELETE FROM {control} WHERE job_id = '{job}' AND chunk_id = {chunk};\n\
+             INSERT INTO {control} (job_id, chunk_id, attempt, range_from, range_to, cursor_column, blocked_fingerprint, committed_at) VALUES ('{job}', {chunk}, {attempt}, {from}, {to}, '{cursor}', {blocked}, CURRENT_TIMESTAMP());",
             from = commit.range.from,
             to = commit.range.to,
             cursor = commit.cursor_column,
             blocked = blocked_literal(&staged, &self.spec.blocked_columns)?,
         );
+        let script = match self.partition_to_copy(&schema, commit, partitioning.as_ref())? {
+            Some(partition) => {
+                // The copy cannot join a transaction: fence once more right before it, so only
+                // an attempt whose lease expired within these milliseconds could still copy
+                // over a newer one (docs: "Partition copy").
+                if let Some(row) = self.chunk_row(rest, job, chunk).await?
+                    && row.attempt > attempt
+                {
+                    let _ = rest.delete_table(&self.spec.dataset, &staging).await;
+                    return Err(BigQueryError::StaleAttempt {
+                        job_id: job.into(),
+                        chunk_id: chunk,
+                        attempt,
+                        committed: row.attempt,
+                    });
+                }
+                let copy_id = self.copy_job_id(job, chunk, attempt);
+                rest.run_job(&copy_id, "copy", self.copy_configuration(&staging, &partition))
+                    .await?;
+                format!("BEGIN TRANSACTION;\n{fence}\n{record}\nCOMMIT TRANSACTION;")
+            }
+            None => {
+                let predicate = self.range_predicate(&schema, &commit.cursor_column, commit.range)?;
+                let columns = self
+                    .loaded_fields(&schema)
+                    .map(|f| format!("`{}`", f.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "BEGIN TRANSACTION;\n\
+                     {fence}\n\
+                     DELETE FROM {target} WHERE {predicate};\n\
+                     INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging_q};\n\
+                     {record}\n\
+                     COMMIT TRANSACTION;",
+                    target = self.target(),
+                    staging_q = self.qualified(&staging),
+                )
+            }
+        };
         self.run_transaction(rest, &script, job, chunk, attempt).await?;
         rest.delete_table(&self.spec.dataset, &staging).await?;
 
@@ -762,6 +870,10 @@ impl Destination for BigQueryTable {
 
     fn plan_notes(&self, chunks: &[PlannedChunk]) -> Vec<PlanNote> {
         plan_notes(&self.spec, chunks)
+    }
+
+    fn chunk_cap(&self) -> Option<ChunkCap> {
+        Some(CHUNK_CAP)
     }
 
     fn check_stage(&self, stage: &Stage) -> CoreResult<()> {
@@ -903,6 +1015,23 @@ fn cursor_literal(t: BqType, value: i64) -> Result<String> {
     })
 }
 
+/// The `YYYYMMDD` partition id of `range` when it is exactly one UTC day of a cursor of type
+/// `t` (microseconds for TIMESTAMP/DATETIME, days for DATE).
+fn day_partition(t: BqType, range: CursorRange) -> Option<String> {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let day = match t {
+        BqType::Timestamp | BqType::DateTime
+            if range.from.rem_euclid(DAY_MICROS) == 0 && range.to.checked_sub(range.from) == Some(DAY_MICROS) =>
+        {
+            range.from.div_euclid(DAY_MICROS)
+        }
+        BqType::Date if range.to.checked_sub(range.from) == Some(1) => range.from,
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::TimeDelta::days(day))?;
+    Some(date.format("%Y%m%d").to_string())
+}
+
 /// A REST schema field of a BigQuery type (every column NULLABLE: the fingerprint counts NULLs).
 fn field_schema(name: &str, t: BqType) -> TableFieldSchema {
     let field_type = match t {
@@ -979,6 +1108,55 @@ mod tests {
         assert!(
             notes[1].message.contains("at least 2 days") && notes[1].message.contains("683 MiB"),
             "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_chunk_of_exactly_one_utc_day_has_a_partition_to_copy() {
+        let day = 86_400_000_000;
+        let d = 19_431; // 2023-03-15
+        assert_eq!(
+            day_partition(BqType::Timestamp, CursorRange::new(d * day, (d + 1) * day)).as_deref(),
+            Some("20230315")
+        );
+        assert_eq!(
+            day_partition(BqType::Date, CursorRange::new(d, d + 1)).as_deref(),
+            Some("20230315")
+        );
+        assert_eq!(
+            day_partition(BqType::Timestamp, CursorRange::new(d * day + 1, (d + 1) * day + 1)),
+            None
+        );
+        assert_eq!(
+            day_partition(BqType::Timestamp, CursorRange::new(d * day, (d + 2) * day)),
+            None
+        );
+        assert_eq!(day_partition(BqType::Date, CursorRange::new(d, d + 2)), None);
+        assert_eq!(day_partition(BqType::Int64, CursorRange::new(0, day)), None);
+        // Before 1970 too.
+        assert_eq!(
+            day_partition(BqType::Timestamp, CursorRange::new(-day, 0)).as_deref(),
+            Some("19691231")
+        );
+    }
+
+    #[test]
+    fn a_partition_copy_truncates_the_days_partition_from_the_staging_table() {
+        let mut spec = BigQuerySpec::new("p-1234", "sales", "orders");
+        spec.replace = Replace::PartitionCopy;
+        let table = BigQueryTable::new(spec).unwrap();
+        assert_eq!(
+            table.copy_configuration("_backhaul_orders_c000003_a001", "20230315"),
+            json!({
+                "sourceTable": {"projectId": "p-1234", "datasetId": "sales", "tableId": "_backhaul_orders_c000003_a001"},
+                "destinationTable": {"projectId": "p-1234", "datasetId": "sales", "tableId": "orders$20230315"},
+                "writeDisposition": "WRITE_TRUNCATE",
+                "createDisposition": "CREATE_NEVER",
+            })
+        );
+        assert_eq!(
+            table.copy_job_id("orders-2023", 3, 1),
+            format!("{}_copy", table.load_job_id("orders-2023", 3, 1))
         );
     }
 

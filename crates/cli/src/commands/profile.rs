@@ -155,7 +155,7 @@ pub async fn take_profile(
     let mut options = ProfileOptions::from_config(&config.profile, origin)?;
     options.exact = exact;
     let source = cluster.source(&checked.spec, &spec_origin, &spec_dir).await?;
-    let plan = plan_source(source.as_ref(), validated, &spec_origin).await?;
+    let plan = plan_source(source.as_ref(), validated, &spec_origin, None).await?;
     let input = ProfileInput {
         job: raw.name.clone(),
         source_kind: raw.source.kind.clone(),

@@ -203,6 +203,7 @@ async fn the_cursor_s_physical_order_is_read_and_changes_the_plan() {
         let context = PlanContext {
             workers: 2,
             order: Some(order),
+            max_chunks: None,
         };
         let plan = plan_for(
             range(),
