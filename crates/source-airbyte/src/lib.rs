@@ -408,7 +408,13 @@ impl Inner {
         }
 
         let mut run: Running = self.connector.start(&args)?;
-        while let Some(message) = run.next().await? {
+        loop {
+            // A dropped stream stops the run at once, not at its next full batch.
+            let message = tokio::select! {
+                m = run.next() => m?,
+                () = tx.closed() => return Err(Error::Cancelled),
+            };
+            let Some(message) = message else { break };
             match (message.kind.as_str(), message.record, message.state) {
                 ("RECORD", Some(record), _) if record.stream == self.spec.stream => {
                     if let Some(c) = checkpoint.as_mut() {
