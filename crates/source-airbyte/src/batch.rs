@@ -60,13 +60,7 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     /// Batches of `columns` (Arrow `schema`), keeping records whose column `cursor` is in `range`.
-    pub fn new(
-        stream: &str,
-        columns: Arc<Vec<Column>>,
-        schema: SchemaRef,
-        cursor: usize,
-        range: CursorRange,
-    ) -> Self {
+    pub fn new(stream: &str, columns: Arc<Vec<Column>>, schema: SchemaRef, cursor: usize, range: CursorRange) -> Self {
         let builders = columns.iter().map(|c| new_builder(c.ty)).collect();
         BatchBuilder {
             stream: stream.into(),
@@ -138,11 +132,7 @@ impl BatchBuilder {
             ))
         };
         if text == "null" {
-            return if column.nullable {
-                Ok(Cell::Null)
-            } else {
-                Err(bad())
-            };
+            return if column.nullable { Ok(Cell::Null) } else { Err(bad()) };
         }
         if column.ty == ColumnType::Json {
             return Ok(Cell::Text(text.to_string()));
@@ -288,8 +278,15 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(kept, Kept::Yes);
-        assert_eq!(b.push(&raw(r#"{"id": 2, "at": "2024-01-02T00:00:00Z"}"#)).unwrap(), Kept::Outside);
-        assert_eq!(b.push(&raw(r#"{"id": 3, "at": "2024-01-01T00:00:00Z", "doc": null}"#)).unwrap(), Kept::Yes);
+        assert_eq!(
+            b.push(&raw(r#"{"id": 2, "at": "2024-01-02T00:00:00Z"}"#)).unwrap(),
+            Kept::Outside
+        );
+        assert_eq!(
+            b.push(&raw(r#"{"id": 3, "at": "2024-01-01T00:00:00Z", "doc": null}"#))
+                .unwrap(),
+            Kept::Yes
+        );
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 2);
         let ints = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
@@ -317,10 +314,26 @@ mod tests {
             (format!(r#"{{"id": 1.0, {at}}}"#), "id", "1.0"),
             (format!(r#"{{"id": null, {at}}}"#), "id", "null"),
             (format!(r#"{{{at}}}"#), "id", "null"),
-            (r#"{"id": 1, "at": "2024-01-01T00:00:00"}"#.to_string(), "at", "2024-01-01T00:00:00"),
-            (r#"{"id": 1, "at": "2024-01-01T00:00:00.1234567Z"}"#.to_string(), "at", "1234567"),
-            (format!(r#"{{"id": 1, {at}, "day": "2024-02-30"}}"#), "day", "2024-02-30"),
-            (format!(r#"{{"id": 1, {at}, "price": 9007199254740993}}"#), "price", "9007199254740993"),
+            (
+                r#"{"id": 1, "at": "2024-01-01T00:00:00"}"#.to_string(),
+                "at",
+                "2024-01-01T00:00:00",
+            ),
+            (
+                r#"{"id": 1, "at": "2024-01-01T00:00:00.1234567Z"}"#.to_string(),
+                "at",
+                "1234567",
+            ),
+            (
+                format!(r#"{{"id": 1, {at}, "day": "2024-02-30"}}"#),
+                "day",
+                "2024-02-30",
+            ),
+            (
+                format!(r#"{{"id": 1, {at}, "price": 9007199254740993}}"#),
+                "price",
+                "9007199254740993",
+            ),
             (format!(r#"{{"id": 1, {at}, "ok": 1}}"#), "ok", "`1`"),
         ] {
             let e = builder().push(&raw(&record)).unwrap_err();
@@ -333,6 +346,9 @@ mod tests {
             .push(&raw(&format!(r#"{{"id": 1, {at}, "extra": 1}}"#)))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("field `extra` of a record is not in the stream's catalog schema"), "{e}");
+        assert!(
+            e.contains("field `extra` of a record is not in the stream's catalog schema"),
+            "{e}"
+        );
     }
 }

@@ -68,7 +68,9 @@ impl Checkpoint {
         }
         let saved_path = dir.join("checkpoint.json");
         let saved: Option<Saved> = match std::fs::read(&saved_path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| Error::State(format!("{}: {e}", saved_path.display())))?),
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes).map_err(|e| Error::State(format!("{}: {e}", saved_path.display())))?,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&saved_path, e)),
         };
@@ -96,7 +98,9 @@ impl Checkpoint {
         file.set_len(bytes).map_err(|e| Error::io(&records_path, e))?;
         let replay = if bytes > 0 {
             let mut reader = File::open(&records_path).map_err(|e| Error::io(&records_path, e))?;
-            reader.seek(SeekFrom::Start(0)).map_err(|e| Error::io(&records_path, e))?;
+            reader
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| Error::io(&records_path, e))?;
             Some(BufReader::new(reader.take(bytes)))
         } else {
             None
@@ -122,7 +126,9 @@ impl Checkpoint {
     /// Appends one record's data.
     pub fn record(&mut self, data: &str) -> Result<()> {
         let path = || self.dir.join("records.jsonl");
-        self.records.write_all(data.as_bytes()).map_err(|e| Error::io(path(), e))?;
+        self.records
+            .write_all(data.as_bytes())
+            .map_err(|e| Error::io(path(), e))?;
         self.records.write_all(b"\n").map_err(|e| Error::io(path(), e))?;
         self.records_bytes += data.len() as u64 + 1;
         self.records_count += 1;
@@ -134,7 +140,10 @@ impl Checkpoint {
         self.states.update(state);
         let records_path = self.dir.join("records.jsonl");
         self.records.flush().map_err(|e| Error::io(&records_path, e))?;
-        self.records.get_ref().sync_data().map_err(|e| Error::io(&records_path, e))?;
+        self.records
+            .get_ref()
+            .sync_data()
+            .map_err(|e| Error::io(&records_path, e))?;
         let saved = Saved {
             records_bytes: self.records_bytes,
             records: self.records_count,
@@ -174,12 +183,9 @@ enum States {
 impl States {
     fn from_input(input: Option<&Value>) -> States {
         match input {
-            Some(Value::Array(messages)) => States::Messages(
-                messages
-                    .iter()
-                    .map(|m| (state_key(m), m.clone()))
-                    .collect(),
-            ),
+            Some(Value::Array(messages)) => {
+                States::Messages(messages.iter().map(|m| (state_key(m), m.clone())).collect())
+            }
             Some(legacy) => States::Legacy(legacy.clone()),
             None => States::Messages(Vec::new()),
         }

@@ -100,14 +100,22 @@ impl AirbyteSource {
             (_, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 serde_json::from_str(&text).map_err(|e| {
-                    Error::config(path.display().to_string(), "<document>", format!("not a JSON object: {e}"))
+                    Error::config(
+                        path.display().to_string(),
+                        "<document>",
+                        format!("not a JSON object: {e}"),
+                    )
                 })?
             }
             (Some(table), None) => serde_json::to_value(table).expect("TOML tables convert to JSON"),
             (None, None) => Value::Object(Default::default()),
         };
         if !config.is_object() {
-            return Err(Error::config("<spec>", "source.config_file", "the connector config must be a JSON object"));
+            return Err(Error::config(
+                "<spec>",
+                "source.config_file",
+                "the connector config must be a JSON object",
+            ));
         }
         for (key, var) in &spec.config_env {
             let value = std::env::var(var).map_err(|_| {
@@ -191,7 +199,12 @@ impl Inner {
 
         let spec = self.run_for(&["spec".into()], "SPEC").await?;
         self.check_window_keys(spec.as_ref())?;
-        let check = self.run_message(&["check".into(), "--config".into(), config.clone()], "CONNECTION_STATUS").await?;
+        let check = self
+            .run_message(
+                &["check".into(), "--config".into(), config.clone()],
+                "CONNECTION_STATUS",
+            )
+            .await?;
         if let Some(status) = check.connection_status
             && status.status != "SUCCEEDED"
         {
@@ -200,7 +213,9 @@ impl Inner {
                 message: format!("`check` failed: {}", status.message.unwrap_or_default()),
             });
         }
-        let catalog = self.run_message(&["discover".into(), "--config".into(), config], "CATALOG").await?;
+        let catalog = self
+            .run_message(&["discover".into(), "--config".into(), config], "CATALOG")
+            .await?;
         let catalog: Catalog = catalog.catalog.expect("CATALOG message has a catalog");
         let streams = catalog
             .streams
@@ -224,7 +239,13 @@ impl Inner {
     fn describe_stream(&self, stream: Stream, stream_raw: Box<RawValue>) -> Result<Described> {
         let columns = schema::columns(&stream)?;
         let arrow: SchemaRef = Arc::new(schema::arrow_schema(&columns));
-        let names = || columns.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", ");
+        let names = || {
+            columns
+                .iter()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let missing = |what: &str, field: &str| Error::InvalidObject {
             object: format!("airbyte stream `{}`", stream.name),
             message: format!("{what} `{field}` is not one of its fields: {}", names()),
@@ -287,11 +308,15 @@ impl Inner {
     fn check_window_keys(&self, spec: Option<&Value>) -> Result<()> {
         let (Some(window), Some(properties)) = (
             &self.spec.window,
-            spec.and_then(|s| s.pointer("/connectionSpecification/properties")).and_then(Value::as_object),
+            spec.and_then(|s| s.pointer("/connectionSpecification/properties"))
+                .and_then(Value::as_object),
         ) else {
             return Ok(());
         };
-        for (field, key) in [("source.window.start_key", &window.start_key), ("source.window.end_key", &window.end_key)] {
+        for (field, key) in [
+            ("source.window.start_key", &window.start_key),
+            ("source.window.end_key", &window.end_key),
+        ] {
             let top = key.split('.').next().unwrap_or_default();
             if !properties.contains_key(top) {
                 let known: Vec<&str> = properties.keys().map(String::as_str).collect();
@@ -381,7 +406,11 @@ impl Inner {
             range,
         );
         let files = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        let config = write_json(files.path(), "config.json", &self.run_config(range, d.table.cursor_kind))?;
+        let config = write_json(
+            files.path(),
+            "config.json",
+            &self.run_config(range, d.table.cursor_kind),
+        )?;
         let catalog = configured_catalog(d, &self.spec.cursor_field)?;
         let catalog = write_json(files.path(), "catalog.json", &catalog)?;
         let mut args: Vec<OsString> = vec!["read".into(), "--config".into(), config, "--catalog".into(), catalog];
@@ -466,7 +495,13 @@ impl Inner {
             .spec
             .stream
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("{stream}-{hash:016x}")
     }
@@ -490,7 +525,8 @@ fn configured_catalog(d: &Described, cursor_field: &str) -> Result<Value> {
 /// Writes `value` to `<dir>/<name>` (a private temporary directory) and returns the path.
 fn write_json(dir: &Path, name: &str, value: &Value) -> Result<OsString> {
     let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec(value).expect("JSON values serialize")).map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, serde_json::to_vec(value).expect("JSON values serialize"))
+        .map_err(|e| Error::io(&path, e))?;
     Ok(path.into_os_string())
 }
 
@@ -550,7 +586,10 @@ mod tests {
             ("2024-01-01".into(), "2024-01-03".into())
         );
         let range = CursorRange::new(1_704_088_800_000_000, 1_704_240_000_000_001);
-        assert_eq!(render_window(range, CursorKind::Timestamp, WindowFormat::Date).1, "2024-01-04");
+        assert_eq!(
+            render_window(range, CursorKind::Timestamp, WindowFormat::Date).1,
+            "2024-01-04"
+        );
     }
 
     #[test]

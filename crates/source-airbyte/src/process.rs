@@ -33,7 +33,10 @@ pub struct Connector {
 impl Connector {
     /// `airbyte connector `<program>``, the name errors use.
     pub fn name(&self) -> String {
-        format!("airbyte connector `{}`", self.argv.first().map(String::as_str).unwrap_or(""))
+        format!(
+            "airbyte connector `{}`",
+            self.argv.first().map(String::as_str).unwrap_or("")
+        )
     }
 
     /// Starts `<argv> <args>`.
@@ -52,7 +55,10 @@ impl Connector {
         let stderr = child.stderr.take().expect("piped");
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let stderr_task = tokio::spawn(keep_tail(stderr, stderr_tail.clone()));
-        let command = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+        let command = args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(Running {
             name: self.name(),
             command,
@@ -115,7 +121,9 @@ impl Running {
             let Some(message) = parse_line(text) else {
                 let quoted: String = text.chars().take(QUOTED_CHARS).collect();
                 return Err(self
-                    .failed(format!("it printed a line on stdout that is not an Airbyte message: `{quoted}`"))
+                    .failed(format!(
+                        "it printed a line on stdout that is not an Airbyte message: `{quoted}`"
+                    ))
                     .await);
             };
             match message.kind.as_str() {
@@ -166,7 +174,10 @@ impl Running {
     async fn timed_out(&mut self) -> Error {
         let _ = self.child.kill().await;
         let last = self.last_messages().await;
-        let message = format!("`{}` ran longer than the {:?} `timeout`{last}", self.command, self.timeout);
+        let message = format!(
+            "`{}` ran longer than the {:?} `timeout`{last}",
+            self.command, self.timeout
+        );
         Error::Unreachable {
             system: self.name.clone(),
             message,

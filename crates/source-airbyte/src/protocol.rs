@@ -119,8 +119,10 @@ mod tests {
 
     #[test]
     fn messages_parse_and_other_lines_do_not() {
-        let m = parse_line(r#"{"type":"RECORD","record":{"stream":"users","data":{"id":1,"doc":{"a": 1.50}},"emitted_at":1}}"#)
-            .unwrap();
+        let m = parse_line(
+            r#"{"type":"RECORD","record":{"stream":"users","data":{"id":1,"doc":{"a": 1.50}},"emitted_at":1}}"#,
+        )
+        .unwrap();
         let r = m.record.unwrap();
         assert_eq!(r.stream, "users");
         assert_eq!(r.data.get(), r#"{"id":1,"doc":{"a": 1.50}}"#);
@@ -130,7 +132,8 @@ mod tests {
         .unwrap();
         let e = m.trace.unwrap().error.unwrap();
         assert_eq!(e.failure_type.as_deref(), Some("config_error"));
-        let m = parse_line(r#"{"type":"CONNECTION_STATUS","connectionStatus":{"status":"FAILED","message":"no"}}"#).unwrap();
+        let m = parse_line(r#"{"type":"CONNECTION_STATUS","connectionStatus":{"status":"FAILED","message":"no"}}"#)
+            .unwrap();
         assert_eq!(m.connection_status.unwrap().status, "FAILED");
         assert!(parse_line("Traceback (most recent call last):").is_none());
         assert!(parse_line("[1, 2]").is_none());

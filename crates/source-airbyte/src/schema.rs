@@ -47,9 +47,7 @@ impl ColumnType {
             ColumnType::Boolean => DataType::Boolean,
             ColumnType::Utf8 | ColumnType::Json => DataType::Utf8,
             ColumnType::Date32 => DataType::Date32,
-            ColumnType::Timestamp { utc } => {
-                DataType::Timestamp(TimeUnit::Microsecond, utc.then(|| Arc::from("UTC")))
-            }
+            ColumnType::Timestamp { utc } => DataType::Timestamp(TimeUnit::Microsecond, utc.then(|| Arc::from("UTC"))),
         }
     }
 
@@ -280,6 +278,9 @@ mod tests {
         );
         assert_eq!(cols[7].source_type, r#"{"format":"date","type":"string"}"#);
         let e = columns(&stream(r#"{"type": "object"}"#)).unwrap_err().to_string();
-        assert!(e.contains("airbyte stream `s`: its JSON Schema has no `properties`"), "{e}");
+        assert!(
+            e.contains("airbyte stream `s`: its JSON Schema has no `properties`"),
+            "{e}"
+        );
     }
 }

@@ -21,7 +21,9 @@ impl SourceKind for AirbyteKind {
     }
 
     fn parse(&self, settings: &toml::Table, origin: &str) -> Result<Box<dyn SourceConfig>> {
-        Ok(Box::new(parse_section::<AirbyteSourceSpec>(settings, "source", origin)?))
+        Ok(Box::new(parse_section::<AirbyteSourceSpec>(
+            settings, "source", origin,
+        )?))
     }
 }
 
@@ -136,14 +138,23 @@ impl SourceConfig for AirbyteSourceSpec {
             _ => {}
         }
         if self.stream.is_empty() {
-            return err("source.stream", "must name one stream of the connector's catalog".into());
+            return err(
+                "source.stream",
+                "must name one stream of the connector's catalog".into(),
+            );
         }
         if self.cursor_field.is_empty() {
-            return err("source.cursor_field", "must name a top-level field of the stream".into());
+            return err(
+                "source.cursor_field",
+                "must name a top-level field of the stream".into(),
+            );
         }
         if let Some(keys) = &self.primary_key {
             if keys.is_empty() {
-                return err("source.primary_key", "must list at least one field (or be left out)".into());
+                return err(
+                    "source.primary_key",
+                    "must list at least one field (or be left out)".into(),
+                );
             }
             if let Some(i) = keys.iter().position(|k| k.is_empty()) {
                 return err(&format!("source.primary_key[{i}]"), "must not be empty".into());
@@ -151,7 +162,10 @@ impl SourceConfig for AirbyteSourceSpec {
         }
         match (&self.config, &self.config_file) {
             (Some(_), Some(_)) => {
-                return err("source.config_file", "give either `config` or `config_file`, not both".into());
+                return err(
+                    "source.config_file",
+                    "give either `config` or `config_file`, not both".into(),
+                );
             }
             (None, Some(p)) if p.as_os_str().is_empty() => {
                 return err("source.config_file", "must not be empty".into());
@@ -161,14 +175,20 @@ impl SourceConfig for AirbyteSourceSpec {
         for (key, var) in &self.config_env {
             let field = format!("source.config_env.{key}");
             if !valid_config_key(key) {
-                return err(&field, format!("`{key}` is not a config key; write e.g. `api_key` or `credentials.token`"));
+                return err(
+                    &field,
+                    format!("`{key}` is not a config key; write e.g. `api_key` or `credentials.token`"),
+                );
             }
             if var.is_empty() || var.contains('=') || var.contains('\0') {
                 return err(&field, format!("`{var}` is not an environment variable name"));
             }
         }
         if let Some(w) = &self.window {
-            for (field, key) in [("source.window.start_key", &w.start_key), ("source.window.end_key", &w.end_key)] {
+            for (field, key) in [
+                ("source.window.start_key", &w.start_key),
+                ("source.window.end_key", &w.end_key),
+            ] {
                 if !valid_config_key(key) {
                     return err(field, format!("`{key}` is not a config key"));
                 }
@@ -242,7 +262,10 @@ mod tests {
 
         let e = refused("colour = 1\n");
         assert!(e.starts_with("job.toml: source.colour: unknown field"), "{e}");
-        parse(&format!("{MIN}[config]\ncount = 1\n")).unwrap().validate("job.toml").unwrap();
+        parse(&format!("{MIN}[config]\ncount = 1\n"))
+            .unwrap()
+            .validate("job.toml")
+            .unwrap();
         let e = refused("config_file = \"c.json\"\n[config]\ncount = 1\n");
         assert!(e.starts_with("job.toml: source.config_file: give either"), "{e}");
         let e = refused("timeout = \"soon\"\n");

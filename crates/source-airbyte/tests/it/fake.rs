@@ -60,7 +60,11 @@ async fn windowed_connector_passes_the_source_conformance_suite() {
         ["Int64", "Timestamp(µs, \"UTC\")", "Date32", "Float64", "Utf8", "Utf8"]
     );
     assert_eq!(
-        d.schema.field(4).metadata().get("ARROW:extension:name").map(String::as_str),
+        d.schema
+            .field(4)
+            .metadata()
+            .get("ARROW:extension:name")
+            .map(String::as_str),
         Some("arrow.json")
     );
 }
@@ -126,7 +130,11 @@ async fn a_killed_chunk_resumes_from_its_checkpoint_with_every_row() {
 #[tokio::test]
 async fn a_connector_exiting_non_zero_fails_permanently_with_its_last_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(&checkpointed("fail = \"exit\"", dir.path()), range("2024-01-01", "2024-02-01")).await;
+    let e = extract_error(
+        &checkpointed("fail = \"exit\"", dir.path()),
+        range("2024-01-01", "2024-02-01"),
+    )
+    .await;
     assert_eq!(e.class(), ErrorClass::Permanent);
     let e = e.to_string();
     assert!(e.contains("`read` failed: exited with status 3"), "{e}");
@@ -137,7 +145,11 @@ async fn a_connector_exiting_non_zero_fails_permanently_with_its_last_messages()
 #[tokio::test]
 async fn a_connector_printing_non_protocol_lines_fails_the_chunk() {
     let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(&checkpointed("fail = \"garbage\"", dir.path()), range("2024-01-01", "2024-02-01")).await;
+    let e = extract_error(
+        &checkpointed("fail = \"garbage\"", dir.path()),
+        range("2024-01-01", "2024-02-01"),
+    )
+    .await;
     assert_eq!(e.class(), ErrorClass::Permanent);
     let e = e.to_string();
     assert!(
@@ -150,7 +162,11 @@ async fn a_connector_printing_non_protocol_lines_fails_the_chunk() {
 #[tokio::test]
 async fn a_transient_error_trace_is_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(&checkpointed("fail = \"transient\"", dir.path()), range("2024-01-01", "2024-02-01")).await;
+    let e = extract_error(
+        &checkpointed("fail = \"transient\"", dir.path()),
+        range("2024-01-01", "2024-02-01"),
+    )
+    .await;
     assert_eq!(e.class(), ErrorClass::Transient);
     assert!(e.to_string().contains("(transient_error): the API is down"), "{e}");
 }
@@ -158,10 +174,17 @@ async fn a_transient_error_trace_is_retried() {
 #[tokio::test]
 async fn a_value_that_does_not_fit_its_type_names_stream_field_and_value() {
     let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(&checkpointed("fail = \"bad_value\"", dir.path()), range("2024-01-01", "2024-02-01")).await;
+    let e = extract_error(
+        &checkpointed("fail = \"bad_value\"", dir.path()),
+        range("2024-01-01", "2024-02-01"),
+    )
+    .await;
     assert_eq!(e.kind(), "type_fidelity");
     let e = e.to_string();
-    assert!(e.contains("stream `events`, field `id`: `\"seven\"` is not an integer"), "{e}");
+    assert!(
+        e.contains("stream `events`, field `id`: `\"seven\"` is not an integer"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -182,11 +205,17 @@ async fn an_unknown_stream_or_window_key_is_named_with_what_exists() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("source.window.start_key: the connector's config has no `since`"), "{e}");
+    assert!(
+        e.contains("source.window.start_key: the connector's config has no `since`"),
+        "{e}"
+    );
     let e = section("primary_key = [\"uuid\"]\n", "events")
         .describe()
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("primary key `uuid` is not one of its fields: `id`, `at`"), "{e}");
+    assert!(
+        e.contains("primary key `uuid` is not one of its fields: `id`, `at`"),
+        "{e}"
+    );
 }

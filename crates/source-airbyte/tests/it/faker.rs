@@ -34,7 +34,9 @@ always_updated = false
 #[tokio::test]
 async fn faker_users_are_read_as_one_checkpointed_chunk_with_exact_types() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(source) = faker("users", dir.path()) else { return };
+    let Some(source) = faker("users", dir.path()) else {
+        return;
+    };
     let d = source.describe().await.unwrap();
     assert_eq!(d.key_columns, ["id"]);
     let field = |name: &str| d.schema.field_with_name(name).unwrap().clone();
@@ -44,7 +46,10 @@ async fn faker_users_are_read_as_one_checkpointed_chunk_with_exact_types() {
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
     );
     assert_eq!(
-        field("address").metadata().get("ARROW:extension:name").map(String::as_str),
+        field("address")
+            .metadata()
+            .get("ARROW:extension:name")
+            .map(String::as_str),
         Some("arrow.json")
     );
 
@@ -67,10 +72,14 @@ async fn faker_users_are_read_as_one_checkpointed_chunk_with_exact_types() {
 #[tokio::test]
 async fn an_unknown_faker_stream_lists_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(source) = faker("customers", dir.path()) else { return };
+    let Some(source) = faker("customers", dir.path()) else {
+        return;
+    };
     let e = source.describe().await.unwrap_err().to_string();
     assert!(
-        e.contains("airbyte stream `customers`: not in the connector's catalog; it has `products`, `users`, `purchases`"),
+        e.contains(
+            "airbyte stream `customers`: not in the connector's catalog; it has `products`, `users`, `purchases`"
+        ),
         "{e}"
     );
 }
