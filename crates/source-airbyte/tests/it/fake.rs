@@ -127,14 +127,16 @@ async fn a_killed_chunk_resumes_from_its_checkpoint_with_every_row() {
     assert_eq!((stats.replayed, stats.read), (200, 0));
 }
 
+/// The error of an extract of the fake told to fail in `mode`.
+async fn failing(mode: &str) -> backhaul_core::Error {
+    let dir = tempfile::tempdir().unwrap();
+    let source = checkpointed(&format!("fail = \"{mode}\""), dir.path());
+    extract_error(&source, range("2024-01-01", "2024-02-01")).await
+}
+
 #[tokio::test]
 async fn a_connector_exiting_non_zero_fails_permanently_with_its_last_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(
-        &checkpointed("fail = \"exit\"", dir.path()),
-        range("2024-01-01", "2024-02-01"),
-    )
-    .await;
+    let e = failing("exit").await;
     assert_eq!(e.class(), ErrorClass::Permanent);
     let e = e.to_string();
     assert!(e.contains("`read` failed: exited with status 3"), "{e}");
@@ -144,12 +146,7 @@ async fn a_connector_exiting_non_zero_fails_permanently_with_its_last_messages()
 
 #[tokio::test]
 async fn a_connector_printing_non_protocol_lines_fails_the_chunk() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(
-        &checkpointed("fail = \"garbage\"", dir.path()),
-        range("2024-01-01", "2024-02-01"),
-    )
-    .await;
+    let e = failing("garbage").await;
     assert_eq!(e.class(), ErrorClass::Permanent);
     let e = e.to_string();
     assert!(
@@ -161,24 +158,14 @@ async fn a_connector_printing_non_protocol_lines_fails_the_chunk() {
 
 #[tokio::test]
 async fn a_transient_error_trace_is_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(
-        &checkpointed("fail = \"transient\"", dir.path()),
-        range("2024-01-01", "2024-02-01"),
-    )
-    .await;
+    let e = failing("transient").await;
     assert_eq!(e.class(), ErrorClass::Transient);
     assert!(e.to_string().contains("(transient_error): the API is down"), "{e}");
 }
 
 #[tokio::test]
 async fn a_value_that_does_not_fit_its_type_names_stream_field_and_value() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = extract_error(
-        &checkpointed("fail = \"bad_value\"", dir.path()),
-        range("2024-01-01", "2024-02-01"),
-    )
-    .await;
+    let e = failing("bad_value").await;
     assert_eq!(e.kind(), "type_fidelity");
     let e = e.to_string();
     assert!(
