@@ -593,6 +593,28 @@ mod tests {
     }
 
     #[test]
+    fn secrets_from_the_environment_are_merged_but_never_shown() {
+        let spec = |var: &str| -> AirbyteSourceSpec {
+            toml::from_str(&format!(
+                "command = [\"source-x\"]\nstream = \"s\"\ncursor_field = \"at\"\nconfig_env = {{ \"credentials.token\" = \"{var}\" }}\n"
+            ))
+            .unwrap()
+        };
+        // SAFETY: no other thread of this test binary reads this variable.
+        unsafe { std::env::set_var("BACKHAUL_TEST_AIRBYTE_TOKEN", "tok-not-for-printing") };
+        let source = AirbyteSource::open(spec("BACKHAUL_TEST_AIRBYTE_TOKEN")).unwrap();
+        assert_eq!(source.inner.config["credentials"]["token"], "tok-not-for-printing");
+        assert!(!format!("{source:?}").contains("tok-not"));
+        let e = AirbyteSource::open(spec("BACKHAUL_TEST_AIRBYTE_UNSET"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "<spec>: source.config_env.credentials.token: environment variable `BACKHAUL_TEST_AIRBYTE_UNSET` is not set"
+        );
+    }
+
+    #[test]
     fn dotted_keys_set_nested_values() {
         let mut config = serde_json::json!({"count": 1, "credentials": {"kind": "token"}});
         set_key(&mut config, "credentials.token", Value::String("s".into()));
