@@ -11,6 +11,7 @@ pub fn builtin_connectors() -> Registry {
         .source(backhaul_source_embedded::EmbeddedKind)
         .source(backhaul_source_postgres::PostgresKind)
         .source(backhaul_source_mysql::MysqlKind)
+        .source(backhaul_source_airbyte::AirbyteKind)
         .destination(backhaul_sink_local::LocalKind)
         .destination(backhaul_sink_snowflake::SnowflakeKind)
         .destination(backhaul_sink_bigquery::BigQueryKind)

@@ -1,9 +1,11 @@
-//! Test harness shared by the crates whose tests need real servers: PostgreSQL, MariaDB, moto
+//! Test harness shared by the crates whose tests need real servers (and Airbyte's source-faker
+//! connector, [`airbyte`]): PostgreSQL, MariaDB, moto
 //! for S3, fakesnow for the Snowflake protocol and bqemulator for BigQuery. Each server is a
 //! private instance started from installed binaries (Debian packages; moto, fakesnow and
 //! bqemulator from the venvs `scripts/ensure-servers` makes), on a port the OS picked, and
 //! stopped when its handle drops. No test depends on a server already running.
 
+pub mod airbyte;
 pub mod bqemulator;
 pub mod fakesnow;
 pub mod mariadb;

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `backhaul` binary: they spawn it as a user would.
 
+mod airbyte;
 mod auth;
 mod bad_input;
 mod bigquery;
