@@ -93,6 +93,47 @@ pub struct ExtractStats {
     pub resumed_from_state: bool,
 }
 
+/// Records read but not yet decoded, and the builder that decodes them.
+struct Pending {
+    builder: Option<BatchBuilder>,
+    records: Vec<Box<RawValue>>,
+}
+
+impl Pending {
+    fn new(builder: BatchBuilder) -> Self {
+        Pending {
+            builder: Some(builder),
+            records: Vec::new(),
+        }
+    }
+
+    /// Decodes the queued records into one batch on a blocking thread (JSON parsing and
+    /// Arrow building are CPU work): the batch of records inside the chunk's range, and how
+    /// many were outside it.
+    async fn decode(&mut self) -> Result<(RecordBatch, u64)> {
+        let mut builder = self.builder.take().expect("the builder comes back after every batch");
+        let records = std::mem::take(&mut self.records);
+        let (builder, decoded) = tokio::task::spawn_blocking(move || {
+            let decoded = decode_all(&mut builder, &records);
+            (builder, decoded)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("airbyte record decoding failed: {e}")))?;
+        self.builder = Some(builder);
+        decoded
+    }
+}
+
+fn decode_all(builder: &mut BatchBuilder, records: &[Box<RawValue>]) -> Result<(RecordBatch, u64)> {
+    let mut outside = 0;
+    for record in records {
+        if builder.push(record)? == Kept::Outside {
+            outside += 1;
+        }
+    }
+    Ok((builder.finish()?, outside))
+}
+
 impl AirbyteSource {
     /// Reads the connector's config (file, environment) for `spec`; runs nothing yet.
     pub fn open(spec: AirbyteSourceSpec) -> Result<Self> {
@@ -398,13 +439,13 @@ impl Inner {
         stats: &mut ExtractStats,
     ) -> Result<()> {
         let d = self.described().await?;
-        let mut builder = BatchBuilder::new(
+        let mut builder = Pending::new(BatchBuilder::new(
             &self.spec.stream,
             d.columns.clone(),
             d.table.schema.clone(),
             d.cursor,
             range,
-        );
+        ));
         let files = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
         let config = write_json(
             files.path(),
@@ -423,7 +464,7 @@ impl Inner {
                 while next_replayed(reader, &mut line)? {
                     let data = RawValue::from_string(line.trim_end().to_string())
                         .map_err(|e| Error::State(format!("a checkpointed record is not JSON: {e}")))?;
-                    self.keep(&mut builder, &data, batch_rows, tx, stats).await?;
+                    self.keep(&mut builder, data, batch_rows, tx, stats).await?;
                     stats.replayed += 1;
                 }
                 tracing::info!(stream = %self.spec.stream, records = resume.replay_records, "replayed checkpointed records; the connector continues from its last state");
@@ -450,7 +491,7 @@ impl Inner {
                         c.record(record.data.get())?;
                     }
                     stats.read += 1;
-                    self.keep(&mut builder, &record.data, batch_rows, tx, stats).await?;
+                    self.keep(&mut builder, record.data, batch_rows, tx, stats).await?;
                 }
                 ("STATE", _, Some(state)) => {
                     if let Some(c) = checkpoint.as_mut() {
@@ -461,25 +502,31 @@ impl Inner {
             }
         }
         run.finish().await?;
-        if builder.rows() > 0 {
-            let _ = tx.send(Ok(builder.finish()?)).await;
+        let (batch, outside) = builder.decode().await?;
+        stats.outside += outside;
+        if batch.num_rows() > 0 {
+            let _ = tx.send(Ok(batch)).await;
         }
         Ok(())
     }
 
-    /// Appends one record, sending a batch when it is full.
+    /// Queues one record; every `batch_rows` records become a batch (decoded off the IO
+    /// runtime) that is sent on.
     async fn keep(
         &self,
-        builder: &mut BatchBuilder,
-        data: &RawValue,
+        pending: &mut Pending,
+        data: Box<RawValue>,
         batch_rows: usize,
         tx: &mpsc::Sender<Result<RecordBatch>>,
         stats: &mut ExtractStats,
     ) -> Result<()> {
-        if builder.push(data)? == Kept::Outside {
-            stats.outside += 1;
+        pending.records.push(data);
+        if pending.records.len() < batch_rows {
+            return Ok(());
         }
-        if builder.rows() >= batch_rows && tx.send(Ok(builder.finish()?)).await.is_err() {
+        let (batch, outside) = pending.decode().await?;
+        stats.outside += outside;
+        if batch.num_rows() > 0 && tx.send(Ok(batch)).await.is_err() {
             // The consumer is gone: stop (the connector is killed on drop).
             return Err(Error::Cancelled);
         }
