@@ -145,6 +145,15 @@ Needs a worker started with --flight-listen; this machine never connects to the 
 Flight port is checked with --tls-ca (and --tls-cert/--tls-key for mutual TLS)."
     )]
     Preview(commands::preview::PreviewArgs),
+    /// Manage a coordinator's schedules: add, list, pause, resume, run-now, remove.
+    #[command(
+        after_help = "Examples:\n  backhaul schedule add job.toml --cron \"0 2 * * *\" --tz Europe/Berlin --coordinator http://coordinator:7070\n  \
+backhaul schedule list --coordinator http://coordinator:7070 --output json\n  \
+backhaul schedule run-now orders --coordinator http://coordinator:7070\n\n\
+The coordinator starts a run on each tick, never two of one schedule at once; ticks missed while it was \
+down make one run when it is back (docs/pipelines.md)."
+    )]
+    Schedule(commands::schedule::ScheduleArgs),
     /// Cancel a job on a coordinator: no new chunks start, running ones stop at their next heartbeat.
     #[command(after_help = "Example:\n  backhaul cancel orders --coordinator http://coordinator:7070")]
     Cancel(commands::cancel::CancelArgs),
@@ -223,6 +232,7 @@ fn main() -> ExitCode {
             Command::Worker(a) => commands::worker::run(&globals, a).await,
             Command::Submit(a) => commands::submit::run(&globals, a).await,
             Command::Cancel(a) => commands::cancel::run(&globals, a).await,
+            Command::Schedule(a) => commands::schedule::run(&globals, a).await,
             Command::Preview(a) => commands::preview::run(&globals, a).await,
         }
     });

@@ -17,6 +17,8 @@ use crate::clock::Clock;
 use crate::error::{CoordinatorError, Result};
 use crate::state::StateStore;
 
+/// How often the coordinator looks at every job's checks.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Attempts to deliver one alert before it waits for the next look.
 const DELIVERY_ATTEMPTS: u32 = 5;
 /// Backoff before the second attempt; doubles after each.

@@ -12,6 +12,7 @@ pub mod profile;
 pub mod query;
 pub mod remote;
 pub mod replay;
+pub mod schedule;
 pub mod serve;
 pub mod status;
 pub mod submit;

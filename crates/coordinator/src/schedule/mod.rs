@@ -8,6 +8,7 @@
 
 pub mod cron;
 pub mod launcher;
+pub mod rpc;
 pub mod scheduler;
 pub(crate) mod sqlite;
 
