@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::checks::{JobChecks, Volume, checks_of, evaluate};
 use crate::clock::Clock;
 use crate::error::{CoordinatorError, Result};
+use crate::metrics::CoordinatorMetrics;
 use crate::state::StateStore;
 
 /// How often the coordinator looks at every job's checks.
@@ -121,7 +122,8 @@ pub struct CheckMonitor {
     /// Per job: whether its checks passed at the last delivered (or alert-less) state. A job
     /// not seen yet counts as passing, so a first failure alerts and a first pass does not.
     alerted_ok: Mutex<HashMap<String, bool>>,
-    latest: Mutex<Vec<JobChecks>>,
+    /// Where the latest results are kept for `/metrics` and the status page.
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl CheckMonitor {
@@ -139,13 +141,14 @@ impl CheckMonitor {
             env,
             client: reqwest::Client::new(),
             alerted_ok: Mutex::new(HashMap::new()),
-            latest: Mutex::new(Vec::new()),
+            metrics: Arc::default(),
         }
     }
 
-    /// The results of the last look, one per job with `[checks]`.
-    pub fn latest(&self) -> Vec<JobChecks> {
-        self.latest.lock().map(|l| l.clone()).unwrap_or_default()
+    /// Keeps each look's results in `metrics` (the service's, shown by `/metrics` and `/`).
+    pub fn with_metrics(mut self, metrics: Arc<CoordinatorMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Evaluates every job's checks now and sends the alerts of state changes; returns the
@@ -176,9 +179,7 @@ impl CheckMonitor {
             }
             results.push(result);
         }
-        if let Ok(mut latest) = self.latest.lock() {
-            *latest = results.clone();
-        }
+        self.metrics.set_checks(results.clone());
         Ok(results)
     }
 

@@ -105,6 +105,47 @@ pub fn index_page(jobs: &[(JobRow, JobSummary)]) -> String {
     out
 }
 
+/// The checks section of `/`: one row per job with `[checks]`, failing checks marked.
+pub fn checks_section(checks: &[crate::checks::JobChecks]) -> String {
+    if checks.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>checks</h2><table id=\"checks\"><tr><th>job</th><th>result</th><th>freshness</th><th>volume</th></tr>",
+    );
+    for c in checks {
+        let freshness = match &c.freshness {
+            None => "-".to_string(),
+            Some(f) => {
+                let age = f.age_s.map(|a| seconds(a * 1_000_000)).unwrap_or_else(|| "nothing loaded".into());
+                let verdict = if f.ok { "fresh" } else { "STALE" };
+                format!("{verdict}: {age} old (SLA {})", seconds(f.sla_s * 1_000_000))
+            }
+        };
+        let volume = match &c.volume {
+            None => "-".to_string(),
+            Some(v) => match &v.verdict {
+                crate::checks::Volume::InsufficientHistory { days } => format!("{}: {days} days of history", v.day),
+                crate::checks::Volume::Normal { median, .. } => format!("{}: {:.0} rows (median {median:.0})", v.day, v.rows),
+                crate::checks::Volume::Anomaly { median, .. } => {
+                    format!("{}: ANOMALY {:.0} rows (median {median:.0})", v.day, v.rows)
+                }
+            },
+        };
+        let _ = write!(
+            out,
+            "<tr data-checks=\"{id}\"><td><a href=\"/jobs/{id}\">{id}</a></td><td class=\"{class}\">{result}</td><td>{}</td><td>{}</td></tr>",
+            escape(&freshness),
+            escape(&volume),
+            id = escape(&c.job_id),
+            class = if c.ok() { "ok" } else { "error" },
+            result = if c.ok() { "pass" } else { "FAILED" },
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
 fn outcome_class(a: &AttemptRow) -> &str {
     match a.outcome.as_deref() {
         None => "running",

@@ -339,11 +339,13 @@ async fn a_stale_table_and_a_day_with_ten_times_fewer_rows_alert_once() {
     let mut tasks = tokio::task::JoinSet::new();
     let (url, got) = receiver(&mut tasks).await;
     let env_url = url.clone();
+    let metrics = Arc::new(backhaul_coordinator::CoordinatorMetrics::default());
     let monitor = CheckMonitor::with_env(
         store.clone(),
         Arc::new(FixedClock(now)),
         Arc::new(move |var| (var == "TEST_WEBHOOK").then(|| env_url.clone())),
-    );
+    )
+    .with_metrics(metrics.clone());
     let results = monitor.tick().await.unwrap();
     let by = |job: &str| results.iter().find(|r| r.job_id == job).unwrap().clone();
     assert!(by("dip").freshness.as_ref().unwrap().ok);
@@ -377,6 +379,20 @@ async fn a_stale_table_and_a_day_with_ten_times_fewer_rows_alert_once() {
             .iter()
             .all(|p| p["blocks"].as_array().is_some_and(|b| b.len() >= 2))
     );
+
+    // The results reach /metrics and the status page.
+    let exposition = metrics.render(store.as_ref()).await.unwrap();
+    for line in [
+        r#"backhaul_coordinator_check_ok{job="dip",check="volume"} 0"#,
+        r#"backhaul_coordinator_check_ok{job="dip",check="freshness"} 1"#,
+        r#"backhaul_coordinator_check_ok{job="stale",check="freshness"} 0"#,
+        r#"backhaul_coordinator_volume_day_rows{job="dip"} 100"#,
+    ] {
+        assert!(exposition.contains(line), "{line} missing from:\n{exposition}");
+    }
+    let section = backhaul_coordinator::page::checks_section(&metrics.checks());
+    assert!(section.contains("ANOMALY 100 rows") && section.contains("STALE"), "{section}");
+    assert!(!exposition.contains(&url) && !section.contains(&url), "the webhook URL is a secret");
 
     // Same state at the next look: no new alert.
     monitor.tick().await.unwrap();

@@ -2,6 +2,7 @@
 
 pub mod backfill;
 pub mod cancel;
+pub mod checks;
 pub mod common;
 pub mod coordinator;
 pub mod cost;

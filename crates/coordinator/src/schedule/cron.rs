@@ -127,7 +127,7 @@ fn resolve(wall: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
         LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
         LocalResult::None => {
             // Read with the offset in force before the jump, the time lands after it.
-            let before = zone.offset_from_utc_datetime(&(wall - Duration::hours(12))).fix();
+            let before = zone.offset_from_utc_datetime(&(wall - Duration::hours(24))).fix();
             Utc.from_utc_datetime(&(wall - Duration::seconds(i64::from(before.local_minus_utc()))))
         }
     }
