@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::checks::{JobChecks, Volume, checks_of, evaluate};
+use crate::checks::{JobChecks, checks_of, evaluate};
 use crate::clock::Clock;
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::CoordinatorMetrics;
@@ -83,25 +83,10 @@ pub fn slack_payload(checks: &JobChecks) -> serde_json::Value {
     };
     let mut lines = Vec::new();
     if let Some(f) = &checks.freshness {
-        let age = f
-            .age_s
-            .map(|a| format!("{:.1} h", a as f64 / 3600.0))
-            .unwrap_or_else(|| "nothing loaded yet".into());
-        let verdict = if f.ok { "fresh" } else { "STALE" };
-        lines.push(format!(
-            "*freshness*: {verdict}: newest row {age} old (SLA {:.1} h)",
-            f.sla_s as f64 / 3600.0
-        ));
+        lines.push(format!("*freshness*: {}", f.describe()));
     }
     if let Some(v) = &checks.volume {
-        let text = match &v.verdict {
-            Volume::InsufficientHistory { days } => format!("not enough history yet ({days} days)"),
-            Volume::Normal { median, band } => format!("normal: {:.0} rows (median {median:.0} ± {band:.0})", v.rows),
-            Volume::Anomaly { median, band } => {
-                format!("ANOMALY: {:.0} rows (median {median:.0} ± {band:.0})", v.rows)
-            }
-        };
-        lines.push(format!("*volume* on {}: {text}", v.day));
+        lines.push(format!("*volume* on {}", v.describe()));
     }
     let blocks: Vec<serde_json::Value> = std::iter::once(headline.clone())
         .chain(lines.iter().cloned())

@@ -91,6 +91,35 @@ impl JobChecks {
     }
 }
 
+impl Freshness {
+    /// For people: `fresh: newest row 3.2 h old (SLA 25.0 h)` or `STALE: …`.
+    pub fn describe(&self) -> String {
+        let age = self
+            .age_s
+            .map(|a| format!("newest row {:.1} h old", a as f64 / 3600.0))
+            .unwrap_or_else(|| "nothing loaded yet".into());
+        let verdict = if self.ok { "fresh" } else { "STALE" };
+        format!("{verdict}: {age} (SLA {:.1} h)", self.sla_s as f64 / 3600.0)
+    }
+}
+
+impl VolumeCheck {
+    /// For people: `2026-01-31: ANOMALY: 100 rows (median 1045 ± 67)`, `normal: …`, or
+    /// `not enough history yet (5 days)`.
+    pub fn describe(&self) -> String {
+        let verdict = match &self.verdict {
+            Volume::InsufficientHistory { days } => format!("not enough history yet ({days} days)"),
+            Volume::Normal { median, band } => {
+                format!("normal: {:.0} rows (median {median:.0} ± {band:.0})", self.rows)
+            }
+            Volume::Anomaly { median, band } => {
+                format!("ANOMALY: {:.0} rows (median {median:.0} ± {band:.0})", self.rows)
+            }
+        };
+        format!("{}: {verdict}", self.day)
+    }
+}
+
 /// The robust volume rule: with `history` the rows of the trailing days, `x` is an anomaly when
 /// |x − median| > k · 1.4826 · MAD. The scale is floored at 1% of the median (and one row) so
 /// a perfectly regular history does not flag a one-row difference.

@@ -59,8 +59,11 @@ async fn index(State(s): State<AppState>) -> Response {
     match jobs {
         Ok(jobs) => {
             let checks = page::checks_section(&s.metrics.checks());
-            Html(page::index_page(&jobs).replace("<p><a href=\"/metrics\">", &format!("{checks}<p><a href=\"/metrics\">")))
-                .into_response()
+            Html(
+                page::index_page(&jobs)
+                    .replace("<p><a href=\"/metrics\">", &format!("{checks}<p><a href=\"/metrics\">")),
+            )
+            .into_response()
         }
         Err(e) => failure(e),
     }

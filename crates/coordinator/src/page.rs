@@ -114,24 +114,8 @@ pub fn checks_section(checks: &[crate::checks::JobChecks]) -> String {
         "<h2>checks</h2><table id=\"checks\"><tr><th>job</th><th>result</th><th>freshness</th><th>volume</th></tr>",
     );
     for c in checks {
-        let freshness = match &c.freshness {
-            None => "-".to_string(),
-            Some(f) => {
-                let age = f.age_s.map(|a| seconds(a * 1_000_000)).unwrap_or_else(|| "nothing loaded".into());
-                let verdict = if f.ok { "fresh" } else { "STALE" };
-                format!("{verdict}: {age} old (SLA {})", seconds(f.sla_s * 1_000_000))
-            }
-        };
-        let volume = match &c.volume {
-            None => "-".to_string(),
-            Some(v) => match &v.verdict {
-                crate::checks::Volume::InsufficientHistory { days } => format!("{}: {days} days of history", v.day),
-                crate::checks::Volume::Normal { median, .. } => format!("{}: {:.0} rows (median {median:.0})", v.day, v.rows),
-                crate::checks::Volume::Anomaly { median, .. } => {
-                    format!("{}: ANOMALY {:.0} rows (median {median:.0})", v.day, v.rows)
-                }
-            },
-        };
+        let freshness = c.freshness.as_ref().map_or_else(|| "-".to_string(), |f| f.describe());
+        let volume = c.volume.as_ref().map_or_else(|| "-".to_string(), |v| v.describe());
         let _ = write!(
             out,
             "<tr data-checks=\"{id}\"><td><a href=\"/jobs/{id}\">{id}</a></td><td class=\"{class}\">{result}</td><td>{}</td><td>{}</td></tr>",

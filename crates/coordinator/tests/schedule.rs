@@ -68,14 +68,45 @@ fn move_to(clock: &ManualClock, at_us: i64) {
     clock.advance(Duration::from_micros(by as u64));
 }
 
+/// A nightly schedule in a fresh state, a manual clock before its first tick, and a scheduler.
+struct Nightly {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn StateStore>,
+    clock: Arc<ManualClock>,
+    launcher: Arc<FakeLauncher>,
+    due: i64,
+    scheduler: Scheduler,
+}
+
+impl Nightly {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir.path().join("state.db"));
+        let clock = Arc::new(ManualClock::starting_now());
+        let launcher = Arc::new(FakeLauncher::default());
+        let due = add_nightly(&store, &clock).await.next_tick_us().unwrap();
+        let scheduler = Scheduler::new(store.clone(), launcher.clone(), clock.clone());
+        Nightly {
+            _dir: dir,
+            store,
+            clock,
+            launcher,
+            due,
+            scheduler,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_schedule_fires_on_time_once_and_never_beside_a_running_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("state.db"));
-    let clock = Arc::new(ManualClock::starting_now());
-    let launcher = Arc::new(FakeLauncher::default());
-    let due = add_nightly(&store, &clock).await.next_tick_us().unwrap();
-    let scheduler = Scheduler::new(store.clone(), launcher.clone(), clock.clone());
+    let Nightly {
+        _dir,
+        store,
+        clock,
+        launcher,
+        due,
+        scheduler,
+    } = Nightly::new().await;
 
     move_to(&clock, due - 1);
     let early = scheduler.tick().await.unwrap();
@@ -147,12 +178,14 @@ async fn a_schedule_survives_a_restart_and_catches_up_once() {
 
 #[tokio::test]
 async fn a_paused_schedule_does_not_fire_and_resuming_skips_the_missed_ticks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir.path().join("state.db"));
-    let clock = Arc::new(ManualClock::starting_now());
-    let launcher = Arc::new(FakeLauncher::default());
-    let due = add_nightly(&store, &clock).await.next_tick_us().unwrap();
-    let scheduler = Scheduler::new(store.clone(), launcher.clone(), clock.clone());
+    let Nightly {
+        _dir,
+        store,
+        clock,
+        launcher,
+        due,
+        scheduler,
+    } = Nightly::new().await;
     store
         .set_schedule_paused("nightly", true, clock.now_us())
         .await
@@ -391,8 +424,14 @@ async fn a_stale_table_and_a_day_with_ten_times_fewer_rows_alert_once() {
         assert!(exposition.contains(line), "{line} missing from:\n{exposition}");
     }
     let section = backhaul_coordinator::page::checks_section(&metrics.checks());
-    assert!(section.contains("ANOMALY 100 rows") && section.contains("STALE"), "{section}");
-    assert!(!exposition.contains(&url) && !section.contains(&url), "the webhook URL is a secret");
+    assert!(
+        section.contains("ANOMALY: 100 rows") && section.contains("STALE"),
+        "{section}"
+    );
+    assert!(
+        !exposition.contains(&url) && !section.contains(&url),
+        "the webhook URL is a secret"
+    );
 
     // Same state at the next look: no new alert.
     monitor.tick().await.unwrap();

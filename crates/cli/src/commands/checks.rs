@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use backhaul_coordinator::StateStore;
-use backhaul_coordinator::checks::{JobChecks, Volume, evaluate};
+use backhaul_coordinator::checks::{JobChecks, evaluate};
 use serde_json::json;
 
 use crate::output;
@@ -24,7 +24,10 @@ pub async fn run(globals: &Globals, store: Arc<dyn StateStore>, job: Option<&str
         let chunks = store.chunks(&j.job_id).await?;
         match evaluate(j, &chunks, now) {
             Some(r) => results.push(r),
-            None if job.is_some() => bail!("job {} has no [checks] section in its spec (docs/job-spec.md)", j.job_id),
+            None if job.is_some() => bail!(
+                "job {} has no [checks] section in its spec (docs/job-spec.md)",
+                j.job_id
+            ),
             None => {}
         }
     }
@@ -46,23 +49,10 @@ pub async fn run(globals: &Globals, store: Arc<dyn StateStore>, job: Option<&str
 fn line(r: &JobChecks) -> String {
     let mut parts = vec![format!("{:<24} {}", r.job_id, if r.ok() { "pass" } else { "FAILED" })];
     if let Some(f) = &r.freshness {
-        let age = f
-            .age_s
-            .map(|a| format!("{:.1} h old", a as f64 / 3600.0))
-            .unwrap_or_else(|| "nothing loaded".into());
-        let verdict = if f.ok { "fresh" } else { "STALE" };
-        parts.push(format!("freshness {verdict} ({age}, SLA {:.1} h)", f.sla_s as f64 / 3600.0));
+        parts.push(format!("freshness {}", f.describe()));
     }
     if let Some(v) = &r.volume {
-        parts.push(match &v.verdict {
-            Volume::InsufficientHistory { days } => format!("volume {}: {days} days of history", v.day),
-            Volume::Normal { median, band } => {
-                format!("volume {} normal ({:.0} rows, median {median:.0} ± {band:.0})", v.day, v.rows)
-            }
-            Volume::Anomaly { median, band } => {
-                format!("volume {} ANOMALY ({:.0} rows, median {median:.0} ± {band:.0})", v.day, v.rows)
-            }
-        });
+        parts.push(format!("volume {}", v.describe()));
     }
     parts.join("  ")
 }

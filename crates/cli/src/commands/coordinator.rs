@@ -99,7 +99,8 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let scheduler = backhaul_coordinator::Scheduler::new(store.clone(), launcher, clock.clone());
     service = service.with_scheduler(scheduler.handle());
     let metrics = service.metrics();
-    let monitor = Arc::new(backhaul_coordinator::alerts::CheckMonitor::new(store.clone(), clock).with_metrics(metrics.clone()));
+    let monitor =
+        Arc::new(backhaul_coordinator::alerts::CheckMonitor::new(store.clone(), clock).with_metrics(metrics.clone()));
     let stop = CancellationToken::new();
     let options = ServeOptions {
         token: token.clone(),

@@ -15,20 +15,48 @@ fn schedules_are_managed_through_the_coordinator_which_starts_the_runs() {
     let spec = job.spec();
     let spec = spec.to_str().unwrap();
 
-    let bad = client(&job, &["schedule", "add", spec, "--cron", "0 25 * * *", "--coordinator", &url], &[]);
+    let bad = client(
+        &job,
+        &["schedule", "add", spec, "--cron", "0 25 * * *", "--coordinator", &url],
+        &[],
+    );
     assert_eq!(bad.status.code(), Some(1));
     let err = text(&bad.stderr);
     assert!(err.contains("cron") && err.contains("hour field `25`"), "{err}");
     let bad = client(
         &job,
-        &["schedule", "add", spec, "--cron", "0 2 * * *", "--tz", "Europe/Atlantis", "--coordinator", &url],
+        &[
+            "schedule",
+            "add",
+            spec,
+            "--cron",
+            "0 2 * * *",
+            "--tz",
+            "Europe/Atlantis",
+            "--coordinator",
+            &url,
+        ],
         &[],
     );
     assert!(text(&bad.stderr).contains("time_zone"), "{}", text(&bad.stderr));
 
-    let add = ["schedule", "add", spec, "--cron", "0 2 * * *", "--tz", "Europe/Berlin", "--coordinator", &url];
+    let add = [
+        "schedule",
+        "add",
+        spec,
+        "--cron",
+        "0 2 * * *",
+        "--tz",
+        "Europe/Berlin",
+        "--coordinator",
+        &url,
+    ];
     let added = client_json(&job, &add, &[]);
-    assert_eq!((added["outcome"].as_str(), added["name"].as_str()), (Some("added"), Some("orders")), "{added}");
+    assert_eq!(
+        (added["outcome"].as_str(), added["name"].as_str()),
+        (Some("added"), Some("orders")),
+        "{added}"
+    );
     assert!(added["next_tick"].is_string(), "{added}");
     assert_eq!(client_json(&job, &add, &[])["outcome"], "unchanged");
 
@@ -40,7 +68,9 @@ fn schedules_are_managed_through_the_coordinator_which_starts_the_runs() {
     // run-now starts a run even while paused: the coordinator submits the job itself.
     client_json(&job, &["schedule", "run-now", "orders", "--coordinator", &url], &[]);
     wait_until("the scheduled run is submitted", Duration::from_secs(60), || {
-        client(&job, &["status", "orders", "--coordinator", &url], &[]).status.success()
+        client(&job, &["status", "orders", "--coordinator", &url], &[])
+            .status
+            .success()
     });
     let after = client_json(&job, &["schedule", "list", "--coordinator", &url], &[]);
     assert_eq!(after["schedules"][0]["last_run_job"], "orders", "{after}");
@@ -51,7 +81,11 @@ fn schedules_are_managed_through_the_coordinator_which_starts_the_runs() {
     client_json(&job, &["schedule", "remove", "orders", "--coordinator", &url], &[]);
     let gone = client(&job, &["schedule", "pause", "orders", "--coordinator", &url], &[]);
     assert_eq!(gone.status.code(), Some(1));
-    assert!(text(&gone.stderr).contains("no schedule `orders`"), "{}", text(&gone.stderr));
+    assert!(
+        text(&gone.stderr).contains("no schedule `orders`"),
+        "{}",
+        text(&gone.stderr)
+    );
 }
 
 #[test]
