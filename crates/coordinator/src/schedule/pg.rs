@@ -96,7 +96,7 @@ impl ScheduleStore for PgStore {
             &*c,
             &format!("{SCHEDULE_SELECT} ORDER BY name"),
             &[],
-            |r| schedule_from_row(r)
+            schedule_from_row
         ))
     }
 
