@@ -80,9 +80,8 @@ impl ChecksSpec {
             return Err(Error::config(
                 origin,
                 "checks.webhook_url_env",
-                format!(
-                    "`{var}` is not an environment variable name (letters, digits, `_`); name the variable, not the URL"
-                ),
+                // Not echoed: a URL put here by mistake is a secret.
+                "is not an environment variable name (letters, digits, `_`); name the variable holding the webhook URL, not the URL",
             ));
         }
         Ok(ValidatedChecks {
