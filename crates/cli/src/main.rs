@@ -19,6 +19,9 @@ pub mod exit {
     pub const VERIFY_MISMATCH: u8 = 3;
     /// The job ended with parked chunks (failed permanently or too often).
     pub const PARKED: u8 = 4;
+    /// A job's checks failed (`status --check`: stale table or volume anomaly).
+    // TODO(issue 13, sync): `backhaul sync` exits with this too when its checks fail.
+    pub const CHECKS_FAILED: u8 = 5;
     /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -32,7 +35,7 @@ pub mod exit {
 Parquet, stages the files and commits each chunk exactly once at the destination, proving rows \
 and a checksum or column fingerprint per chunk. Job state lives in an embedded database, so a killed run resumes where it \
 stopped.\n\nStart with `backhaul demo` (no servers needed), then write a job spec (docs/job-spec.md).",
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification mismatch, 4 chunks parked, 130 interrupted.\n\n\
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage error, 3 verification mismatch, 4 chunks parked, 5 checks failed, 130 interrupted.\n\n\
 Examples:\n  backhaul demo\n  backhaul plan job.toml\n  backhaul backfill job.toml --workers 2\n  \
 backhaul verify orders\n  backhaul query \"SELECT count(*) FROM orders\""
 )]
@@ -104,7 +107,8 @@ the rest run again, nothing is loaded twice."
     /// Show jobs, or one job's chunks and their states.
     #[command(
         after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json\n  \
-backhaul status orders --coordinator http://coordinator:7070 --follow"
+backhaul status orders --coordinator http://coordinator:7070 --follow\n  \
+backhaul status --check --state postgres://backhaul@db/backhaul   # exit 5 when a job's [checks] fail"
     )]
     Status(commands::status::StatusArgs),
     /// Re-measure every committed chunk's proof at the destination and check it against what was extracted.
@@ -145,6 +149,15 @@ Needs a worker started with --flight-listen; this machine never connects to the 
 Flight port is checked with --tls-ca (and --tls-cert/--tls-key for mutual TLS)."
     )]
     Preview(commands::preview::PreviewArgs),
+    /// Manage a coordinator's schedules: add, list, pause, resume, run-now, remove.
+    #[command(
+        after_help = "Examples:\n  backhaul schedule add job.toml --cron \"0 2 * * *\" --tz Europe/Berlin --coordinator http://coordinator:7070\n  \
+backhaul schedule list --coordinator http://coordinator:7070 --output json\n  \
+backhaul schedule run-now orders --coordinator http://coordinator:7070\n\n\
+The coordinator starts a run on each tick, never two of one schedule at once; ticks missed while it was \
+down make one run when it is back (docs/pipelines.md)."
+    )]
+    Schedule(commands::schedule::ScheduleArgs),
     /// Cancel a job on a coordinator: no new chunks start, running ones stop at their next heartbeat.
     #[command(after_help = "Example:\n  backhaul cancel orders --coordinator http://coordinator:7070")]
     Cancel(commands::cancel::CancelArgs),
@@ -223,6 +236,7 @@ fn main() -> ExitCode {
             Command::Worker(a) => commands::worker::run(&globals, a).await,
             Command::Submit(a) => commands::submit::run(&globals, a).await,
             Command::Cancel(a) => commands::cancel::run(&globals, a).await,
+            Command::Schedule(a) => commands::schedule::run(&globals, a).await,
             Command::Preview(a) => commands::preview::run(&globals, a).await,
         }
     });

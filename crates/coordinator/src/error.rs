@@ -81,6 +81,20 @@ pub enum CoordinatorError {
     /// The job is unknown to this state database.
     #[error("no job `{0}` in this state database")]
     UnknownJob(String),
+    /// No schedule of this name in this state database.
+    #[error("no schedule `{0}` in this state database; `backhaul schedule list` shows the schedules")]
+    UnknownSchedule(String),
+    /// A schedule with this name exists with another spec, cron expression or time zone.
+    #[error(
+        "schedule `{name}` already exists with another spec, cron expression or time zone; remove it first (`backhaul schedule remove {name}`)"
+    )]
+    ScheduleChanged {
+        /// The schedule.
+        name: String,
+    },
+    /// A check alert could not be delivered to its webhook (the message never holds the URL).
+    #[error("check alert: {0}")]
+    AlertDelivery(String),
     /// A lease id was malformed, stale or unknown.
     #[error("lease {lease_id} is not current: {reason}")]
     StaleLease {
@@ -116,9 +130,11 @@ impl CoordinatorError {
                 _ => ErrorClass::Permanent,
             },
             CoordinatorError::Postgres { source, .. } => postgres_class(source),
-            CoordinatorError::StateUnavailable { .. } => ErrorClass::Transient,
+            CoordinatorError::StateUnavailable { .. } | CoordinatorError::AlertDelivery(_) => ErrorClass::Transient,
             CoordinatorError::SpecChanged { .. }
             | CoordinatorError::UnknownJob(_)
+            | CoordinatorError::UnknownSchedule(_)
+            | CoordinatorError::ScheduleChanged { .. }
             | CoordinatorError::StateLocked { .. }
             | CoordinatorError::PostgresStateLocked { .. }
             | CoordinatorError::StateLockLost { .. }

@@ -57,7 +57,14 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
 async fn index(State(s): State<AppState>) -> Response {
     let jobs = s.store.jobs().await;
     match jobs {
-        Ok(jobs) => Html(page::index_page(&jobs)).into_response(),
+        Ok(jobs) => {
+            let checks = page::checks_section(&s.metrics.checks());
+            Html(
+                page::index_page(&jobs)
+                    .replace("<p><a href=\"/metrics\">", &format!("{checks}<p><a href=\"/metrics\">")),
+            )
+            .into_response()
+        }
         Err(e) => failure(e),
     }
 }

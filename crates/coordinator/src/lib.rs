@@ -4,6 +4,8 @@
 //!
 //! It never depends on the worker crate: the two meet only on the wire.
 
+pub mod alerts;
+pub mod checks;
 pub mod clock;
 pub mod error;
 pub mod http;
@@ -12,6 +14,7 @@ pub mod page;
 mod pg_connect;
 pub mod pg_store;
 pub mod plan;
+pub mod schedule;
 pub mod service;
 pub mod state;
 pub mod store;
@@ -20,6 +23,7 @@ pub use error::{CoordinatorError, Result};
 pub use metrics::CoordinatorMetrics;
 pub use pg_store::PgStore;
 pub use plan::{JobPlan, PlanLoad, SourcePlan, plan_job, plan_source, submit_spec};
+pub use schedule::{RunLauncher, ScheduleRow, ScheduleStore, Scheduler, SchedulerHandle, SubmitLauncher};
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 pub use state::{StateLocation, StateStore};
 pub use store::{AttemptRow, ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};

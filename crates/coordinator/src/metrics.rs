@@ -69,6 +69,8 @@ pub struct CoordinatorMetrics {
     pub jobs_rejected: Counter,
     /// Jobs cancelled.
     pub jobs_cancelled: Counter,
+    /// The latest results of the jobs' checks, as the check monitor last evaluated them.
+    checks: std::sync::Mutex<Vec<crate::checks::JobChecks>>,
 }
 
 fn class_index(c: ErrorClass) -> usize {
@@ -93,6 +95,18 @@ impl CoordinatorMetrics {
     /// Counts a chunk failure reported by a worker.
     pub fn failure(&self, class: ErrorClass) {
         self.failures[class_index(class)].inc();
+    }
+
+    /// Keeps the latest check results (the check monitor's), for `/metrics` and the status page.
+    pub fn set_checks(&self, results: Vec<crate::checks::JobChecks>) {
+        if let Ok(mut checks) = self.checks.lock() {
+            *checks = results;
+        }
+    }
+
+    /// The latest check results.
+    pub fn checks(&self) -> Vec<crate::checks::JobChecks> {
+        self.checks.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Renders every metric, reading per-job gauges from `store`.
@@ -236,6 +250,58 @@ impl CoordinatorMetrics {
             "Jobs cancelled by CancelJob.",
             self.jobs_cancelled.get(),
         );
+        self.render_checks(&mut e);
         Ok(e.finish())
+    }
+
+    fn render_checks(&self, e: &mut Exposition) {
+        let checks = self.checks();
+        e.family(
+            "backhaul_coordinator_check_ok",
+            "gauge",
+            "1 when a job's check passes, 0 when it fails (freshness, volume).",
+        );
+        for c in &checks {
+            if let Some(f) = &c.freshness {
+                let value = if f.ok { 1.0 } else { 0.0 };
+                e.sample(
+                    "backhaul_coordinator_check_ok",
+                    &[("job", &c.job_id), ("check", "freshness")],
+                    value,
+                );
+            }
+            if let Some(v) = &c.volume {
+                let ok = !matches!(v.verdict, crate::checks::Volume::Anomaly { .. });
+                e.sample(
+                    "backhaul_coordinator_check_ok",
+                    &[("job", &c.job_id), ("check", "volume")],
+                    if ok { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        e.family(
+            "backhaul_coordinator_freshness_age_seconds",
+            "gauge",
+            "Age of the newest cursor value loaded, per job with a freshness SLA.",
+        );
+        for c in &checks {
+            if let Some(age) = c.freshness.as_ref().and_then(|f| f.age_s) {
+                e.sample(
+                    "backhaul_coordinator_freshness_age_seconds",
+                    &[("job", &c.job_id)],
+                    age as f64,
+                );
+            }
+        }
+        e.family(
+            "backhaul_coordinator_volume_day_rows",
+            "gauge",
+            "Rows loaded for the latest complete cursor-day, per job with checks.",
+        );
+        for c in &checks {
+            if let Some(v) = &c.volume {
+                e.sample("backhaul_coordinator_volume_day_rows", &[("job", &c.job_id)], v.rows);
+            }
+        }
     }
 }

@@ -105,6 +105,31 @@ pub fn index_page(jobs: &[(JobRow, JobSummary)]) -> String {
     out
 }
 
+/// The checks section of `/`: one row per job with `[checks]`, failing checks marked.
+pub fn checks_section(checks: &[crate::checks::JobChecks]) -> String {
+    if checks.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "<h2>checks</h2><table id=\"checks\"><tr><th>job</th><th>result</th><th>freshness</th><th>volume</th></tr>",
+    );
+    for c in checks {
+        let freshness = c.freshness.as_ref().map_or_else(|| "-".to_string(), |f| f.describe());
+        let volume = c.volume.as_ref().map_or_else(|| "-".to_string(), |v| v.describe());
+        let _ = write!(
+            out,
+            "<tr data-checks=\"{id}\"><td><a href=\"/jobs/{id}\">{id}</a></td><td class=\"{class}\">{result}</td><td>{}</td><td>{}</td></tr>",
+            escape(&freshness),
+            escape(&volume),
+            id = escape(&c.job_id),
+            class = if c.ok() { "ok" } else { "error" },
+            result = if c.ok() { "pass" } else { "FAILED" },
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
 fn outcome_class(a: &AttemptRow) -> &str {
     match a.outcome.as_deref() {
         None => "running",

@@ -242,6 +242,7 @@ impl PgStore {
         let tx = c.transaction().await.map_err(|e| self.err(e))?;
         tx.batch_execute(SCHEMA_LOCK).await.map_err(|e| self.err(e))?;
         tx.batch_execute(SCHEMA).await.map_err(|e| self.err(e))?;
+        tx.batch_execute(schedules::SCHEMA).await.map_err(|e| self.err(e))?;
         for (table, column, definition) in MIGRATIONS {
             let definition = definition.replace("INTEGER", "BIGINT");
             tx.batch_execute(&format!(
@@ -933,6 +934,10 @@ impl StateStore for PgStore {
         })
     }
 }
+
+/// Schedules in this store (the module lives with the other schedule code).
+#[path = "schedule/pg.rs"]
+mod schedules;
 
 type RowResult<T> = std::result::Result<T, tokio_postgres::Error>;
 

@@ -116,6 +116,8 @@ pub struct CoordinatorService {
     flight: Arc<FlightEndpoints>,
     /// Where submitted jobs' type-fidelity reports are written, if anywhere.
     reports_dir: Option<PathBuf>,
+    /// Woken after schedule changes (a no-op when no scheduler runs).
+    scheduler: crate::schedule::SchedulerHandle,
 }
 
 /// Workers that serve Arrow Flight previews, as they announced themselves when asking for
@@ -173,7 +175,14 @@ impl CoordinatorService {
             metrics: Arc::new(CoordinatorMetrics::default()),
             flight: Arc::new(FlightEndpoints::default()),
             reports_dir: None,
+            scheduler: crate::schedule::SchedulerHandle::default(),
         }
+    }
+
+    /// Wakes `scheduler` after schedule changes made through the `Schedules` service.
+    pub fn with_scheduler(mut self, scheduler: crate::schedule::SchedulerHandle) -> Self {
+        self.scheduler = scheduler;
+        self
     }
 
     /// Writes each submitted job's type-fidelity report into `<dir>/<job>/` (as local runs do
@@ -242,9 +251,15 @@ pub async fn serve(
         let config = tls.config().map_err(|e| CoordinatorError::Wire(e.to_string()))?;
         builder = builder.tls_config(config)?;
     }
+    let schedules = crate::schedule::rpc::ScheduleRpc::server(
+        service.store(),
+        service.scheduler.clone(),
+        Arc::new(crate::clock::SystemClock),
+    );
     let router = builder
         .layer(AuthLayer::new(options.token.clone()))
-        .add_service(CoordinatorServer::new(service).max_decoding_message_size(16 * 1024 * 1024));
+        .add_service(CoordinatorServer::new(service).max_decoding_message_size(16 * 1024 * 1024))
+        .add_service(schedules);
     let fut = async move {
         router
             .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())

@@ -13,12 +13,13 @@ use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 
 use crate::error::{CoordinatorError, Result};
 use crate::pg_store::PgStore;
+use crate::schedule::ScheduleStore;
 use crate::service::RetryPolicy;
 use crate::store::{AttemptRow, ChunkRow, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
 
-/// Durable jobs, chunks, attempts and leases.
+/// Durable jobs, chunks, attempts and leases (and schedules: [`ScheduleStore`]).
 #[tonic::async_trait]
-pub trait StateStore: Send + Sync + 'static {
+pub trait StateStore: ScheduleStore + Send + Sync + 'static {
     /// Names the store in logs and errors (a path, or a URL without its password).
     fn describe(&self) -> String;
     /// Stores a new job with its chunks, or confirms an identical one exists.
@@ -331,6 +332,34 @@ mod tests {
         }
         async fn ping(&self) -> Result<()> {
             StateStore::ping(&self.0).await
+        }
+    }
+
+    #[tonic::async_trait]
+    impl ScheduleStore for OneByOne {
+        async fn add_schedule(&self, s: crate::schedule::ScheduleRow) -> Result<Submitted> {
+            self.0.add_schedule(s).await
+        }
+        async fn schedules(&self) -> Result<Vec<crate::schedule::ScheduleRow>> {
+            self.0.schedules().await
+        }
+        async fn schedule(&self, name: &str) -> Result<crate::schedule::ScheduleRow> {
+            self.0.schedule(name).await
+        }
+        async fn set_schedule_paused(&self, name: &str, paused: bool, now_us: i64) -> Result<()> {
+            self.0.set_schedule_paused(name, paused, now_us).await
+        }
+        async fn request_run(&self, name: &str) -> Result<()> {
+            self.0.request_run(name).await
+        }
+        async fn record_fire(&self, name: &str, fired_us: i64, job_id: &str) -> Result<()> {
+            self.0.record_fire(name, fired_us, job_id).await
+        }
+        async fn record_skip(&self, name: &str, at_us: i64) -> Result<()> {
+            self.0.record_skip(name, at_us).await
+        }
+        async fn remove_schedule(&self, name: &str) -> Result<()> {
+            self.0.remove_schedule(name).await
         }
     }
 

@@ -475,6 +475,7 @@ impl Store {
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        conn.execute_batch(crate::schedule::SQLITE_SCHEMA).map_err(db)?;
         for (table, column, definition) in MIGRATIONS {
             let present: bool = conn
                 .query_row(

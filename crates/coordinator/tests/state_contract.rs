@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use backhaul_coordinator::clock::ManualClock;
 use backhaul_coordinator::store::{Failure, Lease, NoLease};
-use backhaul_coordinator::{ChunkState, CoordinatorError, JobRow, PgStore, RetryPolicy, StateStore, Store, Submitted};
+use backhaul_coordinator::{
+    ChunkState, CoordinatorError, JobRow, PgStore, RetryPolicy, ScheduleRow, StateStore, Store, Submitted,
+};
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
@@ -111,7 +113,8 @@ contract!(
     submit_accepts_the_same_spec_and_refuses_a_changed_one,
     summary_progress_and_attempts_tell_the_history,
     leases_follow_plan_order_and_a_finished_job_has_none,
-    concurrent_leasers_never_share_a_chunk;
+    concurrent_leasers_never_share_a_chunk,
+    schedules_are_kept_paused_fired_and_removed;
     timed:
     stale_lease_is_refused_after_re_lease,
     expired_but_not_re_leased_completion_is_accepted,
@@ -1006,4 +1009,63 @@ async fn proofs_are_checked_at_their_level_and_stored(store: Arc<dyn StateStore>
     assert_eq!(chunks[0].committed.as_ref(), Some(&right));
     assert_eq!(chunks[1].committed.as_ref(), Some(&count));
     assert_eq!(chunks[1].committed.as_ref().unwrap().check(&evidence), Ok(()));
+}
+
+/// Schedules: added once (again with the same definition is a no-op, with another one refused),
+/// paused and resumed (resuming forgets the ticks missed meanwhile), fired, skipped, removed.
+async fn schedules_are_kept_paused_fired_and_removed(store: Arc<dyn StateStore>) {
+    let row = |cron: &str| {
+        ScheduleRow::new(
+            "nightly",
+            "spec".into(),
+            "/tmp".into(),
+            cron,
+            "Europe/Berlin",
+            "t",
+            1_000,
+        )
+        .unwrap()
+    };
+    assert_eq!(store.add_schedule(row("0 2 * * *")).await.unwrap(), Submitted::Created);
+    assert_eq!(store.add_schedule(row("0 2 * * *")).await.unwrap(), Submitted::Existing);
+    assert!(matches!(
+        store.add_schedule(row("0 3 * * *")).await.unwrap_err(),
+        CoordinatorError::ScheduleChanged { .. }
+    ));
+    store.record_fire("nightly", 5_000, "nightly").await.unwrap();
+    store.record_skip("nightly", 6_000).await.unwrap();
+    store.set_schedule_paused("nightly", true, 7_000).await.unwrap();
+    let got = store.schedule("nightly").await.unwrap();
+    assert!(got.paused);
+    assert_eq!(
+        (
+            got.last_fired_us,
+            got.last_tick_us,
+            got.skipped_ticks,
+            got.last_run_job.as_deref()
+        ),
+        (Some(5_000), Some(6_000), 1, Some("nightly"))
+    );
+    store.set_schedule_paused("nightly", false, 9_000).await.unwrap();
+    store.set_schedule_paused("nightly", false, 10_000).await.unwrap();
+    store.request_run("nightly").await.unwrap();
+    let got = store.schedule("nightly").await.unwrap();
+    assert!(!got.paused && got.run_requested);
+    assert_eq!(
+        got.last_tick_us,
+        Some(9_000),
+        "resuming a running schedule changes nothing"
+    );
+    store.record_fire("nightly", 11_000, "nightly").await.unwrap();
+    assert!(!store.schedule("nightly").await.unwrap().run_requested);
+    assert_eq!(store.schedules().await.unwrap().len(), 1);
+    store.remove_schedule("nightly").await.unwrap();
+    assert!(matches!(
+        store.schedule("nightly").await.unwrap_err(),
+        CoordinatorError::UnknownSchedule(_)
+    ));
+    assert!(matches!(
+        store.request_run("nightly").await.unwrap_err(),
+        CoordinatorError::UnknownSchedule(_)
+    ));
 }

@@ -134,6 +134,20 @@ pub fn status_detail(status: &tonic::Status) -> String {
     detail
 }
 
+/// A client of the coordinator's `Schedules` service (same server, token and TLS).
+pub type SchedulesClient = crate::v1::schedules_client::SchedulesClient<InterceptedService<Channel, ClientAuth>>;
+
+impl ClientConfig {
+    /// A lazily connecting client of the `Schedules` service.
+    pub fn connect_schedules_lazy(&self) -> Result<SchedulesClient, WireError> {
+        let channel = self.channel("coordinator")?;
+        Ok(crate::v1::schedules_client::SchedulesClient::with_interceptor(
+            channel,
+            ClientAuth::new(self.token.as_ref()),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

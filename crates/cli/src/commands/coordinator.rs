@@ -90,7 +90,17 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     if let backhaul_coordinator::StateLocation::File(path) = common::state_location(globals) {
         service = service.with_reports_dir(super::backfill::reports_dir(&path));
     }
+    // Schedules start runs through the same submit path as `backhaul submit`.
+    let clock: Arc<dyn backhaul_coordinator::clock::Clock> = Arc::new(backhaul_coordinator::clock::SystemClock);
+    let launcher = Arc::new(backhaul_coordinator::SubmitLauncher::new(
+        store.clone(),
+        Arc::new(builtin_connectors()),
+    ));
+    let scheduler = backhaul_coordinator::Scheduler::new(store.clone(), launcher, clock.clone());
+    service = service.with_scheduler(scheduler.handle());
     let metrics = service.metrics();
+    let monitor =
+        Arc::new(backhaul_coordinator::alerts::CheckMonitor::new(store.clone(), clock).with_metrics(metrics.clone()));
     let stop = CancellationToken::new();
     let options = ServeOptions {
         token: token.clone(),
@@ -102,6 +112,18 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let http = bind_http(&args.http, token.clone()).await?;
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
+    let scheduler_stop = stop.clone();
+    tasks.spawn(async move {
+        scheduler.run(scheduler_stop.clone()).await;
+        stopped_by(&scheduler_stop, "the scheduler")
+    });
+    let checks_stop = stop.clone();
+    tasks.spawn(async move {
+        monitor
+            .run(backhaul_coordinator::alerts::CHECK_INTERVAL, checks_stop.clone())
+            .await;
+        stopped_by(&checks_stop, "the checks")
+    });
     if let Some(listener) = http {
         let router = backhaul_coordinator::http::router(store.clone(), metrics);
         tasks.spawn(listener.serve(router, stop.clone()));
@@ -135,4 +157,13 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
         joined.map_err(|e| anyhow!(e))??;
     }
     outcome
+}
+
+/// A background loop ends only when told to; anything else is an error of the coordinator.
+fn stopped_by(stop: &CancellationToken, what: &str) -> Result<()> {
+    if stop.is_cancelled() {
+        Ok(())
+    } else {
+        Err(anyhow!("{what} stopped unexpectedly"))
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod backfill;
 pub mod cancel;
+pub mod checks;
 pub mod common;
 pub mod coordinator;
 pub mod cost;
@@ -12,6 +13,7 @@ pub mod profile;
 pub mod query;
 pub mod remote;
 pub mod replay;
+pub mod schedule;
 pub mod serve;
 pub mod status;
 pub mod submit;

@@ -21,6 +21,9 @@ pub struct StatusArgs {
     /// Keep watching the job with a progress bar until it finishes (needs --coordinator).
     #[arg(long, requires = "job")]
     follow: bool,
+    /// Evaluate the jobs' `[checks]` (freshness, volume) now; exit 5 when one fails.
+    #[arg(long, conflicts_with_all = ["chunks", "follow"])]
+    check: bool,
     /// Ask a coordinator instead of reading the local state database.
     #[command(flatten)]
     remote: RemoteArgs,
@@ -29,12 +32,20 @@ pub struct StatusArgs {
 /// Prints job or chunk status.
 pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
     if args.remote.coordinator.is_some() {
+        if args.check {
+            return Err(anyhow!(
+                "--check reads the state database (--state, a file or a postgres:// URL), not a coordinator"
+            ));
+        }
         return run_remote(globals, args).await;
     }
     if args.follow {
         return Err(anyhow!("--follow watches a coordinator; give --coordinator URL"));
     }
     let store = open_state(globals).await?;
+    if args.check {
+        return super::checks::run(globals, store, args.job.as_deref()).await;
+    }
     let Some(job_id) = args.job else {
         let rows = store.jobs().await?;
         match globals.output {

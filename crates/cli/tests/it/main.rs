@@ -15,6 +15,7 @@ mod plan;
 mod postgres;
 mod replay;
 mod s3_stage;
+mod schedule;
 mod snowflake;
 mod status_page;
 mod transient;

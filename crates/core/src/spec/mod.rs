@@ -11,9 +11,11 @@
 //! The job-level keys are documented in `docs/job-spec.md`, each connector's keys beside it in
 //! `docs/sources/` and `docs/destinations/`.
 
+pub mod checks;
 pub mod database;
 pub mod stage;
 
+pub use checks::ChecksSpec;
 pub use stage::StageSpec;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +50,9 @@ pub struct JobSpec {
     pub stage: StageSpec,
     /// Where rows go: `kind` and the destination's own keys.
     pub destination: ConnectorSection,
+    /// What the coordinator checks after each run (freshness, volume) and where it alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ChecksSpec>,
 }
 
 /// A `[source]` or `[destination]` section: `kind` selects the connector, which parses the rest
@@ -300,6 +305,9 @@ impl JobSpec {
             }
         };
         self.stage.validate(origin)?;
+        if let Some(checks) = &self.checks {
+            checks.validate(origin)?;
+        }
         Ok(ValidatedSpec { from, to, chunking })
     }
 
