@@ -73,11 +73,6 @@ impl BatchBuilder {
         }
     }
 
-    /// Rows appended since the last [`BatchBuilder::finish`].
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// Appends `data` (a record's JSON object) when its cursor is inside the range.
     pub fn push(&mut self, data: &RawValue) -> Result<Kept> {
         let mut members: HashMap<String, &RawValue> = serde_json::from_str(data.get()).map_err(|e| {
@@ -303,7 +298,7 @@ mod tests {
         let doc = batch.column(6).as_string::<i32>();
         assert_eq!(doc.value(0), r#"{"a": 1.50, "b": [1]}"#);
         assert!(doc.is_null(1));
-        assert_eq!(b.rows(), 0);
+        assert_eq!(b.rows, 0);
     }
 
     #[test]
