@@ -91,6 +91,7 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
         service = service.with_reports_dir(super::backfill::reports_dir(&path));
     }
     let metrics = service.metrics();
+    let pools = service.pools();
     let stop = CancellationToken::new();
     let options = ServeOptions {
         token: token.clone(),
@@ -103,7 +104,7 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
     if let Some(listener) = http {
-        let router = backhaul_coordinator::http::router(store.clone(), metrics);
+        let router = backhaul_coordinator::http::router(store.clone(), metrics, pools);
         tasks.spawn(listener.serve(router, stop.clone()));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
