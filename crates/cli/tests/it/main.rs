@@ -11,6 +11,7 @@ mod kill_resume;
 mod logs;
 mod mysql;
 mod plan;
+mod rate_limit_pool;
 mod postgres;
 mod replay;
 mod s3_stage;
