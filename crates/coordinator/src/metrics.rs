@@ -242,15 +242,48 @@ impl CoordinatorMetrics {
     }
 }
 
+/// One value of a pool's snapshot.
+type PoolValue = fn(&PoolSnapshot) -> f64;
+
 /// Per rate-limit pool: use since start and the rate in force.
 fn pool_metrics(e: &mut Exposition, pools: &[PoolSnapshot]) {
-    let families: [(&str, &str, &str, fn(&PoolSnapshot) -> f64); 6] = [
-        ("backhaul_coordinator_pool_tokens_granted_total", "counter", "Request tokens leased to workers, per rate-limit pool.", |p| p.tokens_granted as f64),
-        ("backhaul_coordinator_pool_lease_waits_total", "counter", "Token lease calls answered with nothing (the worker waited), per pool.", |p| p.waits as f64),
-        ("backhaul_coordinator_pool_throttled_total", "counter", "429 responses workers reported, per pool.", |p| p.throttled_reported as f64),
-        ("backhaul_coordinator_pool_rate", "gauge", "Requests per second in force (lowered by 429s, recovering), per pool.", |p| p.current_rate),
-        ("backhaul_coordinator_pool_configured_rate", "gauge", "Requests per second declared (the strictest of the jobs naming the pool).", |p| p.declared.requests_per_second),
-        ("backhaul_coordinator_pool_daily_used", "gauge", "Tokens granted in the current UTC day, per pool.", |p| p.daily_used as f64),
+    let families: [(&str, &str, &str, PoolValue); 6] = [
+        (
+            "backhaul_coordinator_pool_tokens_granted_total",
+            "counter",
+            "Request tokens leased to workers, per rate-limit pool.",
+            |p| p.tokens_granted as f64,
+        ),
+        (
+            "backhaul_coordinator_pool_lease_waits_total",
+            "counter",
+            "Token lease calls answered with nothing (the worker waited), per pool.",
+            |p| p.waits as f64,
+        ),
+        (
+            "backhaul_coordinator_pool_throttled_total",
+            "counter",
+            "429 responses workers reported, per pool.",
+            |p| p.throttled_reported as f64,
+        ),
+        (
+            "backhaul_coordinator_pool_rate",
+            "gauge",
+            "Requests per second in force (lowered by 429s, recovering), per pool.",
+            |p| p.current_rate,
+        ),
+        (
+            "backhaul_coordinator_pool_configured_rate",
+            "gauge",
+            "Requests per second declared (the strictest of the jobs naming the pool).",
+            |p| p.declared.requests_per_second,
+        ),
+        (
+            "backhaul_coordinator_pool_daily_used",
+            "gauge",
+            "Tokens granted in the current UTC day, per pool.",
+            |p| p.daily_used as f64,
+        ),
     ];
     for (name, kind, help, value) in families {
         e.family(name, kind, help);

@@ -286,7 +286,10 @@ mod tests {
             let worst = f64::from(t.bucket.burst) + rate * (1.0 + t.valid.as_secs_f64());
             assert!(worst <= rate + f64::from(burst) + 1e-9, "{rate} {burst}: {worst}");
         }
-        assert_eq!(LeaseTerms::of(&pool("p", 20.0, 10, None)).valid, Duration::from_millis(225));
+        assert_eq!(
+            LeaseTerms::of(&pool("p", 20.0, 10, None)).valid,
+            Duration::from_millis(225)
+        );
         assert_eq!(LeaseTerms::of(&pool("p", 20.0, 1, None)).valid, Duration::ZERO);
     }
 
@@ -295,7 +298,10 @@ mod tests {
         let a = pool("p", 10.0, 5, None);
         let b = pool("p", 20.0, 2, Some(100));
         assert_eq!(strictest(&a, &b), pool("p", 10.0, 2, Some(100)));
-        assert_eq!(strictest(&b, &pool("p", 30.0, 9, Some(50))), pool("p", 20.0, 2, Some(50)));
+        assert_eq!(
+            strictest(&b, &pool("p", 30.0, 9, Some(50))),
+            pool("p", 20.0, 2, Some(50))
+        );
 
         let clock = Arc::new(ManualClock::starting_now());
         let pools = RatePools::new(clock.clone());
@@ -325,7 +331,10 @@ mod tests {
         assert_eq!((g.granted, g.wait), (0, Duration::from_secs(2)));
         let s = &pools.snapshot()[0];
         assert_eq!(s.current_rate, 10.0);
-        assert_eq!((s.tokens_granted, s.waits, s.throttled_reported, s.daily_used), (10, 2, 2, 10));
+        assert_eq!(
+            (s.tokens_granted, s.waits, s.throttled_reported, s.daily_used),
+            (10, 2, 2, 10)
+        );
         clock.advance(Duration::from_secs(2));
         assert_eq!(pools.lease(&p, 1, 0, None).granted, 1);
     }

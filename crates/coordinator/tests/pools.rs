@@ -57,14 +57,29 @@ async fn workers_lease_tokens_over_grpc_and_status_shows_the_pool() {
     let mut client = ClientConfig::plain(format!("http://{addr}")).connect_lazy().unwrap();
 
     // 20/s burst 10: the bucket holds 5, tokens are good for 225 ms.
-    let r = client.lease_tokens(ask(pool(20.0, 10, None), 100)).await.unwrap().into_inner();
-    assert_eq!((r.granted, r.valid_ms, r.wait_ms, r.daily_cap_spent), (5, 225, 0, false));
-    let r = client.lease_tokens(ask(pool(20.0, 10, None), 1)).await.unwrap().into_inner();
+    let r = client
+        .lease_tokens(ask(pool(20.0, 10, None), 100))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.granted, r.valid_ms, r.wait_ms, r.daily_cap_spent),
+        (5, 225, 0, false)
+    );
+    let r = client
+        .lease_tokens(ask(pool(20.0, 10, None), 1))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((r.granted, r.wait_ms), (0, 50));
 
     // A second job declares it stricter (10/s, cap 100): the strictest of each is in force.
     clock.advance(Duration::from_secs(1));
-    let r = client.lease_tokens(ask(pool(10.0, 30, Some(100)), 100)).await.unwrap().into_inner();
+    let r = client
+        .lease_tokens(ask(pool(10.0, 30, Some(100)), 100))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((r.granted, r.valid_ms), (5, 450));
 
     // Two 429s with Retry-After 3 s: closed for 3 s, rate halved.
@@ -82,8 +97,20 @@ async fn workers_lease_tokens_over_grpc_and_status_shows_the_pool() {
     let listed = client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner();
     assert_eq!(listed.pools.len(), 1);
     let p = &listed.pools[0];
-    assert_eq!((p.name.as_str(), p.configured_rate, p.burst, p.daily_cap), ("vendor", 10.0, 10, Some(100)));
-    assert_eq!((p.current_rate, p.tokens_granted, p.waits, p.throttled_reported, p.daily_used), (5.0, 10, 2, 2, 10));
+    assert_eq!(
+        (p.name.as_str(), p.configured_rate, p.burst, p.daily_cap),
+        ("vendor", 10.0, 10, Some(100))
+    );
+    assert_eq!(
+        (
+            p.current_rate,
+            p.tokens_granted,
+            p.waits,
+            p.throttled_reported,
+            p.daily_used
+        ),
+        (5.0, 10, 2, 2, 10)
+    );
 
     let text = metrics.render(&store, &pools.snapshot()).await.unwrap();
     for line in [

@@ -177,7 +177,9 @@ impl RateLimitedApi {
 
     /// Every item id the API holds with its creation time.
     pub fn items(&self) -> Vec<(String, i64)> {
-        (0..self.shared.config.items).map(|i| item(&self.shared.config, i)).collect()
+        (0..self.shared.config.items)
+            .map(|i| item(&self.shared.config, i))
+            .collect()
     }
 }
 
@@ -193,7 +195,10 @@ impl Drop for RateLimitedApi {
 }
 
 fn item(config: &ApiConfig, i: u64) -> (String, i64) {
-    (format!("it_{i:06}"), config.first_created + i as i64 * config.spacing_seconds)
+    (
+        format!("it_{i:06}"),
+        config.first_created + i as i64 * config.spacing_seconds,
+    )
 }
 
 /// Decodes `%XX` and `+` in a query component.
@@ -203,16 +208,14 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -268,7 +271,10 @@ fn admit(shared: &Shared) -> Admission {
     let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
     *stats.per_second.entry(second).or_default() += 1;
     let mut accepted = shared.accepted.lock().unwrap_or_else(|e| e.into_inner());
-    while accepted.front().is_some_and(|&t| now.duration_since(t) >= Duration::from_secs(1)) {
+    while accepted
+        .front()
+        .is_some_and(|&t| now.duration_since(t) >= Duration::from_secs(1))
+    {
         accepted.pop_front();
     }
     let limit = (shared.config.requests_per_second + shared.config.burst) as usize;
@@ -295,7 +301,12 @@ async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "Too many requests");
             r.headers_mut().insert(
                 header::RETRY_AFTER,
-                shared.config.retry_after_seconds.to_string().parse().expect("header value"),
+                shared
+                    .config
+                    .retry_after_seconds
+                    .to_string()
+                    .parse()
+                    .expect("header value"),
             );
             return r;
         }
@@ -310,7 +321,11 @@ async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
     let int = |key: &str| q.get(key).map(|v| v.parse::<i64>());
     let (gte, lt) = match (int("created[gte]"), int("created[lt]")) {
         (Some(Err(_)), _) | (_, Some(Err(_))) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "created[gte]/created[lt] must be integers");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "created[gte]/created[lt] must be integers",
+            );
         }
         (a, b) => (
             a.and_then(|r| r.ok()).unwrap_or(i64::MIN),
@@ -320,7 +335,13 @@ async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
     let limit = match q.get("limit").map(|v| v.parse::<usize>()) {
         None => 10,
         Some(Ok(n)) if n >= 1 => n.min(shared.config.max_page),
-        Some(_) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "limit must be a positive integer"),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "limit must be a positive integer",
+            );
+        }
     };
     let config = &shared.config;
     // Newest first, like Stripe.
@@ -358,7 +379,10 @@ async fn list_items(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
             json!({"id": id, "object": "item", "created": created, "amount": n * 100 + 99})
         })
         .collect();
-    json_response(StatusCode::OK, &json!({"object": "list", "data": data, "has_more": has_more}))
+    json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": data, "has_more": has_more}),
+    )
 }
 
 #[cfg(test)]
@@ -398,7 +422,12 @@ mod tests {
             );
             assert_eq!(code, 200, "{body}");
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let page: Vec<String> = v["data"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect();
+            let page: Vec<String> = v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect();
             after = format!("&starting_after={}", page.last().unwrap());
             ids.extend(page);
             if !v["has_more"].as_bool().unwrap() {
@@ -431,7 +460,11 @@ mod tests {
             })
             .collect();
         assert!(codes[..5].iter().all(|(c, _)| *c == 200));
-        assert!(codes[5..].iter().all(|(c, h)| *c == 429 && h.to_lowercase().contains("retry-after: 7")));
+        assert!(
+            codes[5..]
+                .iter()
+                .all(|(c, h)| *c == 429 && h.to_lowercase().contains("retry-after: 7"))
+        );
         let stats = api.stats();
         assert_eq!((stats.ok, stats.throttled, stats.requests()), (5, 3, 8));
 

@@ -126,13 +126,19 @@ impl CoordinatorBudget {
     async fn lease_once(&self, pool: &RatePool, stash: &PoolStash) -> Result<bool, LeaseFailure> {
         let (req, reported) = {
             let s = stash.lock();
-            let want = if s.valid == Some(Duration::ZERO) { 1 } else { batch_size(pool) };
+            let want = if s.valid == Some(Duration::ZERO) {
+                1
+            } else {
+                batch_size(pool)
+            };
             let req = pb::LeaseTokensRequest {
                 worker_id: self.worker_id.clone(),
                 pool: Some(pool.into()),
                 want,
                 throttled: s.throttled,
-                retry_after_ms: s.retry_after.map_or(0, |d| d.as_millis().min(u128::from(u32::MAX)) as u32),
+                retry_after_ms: s
+                    .retry_after
+                    .map_or(0, |d| d.as_millis().min(u128::from(u32::MAX)) as u32),
             };
             (req, (s.throttled, s.retry_after))
         };
@@ -352,7 +358,10 @@ mod tests {
         assert_eq!(spends.len(), 100);
         let mut used = vec![0u32; grants.len()];
         for s in &spends {
-            let g = grants.iter().rposition(|(at, _)| at <= s).expect("a grant before the spend");
+            let g = grants
+                .iter()
+                .rposition(|(at, _)| at <= s)
+                .expect("a grant before the spend");
             assert!(*s < grants[g].0 + Duration::from_millis(150), "spent after expiry");
             used[g] += 1;
         }

@@ -148,7 +148,10 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
     };
     // API sources on this worker lease their requests from the coordinator's rate-limit pools.
     let budgets = backhaul_core::ratelimit::Budgets::default();
-    budgets.install(Arc::new(CoordinatorBudget::new(client.clone(), config.worker_id.clone())));
+    budgets.install(Arc::new(CoordinatorBudget::new(
+        client.clone(),
+        config.worker_id.clone(),
+    )));
     let worker = Arc::new(Worker::new(client, Arc::new(builtin_connectors_with(&budgets)), config));
     let http = bind_http(&args.http, args.remote.token.token()?).await?;
     let stop_http = CancellationToken::new();

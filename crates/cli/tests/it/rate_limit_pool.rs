@@ -70,8 +70,16 @@ fn four_clients_in_two_processes_keep_one_pools_limit() {
     let children: Vec<_> = (0..2)
         .map(|process| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["rate_limit_pool::pool_client_process", "--exact", "--nocapture", "--test-threads=1"])
-                .env(CLIENT_ENV, format!("{} {} {process}", coordinator.url(), api.base_url()))
+                .args([
+                    "rate_limit_pool::pool_client_process",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(
+                    CLIENT_ENV,
+                    format!("{} {} {process}", coordinator.url(), api.base_url()),
+                )
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -89,7 +97,8 @@ fn four_clients_in_two_processes_keep_one_pools_limit() {
         );
         let ids = stdout
             .lines()
-            .find_map(|l| l.strip_prefix("POOL-IDS "))
+            // The harness prints the test's name on the same line first.
+            .find_map(|l| l.split_once("POOL-IDS ").map(|(_, ids)| ids))
             .unwrap_or_else(|| panic!("no ids from a client process:\n{stdout}"));
         for id in ids.split(',').filter(|id| !id.is_empty()) {
             *arrived.entry(id.to_string()).or_default() += 1;
@@ -115,7 +124,10 @@ fn four_clients_in_two_processes_keep_one_pools_limit() {
         stats.max_per_second(),
         stats.per_second
     );
-    assert!(stats.errors > 0 && stats.timeouts > 0, "faults were injected: {stats:?}");
+    assert!(
+        stats.errors > 0 && stats.timeouts > 0,
+        "faults were injected: {stats:?}"
+    );
     // Every item arrived, each exactly once.
     assert_eq!(arrived.len() as u64, ITEMS);
     for (id, _) in api.items() {
@@ -129,7 +141,11 @@ fn four_clients_in_two_processes_keep_one_pools_limit() {
     assert_eq!(pools[0]["pool"], "test-api");
     assert_eq!(pools[0]["configured_rate"], f64::from(RATE));
     let granted = pools[0]["tokens_granted"].as_u64().unwrap();
-    assert!(granted >= stats.requests(), "{granted} tokens for {} requests", stats.requests());
+    assert!(
+        granted >= stats.requests(),
+        "{granted} tokens for {} requests",
+        stats.requests()
+    );
     let metric = coordinator.metric("backhaul_coordinator_pool_tokens_granted_total{pool=\"test-api\"}");
     assert_eq!(metric as u64, granted);
 }
@@ -269,7 +285,11 @@ path = "stage"
     let spec_path = job.write_spec("job.toml", &spec);
     let coordinator = Coordinator::start(&job, "127.0.0.1:0", &["--lease-ttl", "10s"]);
     let url = coordinator.url();
-    client_json(&job, &["submit", spec_path.to_str().unwrap(), "--coordinator", &url], &[]);
+    client_json(
+        &job,
+        &["submit", spec_path.to_str().unwrap(), "--coordinator", &url],
+        &[],
+    );
     let mut workers: Vec<_> = (0..2)
         .map(|i| start_worker(&job, &url, &format!("w{i}"), &["--slots", "2", "--job", "items"]))
         .collect();
