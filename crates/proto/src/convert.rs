@@ -54,28 +54,6 @@ impl pb::JobState {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_classes_round_trip_and_unspecified_is_none() {
-        for class in [ErrorClass::Transient, ErrorClass::Throttled, ErrorClass::Permanent] {
-            assert_eq!(error_class(pb::ErrorClass::from(class) as i32), Some(class));
-            assert_eq!(ErrorClass::try_from(pb::ErrorClass::from(class)), Ok(class));
-        }
-        assert_eq!(error_class(pb::ErrorClass::Unspecified as i32), None);
-        assert_eq!(error_class(99), None);
-    }
-
-    #[test]
-    fn job_states_have_names() {
-        assert_eq!(pb::JobState::label_of(pb::JobState::Succeeded as i32), "succeeded");
-        assert_eq!(pb::JobState::Parked.label(), "parked");
-        assert_eq!(pb::JobState::label_of(99), "unknown");
-    }
-}
-
 impl From<&backhaul_core::ratelimit::RatePool> for pb::RatePool {
     fn from(pool: &backhaul_core::ratelimit::RatePool) -> Self {
         pb::RatePool {
@@ -96,5 +74,27 @@ impl From<&pb::RatePool> for backhaul_core::ratelimit::RatePool {
             burst: pool.burst,
             daily_cap: pool.daily_cap,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_classes_round_trip_and_unspecified_is_none() {
+        for class in [ErrorClass::Transient, ErrorClass::Throttled, ErrorClass::Permanent] {
+            assert_eq!(error_class(pb::ErrorClass::from(class) as i32), Some(class));
+            assert_eq!(ErrorClass::try_from(pb::ErrorClass::from(class)), Ok(class));
+        }
+        assert_eq!(error_class(pb::ErrorClass::Unspecified as i32), None);
+        assert_eq!(error_class(99), None);
+    }
+
+    #[test]
+    fn job_states_have_names() {
+        assert_eq!(pb::JobState::label_of(pb::JobState::Succeeded as i32), "succeeded");
+        assert_eq!(pb::JobState::Parked.label(), "parked");
+        assert_eq!(pb::JobState::label_of(99), "unknown");
     }
 }
