@@ -3,10 +3,20 @@
 //! Each connector crate owns its `[source]`/`[destination]` section (struct, validation, docs);
 //! adding one is a dependency plus one line below.
 
+use backhaul_core::ratelimit::Budgets;
 use backhaul_core::registry::Registry;
 
-/// Every built-in connector kind, one registration line each.
+/// Every built-in connector kind, with a request budget of their own (API sources in this
+/// process pace themselves with a local token bucket).
 pub fn builtin_connectors() -> Registry {
+    builtin_connectors_with(&Budgets::default())
+}
+
+/// Every built-in connector kind, one registration line each. API sources ask `budgets` before
+/// each request; a worker installs the coordinator's pools into it.
+pub fn builtin_connectors_with(budgets: &Budgets) -> Registry {
+    // No built-in kind calls a rate-limited API yet (the HTTP source will take `budgets`).
+    let _ = budgets;
     Registry::new()
         .source(backhaul_source_embedded::EmbeddedKind)
         .source(backhaul_source_postgres::PostgresKind)

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, ServeOptions, Store, serve};
 use backhaul_proto::ClientConfig;
-use backhaul_worker::{Shutdown, Worker, WorkerConfig};
+use backhaul_worker::{CoordinatorBudget, Shutdown, Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::connectors::builtin_connectors;
+use crate::connectors::builtin_connectors_with;
 use crate::output::RunProgress;
 
 /// Options of a local run.
@@ -63,7 +63,10 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
-    let connectors = Arc::new(builtin_connectors());
+    // API sources lease requests from the in-process coordinator's rate-limit pools, as the
+    // workers of a cluster do: one rule for the limit, and the pools show in its metrics.
+    let budgets = backhaul_core::ratelimit::Budgets::default();
+    let connectors = Arc::new(builtin_connectors_with(&budgets));
     let service = CoordinatorService::new(
         Arc::new(store.clone()),
         connectors.clone(),
@@ -80,6 +83,10 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     )
     .await?;
     tasks.spawn(async move { server.await.map_err(anyhow::Error::from) });
+    let budget_client = ClientConfig::plain(format!("http://{addr}"))
+        .connect_lazy()
+        .context("connecting the local request budget")?;
+    budgets.install(Arc::new(CoordinatorBudget::new(budget_client, "local")));
 
     let spool_dir = std::env::temp_dir();
     let mut workers: JoinSet<Result<()>> = JoinSet::new();

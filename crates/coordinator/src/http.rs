@@ -1,5 +1,5 @@
 //! The coordinator's HTTP endpoint: `/metrics` for Prometheus, `/healthz` for probes, and a
-//! status page (`/` lists jobs, `/jobs/{job}` draws each chunk's attempts on a time axis).
+//! status page (`/` lists jobs and rate-limit pools, `/jobs/{job}` draws each chunk's attempts on a time axis).
 //! Pages are rendered on the server as HTML with inline SVG: no scripts, no CDN.
 
 use std::sync::Arc;
@@ -13,22 +13,24 @@ use axum::routing::get;
 use crate::error::CoordinatorError;
 use crate::metrics::CoordinatorMetrics;
 use crate::page;
+use crate::pools::RatePools;
 use crate::state::StateStore;
 
 #[derive(Clone)]
 struct AppState {
     store: Arc<dyn StateStore>,
     metrics: Arc<CoordinatorMetrics>,
+    pools: Arc<RatePools>,
 }
 
-/// The routes, over the coordinator's store and counters.
-pub fn router(store: Arc<dyn StateStore>, metrics: Arc<CoordinatorMetrics>) -> Router {
+/// The routes, over the coordinator's store, counters and rate-limit pools.
+pub fn router(store: Arc<dyn StateStore>, metrics: Arc<CoordinatorMetrics>, pools: Arc<RatePools>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/jobs/{job}", get(job_page))
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
-        .with_state(AppState { store, metrics })
+        .with_state(AppState { store, metrics, pools })
 }
 
 fn failure(e: CoordinatorError) -> Response {
@@ -48,7 +50,7 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics_page(State(s): State<AppState>) -> Response {
-    match s.metrics.render(s.store.as_ref()).await {
+    match s.metrics.render(s.store.as_ref(), &s.pools.snapshot()).await {
         Ok(text) => ([(header::CONTENT_TYPE, backhaul_proto::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -60,7 +62,7 @@ async fn index(State(s): State<AppState>) -> Response {
         Ok(jobs) => {
             let checks = page::checks_section(&s.metrics.checks());
             Html(
-                page::index_page(&jobs)
+                page::index_page(&jobs, &s.pools.snapshot())
                     .replace("<p><a href=\"/metrics\">", &format!("{checks}<p><a href=\"/metrics\">")),
             )
             .into_response()

@@ -5,6 +5,7 @@ use backhaul_core::ErrorClass;
 use backhaul_proto::metrics::{Counter, Exposition, Histogram};
 
 use crate::error::Result;
+use crate::pools::PoolSnapshot;
 use crate::state::StateStore;
 
 /// Calls that carry a lease id and can be refused as stale.
@@ -109,8 +110,8 @@ impl CoordinatorMetrics {
         self.checks.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// Renders every metric, reading per-job gauges from `store`.
-    pub async fn render(&self, store: &dyn StateStore) -> Result<String> {
+    /// Renders every metric, reading per-job gauges from `store`, with the rate-limit `pools`.
+    pub async fn render(&self, store: &dyn StateStore, pools: &[PoolSnapshot]) -> Result<String> {
         let jobs: Vec<_> = store
             .jobs()
             .await?
@@ -251,6 +252,7 @@ impl CoordinatorMetrics {
             self.jobs_cancelled.get(),
         );
         self.render_checks(&mut e);
+        pool_metrics(&mut e, pools);
         Ok(e.finish())
     }
 
@@ -302,6 +304,57 @@ impl CoordinatorMetrics {
             if let Some(v) = &c.volume {
                 e.sample("backhaul_coordinator_volume_day_rows", &[("job", &c.job_id)], v.rows);
             }
+        }
+    }
+}
+
+/// One value of a pool's snapshot.
+type PoolValue = fn(&PoolSnapshot) -> f64;
+
+/// Per rate-limit pool: use since start and the rate in force.
+fn pool_metrics(e: &mut Exposition, pools: &[PoolSnapshot]) {
+    let families: [(&str, &str, &str, PoolValue); 6] = [
+        (
+            "backhaul_coordinator_pool_tokens_granted_total",
+            "counter",
+            "Request tokens leased to workers, per rate-limit pool.",
+            |p| p.tokens_granted as f64,
+        ),
+        (
+            "backhaul_coordinator_pool_lease_waits_total",
+            "counter",
+            "Token lease calls answered with nothing (the worker waited), per pool.",
+            |p| p.waits as f64,
+        ),
+        (
+            "backhaul_coordinator_pool_throttled_total",
+            "counter",
+            "429 responses workers reported, per pool.",
+            |p| p.throttled_reported as f64,
+        ),
+        (
+            "backhaul_coordinator_pool_rate",
+            "gauge",
+            "Requests per second in force (lowered by 429s, recovering), per pool.",
+            |p| p.current_rate,
+        ),
+        (
+            "backhaul_coordinator_pool_configured_rate",
+            "gauge",
+            "Requests per second declared (the strictest of the jobs naming the pool).",
+            |p| p.declared.requests_per_second,
+        ),
+        (
+            "backhaul_coordinator_pool_daily_used",
+            "gauge",
+            "Tokens granted in the current UTC day, per pool.",
+            |p| p.daily_used as f64,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        e.family(name, kind, help);
+        for p in pools {
+            e.sample(name, &[("pool", p.declared.name.as_str())], value(p));
         }
     }
 }

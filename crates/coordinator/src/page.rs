@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use crate::pools::PoolSnapshot;
 use crate::store::{AttemptRow, ChunkRow, ChunkState, JobRow, JobSummary};
 
 /// Colours by attempt outcome or chunk state; the legend uses the same table.
@@ -72,8 +73,8 @@ pub fn error_page(message: &str) -> String {
     )
 }
 
-/// `/`: every job with its counts.
-pub fn index_page(jobs: &[(JobRow, JobSummary)]) -> String {
+/// `/`: every job with its counts, then the rate-limit pools.
+pub fn index_page(jobs: &[(JobRow, JobSummary)], pools: &[PoolSnapshot]) -> String {
     let mut out = head("backhaul coordinator");
     out.push_str("<h1>backhaul coordinator</h1>");
     if jobs.is_empty() {
@@ -101,6 +102,7 @@ pub fn index_page(jobs: &[(JobRow, JobSummary)]) -> String {
         }
         out.push_str("</table>");
     }
+    pools_table(&mut out, pools);
     out.push_str("<p><a href=\"/metrics\">metrics</a></p></body></html>");
     out
 }
@@ -128,6 +130,34 @@ pub fn checks_section(checks: &[crate::checks::JobChecks]) -> String {
     }
     out.push_str("</table>");
     out
+}
+
+/// The rate-limit pools workers lease request tokens from (nothing when there are none).
+fn pools_table(out: &mut String, pools: &[PoolSnapshot]) {
+    if pools.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h2>Rate-limit pools</h2><table id=\"pools\"><tr><th>pool</th><th>rate now</th><th>configured</th>\
+<th>burst</th><th>granted</th><th>waits</th><th>429s</th><th>today</th></tr>",
+    );
+    for p in pools {
+        let cap = p.declared.daily_cap.map(|c| format!(" of {c}")).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr data-pool=\"{name}\"><td>{name}</td><td class=\"n\">{:.2}/s</td><td class=\"n\">{}/s</td>\
+<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}{cap}</td></tr>",
+            p.current_rate,
+            p.declared.requests_per_second,
+            p.declared.burst,
+            p.tokens_granted,
+            p.waits,
+            p.throttled_reported,
+            p.daily_used,
+            name = escape(&p.declared.name),
+        );
+    }
+    out.push_str("</table>");
 }
 
 fn outcome_class(a: &AttemptRow) -> &str {

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::{CoordinatorMetrics, LeaseCall};
 use crate::plan::submit_spec;
+use crate::pools::RatePools;
 use crate::state::StateStore;
 use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, Lease, LeaseKey, NoLease, Submitted};
 
@@ -118,6 +119,8 @@ pub struct CoordinatorService {
     reports_dir: Option<PathBuf>,
     /// Woken after schedule changes (a no-op when no scheduler runs).
     scheduler: crate::schedule::SchedulerHandle,
+    /// The rate-limit pools workers lease request tokens from.
+    pools: Arc<RatePools>,
 }
 
 /// Workers that serve Arrow Flight previews, as they announced themselves when asking for
@@ -176,6 +179,7 @@ impl CoordinatorService {
             flight: Arc::new(FlightEndpoints::default()),
             reports_dir: None,
             scheduler: crate::schedule::SchedulerHandle::default(),
+            pools: Arc::new(RatePools::new(Arc::new(crate::clock::SystemClock))),
         }
     }
 
@@ -183,6 +187,17 @@ impl CoordinatorService {
     pub fn with_scheduler(mut self, scheduler: crate::schedule::SchedulerHandle) -> Self {
         self.scheduler = scheduler;
         self
+    }
+
+    /// Serves rate-limit leases from `pools` (tests inject one with a manual clock).
+    pub fn with_pools(mut self, pools: Arc<RatePools>) -> Self {
+        self.pools = pools;
+        self
+    }
+
+    /// The rate-limit pools (shared with `/metrics` and the status page).
+    pub fn pools(&self) -> Arc<RatePools> {
+        self.pools.clone()
     }
 
     /// Writes each submitted job's type-fidelity report into `<dir>/<job>/` (as local runs do
@@ -733,7 +748,15 @@ impl Coordinator for CoordinatorService {
             .iter()
             .map(|(job, summary)| job_status(job, summary))
             .collect();
-        Ok(Response::new(pb::ListJobsResponse { jobs }))
+        let pools = self.pools.snapshot().iter().map(crate::pools::pool_status).collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs, pools }))
+    }
+
+    async fn lease_tokens(
+        &self,
+        req: Request<pb::LeaseTokensRequest>,
+    ) -> Result<Response<pb::LeaseTokensResponse>, Status> {
+        self.pools.lease_rpc(req.into_inner()).map(Response::new)
     }
 
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelJobResponse>, Status> {
@@ -854,6 +877,6 @@ mod tests {
         assert_eq!(job_state(&job(true), &with(1, 0)), pb::JobState::Cancelled);
         // An empty plan has nothing left to do.
         assert_eq!(job_state(&job(false), &JobSummary::default()), pb::JobState::Succeeded);
-        assert!(crate::page::index_page(&[(job(false), with(1, 1))]).contains("<td>parked</td>"));
+        assert!(crate::page::index_page(&[(job(false), with(1, 1))], &[]).contains("<td>parked</td>"));
     }
 }

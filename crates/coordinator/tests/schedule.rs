@@ -414,7 +414,7 @@ async fn a_stale_table_and_a_day_with_ten_times_fewer_rows_alert_once() {
     );
 
     // The results reach /metrics and the status page.
-    let exposition = metrics.render(store.as_ref()).await.unwrap();
+    let exposition = metrics.render(store.as_ref(), &[]).await.unwrap();
     for line in [
         r#"backhaul_coordinator_check_ok{job="dip",check="volume"} 0"#,
         r#"backhaul_coordinator_check_ok{job="dip",check="freshness"} 1"#,

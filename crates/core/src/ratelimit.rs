@@ -120,6 +120,9 @@ pub struct TokenBucket {
     /// The UTC day `used_today` counts, as days since the epoch of the time origin.
     day: i64,
     used_today: u64,
+    /// When the rate was last lowered: 429s within [`THROTTLE_COOLDOWN_SECONDS`] of it
+    /// describe the same overload and lower it no further.
+    throttled_at: f64,
 }
 
 /// The factor a 429 multiplies the rate by.
@@ -128,6 +131,9 @@ pub const THROTTLE_FACTOR: f64 = 0.5;
 pub const MIN_RATE_SHARE: f64 = 0.05;
 /// Seconds for a throttled rate to regain the configured one (linear recovery).
 pub const RECOVERY_SECONDS: f64 = 60.0;
+/// 429s this close together lower the rate once: requests already in flight when the first
+/// one came back (often from several workers) report the same overload.
+pub const THROTTLE_COOLDOWN_SECONDS: f64 = 1.0;
 
 impl TokenBucket {
     /// A full bucket for `pool` at time `now`.
@@ -142,7 +148,19 @@ impl TokenBucket {
             daily_cap: pool.daily_cap,
             day: (now / 86_400.0).floor() as i64,
             used_today: 0,
+            throttled_at: f64::NEG_INFINITY,
         }
+    }
+
+    /// Applies new settings for the pool at `now` without refilling it: the rate in force
+    /// and the tokens on hand never rise above the new ceiling, and the day's use is kept.
+    pub fn reconfigure(&mut self, pool: &RatePool, now: f64) {
+        self.refill(now);
+        self.configured_rate = pool.requests_per_second;
+        self.rate = self.rate.min(self.configured_rate);
+        self.capacity = f64::from(pool.burst);
+        self.tokens = self.tokens.min(self.capacity);
+        self.daily_cap = pool.daily_cap;
     }
 
     fn refill(&mut self, now: f64) {
@@ -185,11 +203,15 @@ impl TokenBucket {
         Ok((granted as u32, Duration::ZERO))
     }
 
-    /// A 429 at `now`: halve the rate (not below [`MIN_RATE_SHARE`]), drop the tokens on hand,
-    /// and close until `retry_after` has passed.
+    /// A 429 at `now`: halve the rate (not below [`MIN_RATE_SHARE`]; once per
+    /// [`THROTTLE_COOLDOWN_SECONDS`]), drop the tokens on hand, and close until `retry_after`
+    /// has passed.
     pub fn throttled(&mut self, retry_after: Option<Duration>, now: f64) {
         self.refill(now);
-        self.rate = (self.rate * THROTTLE_FACTOR).max(self.configured_rate * MIN_RATE_SHARE);
+        if now - self.throttled_at >= THROTTLE_COOLDOWN_SECONDS {
+            self.rate = (self.rate * THROTTLE_FACTOR).max(self.configured_rate * MIN_RATE_SHARE);
+            self.throttled_at = now;
+        }
         self.tokens = 0.0;
         if let Some(wait) = retry_after {
             self.closed_until = self.closed_until.max(now + wait.as_secs_f64());
@@ -303,15 +325,30 @@ mod tests {
         let mut b = TokenBucket::new(&pool(10.0, 1, None), 0.0);
         b.throttled(Some(Duration::from_secs(2)), 0.0);
         assert_eq!(b.rate(), 5.0);
+        // 429s of the same overload lower it once.
+        b.throttled(None, 0.5);
+        assert!((b.rate() - (5.0 + 10.0 / RECOVERY_SECONDS * 0.5)).abs() < 1e-9);
         let (granted, wait) = b.take(1, 1.0).unwrap();
         assert_eq!(granted, 0);
         assert!((wait.as_secs_f64() - 1.0).abs() < 1e-9);
-        for _ in 0..20 {
-            b.throttled(None, 1.0);
+        for step in 0..20 {
+            b.throttled(None, 1.0 + f64::from(step) * THROTTLE_COOLDOWN_SECONDS);
         }
-        assert_eq!(b.rate(), 10.0 * MIN_RATE_SHARE);
-        b.take(0, 1.0 + RECOVERY_SECONDS).unwrap();
+        let floor = 10.0 * MIN_RATE_SHARE;
+        assert!((b.rate() - floor).abs() < 0.2, "{}", b.rate());
+        b.take(0, 21.0 + RECOVERY_SECONDS).unwrap();
         assert_eq!(b.rate(), 10.0);
+    }
+
+    #[test]
+    fn reconfiguring_lowers_the_ceiling_and_keeps_the_days_use() {
+        let mut b = TokenBucket::new(&pool(10.0, 8, Some(100)), 0.0);
+        assert_eq!(b.take(2, 0.0).unwrap().0, 2);
+        b.reconfigure(&pool(4.0, 3, Some(50)), 0.0);
+        assert_eq!(b.take(10, 0.0).unwrap().0, 3);
+        assert_eq!(b.rate(), 4.0);
+        assert_eq!(b.used_today(), 5);
+        assert_eq!(b.take(10, 10.0).unwrap().0, 3, "capacity is the new burst");
     }
 
     #[test]

@@ -54,6 +54,29 @@ impl pb::JobState {
     }
 }
 
+impl From<&backhaul_core::ratelimit::RatePool> for pb::RatePool {
+    fn from(pool: &backhaul_core::ratelimit::RatePool) -> Self {
+        pb::RatePool {
+            name: pool.name.clone(),
+            requests_per_second: pool.requests_per_second,
+            burst: pool.burst,
+            daily_cap: pool.daily_cap,
+        }
+    }
+}
+
+impl From<&pb::RatePool> for backhaul_core::ratelimit::RatePool {
+    /// Unchecked: the receiver validates it (`RatePool::validate`).
+    fn from(pool: &pb::RatePool) -> Self {
+        backhaul_core::ratelimit::RatePool {
+            name: pool.name.clone(),
+            requests_per_second: pool.requests_per_second,
+            burst: pool.burst,
+            daily_cap: pool.daily_cap,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 //! private instance started from installed binaries (Debian packages; moto, fakesnow and
 //! bqemulator from the venvs `scripts/ensure-servers` makes), on a port the OS picked, and
 //! stopped when its handle drops. No test depends on a server already running.
+//! [`rate_limited_api`] is a REST API of this project's own that enforces a rate limit and
+//! injects faults, the referee of the rate-limit pool tests.
 
 pub mod airbyte;
 pub mod bqemulator;
@@ -11,4 +13,5 @@ pub mod fakesnow;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;
+pub mod rate_limited_api;
 mod tool;

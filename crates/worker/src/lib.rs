@@ -4,6 +4,7 @@
 //!
 //! It never depends on the coordinator crate: the two meet only on the wire.
 
+pub mod budget;
 pub mod error;
 pub mod flight;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod runner;
 pub mod worker;
 pub mod writer;
 
+pub use budget::CoordinatorBudget;
 pub use error::{Result, WorkerError};
 pub use metrics::WorkerMetrics;
 pub use runner::{ChunkOutcome, ChunkTask, JobContext};

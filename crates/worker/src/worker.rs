@@ -725,6 +725,13 @@ mod tests {
         ) -> Result<Response<pb::FindDataPlaneResponse>, Status> {
             Err(Status::unimplemented("not for workers"))
         }
+
+        async fn lease_tokens(
+            &self,
+            _: Request<pb::LeaseTokensRequest>,
+        ) -> Result<Response<pb::LeaseTokensResponse>, Status> {
+            Err(Status::unimplemented("not for workers"))
+        }
     }
 
     /// Runs a three-slot worker for job `j` against `fake` until it stops.

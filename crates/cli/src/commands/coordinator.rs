@@ -101,6 +101,7 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
     let metrics = service.metrics();
     let monitor =
         Arc::new(backhaul_coordinator::alerts::CheckMonitor::new(store.clone(), clock).with_metrics(metrics.clone()));
+    let pools = service.pools();
     let stop = CancellationToken::new();
     let options = ServeOptions {
         token: token.clone(),
@@ -125,7 +126,7 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
         stopped_by(&checks_stop, "the checks")
     });
     if let Some(listener) = http {
-        let router = backhaul_coordinator::http::router(store.clone(), metrics);
+        let router = backhaul_coordinator::http::router(store.clone(), metrics, pools);
         tasks.spawn(listener.serve(router, stop.clone()));
     }
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -142,15 +142,16 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
 async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
     let mut client = args.remote.client()?;
     let Some(job_id) = args.job else {
-        let jobs = client
+        let listed = client
             .list_jobs(pb::ListJobsRequest {})
             .await
             .map_err(|s| args.remote.rpc_error("list jobs", s))?
-            .into_inner()
-            .jobs;
+            .into_inner();
+        let jobs = listed.jobs;
         match globals.output {
             OutputFormat::Json => output::print_json(&json!({
                 "jobs": jobs.iter().map(remote::status_json).collect::<Vec<_>>(),
+                "pools": listed.pools.iter().map(pool_json).collect::<Vec<_>>(),
             })),
             OutputFormat::Text => {
                 if jobs.is_empty() {
@@ -168,6 +169,7 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         j.range_display
                     );
                 }
+                print_pools(&listed.pools);
             }
         }
         return Ok(0);
@@ -252,4 +254,39 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// A rate-limit pool in `--output json`.
+fn pool_json(p: &pb::PoolStatus) -> serde_json::Value {
+    json!({
+        "pool": p.name, "configured_rate": p.configured_rate, "current_rate": p.current_rate,
+        "burst": p.burst, "daily_cap": p.daily_cap, "daily_used": p.daily_used,
+        "tokens_granted": p.tokens_granted, "waits": p.waits, "throttled": p.throttled_reported,
+    })
+}
+
+/// The coordinator's rate-limit pools, after the jobs (nothing when there are none).
+fn print_pools(pools: &[pb::PoolStatus]) {
+    if pools.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<24} {:>10} {:>10} {:>6} {:>10} {:>8} {:>6}  today",
+        "pool", "rate now", "configured", "burst", "granted", "waits", "429s"
+    );
+    for p in pools {
+        let cap = p.daily_cap.map(|c| format!(" of {}", group(c))).unwrap_or_default();
+        println!(
+            "{:<24} {:>8.2}/s {:>8}/s {:>6} {:>10} {:>8} {:>6}  {}{cap}",
+            p.name,
+            p.current_rate,
+            p.configured_rate,
+            p.burst,
+            group(p.tokens_granted),
+            group(p.waits),
+            group(p.throttled_reported),
+            group(p.daily_used)
+        );
+    }
 }

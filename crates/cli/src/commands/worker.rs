@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use backhaul_proto::ServerTls;
-use backhaul_worker::{Shutdown, Worker, WorkerConfig};
+use backhaul_worker::{CoordinatorBudget, Shutdown, Worker, WorkerConfig};
 use clap::Args;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use super::common;
 use super::remote::RemoteArgs;
 use super::serve::{HttpArgs, Signals, bind_http};
 use crate::Globals;
-use crate::connectors::builtin_connectors;
+use crate::connectors::builtin_connectors_with;
 
 /// Arguments of `worker`.
 #[derive(Args, Debug)]
@@ -146,7 +146,13 @@ pub async fn run(_globals: &Globals, args: WorkerArgs) -> Result<u8> {
         spool_dir,
         ..WorkerConfig::new(args.id.clone().unwrap_or_else(default_id))
     };
-    let worker = Arc::new(Worker::new(client, Arc::new(builtin_connectors()), config));
+    // API sources on this worker lease their requests from the coordinator's rate-limit pools.
+    let budgets = backhaul_core::ratelimit::Budgets::default();
+    budgets.install(Arc::new(CoordinatorBudget::new(
+        client.clone(),
+        config.worker_id.clone(),
+    )));
+    let worker = Arc::new(Worker::new(client, Arc::new(builtin_connectors_with(&budgets)), config));
     let http = bind_http(&args.http, args.remote.token.token()?).await?;
     let stop_http = CancellationToken::new();
     let mut http_task: JoinSet<Result<()>> = JoinSet::new();

@@ -13,6 +13,7 @@ mod logs;
 mod mysql;
 mod plan;
 mod postgres;
+mod rate_limit_pool;
 mod replay;
 mod s3_stage;
 mod schedule;
