@@ -131,7 +131,7 @@ impl Pager {
                     let id = page
                         .last_id
                         .clone()
-                        .ok_or("has_more is true but the last record has no id".to_string())?;
+                        .ok_or_else(|| "has_more is true but the last record has no id".to_string())?;
                     NextPage::Params(vec![(param, self.follow("last id", id)?)])
                 }
             }

@@ -53,7 +53,7 @@ impl Server {
             async move {
                 let (parts, body) = req.into_parts();
                 let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-                let query = parts.uri.query().map(|q| url_pairs(q)).unwrap_or_default();
+                let query = parts.uri.query().map(url_pairs).unwrap_or_default();
                 let s = Seen {
                     method: parts.method.to_string(),
                     path: parts.uri.path().to_string(),
@@ -514,11 +514,10 @@ async fn api_keys_and_basic_credentials_are_sent_where_configured() {
 #[tokio::test]
 async fn the_circuit_breaker_opens_and_then_refuses_without_calling_the_api() {
     let server = Server::start(|_, _| json(500, serde_json::json!({}))).await;
-    let s = spec(
+    let mut s = spec(
         &server.url,
         "circuit_breaker = { failure_threshold = 2, open_seconds = 600 }",
     );
-    let mut s = s;
     s.max_retries = 0;
     let source = build(s);
     let r = range(T0, T0 + 1);
