@@ -1,12 +1,13 @@
 //! Credentials read from the spec's secret references, and how they sign a request.
 //!
-//! Secrets live in [`Secret`], whose `Debug` is redacted; no error message includes one.
+//! Secrets live in core's [`Secret`], whose `Debug` is redacted; no error message includes one.
 //! `refresh` is what a 401/403 triggers once: OAuth2 fetches a new token, the static kinds read
 //! their secret again (it may have been rotated under the same env var or file).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backhaul_core::secret::Secret;
 use backhaul_core::spec::database::PasswordSpec;
 use backhaul_core::{Error, Result};
 use base64::Engine;
@@ -14,27 +15,6 @@ use tokio::time::Instant;
 
 use crate::request::Prepared;
 use crate::spec::{AuthSpec, KeyLocation, SignatureEncoding, secret};
-
-/// A secret value; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// Seconds since the Unix epoch: the wall clock HMAC signatures carry, injectable for tests.
 pub type UnixClock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -86,7 +66,7 @@ fn kind_name(spec: &AuthSpec) -> &'static str {
 }
 
 fn read(origin: &str, key: &str, spec: &PasswordSpec) -> Result<Option<Secret>> {
-    Ok(spec.read(origin, &format!("source.auth.{key}"))?.map(Secret))
+    Ok(spec.read(origin, &format!("source.auth.{key}"))?.map(Secret::new))
 }
 
 /// The static secret of `spec` (what a refresh re-reads).

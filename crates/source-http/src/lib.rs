@@ -32,7 +32,7 @@ use backhaul_core::spec::{parse_section, to_settings};
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
 
-pub use auth::{Secret, UnixClock, hmac_message, system_clock};
+pub use auth::{UnixClock, hmac_message, system_clock};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use columns::{ColumnType, TimeFormat, parse_decimal};
 pub use infer::infer_schema;
