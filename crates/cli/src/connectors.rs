@@ -6,22 +6,21 @@
 use backhaul_core::ratelimit::Budgets;
 use backhaul_core::registry::Registry;
 
-/// Every built-in connector kind, with a request budget of their own (API sources in this
-/// process pace themselves with a local token bucket).
+/// Every built-in connector kind, with request budgets of their own (a process-local token
+/// bucket per pool).
 pub fn builtin_connectors() -> Registry {
     builtin_connectors_with(&Budgets::default())
 }
 
-/// Every built-in connector kind, one registration line each. API sources ask `budgets` before
-/// each request; a worker installs the coordinator's pools into it.
+/// Every built-in connector kind, one registration line each; API sources draw from
+/// `budgets`, which the process may later point at the coordinator's pools.
 pub fn builtin_connectors_with(budgets: &Budgets) -> Registry {
-    // No built-in kind calls a rate-limited API yet (the HTTP source will take `budgets`).
-    let _ = budgets;
     Registry::new()
         .source(backhaul_source_embedded::EmbeddedKind)
         .source(backhaul_source_postgres::PostgresKind)
         .source(backhaul_source_mysql::MysqlKind)
         .source(backhaul_source_airbyte::AirbyteKind)
+        .source(backhaul_source_http::HttpKind::new(budgets.clone()))
         .destination(backhaul_sink_local::LocalKind)
         .destination(backhaul_sink_snowflake::SnowflakeKind)
         .destination(backhaul_sink_bigquery::BigQueryKind)

@@ -16,6 +16,7 @@ pub mod proof;
 pub mod ratelimit;
 pub mod registry;
 pub mod schema;
+pub mod secret;
 pub mod spec;
 pub mod sqlstate;
 pub mod stage;

@@ -8,6 +8,7 @@ mod cluster;
 mod cost;
 mod distributed;
 mod flight;
+mod http;
 mod kill_resume;
 mod logs;
 mod mysql;
