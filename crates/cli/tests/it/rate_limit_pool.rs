@@ -238,37 +238,37 @@ async fn fetch_window(budget: &dyn RequestBudget, http: &reqwest::Client, api: &
 /// The full pipeline: a job of `kind = "http"` against the test API, run by two worker
 /// processes of two slots each, sharing the pool through the coordinator.
 #[test]
-#[ignore = "needs source-http (crates/source-http, on another branch): enable after merging it"]
 fn http_source_backfill_keeps_the_pools_limit() {
     use crate::cluster::{chunks, start_worker};
 
     let api = RateLimitedApi::start(api_config()).expect("start the test API");
     let job = JobDir::in_dir(tempfile::tempdir().unwrap());
     let to = FIRST_CREATED + ITEMS as i64 * SPACING;
-    // Key names follow the HTTP source's brief; adjust here if they differ.
     let spec = format!(
-        r#"name = "items"
+        r#"version = 1
+name = "items"
 
 [source]
 kind = "http"
 base_url = "{base}"
-stream = {{ name = "items", path = "/v1/items", record_selector = "$.data", primary_key = "id", cursor_field = "created", cursor_format = "unix_seconds" }}
+stream = {{ name = "items", path = "/v1/items", record_selector = "$.data", primary_key = ["id"], cursor_field = "created", cursor_format = "unix_seconds" }}
 columns = [
   {{ name = "id", type = "string", nullable = false }},
   {{ name = "created", type = "timestamp", nullable = false }},
   {{ name = "amount", type = "int64", nullable = false }},
 ]
 window = {{ from_param = "created[gte]", to_param = "created[lt]", format = "unix_seconds" }}
-pagination = {{ kind = "last_id", param = "starting_after", id_field = "id", has_more = "$.has_more" }}
+pagination = {{ type = "last_id", id_field = "id", param = "starting_after", has_more_path = "$.has_more" }}
 params = {{ limit = "10" }}
-rate_limit = {{ name = "test-api", requests_per_second = {RATE}, burst = {BURST} }}
+rate_limit = {{ name = "test-api", requests_per_second = {RATE}.0, burst = {BURST} }}
 
 [range]
 from = "{from}"
 to = "{to}"
 
 [chunking]
-target_chunks = {WINDOWS}
+policy = "fixed"
+every = "{every}s"
 
 [destination]
 kind = "local"
@@ -279,6 +279,7 @@ table = "items"
 path = "stage"
 "#,
         base = api.base_url(),
+        every = ITEMS as i64 * SPACING / WINDOWS,
         from = chrono::DateTime::from_timestamp(FIRST_CREATED, 0).unwrap().to_rfc3339(),
         to = chrono::DateTime::from_timestamp(to, 0).unwrap().to_rfc3339(),
     );
