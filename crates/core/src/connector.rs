@@ -16,6 +16,7 @@ use crate::error::Result;
 pub use crate::fidelity::DestinationType;
 use crate::profile::{Activity, ActivityQuery};
 use crate::proof::{ChunkEvidence, ChunkProof, ProofLevel};
+use crate::ratelimit::RatePool;
 pub use crate::registry::Connectors;
 use crate::stage::Stage;
 
@@ -105,6 +106,23 @@ pub trait Source: Send + Sync {
     fn activity(&self, _query: ActivityQuery) -> BoxFuture<'_, Result<Option<Activity>>> {
         Box::pin(async { Ok(None) })
     }
+
+    /// For a source that reads an API: its page size and rate pool, so `cost` can say how many
+    /// requests a backfill takes and how long at the pool's rate. `None` (the default) for
+    /// databases and files.
+    fn request_profile(&self) -> Option<RequestProfile> {
+        None
+    }
+}
+
+/// What an API source's requests carry, for the cost planner: requests per backfill, and how
+/// long they take at the pool's rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestProfile {
+    /// Records one request returns (the page size), when the spec says.
+    pub records_per_request: Option<u64>,
+    /// The rate-limit pool every request draws from, if any.
+    pub pool: Option<RatePool>,
 }
 
 /// A Parquet file waiting in the stage.

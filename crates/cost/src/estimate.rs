@@ -156,6 +156,9 @@ pub struct TableSummary {
     pub backfill_mar: u64,
     /// Caveats from the profile.
     pub notes: Vec<String>,
+    /// For an API source: the requests the backfill takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<crate::profile::ApiRequests>,
 }
 
 /// The whole estimate.
@@ -508,6 +511,7 @@ pub fn estimate(input: &EstimateInput<'_>) -> Result<Report> {
                 steady: f.steady.clone(),
                 backfill_mar: backfill_mar.get(&f.t.name).copied().unwrap_or(0),
                 notes,
+                api: f.t.api.clone(),
             }
         })
         .collect();

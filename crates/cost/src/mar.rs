@@ -171,6 +171,7 @@ mod tests {
             },
             activity,
             throughput: None,
+            api: None,
         }
     }
 

@@ -206,6 +206,51 @@ pub struct TableProfile {
     /// Speed measured while sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<Throughput>,
+    /// For an API source: the requests the backfill takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiRequests>,
+}
+
+/// The requests an API source's backfill takes, and how long at its rate pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiRequests {
+    /// Requests: one per page of the estimated records, plus each chunk's last page.
+    pub requests: u64,
+    /// Records per request (page size); `None` when the spec does not say, and then one
+    /// record per request is assumed (an upper bound).
+    pub records_per_request: Option<u64>,
+    /// The pool's name, requests per second and daily cap, when the source has a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Requests per second the pool allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<Dec>,
+    /// Seconds the requests take at that rate, at the least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_at_pool_rate: Option<u64>,
+    /// UTC days the pool's daily cap spreads them over, at the least.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_by_daily_cap: Option<u64>,
+}
+
+impl ApiRequests {
+    /// The requests to read `records` in `chunks` windows as `profile` says.
+    pub fn estimate(records: u64, chunks: u64, profile: &backhaul_core::connector::RequestProfile) -> Self {
+        let per_request = profile.records_per_request.unwrap_or(1).max(1);
+        // Each window ends with a page that says there is no more (often a short one).
+        let requests = records.div_ceil(per_request) + chunks;
+        let pool = profile.pool.as_ref();
+        ApiRequests {
+            requests,
+            records_per_request: profile.records_per_request,
+            pool: pool.map(|p| p.name.clone()),
+            requests_per_second: pool
+                .and_then(|p| rust_decimal::Decimal::from_f64_retain(p.requests_per_second).map(Dec)),
+            seconds_at_pool_rate: pool.map(|p| (requests as f64 / p.requests_per_second).ceil() as u64),
+            days_by_daily_cap: pool.and_then(|p| p.daily_cap).map(|cap| requests.div_ceil(cap)),
+        }
+    }
 }
 
 impl TableProfile {

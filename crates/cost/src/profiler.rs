@@ -821,6 +821,7 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
         m
     };
 
+    let rows_for_api = rows.value;
     let sample_bound = if opts.exact { Bound::Exact } else { Bound::Estimate };
     let sample_basis = if opts.exact {
         "every row of the range (--exact)".to_string()
@@ -1045,6 +1046,10 @@ pub async fn profile_table(input: &ProfileInput, opts: &ProfileOptions, now: Dat
             notes,
         },
         throughput,
+        api: input
+            .source
+            .request_profile()
+            .map(|profile| crate::profile::ApiRequests::estimate(rows_for_api, input.chunks, &profile)),
     })
 }
 

@@ -34,6 +34,29 @@ fn bound_suffix(b: Bound) -> &'static str {
     }
 }
 
+/// `≈ 1,203 requests (100 records each); at pool stripe-acme's 20/s at least 1 min`.
+fn api_requests_text(api: &crate::profile::ApiRequests) -> String {
+    let per = match api.records_per_request {
+        Some(n) => format!("{n} records each"),
+        None => "page size unknown: one record each assumed, an upper bound".into(),
+    };
+    let mut text = format!("≈ {} requests ({per})", quantity(Decimal::from(api.requests), 0));
+    if let (Some(pool), Some(rate), Some(seconds)) = (&api.pool, &api.requests_per_second, api.seconds_at_pool_rate) {
+        let minutes = seconds.div_ceil(60);
+        let took = if minutes >= 120 {
+            format!("{:.1} h", seconds as f64 / 3600.0)
+        } else {
+            format!("{minutes} min")
+        };
+        let _ = write!(text, "; at pool {pool}'s {rate}/s at least {took}");
+    }
+    if let Some(days) = api.days_by_daily_cap {
+        let unit = if days == 1 { "day" } else { "days" };
+        let _ = write!(text, "; its daily cap spreads them over at least {days} {unit}");
+    }
+    text
+}
+
 /// The report for a terminal.
 pub fn to_text(report: &Report) -> String {
     let mut out = String::new();
@@ -68,6 +91,9 @@ pub fn to_text(report: &Report) -> String {
             "  bytes per row: {} zstd Parquet, {} logical, {} Airbyte JSON",
             t.parquet_bytes_per_row, t.logical_bytes_per_row, t.json_bytes_per_row
         );
+        if let Some(api) = &t.api {
+            let _ = writeln!(w, "  API requests: {}", api_requests_text(api));
+        }
         let _ = writeln!(w, "  activity window {} from {}", t.window, t.activity_method);
         let s = &t.steady;
         let _ = writeln!(
@@ -513,4 +539,50 @@ td.num {{ text-align: right; white-space: nowrap; }}
 "#,
     );
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use backhaul_core::connector::RequestProfile;
+    use backhaul_core::ratelimit::RatePool;
+
+    use super::*;
+    use crate::profile::ApiRequests;
+
+    #[test]
+    fn an_api_backfill_is_counted_in_requests_and_time_at_the_pools_rate() {
+        let pool = RatePool {
+            name: "stripe-acme".into(),
+            requests_per_second: 20.0,
+            burst: 10,
+            daily_cap: Some(50_000),
+        };
+        // Five years of 2,000 customers a day, 100 a page, in 61 monthly windows.
+        let profile = RequestProfile {
+            records_per_request: Some(100),
+            pool: Some(pool),
+        };
+        let api = ApiRequests::estimate(3_652_000, 61, &profile);
+        assert_eq!(api.requests, 36_520 + 61);
+        assert_eq!(api.seconds_at_pool_rate, Some(1_830));
+        assert_eq!(api.days_by_daily_cap, Some(1));
+        assert_eq!(
+            api_requests_text(&api),
+            "≈ 36,581 requests (100 records each); at pool stripe-acme's 20/s at least 31 min; its daily cap spreads them over at least 1 day"
+        );
+        // Without a page size or a pool: an upper bound, and no time.
+        let bare = ApiRequests::estimate(
+            500,
+            2,
+            &RequestProfile {
+                records_per_request: None,
+                pool: None,
+            },
+        );
+        assert_eq!(bare.requests, 502);
+        assert_eq!(
+            api_requests_text(&bare),
+            "≈ 502 requests (page size unknown: one record each assumed, an upper bound)"
+        );
+    }
 }

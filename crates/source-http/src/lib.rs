@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backhaul_core::chunking::DensityBucket;
-use backhaul_core::connector::{BatchStream, ColumnOrigin, Source, TableDescription, channel_stream};
+use backhaul_core::connector::{BatchStream, ColumnOrigin, RequestProfile, Source, TableDescription, channel_stream};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::ratelimit::Budgets;
 use backhaul_core::registry::{SourceConfig, SourceKind};
@@ -227,6 +227,13 @@ impl Source for HttpSource {
                     })
                     .collect(),
             })
+        })
+    }
+
+    fn request_profile(&self) -> Option<RequestProfile> {
+        Some(RequestProfile {
+            records_per_request: self.plan.spec.page_size(),
+            pool: self.plan.spec.rate_limit.clone(),
         })
     }
 

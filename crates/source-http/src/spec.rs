@@ -536,7 +536,23 @@ fn check_url(origin: &str, key: &str, url: &str) -> Result<()> {
     }
 }
 
+/// Query parameters that set the page size in common APIs (Stripe, GitHub, many others).
+const PAGE_SIZE_PARAMS: [&str; 3] = ["limit", "per_page", "page_size"];
+
 impl HttpSourceSpec {
+    /// Records per page, when the spec sets it: `pagination.limit` (offset/limit), else a
+    /// `limit`, `per_page` or `page_size` parameter.
+    pub fn page_size(&self) -> Option<u64> {
+        if let Some(PaginationSpec::OffsetLimit { limit, .. }) = &self.pagination {
+            return Some(*limit);
+        }
+        PAGE_SIZE_PARAMS
+            .iter()
+            .find_map(|p| self.params.get(*p))
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+    }
+
     /// Pure checks; errors name `origin` and the dotted key.
     pub fn validate(&self, origin: &str) -> Result<()> {
         check_url(origin, "source.base_url", &self.base_url)?;

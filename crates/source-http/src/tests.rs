@@ -9,7 +9,7 @@ use arrow::array::{Array, RecordBatch, StringArray};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, Response};
 use backhaul_core::ErrorClass;
-use backhaul_core::connector::Source;
+use backhaul_core::connector::{RequestProfile, Source};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::ratelimit::Budgets;
 use backhaul_core::registry::SourceKind;
@@ -571,5 +571,29 @@ columns = [{{ name = "created", type = "timestamp", format = "unix_seconds", nul
     assert!(
         err("pagination = { type = \"next_token\", token_path = \"$.a[0]\", param = \"c\" }")
             .starts_with("job.toml: source.pagination.token_path: `$.a[0]`: only object keys")
+    );
+}
+
+#[test]
+fn the_request_profile_names_the_page_size_and_the_pool() {
+    let s = build(spec(
+        "http://127.0.0.1:1",
+        "params = { limit = \"100\" }\nrate_limit = { name = \"acme\", requests_per_second = 5.0, burst = 2 }",
+    ));
+    let profile = s.request_profile().unwrap();
+    assert_eq!(profile.records_per_request, Some(100));
+    assert_eq!(profile.pool.unwrap().name, "acme");
+    let paged = build(spec(
+        "http://127.0.0.1:1",
+        "pagination = { type = \"offset_limit\", limit = 250 }\nparams = { per_page = \"10\" }",
+    ));
+    assert_eq!(paged.request_profile().unwrap().records_per_request, Some(250));
+    let unknown = build(spec("http://127.0.0.1:1", ""));
+    assert_eq!(
+        unknown.request_profile().unwrap(),
+        RequestProfile {
+            records_per_request: None,
+            pool: None
+        }
     );
 }
