@@ -101,6 +101,13 @@ Re-running the same command after a crash or kill resumes the job: committed chu
 the rest run again, nothing is loaded twice."
     )]
     Backfill(commands::backfill::BackfillArgs),
+    /// Extend a sync job from its high-water mark to now − lag and load the new chunks.
+    #[command(
+        after_help = "Examples:\n  backhaul sync orders.toml\n  backhaul sync orders.toml --workers 4\n\n\
+The first sync backfills from range.from; each later one plans only [mark, now − lag) (plus a \
+lookback chunk in dedup mode). Killed, it resumes like backfill: run it again."
+    )]
+    Sync(commands::sync::SyncArgs),
     /// Show jobs, or one job's chunks and their states.
     #[command(
         after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json\n  \
@@ -212,6 +219,7 @@ fn main() -> ExitCode {
             Command::Demo(a) => commands::demo::run(&globals, a).await,
             Command::Plan(a) => commands::plan::run(&globals, a).await,
             Command::Backfill(a) => commands::backfill::run(&globals, a).await,
+            Command::Sync(a) => commands::sync::run(&globals, a).await,
             Command::Status(a) => commands::status::run(&globals, a).await,
             Command::Verify(a) => commands::verify::run(&globals, a).await,
             Command::Replay(a) => commands::replay::run(&globals, a).await,

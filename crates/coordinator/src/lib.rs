@@ -15,6 +15,7 @@ pub mod plan;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod sync;
 
 pub use error::{CoordinatorError, Result};
 pub use metrics::CoordinatorMetrics;
@@ -22,4 +23,5 @@ pub use pg_store::PgStore;
 pub use plan::{JobPlan, PlanLoad, SourcePlan, plan_job, plan_source, submit_spec};
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 pub use state::{StateLocation, StateStore};
-pub use store::{AttemptRow, ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};
+pub use store::{AttemptRow, ChunkRow, ChunkState, Extension, JobRow, JobSummary, Store, Submitted, now_us};
+pub use sync::{SyncOutcome, sync_spec};

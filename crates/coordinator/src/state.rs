@@ -14,7 +14,7 @@ use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use crate::error::{CoordinatorError, Result};
 use crate::pg_store::PgStore;
 use crate::service::RetryPolicy;
-use crate::store::{AttemptRow, ChunkRow, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
+use crate::store::{AttemptRow, ChunkRow, Extension, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
 
 /// Durable jobs, chunks, attempts and leases.
 #[tonic::async_trait]
@@ -23,6 +23,9 @@ pub trait StateStore: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Stores a new job with its chunks, or confirms an identical one exists.
     async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted>;
+    /// Extends a sync job's range ([`Extension`]): new chunks get the next chunk ids, earlier
+    /// chunks and their ids are untouched. Returns the new chunk ids.
+    async fn extend(&self, ext: Extension) -> Result<Vec<u64>>;
     /// A job by id.
     async fn job(&self, job_id: &str) -> Result<JobRow>;
     /// Every job with its summary, oldest first.
@@ -99,6 +102,10 @@ impl StateStore for Store {
 
     async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
         self.call(move |s, c| s.submit(c, &job, &chunks)).await
+    }
+
+    async fn extend(&self, ext: Extension) -> Result<Vec<u64>> {
+        self.call(move |s, c| s.extend(c, &ext)).await
     }
 
     async fn job(&self, job_id: &str) -> Result<JobRow> {
@@ -280,6 +287,9 @@ mod tests {
         }
         async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
             StateStore::submit(&self.0, job, chunks).await
+        }
+        async fn extend(&self, ext: Extension) -> Result<Vec<u64>> {
+            StateStore::extend(&self.0, ext).await
         }
         async fn job(&self, job_id: &str) -> Result<JobRow> {
             StateStore::job(&self.0, job_id).await

@@ -15,5 +15,6 @@ pub mod replay;
 pub mod serve;
 pub mod status;
 pub mod submit;
+pub mod sync;
 pub mod verify;
 pub mod worker;

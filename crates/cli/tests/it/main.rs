@@ -16,6 +16,7 @@ mod replay;
 mod s3_stage;
 mod snowflake;
 mod status_page;
+mod sync;
 mod transient;
 mod util;
 mod verify;
