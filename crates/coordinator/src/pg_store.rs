@@ -327,13 +327,28 @@ impl PgStore {
             }
             return Ok(Submitted::Existing);
         }
-        for batch in chunks.chunks(INSERT_BATCH) {
+        self.insert_chunks(&tx, &job.job_id, chunks, |_, c| c.index as i64)
+            .await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Submitted::Created)
+    }
+
+    /// Inserts `chunks` of `job_id` as pending, chunk `i` under the id `id_of(i, chunk)`.
+    async fn insert_chunks(
+        &self,
+        tx: &Transaction<'_>,
+        job_id: &str,
+        chunks: &[PlannedChunk],
+        id_of: impl Fn(usize, &PlannedChunk) -> i64,
+    ) -> Result<()> {
+        for (n, batch) in chunks.chunks(INSERT_BATCH).enumerate() {
             let column = |f: fn(&PlannedChunk) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
-            let (ids, froms, tos) = (
-                column(|c| c.index as i64),
-                column(|c| c.range.from),
-                column(|c| c.range.to),
-            );
+            let ids: Vec<i64> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, c)| id_of(n * INSERT_BATCH + i, c))
+                .collect();
+            let (froms, tos) = (column(|c| c.range.from), column(|c| c.range.to));
             let (rows, bytes) = (
                 column(|c| c.estimated_rows as i64),
                 column(|c| c.estimated_bytes as i64),
@@ -344,7 +359,7 @@ impl PgStore {
                  FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
                      AS planned(id, range_from, range_to, est_rows, est_bytes)",
                 &[
-                    text(&job.job_id),
+                    text(&job_id),
                     (&ids, Type::INT8_ARRAY),
                     (&froms, Type::INT8_ARRAY),
                     (&tos, Type::INT8_ARRAY),
@@ -355,8 +370,7 @@ impl PgStore {
             .await
             .map_err(|e| self.err(e))?;
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(Submitted::Created)
+        Ok(())
     }
 
     async fn extend_on(&self, c: &mut Client, ext: &Extension) -> Result<Vec<u64>> {
@@ -394,28 +408,8 @@ impl PgStore {
         .await
         .map_err(|e| self.err(e))?;
         let ids: Vec<i64> = (0..ext.chunks.len() as i64).map(|i| next + i).collect();
-        let column = |f: fn(&PlannedChunk) -> i64| ext.chunks.iter().map(f).collect::<Vec<i64>>();
-        let (froms, tos) = (column(|c| c.range.from), column(|c| c.range.to));
-        let (rows, bytes) = (
-            column(|c| c.estimated_rows as i64),
-            column(|c| c.estimated_bytes as i64),
-        );
-        tx.execute_typed(
-            "INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state)
-             SELECT $1, id, range_from, range_to, est_rows, est_bytes, 'pending'
-             FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-                 AS planned(id, range_from, range_to, est_rows, est_bytes)",
-            &[
-                text(&ext.job_id),
-                (&ids, Type::INT8_ARRAY),
-                (&froms, Type::INT8_ARRAY),
-                (&tos, Type::INT8_ARRAY),
-                (&rows, Type::INT8_ARRAY),
-                (&bytes, Type::INT8_ARRAY),
-            ],
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        self.insert_chunks(&tx, &ext.job_id, &ext.chunks, |i, _| next + i as i64)
+            .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(ids.into_iter().map(|id| id as u64).collect())
     }

@@ -649,25 +649,35 @@ impl Store {
             params![job.job_id, job.spec_toml, job.base_dir.display().to_string(), job.cursor_kind.as_str(), job.range.from, job.range.to, job.created_at_us],
         )
         .map_err(|e| self.db_err(e))?;
-        {
-            let mut stmt = tx
-                .prepare("INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')")
-                .map_err(|e| self.db_err(e))?;
-            for c in chunks {
-                stmt.execute(params![
-                    job.job_id,
-                    c.index as i64,
-                    c.range.from,
-                    c.range.to,
-                    c.estimated_rows as i64,
-                    c.estimated_bytes as i64
-                ])
-                .map_err(|e| self.db_err(e))?;
-            }
-        }
+        self.insert_chunks(&tx, &job.job_id, chunks, |_, c| c.index as i64)?;
         tx.commit().map_err(|e| self.db_err(e))?;
         self.forget_job(&job.job_id);
         Ok(Submitted::Created)
+    }
+
+    /// Inserts `chunks` of `job_id` as pending, chunk `i` under the id `id_of(i, chunk)`.
+    fn insert_chunks(
+        &self,
+        tx: &Connection,
+        job_id: &str,
+        chunks: &[PlannedChunk],
+        id_of: impl Fn(usize, &PlannedChunk) -> i64,
+    ) -> Result<()> {
+        let mut stmt = tx
+            .prepare("INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')")
+            .map_err(|e| self.db_err(e))?;
+        for (i, c) in chunks.iter().enumerate() {
+            stmt.execute(params![
+                job_id,
+                id_of(i, c),
+                c.range.from,
+                c.range.to,
+                c.estimated_rows as i64,
+                c.estimated_bytes as i64
+            ])
+            .map_err(|e| self.db_err(e))?;
+        }
+        Ok(())
     }
 
     /// Extends a job's range to `ext.to_mark` with `ext.chunks`, numbered after the job's last
@@ -688,25 +698,8 @@ impl Store {
             params![ext.job_id, ext.spec_toml, ext.to_mark, ext.at_us],
         )
         .map_err(|e| self.db_err(e))?;
-        let mut ids = Vec::with_capacity(ext.chunks.len());
-        {
-            let mut stmt = tx
-                .prepare("INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')")
-                .map_err(|e| self.db_err(e))?;
-            for (i, c) in ext.chunks.iter().enumerate() {
-                let id = next + i as i64;
-                stmt.execute(params![
-                    ext.job_id,
-                    id,
-                    c.range.from,
-                    c.range.to,
-                    c.estimated_rows as i64,
-                    c.estimated_bytes as i64
-                ])
-                .map_err(|e| self.db_err(e))?;
-                ids.push(id as u64);
-            }
-        }
+        let ids: Vec<u64> = (0..ext.chunks.len()).map(|i| (next + i as i64) as u64).collect();
+        self.insert_chunks(&tx, &ext.job_id, &ext.chunks, |i, _| next + i as i64)?;
         tx.commit().map_err(|e| self.db_err(e))?;
         self.forget_job(&ext.job_id);
         Ok(ids)

@@ -159,7 +159,7 @@ pub(crate) fn dedup_view_sql(columns: &[String], dedup: &DedupManifest, chunk_ta
     let keys: Vec<String> = dedup.key_columns.iter().map(|c| quote(c)).collect();
     let select: Vec<String> = columns.iter().map(|c| quote(c)).collect();
     format!(
-        "SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {CHUNK} DESC) AS {RANK} FROM ({})) WHERE {RANK} = 1",
+        "SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {CHUNK} DESC) AS {RANK} FROM ({}) AS chunks) AS ranked WHERE {RANK} = 1",
         select.join(", "),
         keys.join(", "),
         quote(&dedup.cursor_column),

@@ -160,11 +160,12 @@ fn dedup_sync_keeps_the_newest_version_of_every_key_across_syncs() {
     job.ok(&["verify", "items"]);
 
     // Changing the cursor changes what the job means: refused, nothing planned.
+    let planned = chunk_ranges(&job, "items");
     let moved = job.write_spec("moved.toml", &spec(server, &db, "items", "created_at", sync));
     let out = job.run(&["sync", moved.to_str().unwrap(), "--now", "2024-03-01T14:00:00Z"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("different spec"), "{}", text(&out.stderr));
-    assert_eq!(chunk_ranges(&job, "items").len(), chunk_ranges(&job, "items").len());
+    assert_eq!(chunk_ranges(&job, "items"), planned, "nothing planned");
 }
 
 #[test]
@@ -228,4 +229,54 @@ fn dedup_without_a_primary_key_names_table_and_key_and_writes_nothing() {
         "{err}"
     );
     assert!(!job.path().join("warehouse/nokey").exists(), "nothing written");
+}
+
+#[test]
+fn a_sync_killed_mid_run_resumes_to_exactly_the_source_rows() {
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server
+        .psql(
+            &db,
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, v text NOT NULL); \
+             INSERT INTO accounts SELECT g, timestamptz '2024-03-01 00:00:00+00' + g * interval '1 minute', 'v' || g \
+               FROM generate_series(1, 600) g; ANALYZE accounts;",
+        )
+        .unwrap();
+    let job = JobDir::in_dir(tempfile::tempdir().unwrap());
+    let path = job.write_spec(
+        "job.toml",
+        &spec(server, &db, "accounts", "updated_at", "mode = \"dedup\""),
+    );
+    let path = path.to_str().unwrap();
+    job.ok(&["sync", path, "--now", "2024-03-01T06:00:00Z"]);
+    let before = job.count_committed("accounts");
+    // Updates and inserts spread over ten days: the next sync plans 240 hourly chunks.
+    server
+        .psql(
+            &db,
+            "UPDATE accounts SET v = 'u' || id, updated_at = updated_at + interval '5 days' WHERE id % 3 = 0; \
+             INSERT INTO accounts SELECT g, timestamptz '2024-03-01 00:00:00+00' + g * interval '20 minutes', 'n' || g \
+               FROM generate_series(601, 1300) g;",
+        )
+        .unwrap();
+    let mut child = job
+        .cmd()
+        .args(["sync", path, "--now", "2024-03-11T06:00:00Z", "--workers", "2"])
+        .spawn()
+        .expect("spawn");
+    job.wait_for_commits(&mut child, "accounts", before + 5);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    assert!(job.count_committed("accounts") < chunk_ranges(&job, "accounts").len());
+    job.ok(&["sync", path, "--now", "2024-03-11T06:00:00Z", "--workers", "2"]);
+    assert_eq!(
+        warehouse_rows(&job, "accounts"),
+        source_rows(
+            server,
+            &db,
+            "SELECT id || ':' || v FROM accounts WHERE updated_at < '2024-03-11 05:55:00+00' ORDER BY id"
+        )
+    );
+    job.ok(&["verify", "accounts"]);
 }
