@@ -1565,7 +1565,7 @@ pub(crate) fn job_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result<J
         },
         created_at_us: r.int(6)?,
         cancelled_at_us: r.opt_int(7)?,
-        synced_at_us: None,
+        synced_at_us: r.opt_int(8)?,
     })
 }
 

@@ -74,7 +74,7 @@ pub async fn sync_spec(
             range: plan.range,
             created_at_us: now_us,
             cancelled_at_us: None,
-            synced_at_us: Some(now_us),
+            synced_at_us: None,
         };
         let outcome = store.submit(job, plan.chunks).await?;
         return Ok((store.job(&plan.spec.name).await?, SyncOutcome::Backfill(outcome)));
