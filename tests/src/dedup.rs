@@ -22,6 +22,9 @@ use futures::future::BoxFuture;
 use crate::report::{Checker, Violations};
 use crate::stage::{evidence, stage_batches};
 
+/// One dedup commit of the check: chunk id, attempt, range and `(id, updated_at, v)` rows.
+type Step = (u64, u32, CursorRange, Vec<(i64, i64, &'static str)>);
+
 /// Reads every row of the table as users see it (the destination's query path).
 pub type ReadTable = Arc<dyn Fn() -> BoxFuture<'static, backhaul_core::Result<Vec<RecordBatch>>> + Send + Sync>;
 
@@ -86,7 +89,7 @@ pub async fn check_dedup(dest: Arc<dyn Destination>, stage: &Stage, read_table: 
         return checker.abort("dedup-commit", format!("prepare failed: {e}"));
     }
     let hour = 3_600_000_000;
-    let steps: [(u64, u32, CursorRange, Vec<(i64, i64, &str)>); 4] = [
+    let steps: [Step; 4] = [
         (
             0,
             1,
