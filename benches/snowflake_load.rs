@@ -145,6 +145,7 @@ put_parallel = 1
             cursor_column: "created_at".into(),
             extracted: evidence(&schema, &batches).unwrap(),
             files,
+            sync: None,
         };
         let started = Instant::now();
         dest.commit_chunk(&stage, &commit).await.unwrap();

@@ -215,6 +215,20 @@ async fn local_destination_conforms() {
 }
 
 #[tokio::test]
+async fn local_destination_replaces_by_key_in_dedup_mode() {
+    let dir = TempDir::new().unwrap();
+    let warehouse = Warehouse::new(dir).await;
+    let root = warehouse.spec.path.clone();
+    let read: backhaul_conformance::dedup::ReadTable = Arc::new(move || {
+        let root = root.clone();
+        Box::pin(async move { backhaul_sink_local::query(&root, "SELECT * FROM orders").await })
+    });
+    backhaul_conformance::dedup::check_dedup(warehouse.make()(), &warehouse.stage, read)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn local_destination_conforms_with_rows_cut_by_position() {
     let dir = TempDir::new().unwrap();
     let batches = source_rows(&dir).await;

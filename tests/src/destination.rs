@@ -503,6 +503,7 @@ impl Run<'_> {
             cursor_column: self.cursor_column.to_string(),
             files,
             extracted,
+            sync: None,
         }
     }
 

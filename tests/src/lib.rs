@@ -15,6 +15,10 @@
 //!   independent and empty chunks, and state that survives a fresh handle (a restarted
 //!   process).
 //!
+//! - [`dedup::check_dedup`] runs a destination that supports `dedup` syncs through
+//!   replace-by-key: one row per key, the newest by cursor, after every commit, with every
+//!   chunk's proof still covering what it wrote.
+//!
 //! - [`stage_conformance::check_stage`] runs a [`Stage`](backhaul_core::stage::Stage) through
 //!   what workers and destinations rely on: put, multipart upload, an aborted upload leaving
 //!   nothing visible, list, delete and file URLs.
@@ -32,6 +36,7 @@
 //! the way workers' writers do, for destination tests of any kind.
 
 pub mod corrupt;
+pub mod dedup;
 pub mod destination;
 mod report;
 pub mod source;

@@ -19,8 +19,8 @@ pub mod exit {
     pub const VERIFY_MISMATCH: u8 = 3;
     /// The job ended with parked chunks (failed permanently or too often).
     pub const PARKED: u8 = 4;
-    /// A job's checks failed (`status --check`: stale table or volume anomaly).
-    // TODO(issue 13, sync): `backhaul sync` exits with this too when its checks fail.
+    /// A job's checks failed (`status --check`, or `sync` after loading: stale table or volume
+    /// anomaly).
     pub const CHECKS_FAILED: u8 = 5;
     /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
@@ -104,6 +104,13 @@ Re-running the same command after a crash or kill resumes the job: committed chu
 the rest run again, nothing is loaded twice."
     )]
     Backfill(commands::backfill::BackfillArgs),
+    /// Extend a sync job from its high-water mark to now − lag and load the new chunks.
+    #[command(
+        after_help = "Examples:\n  backhaul sync orders.toml\n  backhaul sync orders.toml --workers 4\n\n\
+The first sync backfills from range.from; each later one plans only [mark, now − lag) (plus a \
+lookback chunk in dedup mode). Killed, it resumes like backfill: run it again."
+    )]
+    Sync(commands::sync::SyncArgs),
     /// Show jobs, or one job's chunks and their states.
     #[command(
         after_help = "Examples:\n  backhaul status\n  backhaul status orders --chunks\n  backhaul status orders --output json\n  \
@@ -225,6 +232,7 @@ fn main() -> ExitCode {
             Command::Demo(a) => commands::demo::run(&globals, a).await,
             Command::Plan(a) => commands::plan::run(&globals, a).await,
             Command::Backfill(a) => commands::backfill::run(&globals, a).await,
+            Command::Sync(a) => commands::sync::run(&globals, a).await,
             Command::Status(a) => commands::status::run(&globals, a).await,
             Command::Verify(a) => commands::verify::run(&globals, a).await,
             Command::Replay(a) => commands::replay::run(&globals, a).await,

@@ -27,6 +27,19 @@ pub enum CoordinatorError {
         /// The state file.
         state: String,
     },
+    /// A sync planned from a high-water mark the job no longer has (another sync extended it
+    /// meanwhile), or one that would not move it forward.
+    #[error(
+        "job `{job_id}`: this sync was planned from the high-water mark {planned_from}, but the job's mark is {stored}; run the sync again"
+    )]
+    MarkMoved {
+        /// The job.
+        job_id: String,
+        /// The mark the sync was planned from.
+        planned_from: String,
+        /// The stored mark.
+        stored: String,
+    },
     /// Another process serves leases from this state database.
     #[error(
         "state database {path} is in use by another coordinator or local run (its lock file {path}.lock is held); stop it first, or give this one its own --state"
@@ -122,9 +135,10 @@ impl CoordinatorError {
     pub fn class(&self) -> ErrorClass {
         match self {
             CoordinatorError::Core(e) => e.class(),
-            CoordinatorError::StaleLease { .. } | CoordinatorError::Transport(_) | CoordinatorError::Task(_) => {
-                ErrorClass::Transient
-            }
+            CoordinatorError::StaleLease { .. }
+            | CoordinatorError::Transport(_)
+            | CoordinatorError::Task(_)
+            | CoordinatorError::MarkMoved { .. } => ErrorClass::Transient,
             CoordinatorError::Database { source, .. } => match source.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,

@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod sync;
 
 pub use error::{CoordinatorError, Result};
 pub use metrics::CoordinatorMetrics;
@@ -28,4 +29,5 @@ pub use pools::RatePools;
 pub use schedule::{RunLauncher, ScheduleRow, ScheduleStore, Scheduler, SchedulerHandle, SubmitLauncher};
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 pub use state::{StateLocation, StateStore};
-pub use store::{AttemptRow, ChunkRow, ChunkState, JobRow, JobSummary, Store, Submitted, now_us};
+pub use store::{AttemptRow, ChunkRow, ChunkState, Extension, JobRow, JobSummary, Store, Submitted, now_us};
+pub use sync::{SyncOutcome, sync_spec};

@@ -26,9 +26,9 @@ use crate::pg_connect::{Connector, Fence, LockSession, Pool, keep_serving_lock};
 use crate::service::RetryPolicy;
 use crate::state::StateStore;
 use crate::store::{
-    ATTEMPT_COLUMNS, AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Failure, JOB_SELECT, JobRow, JobSummary, Lease,
-    LeaseKey, MIGRATIONS, NoLease, StateRow, StoredProof, Submitted, attempt_from_row, chunk_from_row,
-    failures_counting, job_from_row, now_us,
+    ATTEMPT_COLUMNS, AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Extension, Failure, JOB_SELECT, JobRow,
+    JobSummary, Lease, LeaseKey, MIGRATIONS, NoLease, StateRow, StoredProof, Submitted, attempt_from_row,
+    check_extension, chunk_from_row, failures_counting, job_from_row, now_us,
 };
 
 /// The embedded store's schema with PostgreSQL types (`BIGINT` where SQLite says `INTEGER`).
@@ -328,13 +328,28 @@ impl PgStore {
             }
             return Ok(Submitted::Existing);
         }
-        for batch in chunks.chunks(INSERT_BATCH) {
+        self.insert_chunks(&tx, &job.job_id, chunks, |_, c| c.index as i64)
+            .await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Submitted::Created)
+    }
+
+    /// Inserts `chunks` of `job_id` as pending, chunk `i` under the id `id_of(i, chunk)`.
+    async fn insert_chunks(
+        &self,
+        tx: &Transaction<'_>,
+        job_id: &str,
+        chunks: &[PlannedChunk],
+        id_of: impl Fn(usize, &PlannedChunk) -> i64,
+    ) -> Result<()> {
+        for (n, batch) in chunks.chunks(INSERT_BATCH).enumerate() {
             let column = |f: fn(&PlannedChunk) -> i64| batch.iter().map(f).collect::<Vec<i64>>();
-            let (ids, froms, tos) = (
-                column(|c| c.index as i64),
-                column(|c| c.range.from),
-                column(|c| c.range.to),
-            );
+            let ids: Vec<i64> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, c)| id_of(n * INSERT_BATCH + i, c))
+                .collect();
+            let (froms, tos) = (column(|c| c.range.from), column(|c| c.range.to));
             let (rows, bytes) = (
                 column(|c| c.estimated_rows as i64),
                 column(|c| c.estimated_bytes as i64),
@@ -345,7 +360,7 @@ impl PgStore {
                  FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
                      AS planned(id, range_from, range_to, est_rows, est_bytes)",
                 &[
-                    text(&job.job_id),
+                    text(&job_id),
                     (&ids, Type::INT8_ARRAY),
                     (&froms, Type::INT8_ARRAY),
                     (&tos, Type::INT8_ARRAY),
@@ -356,8 +371,48 @@ impl PgStore {
             .await
             .map_err(|e| self.err(e))?;
         }
+        Ok(())
+    }
+
+    async fn extend_on(&self, c: &mut Client, ext: &Extension) -> Result<Vec<u64>> {
+        let tx = self.begin_change(c).await?;
+        // The job's row lock serializes extensions of one job.
+        let job = tx
+            .query_typed_opt(
+                &format!("{JOB_SELECT} WHERE job_id = $1 FOR UPDATE"),
+                &[text(&ext.job_id)],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .map(|r| job_from_row(&r).map_err(|e| self.err(e)))
+            .transpose()?
+            .ok_or_else(|| CoordinatorError::UnknownJob(ext.job_id.clone()))?;
+        check_extension(&job, ext)?;
+        let next: i64 = tx
+            .query_typed_one(
+                "SELECT coalesce(max(chunk_id) + 1, 0) FROM chunks WHERE job_id = $1",
+                &[text(&ext.job_id)],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .try_get(0)
+            .map_err(|e| self.err(e))?;
+        tx.execute_typed(
+            "UPDATE jobs SET spec_toml = $2, range_to = $3, synced_at_us = $4 WHERE job_id = $1",
+            &[
+                text(&ext.job_id),
+                text(&ext.spec_toml),
+                int(&ext.to_mark),
+                int(&ext.at_us),
+            ],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let ids: Vec<i64> = (0..ext.chunks.len() as i64).map(|i| next + i).collect();
+        self.insert_chunks(&tx, &ext.job_id, &ext.chunks, |i, _| next + i as i64)
+            .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(Submitted::Created)
+        Ok(ids.into_iter().map(|id| id as u64).collect())
     }
 
     async fn job_on(&self, c: &Client, job_id: &str) -> Result<JobRow> {
@@ -858,6 +913,10 @@ impl StateStore for PgStore {
 
     async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
         pooled!(self, SUBMIT_BUDGET, |c| self.submit_on(c, &job, &chunks))
+    }
+
+    async fn extend(&self, ext: Extension) -> Result<Vec<u64>> {
+        pooled!(self, SUBMIT_BUDGET, |c| self.extend_on(c, &ext))
     }
 
     async fn job(&self, job_id: &str) -> Result<JobRow> {

@@ -9,7 +9,7 @@ use backhaul_core::chunking::{ChunkCap, PhysicalOrder, PlanContext, PlanPolicy, 
 use backhaul_core::connector::{Connectors, Destination, PlanNote, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
-use backhaul_core::spec::{ChunkPolicy, DEFAULT_PLAN_WORKERS, JobSpec, StageSpec, ValidatedSpec};
+use backhaul_core::spec::{ChunkPolicy, DEFAULT_PLAN_WORKERS, JobSpec, StageSpec, SyncPolicy, ValidatedSpec};
 use backhaul_core::stage::Stage;
 
 use crate::error::Result;
@@ -84,6 +84,12 @@ pub async fn plan_source(
     cap: Option<ChunkCap>,
 ) -> Result<SourcePlan> {
     let table = source.describe().await?;
+    let range = spec_range(&table, validated, origin)?;
+    plan_range(source, table, range, validated, origin, cap).await
+}
+
+/// The spec's `[range]` in the units of `table`'s cursor; errors name `range.from`/`range.to`.
+pub(crate) fn spec_range(table: &TableDescription, validated: &ValidatedSpec, origin: &str) -> Result<CursorRange> {
     let kind = table.cursor_kind;
     let bound = |b: backhaul_core::cursor::SpecBound, field: &str| {
         b.to_cursor(kind).map_err(|m| {
@@ -94,7 +100,30 @@ pub async fn plan_source(
             )
         })
     };
-    let range = CursorRange::new(bound(validated.from, "range.from")?, bound(validated.to, "range.to")?);
+    let (from, to) = (bound(validated.from, "range.from")?, bound(validated.to, "range.to")?);
+    if from >= to {
+        return Err(Error::config(
+            origin,
+            "range",
+            format!("the range {} is empty", CursorRange { from, to }.display(kind)),
+        )
+        .into());
+    }
+    Ok(CursorRange::new(from, to))
+}
+
+/// Prepares `source` for `range` of the described `table`, reads its density and cuts the
+/// chunks by the spec's chunking, within `cap`: the one planner for a whole job and for a
+/// sync's extension.
+pub(crate) async fn plan_range(
+    source: &dyn Source,
+    table: TableDescription,
+    range: CursorRange,
+    validated: &ValidatedSpec,
+    origin: &str,
+    cap: Option<ChunkCap>,
+) -> Result<SourcePlan> {
+    let kind = table.cursor_kind;
     let policy = match validated.chunking {
         ChunkPolicy::FixedStep(n) => PlanPolicy::FixedWidth(n),
         ChunkPolicy::FixedSpan(span) => match kind {
@@ -154,7 +183,23 @@ pub async fn plan_job(
     connectors: &dyn Connectors,
     prepare_destination: bool,
 ) -> Result<JobPlan> {
+    plan_job_at(raw, origin, base_dir, connectors, prepare_destination, None).await
+}
+
+/// [`plan_job`] of a sync job at `now_us`: `range.to = "now"` ends the range at now − lag.
+/// Without `now_us`, `now` is refused (a fixed backfill has a fixed end).
+pub async fn plan_job_at(
+    raw: JobSpec,
+    origin: &str,
+    base_dir: &Path,
+    connectors: &dyn Connectors,
+    prepare_destination: bool,
+    now_us: Option<i64>,
+) -> Result<JobPlan> {
     let mut checked = connectors.check(&raw, origin)?;
+    if let Some(now) = now_us {
+        checked.validated.resolve_now(now);
+    }
     let spec_toml = checked.to_canonical_toml();
     checked.resolve_paths(base_dir);
     let destination = checked.destination.build().map_err(|e| relabel(e, origin))?;
@@ -167,6 +212,7 @@ pub async fn plan_job(
     };
     let source = checked.source.build().map_err(|e| relabel(e, origin))?;
     let validated = checked.validated;
+    let sync = check_sync(&validated, destination.as_ref(), origin)?;
     let SourcePlan {
         table,
         range,
@@ -174,6 +220,9 @@ pub async fn plan_job(
         load,
     } = plan_source(source.as_ref(), &validated, origin, destination.chunk_cap()).await?;
     let spec = checked.spec;
+    if let Some(policy) = &sync {
+        policy.key_columns(origin, &source_table_name(&spec), &table.key_columns)?;
+    }
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
     }
@@ -207,6 +256,34 @@ pub async fn plan_job(
     })
 }
 
+/// The spec's `[sync]`, refused when the destination cannot commit its mode: the one place
+/// that asks [`Destination::supports_sync_mode`].
+pub(crate) fn check_sync(
+    validated: &ValidatedSpec,
+    destination: &dyn Destination,
+    origin: &str,
+) -> Result<Option<SyncPolicy>> {
+    let Some(policy) = &validated.sync else { return Ok(None) };
+    if !destination.supports_sync_mode(policy.mode) {
+        return Err(Error::config(
+            origin,
+            "sync.mode",
+            format!(
+                "this destination does not support sync mode `{}` yet; use mode = \"append\" or the local warehouse",
+                policy.mode.as_str()
+            ),
+        )
+        .into());
+    }
+    Ok(Some(policy.clone()))
+}
+
+/// The source table's name for messages: the source section's `table`, else the job's name.
+pub(crate) fn source_table_name(spec: &JobSpec) -> String {
+    let table = spec.source.settings.get("table").and_then(|v| v.as_str());
+    table.unwrap_or(&spec.name).to_string()
+}
+
 /// Builds the stage (checked writable) and lets the destination refuse it.
 async fn checked_stage(spec: &StageSpec, destination: &dyn Destination, origin: &str) -> Result<Stage> {
     let stage = Stage::from_spec(spec, origin).await?;
@@ -215,7 +292,7 @@ async fn checked_stage(spec: &StageSpec, destination: &dyn Destination, origin: 
 }
 
 /// Stage and connector builds report `<spec>`; put the real file name in.
-fn relabel(e: Error, origin: &str) -> Error {
+pub(crate) fn relabel(e: Error, origin: &str) -> Error {
     match e {
         Error::Config { file, field, message } if file == "<spec>" => Error::Config {
             file: origin.into(),
@@ -244,6 +321,7 @@ pub async fn submit_spec(
         range: plan.range,
         created_at_us: crate::store::now_us(),
         cancelled_at_us: None,
+        synced_at_us: None,
     };
     let outcome = store.submit(job.clone(), plan.chunks).await?;
     let job = store.job(&job.job_id).await?;

@@ -839,6 +839,7 @@ mod tests {
             range: CursorRange::new(0, 10),
             created_at_us: 1,
             cancelled_at_us: cancelled.then_some(2),
+            synced_at_us: None,
         }
     }
 

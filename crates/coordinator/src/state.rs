@@ -15,7 +15,7 @@ use crate::error::{CoordinatorError, Result};
 use crate::pg_store::PgStore;
 use crate::schedule::ScheduleStore;
 use crate::service::RetryPolicy;
-use crate::store::{AttemptRow, ChunkRow, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
+use crate::store::{AttemptRow, ChunkRow, Extension, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
 
 /// Durable jobs, chunks, attempts and leases (and schedules: [`ScheduleStore`]).
 #[tonic::async_trait]
@@ -24,6 +24,9 @@ pub trait StateStore: ScheduleStore + Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Stores a new job with its chunks, or confirms an identical one exists.
     async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted>;
+    /// Extends a sync job's range ([`Extension`]): new chunks get the next chunk ids, earlier
+    /// chunks and their ids are untouched. Returns the new chunk ids.
+    async fn extend(&self, ext: Extension) -> Result<Vec<u64>>;
     /// A job by id.
     async fn job(&self, job_id: &str) -> Result<JobRow>;
     /// Every job with its summary, oldest first.
@@ -100,6 +103,10 @@ impl StateStore for Store {
 
     async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
         self.call(move |s, c| s.submit(c, &job, &chunks)).await
+    }
+
+    async fn extend(&self, ext: Extension) -> Result<Vec<u64>> {
+        self.call(move |s, c| s.extend(c, &ext)).await
     }
 
     async fn job(&self, job_id: &str) -> Result<JobRow> {
@@ -281,6 +288,9 @@ mod tests {
         }
         async fn submit(&self, job: JobRow, chunks: Vec<PlannedChunk>) -> Result<Submitted> {
             StateStore::submit(&self.0, job, chunks).await
+        }
+        async fn extend(&self, ext: Extension) -> Result<Vec<u64>> {
+            StateStore::extend(&self.0, ext).await
         }
         async fn job(&self, job_id: &str) -> Result<JobRow> {
             StateStore::job(&self.0, job_id).await

@@ -99,6 +99,9 @@ pub(crate) const MIGRATIONS: &[(&str, &str, &str)] = &[
     ("chunks", "proof_level", "TEXT"),
     ("chunks", "extracted_fingerprint", "TEXT"),
     ("chunks", "committed_fingerprint", "TEXT"),
+    // Incremental syncs: when `backhaul sync` last extended the job's range (its end,
+    // `range_to`, is the job's high-water mark).
+    ("jobs", "synced_at_us", "INTEGER"),
 ];
 
 /// Life cycle of a chunk.
@@ -158,6 +161,36 @@ pub struct JobRow {
     pub created_at_us: i64,
     /// When the job was cancelled, if it was.
     pub cancelled_at_us: Option<i64>,
+    /// When a sync last extended the job's range, if one did. The end of the range is the
+    /// job's high-water mark ([`JobRow::high_water`]).
+    pub synced_at_us: Option<i64>,
+}
+
+impl JobRow {
+    /// The high-water mark: the end of the last planned range, where the next sync starts.
+    pub fn high_water(&self) -> i64 {
+        self.range.to
+    }
+}
+
+/// A sync's extension of a job's range ([`crate::StateStore::extend`]).
+#[derive(Debug, Clone)]
+pub struct Extension {
+    /// The job.
+    pub job_id: String,
+    /// The canonical spec as of this sync (the same job; only `range.to` and sync bookkeeping
+    /// may differ from the stored one, which the caller checked).
+    pub spec_toml: String,
+    /// The high-water mark the plan was made from; the extension is refused when the stored
+    /// one moved meanwhile (another sync extended the job).
+    pub from_mark: i64,
+    /// The new mark: the end of the extended range.
+    pub to_mark: i64,
+    /// The new chunks (the new range, and a lookback chunk in dedup mode); they get the next
+    /// chunk ids, whatever their `index`.
+    pub chunks: Vec<PlannedChunk>,
+    /// When the sync planned it.
+    pub at_us: i64,
 }
 
 /// A chunk as stored.
@@ -617,25 +650,60 @@ impl Store {
             params![job.job_id, job.spec_toml, job.base_dir.display().to_string(), job.cursor_kind.as_str(), job.range.from, job.range.to, job.created_at_us],
         )
         .map_err(|e| self.db_err(e))?;
-        {
-            let mut stmt = tx
-                .prepare("INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')")
-                .map_err(|e| self.db_err(e))?;
-            for c in chunks {
-                stmt.execute(params![
-                    job.job_id,
-                    c.index as i64,
-                    c.range.from,
-                    c.range.to,
-                    c.estimated_rows as i64,
-                    c.estimated_bytes as i64
-                ])
-                .map_err(|e| self.db_err(e))?;
-            }
-        }
+        self.insert_chunks(&tx, &job.job_id, chunks, |_, c| c.index as i64)?;
         tx.commit().map_err(|e| self.db_err(e))?;
         self.forget_job(&job.job_id);
         Ok(Submitted::Created)
+    }
+
+    /// Inserts `chunks` of `job_id` as pending, chunk `i` under the id `id_of(i, chunk)`.
+    fn insert_chunks(
+        &self,
+        tx: &Connection,
+        job_id: &str,
+        chunks: &[PlannedChunk],
+        id_of: impl Fn(usize, &PlannedChunk) -> i64,
+    ) -> Result<()> {
+        let mut stmt = tx
+            .prepare("INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')")
+            .map_err(|e| self.db_err(e))?;
+        for (i, c) in chunks.iter().enumerate() {
+            stmt.execute(params![
+                job_id,
+                id_of(i, c),
+                c.range.from,
+                c.range.to,
+                c.estimated_rows as i64,
+                c.estimated_bytes as i64
+            ])
+            .map_err(|e| self.db_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Extends a job's range to `ext.to_mark` with `ext.chunks`, numbered after the job's last
+    /// chunk, in one transaction; returns the new chunk ids. Earlier chunks are untouched.
+    pub fn extend(&self, conn: &mut Connection, ext: &Extension) -> Result<Vec<u64>> {
+        let tx = conn.savepoint().map_err(|e| self.db_err(e))?;
+        let job = self.job(&tx, &ext.job_id)?;
+        check_extension(&job, ext)?;
+        let next: i64 = tx
+            .query_row(
+                "SELECT coalesce(max(chunk_id) + 1, 0) FROM chunks WHERE job_id = ?1",
+                [&ext.job_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db_err(e))?;
+        tx.execute(
+            "UPDATE jobs SET spec_toml = ?2, range_to = ?3, synced_at_us = ?4 WHERE job_id = ?1",
+            params![ext.job_id, ext.spec_toml, ext.to_mark, ext.at_us],
+        )
+        .map_err(|e| self.db_err(e))?;
+        let ids: Vec<u64> = (0..ext.chunks.len()).map(|i| (next + i as i64) as u64).collect();
+        self.insert_chunks(&tx, &ext.job_id, &ext.chunks, |i, _| next + i as i64)?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        self.forget_job(&ext.job_id);
+        Ok(ids)
     }
 
     /// A job by id.
@@ -1467,6 +1535,19 @@ impl StoredProof {
     }
 }
 
+/// Refuses an extension of `job` planned from another mark than its current one, or one that
+/// does not move the mark forward.
+pub(crate) fn check_extension(job: &JobRow, ext: &Extension) -> Result<()> {
+    if job.high_water() != ext.from_mark || ext.to_mark <= ext.from_mark {
+        return Err(CoordinatorError::MarkMoved {
+            job_id: ext.job_id.clone(),
+            planned_from: job.cursor_kind.format(ext.from_mark),
+            stored: job.cursor_kind.format(job.high_water()),
+        });
+    }
+    Ok(())
+}
+
 /// A row of [`JOB_SELECT`].
 pub(crate) fn job_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result<JobRow, R::Error> {
     let kind = match r.text(3)?.as_str() {
@@ -1485,6 +1566,7 @@ pub(crate) fn job_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result<J
         },
         created_at_us: r.int(6)?,
         cancelled_at_us: r.opt_int(7)?,
+        synced_at_us: r.opt_int(8)?,
     })
 }
 
@@ -1508,7 +1590,7 @@ pub(crate) fn attempt_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Resu
 
 macro_rules! job_select {
     () => {
-        "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us, cancelled_at_us FROM jobs"
+        "SELECT job_id, spec_toml, base_dir, cursor_kind, range_from, range_to, created_at_us, cancelled_at_us, synced_at_us FROM jobs"
     };
 }
 
@@ -1534,6 +1616,7 @@ pub(crate) mod tests {
             range: CursorRange::new(0, chunks as i64 * 10),
             created_at_us: 0,
             cancelled_at_us: None,
+            synced_at_us: None,
         };
         let planned = (0..chunks)
             .map(|i| PlannedChunk {

@@ -299,6 +299,7 @@ async fn loaded_job(store: &Arc<dyn StateStore>, name: &str, first_day_us: i64, 
         range: CursorRange::new(first_day_us, end),
         created_at_us: 1,
         cancelled_at_us: None,
+        synced_at_us: None,
     };
     let planned = (0..rows.len())
         .map(|i| PlannedChunk {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use backhaul_coordinator::clock::ManualClock;
 use backhaul_coordinator::store::{Failure, Lease, NoLease};
 use backhaul_coordinator::{
-    ChunkState, CoordinatorError, JobRow, PgStore, RetryPolicy, ScheduleRow, StateStore, Store, Submitted,
+    ChunkState, CoordinatorError, Extension, JobRow, PgStore, RetryPolicy, ScheduleRow, StateStore, Store, Submitted,
 };
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
@@ -111,6 +111,7 @@ contract!(
     release_does_not_count_a_failure,
     cancel_stops_every_open_chunk,
     submit_accepts_the_same_spec_and_refuses_a_changed_one,
+    extending_a_job_appends_chunks_and_moves_the_mark,
     summary_progress_and_attempts_tell_the_history,
     leases_follow_plan_order_and_a_finished_job_has_none,
     concurrent_leasers_never_share_a_chunk,
@@ -146,6 +147,7 @@ fn planned(job_id: &str, chunks: u64) -> (JobRow, Vec<PlannedChunk>) {
         range: CursorRange::new(0, chunks as i64 * 10),
         created_at_us: 1,
         cancelled_at_us: None,
+        synced_at_us: None,
     };
     let planned = (0..chunks)
         .map(|i| PlannedChunk {
@@ -475,6 +477,67 @@ async fn cancel_stops_every_open_chunk(store: Arc<dyn StateStore>) {
     assert_eq!(outcomes, vec![Some("committed".into()), Some("cancelled".into())]);
     assert!(matches!(
         store.cancel("nope").await.unwrap_err(),
+        CoordinatorError::UnknownJob(_)
+    ));
+}
+
+async fn extending_a_job_appends_chunks_and_moves_the_mark(store: Arc<dyn StateStore>) {
+    let (job, chunks) = planned("j", 2);
+    store.submit(job, chunks).await.unwrap();
+    let before = store.chunks("j").await.unwrap();
+    assert_eq!(store.job("j").await.unwrap().high_water(), 20);
+    let chunk = |from, to| PlannedChunk {
+        index: 0,
+        range: CursorRange::new(from, to),
+        estimated_rows: 1,
+        estimated_bytes: 1,
+    };
+    let ext = Extension {
+        job_id: "j".into(),
+        spec_toml: "spec of j, extended".into(),
+        from_mark: 20,
+        to_mark: 40,
+        // A lookback chunk over [15, 20), then the new range: indexes are renumbered.
+        chunks: vec![chunk(15, 20), chunk(20, 30), chunk(30, 40)],
+        at_us: 77,
+    };
+    assert_eq!(store.extend(ext.clone()).await.unwrap(), vec![2, 3, 4]);
+    let job = store.job("j").await.unwrap();
+    assert_eq!(
+        (
+            job.high_water(),
+            job.range.from,
+            job.synced_at_us,
+            job.spec_toml.as_str()
+        ),
+        (40, 0, Some(77), "spec of j, extended")
+    );
+    let after = store.chunks("j").await.unwrap();
+    let ids = |c: &[backhaul_coordinator::ChunkRow]| c.iter().map(|c| (c.chunk_id, c.range)).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&after[..2]),
+        ids(&before),
+        "earlier chunks keep their ids and ranges"
+    );
+    assert_eq!(after[2].range, CursorRange::new(15, 20));
+    assert!(after[2..].iter().all(|c| c.state == ChunkState::Pending));
+    assert_eq!(store.summary("j").await.unwrap().chunks, 5);
+    // Planned from a mark the job no longer has (a concurrent sync moved it): refused, unchanged.
+    let err = store.extend(ext).await.unwrap_err();
+    assert!(matches!(err, CoordinatorError::MarkMoved { .. }), "{err}");
+    assert_eq!(store.chunks("j").await.unwrap().len(), 5);
+    assert!(matches!(
+        store
+            .extend(Extension {
+                job_id: "nope".into(),
+                spec_toml: String::new(),
+                from_mark: 0,
+                to_mark: 1,
+                chunks: vec![],
+                at_us: 0
+            })
+            .await
+            .unwrap_err(),
         CoordinatorError::UnknownJob(_)
     ));
 }

@@ -18,6 +18,7 @@ use crate::profile::{Activity, ActivityQuery};
 use crate::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use crate::ratelimit::RatePool;
 pub use crate::registry::Connectors;
+pub use crate::spec::SyncMode;
 use crate::stage::Stage;
 
 /// A stream of record batches, all of the described schema.
@@ -154,6 +155,18 @@ pub struct ChunkCommit {
     pub files: Vec<StagedFile>,
     /// Rows, checksum and fingerprint the writer measured while encoding the files.
     pub extracted: ChunkEvidence,
+    /// How a sync job's rows land (`None` for a job without `[sync]`: a plain backfill chunk).
+    pub sync: Option<SyncCommit>,
+}
+
+/// The `[sync]` of a chunk's job, as a destination needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncCommit {
+    /// `append`: the chunk's rows as they are (a plain commit). `dedup`: after the commit the
+    /// table holds exactly the newest version (by cursor) of each key, across all chunks.
+    pub mode: SyncMode,
+    /// The primary key (never empty in `dedup` mode).
+    pub key_columns: Vec<String>,
 }
 
 /// A remark of a destination about a plan, shown by `plan`.
@@ -220,5 +233,12 @@ pub trait Destination: Send + Sync {
     /// accepts every stage.
     fn check_stage(&self, _stage: &Stage) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether this destination commits chunks of a `[sync]` job in `mode`. The planner asks
+    /// once and refuses the spec (naming `sync.mode`) when not. The default supports `append`,
+    /// which is a plain chunk commit; `dedup` needs a replace-by-key of the destination's own.
+    fn supports_sync_mode(&self, mode: SyncMode) -> bool {
+        mode == SyncMode::Append
     }
 }

@@ -80,12 +80,17 @@ pub enum SpecBound {
     Time(i64),
     /// A plain integer.
     Integer(i64),
+    /// `now`: the end of a sync job's range, resolved to now − lag by each `backhaul sync`.
+    Now,
 }
 
 impl SpecBound {
     /// Parses `2024-01-01`, `2024-01-01T06:00:00Z`, `2024-01-01 06:00:00+02:00` or an integer.
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
+        if t == "now" {
+            return Ok(SpecBound::Now);
+        }
         if let Ok(i) = t.parse::<i64>() {
             return Ok(SpecBound::Integer(i));
         }
@@ -131,6 +136,10 @@ impl SpecBound {
             (SpecBound::Time(_), CursorKind::Integer) => {
                 Err("the cursor is an integer column but the bound is a date/time".into())
             }
+            (SpecBound::Now, _) => Err(
+                "`now` is resolved by `backhaul sync` (now − sync.lag); `backfill` and `plan` need a fixed bound"
+                    .into(),
+            ),
         }
     }
 }

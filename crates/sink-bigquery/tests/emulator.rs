@@ -274,6 +274,7 @@ fn commit_of(
         cursor_column: "created_at".into(),
         files,
         extracted: backhaul_conformance::evidence(&schema, rows).unwrap(),
+        sync: None,
     }
 }
 

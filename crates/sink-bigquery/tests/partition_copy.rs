@@ -232,6 +232,7 @@ async fn commit(
         cursor_column: CURSOR.into(),
         files,
         extracted: backhaul_conformance::evidence(&schema, rows).unwrap(),
+        sync: None,
     };
     let proof = table.commit_chunk(stage, &commit).await?;
     proof.check(&commit.extracted).unwrap();

@@ -12,13 +12,18 @@
 //! A chunk is committed by renaming its manifest into place, so it is all-or-nothing and a
 //! later attempt replaces an earlier one atomically. Data files that no manifest lists
 //! (replaced attempts, crashes mid-commit) are ignored by [`query`] and [`committed_files`].
+//!
+//! Chunks of a `dedup` sync job record their key in the manifest, and [`query`] reads such a
+//! table as one row per key, the newest by cursor (see `dedup.rs`).
 
+mod dedup;
 mod meta;
 mod query;
 mod readback;
 pub mod spec;
 mod table;
 
+pub use dedup::DedupManifest;
 pub use meta::{ChunkManifest, FieldDescription, ManifestFile, TableMeta};
 pub use query::{QueryOutput, query, query_with_schema};
 pub use spec::{LocalDestinationSpec, LocalKind};

@@ -112,6 +112,10 @@ pub struct ChunkManifest {
     pub extracted: RowSummary,
     /// Rows and checksum measured by reading the committed files back before committing.
     pub committed: RowSummary,
+    /// For a chunk of a `dedup` sync job: its key and cursor columns, rows inserted and
+    /// updated (see [`crate::dedup`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<crate::dedup::DedupManifest>,
 }
 
 /// One data file of a committed chunk.
@@ -140,6 +144,7 @@ impl ChunkManifest {
             files,
             extracted: commit.extracted.summary,
             committed,
+            dedup: None,
         }
     }
 }

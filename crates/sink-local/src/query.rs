@@ -6,14 +6,15 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::{Error, Result};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
-use crate::meta::{TablePaths, read_table_meta};
-use crate::table::{blocking, committed_files, list_tables};
+use crate::dedup::{DedupManifest, dedup_view_sql};
+use crate::meta::{TablePaths, read_all_manifests, read_table_meta};
+use crate::table::{blocking, list_tables};
 
 /// Result of [`query_with_schema`]: the batches and their schema, known even without rows.
 #[derive(Debug, Clone)]
@@ -40,20 +41,9 @@ pub async fn query_with_schema(root: &Path, sql: &str) -> Result<QueryOutput> {
     let tables = blocking(move || discover(&root_owned)).await?;
     let ctx = SessionContext::new();
     for table in tables {
-        let provider: Arc<dyn datafusion::datasource::TableProvider> = if table.files.is_empty() {
-            // A listing table needs at least one path; an empty table is still a table.
-            Arc::new(MemTable::try_new(table.schema.clone(), vec![vec![]]).map_err(df_error)?)
-        } else {
-            let urls = table
-                .files
-                .iter()
-                .map(|f| file_url(f).and_then(|u| ListingTableUrl::parse(u).map_err(df_error)))
-                .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(table.schema.clone());
-            Arc::new(ListingTable::try_new(config).map_err(df_error)?)
+        let provider = match &table.dedup {
+            None => files_provider(&table.schema, &table.files)?,
+            Some(dedup) => dedup_provider(&table, dedup).await?,
         };
         // A plain &str is parsed like SQL, so the unquoted names users type resolve to it.
         ctx.register_table(table.name.as_str(), provider).map_err(df_error)?;
@@ -64,10 +54,55 @@ pub async fn query_with_schema(root: &Path, sql: &str) -> Result<QueryOutput> {
     Ok(QueryOutput { schema, batches })
 }
 
+/// A table provider over exactly `files` (all of one schema).
+fn files_provider(schema: &SchemaRef, files: &[PathBuf]) -> Result<Arc<dyn TableProvider>> {
+    if files.is_empty() {
+        // A listing table needs at least one path; an empty table is still a table.
+        return Ok(Arc::new(
+            MemTable::try_new(schema.clone(), vec![vec![]]).map_err(df_error)?,
+        ));
+    }
+    let urls = files
+        .iter()
+        .map(|f| file_url(f).and_then(|u| ListingTableUrl::parse(u).map_err(df_error)))
+        .collect::<Result<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config).map_err(df_error)?))
+}
+
+/// A dedup table as users see it: one row per key, the newest version (see `dedup.rs`). Each
+/// chunk is a table of a private session, so the view's plan holds them and the users' session
+/// never sees them.
+async fn dedup_provider(table: &DiscoveredTable, dedup: &DedupManifest) -> Result<Arc<dyn TableProvider>> {
+    if table.chunks.is_empty() {
+        return files_provider(&table.schema, &[]);
+    }
+    let private = SessionContext::new();
+    let mut chunk_tables = Vec::new();
+    for (chunk_id, files) in &table.chunks {
+        let name = format!("chunk_{chunk_id}");
+        private
+            .register_table(name.as_str(), files_provider(&table.schema, files)?)
+            .map_err(df_error)?;
+        chunk_tables.push((*chunk_id, name));
+    }
+    let columns: Vec<String> = table.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let sql = dedup_view_sql(&columns, dedup, &chunk_tables);
+    let frame = private.sql(&sql).await.map_err(df_error)?;
+    Ok(frame.into_view())
+}
+
 struct DiscoveredTable {
     name: String,
     schema: SchemaRef,
     files: Vec<PathBuf>,
+    /// The files of each committed chunk, by chunk id.
+    chunks: Vec<(u64, Vec<PathBuf>)>,
+    /// Set when the table's chunks were committed in dedup mode.
+    dedup: Option<DedupManifest>,
 }
 
 fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
@@ -77,9 +112,16 @@ fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
     for name in list_tables(&root)? {
         let paths = TablePaths::new(&root, &name);
         let Some(meta) = read_table_meta(&paths)? else { continue };
+        let manifests = read_all_manifests(&paths)?;
+        let chunks: Vec<(u64, Vec<PathBuf>)> = manifests
+            .iter()
+            .map(|m| (m.chunk_id, m.files.iter().map(|f| paths.data_file(&f.name)).collect()))
+            .collect();
         out.push(DiscoveredTable {
             schema: meta.schema()?,
-            files: committed_files(&root, &name)?,
+            files: chunks.iter().flat_map(|(_, f)| f.clone()).collect(),
+            dedup: manifests.into_iter().find_map(|m| m.dedup),
+            chunks,
             name,
         });
     }

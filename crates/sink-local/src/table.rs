@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 
+use crate::dedup::dedup_manifest;
 use crate::meta::{
     ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_all_manifests,
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
@@ -235,16 +236,22 @@ impl LocalTable {
                 rows: measured.summary.rows,
             })
             .collect();
-        let manifest = ChunkManifest::new(commit, files, committed);
+        let mut manifest = ChunkManifest::new(commit, files, committed);
         let file_count = manifest.files.len();
         let guard = self.lock.clone().lock_owned().await;
         let commit = commit.clone();
-        blocking(move || {
+        let table = self.table.clone();
+        let dedup = blocking(move || {
             let _guard = guard;
-            install(&paths, &commit, temps, manifest)
+            // Under the lock, so the counts see every other commit whole.
+            manifest.dedup = dedup_manifest(&paths, &table, &schema, &commit, &temps.0)?;
+            let dedup = manifest.dedup.clone();
+            install(&paths, &commit, temps, manifest)?;
+            Ok(dedup)
         })
         .await?;
-        tracing::info!(table = %self.table, job = %job, chunk, attempt, rows = committed.rows, files = file_count, "chunk committed");
+        let (inserted, updated) = dedup.map_or((None, None), |d| (Some(d.rows_inserted), Some(d.rows_updated)));
+        tracing::info!(table = %self.table, job = %job, chunk, attempt, rows = committed.rows, files = file_count, inserted, updated, "chunk committed");
         Ok(proof)
     }
 
@@ -312,6 +319,10 @@ impl Destination for LocalTable {
 
     fn proof_level(&self) -> ProofLevel {
         PROOF_LEVEL
+    }
+
+    fn supports_sync_mode(&self, _mode: backhaul_core::connector::SyncMode) -> bool {
+        true
     }
 
     fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>> {

@@ -149,6 +149,7 @@ impl Fixture {
             cursor_column: "id".into(),
             files,
             extracted: evidence(&all),
+            sync: None,
         }
     }
 
@@ -383,6 +384,7 @@ async fn commit_needs_prepared_table_and_bad_sql_is_permanent() {
         cursor_column: "id".into(),
         files: vec![],
         extracted: ChunkEvidence::default(),
+        sync: None,
     };
     assert!(matches!(
         table.commit_chunk(&stage, &commit).await,

@@ -856,6 +856,7 @@ mod tests {
             cursor_column: "created_at".into(),
             files: vec![],
             extracted: Default::default(),
+            sync: None,
         }
     }
 

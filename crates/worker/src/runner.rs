@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::Error;
-use backhaul_core::connector::{ChunkCommit, Connectors, Destination, Source, StagedFile, TableDescription};
+use backhaul_core::connector::{
+    ChunkCommit, Connectors, Destination, Source, StagedFile, SyncCommit, TableDescription,
+};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use backhaul_core::registry::StagingPreferences;
@@ -40,6 +42,8 @@ pub struct JobContext {
     pub destination: Arc<dyn Destination>,
     /// The stage.
     pub stage: Stage,
+    /// How the job's chunks land when it has `[sync]`.
+    pub sync: Option<SyncCommit>,
 }
 
 impl JobContext {
@@ -53,7 +57,15 @@ impl JobContext {
         let source = checked.source.build()?;
         let table = source.describe().await?;
         let destination = checked.destination.build()?;
+        let sync = match &checked.validated.sync {
+            Some(policy) => Some(SyncCommit {
+                mode: policy.mode,
+                key_columns: policy.key_columns(&origin, &checked.spec.name, &table.key_columns)?,
+            }),
+            None => None,
+        };
         Ok(JobContext {
+            sync,
             job_id: job_id.into(),
             staging: checked.destination.staging(),
             spec: checked.spec,
@@ -138,6 +150,7 @@ pub async fn run_chunk(
         cursor_column: ctx.table.cursor_column.clone(),
         files: files.clone(),
         extracted,
+        sync: ctx.sync.clone(),
     };
     let committed = ctx.destination.commit_chunk(&ctx.stage, &commit).await?;
     committed.verify(

@@ -46,7 +46,8 @@ pub async fn run(globals: &Globals, store: Arc<dyn StateStore>, job: Option<&str
     Ok(if failed > 0 { exit::CHECKS_FAILED } else { 0 })
 }
 
-fn line(r: &JobChecks) -> String {
+/// One job's results on one line.
+pub(crate) fn line(r: &JobChecks) -> String {
     let mut parts = vec![format!("{:<24} {}", r.job_id, if r.ok() { "pass" } else { "FAILED" })];
     if let Some(f) = &r.freshness {
         parts.push(format!("freshness {}", f.describe()));

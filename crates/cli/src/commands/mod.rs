@@ -17,5 +17,6 @@ pub mod schedule;
 pub mod serve;
 pub mod status;
 pub mod submit;
+pub mod sync;
 pub mod verify;
 pub mod worker;

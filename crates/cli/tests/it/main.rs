@@ -20,6 +20,7 @@ mod s3_stage;
 mod schedule;
 mod snowflake;
 mod status_page;
+mod sync;
 mod transient;
 mod util;
 mod verify;

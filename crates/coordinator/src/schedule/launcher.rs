@@ -20,11 +20,10 @@ pub trait RunLauncher: Send + Sync + 'static {
     async fn running(&self, job_id: &str) -> Result<bool>;
 }
 
-/// Submits the schedule's spec as `backhaul submit` would.
-///
-/// TODO(issue 13, sync): submit the spec as a sync run (range extended from the job's
-/// high-water mark to now) once the coordinator's sync path exists; today the spec's own
-/// range is submitted, so a run after the first one continues (or confirms) the same job.
+/// Starts a run through the coordinator's own paths: a spec with `[sync]` as a sync run at
+/// the tick's time (its range extended from the job's high-water mark to now − lag, as
+/// `backhaul sync` does), any other spec as `backhaul submit` would (a fixed range: a run after
+/// the first one continues or confirms the same job).
 pub struct SubmitLauncher {
     store: Arc<dyn StateStore>,
     connectors: Arc<dyn Connectors>,
@@ -39,9 +38,21 @@ impl SubmitLauncher {
 
 #[tonic::async_trait]
 impl RunLauncher for SubmitLauncher {
-    async fn start(&self, schedule: &ScheduleRow, _now_us: i64) -> Result<String> {
+    async fn start(&self, schedule: &ScheduleRow, now_us: i64) -> Result<String> {
         let origin = format!("schedule {}", schedule.name);
         let spec = JobSpec::from_toml(&schedule.spec_toml, &origin)?;
+        if spec.sync.is_some() {
+            let (job, _) = crate::sync::sync_spec(
+                self.store.as_ref(),
+                self.connectors.as_ref(),
+                spec,
+                &origin,
+                &schedule.base_dir,
+                now_us,
+            )
+            .await?;
+            return Ok(job.job_id);
+        }
         let (job, _, _) = crate::plan::submit_spec(
             self.store.as_ref(),
             self.connectors.as_ref(),

@@ -39,6 +39,7 @@ pub async fn serve_job(job_id: &str, chunks: u64, ttl: Duration) -> ServedJob {
         range: CursorRange::new(0, chunks as i64),
         created_at_us: 0,
         cancelled_at_us: None,
+        synced_at_us: None,
     };
     let planned: Vec<PlannedChunk> = (0..chunks)
         .map(|i| PlannedChunk {

@@ -14,9 +14,11 @@
 pub mod checks;
 pub mod database;
 pub mod stage;
+pub mod sync;
 
 pub use checks::ChecksSpec;
 pub use stage::StageSpec;
+pub use sync::{SyncMode, SyncPolicy, SyncSpec};
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +55,10 @@ pub struct JobSpec {
     /// What the coordinator checks after each run (freshness, volume) and where it alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<ChecksSpec>,
+    /// How the job keeps loading after its backfill (`backhaul sync`); absent for a fixed
+    /// backfill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncSpec>,
 }
 
 /// A `[source]` or `[destination]` section: `kind` selects the connector, which parses the rest
@@ -123,7 +129,7 @@ pub fn to_settings<T: Serialize>(value: &T) -> toml::Table {
 pub struct RangeSpec {
     /// Inclusive lower bound: `2024-01-01`, `2024-01-01T00:00:00Z` or an integer.
     pub from: String,
-    /// Exclusive upper bound, same forms.
+    /// Exclusive upper bound, same forms, or `now` (a sync job: now − `sync.lag` at each sync).
     pub to: String,
 }
 
@@ -180,6 +186,18 @@ pub struct ValidatedSpec {
     pub to: SpecBound,
     /// Chunking policy with parsed values.
     pub chunking: ChunkPolicy,
+    /// `[sync]`, when the job has one.
+    pub sync: Option<SyncPolicy>,
+}
+
+impl ValidatedSpec {
+    /// Ends a sync job's range (`range.to = "now"`) at `now_us − sync.lag`. Pure: the caller
+    /// brings the clock. A fixed end stays as it is.
+    pub fn resolve_now(&mut self, now_us: i64) {
+        if let (SpecBound::Now, Some(sync)) = (self.to, &self.sync) {
+            self.to = SpecBound::Time(now_us - sync.lag.micros);
+        }
+    }
 }
 
 /// Parsed chunking policy.
@@ -250,6 +268,21 @@ impl JobSpec {
         let from = SpecBound::parse(&self.range.from).map_err(|m| err("range.from", m))?;
         let to = SpecBound::parse(&self.range.to).map_err(|m| err("range.to", m))?;
         match (from, to) {
+            (SpecBound::Time(_), SpecBound::Now) => {
+                if self.sync.is_none() {
+                    return Err(err(
+                        "range.to",
+                        "`now` is for sync jobs: add a [sync] section (docs/pipelines.md)".into(),
+                    ));
+                }
+            }
+            (_, SpecBound::Now) => {
+                return Err(err(
+                    "range.to",
+                    "`now` needs a date/time range; an integer range ends at an integer".into(),
+                ));
+            }
+            (SpecBound::Now, _) => return Err(err("range.from", "`now` can only end a range".into())),
             (SpecBound::Time(a), SpecBound::Time(b)) | (SpecBound::Integer(a), SpecBound::Integer(b)) => {
                 if a >= b {
                     return Err(err(
@@ -308,7 +341,13 @@ impl JobSpec {
         if let Some(checks) = &self.checks {
             checks.validate(origin)?;
         }
-        Ok(ValidatedSpec { from, to, chunking })
+        let sync = self.sync.as_ref().map(|s| s.validate(origin)).transpose()?;
+        Ok(ValidatedSpec {
+            from,
+            to,
+            chunking,
+            sync,
+        })
     }
 
     /// Makes every relative job-level path relative to `base` (the spec file's directory);
@@ -489,6 +528,27 @@ allow_small_files = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("destination") && e.contains("must be a string"), "{e}");
+    }
+
+    #[test]
+    fn now_ends_only_a_sync_job_over_time() {
+        let now = GOOD.replace("to = \"2024-02-01\"", "to = \"now\"");
+        let e = JobSpec::from_toml(&now, "job.toml")
+            .unwrap()
+            .validate("job.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("job.toml: range.to:"), "{e}");
+        let sync = format!("{now}\n[sync]\nmode = \"dedup\"\nprimary_key = [\"id\"]\n");
+        let spec = JobSpec::from_toml(&sync, "job.toml").unwrap();
+        let v = spec.validate("job.toml").unwrap();
+        assert_eq!(v.to, SpecBound::Now);
+        assert_eq!(v.sync.unwrap().mode, SyncMode::Dedup);
+        assert!(spec.to_canonical_toml().contains("[sync]"));
+        let plain = JobSpec::from_toml(GOOD, "job.toml").unwrap();
+        assert!(
+            !plain.to_canonical_toml().contains("sync"),
+            "no [sync] when none was written"
+        );
     }
 
     #[test]

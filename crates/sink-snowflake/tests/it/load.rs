@@ -225,6 +225,7 @@ async fn postgres_numeric_timestamptz_and_jsonb_arrive_exact() {
                 cursor_column: "created_at".into(),
                 files: stage_batches(stage, JOB, 0, attempt, schema, batches, 2).await.unwrap(),
                 extracted: evidence(schema, batches).unwrap(),
+                sync: None,
             }
         }
     };

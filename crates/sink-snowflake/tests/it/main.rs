@@ -206,6 +206,7 @@ pub async fn staged_commit(
         cursor_column: "created_at".into(),
         files,
         extracted: evidence(&schema, batches).unwrap(),
+        sync: None,
     }
 }
 

@@ -1,0 +1,233 @@
+//! `backhaul sync`: extending a job's range from its high-water mark (docs/pipelines.md).
+//!
+//! - No job yet: the first sync is the backfill from `range.from` to the sync's end.
+//! - A job: the spec must mean the same job (only `range.to` and `sync.lag`/`sync.lookback`
+//!   may differ, see [`same_job`]); the new range `[mark, end)` is planned by the same planner
+//!   as a backfill, in `dedup` mode with a lookback chunk over `[mark − lookback, mark)` in
+//!   front, and stored as chunks numbered after the job's last one. Earlier chunks keep their
+//!   ids and are never committed again by a sync.
+//!
+//! The end is `range.to`, or now − `sync.lag` when it is `now`; `now_us` comes from the
+//! caller's clock, so tests never wait.
+
+use std::path::Path;
+
+use backhaul_core::Error;
+use backhaul_core::chunking::PlannedChunk;
+use backhaul_core::connector::Connectors;
+use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::spec::{JobSpec, SyncMode};
+
+use crate::error::{CoordinatorError, Result};
+use crate::plan::{check_sync, plan_job_at, plan_range, relabel, source_table_name, spec_range};
+use crate::state::StateStore;
+use crate::store::{Extension, JobRow, Submitted};
+
+/// What a sync did to the job's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The job did not exist: it was planned from `range.from` to the sync's end.
+    Backfill(Submitted),
+    /// The job's range grew from `from_mark` to `to_mark`; `chunks` are the new chunk ids
+    /// (the lookback chunk first, in dedup mode).
+    Extended {
+        /// The mark before.
+        from_mark: i64,
+        /// The mark after.
+        to_mark: i64,
+        /// The new chunks.
+        chunks: Vec<u64>,
+    },
+    /// The sync's end is not after the mark: nothing to plan.
+    UpToDate,
+}
+
+/// Plans a sync of `spec` at `now_us` and stores it; returns the job as stored afterwards.
+pub async fn sync_spec(
+    store: &dyn StateStore,
+    connectors: &dyn Connectors,
+    spec: JobSpec,
+    origin: &str,
+    base_dir: &Path,
+    now_us: i64,
+) -> Result<(JobRow, SyncOutcome)> {
+    if spec.sync.is_none() {
+        return Err(Error::config(
+            origin,
+            "sync",
+            "`backhaul sync` needs a [sync] section (mode = \"append\" or \"dedup\"); see docs/pipelines.md",
+        )
+        .into());
+    }
+    let existing = match store.job(&spec.name).await {
+        Ok(job) => Some(job),
+        Err(CoordinatorError::UnknownJob(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let Some(job) = existing else {
+        let plan = plan_job_at(spec, origin, base_dir, connectors, true, Some(now_us)).await?;
+        let job = JobRow {
+            job_id: plan.spec.name.clone(),
+            spec_toml: plan.spec_toml.clone(),
+            base_dir: plan.base_dir.clone(),
+            cursor_kind: plan.table.cursor_kind,
+            range: plan.range,
+            created_at_us: now_us,
+            cancelled_at_us: None,
+            synced_at_us: None,
+        };
+        let outcome = store.submit(job, plan.chunks).await?;
+        return Ok((store.job(&plan.spec.name).await?, SyncOutcome::Backfill(outcome)));
+    };
+
+    let mut checked = connectors.check(&spec, origin)?;
+    let spec_toml = checked.to_canonical_toml();
+    let stored = JobSpec::from_toml(&job.spec_toml, &format!("job {} in state", job.job_id))?;
+    if !same_job(&stored, &checked.spec) {
+        return Err(CoordinatorError::SpecChanged {
+            job_id: job.job_id.clone(),
+            state: store.describe(),
+        });
+    }
+    checked.validated.resolve_now(now_us);
+    checked.resolve_paths(base_dir);
+    let destination = checked.destination.build().map_err(|e| relabel(e, origin))?;
+    let policy = check_sync(&checked.validated, destination.as_ref(), origin)?.expect("checked above");
+    let source = checked.source.build().map_err(|e| relabel(e, origin))?;
+    let table = source.describe().await?;
+    if table.cursor_kind != job.cursor_kind {
+        return Err(CoordinatorError::SpecChanged {
+            job_id: job.job_id.clone(),
+            state: store.describe(),
+        });
+    }
+    policy.key_columns(origin, &source_table_name(&checked.spec), &table.key_columns)?;
+    let end = spec_range(&table, &checked.validated, origin)?.to;
+    let mark = job.high_water();
+    if end <= mark {
+        return Ok((job, SyncOutcome::UpToDate));
+    }
+    let mut chunks = Vec::new();
+    if policy.mode == SyncMode::Dedup {
+        let lookback = lookback_in(job.cursor_kind, policy.lookback.micros);
+        let from = mark.saturating_sub(lookback).max(job.range.from);
+        if from < mark {
+            chunks.push(PlannedChunk {
+                index: 0,
+                range: CursorRange::new(from, mark),
+                estimated_rows: 0,
+                estimated_bytes: 0,
+            });
+        }
+    }
+    let new = plan_range(
+        source.as_ref(),
+        table,
+        CursorRange::new(mark, end),
+        &checked.validated,
+        origin,
+        destination.chunk_cap(),
+    )
+    .await?;
+    chunks.extend(new.chunks);
+    let ext = Extension {
+        job_id: job.job_id.clone(),
+        spec_toml,
+        from_mark: mark,
+        to_mark: end,
+        chunks,
+        at_us: now_us,
+    };
+    let ids = store.extend(ext).await?;
+    let job = store.job(&job.job_id).await?;
+    Ok((
+        job,
+        SyncOutcome::Extended {
+            from_mark: mark,
+            to_mark: end,
+            chunks: ids,
+        },
+    ))
+}
+
+/// The lookback in cursor units: microseconds, whole days (at least one) for a date cursor.
+/// An integer cursor has no time, so it has no lookback.
+fn lookback_in(kind: CursorKind, micros: i64) -> i64 {
+    match kind {
+        CursorKind::Timestamp => micros,
+        CursorKind::Date => (micros / 86_400_000_000).max(1),
+        CursorKind::Integer => 0,
+    }
+}
+
+/// Whether `new` is the same job as `stored`, extended: everything but `range.to` and the
+/// sync bookkeeping (`lag`, `lookback`) must be equal. A changed source, cursor, destination,
+/// chunking or sync mode changes what the job means and is refused.
+pub fn same_job(stored: &JobSpec, new: &JobSpec) -> bool {
+    let meaning = |spec: &JobSpec| {
+        let mut spec = spec.clone();
+        spec.range.to = String::new();
+        if let Some(sync) = &mut spec.sync {
+            sync.lag = None;
+            sync.lookback = None;
+        }
+        spec
+    };
+    meaning(stored) == meaning(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> JobSpec {
+        JobSpec::from_toml(
+            &format!(
+                r#"version = 1
+name = "orders"
+[source]
+kind = "postgres"
+table = "orders"
+cursor = "updated_at"
+[range]
+from = "2024-01-01"
+to = "now"
+[stage]
+path = "stage"
+[destination]
+kind = "local"
+path = "wh"
+table = "orders"
+[sync]
+mode = "dedup"
+{extra}"#
+            ),
+            "job.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn extending_is_the_same_job_but_a_new_cursor_or_mode_is_not() {
+        let base = spec("");
+        let mut later = spec("lag = \"10m\"\nlookback = \"2h\"");
+        later.range.to = "2025-01-01".into();
+        assert!(same_job(&base, &later));
+        let mut cursor = base.clone();
+        cursor.source.settings.insert("cursor".into(), "created_at".into());
+        assert!(!same_job(&base, &cursor));
+        let mut append = base.clone();
+        append.sync.as_mut().unwrap().mode = SyncMode::Append;
+        assert!(!same_job(&base, &append));
+        let mut plain = base.clone();
+        plain.sync = None;
+        assert!(!same_job(&plain, &base), "a backfill job does not become a sync job");
+    }
+
+    #[test]
+    fn lookback_is_in_cursor_units() {
+        assert_eq!(lookback_in(CursorKind::Timestamp, 3_600_000_000), 3_600_000_000);
+        assert_eq!(lookback_in(CursorKind::Date, 3_600_000_000), 1);
+        assert_eq!(lookback_in(CursorKind::Integer, 3_600_000_000), 0);
+    }
+}

@@ -1,0 +1,173 @@
+//! `[sync]`: how a job keeps loading after its backfill (docs/pipelines.md).
+//!
+//! A job with a `[sync]` section can be extended by `backhaul sync`: its range grows from the
+//! high-water mark (the end of the last planned range) to `now − lag`, and in `dedup` mode a
+//! lookback chunk re-reads `[mark − lookback, mark)` for rows that arrived late.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::units::Span;
+
+/// `lag` when the spec does not say: rows younger than this may still be in flight.
+pub const DEFAULT_LAG: &str = "5m";
+/// `lookback` when the spec does not say.
+pub const DEFAULT_LOOKBACK: &str = "1h";
+
+/// How synced rows land at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Insert-only tables, by a creation cursor: each row is loaded once, with its chunk.
+    Append,
+    /// Mutable tables, by an `updated_at`-like cursor: the destination keeps exactly the newest
+    /// version (by cursor) of each primary key.
+    Dedup,
+}
+
+impl SyncMode {
+    /// The name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Append => "append",
+            SyncMode::Dedup => "dedup",
+        }
+    }
+}
+
+/// `[sync]` as written. Optional keys stay absent when not written, so the canonical spec of a
+/// job does not change when defaults do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    /// `append` or `dedup`.
+    pub mode: SyncMode,
+    /// How far behind now a sync stops when `range.to = "now"`; default [`DEFAULT_LAG`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<String>,
+    /// How far before the mark a `dedup` sync re-reads; default [`DEFAULT_LOOKBACK`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<String>,
+    /// Key columns for `dedup`, when the source declares none (or to override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<Vec<String>>,
+}
+
+/// `[sync]` validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncPolicy {
+    /// The mode.
+    pub mode: SyncMode,
+    /// Lag behind now.
+    pub lag: Span,
+    /// Lookback before the mark (used in `dedup` mode only).
+    pub lookback: Span,
+    /// Key columns the spec names; empty means "the source's primary key".
+    pub primary_key: Vec<String>,
+}
+
+impl SyncPolicy {
+    /// The key columns a `dedup` job uses: the spec's, else the source's `key_columns`. Errors
+    /// name the table and the key when there is none.
+    pub fn key_columns(&self, origin: &str, table: &str, source_keys: &[String]) -> Result<Vec<String>> {
+        let keys = if self.primary_key.is_empty() {
+            source_keys.to_vec()
+        } else {
+            self.primary_key.clone()
+        };
+        if keys.is_empty() && self.mode == SyncMode::Dedup {
+            return Err(Error::config(
+                origin,
+                "sync.primary_key",
+                format!(
+                    "table `{table}` has no primary key, and dedup mode needs one: declare a primary key on the table or set sync.primary_key"
+                ),
+            ));
+        }
+        Ok(keys)
+    }
+}
+
+impl SyncSpec {
+    /// Pure validation; errors name `origin` and the dotted key.
+    pub fn validate(&self, origin: &str) -> Result<SyncPolicy> {
+        let span = |value: &Option<String>, default: &str, key: &str| {
+            Span::parse(value.as_deref().unwrap_or(default)).map_err(|m| Error::config(origin, key, m))
+        };
+        let lag = span(&self.lag, DEFAULT_LAG, "sync.lag")?;
+        let lookback = span(&self.lookback, DEFAULT_LOOKBACK, "sync.lookback")?;
+        if self.mode == SyncMode::Append && self.lookback.is_some() {
+            return Err(Error::config(
+                origin,
+                "sync.lookback",
+                "append mode never re-reads a committed range (that would load its rows twice); lookback needs mode = \"dedup\"",
+            ));
+        }
+        let primary_key = self.primary_key.clone().unwrap_or_default();
+        if self.primary_key.is_some() && primary_key.is_empty() {
+            return Err(Error::config(origin, "sync.primary_key", "name at least one column"));
+        }
+        if let Some(bad) = primary_key.iter().find(|c| !super::is_valid_identifier(c)) {
+            return Err(Error::config(
+                origin,
+                "sync.primary_key",
+                format!("`{bad}` is not a plain column name"),
+            ));
+        }
+        Ok(SyncPolicy {
+            mode: self.mode,
+            lag,
+            lookback,
+            primary_key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SyncSpec {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_and_stay_out_of_the_canonical_form() {
+        let spec = parse("mode = \"dedup\"");
+        let policy = spec.validate("job.toml").unwrap();
+        assert_eq!(policy.lag, Span::parse("5m").unwrap());
+        assert_eq!(policy.lookback, Span::parse("1h").unwrap());
+        assert_eq!(toml::to_string(&spec).unwrap().trim(), "mode = \"dedup\"");
+    }
+
+    #[test]
+    fn bad_keys_name_file_and_key() {
+        let e = parse("mode = \"dedup\"\nlag = \"soon\"")
+            .validate("job.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("job.toml: sync.lag:"), "{e}");
+        let e = parse("mode = \"append\"\nlookback = \"1h\"")
+            .validate("job.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("job.toml: sync.lookback:"), "{e}");
+        let e = parse("mode = \"dedup\"\nprimary_key = []")
+            .validate("job.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("job.toml: sync.primary_key:"), "{e}");
+        assert!(toml::from_str::<SyncSpec>("mode = \"merge\"").is_err());
+        assert!(toml::from_str::<SyncSpec>("mode = \"dedup\"\nextra = 1").is_err());
+    }
+
+    #[test]
+    fn dedup_without_any_key_names_table_and_key() {
+        let policy = parse("mode = \"dedup\"").validate("job.toml").unwrap();
+        let e = policy
+            .key_columns("job.toml", "public.events", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync.primary_key") && e.contains("public.events"), "{e}");
+        assert_eq!(policy.key_columns("j", "t", &["id".into()]).unwrap(), ["id"]);
+        let append = parse("mode = \"append\"").validate("job.toml").unwrap();
+        assert!(append.key_columns("j", "t", &[]).unwrap().is_empty());
+    }
+}
