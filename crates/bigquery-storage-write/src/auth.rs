@@ -1,30 +1,9 @@
 //! Bearer tokens for the `authorization` header. Where tokens come from (a service-account
 //! key, the metadata server) is the caller's business: it implements [`TokenProvider`].
 
-use std::fmt;
-
 use futures::future::BoxFuture;
 
-/// A secret string; `Debug` never shows it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use backhaul_core::secret::Secret;
 
 /// Why a provider has no token.
 #[derive(Debug, Clone)]

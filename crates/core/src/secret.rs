@@ -1,7 +1,8 @@
-//! A secret value (token, key, password) held in memory: its `Debug` never shows it, so no
-//! struct holding one can print it by accident.
+//! A secret value (token, key, password) held in memory: its `Debug` and `Display` never show
+//! it, so no struct or message holding one can print it by accident. The one type every crate
+//! uses.
 
-/// A secret string; `Debug` prints `<redacted>`.
+/// A secret string; `Debug` prints `<redacted>`, `Display` prints `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -23,6 +24,12 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,6 +38,7 @@ mod tests {
     fn debug_never_shows_the_value() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "<redacted>");
+        assert_eq!(s.to_string(), "***");
         assert_eq!(s.expose(), "hunter2");
     }
 }

@@ -22,32 +22,7 @@ use crate::http::{Answer, Request, Transport, endpoint_of, header_map, server_me
 use crate::keypair::{self, KeyPairSigner};
 use crate::result::{self, RowType};
 
-/// A secret string: its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use backhaul_core::secret::Secret;
 
 /// How the client authenticates.
 #[derive(Debug, Clone)]
@@ -787,7 +762,7 @@ mod tests {
     fn secrets_never_show() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret}"), "***");
-        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        assert_eq!(format!("{secret:?}"), "<redacted>");
         let config = ClientConfig::new("acct", "user", Auth::Password(secret));
         assert!(!format!("{config:?}").contains("hunter2"));
         let key_pair = Auth::KeyPair {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::spec::MysqlSourceSpec;
 use backhaul_core::Error;
+use backhaul_core::secret::Secret;
 use backhaul_core::spec::database::TlsMode;
 use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
 
@@ -42,16 +43,6 @@ pub(crate) struct Connector {
     ca_checked_name: Arc<tokio::sync::OnceCell<String>>,
 }
 
-/// A password that prints as `***`.
-#[derive(Clone)]
-struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connector")
@@ -69,7 +60,11 @@ impl fmt::Debug for Connector {
 impl Connector {
     /// Reads the password (IO at build time) and keeps the rest of the settings.
     pub(crate) fn new(spec: &MysqlSourceSpec) -> backhaul_core::Result<Self> {
-        let password = spec.connection.password.read("<spec>", "source.password")?.map(Secret);
+        let password = spec
+            .connection
+            .password
+            .read("<spec>", "source.password")?
+            .map(Secret::new);
         Ok(Connector {
             host: spec.connection.host.clone(),
             port: spec.port_or_default(),
@@ -105,7 +100,7 @@ impl Connector {
             .ip_or_hostname(self.host.clone())
             .tcp_port(self.port)
             .user(Some(self.user.clone()))
-            .pass(self.password.as_ref().map(|p| p.0.clone()))
+            .pass(self.password.as_ref().map(|p| p.expose().to_string()))
             .db_name(Some(self.database.clone()))
             // A loopback host would otherwise be swapped for the unix socket, skipping TLS.
             .prefer_socket(false)
