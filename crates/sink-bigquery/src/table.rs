@@ -581,16 +581,7 @@ impl BigQueryTable {
         // Cheap early fence: a stale worker should not even load. Checked again inside the
         // transaction.
         let committed = self.chunk_row(rest, job, chunk).await?;
-        if let Some(row) = &committed
-            && row.attempt > attempt
-        {
-            return Err(BigQueryError::StaleAttempt {
-                job_id: job.into(),
-                chunk_id: chunk,
-                attempt,
-                committed: row.attempt,
-            });
-        }
+        refuse_stale(committed.as_ref(), job, chunk, attempt)?;
         let staging = self.staging_name(chunk, attempt);
         let staging_exists = rest.get_table(&self.spec.dataset, &staging).await?.is_some();
         if committed.as_ref().is_some_and(|r| r.attempt == attempt) && !staging_exists {
@@ -704,16 +695,10 @@ impl BigQueryTable {
                 // The copy cannot join a transaction: fence once more right before it, so only
                 // an attempt whose lease expired within these milliseconds could still copy
                 // over a newer one (docs: "Partition copy").
-                if let Some(row) = self.chunk_row(rest, job, chunk).await?
-                    && row.attempt > attempt
-                {
+                let row = self.chunk_row(rest, job, chunk).await?;
+                if let Err(stale) = refuse_stale(row.as_ref(), job, chunk, attempt) {
                     let _ = rest.delete_table(&self.spec.dataset, &staging).await;
-                    return Err(BigQueryError::StaleAttempt {
-                        job_id: job.into(),
-                        chunk_id: chunk,
-                        attempt,
-                        committed: row.attempt,
-                    });
+                    return Err(stale);
                 }
                 let copy_id = self.copy_job_id(job, chunk, attempt);
                 rest.run_job(&copy_id, "copy", self.copy_configuration(&staging, &partition))
@@ -770,16 +755,7 @@ impl BigQueryTable {
                 Err(e @ BigQueryError::Api { .. }) if e.reason() == Some("invalidQuery") => e,
                 Err(other) => return Err(other),
             };
-            if let Some(row) = self.chunk_row(rest, job, chunk).await?
-                && row.attempt > attempt
-            {
-                return Err(BigQueryError::StaleAttempt {
-                    job_id: job.into(),
-                    chunk_id: chunk,
-                    attempt,
-                    committed: row.attempt,
-                });
-            }
+            refuse_stale(self.chunk_row(rest, job, chunk).await?.as_ref(), job, chunk, attempt)?;
             if tries >= TRANSACTION_ATTEMPTS {
                 return Err(BigQueryError::TransactionAborted {
                     tries,
@@ -913,6 +889,20 @@ fn blocked_literal(proof: &ChunkProof, blocked: &[String]) -> Result<String> {
     let json = serde_json::to_string(&blocked_measures(proof, blocked))
         .map_err(|e| BigQueryError::Protocol(format!("blocked column measures: {e}")))?;
     Ok(format!("'{}'", json.replace('\\', "\\\\").replace('\'', "\\'")))
+}
+
+/// The attempt fence outside the transaction: `attempt` of the chunk is stale when the
+/// control row records a newer one.
+fn refuse_stale(committed: Option<&ChunkRow>, job: &str, chunk: u64, attempt: u32) -> Result<()> {
+    match committed {
+        Some(row) if row.attempt > attempt => Err(BigQueryError::StaleAttempt {
+            job_id: job.into(),
+            chunk_id: chunk,
+            attempt,
+            committed: row.attempt,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// One async mutex per table, shared by every handle in the process.
