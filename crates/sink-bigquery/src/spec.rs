@@ -398,6 +398,8 @@ mod tests {
         d.validate("job.toml").unwrap();
         assert_eq!(d.staging().file_size, DEFAULT_FILE_SIZE);
         let settings = d.settings();
+        // Left out at its default: specs stored before the key existed keep their identity.
+        assert!(!settings.contains_key("replace"), "{settings:?}");
         assert_eq!(settings["write_method"].as_str(), Some("load_job"));
         assert_eq!(settings["partitioning"].as_str(), Some("cursor_day"));
         assert_eq!(settings["auth"].as_str(), Some("metadata"));
@@ -424,6 +426,19 @@ mod tests {
             "destination.clustering"
         );
         assert_eq!(field_of("blocked_columns = [\"a b\"]"), "destination.blocked_columns");
+        assert_eq!(field_of("replace = \"merge\""), "destination.replace");
+        assert_eq!(
+            field_of("replace = \"partition_copy\"\npartitioning = \"none\""),
+            "destination.replace"
+        );
+        assert_eq!(
+            field_of("replace = \"partition_copy\"\nblocked_columns = [\"a\"]"),
+            "destination.replace"
+        );
+        parse("replace = \"partition_copy\"")
+            .unwrap()
+            .validate("job.toml")
+            .unwrap();
         assert_eq!(
             field_of("storage_write_endpoint = \"http://x\""),
             "destination.storage_write_endpoint"
