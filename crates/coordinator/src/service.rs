@@ -25,7 +25,8 @@ use crate::metrics::{CoordinatorMetrics, LeaseCall};
 use crate::plan::submit_spec;
 use crate::pools::RatePools;
 use crate::state::StateStore;
-use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, Lease, LeaseKey, NoLease, Submitted};
+use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, Lease, LeaseKey, NoLease, Submitted, now_us};
+use crate::sync::{SyncOutcome, sync_spec};
 
 /// When and how often failed chunks are retried.
 #[derive(Debug, Clone)]
@@ -422,6 +423,25 @@ pub fn job_state(job: &JobRow, s: &JobSummary) -> pb::JobState {
 }
 
 /// The wire status of a job.
+/// What a sync did, on the wire.
+fn sync_result_pb(outcome: &SyncOutcome) -> pb::SyncResult {
+    use pb::sync_result::Outcome;
+    let outcome = match outcome {
+        SyncOutcome::Backfill(_) => Outcome::Backfill(true),
+        SyncOutcome::Extended {
+            from_mark,
+            to_mark,
+            chunks,
+        } => Outcome::Extended(pb::SyncExtended {
+            from_mark: *from_mark,
+            to_mark: *to_mark,
+            chunks: chunks.clone(),
+        }),
+        SyncOutcome::UpToDate => Outcome::UpToDate(true),
+    };
+    pb::SyncResult { outcome: Some(outcome) }
+}
+
 pub fn job_status(job: &JobRow, s: &JobSummary) -> pb::JobStatus {
     pb::JobStatus {
         job_id: job.job_id.clone(),
@@ -685,18 +705,38 @@ impl Coordinator for CoordinatorService {
         } else {
             PathBuf::from(r.base_dir)
         };
-        let submitted = async {
+        let submitted: Result<(JobRow, bool, Option<TypeFidelityReport>, Option<pb::SyncResult>)> = async {
             let spec = JobSpec::from_toml(&r.spec_toml, &origin)?;
-            submit_spec(self.store.as_ref(), self.connectors.as_ref(), spec, &origin, &base_dir).await
+            if r.sync {
+                let now = if r.sync_now_us == 0 { now_us() } else { r.sync_now_us };
+                let (job, outcome) = sync_spec(
+                    self.store.as_ref(),
+                    self.connectors.as_ref(),
+                    spec,
+                    &origin,
+                    &base_dir,
+                    now,
+                )
+                .await?;
+                let created = matches!(outcome, SyncOutcome::Backfill(Submitted::Created));
+                return Ok((job, created, None, Some(sync_result_pb(&outcome))));
+            }
+            let (job, how, fidelity) =
+                submit_spec(self.store.as_ref(), self.connectors.as_ref(), spec, &origin, &base_dir).await?;
+            Ok((job, how == Submitted::Created, Some(fidelity), None))
         }
         .await;
         let outcome = match submitted {
-            Ok((job, how, fidelity)) => {
+            Ok((job, created, fidelity, sync)) => {
                 self.metrics.jobs_submitted.inc();
                 let summary = self.store.summary(&job.job_id).await.map_err(status)?;
-                let lossy = fidelity.columns.iter().filter(|c| !c.lossy_steps.is_empty()).count();
-                info!(job = %job.job_id, chunks = summary.chunks, created = how == Submitted::Created, lossy_columns = lossy, "job submitted");
-                if let Some(dir) = &self.reports_dir {
+                let lossy = fidelity
+                    .iter()
+                    .flat_map(|f| &f.columns)
+                    .filter(|c| !c.lossy_steps.is_empty())
+                    .count();
+                info!(job = %job.job_id, chunks = summary.chunks, created, sync = r.sync, lossy_columns = lossy, "job submitted");
+                if let (Some(dir), Some(fidelity)) = (&self.reports_dir, &fidelity) {
                     // The job is stored; a report that cannot be written is worth a warning,
                     // not a refused submission (the client gets the report either way).
                     match fidelity.write(dir) {
@@ -706,8 +746,9 @@ impl Coordinator for CoordinatorService {
                 }
                 pb::submit_job_response::Outcome::Job(pb::SubmittedJob {
                     status: Some(job_status(&job, &summary)),
-                    created: how == Submitted::Created,
-                    type_fidelity: Some(fidelity_pb(&fidelity)),
+                    created,
+                    type_fidelity: fidelity.as_ref().map(fidelity_pb),
+                    sync,
                 })
             }
             // A broken state database is the coordinator's problem, not the spec's.

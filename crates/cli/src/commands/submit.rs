@@ -1,6 +1,6 @@
 //! `backhaul submit`: send a job spec to a coordinator, which plans and stores it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use backhaul_proto::v1 as pb;
@@ -33,9 +33,36 @@ pub struct SubmitArgs {
 
 /// Submits the spec; prints the job, or the typed error the coordinator refused it with.
 pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
-    let spec_toml = std::fs::read_to_string(&args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
-    let base_dir = match &args.base_dir {
-        Some(d) => d.clone(),
+    let submission = Submission {
+        spec: &args.spec,
+        base_dir: args.base_dir.as_deref(),
+        wait: args.wait,
+        fidelity_report: args.fidelity_report.as_deref(),
+        sync_now: None,
+    };
+    send(globals, &args.remote, submission).await
+}
+
+/// What to send to a coordinator, and how to wait for it.
+pub struct Submission<'a> {
+    /// The spec file.
+    pub spec: &'a Path,
+    /// Where the spec's relative paths resolve; default: the spec's directory.
+    pub base_dir: Option<&'a Path>,
+    /// Follow the job until it finishes.
+    pub wait: bool,
+    /// Write the type-fidelity report here too.
+    pub fidelity_report: Option<&'a Path>,
+    /// `Some` runs the spec as a sync at this time (`None` inside: the coordinator's clock).
+    pub sync_now: Option<Option<i64>>,
+}
+
+/// Sends a spec to the coordinator (as a fixed-range job or as a sync), prints what it did and,
+/// with `wait`, follows the job to its end. Shared by `submit` and `sync --coordinator`.
+pub async fn send(globals: &Globals, remote: &RemoteArgs, args: Submission<'_>) -> Result<u8> {
+    let spec_toml = std::fs::read_to_string(args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
+    let base_dir = match args.base_dir {
+        Some(d) => d.to_path_buf(),
         None => {
             let dir = args
                 .spec
@@ -45,16 +72,18 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
             std::fs::canonicalize(dir).with_context(|| format!("resolving the directory of {}", args.spec.display()))?
         }
     };
-    let mut client = args.remote.client()?;
+    let mut client = remote.client()?;
     let req = pb::SubmitJobRequest {
         spec_toml,
         spec_origin: args.spec.display().to_string(),
         base_dir: base_dir.display().to_string(),
+        sync: args.sync_now.is_some(),
+        sync_now_us: args.sync_now.flatten().unwrap_or(0),
     };
     let resp = client
         .submit_job(req)
         .await
-        .map_err(|s| args.remote.rpc_error("submit", s))?
+        .map_err(|s| remote.rpc_error(if req_is_sync(&args) { "sync" } else { "submit" }, s))?
         .into_inner();
     let submitted = match resp.outcome {
         Some(pb::submit_job_response::Outcome::Job(job)) => job,
@@ -80,7 +109,7 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
         .type_fidelity
         .clone()
         .map(backhaul_coordinator::service::fidelity_from_pb);
-    if let (Some(dir), Some(report)) = (&args.fidelity_report, &fidelity) {
+    if let (Some(dir), Some(report)) = (args.fidelity_report, &fidelity) {
         // The job is stored at the coordinator either way; say so, so nobody submits again.
         let path = report.write(dir).with_context(|| {
             format!("job {job_id} was submitted, but its type-fidelity report could not be written")
@@ -89,8 +118,11 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
             eprintln!("type-fidelity report written to {}", path.display());
         }
     }
+    let sync = submitted.sync.as_ref().map(|r| sync_json(r, &status));
     if globals.output == OutputFormat::Text {
-        if submitted.created {
+        if let Some(line) = submitted.sync.as_ref().and_then(|r| sync_line(r, &status)) {
+            eprintln!("{line}");
+        } else if submitted.created {
             eprintln!(
                 "submitted job {job_id}: {} chunks over {}, about {} rows",
                 status.chunks,
@@ -116,18 +148,20 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
                 "created": submitted.created,
                 "status": remote::status_json(&status),
                 "type_fidelity": fidelity,
+                "sync": sync,
             }));
         } else {
             println!("{job_id}");
         }
         return Ok(0);
     }
-    let last = remote::follow(&args.remote, &mut client, &job_id, globals.progress).await?;
+    let last = remote::follow(remote, &mut client, &job_id, globals.progress).await?;
     match globals.output {
         OutputFormat::Json => output::print_json(&json!({
             "created": submitted.created,
             "status": remote::status_json(&last),
             "type_fidelity": fidelity,
+            "sync": sync,
         })),
         OutputFormat::Text => println!(
             "job {job_id}: {}, {}/{} chunks committed, {} parked, {} rows",
@@ -139,4 +173,47 @@ pub async fn run(globals: &Globals, args: SubmitArgs) -> Result<u8> {
         ),
     }
     Ok(remote::exit_code(&last))
+}
+
+fn req_is_sync(args: &Submission<'_>) -> bool {
+    args.sync_now.is_some()
+}
+
+/// The line `sync --coordinator` prints for what the sync did; `None` for a first sync, which
+/// prints like a submitted job.
+fn sync_line(result: &pb::SyncResult, status: &pb::JobStatus) -> Option<String> {
+    use pb::sync_result::Outcome;
+    let job = &status.job_id;
+    match result.outcome.as_ref()? {
+        Outcome::Backfill(_) => None,
+        Outcome::Extended(e) => Some(format!(
+            "sync of job {job}: high-water mark {} → {}, {} new chunks",
+            remote::cursor_kind(&status.cursor_kind).format(e.from_mark),
+            remote::cursor_kind(&status.cursor_kind).format(e.to_mark),
+            e.chunks.len()
+        )),
+        Outcome::UpToDate(_) => Some(format!(
+            "job {job} is up to date (high-water mark {}); its unfinished chunks keep running",
+            status
+                .range
+                .as_ref()
+                .map(|r| remote::cursor_kind(&status.cursor_kind).format(r.to))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// The sync's outcome in `--output json`: `{"outcome": "backfill" | "extended" | "up_to_date", …}`.
+fn sync_json(result: &pb::SyncResult, status: &pb::JobStatus) -> serde_json::Value {
+    use pb::sync_result::Outcome;
+    match result.outcome.as_ref() {
+        Some(Outcome::Extended(e)) => json!({
+            "outcome": "extended",
+            "from_mark": remote::cursor_kind(&status.cursor_kind).format(e.from_mark),
+            "to_mark": remote::cursor_kind(&status.cursor_kind).format(e.to_mark),
+            "new_chunks": e.chunks,
+        }),
+        Some(Outcome::UpToDate(_)) => json!({ "outcome": "up_to_date" }),
+        Some(Outcome::Backfill(_)) | None => json!({ "outcome": "backfill" }),
+    }
 }

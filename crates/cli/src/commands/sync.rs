@@ -9,6 +9,8 @@ use clap::Args;
 
 use super::backfill::RunArgs;
 use super::common::{self, load_spec, open_store_exclusive};
+use super::remote::RemoteArgs;
+use super::submit::Submission;
 use crate::Globals;
 use crate::connectors::builtin_connectors;
 use crate::local;
@@ -24,6 +26,19 @@ pub struct SyncArgs {
     now: Option<i64>,
     #[command(flatten)]
     run: RunArgs,
+    /// Run the sync on a coordinator (--coordinator URL) instead of in this process: the
+    /// coordinator extends the job and its workers load the new chunks. The local-run options
+    /// (--workers, --lease-ttl, …) do not apply then.
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Directory relative paths in the spec resolve against on the coordinator and workers
+    /// (with --coordinator); default: the spec file's directory on this machine.
+    #[arg(long, value_name = "DIR", requires = "coordinator")]
+    base_dir: Option<PathBuf>,
+    /// With --coordinator: wait for the new chunks to load, drawing progress; exit like
+    /// `submit --wait` (0, 4 parked). Without it the command returns once the sync is planned.
+    #[arg(long, requires = "coordinator")]
+    wait: bool,
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
@@ -35,6 +50,16 @@ fn parse_time(text: &str) -> Result<i64, String> {
 
 /// Extends (or, the first time, plans) the job and runs every pending chunk to the end.
 pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
+    if args.remote.coordinator.is_some() {
+        let submission = Submission {
+            spec: &args.spec,
+            base_dir: args.base_dir.as_deref(),
+            wait: args.wait,
+            fidelity_report: None,
+            sync_now: Some(args.now),
+        };
+        return super::submit::send(globals, &args.remote, submission).await;
+    }
     let store = open_store_exclusive(globals)?;
     let (spec, origin, base) = load_spec(&args.spec)?;
     let now = args.now.unwrap_or_else(backhaul_coordinator::now_us);

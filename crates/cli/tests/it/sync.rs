@@ -280,3 +280,57 @@ fn a_sync_killed_mid_run_resumes_to_exactly_the_source_rows() {
     );
     job.ok(&["verify", "accounts"]);
 }
+
+/// `sync --coordinator`: the coordinator extends the job (the first time: plans its backfill)
+/// and its workers load the new chunks; a sync with nothing new is up to date.
+#[test]
+fn sync_on_a_coordinator_extends_the_job_and_its_workers_load_it() {
+    use crate::cluster::{Coordinator, client_json, start_worker};
+
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server
+        .psql(
+            &db,
+            "CREATE TABLE items (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, \
+               created_at timestamptz NOT NULL, v text NOT NULL); \
+             INSERT INTO items SELECT g, timestamptz '2024-03-01 00:00:00+00' + g * interval '5 minutes', \
+               timestamptz '2024-03-01 00:00:00+00', 'v' || g FROM generate_series(1, 60) g; ANALYZE items;",
+        )
+        .unwrap();
+    let job = JobDir::in_dir(tempfile::tempdir().unwrap());
+    let sync = "mode = \"dedup\"\nlookback = \"1h\"";
+    let path = job.write_spec("job.toml", &spec(server, &db, "items", "updated_at", sync));
+    let path = path.to_str().unwrap();
+    let coordinator = Coordinator::start(&job, "127.0.0.1:0", &[]);
+    let url = coordinator.url();
+    let _worker = start_worker(&job, &url, "w1", &[]);
+    let sync_at = |now: &str| {
+        client_json(
+            &job,
+            &["sync", path, "--now", now, "--coordinator", &url, "--wait"],
+            &[],
+        )
+    };
+
+    let first = sync_at("2024-03-01T03:00:00Z");
+    assert_eq!(first["sync"]["outcome"], "backfill", "{first}");
+    assert_eq!(first["status"]["state"], "succeeded", "{first}");
+    server
+        .psql(
+            &db,
+            "UPDATE items SET v = 'updated' || id, updated_at = timestamptz '2024-03-01 04:00:00+00' WHERE id <= 5;",
+        )
+        .unwrap();
+    let second = sync_at("2024-03-01T06:00:00Z");
+    assert_eq!(second["sync"]["outcome"], "extended", "{second}");
+    assert_eq!(second["sync"]["from_mark"], "2024-03-01T02:55:00Z", "{second}");
+    assert!(!second["sync"]["new_chunks"].as_array().unwrap().is_empty());
+    assert_eq!(
+        warehouse_rows(&job, "items"),
+        source_rows(server, &db, "SELECT id || ':' || v FROM items ORDER BY id"),
+        "the warehouse holds exactly the source's rows"
+    );
+    let third = sync_at("2024-03-01T06:00:00Z");
+    assert_eq!(third["sync"]["outcome"], "up_to_date", "{third}");
+}
