@@ -98,3 +98,25 @@ mod tests {
         assert_eq!(pb::JobState::label_of(99), "unknown");
     }
 }
+
+impl From<&backhaul_core::notes::BreakerReport> for pb::SourceBreaker {
+    fn from(b: &backhaul_core::notes::BreakerReport) -> Self {
+        pb::SourceBreaker {
+            state: b.phase.as_str().into(),
+            consecutive_failures: b.consecutive_failures,
+            open_until_ms: b.open_until_unix_ms.unwrap_or(0),
+            reported_at_us: 0,
+        }
+    }
+}
+
+impl pb::SourceBreaker {
+    /// The report, or `None` when the state is one this build does not know.
+    pub fn report(&self) -> Option<backhaul_core::notes::BreakerReport> {
+        Some(backhaul_core::notes::BreakerReport {
+            phase: backhaul_core::notes::BreakerPhase::parse(&self.state)?,
+            consecutive_failures: self.consecutive_failures,
+            open_until_unix_ms: (self.open_until_ms != 0).then_some(self.open_until_ms),
+        })
+    }
+}
