@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use backhaul_core::notes::BreakerReport;
 use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, ServeOptions, Store, serve};
+use backhaul_core::notes::BreakerReport;
 use backhaul_proto::ClientConfig;
 use backhaul_worker::{CoordinatorBudget, Shutdown, Worker, WorkerConfig};
 use tokio::task::JoinSet;

@@ -44,7 +44,10 @@ mod tests {
         };
         breakers.record("a", open, 10);
         breakers.record("b", pb::SourceBreaker::default(), 11);
-        assert_eq!(breakers.of("a").map(|b| (b.state, b.reported_at_us)), Some(("open".into(), 10)));
+        assert_eq!(
+            breakers.of("a").map(|b| (b.state, b.reported_at_us)),
+            Some(("open".into(), 10))
+        );
         let closed = pb::SourceBreaker {
             state: "closed".into(),
             ..Default::default()

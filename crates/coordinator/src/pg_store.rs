@@ -736,7 +736,9 @@ impl PgStore {
         committed: &ChunkProof,
         facts: &ExtractFacts,
     ) -> Result<()> {
-        let out = self.complete_current(c, lease_id, files, extracted, committed, facts).await;
+        let out = self
+            .complete_current(c, lease_id, files, extracted, committed, facts)
+            .await;
         // A retried completion whose first try was committed but whose answer was lost is the
         // same completion: acknowledge it.
         if matches!(out, Err(CoordinatorError::StaleLease { .. })) && self.committed_by(c, lease_id).await? {

@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::breakers::SourceBreakers;
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::{CoordinatorMetrics, LeaseCall};
 use crate::plan::submit_spec;
-use crate::breakers::SourceBreakers;
 use crate::pools::RatePools;
 use crate::state::StateStore;
 use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, Lease, LeaseKey, NoLease, Submitted};

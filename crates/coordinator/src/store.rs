@@ -1722,11 +1722,19 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
         assert!(store.heartbeat(&mut conn, &first.lease_id, 1000).is_err());
-        store.complete(&mut conn, &second.lease_id, &[], &EV, &PROOF, &ExtractFacts::default()).unwrap();
+        store
+            .complete(&mut conn, &second.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
         // A retried completion of the committing attempt is acknowledged (its first answer
         // may have been lost); the stale attempt stays refused, and nobody can fail it now.
-        store.complete(&mut conn, &second.lease_id, &[], &EV, &PROOF, &ExtractFacts::default()).unwrap();
-        assert!(store.complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default()).is_err());
+        store
+            .complete(&mut conn, &second.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
+        assert!(
+            store
+                .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+                .is_err()
+        );
         let failure = Failure {
             class: ErrorClass::Transient,
             kind: "x".into(),
@@ -1756,7 +1764,9 @@ pub(crate) mod tests {
             Err(NoLease::Finished)
         ));
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Pending);
-        store.complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default()).unwrap();
+        store
+            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Committed);
     }
 
@@ -1764,7 +1774,9 @@ pub(crate) mod tests {
     fn chunks_committed_before_proofs_read_as_exact_proofs_after_migration() {
         let (dir, store, mut conn, _clock) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
-        store.complete(&mut conn, &l.lease_id, &[], &EV, &PROOF, &ExtractFacts::default()).unwrap();
+        store
+            .complete(&mut conn, &l.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
         drop((store, conn));
         // A state database from before proofs: without the proof columns.
         let path = dir.path().join("state.db");
@@ -1787,7 +1799,9 @@ pub(crate) mod tests {
         let (_d, store, mut conn, _clock) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
         let bad = ChunkProof { rows: 9, ..PROOF };
-        let err = store.complete(&mut conn, &l.lease_id, &[], &EV, &bad, &ExtractFacts::default()).unwrap_err();
+        let err = store
+            .complete(&mut conn, &l.lease_id, &[], &EV, &bad, &ExtractFacts::default())
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1959,12 +1973,23 @@ pub(crate) mod tests {
         let got: Vec<(u64, u32)> = again.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
         assert_eq!(got, [(0, 2), (1, 2), (2, 2)]);
         for (old, new) in batch.iter().zip(&again) {
-            let err = store.complete(&mut conn, &old.lease_id, &[], &EV, &PROOF, &ExtractFacts::default()).unwrap_err();
+            let err = store
+                .complete(&mut conn, &old.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+                .unwrap_err();
             assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
             assert!(store.heartbeat(&mut conn, &old.lease_id, 1000).is_err());
             store.heartbeat(&mut conn, &new.lease_id, 60_000).unwrap();
         }
-        store.complete(&mut conn, &again[1].lease_id, &[], &EV, &PROOF, &ExtractFacts::default()).unwrap();
+        store
+            .complete(
+                &mut conn,
+                &again[1].lease_id,
+                &[],
+                &EV,
+                &PROOF,
+                &ExtractFacts::default(),
+            )
+            .unwrap();
         assert!(matches!(
             store
                 .lease_many(&mut conn, "w", Some("j"), 60_000, 10, &no_backoff())

@@ -254,7 +254,13 @@ async fn dead_letters_are_kept_with_the_completion(store: Arc<dyn StateStore>) {
         .complete_with_facts(&c.lease_id, vec![], EV, ChunkProof { rows: 9, ..PROOF }, facts(5))
         .await;
     assert!(refused.is_err());
-    let dead: Vec<u64> = store.chunks("j").await.unwrap().iter().map(|c| c.dead_letters).collect();
+    let dead: Vec<u64> = store
+        .chunks("j")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.dead_letters)
+        .collect();
     assert_eq!(dead, [3, 0, 0], "a refused completion stores nothing");
     assert_eq!(store.summary("j").await.unwrap().dead_letters, 3);
     let listed = store.jobs().await.unwrap();

@@ -291,6 +291,9 @@ impl Source for HttpSource {
     }
 
     fn circuit_breaker(&self) -> Option<BreakerReport> {
-        Some(self.breaker_state().report(tokio::time::Instant::now(), SystemTime::now()))
+        Some(
+            self.breaker_state()
+                .report(tokio::time::Instant::now(), SystemTime::now()),
+        )
     }
 }

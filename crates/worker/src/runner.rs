@@ -8,8 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::Error;
 use backhaul_core::connector::{
-    ChunkCommit, Connectors, Destination, ExtractFacts, ExtractNotes, Source, StagedFile, SyncCommit,
-    TableDescription,
+    ChunkCommit, Connectors, Destination, ExtractFacts, ExtractNotes, Source, StagedFile, SyncCommit, TableDescription,
 };
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
@@ -456,7 +455,7 @@ mod tests {
             file_size: 256 * 1024,
         };
         let (files, evidence) = staging
-            .run(&task(), spool.path(), &ChunkProgress::default())
+            .run(&task(), spool.path(), &ChunkProgress::default(), &ExtractNotes::new())
             .await
             .unwrap();
         assert!(files.len() > 2, "several parts expected, got {}", files.len());
@@ -491,7 +490,7 @@ mod tests {
             file_size: 256 * 1024,
         };
         let e = staging
-            .run(&task(), spool.path(), &ChunkProgress::default())
+            .run(&task(), spool.path(), &ChunkProgress::default(), &ExtractNotes::new())
             .await
             .unwrap_err();
         assert!(

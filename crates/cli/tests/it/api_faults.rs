@@ -100,7 +100,10 @@ fn each_chunk_reports_its_dead_letters_into_state_and_status() {
         assert_eq!(c["dead_letters"], lines as u64, "{c}");
     }
     assert_eq!(
-        chunks.iter().map(|c| c["dead_letters"].as_u64().unwrap()).collect::<Vec<_>>(),
+        chunks
+            .iter()
+            .map(|c| c["dead_letters"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         [5, 15]
     );
 
@@ -118,11 +121,7 @@ fn an_api_that_keeps_failing_opens_the_breaker_and_status_shows_it() {
     let api = api(1.0);
     let job = JobDir::in_dir(tempfile::tempdir().unwrap());
     let spec_path = job.write_spec("job.toml", &spec("api-down", &api, "30m", BREAKER));
-    let coordinator = Coordinator::start(
-        &job,
-        "127.0.0.1:0",
-        &["--max-attempts", "3", "--retry-backoff", "50ms"],
-    );
+    let coordinator = Coordinator::start(&job, "127.0.0.1:0", &["--max-attempts", "3", "--retry-backoff", "50ms"]);
     let url = coordinator.url();
     client_json(
         &job,
