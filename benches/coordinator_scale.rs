@@ -175,6 +175,7 @@ async fn simulated_worker(
                                 // No proof: read as the exact proof of the fields above.
                                 ..Default::default()
                             }),
+                            breaker: None,
                         };
                         let mut errors = Vec::new();
                         while let Err(s) = client.complete_chunk(req.clone()).await {

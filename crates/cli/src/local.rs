@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, ServeOptions, Store, serve};
+use backhaul_core::notes::BreakerReport;
 use backhaul_proto::ClientConfig;
 use backhaul_worker::{CoordinatorBudget, Shutdown, Worker, WorkerConfig};
 use tokio::task::JoinSet;
@@ -39,6 +40,8 @@ pub struct RunReport {
     pub rows_this_run: u64,
     /// Parquet bytes committed during this run.
     pub bytes_this_run: u64,
+    /// The source's circuit breaker as the workers last reported it, when it is not closed.
+    pub breaker: Option<BreakerReport>,
 }
 
 /// Runs `job_id` until every chunk is committed or parked, or Ctrl-C. `store` must be opened
@@ -73,6 +76,7 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
         opts.lease_ttl,
         opts.retry.clone(),
     );
+    let breakers = service.breakers();
     // The server outlives the workers: on Ctrl-C they still need it to hand their chunks back.
     let stop_server = CancellationToken::new();
     let (addr, server) = serve(
@@ -167,6 +171,10 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
         bytes_this_run: after.committed_bytes.saturating_sub(before.committed_bytes),
         summary: after,
         elapsed: started.elapsed(),
+        breaker: breakers
+            .of(&job)
+            .and_then(|b| b.report())
+            .filter(BreakerReport::is_tripped),
     })
 }
 

@@ -122,3 +122,44 @@ fn classify(e: &anyhow::Error) -> Option<backhaul_core::ErrorClass> {
     }
     None
 }
+
+/// `, N records in dead-letter files` after a job's rows, when there are any.
+pub fn dead_letter_note(dead_letters: u64) -> String {
+    if dead_letters == 0 {
+        return String::new();
+    }
+    let records = if dead_letters == 1 { "record" } else { "records" };
+    format!(", {} {records} in dead-letter files", group(dead_letters))
+}
+
+/// The `dead letters` column of a chunk table: shown only when some chunk has dead letters.
+pub struct DeadLetterColumn {
+    shown: bool,
+}
+
+impl DeadLetterColumn {
+    /// The column over the chunks' dead-letter counts.
+    pub fn new(mut counts: impl Iterator<Item = u64>) -> Self {
+        DeadLetterColumn {
+            shown: counts.any(|n| n > 0),
+        }
+    }
+
+    /// The header cell (with its separator), or nothing.
+    pub fn header(&self) -> String {
+        if self.shown {
+            format!("{:>12}  ", "dead letters")
+        } else {
+            String::new()
+        }
+    }
+
+    /// A chunk's cell (with its separator), or nothing.
+    pub fn cell(&self, dead_letters: u64) -> String {
+        if self.shown {
+            format!("{:>12}  ", group(dead_letters))
+        } else {
+            String::new()
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! It never depends on the worker crate: the two meet only on the wire.
 
 pub mod alerts;
+pub mod breakers;
 pub mod checks;
 pub mod clock;
 pub mod error;

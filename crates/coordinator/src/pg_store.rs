@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::StagedFile;
+use backhaul_core::connector::{ExtractFacts, StagedFile};
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
@@ -127,7 +127,8 @@ const SUMMARY_COLUMNS: &str = "count(*),
     coalesce(sum(estimated_rows), 0)::bigint,
     count(*) FILTER (WHERE state = 'cancelled'),
     coalesce(sum(estimated_bytes), 0)::bigint,
-    coalesce(sum(failures), 0)::bigint";
+    coalesce(sum(failures), 0)::bigint,
+    coalesce(sum(dead_letters) FILTER (WHERE state = 'committed'), 0)::bigint";
 
 /// Locks the chunks whose lease ran out, with their attempt, failures and how many of their
 /// leases expired before. Rows another transaction holds are left for the next lease call.
@@ -733,8 +734,11 @@ impl PgStore {
         files: &[StagedFile],
         extracted: &ChunkEvidence,
         committed: &ChunkProof,
+        facts: &ExtractFacts,
     ) -> Result<()> {
-        let out = self.complete_current(c, lease_id, files, extracted, committed).await;
+        let out = self
+            .complete_current(c, lease_id, files, extracted, committed, facts)
+            .await;
         // A retried completion whose first try was committed but whose answer was lost is the
         // same completion: acknowledge it.
         if matches!(out, Err(CoordinatorError::StaleLease { .. })) && self.committed_by(c, lease_id).await? {
@@ -772,6 +776,7 @@ impl PgStore {
         files: &[StagedFile],
         extracted: &ChunkEvidence,
         committed: &ChunkProof,
+        facts: &ExtractFacts,
     ) -> Result<()> {
         let tx = self.begin_change(c).await?;
         let (key, _) = self.current(&tx, lease_id, true).await?;
@@ -785,7 +790,8 @@ impl PgStore {
                 extracted_rows = $3, extracted_checksum = $4, committed_rows = $5, committed_checksum = $6,
                 committed_bytes = $7, committed_at_us = $8, progress_rows = $3,
                 last_error_class = NULL, last_error_kind = NULL, last_error = NULL,
-                proof_level = $9, extracted_fingerprint = $10, committed_fingerprint = $11
+                proof_level = $9, extracted_fingerprint = $10, committed_fingerprint = $11,
+                dead_letters = $12
              WHERE job_id = $1 AND chunk_id = $2",
             &[
                 int(&proof.extracted_rows),
@@ -797,6 +803,7 @@ impl PgStore {
                 text(&proof.level),
                 text(&proof.extracted_fingerprint),
                 text(&proof.committed_fingerprint),
+                int(&(facts.dead_letters as i64)),
             ],
         )
         .await?;
@@ -958,15 +965,16 @@ impl StateStore for PgStore {
         pooled!(self, CALL_BUDGET, |c| self.progress_on(c, lease_id, rows, bytes))
     }
 
-    async fn complete(
+    async fn complete_with_facts(
         &self,
         lease_id: &str,
         files: Vec<StagedFile>,
         extracted: ChunkEvidence,
         committed: ChunkProof,
+        facts: ExtractFacts,
     ) -> Result<()> {
         pooled!(self, CALL_BUDGET, |c| self
-            .complete_on(c, lease_id, &files, &extracted, &committed))
+            .complete_on(c, lease_id, &files, &extracted, &committed, &facts))
     }
 
     async fn release(&self, lease_id: &str) -> Result<()> {
@@ -1015,6 +1023,7 @@ fn summary_from_row(r: &Row, first: usize) -> RowResult<JobSummary> {
         cancelled: n(9)?,
         estimated_bytes: n(10)?,
         failures: n(11)?,
+        dead_letters: n(12)?,
     })
 }
 

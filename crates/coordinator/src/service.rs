@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
-use backhaul_core::connector::{Connectors, StagedFile};
+use backhaul_core::connector::{Connectors, ExtractFacts, StagedFile};
 use backhaul_core::fidelity::{ColumnFidelity, TypeFidelityReport};
 use backhaul_core::fingerprint::ChunkFingerprint;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::breakers::SourceBreakers;
 use crate::error::{CoordinatorError, Result};
 use crate::metrics::{CoordinatorMetrics, LeaseCall};
 use crate::plan::submit_spec;
@@ -122,6 +123,8 @@ pub struct CoordinatorService {
     scheduler: crate::schedule::SchedulerHandle,
     /// The rate-limit pools workers lease request tokens from.
     pools: Arc<RatePools>,
+    /// The jobs' sources' circuit breakers as workers last reported them.
+    breakers: Arc<SourceBreakers>,
 }
 
 /// Workers that serve Arrow Flight previews, as they announced themselves when asking for
@@ -181,6 +184,7 @@ impl CoordinatorService {
             reports_dir: None,
             scheduler: crate::schedule::SchedulerHandle::default(),
             pools: Arc::new(RatePools::new(Arc::new(crate::clock::SystemClock))),
+            breakers: Arc::new(SourceBreakers::default()),
         }
     }
 
@@ -199,6 +203,27 @@ impl CoordinatorService {
     /// The rate-limit pools (shared with `/metrics` and the status page).
     pub fn pools(&self) -> Arc<RatePools> {
         self.pools.clone()
+    }
+
+    /// The jobs' sources' circuit breakers as workers last reported them (a local run shows
+    /// them in its report).
+    pub fn breakers(&self) -> Arc<SourceBreakers> {
+        self.breakers.clone()
+    }
+
+    /// Keeps the breaker a worker reported with a chunk of `lease_id`.
+    fn note_breaker(&self, lease_id: &str, breaker: Option<pb::SourceBreaker>) {
+        if let (Some(breaker), Ok(key)) = (breaker, LeaseKey::parse(lease_id)) {
+            self.breakers.record(&key.job_id, breaker, crate::store::now_us());
+        }
+    }
+
+    /// [`job_status`] with the job's breaker.
+    fn job_status_now(&self, job: &JobRow, summary: &JobSummary) -> pb::JobStatus {
+        pb::JobStatus {
+            breaker: self.breakers.of(&job.job_id),
+            ..job_status(job, summary)
+        }
     }
 
     /// Writes each submitted job's type-fidelity report into `<dir>/<job>/` (as local runs do
@@ -465,6 +490,8 @@ pub fn job_status(job: &JobRow, s: &JobSummary) -> pb::JobStatus {
         estimated_rows: s.estimated_rows,
         estimated_bytes: s.estimated_bytes,
         failures: s.failures,
+        dead_letters: s.dead_letters,
+        breaker: None,
     }
 }
 
@@ -484,6 +511,7 @@ impl From<&pb::JobStatus> for JobSummary {
             estimated_rows: s.estimated_rows,
             estimated_bytes: s.estimated_bytes,
             failures: s.failures,
+            dead_letters: s.dead_letters,
         }
     }
 }
@@ -521,6 +549,7 @@ fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
             .committed
             .as_ref()
             .map_or(pb::ProofLevel::Unspecified, |p| p.level.into()) as i32,
+        dead_letters: c.dead_letters,
     }
 }
 
@@ -640,7 +669,15 @@ impl Coordinator for CoordinatorService {
             },
         };
         let lease_id = r.lease_id;
-        match self.store.complete(&lease_id, files, extracted, committed).await {
+        self.note_breaker(&lease_id, r.breaker);
+        let facts = ExtractFacts {
+            dead_letters: out.dead_letters,
+        };
+        match self
+            .store
+            .complete_with_facts(&lease_id, files, extracted, committed, facts)
+            .await
+        {
             Ok(()) => {
                 self.metrics.completions.inc();
                 Ok(Response::new(pb::CompleteChunkResponse {}))
@@ -679,6 +716,7 @@ impl Coordinator for CoordinatorService {
         };
         let class = failure.class;
         let lease_id = r.lease_id;
+        self.note_breaker(&lease_id, r.breaker);
         let will_retry = self
             .store
             .fail(&lease_id, failure, self.retry.clone())
@@ -775,7 +813,7 @@ impl Coordinator for CoordinatorService {
             Vec::new()
         };
         Ok(Response::new(pb::GetJobStatusResponse {
-            status: Some(job_status(&job, &summary)),
+            status: Some(self.job_status_now(&job, &summary)),
             chunks: chunks.iter().map(chunk_status).collect(),
         }))
     }
@@ -787,7 +825,7 @@ impl Coordinator for CoordinatorService {
             .await
             .map_err(status)?
             .iter()
-            .map(|(job, summary)| job_status(job, summary))
+            .map(|(job, summary)| self.job_status_now(job, summary))
             .collect();
         let pools = self.pools.snapshot().iter().map(crate::pools::pool_status).collect();
         Ok(Response::new(pb::ListJobsResponse { jobs, pools }))
@@ -899,6 +937,7 @@ mod tests {
             estimated_rows: 8,
             estimated_bytes: 9,
             failures: 10,
+            dead_letters: 11,
         };
         let back = JobSummary::from(&job_status(&job(false), &summary));
         assert_eq!(format!("{back:?}"), format!("{summary:?}"));

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::StagedFile;
+use backhaul_core::connector::{ExtractFacts, StagedFile};
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 
 use crate::error::{CoordinatorError, Result};
@@ -84,6 +84,19 @@ pub trait StateStore: ScheduleStore + Send + Sync + 'static {
         files: Vec<StagedFile>,
         extracted: ChunkEvidence,
         committed: ChunkProof,
+    ) -> Result<()> {
+        self.complete_with_facts(lease_id, files, extracted, committed, ExtractFacts::default())
+            .await
+    }
+    /// [`StateStore::complete`], storing also what the source noted while extracting the
+    /// chunk (its dead letters).
+    async fn complete_with_facts(
+        &self,
+        lease_id: &str,
+        files: Vec<StagedFile>,
+        extracted: ChunkEvidence,
+        committed: ChunkProof,
+        facts: ExtractFacts,
     ) -> Result<()>;
     /// Hands a leased chunk back without counting a failure.
     async fn release(&self, lease_id: &str) -> Result<()>;
@@ -176,15 +189,16 @@ impl StateStore for Store {
         self.call(move |s, c| s.progress(c, &id, rows, bytes)).await
     }
 
-    async fn complete(
+    async fn complete_with_facts(
         &self,
         lease_id: &str,
         files: Vec<StagedFile>,
         extracted: ChunkEvidence,
         committed: ChunkProof,
+        facts: ExtractFacts,
     ) -> Result<()> {
         let id = lease_id.to_string();
-        self.call(move |s, c| s.complete(c, &id, &files, &extracted, &committed))
+        self.call(move |s, c| s.complete(c, &id, &files, &extracted, &committed, &facts))
             .await
     }
 
@@ -322,14 +336,15 @@ mod tests {
         async fn progress(&self, lease_id: &str, rows: u64, bytes: u64) -> Result<()> {
             StateStore::progress(&self.0, lease_id, rows, bytes).await
         }
-        async fn complete(
+        async fn complete_with_facts(
             &self,
             lease_id: &str,
             files: Vec<StagedFile>,
             extracted: ChunkEvidence,
             committed: ChunkProof,
+            facts: ExtractFacts,
         ) -> Result<()> {
-            StateStore::complete(&self.0, lease_id, files, extracted, committed).await
+            StateStore::complete_with_facts(&self.0, lease_id, files, extracted, committed, facts).await
         }
         async fn release(&self, lease_id: &str) -> Result<()> {
             StateStore::release(&self.0, lease_id).await

@@ -14,7 +14,7 @@ use std::time::Duration;
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::StagedFile;
+use backhaul_core::connector::{ExtractFacts, StagedFile};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fingerprint::ChunkFingerprint;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
@@ -102,6 +102,9 @@ pub(crate) const MIGRATIONS: &[(&str, &str, &str)] = &[
     // Incremental syncs: when `backhaul sync` last extended the job's range (its end,
     // `range_to`, is the job's high-water mark).
     ("jobs", "synced_at_us", "INTEGER"),
+    // Records a committed chunk's source wrote to a dead-letter file (NULL, read as 0, for
+    // chunks committed before the column existed).
+    ("chunks", "dead_letters", "INTEGER"),
 ];
 
 /// Life cycle of a chunk.
@@ -227,6 +230,9 @@ pub struct ChunkRow {
     pub lease_worker: Option<String>,
     /// When the chunk was committed, microseconds since epoch.
     pub committed_at_us: Option<i64>,
+    /// Records the source wrote to a dead-letter file instead of the chunk's rows (committed
+    /// chunks; 0 otherwise).
+    pub dead_letters: u64,
 }
 
 /// Counts and totals of one job.
@@ -256,6 +262,8 @@ pub struct JobSummary {
     pub estimated_bytes: u64,
     /// Failed attempts over all chunks.
     pub failures: u64,
+    /// Records of committed chunks written to dead-letter files.
+    pub dead_letters: u64,
 }
 
 impl JobSummary {
@@ -746,7 +754,8 @@ impl Store {
                     coalesce(sum(estimated_rows), 0),
                     coalesce(sum(state = 'cancelled'), 0),
                     coalesce(sum(estimated_bytes), 0),
-                    coalesce(sum(failures), 0)
+                    coalesce(sum(failures), 0),
+                    coalesce(sum(CASE WHEN state = 'committed' THEN dead_letters END), 0)
              FROM chunks WHERE job_id = ?1",
             [job_id],
             |r| {
@@ -763,6 +772,7 @@ impl Store {
                     cancelled: r.get::<_, i64>(9)? as u64,
                     estimated_bytes: r.get::<_, i64>(10)? as u64,
                     failures: r.get::<_, i64>(11)? as u64,
+                    dead_letters: r.get::<_, i64>(12)? as u64,
                 })
             },
         )
@@ -1118,8 +1128,9 @@ impl Store {
         files: &[StagedFile],
         extracted: &ChunkEvidence,
         committed: &ChunkProof,
+        facts: &ExtractFacts,
     ) -> Result<()> {
-        match self.complete_current(conn, lease_id, files, extracted, committed) {
+        match self.complete_current(conn, lease_id, files, extracted, committed, facts) {
             // A retried completion whose first try was committed but whose answer was lost
             // (coordinator restart, network cut) is the same completion: acknowledge it.
             Err(CoordinatorError::StaleLease { .. }) if self.committed_by(conn, lease_id)? => Ok(()),
@@ -1150,6 +1161,7 @@ impl Store {
         files: &[StagedFile],
         extracted: &ChunkEvidence,
         committed: &ChunkProof,
+        facts: &ExtractFacts,
     ) -> Result<()> {
         let key = LeaseKey::parse(lease_id)?;
         let proof = match StoredProof::checked(&key, extracted, committed) {
@@ -1170,9 +1182,9 @@ impl Store {
             "UPDATE chunks SET state = 'committed', lease_worker = NULL, lease_expires_us = NULL,
                 extracted_rows = ?3, extracted_checksum = ?4, committed_rows = ?5, committed_checksum = ?6,
                 committed_bytes = ?7, committed_at_us = ?8, progress_rows = ?3, last_error_class = NULL, last_error_kind = NULL, last_error = NULL,
-                proof_level = ?10, extracted_fingerprint = ?11, committed_fingerprint = ?12
+                proof_level = ?10, extracted_fingerprint = ?11, committed_fingerprint = ?12, dead_letters = ?13
              WHERE job_id = ?1 AND chunk_id = ?2 AND attempt = ?9 AND state IN ('leased', 'pending')",
-            params![key.job_id, key.chunk_id as i64, proof.extracted_rows, proof.extracted_checksum, proof.committed_rows, proof.committed_checksum, bytes as i64, now, key.attempt, proof.level, proof.extracted_fingerprint, proof.committed_fingerprint],
+            params![key.job_id, key.chunk_id as i64, proof.extracted_rows, proof.extracted_checksum, proof.committed_rows, proof.committed_checksum, bytes as i64, now, key.attempt, proof.level, proof.extracted_fingerprint, proof.committed_fingerprint, facts.dead_letters as i64],
         )?;
         if changed == 0 {
             // Not current: say why.
@@ -1376,7 +1388,7 @@ macro_rules! chunk_columns {
         "chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
     progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
     last_error_class, last_error_kind, last_error, lease_worker, committed_at_us,
-    proof_level, extracted_fingerprint, committed_fingerprint"
+    proof_level, extracted_fingerprint, committed_fingerprint, dead_letters"
     };
 }
 
@@ -1407,7 +1419,7 @@ const LEASE_NEXT_OF_ANY_JOB: &str = concat!(
 
 /// A chunk and its job id as returned by the lease statements.
 fn leased_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, ChunkRow)> {
-    Ok((r.get(23)?, chunk_from_row(r)?))
+    Ok((r.get(24)?, chunk_from_row(r)?))
 }
 
 /// A result row read by column index, whichever backend produced it. Both stores select the
@@ -1502,6 +1514,7 @@ pub(crate) fn chunk_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result
         last_error,
         lease_worker: r.opt_text(18)?,
         committed_at_us: r.opt_int(19)?,
+        dead_letters: r.opt_int(23)?.unwrap_or(0) as u64,
     })
 }
 
@@ -1705,15 +1718,23 @@ pub(crate) mod tests {
         let second = lease(&store, &mut conn, 60_000);
         assert_eq!(second.chunk.attempt, 2);
         let err = store
-            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF)
+            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
             .unwrap_err();
         assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
         assert!(store.heartbeat(&mut conn, &first.lease_id, 1000).is_err());
-        store.complete(&mut conn, &second.lease_id, &[], &EV, &PROOF).unwrap();
+        store
+            .complete(&mut conn, &second.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
         // A retried completion of the committing attempt is acknowledged (its first answer
         // may have been lost); the stale attempt stays refused, and nobody can fail it now.
-        store.complete(&mut conn, &second.lease_id, &[], &EV, &PROOF).unwrap();
-        assert!(store.complete(&mut conn, &first.lease_id, &[], &EV, &PROOF).is_err());
+        store
+            .complete(&mut conn, &second.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
+        assert!(
+            store
+                .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+                .is_err()
+        );
         let failure = Failure {
             class: ErrorClass::Transient,
             kind: "x".into(),
@@ -1743,7 +1764,9 @@ pub(crate) mod tests {
             Err(NoLease::Finished)
         ));
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Pending);
-        store.complete(&mut conn, &first.lease_id, &[], &EV, &PROOF).unwrap();
+        store
+            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
         assert_eq!(store.chunks(&conn, "j").unwrap()[0].state, ChunkState::Committed);
     }
 
@@ -1751,7 +1774,9 @@ pub(crate) mod tests {
     fn chunks_committed_before_proofs_read_as_exact_proofs_after_migration() {
         let (dir, store, mut conn, _clock) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
-        store.complete(&mut conn, &l.lease_id, &[], &EV, &PROOF).unwrap();
+        store
+            .complete(&mut conn, &l.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+            .unwrap();
         drop((store, conn));
         // A state database from before proofs: without the proof columns.
         let path = dir.path().join("state.db");
@@ -1774,7 +1799,9 @@ pub(crate) mod tests {
         let (_d, store, mut conn, _clock) = store_with_job(1);
         let l = lease(&store, &mut conn, 60_000);
         let bad = ChunkProof { rows: 9, ..PROOF };
-        let err = store.complete(&mut conn, &l.lease_id, &[], &EV, &bad).unwrap_err();
+        let err = store
+            .complete(&mut conn, &l.lease_id, &[], &EV, &bad, &ExtractFacts::default())
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -1885,7 +1912,7 @@ pub(crate) mod tests {
         let third = lease(&store, &mut conn, 60_000);
         assert_eq!((third.chunk.chunk_id, third.chunk.attempt), (0, 2));
         let err = store
-            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF)
+            .complete(&mut conn, &first.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
             .unwrap_err();
         assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
         let history = store.attempts(&conn, "j").unwrap();
@@ -1946,12 +1973,23 @@ pub(crate) mod tests {
         let got: Vec<(u64, u32)> = again.iter().map(|l| (l.chunk.chunk_id, l.chunk.attempt)).collect();
         assert_eq!(got, [(0, 2), (1, 2), (2, 2)]);
         for (old, new) in batch.iter().zip(&again) {
-            let err = store.complete(&mut conn, &old.lease_id, &[], &EV, &PROOF).unwrap_err();
+            let err = store
+                .complete(&mut conn, &old.lease_id, &[], &EV, &PROOF, &ExtractFacts::default())
+                .unwrap_err();
             assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
             assert!(store.heartbeat(&mut conn, &old.lease_id, 1000).is_err());
             store.heartbeat(&mut conn, &new.lease_id, 60_000).unwrap();
         }
-        store.complete(&mut conn, &again[1].lease_id, &[], &EV, &PROOF).unwrap();
+        store
+            .complete(
+                &mut conn,
+                &again[1].lease_id,
+                &[],
+                &EV,
+                &PROOF,
+                &ExtractFacts::default(),
+            )
+            .unwrap();
         assert!(matches!(
             store
                 .lease_many(&mut conn, "w", Some("j"), 60_000, 10, &no_backoff())

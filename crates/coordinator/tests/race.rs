@@ -63,6 +63,7 @@ async fn race(
                                 .complete_chunk(pb::CompleteChunkRequest {
                                     lease_id: l.lease_id.clone(),
                                     output: Some(output(l.chunk_id)),
+                                    breaker: None,
                                 })
                                 .await;
                             match done {

@@ -19,7 +19,7 @@ use backhaul_coordinator::{
 use backhaul_core::ErrorClass;
 use backhaul_core::checksum::RowSummary;
 use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::StagedFile;
+use backhaul_core::connector::{ExtractFacts, StagedFile};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fingerprint::{ChunkFingerprint, ColumnFingerprint, ColumnMeasure};
 use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
@@ -115,7 +115,8 @@ contract!(
     summary_progress_and_attempts_tell_the_history,
     leases_follow_plan_order_and_a_finished_job_has_none,
     concurrent_leasers_never_share_a_chunk,
-    schedules_are_kept_paused_fired_and_removed;
+    schedules_are_kept_paused_fired_and_removed,
+    dead_letters_are_kept_with_the_completion;
     timed:
     stale_lease_is_refused_after_re_lease,
     expired_but_not_re_leased_completion_is_accepted,
@@ -236,6 +237,34 @@ async fn stale_lease_is_refused_after_re_lease(store: Arc<dyn StateStore>, clock
     let s = store.summary("j").await.unwrap();
     assert_eq!((s.committed, s.committed_rows), (1, 10));
     assert_finished(&store, "j").await;
+}
+
+async fn dead_letters_are_kept_with_the_completion(store: Arc<dyn StateStore>) {
+    submit(&store, "j", 3).await;
+    let a = lease(&store, "j", 60_000).await;
+    let b = lease(&store, "j", 60_000).await;
+    let c = lease(&store, "j", 60_000).await;
+    let facts = |dead_letters| ExtractFacts { dead_letters };
+    store
+        .complete_with_facts(&a.lease_id, vec![], EV, PROOF, facts(3))
+        .await
+        .unwrap();
+    store.complete(&b.lease_id, vec![], EV, PROOF).await.unwrap();
+    let refused = store
+        .complete_with_facts(&c.lease_id, vec![], EV, ChunkProof { rows: 9, ..PROOF }, facts(5))
+        .await;
+    assert!(refused.is_err());
+    let dead: Vec<u64> = store
+        .chunks("j")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.dead_letters)
+        .collect();
+    assert_eq!(dead, [3, 0, 0], "a refused completion stores nothing");
+    assert_eq!(store.summary("j").await.unwrap().dead_letters, 3);
+    let listed = store.jobs().await.unwrap();
+    assert_eq!(listed[0].1.dead_letters, 3);
 }
 
 async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateStore>, clock: Arc<ManualClock>) {

@@ -14,6 +14,7 @@ use crate::chunking::{ChunkCap, DensityBucket, PhysicalOrder, PlannedChunk};
 use crate::cursor::{CursorKind, CursorRange};
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
+pub use crate::notes::{BreakerPhase, BreakerReport, ExtractFacts, ExtractNotes};
 use crate::profile::{Activity, ActivityQuery};
 use crate::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use crate::ratelimit::RatePool;
@@ -99,6 +100,25 @@ pub trait Source: Send + Sync {
 
     /// Streams the rows with `from <= cursor < to`, in batches of about `batch_rows` rows.
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>>;
+
+    /// [`Source::extract`] that also notes facts of this range's extraction in `notes` (e.g.
+    /// records refused into a dead-letter file); they are complete once the stream has ended.
+    /// The default notes nothing: only a source with such facts overrides it.
+    fn extract_with_notes(
+        &self,
+        range: CursorRange,
+        batch_rows: usize,
+        notes: ExtractNotes,
+    ) -> BoxFuture<'_, Result<BatchStream>> {
+        drop(notes);
+        self.extract(range, batch_rows)
+    }
+
+    /// The state of the source's circuit breaker now, for `status`; `None` (the default) for
+    /// a source without one.
+    fn circuit_breaker(&self) -> Option<BreakerReport> {
+        None
+    }
 
     /// Change activity over `query.window`, for the cost planner; `None` (the default) when the
     /// source cannot tell cheaply. The planner then samples with [`Source::extract`] or reports

@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod error;
 pub mod fidelity;
 pub mod fingerprint;
+pub mod notes;
 pub mod profile;
 pub mod proof;
 pub mod ratelimit;

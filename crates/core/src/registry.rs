@@ -36,6 +36,10 @@ pub trait SourceConfig: fmt::Debug + Send + Sync {
     fn settings(&self) -> toml::Table;
     /// Builds the source; IO allowed (build time).
     fn build(&self) -> Result<Arc<dyn Source>>;
+    /// The name of the job the source serves, for what a source keeps per job outside the
+    /// destination (the HTTP source names its dead-letter files after it). Set once, by
+    /// [`Connectors::check`]; the default ignores it.
+    fn set_job_name(&mut self, _job_name: &str) {}
 }
 
 /// How a destination wants its Parquet files staged.
@@ -149,8 +153,9 @@ pub trait Connectors: Send + Sync {
     /// connector section by its kind.
     fn check(&self, spec: &JobSpec, origin: &str) -> Result<CheckedSpec> {
         let validated = spec.validate(origin)?;
-        let source = self.source_config(&spec.source, origin)?;
+        let mut source = self.source_config(&spec.source, origin)?;
         source.validate(origin)?;
+        source.set_job_name(&spec.name);
         let destination = self.destination_config(&spec.destination, origin)?;
         destination.validate(origin)?;
         let mut spec = spec.clone();

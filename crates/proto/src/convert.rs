@@ -77,6 +77,28 @@ impl From<&pb::RatePool> for backhaul_core::ratelimit::RatePool {
     }
 }
 
+impl From<&backhaul_core::notes::BreakerReport> for pb::SourceBreaker {
+    fn from(b: &backhaul_core::notes::BreakerReport) -> Self {
+        pb::SourceBreaker {
+            state: b.phase.as_str().into(),
+            consecutive_failures: b.consecutive_failures,
+            open_until_ms: b.open_until_unix_ms.unwrap_or(0),
+            reported_at_us: 0,
+        }
+    }
+}
+
+impl pb::SourceBreaker {
+    /// The report, or `None` when the state is one this build does not know.
+    pub fn report(&self) -> Option<backhaul_core::notes::BreakerReport> {
+        Some(backhaul_core::notes::BreakerReport {
+            phase: backhaul_core::notes::BreakerPhase::parse(&self.state)?,
+            consecutive_failures: self.consecutive_failures,
+            open_until_unix_ms: (self.open_until_ms != 0).then_some(self.open_until_ms),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +118,29 @@ mod tests {
         assert_eq!(pb::JobState::label_of(pb::JobState::Succeeded as i32), "succeeded");
         assert_eq!(pb::JobState::Parked.label(), "parked");
         assert_eq!(pb::JobState::label_of(99), "unknown");
+    }
+
+    #[test]
+    fn breaker_reports_round_trip() {
+        use backhaul_core::notes::{BreakerPhase, BreakerReport};
+        for report in [
+            BreakerReport {
+                phase: BreakerPhase::Open,
+                consecutive_failures: 0,
+                open_until_unix_ms: Some(1_767_607_200_000),
+            },
+            BreakerReport {
+                phase: BreakerPhase::Closed,
+                consecutive_failures: 2,
+                open_until_unix_ms: None,
+            },
+        ] {
+            assert_eq!(pb::SourceBreaker::from(&report).report(), Some(report));
+        }
+        let unknown = pb::SourceBreaker {
+            state: "melted".into(),
+            ..Default::default()
+        };
+        assert_eq!(unknown.report(), None);
     }
 }

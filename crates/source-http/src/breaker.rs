@@ -2,7 +2,9 @@
 //! opens and refuses requests for `open_seconds`, then lets one trial through (half-open); the
 //! trial's success closes it, its failure opens it again. Pure: time is passed in.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backhaul_core::connector::{BreakerPhase, BreakerReport};
 
 use tokio::time::Instant;
 
@@ -26,10 +28,35 @@ pub enum BreakerState {
 impl BreakerState {
     /// `closed`, `open` or `half_open`.
     pub fn name(self) -> &'static str {
+        self.phase().as_str()
+    }
+
+    /// The phase, without its details.
+    pub fn phase(self) -> BreakerPhase {
         match self {
-            BreakerState::Closed { .. } => "closed",
-            BreakerState::Open { .. } => "open",
-            BreakerState::HalfOpen => "half_open",
+            BreakerState::Closed { .. } => BreakerPhase::Closed,
+            BreakerState::Open { .. } => BreakerPhase::Open,
+            BreakerState::HalfOpen => BreakerPhase::HalfOpen,
+        }
+    }
+
+    /// The state as `status` shows it: `now` and `wall_now` are the same moment on the
+    /// monotonic and the wall clock, to turn the open deadline into a wall-clock time.
+    pub fn report(self, now: Instant, wall_now: SystemTime) -> BreakerReport {
+        let open_until_unix_ms = match self {
+            BreakerState::Open { until } => {
+                let at = wall_now + until.saturating_duration_since(now);
+                at.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis() as i64)
+            }
+            _ => None,
+        };
+        BreakerReport {
+            phase: self.phase(),
+            consecutive_failures: match self {
+                BreakerState::Closed { failures } => failures,
+                _ => 0,
+            },
+            open_until_unix_ms,
         }
     }
 }
@@ -119,6 +146,15 @@ mod tests {
         // The trial fails: open again for the full wait.
         b.failure(t0 + s(31));
         assert_eq!(b.state(), BreakerState::Open { until: t0 + s(61) });
+        let wall = UNIX_EPOCH + s(1_000);
+        assert_eq!(
+            b.state().report(t0 + s(41), wall),
+            BreakerReport {
+                phase: BreakerPhase::Open,
+                consecutive_failures: 0,
+                open_until_unix_ms: Some(1_020_000),
+            }
+        );
         b.admit(t0 + s(61)).unwrap();
         b.success();
         assert_eq!(b.state(), BreakerState::Closed { failures: 0 });

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use backhaul_core::connector::ExtractNotes;
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::{Error, Result};
 use serde_json::value::RawValue;
@@ -176,7 +177,8 @@ impl Plan {
         })
     }
 
-    /// The dead-letter file of one window: `<dir>/<stream>-<from>-<to>.jsonl`.
+    /// The dead-letter file of one window: `<dir>/<job>-<stream>-<from>-<to>.jsonl`
+    /// (`<dir>/<stream>-<from>-<to>.jsonl` for a source built outside a job).
     pub fn dead_letter_path(&self, range: CursorRange) -> PathBuf {
         let stamp = |v: i64| {
             CursorKind::Timestamp
@@ -184,8 +186,9 @@ impl Plan {
                 .replace([':', '-'], "")
                 .replace('.', "_")
         };
+        let job = self.spec.job_name.as_ref().map(|j| format!("{j}-")).unwrap_or_default();
         self.spec.dead_letter_dir().join(format!(
-            "{}-{}-{}.jsonl",
+            "{job}{}-{}-{}.jsonl",
             self.spec.stream.name,
             stamp(range.from),
             stamp(range.to)
@@ -206,15 +209,17 @@ impl Plan {
     }
 }
 
-/// Reads the chunk `range` and sends its batches of at most `batch_rows` rows to `tx`.
+/// Reads the chunk `range` and sends its batches of at most `batch_rows` rows to `tx`; notes
+/// the chunk's dead letters in `notes`.
 pub async fn run_chunk(
     plan: Arc<Plan>,
     caller: Arc<Caller>,
     range: CursorRange,
     batch_rows: usize,
+    notes: ExtractNotes,
     tx: tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) {
-    match read_chunk(&plan, &caller, range).await {
+    match read_chunk(&plan, &caller, range, &notes).await {
         Ok(rows) => {
             for piece in rows.chunks(batch_rows.max(1)) {
                 let batch = build_batch(&plan.schema, &plan.columns, piece).map_err(Error::from);
@@ -229,7 +234,12 @@ pub async fn run_chunk(
     }
 }
 
-async fn read_chunk(plan: &Arc<Plan>, caller: &Caller, range: CursorRange) -> Result<Vec<Vec<Cell>>> {
+async fn read_chunk(
+    plan: &Arc<Plan>,
+    caller: &Caller,
+    range: CursorRange,
+    notes: &ExtractNotes,
+) -> Result<Vec<Vec<Cell>>> {
     let mut pager = Pager::new(plan.spec.pagination.clone(), plan.spec.max_pages);
     let first = plan.first_request(range, &pager)?;
     let mut request = first.clone();
@@ -313,6 +323,7 @@ async fn read_chunk(plan: &Arc<Plan>, caller: &Caller, range: CursorRange) -> Re
         }
         tokio::fs::write(&path, dead).await.map_err(|e| Error::io(&path, e))?;
         plan.dead_letters.fetch_add(dead_count, Ordering::Relaxed);
+        notes.add_dead_letters(dead_count);
         tracing::warn!(
             stream = %plan.spec.stream.name,
             dead_letters = dead_count,

@@ -21,10 +21,12 @@ mod tests;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backhaul_core::chunking::DensityBucket;
-use backhaul_core::connector::{BatchStream, ColumnOrigin, RequestProfile, Source, TableDescription, channel_stream};
+use backhaul_core::connector::{
+    BatchStream, BreakerReport, ColumnOrigin, ExtractNotes, RequestProfile, Source, TableDescription, channel_stream,
+};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::ratelimit::Budgets;
 use backhaul_core::registry::{SourceConfig, SourceKind};
@@ -102,6 +104,9 @@ impl SourceConfig for HttpConfig {
     }
     fn settings(&self) -> toml::Table {
         to_settings(&self.spec)
+    }
+    fn set_job_name(&mut self, job_name: &str) {
+        self.spec.job_name = Some(job_name.to_string());
     }
     fn build(&self) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(HttpSource::build(
@@ -261,6 +266,16 @@ impl Source for HttpSource {
     }
 
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>> {
+        self.extract_with_notes(range, batch_rows, ExtractNotes::new())
+    }
+
+    /// Notes the chunk's dead letters: records written to its dead-letter file.
+    fn extract_with_notes(
+        &self,
+        range: CursorRange,
+        batch_rows: usize,
+        notes: ExtractNotes,
+    ) -> BoxFuture<'_, Result<BatchStream>> {
         Box::pin(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let task = tokio::spawn(extract::run_chunk(
@@ -268,9 +283,17 @@ impl Source for HttpSource {
                 self.caller.clone(),
                 range,
                 batch_rows,
+                notes,
                 tx,
             ));
             Ok(channel_stream(rx, task, "http extract"))
         })
+    }
+
+    fn circuit_breaker(&self) -> Option<BreakerReport> {
+        Some(
+            self.breaker_state()
+                .report(tokio::time::Instant::now(), SystemTime::now()),
+        )
     }
 }

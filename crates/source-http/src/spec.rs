@@ -75,6 +75,10 @@ pub struct HttpSourceSpec {
     /// The spec file's directory, for the default dead-letter directory.
     #[serde(skip)]
     pub spec_dir: Option<PathBuf>,
+    /// The job's name, which dead-letter files begin with (two jobs over one stream and
+    /// window write different files); set when the spec is checked as part of a job.
+    #[serde(skip)]
+    pub job_name: Option<String>,
 }
 
 fn default_records_per_day() -> u64 {

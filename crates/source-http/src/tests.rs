@@ -9,7 +9,7 @@ use arrow::array::{Array, RecordBatch, StringArray};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, Response};
 use backhaul_core::ErrorClass;
-use backhaul_core::connector::{RequestProfile, Source};
+use backhaul_core::connector::{BreakerPhase, ExtractNotes, RequestProfile, Source};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::ratelimit::Budgets;
 use backhaul_core::registry::SourceKind;
@@ -328,6 +328,41 @@ async fn records_that_do_not_match_the_schema_go_to_the_dead_letter_file() {
 }
 
 #[tokio::test]
+async fn a_chunk_notes_its_own_dead_letters_in_a_file_named_after_the_job() {
+    let server = Server::start(|_, _| {
+        json(
+            200,
+            serde_json::json!({"data": [record(0), {"id": "bad-missing"}, {"id": 7, "created": T0 + 3}]}),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(&server.url, "");
+    s.dead_letter_dir = Some(dir.path().to_path_buf());
+    s.job_name = Some("nightly".into());
+    let source = build(s);
+    let r = range(T0, T0 + 100);
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let notes = ExtractNotes::new();
+        let mut stream = source.extract_with_notes(r, 3, notes.clone()).await.unwrap();
+        while let Some(b) = stream.next().await {
+            b.unwrap();
+        }
+        counts.push(notes.facts().dead_letters);
+    }
+    // Per chunk, not per source: the second attempt counts its own.
+    assert_eq!(counts, [2, 2]);
+    assert_eq!(source.dead_letter_count(), 4);
+    let path = source.dead_letter_path(r);
+    assert_eq!(
+        path.file_name().unwrap().to_str().unwrap(),
+        "nightly-things-20231114T221320Z-20231114T221500Z.jsonl"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+}
+
+#[tokio::test]
 async fn a_selector_that_matches_nothing_names_the_stream_and_the_path() {
     let server = Server::start(|_, _| json(200, serde_json::json!({"items": []}))).await;
     let e = read(&build(spec(&server.url, "")), range(T0, T0 + 1))
@@ -525,6 +560,9 @@ async fn the_circuit_breaker_opens_and_then_refuses_without_calling_the_api() {
     assert_eq!(source.breaker_state(), BreakerState::Closed { failures: 1 });
     read(&source, r).await.unwrap_err();
     assert_eq!(source.breaker_state().name(), "open");
+    let report = source.circuit_breaker().unwrap();
+    assert_eq!(report.phase, BreakerPhase::Open);
+    assert!(report.open_until_unix_ms.is_some());
     let e = read(&source, r).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Transient);
     assert!(e.to_string().contains("circuit breaker open"), "{e}");

@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::Error;
 use backhaul_core::connector::{
-    ChunkCommit, Connectors, Destination, Source, StagedFile, SyncCommit, TableDescription,
+    ChunkCommit, Connectors, Destination, ExtractFacts, ExtractNotes, Source, StagedFile, SyncCommit, TableDescription,
 };
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
@@ -99,6 +99,8 @@ pub struct ChunkOutcome {
     /// What the destination proved from its committed data (already checked against
     /// `extracted`).
     pub committed: ChunkProof,
+    /// What the source noted while extracting (records sent to a dead-letter file).
+    pub facts: ExtractFacts,
 }
 
 /// Live counters of a running chunk, read by heartbeats and progress bars.
@@ -138,7 +140,8 @@ pub async fn run_chunk(
         job_id: &ctx.job_id,
         file_size: ctx.staging.file_size,
     };
-    let staged = staging.run(task, spool.path(), &progress).await;
+    let notes = ExtractNotes::new();
+    let staged = staging.run(task, spool.path(), &progress, &notes).await;
     drop(spool);
     let (files, extracted) = staged?;
 
@@ -165,6 +168,7 @@ pub async fn run_chunk(
         files,
         extracted,
         committed,
+        facts: notes.facts(),
     })
 }
 
@@ -187,8 +191,9 @@ impl Staging<'_> {
         task: &ChunkTask,
         spool: &Path,
         progress: &ChunkProgress,
+        notes: &ExtractNotes,
     ) -> Result<(Vec<StagedFile>, ChunkEvidence)> {
-        let staged = self.extract_and_upload(task, spool, progress).await;
+        let staged = self.extract_and_upload(task, spool, progress, notes).await;
         if staged.is_err() {
             let attempt = Stage::attempt_prefix(self.job_id, task.chunk_id, task.attempt);
             clean_stage(self.stage, &attempt).await;
@@ -201,6 +206,7 @@ impl Staging<'_> {
         task: &ChunkTask,
         spool: &Path,
         progress: &ChunkProgress,
+        notes: &ExtractNotes,
     ) -> Result<(Vec<StagedFile>, ChunkEvidence)> {
         let config = PartWriterConfig {
             target_file_bytes: self.file_size,
@@ -226,7 +232,10 @@ impl Staging<'_> {
             // `tx` moves in here so the writer sees the end of the rows when this block ends.
             let tx = tx;
             let fed: Result<()> = async {
-                let mut stream = self.source.extract(task.range, BATCH_ROWS).await?;
+                let mut stream = self
+                    .source
+                    .extract_with_notes(task.range, BATCH_ROWS, notes.clone())
+                    .await?;
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
                     progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -446,7 +455,7 @@ mod tests {
             file_size: 256 * 1024,
         };
         let (files, evidence) = staging
-            .run(&task(), spool.path(), &ChunkProgress::default())
+            .run(&task(), spool.path(), &ChunkProgress::default(), &ExtractNotes::new())
             .await
             .unwrap();
         assert!(files.len() > 2, "several parts expected, got {}", files.len());
@@ -481,7 +490,7 @@ mod tests {
             file_size: 256 * 1024,
         };
         let e = staging
-            .run(&task(), spool.path(), &ChunkProgress::default())
+            .run(&task(), spool.path(), &ChunkProgress::default(), &ExtractNotes::new())
             .await
             .unwrap_err();
         assert!(

@@ -320,6 +320,7 @@ impl Worker {
                 message: "worker shutting down".into(),
             }),
             released: true,
+            breaker: None,
         };
         match self
             .report(abort, |mut c| {
@@ -375,12 +376,15 @@ impl Worker {
         debug!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, "chunk leased");
         let progress = Arc::new(ChunkProgress::default());
         let ttl = Duration::from_millis(u64::from(lease.lease_ttl_ms.max(300)));
+        // The job's source, once built: its circuit breaker goes out with the chunk's report.
+        let mut source = None;
         let outcome = match chunk_task(&lease) {
             // Reported as a failure below; nothing runs, so nothing can be committed.
             Err(e) => Err(e),
             Ok(task) => {
                 let work = async {
                     let ctx = self.context(&lease).await?;
+                    source = Some(ctx.source.clone());
                     run_chunk(&ctx, &task, &self.config.spool_dir, progress.clone()).await
                 };
                 tokio::select! {
@@ -390,6 +394,9 @@ impl Worker {
                 }
             }
         };
+        let breaker = source
+            .and_then(|s| s.circuit_breaker())
+            .map(|b| pb::SourceBreaker::from(&b));
         match outcome {
             Ok(out) => {
                 let files = out
@@ -412,7 +419,9 @@ impl Worker {
                         committed_checksum: out.committed.checksum.unwrap_or_default(),
                         extracted_fingerprint_json: backhaul_proto::proof::fingerprint_json(&out.extracted.fingerprint),
                         proof: Some(pb::ChunkProof::from(&out.committed)),
+                        dead_letters: out.facts.dead_letters,
                     }),
+                    breaker,
                 };
                 let bytes: u64 = out.files.iter().map(|f| f.bytes).sum();
                 match self
@@ -427,7 +436,7 @@ impl Worker {
                         self.metrics.rows.add(out.extracted.summary.rows);
                         self.metrics.bytes.add(bytes);
                         self.metrics.chunk_seconds.observe(started.elapsed());
-                        info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, rows = out.extracted.summary.rows, proof = %out.committed.level, "chunk committed")
+                        info!(worker = %worker_id, job = %lease.job_id, chunk = lease.chunk_id, attempt = lease.attempt, rows = out.extracted.summary.rows, dead_letters = out.facts.dead_letters, proof = %out.committed.level, "chunk committed")
                     }
                     Err(s) => {
                         self.metrics.completions_refused.inc();
@@ -463,6 +472,7 @@ impl Worker {
                         message: e.to_string(),
                     }),
                     released: false,
+                    breaker,
                 };
                 if let Err(s) = self
                     .report(abort, |mut c| {

@@ -125,6 +125,7 @@ pub async fn run_summary(
         "this_run": { "rows": report.rows_this_run, "parquet_bytes": report.bytes_this_run, "seconds": secs, "rows_per_second": rows_per_s, "parquet_mb_per_second": parquet_mb_per_s },
         "files": { "count": files, "bytes": total, "min_bytes": min, "max_bytes": max },
         "proofs": proofs.iter().map(|(level, n)| (level.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "breaker": report.breaker,
     });
     match globals.output {
         OutputFormat::Json => {}
@@ -134,9 +135,10 @@ pub async fn run_summary(
                 s.committed, s.chunks, s.parked
             );
             println!(
-                "  rows      {} total, {} loaded by this run",
+                "  rows      {} total, {} loaded by this run{}",
                 group(s.committed_rows),
-                group(report.rows_this_run)
+                group(report.rows_this_run),
+                output::dead_letter_note(s.dead_letters)
             );
             println!(
                 "  speed     {} in {:.1}s: {} rows/s, {:.1} MB/s of zstd Parquet written",
@@ -156,6 +158,9 @@ pub async fn run_summary(
             }
             for (level, n) in &proofs {
                 println!("  proof     {n} chunks proved {}", level.proves());
+            }
+            if let Some(breaker) = &report.breaker {
+                println!("  breaker   {}: the API kept failing", breaker.describe());
             }
             if s.parked > 0 {
                 println!(

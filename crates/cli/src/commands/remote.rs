@@ -156,7 +156,24 @@ pub fn status_json(s: &pb::JobStatus) -> Value {
         "range": { "from": kind.format(range.from), "to": kind.format(range.to) },
         "finished": summary(s).is_finished(),
         "summary": summary(s),
+        "breaker": s.breaker.as_ref().map(breaker_json),
     })
+}
+
+/// A source's circuit breaker as JSON (times in RFC 3339, UTC).
+pub fn breaker_json(b: &pb::SourceBreaker) -> Value {
+    let at = |us: i64| chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339());
+    json!({
+        "state": b.state,
+        "consecutive_failures": b.consecutive_failures,
+        "open_until": (b.open_until_ms != 0).then(|| at(b.open_until_ms.saturating_mul(1_000))).flatten(),
+        "reported_at": (b.reported_at_us != 0).then(|| at(b.reported_at_us)).flatten(),
+    })
+}
+
+/// A source's circuit breaker for people, e.g. `open until 2026-01-05 10:00:00 UTC`.
+pub fn breaker_text(b: &pb::SourceBreaker) -> String {
+    b.report().map_or_else(|| b.state.clone(), |r| r.describe())
 }
 
 /// A chunk's status as JSON.
@@ -175,6 +192,7 @@ pub fn chunk_json(kind: CursorKind, c: &pb::ChunkStatus) -> Value {
         "worker": (!c.worker_id.is_empty()).then_some(&c.worker_id),
         "proof": backhaul_proto::proof::proof_level(c.proof_level),
         "proves": backhaul_proto::proof::proof_level(c.proof_level).map(|l| l.proves()),
+        "dead_letters": c.dead_letters,
         "last_error": c.last_error.as_ref().map(|e| json!({
             "class": class_name(e.class), "kind": e.kind, "message": e.message,
         })),

@@ -92,6 +92,7 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                 "state": c.state, "attempt": c.attempt, "failures": c.failures,
                 "estimated_rows": c.estimated_rows, "rows": c.committed.as_ref().map(|p| p.rows), "bytes": c.committed_bytes,
                 "proof": c.committed.as_ref().map(|p| p.level), "proves": c.committed.as_ref().map(|p| p.level.proves()),
+                "dead_letters": c.dead_letters,
                 "last_error": c.last_error.as_ref().map(|(class, kind, message)| json!({"class": class, "kind": kind, "message": message})),
             })).collect::<Vec<_>>(),
         })),
@@ -102,18 +103,27 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                 summary.committed, summary.leased, summary.pending, summary.parked, summary.chunks
             );
             println!(
-                "  rows      {} committed ({} estimated in total)",
+                "  rows      {} committed ({} estimated in total){}",
                 group(summary.committed_rows),
-                group(summary.estimated_rows)
+                group(summary.estimated_rows),
+                output::dead_letter_note(summary.dead_letters)
             );
             println!("  size      {} of Parquet", size(summary.committed_bytes));
             for (level, n) in &proofs {
                 println!("  proof     {n} chunks proved {}", level.proves());
             }
             if args.chunks {
+                let dead = output::DeadLetterColumn::new(chunks.iter().map(|c| c.dead_letters));
                 println!(
-                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  last error",
-                    "chunk", "from", "to", "state", "attempt", "rows", "proof"
+                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {}last error",
+                    "chunk",
+                    "from",
+                    "to",
+                    "state",
+                    "attempt",
+                    "rows",
+                    "proof",
+                    dead.header()
                 );
                 for c in &chunks {
                     let err = c
@@ -122,14 +132,15 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         .map(|(class, _, m)| format!("[{class}] {m}"))
                         .unwrap_or_default();
                     println!(
-                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {err}",
+                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {}{err}",
                         c.chunk_id,
                         kind.format(c.range.from),
                         kind.format(c.range.to),
                         format!("{:?}", c.state).to_lowercase(),
                         c.attempt,
                         c.committed.as_ref().map(|p| group(p.rows)).unwrap_or_default(),
-                        c.committed.as_ref().map_or("", |p| p.level.label())
+                        c.committed.as_ref().map_or("", |p| p.level.label()),
+                        dead.cell(c.dead_letters)
                     );
                 }
             }
@@ -168,6 +179,9 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         group(j.committed_rows),
                         j.range_display
                     );
+                    if let Some(b) = j.breaker.as_ref().filter(|b| b.state != "closed") {
+                        println!("{:<24} breaker {}", "", remote::breaker_text(b));
+                    }
                 }
                 print_pools(&listed.pools);
             }
@@ -217,19 +231,32 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
                 status.committed, status.leased, status.pending, status.parked, status.cancelled, status.chunks
             );
             println!(
-                "  rows      {} committed ({} estimated in total), {} in flight",
+                "  rows      {} committed ({} estimated in total), {} in flight{}",
                 group(status.committed_rows),
                 group(status.estimated_rows),
-                group(status.in_flight_rows)
+                group(status.in_flight_rows),
+                output::dead_letter_note(status.dead_letters)
             );
             println!("  size      {} of Parquet", size(status.committed_bytes));
             if status.failures > 0 {
                 println!("  failures  {} failed attempts (retried or parked)", status.failures);
             }
+            if let Some(b) = &status.breaker {
+                println!("  breaker   {}", remote::breaker_text(b));
+            }
             if args.chunks {
+                let dead = output::DeadLetterColumn::new(resp.chunks.iter().map(|c| c.dead_letters));
                 println!(
-                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {:<16}  last error",
-                    "chunk", "from", "to", "state", "attempt", "rows", "proof", "worker"
+                    "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {:<16}  {}last error",
+                    "chunk",
+                    "from",
+                    "to",
+                    "state",
+                    "attempt",
+                    "rows",
+                    "proof",
+                    "worker",
+                    dead.header()
                 );
                 for c in &resp.chunks {
                     let range = c.range.unwrap_or_default();
@@ -239,7 +266,7 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         .map(|e| format!("[{}] {}", remote::class_name(e.class), e.message))
                         .unwrap_or_default();
                     println!(
-                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {:<16}  {err}",
+                        "{:>6}  {:<22}  {:<22}  {:<9}  {:>7}  {:>12}  {:<14}  {:<16}  {}{err}",
                         c.chunk_id,
                         kind.format(range.from),
                         kind.format(range.to),
@@ -247,7 +274,8 @@ async fn run_remote(globals: &Globals, args: StatusArgs) -> Result<u8> {
                         c.attempt,
                         group(c.rows),
                         backhaul_proto::proof::proof_level(c.proof_level).map_or("", |l| l.label()),
-                        c.worker_id
+                        c.worker_id,
+                        dead.cell(c.dead_letters)
                     );
                 }
             }

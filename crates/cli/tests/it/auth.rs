@@ -266,6 +266,7 @@ fn malformed_requests_are_refused_and_the_coordinator_carries_on() {
             .complete_chunk(backhaul_proto::v1::CompleteChunkRequest {
                 lease_id: "orders/0/1".into(),
                 output: None,
+                breaker: None,
             })
             .await
             .expect_err("no output");

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `backhaul` binary: they spawn it as a user would.
 
 mod airbyte;
+mod api_faults;
 mod auth;
 mod bad_input;
 mod bigquery;

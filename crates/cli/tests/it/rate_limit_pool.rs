@@ -9,9 +9,8 @@
 //! requests, and every item must arrive exactly once.
 //!
 //! `http_source_backfill_keeps_the_pools_limit` is the same through the real pipeline (a job
-//! of `kind = "http"` run by two `backhaul worker` processes of two slots each); it needs the
-//! HTTP source (`crates/source-http`), which is built on another branch: enable it once that
-//! is merged, adjusting the spec keys if they were named differently.
+//! of `kind = "http"` (`crates/source-http`) run by two `backhaul worker` processes of two
+//! slots each.
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
