@@ -168,6 +168,32 @@ impl ConnectionSpec {
     }
 }
 
+/// The `[source]` section of one table of a pipeline, for every database kind: the
+/// connection keys with `table`, `cursor` and `columns` set from `choice`
+/// ([`SourceKind::table_settings`](crate::registry::SourceKind::table_settings)). A pipeline's
+/// `[source]` that names any of those itself is refused: they belong to its tables.
+pub fn table_settings(
+    connection: &toml::Table,
+    choice: &crate::registry::TableChoice,
+    origin: &str,
+) -> Result<toml::Table> {
+    if let Some(key) = ["table", "cursor", "columns"].into_iter().find(|k| connection.contains_key(*k)) {
+        return Err(Error::config(
+            origin,
+            format!("source.{key}"),
+            "a pipeline's [source] holds the connection only; name tables, cursors and blocked columns in [[tables]]",
+        ));
+    }
+    let mut settings = connection.clone();
+    settings.insert("table".into(), toml::Value::String(choice.table.clone()));
+    settings.insert("cursor".into(), toml::Value::String(choice.cursor.clone()));
+    if let Some(columns) = &choice.columns {
+        let list = columns.iter().map(|c| toml::Value::String(c.clone())).collect();
+        settings.insert("columns".into(), toml::Value::Array(list));
+    }
+    Ok(settings)
+}
+
 /// Declares a database source's spec struct: a `connection: ConnectionSpec` field followed by
 /// the kind's own fields, parsed from and written to one flat section (the connection keys
 /// first, in [`ConnectionSpec`]'s order) with `deny_unknown_fields`, so an unknown key is refused
