@@ -10,21 +10,59 @@ use serde_json::json;
 
 use super::common::load_spec;
 use crate::connectors::builtin_connectors;
+use crate::pipeline;
 use crate::output::{self, group, size};
 use crate::{Globals, OutputFormat};
 
 /// Arguments of `plan`.
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// Job spec file (TOML, see docs/job-spec.md).
+    /// Job spec file (TOML, see docs/job-spec.md), or a pipeline spec (docs/pipelines.md).
     spec: PathBuf,
     /// Print every chunk; by default long plans show their first and last 10.
     #[arg(long)]
     all: bool,
 }
 
-/// Plans and prints the chunks.
+/// Plans and prints the chunks; of a pipeline, one line per table.
 pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
+    if pipeline::is_pipeline_file(&args.spec)? {
+        let loaded = pipeline::load(&args.spec).await?;
+        return pipeline::run_tables(globals, &loaded, |job, connectors| {
+            let origin = &loaded.origin;
+            let base = &loaded.base;
+            async move {
+                let plan = plan_job(job.spec.clone(), origin, base, connectors, false).await?;
+                let kind = plan.table.cursor_kind;
+                let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
+                let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
+                if globals.output == OutputFormat::Text {
+                    println!(
+                        "job {}: {} chunks over {} on {} ({}), about {} rows, {}",
+                        plan.spec.name,
+                        plan.chunks.len(),
+                        plan.range.display(kind),
+                        plan.table.cursor_column,
+                        kind.as_str(),
+                        group(rows),
+                        size(bytes)
+                    );
+                }
+                Ok((
+                    0,
+                    json!({
+                        "job": plan.spec.name,
+                        "cursor": { "column": plan.table.cursor_column, "kind": kind.as_str() },
+                        "range": { "from": kind.format(plan.range.from), "to": kind.format(plan.range.to) },
+                        "chunks": plan.chunks.len(),
+                        "estimated_rows": rows,
+                        "estimated_bytes": bytes,
+                    }),
+                ))
+            }
+        })
+        .await;
+    }
     let (spec, origin, base) = load_spec(&args.spec)?;
     let plan = plan_job(spec, &origin, &base, &builtin_connectors(), false).await?;
     let kind = plan.table.cursor_kind;

@@ -1,22 +1,25 @@
 //! `backhaul sync`: extend a sync job's range from its high-water mark and run the new chunks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use backhaul_coordinator::{SyncOutcome, sync_spec};
+use backhaul_coordinator::{Store, SyncOutcome, sync_spec};
+use backhaul_core::connector::Connectors;
 use backhaul_core::cursor::SpecBound;
+use backhaul_core::limit::ConnectionLimit;
+use backhaul_core::spec::JobSpec;
 use clap::Args;
 
 use super::backfill::RunArgs;
 use super::common::{self, load_spec, open_store_exclusive};
 use crate::Globals;
 use crate::connectors::builtin_connectors;
-use crate::local;
+use crate::{local, pipeline};
 
 /// Arguments of `sync`.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// Job spec file with a `[sync]` section (see docs/pipelines.md).
+    /// Job spec file with a `[sync]` section, or a pipeline spec (see docs/pipelines.md).
     spec: PathBuf,
     /// The time the sync runs at, instead of the clock (RFC 3339 or a date): `range.to =
     /// "now"` ends at this minus `sync.lag`. For tests and for re-running a missed sync.
@@ -33,12 +36,49 @@ fn parse_time(text: &str) -> Result<i64, String> {
     }
 }
 
-/// Extends (or, the first time, plans) the job and runs every pending chunk to the end.
+/// Extends (or, the first time, plans) the job, or every table's job of a pipeline, and runs
+/// every pending chunk to the end.
 pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
+    let now = args.now.unwrap_or_else(backhaul_coordinator::now_us);
+    if pipeline::is_pipeline_file(&args.spec)? {
+        let store = open_store_exclusive(globals)?;
+        let loaded = pipeline::load(&args.spec).await?;
+        let run = &args.run;
+        return pipeline::run_tables(globals, &loaded, |job, connectors| {
+            let store = &store;
+            let origin = &loaded.origin;
+            let base = &loaded.base;
+            let limit = loaded.limit.clone();
+            async move {
+                sync_job(globals, store, connectors, job.spec.clone(), origin, base, now, run, Some(limit)).await
+            }
+        })
+        .await;
+    }
     let store = open_store_exclusive(globals)?;
     let (spec, origin, base) = load_spec(&args.spec)?;
-    let now = args.now.unwrap_or_else(backhaul_coordinator::now_us);
-    let (job, outcome) = sync_spec(&store, &builtin_connectors(), spec, &origin, &base, now).await?;
+    let (code, doc) = sync_job(globals, &store, &builtin_connectors(), spec, &origin, &base, now, &args.run, None).await?;
+    if globals.output == crate::OutputFormat::Json {
+        crate::output::print_json(&doc);
+    }
+    Ok(code)
+}
+
+/// Syncs one job and runs its chunks; returns the exit code it deserves and its summary as
+/// JSON (text mode has printed it).
+#[allow(clippy::too_many_arguments)]
+pub async fn sync_job(
+    globals: &Globals,
+    store: &Store,
+    connectors: &dyn Connectors,
+    spec: JobSpec,
+    origin: &str,
+    base: &Path,
+    now: i64,
+    run: &RunArgs,
+    limit: Option<ConnectionLimit>,
+) -> Result<(u8, serde_json::Value)> {
+    let (job, outcome) = sync_spec(store, connectors, spec, origin, base, now).await?;
     if globals.output == crate::OutputFormat::Text {
         let kind = job.cursor_kind;
         match &outcome {
@@ -65,18 +105,20 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
             ),
         }
     }
-    let report = local::run(&store, args.run.local(globals, &job.job_id)).await?;
-    let code = common::report_run(globals, &store, &job.job_id, &report).await?;
+    let mut local = run.local(globals, &job.job_id);
+    local.connection_limit = limit;
+    let report = local::run(store, local).await?;
+    let (code, doc) = common::run_summary(globals, store, &job.job_id, &report).await?;
     if code != 0 {
-        return Ok(code);
+        return Ok((code, doc));
     }
     // A loaded run whose table is stale or whose volume looks wrong is not a success.
-    let chunks = backhaul_coordinator::StateStore::chunks(&store, &job.job_id).await?;
+    let chunks = backhaul_coordinator::StateStore::chunks(store, &job.job_id).await?;
     match backhaul_coordinator::checks::evaluate(&job, &chunks, now) {
         Some(checks) if !checks.ok() => {
             eprintln!("checks failed: {}", super::checks::line(&checks));
-            Ok(crate::exit::CHECKS_FAILED)
+            Ok((crate::exit::CHECKS_FAILED, doc))
         }
-        _ => Ok(0),
+        _ => Ok((0, doc)),
     }
 }
