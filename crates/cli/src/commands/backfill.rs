@@ -66,11 +66,12 @@ impl RunArgs {
 
 /// Plans (or finds) the job, or every table's job of a pipeline, and runs it to the end.
 pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
-    let store = open_store_exclusive(globals)?;
     if let Some(path) = &args.spec
         && pipeline::is_pipeline_file(path)?
     {
+        // Every table is checked before the state is opened: a bad one writes nothing.
         let loaded = pipeline::load(path).await?;
+        let store = open_store_exclusive(globals)?;
         let run = &args.run;
         return pipeline::run_tables(globals, &loaded, |job, connectors| {
             let store = &store;
@@ -87,6 +88,7 @@ pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
         })
         .await;
     }
+    let store = open_store_exclusive(globals)?;
     let job_id = match (&args.spec, &args.resume) {
         (Some(path), _) => submit(globals, &store, path).await?,
         (None, Some(job)) => {

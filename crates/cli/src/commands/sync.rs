@@ -41,8 +41,9 @@ fn parse_time(text: &str) -> Result<i64, String> {
 pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
     let now = args.now.unwrap_or_else(backhaul_coordinator::now_us);
     if pipeline::is_pipeline_file(&args.spec)? {
-        let store = open_store_exclusive(globals)?;
+        // Every table is checked before the state is opened: a bad one writes nothing.
         let loaded = pipeline::load(&args.spec).await?;
+        let store = open_store_exclusive(globals)?;
         let run = &args.run;
         return pipeline::run_tables(globals, &loaded, |job, connectors| {
             let store = &store;
