@@ -346,8 +346,7 @@ impl Connectors for Registry {
     }
 
     fn destination_config(&self, section: &ConnectorSection, origin: &str) -> Result<Box<dyn DestinationConfig>> {
-        self.destination_kind(section, origin)?
-            .parse(&section.settings, origin)
+        self.destination_kind(section, origin)?.parse(&section.settings, origin)
     }
 }
 

@@ -78,6 +78,8 @@ pub(crate) async fn discover(connector: &Connector, database: &str, home: &str) 
 
 /// The cursor a column could be, by the type `describe` would read it as.
 fn cursor_kind(info: &ColumnInfo, table: &str) -> Option<CursorKind> {
-    let arrow: DataType = kind_of(info, table, UnsignedBigintMapping::default()).ok()?.arrow_type();
+    let arrow: DataType = kind_of(info, table, UnsignedBigintMapping::default())
+        .ok()?
+        .arrow_type();
     CursorKind::of(&arrow)
 }

@@ -14,8 +14,8 @@ use backhaul_core::connector::Source;
 use backhaul_core::discover::Catalog;
 use backhaul_core::registry::{SourceConfig, SourceKind, TableChoice};
 use backhaul_core::spec::{database, parse_section, to_settings};
-use futures::future::BoxFuture;
 use backhaul_core::{Error, Result};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 /// The PostgreSQL source's kind: `[source] kind = "postgres"`.

@@ -40,7 +40,11 @@ pub async fn run(globals: &Globals, args: DiscoverArgs) -> Result<u8> {
             .clone()
             .try_into()
             .map_err(|e: toml::de::Error| anyhow!("{origin}: source: {}", e.message().trim()))?,
-        None => return Err(anyhow!("{origin}: source: missing; discover reads the [source] section")),
+        None => {
+            return Err(anyhow!(
+                "{origin}: source: missing; discover reads the [source] section"
+            ));
+        }
     };
     let registry = builtin_connectors();
     let kind = registry.source_kind(&section, &origin)?;
@@ -190,7 +194,10 @@ fn pipeline_toml(
     );
     out.push_str(&toml::to_string(&source_table)?);
     out.push('\n');
-    out.push_str(&section("range", "[range]\nfrom = \"2020-01-01\"  # CHECK: the oldest rows to load\nto = \"now\"\n")?);
+    out.push_str(&section(
+        "range",
+        "[range]\nfrom = \"2020-01-01\"  # CHECK: the oldest rows to load\nto = \"now\"\n",
+    )?);
     out.push('\n');
     if document.contains_key("chunking") {
         out.push_str(&section("chunking", "")?);
@@ -209,12 +216,7 @@ fn pipeline_toml(
     )?);
     for t in &catalog.tables {
         out.push('\n');
-        let others: Vec<&str> = t
-            .cursor_candidates
-            .iter()
-            .skip(1)
-            .map(|c| c.column.as_str())
-            .collect();
+        let others: Vec<&str> = t.cursor_candidates.iter().skip(1).map(|c| c.column.as_str()).collect();
         match propose(t) {
             Some(p) => {
                 let _ = writeln!(out, "[[tables]]\ntable = {}", toml_string(&t.table));
@@ -241,7 +243,14 @@ fn pipeline_toml(
                     if t.cursor_candidates.is_empty() {
                         String::new()
                     } else {
-                        format!(" (candidates: {})", t.cursor_candidates.iter().map(|c| c.column.as_str()).collect::<Vec<_>>().join(", "))
+                        format!(
+                            " (candidates: {})",
+                            t.cursor_candidates
+                                .iter()
+                                .map(|c| c.column.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     },
                     toml_string(&t.table)
                 );

@@ -3,15 +3,15 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use backhaul_coordinator::{PlanLoad, plan_job};
+use backhaul_coordinator::{PlanLoad, plan_job_at};
 use backhaul_core::chunking::AMPLIFICATION_WARNING;
 use clap::Args;
 use serde_json::json;
 
 use super::common::load_spec;
 use crate::connectors::builtin_connectors;
-use crate::pipeline;
 use crate::output::{self, group, size};
+use crate::pipeline;
 use crate::{Globals, OutputFormat};
 
 /// Arguments of `plan`.
@@ -22,6 +22,10 @@ pub struct PlanArgs {
     /// Print every chunk; by default long plans show their first and last 10.
     #[arg(long)]
     all: bool,
+    /// Plan a sync spec (`range.to = "now"`) as its first sync would at this time (RFC 3339
+    /// or a date), ending at it minus `sync.lag`.
+    #[arg(long, value_name = "TIME", value_parser = super::sync::parse_time)]
+    now: Option<i64>,
 }
 
 /// Plans and prints the chunks; of a pipeline, one line per table.
@@ -32,7 +36,7 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
             let origin = &loaded.origin;
             let base = &loaded.base;
             async move {
-                let plan = plan_job(job.spec.clone(), origin, base, connectors, false).await?;
+                let plan = plan_job_at(job.spec.clone(), origin, base, connectors, false, args.now).await?;
                 let kind = plan.table.cursor_kind;
                 let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
                 let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
@@ -64,7 +68,7 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
         .await;
     }
     let (spec, origin, base) = load_spec(&args.spec)?;
-    let plan = plan_job(spec, &origin, &base, &builtin_connectors(), false).await?;
+    let plan = plan_job_at(spec, &origin, &base, &builtin_connectors(), false, args.now).await?;
     let kind = plan.table.cursor_kind;
     let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
     let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();

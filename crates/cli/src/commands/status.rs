@@ -57,7 +57,9 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
     if let Some(name) = &pipeline
         && (args.chunks || args.follow)
     {
-        return Err(anyhow!("--chunks and --follow take one job; `backhaul status {name}-TABLE --chunks`"));
+        return Err(anyhow!(
+            "--chunks and --follow take one job; `backhaul status {name}-TABLE --chunks`"
+        ));
     }
     let job = if pipeline.is_some() { None } else { args.job };
     let Some(job_id) = job else {

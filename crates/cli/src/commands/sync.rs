@@ -29,7 +29,7 @@ pub struct SyncArgs {
     run: RunArgs,
 }
 
-fn parse_time(text: &str) -> Result<i64, String> {
+pub fn parse_time(text: &str) -> Result<i64, String> {
     match SpecBound::parse(text)? {
         SpecBound::Time(us) => Ok(us),
         _ => Err(format!("`{text}` is not a date or RFC 3339 timestamp")),
@@ -51,14 +51,36 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
             let base = &loaded.base;
             let limit = loaded.limit.clone();
             async move {
-                sync_job(globals, store, connectors, job.spec.clone(), origin, base, now, run, Some(limit)).await
+                sync_job(
+                    globals,
+                    store,
+                    connectors,
+                    job.spec.clone(),
+                    origin,
+                    base,
+                    now,
+                    run,
+                    Some(limit),
+                )
+                .await
             }
         })
         .await;
     }
     let store = open_store_exclusive(globals)?;
     let (spec, origin, base) = load_spec(&args.spec)?;
-    let (code, doc) = sync_job(globals, &store, &builtin_connectors(), spec, &origin, &base, now, &args.run, None).await?;
+    let (code, doc) = sync_job(
+        globals,
+        &store,
+        &builtin_connectors(),
+        spec,
+        &origin,
+        &base,
+        now,
+        &args.run,
+        None,
+    )
+    .await?;
     if globals.output == crate::OutputFormat::Json {
         crate::output::print_json(&doc);
     }

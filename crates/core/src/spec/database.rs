@@ -177,7 +177,10 @@ pub fn table_settings(
     choice: &crate::registry::TableChoice,
     origin: &str,
 ) -> Result<toml::Table> {
-    if let Some(key) = ["table", "cursor", "columns"].into_iter().find(|k| connection.contains_key(*k)) {
+    if let Some(key) = ["table", "cursor", "columns"]
+        .into_iter()
+        .find(|k| connection.contains_key(*k))
+    {
         return Err(Error::config(
             origin,
             format!("source.{key}"),

@@ -201,10 +201,7 @@ impl PipelineSpec {
             if let Some(pk) = &t.primary_key
                 && (pk.is_empty() || pk.iter().any(|c| c.trim().is_empty()))
             {
-                return Err(err(
-                    key("primary_key"),
-                    "must list one or more column names".into(),
-                ));
+                return Err(err(key("primary_key"), "must list one or more column names".into()));
             }
             if t.blocked_columns.contains(&t.cursor) {
                 return Err(err(
@@ -247,7 +244,10 @@ impl PipelineSpec {
     /// default schema. Qualified tables (`sales.orders`) need their own.
     pub fn schemas(&self) -> Vec<Option<String>> {
         let mut schemas: Vec<Option<String>> = Vec::new();
-        let listed = self.tables.iter().map(|t| t.table.split_once('.').map(|(s, _)| s.to_string()));
+        let listed = self
+            .tables
+            .iter()
+            .map(|t| t.table.split_once('.').map(|(s, _)| s.to_string()));
         let selected = self.schema.iter().map(|s| s.name.clone());
         for schema in listed.chain(selected) {
             if !schemas.contains(&schema) {
@@ -351,8 +351,17 @@ impl PipelineSpec {
                 columns,
             };
             let destination_table = t.destination_table.clone().unwrap_or_else(|| found.name.clone());
-            self.finish(&mut job, &key("table"), found, &choice, &destination_table, origin, source, destination)
-                .map_err(|e| table_error(e, i, t))?;
+            self.finish(
+                &mut job,
+                &key("table"),
+                found,
+                &choice,
+                &destination_table,
+                origin,
+                source,
+                destination,
+            )
+            .map_err(|e| table_error(e, i, t))?;
             jobs.push(PipelineJob {
                 key: format!("tables[{i}]"),
                 table: found.table.clone(),

@@ -99,7 +99,11 @@ fn catalog() -> Vec<(Option<String>, Catalog)> {
             tables: vec![
                 table("orders", &[("id", int), ("card", None), ("updated_at", ts)], &["id"]),
                 table("events", &[("id", int), ("created_at", ts)], &[]),
-                table("customers", &[("id", int), ("modified_at", ts), ("created_at", ts)], &["id"]),
+                table(
+                    "customers",
+                    &[("id", int), ("modified_at", ts), ("created_at", ts)],
+                    &["id"],
+                ),
                 table("tmp_load", &[("x", None)], &[]),
             ],
         },
@@ -171,16 +175,25 @@ fn bad_input_names_the_key() {
     let e = invalid(&GOOD.replace("max_source_connections = 3", "max_source_connections = 0"));
     assert!(e.starts_with("p.toml: pipeline.max_source_connections:"), "{e}");
     let e = invalid(&GOOD.replace("exclude = [\"tmp_*\"]", "exclude = [\"tmp_[0-9]\"]"));
-    assert!(e.starts_with("p.toml: schema.exclude[0]: `tmp_[0-9]`: `[` is not allowed"), "{e}");
+    assert!(
+        e.starts_with("p.toml: schema.exclude[0]: `tmp_[0-9]`: `[` is not allowed"),
+        "{e}"
+    );
     let e = invalid(&GOOD.replace("table = \"events\"", "table = \"orders\""));
-    assert!(e.starts_with("p.toml: tables[1].table: `orders` is already listed as tables[0]"), "{e}");
+    assert!(
+        e.starts_with("p.toml: tables[1].table: `orders` is already listed as tables[0]"),
+        "{e}"
+    );
     let e = invalid(&GOOD.replace("blocked_columns = [\"card\"]", "blocked_columns = [\"updated_at\"]"));
     assert!(e.starts_with("p.toml: tables[0].blocked_columns:"), "{e}");
     let e = invalid(&GOOD.replace("every = \"1h\"", "every = \"1 hour\""));
     assert!(e.starts_with("p.toml: tables[1].chunking.every:"), "{e}");
-    let e = PipelineSpec::from_toml(&GOOD.replace("cursor = \"created_at\"", "cursr = \"created_at\""), "p.toml")
-        .unwrap_err()
-        .to_string();
+    let e = PipelineSpec::from_toml(
+        &GOOD.replace("cursor = \"created_at\"", "cursr = \"created_at\""),
+        "p.toml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("unknown field `cursr`"), "{e}");
     let no_tables = GOOD[..GOOD.find("[[tables]]").unwrap()].to_string();
     let e = invalid(&no_tables);
@@ -195,26 +208,44 @@ fn tables_are_checked_against_the_catalog() {
         "{e}"
     );
     let e = expand_error(&GOOD.replace("cursor = \"created_at\"", "cursor = \"created\""));
-    assert!(e.starts_with("p.toml: tables[1].cursor: table `public.events` has no column `created`"), "{e}");
+    assert!(
+        e.starts_with("p.toml: tables[1].cursor: table `public.events` has no column `created`"),
+        "{e}"
+    );
     assert!(e.contains("`created_at` (creation time)"), "{e}");
     // events has no primary key: dedup is refused naming the table and the key.
     let e = expand_error(&GOOD.replace(
         "cursor = \"created_at\"",
         "cursor = \"created_at\"\nsync_mode = \"dedup\"",
     ));
-    assert!(e.starts_with("p.toml: tables[1].primary_key: table `public.events` syncs in dedup mode"), "{e}");
+    assert!(
+        e.starts_with("p.toml: tables[1].primary_key: table `public.events` syncs in dedup mode"),
+        "{e}"
+    );
     let ok = GOOD.replace(
         "cursor = \"created_at\"",
         "cursor = \"created_at\"\nsync_mode = \"dedup\"\nprimary_key = [\"id\"]",
     );
     let jobs = parse(&ok).expand("p.toml", &catalog(), &DbKind, &LocalKind).unwrap();
-    assert_eq!(jobs[1].spec.sync.as_ref().unwrap().primary_key, Some(vec!["id".to_string()]));
+    assert_eq!(
+        jobs[1].spec.sync.as_ref().unwrap().primary_key,
+        Some(vec!["id".to_string()])
+    );
     let e = expand_error(&GOOD.replace("blocked_columns = [\"card\"]", "blocked_columns = [\"cvv\"]"));
-    assert!(e.starts_with("p.toml: tables[0].blocked_columns: table `public.orders` has no column `cvv`"), "{e}");
+    assert!(
+        e.starts_with("p.toml: tables[0].blocked_columns: table `public.orders` has no column `cvv`"),
+        "{e}"
+    );
     // A table the schema selects without any cursor candidate is named.
     let e = expand_error(&GOOD.replace("exclude = [\"tmp_*\"]", "exclude = []"));
-    assert!(e.starts_with("p.toml: schema.include: table `public.tmp_load` has no column"), "{e}");
+    assert!(
+        e.starts_with("p.toml: schema.include: table `public.tmp_load` has no column"),
+        "{e}"
+    );
     // A connection section naming a table is refused: tables belong to [[tables]].
     let e = expand_error(&GOOD.replace("host = \"db.internal\"", "host = \"db.internal\"\ntable = \"x\""));
-    assert!(e.starts_with("p.toml: source.table: a pipeline's [source] holds the connection only"), "{e}");
+    assert!(
+        e.starts_with("p.toml: source.table: a pipeline's [source] holds the connection only"),
+        "{e}"
+    );
 }
