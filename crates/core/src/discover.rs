@@ -19,7 +19,60 @@ pub struct Catalog {
     pub tables: Vec<DiscoveredTable>,
 }
 
+/// One column of a catalog query's answer, rows of a table next to each other in column order.
+#[derive(Debug, Clone)]
+pub struct CatalogRow {
+    /// The table's unqualified name.
+    pub table: String,
+    /// The column.
+    pub column: DiscoveredColumn,
+    /// Its place in the primary key (from 1), if it is part of it.
+    pub key_position: Option<u64>,
+}
+
 impl Catalog {
+    /// Groups a catalog query's rows into tables; `spec_name` turns an unqualified table name
+    /// into what the source's `table` key takes.
+    pub fn from_rows(
+        schema: &str,
+        rows: impl IntoIterator<Item = CatalogRow>,
+        spec_name: impl Fn(&str) -> String,
+    ) -> Catalog {
+        let mut tables: Vec<DiscoveredTable> = Vec::new();
+        let mut columns: Vec<DiscoveredColumn> = Vec::new();
+        let mut key: Vec<(u64, String)> = Vec::new();
+        let mut current: Option<String> = None;
+        let mut finish = |name: String, columns: &mut Vec<DiscoveredColumn>, key: &mut Vec<(u64, String)>| {
+            key.sort();
+            let primary_key = key.drain(..).map(|(_, c)| c).collect();
+            tables.push(DiscoveredTable::new(
+                spec_name(&name),
+                name,
+                std::mem::take(columns),
+                primary_key,
+            ));
+        };
+        for row in rows {
+            if current.as_ref().is_some_and(|name| *name != row.table)
+                && let Some(name) = current.take()
+            {
+                finish(name, &mut columns, &mut key);
+            }
+            current.get_or_insert(row.table);
+            if let Some(position) = row.key_position {
+                key.push((position, row.column.name.clone()));
+            }
+            columns.push(row.column);
+        }
+        if let Some(name) = current {
+            finish(name, &mut columns, &mut key);
+        }
+        Catalog {
+            schema: schema.to_string(),
+            tables,
+        }
+    }
+
     /// The table named `name`, as a spec's `table` key or unqualified.
     pub fn table(&self, name: &str) -> Option<&DiscoveredTable> {
         self.tables.iter().find(|t| t.table == name || t.name == name)
@@ -271,6 +324,31 @@ mod tests {
         // An integer is a candidate only as the whole primary key; a name alone is not enough.
         let ranked = rank_cursor_candidates(&[col("updated_at", None), col("id", Some(CursorKind::Integer))], &[]);
         assert!(ranked.is_empty(), "{ranked:?}");
+    }
+
+    #[test]
+    fn rows_group_into_tables_with_their_keys_in_key_order() {
+        let row = |table: &str, name: &str, key: Option<u64>| CatalogRow {
+            table: table.into(),
+            column: col(name, None),
+            key_position: key,
+        };
+        let catalog = Catalog::from_rows(
+            "s",
+            [
+                row("a", "x", None),
+                row("a", "k2", Some(2)),
+                row("a", "k1", Some(1)),
+                row("b", "y", None),
+            ],
+            |n| format!("s.{n}"),
+        );
+        assert_eq!(catalog.tables.len(), 2);
+        assert_eq!(catalog.tables[0].table, "s.a");
+        assert_eq!(catalog.tables[0].primary_key, ["k1", "k2"]);
+        assert_eq!(catalog.tables[0].columns.len(), 3);
+        assert!(catalog.tables[1].primary_key.is_empty());
+        assert_eq!(catalog.table("b").unwrap().table, "s.b");
     }
 
     #[test]

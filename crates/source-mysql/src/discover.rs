@@ -5,7 +5,7 @@
 use arrow::datatypes::DataType;
 use backhaul_core::Result;
 use backhaul_core::cursor::CursorKind;
-use backhaul_core::discover::{Catalog, DiscoveredColumn, DiscoveredTable};
+use backhaul_core::discover::{Catalog, CatalogRow, DiscoveredColumn};
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
 
@@ -31,18 +31,7 @@ pub(crate) async fn discover(connector: &Connector, database: &str, home: &str) 
     let rows: std::result::Result<Vec<Row>, _> = conn.exec(CATALOG_SQL, (database,)).await;
     let _ = conn.disconnect().await;
     let rows = rows.map_err(|e| connector.classify(e, &format!("reading the catalog of database {database}")))?;
-    let mut tables: Vec<DiscoveredTable> = Vec::new();
-    let mut current: Option<(String, Vec<DiscoveredColumn>, Vec<(u64, String)>)> = None;
-    let finish = |(name, columns, mut key): (String, Vec<DiscoveredColumn>, Vec<(u64, String)>)| {
-        key.sort();
-        let table = if database == home {
-            name.clone()
-        } else {
-            format!("{database}.{name}")
-        };
-        DiscoveredTable::new(table, name, columns, key.into_iter().map(|(_, c)| c).collect())
-    };
-    for row in rows {
+    let rows = rows.iter().map(|row| {
         let table = value_text(row.as_ref(0)).unwrap_or_default();
         let info = ColumnInfo {
             name: value_text(row.as_ref(1)).unwrap_or_default(),
@@ -54,26 +43,25 @@ pub(crate) async fn discover(connector: &Connector, database: &str, home: &str) 
             datetime_precision: row.as_ref(7).and_then(value_u64),
             json_check: false,
         };
-        let key_position = row.as_ref(8).and_then(value_u64);
-        if current.as_ref().is_some_and(|(name, _, _)| *name != table) {
-            tables.push(finish(current.take().expect("checked")));
+        let cursor_kind = cursor_kind(&info, &table);
+        CatalogRow {
+            table,
+            column: DiscoveredColumn {
+                name: info.name,
+                source_type: info.column_type,
+                nullable: info.nullable,
+                cursor_kind,
+            },
+            key_position: row.as_ref(8).and_then(value_u64),
         }
-        let (_, columns, key) = current.get_or_insert_with(|| (table.clone(), Vec::new(), Vec::new()));
-        if let Some(position) = key_position {
-            key.push((position, info.name.clone()));
+    });
+    Ok(Catalog::from_rows(database, rows, |name| {
+        if database == home {
+            name.to_string()
+        } else {
+            format!("{database}.{name}")
         }
-        columns.push(DiscoveredColumn {
-            cursor_kind: cursor_kind(&info, &table),
-            name: info.name,
-            source_type: info.column_type,
-            nullable: info.nullable,
-        });
-    }
-    tables.extend(current.map(finish));
-    Ok(Catalog {
-        schema: database.to_string(),
-        tables,
-    })
+    }))
 }
 
 /// The cursor a column could be, by the type `describe` would read it as.

@@ -3,7 +3,7 @@
 
 use backhaul_core::Result;
 use backhaul_core::cursor::CursorKind;
-use backhaul_core::discover::{Catalog, DiscoveredColumn, DiscoveredTable};
+use backhaul_core::discover::{Catalog, CatalogRow, DiscoveredColumn};
 
 use crate::connect::Connector;
 use crate::sql::quote_ident;
@@ -30,39 +30,19 @@ pub(crate) async fn discover(connector: &Connector, schema: &str) -> Result<Cata
         .query(CATALOG_SQL, &[&schema])
         .await
         .map_err(|e| conn.error(&e, &format!("read the catalog of schema {schema}")))?;
-    let mut tables: Vec<DiscoveredTable> = Vec::new();
-    let mut current: Option<(String, Vec<DiscoveredColumn>, Vec<(i32, String)>)> = None;
-    let finish = |(name, columns, mut key): (String, Vec<DiscoveredColumn>, Vec<(i32, String)>)| {
-        key.sort();
-        let table = format!("{}.{}", spec_ident(schema), spec_ident(&name));
-        DiscoveredTable::new(table, name, columns, key.into_iter().map(|(_, c)| c).collect())
-    };
-    for row in rows {
-        let table: String = row.get(0);
-        let column: String = row.get(1);
-        let source_type: String = row.get(2);
-        let not_null: bool = row.get(3);
-        let type_name: String = row.get(4);
-        let key_position: Option<i32> = row.get(5);
-        if current.as_ref().is_some_and(|(name, _, _)| *name != table) {
-            tables.push(finish(current.take().expect("checked")));
-        }
-        let (_, columns, key) = current.get_or_insert_with(|| (table, Vec::new(), Vec::new()));
-        if let Some(position) = key_position {
-            key.push((position, column.clone()));
-        }
-        columns.push(DiscoveredColumn {
-            name: column,
-            source_type,
-            nullable: !not_null,
-            cursor_kind: cursor_kind(&type_name),
-        });
-    }
-    tables.extend(current.map(finish));
-    Ok(Catalog {
-        schema: schema.to_string(),
-        tables,
-    })
+    let rows = rows.iter().map(|row| CatalogRow {
+        table: row.get(0),
+        column: DiscoveredColumn {
+            name: row.get(1),
+            source_type: row.get(2),
+            nullable: !row.get::<_, bool>(3),
+            cursor_kind: cursor_kind(row.get(4)),
+        },
+        key_position: row.get::<_, Option<i32>>(5).and_then(|p| u64::try_from(p).ok()),
+    });
+    Ok(Catalog::from_rows(schema, rows, |name| {
+        format!("{}.{}", spec_ident(schema), spec_ident(name))
+    }))
 }
 
 /// The cursor kinds this source reads (`types::CursorType`), by `pg_type.typname`.

@@ -220,7 +220,7 @@ fn pipeline_toml(
         match propose(t) {
             Some(p) => {
                 let _ = writeln!(out, "[[tables]]\ntable = {}", toml_string(&t.table));
-                let mut cursor_note = format!("{}", p.role.describe());
+                let mut cursor_note = p.role.describe().to_string();
                 if !others.is_empty() {
                     let _ = write!(cursor_note, "; other candidates: {}", others.join(", "));
                 }
