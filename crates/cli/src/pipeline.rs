@@ -34,6 +34,13 @@ pub struct LoadedPipeline {
     pub connectors: LimitedConnectors,
 }
 
+impl LoadedPipeline {
+    /// The connectors every table's job plans and runs with.
+    pub fn connectors(&self) -> &dyn Connectors {
+        &self.connectors
+    }
+}
+
 /// Whether the spec file at `path` is a pipeline (a top-level `[pipeline]` table).
 pub fn is_pipeline_file(path: &Path) -> Result<bool> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -79,19 +86,19 @@ pub async fn load(path: &Path) -> Result<LoadedPipeline> {
     })
 }
 
-/// Runs `step` for every table's job, at most `max_source_connections` tables at once (their
+/// Runs `step` for every table's job (with the pipeline, whose `connectors` it plans and runs
+/// with), at most `max_source_connections` tables at once (their
 /// connections drawn from the one limit), and reports per table. A failed table does not stop
 /// the others; the exit code is 1 when any table failed, else the highest a table returned.
 pub async fn run_tables<'a, F, Fut>(globals: &Globals, loaded: &'a LoadedPipeline, step: F) -> Result<u8>
 where
-    F: Fn(&'a PipelineJob, &'a dyn Connectors) -> Fut,
+    F: Fn(&'a PipelineJob, &'a LoadedPipeline) -> Fut,
     Fut: Future<Output = Result<(u8, serde_json::Value)>> + 'a,
 {
-    let connectors: &'a dyn Connectors = &loaded.connectors;
     let mut results: Vec<(usize, Result<(u8, serde_json::Value)>)> =
         futures::stream::iter(loaded.jobs.iter().enumerate())
             .map(|(i, job)| {
-                let run = step(job, connectors);
+                let run = step(job, loaded);
                 async move { (i, run.await) }
             })
             .buffer_unordered(loaded.limit.max())

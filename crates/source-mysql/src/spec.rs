@@ -36,16 +36,7 @@ impl SourceKind for MysqlKind {
         schema: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Catalog>> {
         Box::pin(async move {
-            // The connector is built from a whole section; the catalog query reads no table.
-            let placeholder = TableChoice {
-                table: "-".into(),
-                cursor: "-".into(),
-                columns: None,
-            };
-            let settings = database::table_settings(connection, &placeholder, origin)?;
-            let mut spec = parse_section::<MysqlSourceSpec>(&settings, "source", origin)?;
-            spec.connection.validate(origin)?;
-            spec.connection.resolve_paths(base);
+            let spec = database::parse_connection::<MysqlSourceSpec>(connection, origin, base, |s| &mut s.connection)?;
             let connector = crate::conn::Connector::new(&spec)?;
             let home = spec.connection.database.as_str();
             crate::discover::discover(&connector, schema.unwrap_or(home), home).await

@@ -44,16 +44,8 @@ impl SourceKind for PostgresKind {
         schema: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Catalog>> {
         Box::pin(async move {
-            // The connector is built from a whole section; the catalog query reads no table.
-            let placeholder = TableChoice {
-                table: "-".into(),
-                cursor: "-".into(),
-                columns: None,
-            };
-            let settings = database::table_settings(connection, &placeholder, origin)?;
-            let mut spec = parse_section::<PostgresSourceSpec>(&settings, "source", origin)?;
-            spec.connection.validate(origin)?;
-            spec.connection.resolve_paths(base);
+            let spec =
+                database::parse_connection::<PostgresSourceSpec>(connection, origin, base, |s| &mut s.connection)?;
             let connector = crate::connect::Connector::new(&spec)?;
             crate::discover::discover(&connector, schema.unwrap_or(DEFAULT_SCHEMA)).await
         })

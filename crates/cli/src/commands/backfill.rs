@@ -73,15 +73,13 @@ pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
         let loaded = pipeline::load(path).await?;
         let store = open_store_exclusive(globals)?;
         let run = &args.run;
-        return pipeline::run_tables(globals, &loaded, |job, connectors| {
+        return pipeline::run_tables(globals, &loaded, |job, p| {
             let store = &store;
-            let origin = &loaded.origin;
-            let base = &loaded.base;
-            let limit = loaded.limit.clone();
             async move {
-                let job_id = submit_checked(globals, store, connectors, job.spec.clone(), origin, base).await?;
+                let job_id =
+                    submit_checked(globals, store, p.connectors(), job.spec.clone(), &p.origin, &p.base).await?;
                 let mut local = run.local(globals, &job_id);
-                local.connection_limit = Some(limit);
+                local.connection_limit = Some(p.limit.clone());
                 let report = local::run(store, local).await?;
                 common::run_summary(globals, store, &job_id, &report).await
             }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use backhaul_coordinator::{PlanLoad, plan_job_at};
+use backhaul_coordinator::{JobPlan, PlanLoad, plan_job_at};
 use backhaul_core::chunking::AMPLIFICATION_WARNING;
 use clap::Args;
 use serde_json::json;
@@ -32,38 +32,25 @@ pub struct PlanArgs {
 pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
     if pipeline::is_pipeline_file(&args.spec)? {
         let loaded = pipeline::load(&args.spec).await?;
-        return pipeline::run_tables(globals, &loaded, |job, connectors| {
-            let origin = &loaded.origin;
-            let base = &loaded.base;
-            async move {
-                let plan = plan_job_at(job.spec.clone(), origin, base, connectors, false, args.now).await?;
-                let kind = plan.table.cursor_kind;
-                let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
-                let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
-                if globals.output == OutputFormat::Text {
-                    println!(
-                        "job {}: {} chunks over {} on {} ({}), about {} rows, {}",
-                        plan.spec.name,
-                        plan.chunks.len(),
-                        plan.range.display(kind),
-                        plan.table.cursor_column,
-                        kind.as_str(),
-                        group(rows),
-                        size(bytes)
-                    );
-                }
-                Ok((
-                    0,
-                    json!({
-                        "job": plan.spec.name,
-                        "cursor": { "column": plan.table.cursor_column, "kind": kind.as_str() },
-                        "range": { "from": kind.format(plan.range.from), "to": kind.format(plan.range.to) },
-                        "chunks": plan.chunks.len(),
-                        "estimated_rows": rows,
-                        "estimated_bytes": bytes,
-                    }),
-                ))
+        return pipeline::run_tables(globals, &loaded, |job, p| async move {
+            let plan = plan_job_at(job.spec.clone(), &p.origin, &p.base, p.connectors(), false, args.now).await?;
+            let kind = plan.table.cursor_kind;
+            let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
+            let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
+            if globals.output == OutputFormat::Text {
+                println!("{}", headline(&plan, rows, bytes));
             }
+            Ok((
+                0,
+                json!({
+                    "job": plan.spec.name,
+                    "cursor": { "column": plan.table.cursor_column, "kind": kind.as_str() },
+                    "range": { "from": kind.format(plan.range.from), "to": kind.format(plan.range.to) },
+                    "chunks": plan.chunks.len(),
+                    "estimated_rows": rows,
+                    "estimated_bytes": bytes,
+                }),
+            ))
         })
         .await;
     }
@@ -96,16 +83,7 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
             })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {
-            println!(
-                "job {}: {} chunks over {} on {} ({}), about {} rows, {}",
-                plan.spec.name,
-                plan.chunks.len(),
-                plan.range.display(kind),
-                plan.table.cursor_column,
-                kind.as_str(),
-                group(rows),
-                size(bytes)
-            );
+            println!("{}", headline(&plan, rows, bytes));
             println!("{}", load_line(&plan.load));
             for w in &warnings {
                 eprintln!("warning: {w}");
@@ -143,6 +121,21 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The plan in one line: job, chunks, range, cursor, estimated rows and size.
+fn headline(plan: &JobPlan, rows: u64, bytes: u64) -> String {
+    let kind = plan.table.cursor_kind;
+    format!(
+        "job {}: {} chunks over {} on {} ({}), about {} rows, {}",
+        plan.spec.name,
+        plan.chunks.len(),
+        plan.range.display(kind),
+        plan.table.cursor_column,
+        kind.as_str(),
+        group(rows),
+        size(bytes)
+    )
 }
 
 /// One line on how the plan loads the source and the workers.

@@ -45,25 +45,19 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
         let loaded = pipeline::load(&args.spec).await?;
         let store = open_store_exclusive(globals)?;
         let run = &args.run;
-        return pipeline::run_tables(globals, &loaded, |job, connectors| {
-            let store = &store;
-            let origin = &loaded.origin;
-            let base = &loaded.base;
-            let limit = loaded.limit.clone();
-            async move {
-                sync_job(
-                    globals,
-                    store,
-                    connectors,
-                    job.spec.clone(),
-                    origin,
-                    base,
-                    now,
-                    run,
-                    Some(limit),
-                )
-                .await
-            }
+        return pipeline::run_tables(globals, &loaded, |job, p| {
+            let limit = Some(p.limit.clone());
+            sync_job(
+                globals,
+                &store,
+                p.connectors(),
+                job.spec.clone(),
+                &p.origin,
+                &p.base,
+                now,
+                run,
+                limit,
+            )
         })
         .await;
     }

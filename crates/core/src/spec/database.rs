@@ -197,6 +197,28 @@ pub fn table_settings(
     Ok(settings)
 }
 
+/// A database kind's section parsed from connection-only settings (a pipeline's or
+/// `discover`'s `[source]`), validated and with paths made relative to `base`, for catalog
+/// queries. Its table and cursor are placeholders nobody reads.
+pub fn parse_connection<T: serde::de::DeserializeOwned>(
+    connection: &toml::Table,
+    origin: &str,
+    base: &Path,
+    connection_of: impl Fn(&mut T) -> &mut ConnectionSpec,
+) -> Result<T> {
+    let placeholder = crate::registry::TableChoice {
+        table: "-".into(),
+        cursor: "-".into(),
+        columns: None,
+    };
+    let settings = table_settings(connection, &placeholder, origin)?;
+    let mut spec: T = super::parse_section(&settings, "source", origin)?;
+    let c = connection_of(&mut spec);
+    c.validate(origin)?;
+    c.resolve_paths(base);
+    Ok(spec)
+}
+
 /// Declares a database source's spec struct: a `connection: ConnectionSpec` field followed by
 /// the kind's own fields, parsed from and written to one flat section (the connection keys
 /// first, in [`ConnectionSpec`]'s order) with `deny_unknown_fields`, so an unknown key is refused
