@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, ServeOptions, Store, serve};
 use backhaul_core::notes::BreakerReport;
+use backhaul_core::connector::Connectors;
+use backhaul_core::limit::{ConnectionLimit, LimitedConnectors};
 use backhaul_proto::ClientConfig;
 use backhaul_worker::{CoordinatorBudget, Shutdown, Worker, WorkerConfig};
 use tokio::task::JoinSet;
@@ -28,6 +30,8 @@ pub struct LocalRun {
     pub lease_ttl: Duration,
     /// Retry policy for failed chunks.
     pub retry: RetryPolicy,
+    /// Source connections shared with the other jobs of a pipeline; `None` for a lone job.
+    pub connection_limit: Option<ConnectionLimit>,
 }
 
 /// What a local run did.
@@ -69,7 +73,13 @@ pub async fn run(store: &Store, opts: LocalRun) -> Result<RunReport> {
     // API sources lease requests from the in-process coordinator's rate-limit pools, as the
     // workers of a cluster do: one rule for the limit, and the pools show in its metrics.
     let budgets = backhaul_core::ratelimit::Budgets::default();
-    let connectors = Arc::new(builtin_connectors_with(&budgets));
+    let connectors: Arc<dyn Connectors> = match &opts.connection_limit {
+        Some(limit) => Arc::new(LimitedConnectors::new(
+            Arc::new(builtin_connectors_with(&budgets)),
+            limit.clone(),
+        )),
+        None => Arc::new(builtin_connectors_with(&budgets)),
+    };
     let service = CoordinatorService::new(
         Arc::new(store.clone()),
         connectors.clone(),

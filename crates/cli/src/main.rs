@@ -4,6 +4,7 @@ mod commands;
 mod connectors;
 mod local;
 mod output;
+mod pipeline;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -92,6 +93,15 @@ Everything goes under .backhaul/demo (source database, stage, warehouse, state);
 kept between runs, the rest is started afresh. No server is needed."
     )]
     Demo(commands::demo::DemoArgs),
+    /// List a database source's tables with columns, primary keys and ranked cursor candidates;
+    /// write a pipeline spec to edit.
+    #[command(
+        after_help = "Examples:\n  backhaul discover source.toml\n  backhaul discover source.toml --schema sales --output json\n  \
+backhaul discover source.toml --write pipeline.toml --name shop\n\n\
+source.toml holds a [source] section with the connection only (postgres or mysql). Cursor candidates are \
+ranked: last-modified timestamps (updated_at, ...) first, then creation timestamps, then an integer primary key."
+    )]
+    Discover(commands::discover::DiscoverArgs),
     /// Print the chunks a job would run, with estimated rows and bytes, without extracting.
     #[command(
         after_help = "Example:\n  backhaul plan job.toml\n  backhaul plan job.toml --output json | jq '.chunks | length'"
@@ -230,6 +240,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(a) => commands::demo::run(&globals, a).await,
+            Command::Discover(a) => commands::discover::run(&globals, a).await,
             Command::Plan(a) => commands::plan::run(&globals, a).await,
             Command::Backfill(a) => commands::backfill::run(&globals, a).await,
             Command::Sync(a) => commands::sync::run(&globals, a).await,

@@ -25,7 +25,7 @@ pub mod sync;
 pub use error::{CoordinatorError, Result};
 pub use metrics::CoordinatorMetrics;
 pub use pg_store::PgStore;
-pub use plan::{JobPlan, PlanLoad, SourcePlan, plan_job, plan_source, submit_spec};
+pub use plan::{JobPlan, PlanLoad, SourcePlan, plan_job, plan_job_at, plan_source, submit_spec};
 pub use pools::RatePools;
 pub use schedule::{RunLauncher, ScheduleRow, ScheduleStore, Scheduler, SchedulerHandle, SubmitLauncher};
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};

@@ -12,7 +12,10 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crate::connector::{Destination, Source};
+use crate::discover::Catalog;
 use crate::error::{Error, Result};
 use crate::spec::{ByteSizeText, ConnectorSection, JobSpec, ValidatedSpec};
 use crate::units::{ByteSize, MIB};
@@ -129,6 +132,53 @@ pub trait SourceKind: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Parses the section's keys (all but `kind`) with the connector's own strict struct.
     fn parse(&self, settings: &toml::Table, origin: &str) -> Result<Box<dyn SourceConfig>>;
+
+    /// The section of one table of a pipeline: the pipeline's `[source]` keys (the connection
+    /// only) plus `table`'s choices under this kind's own key names. The default refuses: the
+    /// kind has no tables to choose from.
+    fn table_settings(&self, _connection: &toml::Table, _table: &TableChoice, origin: &str) -> Result<toml::Table> {
+        Err(Error::config(
+            origin,
+            "source.kind",
+            format!(
+                "source kind `{}` reads one fixed stream; pipelines of many tables need a database source (`postgres`, `mysql`)",
+                self.kind()
+            ),
+        ))
+    }
+
+    /// The tables of `schema` (the kind's default schema when `None`) with their columns,
+    /// primary keys and ranked cursor candidates, read from the catalog with one connection.
+    /// `connection` is a `[source]` section without a table; `base` is its file's directory.
+    /// The default refuses: the kind cannot discover.
+    fn discover<'a>(
+        &'a self,
+        _connection: &'a toml::Table,
+        origin: &'a str,
+        _base: &'a Path,
+        _schema: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Catalog>> {
+        let e = Error::config(
+            origin,
+            "source.kind",
+            format!(
+                "source kind `{}` cannot discover tables; discover works with `postgres` and `mysql`",
+                self.kind()
+            ),
+        );
+        Box::pin(async move { Err(e) })
+    }
+}
+
+/// What a pipeline chooses for one of its tables: what the source reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChoice {
+    /// The table, as the source names tables (`public.orders`).
+    pub table: String,
+    /// The cursor column.
+    pub cursor: String,
+    /// Columns to extract in order, when some are blocked; `None` for all.
+    pub columns: Option<Vec<String>>,
 }
 
 /// A destination connector: its `kind` and how to parse its section.
@@ -137,6 +187,15 @@ pub trait DestinationKind: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Parses the section's keys (all but `kind`) with the connector's own strict struct.
     fn parse(&self, settings: &toml::Table, origin: &str) -> Result<Box<dyn DestinationConfig>>;
+
+    /// The section of one table of a pipeline: the pipeline's `[destination]` keys with the
+    /// destination table set to `table`. Every built-in destination names it `table`; a kind
+    /// that names it otherwise overrides this.
+    fn table_settings(&self, settings: &toml::Table, table: &str) -> toml::Table {
+        let mut settings = settings.clone();
+        settings.insert("table".into(), toml::Value::String(table.into()));
+        settings
+    }
 }
 
 /// Turns spec sections into connector configs. [`Registry`] is the implementation; the trait
@@ -249,6 +308,27 @@ impl Registry {
     pub fn destination_kinds(&self) -> Vec<&'static str> {
         self.destinations.iter().map(|k| k.kind()).collect()
     }
+
+    /// The source kind of `section`; errors name `origin` and the known kinds.
+    pub fn source_kind(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn SourceKind> {
+        match self.sources.iter().find(|k| k.kind() == section.kind) {
+            Some(kind) => Ok(kind.as_ref()),
+            None => Err(unknown_kind(origin, "source", &section.kind, &self.source_kinds())),
+        }
+    }
+
+    /// The destination kind of `section`; errors name `origin` and the known kinds.
+    pub fn destination_kind(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn DestinationKind> {
+        match self.destinations.iter().find(|k| k.kind() == section.kind) {
+            Some(kind) => Ok(kind.as_ref()),
+            None => Err(unknown_kind(
+                origin,
+                "destination",
+                &section.kind,
+                &self.destination_kinds(),
+            )),
+        }
+    }
 }
 
 /// `kind` is not among `known`: the error names the known kinds.
@@ -267,22 +347,11 @@ fn unknown_kind(origin: &str, section: &str, kind: &str, known: &[&'static str])
 
 impl Connectors for Registry {
     fn source_config(&self, section: &ConnectorSection, origin: &str) -> Result<Box<dyn SourceConfig>> {
-        match self.sources.iter().find(|k| k.kind() == section.kind) {
-            Some(kind) => kind.parse(&section.settings, origin),
-            None => Err(unknown_kind(origin, "source", &section.kind, &self.source_kinds())),
-        }
+        self.source_kind(section, origin)?.parse(&section.settings, origin)
     }
 
     fn destination_config(&self, section: &ConnectorSection, origin: &str) -> Result<Box<dyn DestinationConfig>> {
-        match self.destinations.iter().find(|k| k.kind() == section.kind) {
-            Some(kind) => kind.parse(&section.settings, origin),
-            None => Err(unknown_kind(
-                origin,
-                "destination",
-                &section.kind,
-                &self.destination_kinds(),
-            )),
-        }
+        self.destination_kind(section, origin)?.parse(&section.settings, origin)
     }
 }
 

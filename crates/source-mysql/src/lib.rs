@@ -16,6 +16,7 @@
 mod conn;
 mod decode;
 mod density;
+mod discover;
 mod extract;
 pub mod schema;
 pub mod spec;

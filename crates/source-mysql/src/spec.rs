@@ -5,9 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use backhaul_core::connector::Source;
-use backhaul_core::registry::{SourceConfig, SourceKind};
-use backhaul_core::spec::{parse_section, to_settings};
+use backhaul_core::discover::Catalog;
+use backhaul_core::registry::{SourceConfig, SourceKind, TableChoice};
+use backhaul_core::spec::{database, parse_section, to_settings};
 use backhaul_core::{Error, Result};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 /// The MySQL source's kind: `[source] kind = "mysql"`.
@@ -20,6 +22,25 @@ impl SourceKind for MysqlKind {
 
     fn parse(&self, settings: &toml::Table, origin: &str) -> Result<Box<dyn SourceConfig>> {
         Ok(Box::new(parse_section::<MysqlSourceSpec>(settings, "source", origin)?))
+    }
+
+    fn table_settings(&self, connection: &toml::Table, table: &TableChoice, origin: &str) -> Result<toml::Table> {
+        database::table_settings(connection, table, origin)
+    }
+
+    fn discover<'a>(
+        &'a self,
+        connection: &'a toml::Table,
+        origin: &'a str,
+        base: &'a Path,
+        schema: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Catalog>> {
+        Box::pin(async move {
+            let spec = database::parse_connection::<MysqlSourceSpec>(connection, origin, base, |s| &mut s.connection)?;
+            let connector = crate::conn::Connector::new(&spec)?;
+            let home = spec.connection.database.as_str();
+            crate::discover::discover(&connector, schema.unwrap_or(home), home).await
+        })
     }
 }
 

@@ -21,6 +21,7 @@ mod catalog;
 mod connect;
 mod decode;
 mod density;
+mod discover;
 mod extract;
 mod numeric;
 pub mod spec;

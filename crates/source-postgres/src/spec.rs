@@ -11,9 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use backhaul_core::connector::Source;
-use backhaul_core::registry::{SourceConfig, SourceKind};
-use backhaul_core::spec::{parse_section, to_settings};
+use backhaul_core::discover::Catalog;
+use backhaul_core::registry::{SourceConfig, SourceKind, TableChoice};
+use backhaul_core::spec::{database, parse_section, to_settings};
 use backhaul_core::{Error, Result};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 /// The PostgreSQL source's kind: `[source] kind = "postgres"`.
@@ -29,7 +31,29 @@ impl SourceKind for PostgresKind {
             settings, "source", origin,
         )?))
     }
+
+    fn table_settings(&self, connection: &toml::Table, table: &TableChoice, origin: &str) -> Result<toml::Table> {
+        database::table_settings(connection, table, origin)
+    }
+
+    fn discover<'a>(
+        &'a self,
+        connection: &'a toml::Table,
+        origin: &'a str,
+        base: &'a Path,
+        schema: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Catalog>> {
+        Box::pin(async move {
+            let spec =
+                database::parse_connection::<PostgresSourceSpec>(connection, origin, base, |s| &mut s.connection)?;
+            let connector = crate::connect::Connector::new(&spec)?;
+            crate::discover::discover(&connector, schema.unwrap_or(DEFAULT_SCHEMA)).await
+        })
+    }
 }
+
+/// The schema `discover` reads when none is named.
+pub const DEFAULT_SCHEMA: &str = "public";
 
 backhaul_core::database_source_spec! {
     /// A PostgreSQL table read with binary `COPY`. The connection's `host` may also be the

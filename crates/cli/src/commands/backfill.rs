@@ -5,17 +5,21 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use backhaul_coordinator::{RetryPolicy, Store, Submitted, submit_spec};
+use backhaul_core::connector::Connectors;
+use backhaul_core::spec::JobSpec;
 use clap::Args;
 
 use super::common::{self, load_spec, open_store_exclusive};
 use crate::Globals;
 use crate::connectors::builtin_connectors;
 use crate::local::{self, LocalRun};
+use crate::pipeline;
 
 /// Arguments of `backfill`.
 #[derive(Args, Debug)]
 pub struct BackfillArgs {
-    /// Job spec file (TOML, see docs/job-spec.md). Running it again resumes the job.
+    /// Job spec file (TOML, see docs/job-spec.md), or a pipeline spec (docs/pipelines.md).
+    /// Running it again resumes the job(s).
     #[arg(required_unless_present = "resume")]
     spec: Option<PathBuf>,
     /// Resume a job from the state database by name, without its spec file.
@@ -55,12 +59,33 @@ impl RunArgs {
                 transient_base: self.retry_backoff,
                 ..RetryPolicy::default()
             },
+            connection_limit: None,
         }
     }
 }
 
-/// Plans (or finds) the job and runs it to the end.
+/// Plans (or finds) the job, or every table's job of a pipeline, and runs it to the end.
 pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
+    if let Some(path) = &args.spec
+        && pipeline::is_pipeline_file(path)?
+    {
+        // Every table is checked before the state is opened: a bad one writes nothing.
+        let loaded = pipeline::load(path).await?;
+        let store = open_store_exclusive(globals)?;
+        let run = &args.run;
+        return pipeline::run_tables(globals, &loaded, |job, p| {
+            let store = &store;
+            async move {
+                let job_id =
+                    submit_checked(globals, store, p.connectors(), job.spec.clone(), &p.origin, &p.base).await?;
+                let mut local = run.local(globals, &job_id);
+                local.connection_limit = Some(p.limit.clone());
+                let report = local::run(store, local).await?;
+                common::run_summary(globals, store, &job_id, &report).await
+            }
+        })
+        .await;
+    }
     let store = open_store_exclusive(globals)?;
     let job_id = match (&args.spec, &args.resume) {
         (Some(path), _) => submit(globals, &store, path).await?,
@@ -77,7 +102,20 @@ pub async fn run(globals: &Globals, args: BackfillArgs) -> Result<u8> {
 /// Plans a spec and stores it as a job (or finds the identical stored job). Returns its id.
 pub async fn submit(globals: &Globals, store: &Store, path: &std::path::Path) -> Result<String> {
     let (spec, origin, base) = load_spec(path)?;
-    let (job, outcome, fidelity) = submit_spec(store, &builtin_connectors(), spec, &origin, &base).await?;
+    submit_checked(globals, store, &builtin_connectors(), spec, &origin, &base).await
+}
+
+/// Plans a parsed spec with `connectors` and stores it as a job (or finds the identical stored
+/// job). Returns its id.
+pub async fn submit_checked(
+    globals: &Globals,
+    store: &Store,
+    connectors: &dyn Connectors,
+    spec: JobSpec,
+    origin: &str,
+    base: &std::path::Path,
+) -> Result<String> {
+    let (job, outcome, fidelity) = submit_spec(store, connectors, spec, origin, base).await?;
     let fidelity_path = fidelity.write(&reports_dir(&globals.state))?;
     let summary = common::summary(store, &job.job_id).await?;
     if globals.output == crate::OutputFormat::Text {

@@ -20,13 +20,19 @@ use crate::{Globals, OutputFormat};
 /// Reads a spec file; returns the spec, its name for messages, and its directory.
 pub fn load_spec(path: &Path) -> Result<(JobSpec, String, PathBuf)> {
     let spec = JobSpec::load(path)?;
+    let (origin, base) = spec_origin(path)?;
+    Ok((spec, origin, base))
+}
+
+/// A spec file's name for messages and its directory, which its relative paths are relative to.
+pub fn spec_origin(path: &Path) -> Result<(String, PathBuf)> {
     let origin = path.display().to_string();
     let base = path
         .parent()
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .unwrap_or(Path::new("."));
     let base = std::fs::canonicalize(base).with_context(|| format!("resolving the directory of {origin}"))?;
-    Ok((spec, origin, base))
+    Ok((origin, base))
 }
 
 /// Environment variable with the password of a PostgreSQL state URL.

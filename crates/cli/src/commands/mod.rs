@@ -7,6 +7,7 @@ pub mod common;
 pub mod coordinator;
 pub mod cost;
 pub mod demo;
+pub mod discover;
 pub mod plan;
 pub mod preview;
 pub mod profile;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use backhaul_coordinator::{PlanLoad, plan_job};
+use backhaul_coordinator::{JobPlan, PlanLoad, plan_job_at};
 use backhaul_core::chunking::AMPLIFICATION_WARNING;
 use clap::Args;
 use serde_json::json;
@@ -11,22 +11,51 @@ use serde_json::json;
 use super::common::load_spec;
 use crate::connectors::builtin_connectors;
 use crate::output::{self, group, size};
+use crate::pipeline;
 use crate::{Globals, OutputFormat};
 
 /// Arguments of `plan`.
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// Job spec file (TOML, see docs/job-spec.md).
+    /// Job spec file (TOML, see docs/job-spec.md), or a pipeline spec (docs/pipelines.md).
     spec: PathBuf,
     /// Print every chunk; by default long plans show their first and last 10.
     #[arg(long)]
     all: bool,
+    /// Plan a sync spec (`range.to = "now"`) as its first sync would at this time (RFC 3339
+    /// or a date), ending at it minus `sync.lag`.
+    #[arg(long, value_name = "TIME", value_parser = super::sync::parse_time)]
+    now: Option<i64>,
 }
 
-/// Plans and prints the chunks.
+/// Plans and prints the chunks; of a pipeline, one line per table.
 pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
+    if pipeline::is_pipeline_file(&args.spec)? {
+        let loaded = pipeline::load(&args.spec).await?;
+        return pipeline::run_tables(globals, &loaded, |job, p| async move {
+            let plan = plan_job_at(job.spec.clone(), &p.origin, &p.base, p.connectors(), false, args.now).await?;
+            let kind = plan.table.cursor_kind;
+            let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
+            let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
+            if globals.output == OutputFormat::Text {
+                println!("{}", headline(&plan, rows, bytes));
+            }
+            Ok((
+                0,
+                json!({
+                    "job": plan.spec.name,
+                    "cursor": { "column": plan.table.cursor_column, "kind": kind.as_str() },
+                    "range": { "from": kind.format(plan.range.from), "to": kind.format(plan.range.to) },
+                    "chunks": plan.chunks.len(),
+                    "estimated_rows": rows,
+                    "estimated_bytes": bytes,
+                }),
+            ))
+        })
+        .await;
+    }
     let (spec, origin, base) = load_spec(&args.spec)?;
-    let plan = plan_job(spec, &origin, &base, &builtin_connectors(), false).await?;
+    let plan = plan_job_at(spec, &origin, &base, &builtin_connectors(), false, args.now).await?;
     let kind = plan.table.cursor_kind;
     let rows: u64 = plan.chunks.iter().map(|c| c.estimated_rows).sum();
     let bytes: u64 = plan.chunks.iter().map(|c| c.estimated_bytes).sum();
@@ -54,16 +83,7 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
             })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {
-            println!(
-                "job {}: {} chunks over {} on {} ({}), about {} rows, {}",
-                plan.spec.name,
-                plan.chunks.len(),
-                plan.range.display(kind),
-                plan.table.cursor_column,
-                kind.as_str(),
-                group(rows),
-                size(bytes)
-            );
+            println!("{}", headline(&plan, rows, bytes));
             println!("{}", load_line(&plan.load));
             for w in &warnings {
                 eprintln!("warning: {w}");
@@ -101,6 +121,21 @@ pub async fn run(globals: &Globals, args: PlanArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The plan in one line: job, chunks, range, cursor, estimated rows and size.
+fn headline(plan: &JobPlan, rows: u64, bytes: u64) -> String {
+    let kind = plan.table.cursor_kind;
+    format!(
+        "job {}: {} chunks over {} on {} ({}), about {} rows, {}",
+        plan.spec.name,
+        plan.chunks.len(),
+        plan.range.display(kind),
+        plan.table.cursor_column,
+        kind.as_str(),
+        group(rows),
+        size(bytes)
+    )
 }
 
 /// One line on how the plan loads the source and the workers.

@@ -13,7 +13,8 @@ use crate::{Globals, OutputFormat};
 /// Arguments of `status`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// A job name; without it every job is listed.
+    /// A job name, or a pipeline spec file (its tables' jobs are listed); without it every
+    /// job is listed.
     job: Option<String>,
     /// List the job's chunks with their states and last errors.
     #[arg(long, requires = "job")]
@@ -46,8 +47,25 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
     if args.check {
         return super::checks::run(globals, store, args.job.as_deref()).await;
     }
-    let Some(job_id) = args.job else {
-        let rows = store.jobs().await?;
+    // A pipeline's jobs are `<pipeline>-<table>`: reading its name needs no source.
+    let pipeline = match args.job.as_deref().map(std::path::Path::new) {
+        Some(path) if path.is_file() && crate::pipeline::is_pipeline_file(path)? => {
+            Some(backhaul_core::spec::PipelineSpec::load(path)?.pipeline.name)
+        }
+        _ => None,
+    };
+    if let Some(name) = &pipeline
+        && (args.chunks || args.follow)
+    {
+        return Err(anyhow!(
+            "--chunks and --follow take one job; `backhaul status {name}-TABLE --chunks`"
+        ));
+    }
+    let job = if pipeline.is_some() { None } else { args.job };
+    let Some(job_id) = job else {
+        let prefix = pipeline.map(|name| format!("{name}-")).unwrap_or_default();
+        let mut rows = store.jobs().await?;
+        rows.retain(|(j, _)| j.job_id.starts_with(&prefix));
         match globals.output {
             OutputFormat::Json => output::print_json(&json!({ "jobs": rows.iter().map(|(j, s)| json!({
                 "job": j.job_id, "range": { "from": j.cursor_kind.format(j.range.from), "to": j.cursor_kind.format(j.range.to) }, "summary": s,

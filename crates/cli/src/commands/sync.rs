@@ -1,10 +1,13 @@
 //! `backhaul sync`: extend a sync job's range from its high-water mark and run the new chunks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use backhaul_coordinator::{SyncOutcome, sync_spec};
+use backhaul_coordinator::{Store, SyncOutcome, sync_spec};
+use backhaul_core::connector::Connectors;
 use backhaul_core::cursor::SpecBound;
+use backhaul_core::limit::ConnectionLimit;
+use backhaul_core::spec::JobSpec;
 use clap::Args;
 
 use super::backfill::RunArgs;
@@ -13,12 +16,12 @@ use super::remote::RemoteArgs;
 use super::submit::Submission;
 use crate::Globals;
 use crate::connectors::builtin_connectors;
-use crate::local;
+use crate::{local, pipeline};
 
 /// Arguments of `sync`.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// Job spec file with a `[sync]` section (see docs/pipelines.md).
+    /// Job spec file with a `[sync]` section, or a pipeline spec (see docs/pipelines.md).
     spec: PathBuf,
     /// The time the sync runs at, instead of the clock (RFC 3339 or a date): `range.to =
     /// "now"` ends at this minus `sync.lag`. For tests and for re-running a missed sync.
@@ -41,16 +44,22 @@ pub struct SyncArgs {
     wait: bool,
 }
 
-fn parse_time(text: &str) -> Result<i64, String> {
+pub fn parse_time(text: &str) -> Result<i64, String> {
     match SpecBound::parse(text)? {
         SpecBound::Time(us) => Ok(us),
         _ => Err(format!("`{text}` is not a date or RFC 3339 timestamp")),
     }
 }
 
-/// Extends (or, the first time, plans) the job and runs every pending chunk to the end.
+/// Extends (or, the first time, plans) the job, or every table's job of a pipeline, and runs
+/// every pending chunk to the end.
 pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
     if args.remote.coordinator.is_some() {
+        if pipeline::is_pipeline_file(&args.spec)? {
+            return Err(anyhow::anyhow!(
+                "sync --coordinator takes one table's job spec, not a pipeline (not built yet); sync a pipeline in this process (without --coordinator)"
+            ));
+        }
         let submission = Submission {
             spec: &args.spec,
             base_dir: args.base_dir.as_deref(),
@@ -60,10 +69,63 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
         };
         return super::submit::send(globals, &args.remote, submission).await;
     }
+    let now = args.now.unwrap_or_else(backhaul_coordinator::now_us);
+    if pipeline::is_pipeline_file(&args.spec)? {
+        // Every table is checked before the state is opened: a bad one writes nothing.
+        let loaded = pipeline::load(&args.spec).await?;
+        let store = open_store_exclusive(globals)?;
+        let run = &args.run;
+        return pipeline::run_tables(globals, &loaded, |job, p| {
+            let limit = Some(p.limit.clone());
+            sync_job(
+                globals,
+                &store,
+                p.connectors(),
+                job.spec.clone(),
+                &p.origin,
+                &p.base,
+                now,
+                run,
+                limit,
+            )
+        })
+        .await;
+    }
     let store = open_store_exclusive(globals)?;
     let (spec, origin, base) = load_spec(&args.spec)?;
-    let now = args.now.unwrap_or_else(backhaul_coordinator::now_us);
-    let (job, outcome) = sync_spec(&store, &builtin_connectors(), spec, &origin, &base, now).await?;
+    let (code, doc) = sync_job(
+        globals,
+        &store,
+        &builtin_connectors(),
+        spec,
+        &origin,
+        &base,
+        now,
+        &args.run,
+        None,
+    )
+    .await?;
+    if globals.output == crate::OutputFormat::Json {
+        crate::output::print_json(&doc);
+    }
+    Ok(code)
+}
+
+/// Syncs one job and runs its chunks; returns the exit code it deserves and its summary as
+/// JSON (text mode has printed it).
+#[allow(clippy::too_many_arguments)]
+pub async fn sync_job(
+    globals: &Globals,
+    store: &Store,
+    connectors: &dyn Connectors,
+    spec: JobSpec,
+    origin: &str,
+    base: &Path,
+    now: i64,
+    run: &RunArgs,
+    limit: Option<ConnectionLimit>,
+) -> Result<(u8, serde_json::Value)> {
+    let (job, outcome) = sync_spec(store, connectors, spec, origin, base, now).await?;
     if globals.output == crate::OutputFormat::Text {
         let kind = job.cursor_kind;
         match &outcome {
@@ -90,18 +152,20 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
             ),
         }
     }
-    let report = local::run(&store, args.run.local(globals, &job.job_id)).await?;
-    let code = common::report_run(globals, &store, &job.job_id, &report).await?;
+    let mut local = run.local(globals, &job.job_id);
+    local.connection_limit = limit;
+    let report = local::run(store, local).await?;
+    let (code, doc) = common::run_summary(globals, store, &job.job_id, &report).await?;
     if code != 0 {
-        return Ok(code);
+        return Ok((code, doc));
     }
     // A loaded run whose table is stale or whose volume looks wrong is not a success.
-    let chunks = backhaul_coordinator::StateStore::chunks(&store, &job.job_id).await?;
+    let chunks = backhaul_coordinator::StateStore::chunks(store, &job.job_id).await?;
     match backhaul_coordinator::checks::evaluate(&job, &chunks, now) {
         Some(checks) if !checks.ok() => {
             eprintln!("checks failed: {}", super::checks::line(&checks));
-            Ok(crate::exit::CHECKS_FAILED)
+            Ok((crate::exit::CHECKS_FAILED, doc))
         }
-        _ => Ok(0),
+        _ => Ok((0, doc)),
     }
 }

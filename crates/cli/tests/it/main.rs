@@ -13,6 +13,7 @@ mod http;
 mod kill_resume;
 mod logs;
 mod mysql;
+mod pipeline;
 mod plan;
 mod postgres;
 mod rate_limit_pool;

@@ -168,6 +168,57 @@ impl ConnectionSpec {
     }
 }
 
+/// The `[source]` section of one table of a pipeline, for every database kind: the
+/// connection keys with `table`, `cursor` and `columns` set from `choice`
+/// ([`SourceKind::table_settings`](crate::registry::SourceKind::table_settings)). A pipeline's
+/// `[source]` that names any of those itself is refused: they belong to its tables.
+pub fn table_settings(
+    connection: &toml::Table,
+    choice: &crate::registry::TableChoice,
+    origin: &str,
+) -> Result<toml::Table> {
+    if let Some(key) = ["table", "cursor", "columns"]
+        .into_iter()
+        .find(|k| connection.contains_key(*k))
+    {
+        return Err(Error::config(
+            origin,
+            format!("source.{key}"),
+            "a pipeline's [source] holds the connection only; name tables, cursors and blocked columns in [[tables]]",
+        ));
+    }
+    let mut settings = connection.clone();
+    settings.insert("table".into(), toml::Value::String(choice.table.clone()));
+    settings.insert("cursor".into(), toml::Value::String(choice.cursor.clone()));
+    if let Some(columns) = &choice.columns {
+        let list = columns.iter().map(|c| toml::Value::String(c.clone())).collect();
+        settings.insert("columns".into(), toml::Value::Array(list));
+    }
+    Ok(settings)
+}
+
+/// A database kind's section parsed from connection-only settings (a pipeline's or
+/// `discover`'s `[source]`), validated and with paths made relative to `base`, for catalog
+/// queries. Its table and cursor are placeholders nobody reads.
+pub fn parse_connection<T: serde::de::DeserializeOwned>(
+    connection: &toml::Table,
+    origin: &str,
+    base: &Path,
+    connection_of: impl Fn(&mut T) -> &mut ConnectionSpec,
+) -> Result<T> {
+    let placeholder = crate::registry::TableChoice {
+        table: "-".into(),
+        cursor: "-".into(),
+        columns: None,
+    };
+    let settings = table_settings(connection, &placeholder, origin)?;
+    let mut spec: T = super::parse_section(&settings, "source", origin)?;
+    let c = connection_of(&mut spec);
+    c.validate(origin)?;
+    c.resolve_paths(base);
+    Ok(spec)
+}
+
 /// Declares a database source's spec struct: a `connection: ConnectionSpec` field followed by
 /// the kind's own fields, parsed from and written to one flat section (the connection keys
 /// first, in [`ConnectionSpec`]'s order) with `deny_unknown_fields`, so an unknown key is refused

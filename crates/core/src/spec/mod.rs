@@ -13,10 +13,12 @@
 
 pub mod checks;
 pub mod database;
+pub mod pipeline;
 pub mod stage;
 pub mod sync;
 
 pub use checks::ChecksSpec;
+pub use pipeline::{PipelineJob, PipelineSpec, is_pipeline};
 pub use stage::StageSpec;
 pub use sync::{SyncMode, SyncPolicy, SyncSpec};
 
