@@ -79,6 +79,10 @@ pub struct ColumnOrigin {
 }
 
 /// A table or stream rows are extracted from.
+///
+/// A new method, even one with a default, must also be forwarded by the wrapper in
+/// [`crate::limit`] (a pipeline's connection limit), or sources in a pipeline answer with the
+/// default.
 pub trait Source: Send + Sync {
     /// Reads the table's schema and checks the cursor column exists and can bound chunks.
     fn describe(&self) -> BoxFuture<'_, Result<TableDescription>>;

@@ -18,6 +18,7 @@ use crate::chunking::{DensityBucket, PhysicalOrder};
 use crate::connector::{BatchStream, RequestProfile, Source, TableDescription};
 use crate::cursor::CursorRange;
 use crate::error::{Error, Result};
+use crate::notes::{BreakerReport, ExtractNotes};
 use crate::profile::{Activity, ActivityQuery};
 use crate::registry::{Connectors, DestinationConfig, SourceConfig};
 use crate::spec::ConnectorSection;
@@ -104,6 +105,9 @@ impl SourceConfig for LimitedConfig {
     fn resolve_paths(&mut self, base: &Path) {
         self.inner.resolve_paths(base);
     }
+    fn set_job_name(&mut self, job_name: &str) {
+        self.inner.set_job_name(job_name);
+    }
     fn settings(&self) -> toml::Table {
         self.inner.settings()
     }
@@ -115,7 +119,9 @@ impl SourceConfig for LimitedConfig {
     }
 }
 
-/// A source whose connections are counted against a [`ConnectionLimit`].
+/// A source whose connections are counted against a [`ConnectionLimit`]. It forwards every
+/// [`Source`] method, defaults included: a method added to the trait must be added here, or a
+/// pipeline's sources would answer with the trait's default.
 struct LimitedSource {
     inner: Arc<dyn Source>,
     limit: ConnectionLimit,
@@ -154,14 +160,25 @@ impl Source for LimitedSource {
         Box::pin(async move {
             let permit = self.limit.acquire().await?;
             let stream = self.inner.extract(range, batch_rows).await?;
-            // The stream owns the connection; the permit goes when the stream is dropped.
-            Ok(stream
-                .map(move |item| {
-                    let _held = &permit;
-                    item
-                })
-                .boxed())
+            Ok(hold_while_streaming(stream, permit))
         })
+    }
+
+    fn extract_with_notes(
+        &self,
+        range: CursorRange,
+        batch_rows: usize,
+        notes: ExtractNotes,
+    ) -> BoxFuture<'_, Result<BatchStream>> {
+        Box::pin(async move {
+            let permit = self.limit.acquire().await?;
+            let stream = self.inner.extract_with_notes(range, batch_rows, notes).await?;
+            Ok(hold_while_streaming(stream, permit))
+        })
+    }
+
+    fn circuit_breaker(&self) -> Option<BreakerReport> {
+        self.inner.circuit_breaker()
     }
 
     fn activity(&self, query: ActivityQuery) -> BoxFuture<'_, Result<Option<Activity>>> {
@@ -174,6 +191,16 @@ impl Source for LimitedSource {
     fn request_profile(&self) -> Option<RequestProfile> {
         self.inner.request_profile()
     }
+}
+
+/// The stream owns the connection; the permit goes when the stream is dropped.
+fn hold_while_streaming(stream: BatchStream, permit: OwnedSemaphorePermit) -> BatchStream {
+    stream
+        .map(move |item| {
+            let _held = &permit;
+            item
+        })
+        .boxed()
 }
 
 #[cfg(test)]
