@@ -13,7 +13,7 @@
 //! rule when reading (sink-local's `dedup.rs`), where each row still knows its chunk, so its
 //! ties go to the highest chunk id.
 
-use crate::connector::{ChunkCommit, SyncMode};
+use crate::connector::{ChunkCommit, SyncCommit, SyncMode};
 use crate::error::{Error, Result};
 
 /// The alias of the rank column [`DedupSql::newest_staged`] adds (and filters on).
@@ -25,6 +25,35 @@ pub const CHUNK_COLUMN: &str = "_backhaul_chunk_id";
 /// The versions table's rows of chunk `chunk_id` (a `WHERE` condition), quoted by `quote`.
 pub fn chunk_rows(chunk_id: u64, quote: impl Fn(&str) -> String) -> String {
     format!("{} = {chunk_id}", quote(CHUNK_COLUMN))
+}
+
+/// The `[sync]` of `commit` when it is a dedup commit (`None` for a plain or append one),
+/// checked against the table: refuses an empty key (naming `sync.primary_key`) and a key or
+/// cursor column for which `has_column` is false, naming `table`.
+pub fn dedup_sync<'a>(
+    commit: &'a ChunkCommit,
+    table: &str,
+    has_column: impl Fn(&str) -> bool,
+) -> Result<Option<&'a SyncCommit>> {
+    let Some(sync) = commit.sync.as_ref().filter(|s| s.mode == SyncMode::Dedup) else {
+        return Ok(None);
+    };
+    if sync.key_columns.is_empty() {
+        return Err(Error::config(
+            "<spec>",
+            "sync.primary_key",
+            format!("table `{table}` has no primary key, and dedup mode needs one"),
+        ));
+    }
+    for column in sync.key_columns.iter().chain([&commit.cursor_column]) {
+        if !has_column(column) {
+            return Err(Error::InvalidObject {
+                object: format!("table {table}"),
+                message: format!("dedup key or cursor column `{column}` is not a column of the table"),
+            });
+        }
+    }
+    Ok(Some(sync))
 }
 
 /// SQL pieces of the dedup rule for one table, with identifiers already quoted.
@@ -41,32 +70,16 @@ pub struct DedupSql {
 
 impl DedupSql {
     /// The pieces for `commit` when it is a dedup commit (`None` for a plain or append one), over
-    /// the table's `columns`, quoted by `quote`. Refuses an empty key and a key or cursor column
-    /// that is not one of `columns`, naming `table`.
+    /// the table's `columns`, quoted by `quote`; refused as [`dedup_sync`] says.
     pub fn for_commit(
         commit: &ChunkCommit,
         table: &str,
         columns: &[String],
         quote: impl Fn(&str) -> String,
     ) -> Result<Option<DedupSql>> {
-        let Some(sync) = commit.sync.as_ref().filter(|s| s.mode == SyncMode::Dedup) else {
+        let Some(sync) = dedup_sync(commit, table, |c| columns.iter().any(|have| have == c))? else {
             return Ok(None);
         };
-        if sync.key_columns.is_empty() {
-            return Err(Error::config(
-                "<spec>",
-                "sync.primary_key",
-                format!("table `{table}` has no primary key, and dedup mode needs one"),
-            ));
-        }
-        for column in sync.key_columns.iter().chain([&commit.cursor_column]) {
-            if !columns.contains(column) {
-                return Err(Error::InvalidObject {
-                    object: format!("table {table}"),
-                    message: format!("dedup key or cursor column `{column}` is not a column of the table"),
-                });
-            }
-        }
         Ok(Some(DedupSql {
             keys: sync.key_columns.iter().map(|c| quote(c)).collect(),
             cursor: quote(&commit.cursor_column),
@@ -196,7 +209,6 @@ impl DedupSql {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connector::SyncCommit;
     use crate::cursor::CursorRange;
 
     fn commit(mode: SyncMode, keys: &[&str]) -> ChunkCommit {
