@@ -1,10 +1,11 @@
 //! The dedup part of the [`Destination`] contract, for destinations whose
 //! [`Destination::supports_sync_mode`] accepts [`SyncMode::Dedup`].
 //!
-//! [`check_dedup`] commits three chunks of a synthetic `(id, updated_at, v)` table in dedup
+//! [`check_dedup`] commits four chunks of a synthetic `(id, updated_at, v)` table in dedup
 //! mode on a fresh, never-prepared table: a backfill chunk, a chunk holding a newer version of
-//! one key and a new key, and a lookback chunk re-reading the newer version with the same
-//! cursor. After each commit (and after a retried commit of the same attempt) the table, as
+//! one key and a new key, a lookback chunk re-reading the newer version with the same
+//! cursor, and a late chunk (a replay of an old range) holding an older version of that key,
+//! which must not replace the newer one. After each commit (and after a retried commit of the same attempt) the table, as
 //! `read_table` returns it, must hold exactly one row per key, the newest by cursor, and every
 //! chunk's `read_back` proof must still pass against what that chunk wrote (`dedup-proof`).
 //! Checks: `dedup-support`, `dedup-commit`, `dedup-rows`, `dedup-proof`.
@@ -53,6 +54,39 @@ fn rows(schema: &SchemaRef, rows: &[(i64, i64, &str)]) -> RecordBatch {
     .expect("rows fit the schema")
 }
 
+/// A [`dedup_schema`] batch from rows a SQL warehouse returned as text: `id`, `updated_at` as
+/// integer microseconds since the epoch, and `v` (for a [`ReadTable`] of a warehouse).
+pub fn dedup_batch_from_text(text: &[Vec<Option<String>>]) -> backhaul_core::Result<RecordBatch> {
+    let bad =
+        |what: &str, v: &Option<String>| backhaul_core::Error::Internal(format!("{what}: unreadable value {v:?}"));
+    let int = |what: &str, v: &Option<String>| -> backhaul_core::Result<i64> {
+        v.as_deref()
+            .and_then(|t| t.trim().split('.').next())
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| bad(what, v))
+    };
+    let mut ids = Vec::with_capacity(text.len());
+    let mut ats = Vec::with_capacity(text.len());
+    let mut vs = Vec::with_capacity(text.len());
+    for row in text {
+        let [id, at, v] = row.as_slice() else {
+            return Err(backhaul_core::Error::Internal(format!(
+                "expected 3 columns, got {row:?}"
+            )));
+        };
+        ids.push(int("id", id)?);
+        ats.push(int("updated_at", at)?);
+        vs.push(v.clone().ok_or_else(|| bad("v", v))?);
+    }
+    let owned: Vec<(i64, i64, &str)> = ids
+        .iter()
+        .zip(&ats)
+        .zip(&vs)
+        .map(|((id, at), v)| (*id, *at, v.as_str()))
+        .collect();
+    Ok(rows(&dedup_schema(), &owned))
+}
+
 /// `id → (updated_at, v)` of the table as read; a duplicate key is an error.
 fn by_key(batches: &[RecordBatch]) -> Result<BTreeMap<i64, (i64, String)>, String> {
     let mut out = BTreeMap::new();
@@ -76,20 +110,10 @@ fn by_key(batches: &[RecordBatch]) -> Result<BTreeMap<i64, (i64, String)>, Strin
     Ok(out)
 }
 
-/// Runs the dedup checks (see the [module documentation](self)) on the fresh table behind
-/// `dest`, staging through `stage`.
-pub async fn check_dedup(dest: Arc<dyn Destination>, stage: &Stage, read_table: ReadTable) -> Result<(), Violations> {
-    let mut checker = Checker::new("destination dedup");
-    if !dest.supports_sync_mode(SyncMode::Dedup) {
-        return checker.abort("dedup-support", "supports_sync_mode(Dedup) is false");
-    }
-    let job = "conformance-dedup";
-    let schema = dedup_schema();
-    if let Err(e) = dest.prepare(job, schema.clone()).await {
-        return checker.abort("dedup-commit", format!("prepare failed: {e}"));
-    }
+/// The commits of the check, in order.
+fn steps() -> Vec<Step> {
     let hour = 3_600_000_000;
-    let steps: [Step; 4] = [
+    vec![
         (
             0,
             1,
@@ -116,9 +140,57 @@ pub async fn check_dedup(dest: Arc<dyn Destination>, stage: &Stage, read_table: 
             CursorRange::new(hour, 4 * hour),
             vec![(2, 3 * hour, "b2"), (3, 3 * hour, "c"), (4, hour, "late")],
         ),
-    ];
+        // A late chunk over an old range: key 1 as loaded, an older version of key 2 (stays
+        // b2), and a version of key 4 newer than the lookback chunk's.
+        (
+            3,
+            1,
+            CursorRange::new(0, 2 * hour),
+            vec![
+                (1, hour, "a"),
+                (2, hour + hour / 2, "b-old"),
+                (4, hour + hour / 2, "late2"),
+            ],
+        ),
+    ]
+}
+
+/// Checks a warehouse's rows per chunk of its versions table after [`check_dedup`]: `found`
+/// holds `(chunk id, rows)` as text, by chunk id; each chunk keeps the rows of its last commit.
+pub fn check_rows_per_chunk(found: &[Vec<Option<String>>]) -> Result<(), String> {
+    let mut expected = BTreeMap::new();
+    for (chunk, _, _, data) in steps() {
+        expected.insert(chunk, data.len() as u64);
+    }
+    let found: Vec<(Option<u64>, Option<u64>)> = found
+        .iter()
+        .map(|r| {
+            let int = |i: usize| r.get(i).cloned().flatten().and_then(|t| t.trim().parse().ok());
+            (int(0), int(1))
+        })
+        .collect();
+    let expected: Vec<(Option<u64>, Option<u64>)> = expected.into_iter().map(|(c, n)| (Some(c), Some(n))).collect();
+    if found == expected {
+        Ok(())
+    } else {
+        Err(format!("rows per chunk {found:?}, expected {expected:?}"))
+    }
+}
+
+/// Runs the dedup checks (see the [module documentation](self)) on the fresh table behind
+/// `dest`, staging through `stage`.
+pub async fn check_dedup(dest: Arc<dyn Destination>, stage: &Stage, read_table: ReadTable) -> Result<(), Violations> {
+    let mut checker = Checker::new("destination dedup");
+    if !dest.supports_sync_mode(SyncMode::Dedup) {
+        return checker.abort("dedup-support", "supports_sync_mode(Dedup) is false");
+    }
+    let job = "conformance-dedup";
+    let schema = dedup_schema();
+    if let Err(e) = dest.prepare(job, schema.clone()).await {
+        return checker.abort("dedup-commit", format!("prepare failed: {e}"));
+    }
     let mut expected: BTreeMap<i64, (i64, String)> = BTreeMap::new();
-    for (chunk, attempt, range, data) in steps {
+    for (chunk, attempt, range, data) in steps() {
         let batch = rows(&schema, &data);
         let staged = stage_batches(stage, job, chunk, attempt, &schema, std::slice::from_ref(&batch), 1).await;
         let (files, extracted) = match (staged, evidence(&schema, std::slice::from_ref(&batch))) {

@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod chunking;
 pub mod connector;
 pub mod cursor;
+pub mod dedup;
 pub mod discover;
 pub mod error;
 pub mod fidelity;

@@ -13,14 +13,20 @@
 //! 3. one multi-statement transaction refuses an attempt older than the committed one,
 //!    deletes the chunk's range from `T`, inserts the staging rows and records the attempt;
 //!    then the staging table is dropped and the committed range is measured again.
+//!
+//! A chunk of a `[sync] mode = "dedup"` job takes the same steps, but its transaction keeps the
+//! staged rows in the versions table `_backhaul_T_versions` (every chunk's rows, tagged with
+//! the chunk id) and MERGEs them into `T` by key (`backhaul_core::dedup`); its proof is
+//! measured in the versions table, since its range of `T` is no longer the chunk.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use backhaul_core::chunking::{ChunkCap, PlannedChunk};
-use backhaul_core::connector::{ChunkCommit, Destination, DestinationType, PlanNote};
+use backhaul_core::connector::{ChunkCommit, Destination, DestinationType, PlanNote, SyncMode};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::dedup::{CHUNK_COLUMN, DedupSql, chunk_rows};
 use backhaul_core::fingerprint::{ColumnFingerprint, FingerprintSql};
 use backhaul_core::proof::{ChunkProof, ProofLevel};
 use backhaul_core::spec::is_valid_name;
@@ -43,6 +49,10 @@ use crate::spec::{AuthMethod, BigQuerySpec, JsonColumns, Partitioning, Replace, 
 use crate::storage_write::Tokens;
 use crate::types::{BigQueryDialect, BqType, bq_type, compatible};
 use backhaul_bigquery_storage_write::WriteClient;
+
+/// Control table columns added after its first release (STRING, NULL for a plain commit):
+/// `sync_mode` is `dedup` for a chunk merged by key, whose rows are in the versions table.
+const CONTROL_ADDED_COLUMNS: [&str; 1] = ["sync_mode"];
 
 /// The proof this destination gives: the portable fingerprint, recomputed by one query.
 pub const PROOF_LEVEL: ProofLevel = ProofLevel::Fingerprint;
@@ -101,6 +111,8 @@ struct ChunkRow {
     cursor_column: String,
     /// The blocked columns' measures, taken from the staging table at commit.
     blocked: Vec<ColumnFingerprint>,
+    /// Merged by key (sync mode dedup): the chunk's rows are in the versions table.
+    merged: bool,
 }
 
 impl BigQueryTable {
@@ -172,6 +184,11 @@ impl BigQueryTable {
         format!("_backhaul_{}", self.spec.table)
     }
 
+    /// The versions table of a dedup job's table: every chunk's rows, tagged with its id.
+    fn versions_name(&self) -> String {
+        format!("_backhaul_{}_versions", self.spec.table)
+    }
+
     fn staging_name(&self, chunk_id: u64, attempt: u32) -> String {
         format!("_backhaul_{}_c{chunk_id:06}_a{attempt:03}", self.spec.table)
     }
@@ -189,30 +206,56 @@ impl BigQueryTable {
         )
     }
 
-    /// Creates the control table when missing.
+    /// Creates the control table when missing, and adds the columns a control table made by an
+    /// earlier version lacks.
     async fn ensure_control(&self, rest: &Rest) -> Result<()> {
-        if rest
-            .get_table(&self.spec.dataset, &self.control_name())
-            .await?
-            .is_some()
-        {
-            return Ok(());
-        }
         let field = |name: &str, t: FieldType| TableFieldSchema::new(name, t);
-        let schema = TableSchema::new(vec![
-            field("job_id", FieldType::String),
-            field("chunk_id", FieldType::Int64),
-            field("attempt", FieldType::Int64),
-            field("range_from", FieldType::Int64),
-            field("range_to", FieldType::Int64),
-            field("cursor_column", FieldType::String),
-            field("arrow_schema", FieldType::String),
-            field("blocked_fingerprint", FieldType::String),
-            field("committed_at", FieldType::Timestamp),
-        ]);
+        let added = || CONTROL_ADDED_COLUMNS.iter().map(|name| field(name, FieldType::String));
+        if let Some(existing) = rest.get_table(&self.spec.dataset, &self.control_name()).await? {
+            return add_missing_fields(rest, &self.spec.dataset, existing, added().collect()).await;
+        }
+        let schema = TableSchema::new(
+            vec![
+                field("job_id", FieldType::String),
+                field("chunk_id", FieldType::Int64),
+                field("attempt", FieldType::Int64),
+                field("range_from", FieldType::Int64),
+                field("range_to", FieldType::Int64),
+                field("cursor_column", FieldType::String),
+                field("arrow_schema", FieldType::String),
+                field("blocked_fingerprint", FieldType::String),
+                field("committed_at", FieldType::Timestamp),
+            ]
+            .into_iter()
+            .chain(added())
+            .collect(),
+        );
         let table = Table::new(&self.spec.project, &self.spec.dataset, &self.control_name(), schema);
         match rest.create_table(table).await {
             // Created meanwhile by another prepare.
+            Err(BigQueryError::Api { status: 409, .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Creates the versions table of a dedup job's table when missing (the loaded columns and
+    /// the chunk id, clustered by it so one chunk's rows are read alone), or adds the loaded
+    /// columns it lacks (schema evolution, as for the target).
+    async fn ensure_versions(&self, rest: &Rest, schema: &Schema) -> Result<()> {
+        let mut fields = Vec::new();
+        for field in self.loaded_fields(schema) {
+            fields.push(field_schema(field.name(), self.bq_type(field)?.0));
+        }
+        let name = self.versions_name();
+        if let Some(existing) = rest.get_table(&self.spec.dataset, &name).await? {
+            return add_missing_fields(rest, &self.spec.dataset, existing, fields).await;
+        }
+        fields.push(TableFieldSchema::new(CHUNK_COLUMN, FieldType::Int64));
+        let mut table = Table::new(&self.spec.project, &self.spec.dataset, &name, TableSchema::new(fields));
+        table.clustering = Some(Clustering {
+            fields: Some(vec![CHUNK_COLUMN.into()]),
+        });
+        match rest.create_table(table).await {
             Err(BigQueryError::Api { status: 409, .. }) => Ok(()),
             other => other,
         }
@@ -418,7 +461,7 @@ impl BigQueryTable {
     async fn chunk_row(&self, rest: &Rest, job_id: &str, chunk_id: u64) -> Result<Option<ChunkRow>> {
         let rows = rest
             .query(&format!(
-                "SELECT attempt, range_from, range_to, cursor_column, blocked_fingerprint FROM {} WHERE job_id = '{job_id}' AND chunk_id = {chunk_id}",
+                "SELECT attempt, range_from, range_to, cursor_column, blocked_fingerprint, sync_mode FROM {} WHERE job_id = '{job_id}' AND chunk_id = {chunk_id}",
                 self.qualified(&self.control_name())
             ))
             .await?;
@@ -442,6 +485,7 @@ impl BigQueryTable {
                 })?,
                 None => Vec::new(),
             },
+            merged: row.get(5).cloned().flatten().as_deref() == Some(SyncMode::Dedup.as_str()),
         }))
     }
 
@@ -575,22 +619,34 @@ impl BigQueryTable {
             return Err(BigQueryError::Protocol(format!("`{job}` is not a valid job id")));
         }
         let (chunk, attempt) = (commit.chunk_id, commit.attempt);
+        if commit.sync.as_ref().is_some_and(|s| s.mode == SyncMode::Dedup)
+            && self.spec.replace == Replace::PartitionCopy
+        {
+            return Err(partition_copy_dedup().into());
+        }
         let rest = self.rest().await?;
         let owner = self.owner(rest, job).await?;
         let schema = owner.schema.clone();
+        let loaded: Vec<String> = self.loaded_fields(&schema).map(|f| f.name().clone()).collect();
+        let dedup = DedupSql::for_commit(
+            commit,
+            &format!("{}.{}", self.spec.dataset, self.spec.table),
+            &loaded,
+            |c| format!("`{c}`"),
+        )?;
         // Cheap early fence: a stale worker should not even load. Checked again inside the
         // transaction.
         let committed = self.chunk_row(rest, job, chunk).await?;
         refuse_stale(committed.as_ref(), job, chunk, attempt)?;
+        if dedup.is_some() {
+            self.ensure_versions(rest, &schema).await?;
+        }
         let staging = self.staging_name(chunk, attempt);
         let staging_exists = rest.get_table(&self.spec.dataset, &staging).await?.is_some();
-        if committed.as_ref().is_some_and(|r| r.attempt == attempt) && !staging_exists {
+        if let Some(row) = committed.as_ref().filter(|r| r.attempt == attempt && !staging_exists) {
             // This attempt already committed and cleaned up: a retried commit. Measure what is
             // there; the caller checks it.
-            let blocked = committed.map(|r| r.blocked).unwrap_or_default();
-            return self
-                .measure_committed(rest, &schema, &commit.cursor_column, commit.range, &blocked)
-                .await;
+            return self.measure_committed(rest, &schema, chunk, row).await;
         }
         if commit.files.len() > MAX_URIS_PER_LOAD_JOB {
             return Err(BigQueryError::Protocol(format!(
@@ -682,15 +738,23 @@ impl BigQueryTable {
         let fence = format!(
             "SELECT ERROR(CONCAT('stale attempt {attempt}: attempt ', CAST(attempt AS STRING), ' is committed')) FROM {control} WHERE job_id = '{job}' AND chunk_id = {chunk} AND attempt > {attempt};"
         );
+        let mode = match dedup {
+            Some(_) => format!("'{}'", SyncMode::Dedup.as_str()),
+            None => "NULL".to_string(),
+        };
         let record = format!(
             "DELETE FROM {control} WHERE job_id = '{job}' AND chunk_id = {chunk};\n\
-             INSERT INTO {control} (job_id, chunk_id, attempt, range_from, range_to, cursor_column, blocked_fingerprint, committed_at) VALUES ('{job}', {chunk}, {attempt}, {from}, {to}, '{cursor}', {blocked}, CURRENT_TIMESTAMP());",
+             INSERT INTO {control} (job_id, chunk_id, attempt, range_from, range_to, cursor_column, blocked_fingerprint, sync_mode, committed_at) VALUES ('{job}', {chunk}, {attempt}, {from}, {to}, '{cursor}', {blocked}, {mode}, CURRENT_TIMESTAMP());",
             from = commit.range.from,
             to = commit.range.to,
             cursor = commit.cursor_column,
             blocked = blocked_literal(&staged, &self.spec.blocked_columns)?,
         );
-        let script = match self.partition_to_copy(&schema, commit, partitioning.as_ref())? {
+        let partition = match dedup {
+            Some(_) => None,
+            None => self.partition_to_copy(&schema, commit, partitioning.as_ref())?,
+        };
+        let script = match partition {
             Some(partition) => {
                 // The copy cannot join a transaction: fence once more right before it, so only
                 // an attempt whose lease expired within these milliseconds could still copy
@@ -705,32 +769,48 @@ impl BigQueryTable {
                     .await?;
                 format!("BEGIN TRANSACTION;\n{fence}\n{record}\nCOMMIT TRANSACTION;")
             }
-            None => {
-                let predicate = self.range_predicate(&schema, &commit.cursor_column, commit.range)?;
-                let columns = self
-                    .loaded_fields(&schema)
-                    .map(|f| format!("`{}`", f.name()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!(
-                    "BEGIN TRANSACTION;\n\
+            None => match &dedup {
+                Some(dedup) => {
+                    let (versions, staging_q) = (self.qualified(&self.versions_name()), self.qualified(&staging));
+                    format!(
+                        "BEGIN TRANSACTION;\n{fence}\n{};\n{};\n{};\n{record}\nCOMMIT TRANSACTION;",
+                        dedup.forget_chunk(&versions),
+                        dedup.keep_chunk(&versions, &staging_q),
+                        dedup.merge(&self.target(), &staging_q)
+                    )
+                }
+                None => {
+                    let predicate = self.range_predicate(&schema, &commit.cursor_column, commit.range)?;
+                    let columns = self
+                        .loaded_fields(&schema)
+                        .map(|f| format!("`{}`", f.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "BEGIN TRANSACTION;\n\
                      {fence}\n\
                      DELETE FROM {target} WHERE {predicate};\n\
                      INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging_q};\n\
                      {record}\n\
                      COMMIT TRANSACTION;",
-                    target = self.target(),
-                    staging_q = self.qualified(&staging),
-                )
-            }
+                        target = self.target(),
+                        staging_q = self.qualified(&staging),
+                    )
+                }
+            },
         };
         self.run_transaction(rest, &script, job, chunk, attempt).await?;
         rest.delete_table(&self.spec.dataset, &staging).await?;
 
-        // What is committed now, measured over the range.
-        let blocked = blocked_measures(&staged, &self.spec.blocked_columns);
-        self.measure_committed(rest, &schema, &commit.cursor_column, commit.range, &blocked)
-            .await
+        // What is committed now, measured over the range (or the chunk's versions).
+        let row = ChunkRow {
+            attempt,
+            range: commit.range,
+            cursor_column: commit.cursor_column.clone(),
+            blocked: blocked_measures(&staged, &self.spec.blocked_columns),
+            merged: dedup.is_some(),
+        };
+        self.measure_committed(rest, &schema, chunk, &row).await
     }
 
     /// Runs the replacing transaction. BigQuery cancels a transaction that conflicts with
@@ -767,24 +847,29 @@ impl BigQueryTable {
         }
     }
 
-    /// The committed range's proof: the stored columns measured now, the blocked columns'
-    /// measures as taken from the staging table at commit (they are not stored: nothing to
-    /// re-measure).
+    /// The committed chunk's proof: its stored columns measured now (its range of the target,
+    /// or, merged by key, its rows in the versions table), the blocked columns' measures as
+    /// taken from the staging table at commit (they are not stored: nothing to re-measure).
     async fn measure_committed(
         &self,
         rest: &Rest,
         schema: &Schema,
-        cursor_column: &str,
-        range: CursorRange,
-        blocked: &[ColumnFingerprint],
+        chunk_id: u64,
+        row: &ChunkRow,
     ) -> Result<ChunkProof> {
-        let predicate = self.range_predicate(schema, cursor_column, range)?;
+        let predicate = self.range_predicate(schema, &row.cursor_column, row.range)?;
+        let from = match row.merged {
+            false => format!("{} WHERE {predicate}", self.target()),
+            true => format!(
+                "{} WHERE {} AND {predicate}",
+                self.qualified(&self.versions_name()),
+                chunk_rows(chunk_id, |c| format!("`{c}`"))
+            ),
+        };
         let loaded = self.loaded_fields(schema).map(|f| f.as_ref().clone()).collect();
-        let mut proof = self
-            .measure(rest, loaded, &format!("{} WHERE {predicate}", self.target()))
-            .await?;
+        let mut proof = self.measure(rest, loaded, &from).await?;
         if let Some(fingerprint) = &mut proof.fingerprint {
-            fingerprint.columns.extend(blocked.iter().cloned());
+            fingerprint.columns.extend(row.blocked.iter().cloned());
         }
         Ok(proof)
     }
@@ -800,7 +885,7 @@ impl BigQueryTable {
         let Some(row) = self.chunk_row(rest, job_id, chunk_id).await? else {
             return Ok(None);
         };
-        self.measure_committed(rest, &owner.schema, &row.cursor_column, row.range, &row.blocked)
+        self.measure_committed(rest, &owner.schema, chunk_id, &row)
             .await
             .map(Some)
     }
@@ -852,6 +937,11 @@ impl Destination for BigQueryTable {
         Some(CHUNK_CAP)
     }
 
+    /// `dedup` merges each chunk by key in its commit transaction, which `partition_copy` skips.
+    fn supports_sync_mode(&self, mode: SyncMode) -> bool {
+        mode == SyncMode::Append || self.spec.replace != Replace::PartitionCopy
+    }
+
     fn check_stage(&self, stage: &Stage) -> CoreResult<()> {
         if self.spec.write_method == crate::spec::WriteMethod::StorageWrite
             || stage.kind() == StageKind::Gcs
@@ -889,6 +979,37 @@ fn blocked_literal(proof: &ChunkProof, blocked: &[String]) -> Result<String> {
     let json = serde_json::to_string(&blocked_measures(proof, blocked))
         .map_err(|e| BigQueryError::Protocol(format!("blocked column measures: {e}")))?;
     Ok(format!("'{}'", json.replace('\\', "\\\\").replace('\'', "\\'")))
+}
+
+/// Appends to `existing` (by `tables.patch`) the `wanted` fields it lacks, NULLABLE.
+async fn add_missing_fields(
+    rest: &Rest,
+    dataset: &str,
+    mut existing: Table,
+    wanted: Vec<TableFieldSchema>,
+) -> Result<()> {
+    let mut fields = existing.schema.fields.take().unwrap_or_default();
+    let missing: Vec<TableFieldSchema> = wanted
+        .into_iter()
+        .filter(|w| !fields.iter().any(|f| f.name.eq_ignore_ascii_case(&w.name)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fields.extend(missing);
+    existing.schema.fields = Some(fields);
+    let name = existing.table_reference.table_id.clone();
+    rest.patch_table(dataset, &name, existing).await
+}
+
+/// Why `replace = "partition_copy"` and sync mode `dedup` do not combine.
+fn partition_copy_dedup() -> Error {
+    Error::config(
+        "<spec>",
+        "destination.replace",
+        "replace = \"partition_copy\" copies a chunk over its day, but a dedup chunk does not own a day \
+         (it merges by key into rows of any day): use replace = \"transaction\" with sync.mode = \"dedup\"",
+    )
 }
 
 /// The attempt fence outside the transaction: `attempt` of the chunk is stale when the

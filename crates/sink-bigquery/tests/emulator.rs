@@ -414,3 +414,58 @@ async fn a_commit_transaction_that_keeps_failing_is_transient_and_changes_nothin
         .unwrap();
     assert_eq!(rows[0][0].as_deref(), Some("0"));
 }
+
+/// Dedup syncs: the conformance dedup check (newest version per key across chunks, lookback
+/// re-reads, late older versions, retried commits, every chunk's proof read back from the
+/// versions table), and the refusal of `replace = "partition_copy"` with dedup.
+#[tokio::test]
+async fn dedup_commits_keep_the_newest_version_of_each_key() {
+    use backhaul_conformance::dedup::{ReadTable, check_dedup, check_rows_per_chunk, dedup_batch_from_text};
+    use backhaul_core::connector::SyncMode;
+
+    let env = Env::new().await;
+    let table = Arc::new(BigQueryTable::new(env.spec("deduped")).unwrap());
+    let read: ReadTable = {
+        let table = table.clone();
+        Arc::new(move || {
+            let table = table.clone();
+            Box::pin(async move {
+                let rest = table.rest().await?;
+                let rows = rest
+                    .query(&format!(
+                        "SELECT id, UNIX_MICROS(updated_at), v FROM {}",
+                        table.target()
+                    ))
+                    .await?;
+                Ok(vec![dedup_batch_from_text(&rows)?])
+            })
+        })
+    };
+    check_dedup(table.clone(), &env.stage, read)
+        .await
+        .unwrap_or_else(|v| panic!("{v}"));
+    let rest = table.rest().await.unwrap();
+    let versions = rest
+        .query(&format!(
+            "SELECT _backhaul_chunk_id, COUNT(*) FROM {} GROUP BY 1 ORDER BY 1",
+            table.qualified("_backhaul_deduped_versions")
+        ))
+        .await
+        .unwrap();
+    check_rows_per_chunk(&versions).unwrap();
+
+    let mut spec = env.spec("copied");
+    spec.replace = backhaul_sink_bigquery::spec::Replace::PartitionCopy;
+    spec.partitioning = backhaul_sink_bigquery::spec::Partitioning::CursorDay;
+    let copied = BigQueryTable::new(spec).unwrap();
+    assert!(copied.supports_sync_mode(SyncMode::Append));
+    assert!(!copied.supports_sync_mode(SyncMode::Dedup));
+    let dir = TempDir::new().unwrap();
+    let mut commit = commit_of(Vec::new(), &source_rows(&dir).await, 1);
+    commit.sync = Some(backhaul_core::connector::SyncCommit {
+        mode: SyncMode::Dedup,
+        key_columns: vec!["id".into()],
+    });
+    let e = copied.commit_chunk(&env.stage, &commit).await.unwrap_err().to_string();
+    assert!(e.contains("destination.replace") && e.contains("dedup"), "{e}");
+}

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
-use backhaul_core::connector::{ChunkCommit, SyncMode};
+use backhaul_core::connector::ChunkCommit;
+use backhaul_core::dedup::dedup_sync;
 use backhaul_core::{Error, Result};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -51,24 +52,9 @@ pub(crate) fn dedup_manifest(
     commit: &ChunkCommit,
     files: &[PathBuf],
 ) -> Result<Option<DedupManifest>> {
-    let Some(sync) = commit.sync.as_ref().filter(|s| s.mode == SyncMode::Dedup) else {
+    let Some(sync) = dedup_sync(commit, table, |c| schema.index_of(c).is_ok())? else {
         return Ok(None);
     };
-    if sync.key_columns.is_empty() {
-        return Err(Error::config(
-            "<spec>",
-            "sync.primary_key",
-            format!("table `{table}` has no primary key, and dedup mode needs one"),
-        ));
-    }
-    for column in sync.key_columns.iter().chain([&commit.cursor_column]) {
-        if schema.index_of(column).is_err() {
-            return Err(Error::InvalidObject {
-                object: format!("table {table}"),
-                message: format!("dedup key or cursor column `{column}` is not a column of the table"),
-            });
-        }
-    }
     let mut others = HashSet::new();
     for manifest in read_all_manifests(paths)?
         .iter()

@@ -9,8 +9,9 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use backhaul_core::connector::{ChunkCommit, Destination, DestinationType};
+use backhaul_core::connector::{ChunkCommit, Destination, DestinationType, SyncMode};
 use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::dedup::{CHUNK_COLUMN, DedupSql, chunk_rows};
 use backhaul_core::fingerprint::FingerprintSql;
 use backhaul_core::proof::{ChunkProof, ProofLevel};
 use backhaul_core::stage::Stage;
@@ -30,8 +31,17 @@ use crate::types::{ColumnType, destination_type, existing_type, snowflake_type};
 pub const TABLES_TABLE: &str = "_BACKHAUL_TABLES";
 /// Table recording each committed chunk: attempt, cursor range and rows.
 pub const CHUNKS_TABLE: &str = "_BACKHAUL_CHUNKS";
+/// `_BACKHAUL_CHUNKS` columns added after its first release, for tables created before them:
+/// how a dedup commit landed (`SYNC_MODE` is NULL for a plain commit).
+const CHUNKS_ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("SYNC_MODE", "VARCHAR"),
+    ("ROWS_INSERTED", "NUMBER(20,0)"),
+    ("ROWS_UPDATED", "NUMBER(20,0)"),
+];
 
 const PROOF_LEVEL: ProofLevel = ProofLevel::Fingerprint;
+/// The versions table of table `T` is `_BACKHAUL_VERSIONS_T`.
+pub const VERSIONS_PREFIX: &str = "_BACKHAUL_VERSIONS_";
 
 /// A Snowflake table loaded by one job.
 #[derive(Debug, Clone)]
@@ -54,6 +64,8 @@ struct ChunkRecord {
     attempt: u32,
     cursor_column: String,
     range: CursorRange,
+    /// `dedup` when the chunk was merged by key: its rows are in the versions table.
+    sync_mode: Option<String>,
 }
 
 /// Maps a client error to the crate error of the same class; the server's message is kept.
@@ -102,6 +114,11 @@ impl SnowflakeDestination {
 
     fn table(&self) -> String {
         self.qualified(&self.spec.table)
+    }
+
+    /// The versions table of a dedup job's table: every chunk's rows, tagged with its id.
+    fn versions_table(&self) -> String {
+        self.qualified(&format!("{VERSIONS_PREFIX}{}", self.table_name()))
     }
 
     async fn connect(&self) -> Result<Session> {
@@ -161,6 +178,14 @@ impl SnowflakeDestination {
                 self.qualified(CHUNKS_TABLE)
             ))
             .await?;
+        for (column, ddl) in CHUNKS_ADDED_COLUMNS {
+            session
+                .run(&format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {column} {ddl}",
+                    self.qualified(CHUNKS_TABLE)
+                ))
+                .await?;
+        }
         Ok(())
     }
 
@@ -203,7 +228,7 @@ impl SnowflakeDestination {
     async fn chunk_record(&self, session: &Session, job_id: &str, chunk_id: u64) -> Result<Option<ChunkRecord>> {
         let rows = session
             .rows(&format!(
-                "SELECT ATTEMPT, CURSOR_COLUMN, RANGE_FROM, RANGE_TO FROM {} WHERE {}",
+                "SELECT ATTEMPT, CURSOR_COLUMN, RANGE_FROM, RANGE_TO, SYNC_MODE FROM {} WHERE {}",
                 self.qualified(CHUNKS_TABLE),
                 self.chunk_key(job_id, chunk_id)
             ))
@@ -221,6 +246,7 @@ impl SnowflakeDestination {
             attempt: u32::try_from(number(0)?).map_err(|e| Error::Internal(e.to_string()))?,
             cursor_column: row[1].clone().unwrap_or_default(),
             range: CursorRange::new(number(2)?, number(3)?),
+            sync_mode: row[4].clone(),
         }))
     }
 
@@ -329,15 +355,22 @@ impl SnowflakeDestination {
                         .await?;
                 }
                 Some(_) => {
+                    // A dedup job's versions table takes every new column too.
+                    let versions = format!("{VERSIONS_PREFIX}{}", self.table_name());
+                    let mut tables = vec![self.table()];
+                    if !added.is_empty() && self.table_exists(&session, &versions).await? {
+                        tables.push(self.versions_table());
+                    }
                     for (field, ddl) in &added {
                         tracing::info!(table = %self.table(), column = %field.name(), "adding a new source column");
-                        session
-                            .run(&format!(
-                                "ALTER TABLE {} ADD COLUMN {} {ddl}",
-                                self.table(),
-                                column_ident(field.name())
-                            ))
-                            .await?;
+                        for table in &tables {
+                            session
+                                .run(&format!(
+                                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {ddl}",
+                                    column_ident(field.name())
+                                ))
+                                .await?;
+                        }
                     }
                 }
             }
@@ -390,14 +423,21 @@ impl SnowflakeDestination {
         ))
     }
 
-    async fn fingerprint(&self, session: &Session, schema: &SchemaRef, predicate: &str) -> Result<ChunkProof> {
+    /// The fingerprint of `table`'s rows matching `predicate`.
+    async fn fingerprint(
+        &self,
+        session: &Session,
+        schema: &SchemaRef,
+        table: &str,
+        predicate: &str,
+    ) -> Result<ChunkProof> {
         let sql = FingerprintSql::new(
             schema,
             &SnowflakeDialect {
                 json: self.spec.json_type(),
             },
         );
-        let statement = format!("SELECT {} FROM {} WHERE {predicate}", sql.select_list(), self.table());
+        let statement = format!("SELECT {} FROM {table} WHERE {predicate}", sql.select_list());
         let row = session.row(&statement).await?;
         let fingerprint = sql.parse(&row)?;
         Ok(ChunkProof {
@@ -481,6 +521,8 @@ impl SnowflakeDestination {
             lease_id: format!("{}/{}/{}", commit.job_id, commit.chunk_id, commit.attempt),
             message: format!("attempt {committed} of {what} is already committed in {}", self.table()),
         };
+        let columns: Vec<String> = record.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let dedup = DedupSql::for_commit(commit, &self.table(), &columns, column_ident)?;
         // Refused before uploading anything; checked again under the table's lock below.
         if let Some(c) = self.chunk_record(session, &commit.job_id, commit.chunk_id).await?
             && c.attempt > commit.attempt
@@ -523,31 +565,88 @@ impl SnowflakeDestination {
             log(&statement);
             session.query(&statement).await
         };
+        if dedup.is_some() {
+            // DDL commits an open transaction: the tables are made first. The versions table
+            // is made like the target on the first dedup commit; `prepare` adds new columns.
+            let versions = self.versions_table();
+            run(format!("CREATE TABLE IF NOT EXISTS {versions} LIKE {}", self.table())).await?;
+            run(format!(
+                "ALTER TABLE {versions} ADD COLUMN IF NOT EXISTS {} NUMBER(20,0)",
+                column_ident(CHUNK_COLUMN)
+            ))
+            .await?;
+        }
         run("BEGIN".into()).await?;
         let outcome = async {
-            // The DELETE takes the table's lock first, so the attempt read next sees every
-            // commit that finished before ours could start.
-            run(format!("DELETE FROM {} WHERE {predicate}", self.table())).await?;
-            if let Some(c) = self.chunk_record(session, &commit.job_id, commit.chunk_id).await?
-                && c.attempt > commit.attempt
-            {
-                return Err(stale(c.attempt));
-            }
             let expected_rows: u64 = commit.files.iter().map(|f| f.rows).sum();
-            if !commit.files.is_empty() {
-                let copy = self.copy_statement(&location);
-                let result = run(copy).await?;
-                let loaded = rows_loaded(&result)?;
+            let copy = |into: String| async move {
+                if commit.files.is_empty() {
+                    return Ok(());
+                }
+                let loaded = rows_loaded(&run(self.copy_statement(&into, &location)).await?)?;
                 if loaded != expected_rows {
                     return Err(Error::VerificationFailed {
                         what: what.to_string(),
                         message: format!("COPY loaded {loaded} rows, the staged files hold {expected_rows}"),
                     });
                 }
-            }
-            let proof = self.fingerprint(session, &record.schema, &predicate).await?;
-            log(&format!("fingerprint of {} rows over {predicate}", proof.rows));
-            proof.verify(&commit.extracted, what)?;
+                Ok(())
+            };
+            let fence = || async {
+                if let Some(c) = self.chunk_record(session, &commit.job_id, commit.chunk_id).await?
+                    && c.attempt > commit.attempt
+                {
+                    return Err(stale(c.attempt));
+                }
+                Ok(())
+            };
+            let (proof, counts) = match &dedup {
+                None => {
+                    // The DELETE takes the table's lock first, so the attempt read next sees
+                    // every commit that finished before ours could start.
+                    run(format!("DELETE FROM {} WHERE {predicate}", self.table())).await?;
+                    fence().await?;
+                    copy(self.table()).await?;
+                    let proof = self
+                        .fingerprint(session, &record.schema, &self.table(), &predicate)
+                        .await?;
+                    log(&format!("fingerprint of {} rows over {predicate}", proof.rows));
+                    proof.verify(&commit.extracted, what)?;
+                    (proof, None)
+                }
+                Some(dedup) => {
+                    // The versions table holds the chunk (the target's range no longer is it):
+                    // its DELETE of an earlier attempt's rows takes that table's lock first, so
+                    // the rows COPY leaves untagged are this commit's alone.
+                    let versions = self.versions_table();
+                    run(dedup.forget_chunk(&versions)).await?;
+                    fence().await?;
+                    copy(versions.clone()).await?;
+                    let chunk_column = column_ident(CHUNK_COLUMN);
+                    run(format!(
+                        "UPDATE {versions} SET {chunk_column} = {} WHERE {chunk_column} IS NULL",
+                        commit.chunk_id
+                    ))
+                    .await?;
+                    let rows = format!("{} AND {predicate}", dedup.chunk_rows());
+                    let proof = self.fingerprint(session, &record.schema, &versions, &rows).await?;
+                    log(&format!("fingerprint of {} rows over {rows}", proof.rows));
+                    proof.verify(&commit.extracted, what)?;
+                    // DELETE + INSERT rather than MERGE, for the reason given at the control row
+                    // below.
+                    let (target, staged) = (self.table(), dedup.chunk_versions(&versions));
+                    let replaced = run(format!(
+                        "DELETE FROM {target} WHERE {}",
+                        dedup.superseded(&staged, &target)
+                    ))
+                    .await?;
+                    let written = run(dedup.insert_winners(&target, &staged)).await?;
+                    let (updated, written) = (rows_affected(&replaced)?, rows_affected(&written)?);
+                    let inserted = written.saturating_sub(updated);
+                    log(&format!("dedup: {inserted} keys inserted, {updated} updated"));
+                    (proof, Some((inserted, updated)))
+                }
+            };
             // DELETE + INSERT rather than MERGE: the same inside the transaction, and fakesnow
             // cannot MERGE in a transaction that already wrote (its MERGE writes a catalog of
             // its own, and DuckDB writes one database per transaction).
@@ -557,9 +656,18 @@ impl SnowflakeDestination {
                 self.chunk_key(&commit.job_id, commit.chunk_id)
             ))
             .await?;
+            let (mode, inserted, updated) = match counts {
+                Some((inserted, updated)) => (
+                    literal(SyncMode::Dedup.as_str()),
+                    inserted.to_string(),
+                    updated.to_string(),
+                ),
+                None => ("NULL".to_string(), "NULL".to_string(), "NULL".to_string()),
+            };
             run(format!(
                 "INSERT INTO {} (TABLE_NAME, JOB_ID, CHUNK_ID, ATTEMPT, CURSOR_COLUMN, RANGE_FROM, RANGE_TO, \
-                 ROW_COUNT, COMMITTED_AT) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, CURRENT_TIMESTAMP())",
+                 ROW_COUNT, COMMITTED_AT, SYNC_MODE, ROWS_INSERTED, ROWS_UPDATED) \
+                 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, CURRENT_TIMESTAMP(), {mode}, {inserted}, {updated})",
                 self.qualified(CHUNKS_TABLE),
                 literal(&self.table_name()),
                 literal(&commit.job_id),
@@ -593,7 +701,7 @@ impl SnowflakeDestination {
 
     /// The chunk's COPY: the attempt's prefix holds exactly its files (see the crate docs for
     /// why `FORCE = TRUE` is exactly once here).
-    fn copy_statement(&self, location: &str) -> String {
+    fn copy_statement(&self, into: &str, location: &str) -> String {
         let purge = matches!(self.mode, StageMode::Internal { .. }) && !self.spec.keep_staged_files;
         let format = match self.spec.parquet_format_options().trim() {
             "" => "TYPE = PARQUET".to_string(),
@@ -602,7 +710,7 @@ impl SnowflakeDestination {
         format!(
             "COPY INTO {} FROM {location} FILE_FORMAT = ({format}) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE \
              ON_ERROR = ABORT_STATEMENT FORCE = TRUE{}",
-            self.table(),
+            into,
             if purge { " PURGE = TRUE" } else { "" }
         )
     }
@@ -628,7 +736,16 @@ impl SnowflakeDestination {
                 )));
             }
             let predicate = self.range_predicate(&record.schema, &chunk.cursor_column, chunk.range)?;
-            self.fingerprint(&session, &record.schema, &predicate).await.map(Some)
+            if chunk.sync_mode.as_deref() == Some(SyncMode::Dedup.as_str()) {
+                let rows = format!("{} AND {predicate}", chunk_rows(chunk_id, column_ident));
+                return self
+                    .fingerprint(&session, &record.schema, &self.versions_table(), &rows)
+                    .await
+                    .map(Some);
+            }
+            self.fingerprint(&session, &record.schema, &self.table(), &predicate)
+                .await
+                .map(Some)
         }
         .await;
         session.close().await;
@@ -645,6 +762,20 @@ fn injected(point: &str, what: &str) -> Error {
 
 fn is_injected(e: &Error) -> bool {
     matches!(e, Error::Unreachable { message, .. } if message.ends_with("(failpoint)"))
+}
+
+/// The rows a DELETE or INSERT changed: the first column of its one result row.
+fn rows_affected(result: &QueryResult) -> Result<u64> {
+    let rows = rows_of(&result.batches)?;
+    let text = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .ok_or_else(|| Error::Internal("a DML statement reported no row count".into()))?;
+    text.trim()
+        .split('.')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| Error::Internal(format!("a DML statement reported `{text}` rows")))
 }
 
 /// Sum of `rows_loaded` over COPY's result rows (none when no file was processed).
@@ -794,6 +925,11 @@ impl Destination for SnowflakeDestination {
         destination_type(field, self.spec.json_type())
     }
 
+    /// Both modes: `dedup` merges each chunk by key in its commit transaction.
+    fn supports_sync_mode(&self, _mode: SyncMode) -> bool {
+        true
+    }
+
     fn check_stage(&self, stage: &Stage) -> Result<()> {
         use backhaul_core::stage::StageKind;
         match (&self.mode, stage.kind()) {
@@ -866,7 +1002,7 @@ mod tests {
         let location = internal.location(&commit());
         assert_eq!(location, "@~/backhaul/orders/chunk-000007/attempt-002/");
         assert_eq!(
-            internal.copy_statement(&location),
+            internal.copy_statement(&internal.table(), &location),
             "COPY INTO DB.RAW.orders FROM @~/backhaul/orders/chunk-000007/attempt-002/ \
              FILE_FORMAT = (TYPE = PARQUET USE_VECTORIZED_SCANNER = TRUE) MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE \
              ON_ERROR = ABORT_STATEMENT FORCE = TRUE PURGE = TRUE"
@@ -874,12 +1010,16 @@ mod tests {
         let kept = destination("keep_staged_files = true\nstage = \"internal:LOADS\"");
         let location = kept.location(&commit());
         assert_eq!(location, "@LOADS/backhaul/orders/chunk-000007/attempt-002/");
-        assert!(kept.copy_statement(&location).ends_with("FORCE = TRUE"));
+        assert!(kept.copy_statement(&kept.table(), &location).ends_with("FORCE = TRUE"));
         // External: the backhaul stage's own layout, never purged (the worker owns those files).
         let external = destination("stage = \"external:RAW.S3_LOADS\"");
         let location = external.location(&commit());
         assert_eq!(location, "@RAW.S3_LOADS/orders/chunk-000007/attempt-002/");
-        assert!(external.copy_statement(&location).ends_with("FORCE = TRUE"));
+        assert!(
+            external
+                .copy_statement(&external.table(), &location)
+                .ends_with("FORCE = TRUE")
+        );
     }
 
     #[tokio::test]

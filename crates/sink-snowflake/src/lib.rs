@@ -12,6 +12,11 @@
 //!    fingerprint over the range ([`SnowflakeDialect`]) and refuse a mismatch
 //!    (`VerificationFailed`); replace the chunk's row in `_BACKHAUL_CHUNKS`; `COMMIT`.
 //!
+//! A chunk of a `[sync] mode = "dedup"` job is COPYed into the table's versions table
+//! `_BACKHAUL_VERSIONS_<TABLE>` instead (every chunk's rows, tagged with the chunk id), proved
+//! there, and applied to the table by key (`backhaul_core::dedup`: DELETE of the versions it
+//! supersedes, INSERT of the winners) in the same transaction.
+//!
 //! Why this is exactly once: the prefix is unique to the attempt, so COPY sees exactly that
 //! attempt's files, never a leftover of another; the DELETE and the COPY are one transaction,
 //! so the chunk's rows are replaced whole or not at all; `FORCE = TRUE` makes COPY ignore load
@@ -28,6 +33,6 @@ pub mod failpoint;
 pub mod spec;
 pub mod types;
 
-pub use destination::{CHUNKS_TABLE, SnowflakeDestination, TABLES_TABLE};
+pub use destination::{CHUNKS_TABLE, SnowflakeDestination, TABLES_TABLE, VERSIONS_PREFIX};
 pub use dialect::SnowflakeDialect;
 pub use spec::{SnowflakeDestinationSpec, SnowflakeKind, StageMode};

@@ -32,6 +32,7 @@ use futures::future::BoxFuture;
 use tempfile::TempDir;
 
 mod bad_input;
+mod dedup;
 mod load;
 
 pub const DATABASE: &str = "BACKHAUL_TEST";
