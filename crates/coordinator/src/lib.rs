@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod checks;
 pub mod clock;
+pub mod deletes;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -4,10 +4,12 @@
 //!
 //! Every other crate depends on this one; it depends on no other backhaul crate.
 
+pub mod changes;
 pub mod checksum;
 pub mod chunking;
 pub mod connector;
 pub mod cursor;
+pub mod deletes;
 pub mod error;
 pub mod fidelity;
 pub mod fingerprint;

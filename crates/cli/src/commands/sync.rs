@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use backhaul_coordinator::deletes::detect_job_deletes;
 use backhaul_coordinator::{SyncOutcome, sync_spec};
-use backhaul_core::cursor::SpecBound;
+use backhaul_core::cursor::{CursorKind, SpecBound};
+use backhaul_core::deletes::DeleteReport;
 use clap::Args;
 
 use super::backfill::RunArgs;
@@ -66,7 +68,25 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
         }
     }
     let report = local::run(&store, args.run.local(globals, &job.job_id)).await?;
-    let code = common::report_run(globals, &store, &job.job_id, &report).await?;
+    let (code, mut doc) = common::run_summary(globals, &store, &job.job_id, &report).await?;
+    // Deletes are looked for only once every chunk committed: a range still loading would
+    // look like rows deleted at the source.
+    let connectors = builtin_connectors();
+    let deletes = if code == 0 {
+        let job = backhaul_coordinator::StateStore::job(&store, &job.job_id).await?;
+        detect_job_deletes(&store, &connectors, &job).await?
+    } else {
+        None
+    };
+    if let Some(deletes) = &deletes {
+        match globals.output {
+            crate::OutputFormat::Json => doc["deletes"] = serde_json::to_value(deletes)?,
+            crate::OutputFormat::Text => print_deletes(job.cursor_kind, deletes),
+        }
+    }
+    if globals.output == crate::OutputFormat::Json {
+        crate::output::print_json(&doc);
+    }
     if code != 0 {
         return Ok(code);
     }
@@ -78,5 +98,16 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
             Ok(crate::exit::CHECKS_FAILED)
         }
         _ => Ok(0),
+    }
+}
+
+/// The delete-detection lines of the text summary.
+fn print_deletes(kind: CursorKind, report: &DeleteReport) {
+    println!(
+        "  deletes   {} keys marked deleted ({} ranges checked with {} digest queries per side, {} candidates moved to a later cursor)",
+        report.deleted, report.ranges_checked, report.source_digests, report.moved
+    );
+    for range in &report.deleted_by_range {
+        println!("            {}: {} deleted", range.range.display(kind), range.deleted);
     }
 }
