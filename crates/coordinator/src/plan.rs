@@ -9,7 +9,9 @@ use backhaul_core::chunking::{ChunkCap, PhysicalOrder, PlanContext, PlanPolicy, 
 use backhaul_core::connector::{Connectors, Destination, PlanNote, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
-use backhaul_core::spec::{ChunkPolicy, DEFAULT_PLAN_WORKERS, DeleteMode, JobSpec, StageSpec, SyncPolicy, ValidatedSpec};
+use backhaul_core::spec::{
+    ChunkPolicy, DEFAULT_PLAN_WORKERS, DeleteMode, JobSpec, StageSpec, SyncPolicy, ValidatedSpec,
+};
 use backhaul_core::stage::Stage;
 
 use crate::error::Result;

@@ -10,9 +10,9 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+use crate::changes::MonthChanges;
 use crate::chunking::{ChunkCap, DensityBucket, PhysicalOrder, PlannedChunk};
 use crate::cursor::{CursorKind, CursorRange};
-use crate::changes::MonthChanges;
 use crate::deletes::KeyDigest;
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
@@ -146,7 +146,9 @@ pub trait Source: Send + Sync {
 }
 
 fn unsupported(what: &str) -> crate::Error {
-    crate::Error::Internal(format!("{what} are not supported by this connector (checked at plan time)"))
+    crate::Error::Internal(format!(
+        "{what} are not supported by this connector (checked at plan time)"
+    ))
 }
 
 /// What an API source's requests carry, for the cost planner: requests per backfill, and how

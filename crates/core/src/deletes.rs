@@ -168,9 +168,21 @@ fn column_texts(field: &arrow::datatypes::Field, column: &ArrayRef) -> Result<Ve
         return Err(unsupported());
     }
     Ok(match column.data_type() {
-        DataType::Utf8 => column.as_string::<i32>().iter().map(|v| v.unwrap_or("").to_string()).collect(),
-        DataType::LargeUtf8 => column.as_string::<i64>().iter().map(|v| v.unwrap_or("").to_string()).collect(),
-        DataType::Utf8View => column.as_string_view().iter().map(|v| v.unwrap_or("").to_string()).collect(),
+        DataType::Utf8 => column
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect(),
+        DataType::LargeUtf8 => column
+            .as_string::<i64>()
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect(),
+        DataType::Utf8View => column
+            .as_string_view()
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect(),
         DataType::FixedSizeBinary(16) => column
             .as_fixed_size_binary()
             .iter()
@@ -184,7 +196,11 @@ fn column_texts(field: &arrow::datatypes::Field, column: &ArrayRef) -> Result<Ve
             .collect(),
         _ => {
             let wide = arrow::compute::cast(column, &DataType::Int64)?;
-            wide.as_primitive::<Int64Type>().values().iter().map(i64::to_string).collect()
+            wide.as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(i64::to_string)
+                .collect()
         }
     })
 }

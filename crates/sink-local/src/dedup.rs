@@ -182,7 +182,12 @@ pub const SYNCED_AT_COLUMN: &str = "_backhaul_synced_at";
 /// ties to the highest chunk id. With the metadata columns, each row also gets
 /// `_backhaul_deleted` (a soft-delete file, registered as `deletes` when `has_deletes`, flags
 /// its key through a chunk id at least the row's) and `_backhaul_synced_at`.
-pub(crate) fn dedup_view_sql(columns: &[String], dedup: &DedupManifest, chunks: &[ViewChunk], has_deletes: bool) -> String {
+pub(crate) fn dedup_view_sql(
+    columns: &[String],
+    dedup: &DedupManifest,
+    chunks: &[ViewChunk],
+    has_deletes: bool,
+) -> String {
     let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
     let unions: Vec<String> = chunks
         .iter()

@@ -159,7 +159,12 @@ fn check_keys(dedup: &DedupManifest, keys: &[String]) -> Result<()> {
 }
 
 /// Keys of the current, not deleted rows whose cursor is in `range`. Blocking.
-pub(crate) fn live_keys(paths: &TablePaths, schema: &SchemaRef, keys: &[String], range: CursorRange) -> Result<Vec<String>> {
+pub(crate) fn live_keys(
+    paths: &TablePaths,
+    schema: &SchemaRef,
+    keys: &[String],
+    range: CursorRange,
+) -> Result<Vec<String>> {
     Ok(current_versions(paths, schema, keys)?
         .into_iter()
         .filter(|(_, v)| !v.deleted && v.cursor >= range.from && v.cursor < range.to)

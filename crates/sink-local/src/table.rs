@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
+use backhaul_core::changes::MonthChanges;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
-use backhaul_core::changes::MonthChanges;
 use backhaul_core::deletes::KeyDigest;
 use backhaul_core::proof::{ChunkProof, ProofLevel};
 use backhaul_core::spec::{is_valid_identifier, is_valid_name};
@@ -355,7 +355,12 @@ impl Destination for LocalTable {
         range: CursorRange,
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<String>>> {
-        let (paths, table, job, keys) = (self.paths.clone(), self.table.clone(), job_id.to_string(), keys.to_vec());
+        let (paths, table, job, keys) = (
+            self.paths.clone(),
+            self.table.clone(),
+            job_id.to_string(),
+            keys.to_vec(),
+        );
         Box::pin(blocking(move || {
             let schema = owned_schema(&paths, &table, &job)?;
             live_keys(&paths, &schema, &keys, range)

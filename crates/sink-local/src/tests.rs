@@ -612,7 +612,10 @@ async fn soft_deletes_flag_keys_until_a_newer_version_arrives() {
         v.sort();
         v
     };
-    assert_eq!(ids(f.table.list_keys(JOB, all, &keys).await.unwrap()), (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        ids(f.table.list_keys(JOB, all, &keys).await.unwrap()),
+        (0..10).collect::<Vec<_>>()
+    );
     let digest = f.table.key_digest(JOB, all, &keys).await.unwrap();
     let texts: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     assert_eq!(digest, KeyDigest::of(texts.iter().map(String::as_str)));
@@ -630,7 +633,11 @@ async fn soft_deletes_flag_keys_until_a_newer_version_arrives() {
         let mut out = Vec::new();
         for b in &batches {
             let id = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-            let deleted = b.column(1).as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap();
+            let deleted = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .unwrap();
             let synced = b.column(2);
             for i in 0..b.num_rows() {
                 out.push((id.value(i), deleted.value(i), synced.is_valid(i)));
@@ -641,14 +648,23 @@ async fn soft_deletes_flag_keys_until_a_newer_version_arrives() {
     let sql = "SELECT id, _backhaul_deleted, _backhaul_synced_at FROM t ORDER BY id";
     let rows = flags(query(&f.root, sql).await.unwrap());
     assert_eq!(rows.len(), 10);
-    assert!(rows.iter().all(|(id, deleted, synced)| *deleted == (*id == 3 || *id == 4) && *synced));
+    assert!(
+        rows.iter()
+            .all(|(id, deleted, synced)| *deleted == (*id == 3 || *id == 4) && *synced)
+    );
     let out = query_with_schema(&f.root, sql).await.unwrap();
     assert_eq!(
         out.schema.field(2).data_type(),
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
     );
     assert!(
-        f.table.read_back(JOB, 0).await.unwrap().unwrap().check(&first.extracted).is_ok(),
+        f.table
+            .read_back(JOB, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .check(&first.extracted)
+            .is_ok(),
         "the chunk's proof covers its own rows, deletes aside"
     );
 

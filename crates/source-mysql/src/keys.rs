@@ -52,7 +52,12 @@ async fn rows<T: mysql_async::prelude::FromRow + Send + 'static>(
 }
 
 /// Count and hash sum of the keys with cursor in `range`.
-pub(crate) async fn digest(connector: &Connector, table: &Table, range: CursorRange, keys: &[String]) -> Result<KeyDigest> {
+pub(crate) async fn digest(
+    connector: &Connector,
+    table: &Table,
+    range: CursorRange,
+    keys: &[String],
+) -> Result<KeyDigest> {
     let text = key_text(table, keys)?;
     let Some((condition, params)) = range_condition(table, range) else {
         return Ok(KeyDigest::default());
@@ -68,7 +73,12 @@ pub(crate) async fn digest(connector: &Connector, table: &Table, range: CursorRa
 }
 
 /// The keys with cursor in `range`.
-pub(crate) async fn list(connector: &Connector, table: &Table, range: CursorRange, keys: &[String]) -> Result<Vec<String>> {
+pub(crate) async fn list(
+    connector: &Connector,
+    table: &Table,
+    range: CursorRange,
+    keys: &[String],
+) -> Result<Vec<String>> {
     let text = key_text(table, keys)?;
     let Some((condition, params)) = range_condition(table, range) else {
         return Ok(Vec::new());
@@ -81,7 +91,12 @@ pub(crate) async fn list(connector: &Connector, table: &Table, range: CursorRang
 }
 
 /// Which of `candidates` exist, looked up by the key columns (the primary key's index).
-pub(crate) async fn existing(connector: &Connector, table: &Table, keys: &[String], candidates: &[String]) -> Result<Vec<String>> {
+pub(crate) async fn existing(
+    connector: &Connector,
+    table: &Table,
+    keys: &[String],
+    candidates: &[String],
+) -> Result<Vec<String>> {
     if candidates.is_empty() {
         return Ok(Vec::new());
     }

@@ -69,7 +69,12 @@ pub(crate) async fn list(conn: &Conn, table: &PgTable, range: CursorRange, keys:
 
 /// Which of `candidates` exist. The candidates are split back into typed key values, so the
 /// lookup uses the primary key's index.
-pub(crate) async fn existing(conn: &Conn, table: &PgTable, keys: &[String], candidates: &[String]) -> Result<Vec<String>> {
+pub(crate) async fn existing(
+    conn: &Conn,
+    table: &PgTable,
+    keys: &[String],
+    candidates: &[String],
+) -> Result<Vec<String>> {
     let columns = key_columns(table, keys)?;
     let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
     let typed: Vec<String> = columns

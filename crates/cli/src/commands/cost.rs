@@ -144,7 +144,10 @@ async fn actual_changes(spec_path: &Path) -> Result<Vec<MonthChanges>> {
 fn print_actual(report: &backhaul_cost::estimate::Report, months: &[MonthChanges]) {
     println!();
     println!("Actual rows per month (UTC), as the destination recorded the loads:");
-    println!("  {:<8} {:>12} {:>12} {:>12} {:>12}", "month", "inserted", "updated", "deleted", "active");
+    println!(
+        "  {:<8} {:>12} {:>12} {:>12} {:>12}",
+        "month", "inserted", "updated", "deleted", "active"
+    );
     for m in months {
         println!(
             "  {:<8} {:>12} {:>12} {:>12} {:>12}",
@@ -159,7 +162,10 @@ fn print_actual(report: &backhaul_cost::estimate::Report, months: &[MonthChanges
         println!("  (nothing loaded by a sync yet)");
     }
     for t in &report.tables {
-        println!("  planner's estimate for {}: {} monthly active rows in a steady month", t.name, t.steady.mar);
+        println!(
+            "  planner's estimate for {}: {} monthly active rows in a steady month",
+            t.name, t.steady.mar
+        );
     }
     println!(
         "  Counts are per sync: a key changed on several nights of a month counts once per night, so \"active\" can exceed the distinct keys a vendor bills as monthly active rows."

@@ -109,7 +109,10 @@ fn soft_deletes_follow_the_source_across_syncs() {
         .unwrap();
     let third = sync(&job, path, "2024-03-01T09:40:00Z");
     assert_eq!(third["deleted"], 0, "{third}");
-    assert_eq!(third["moved"], 1, "id 10 moved past the mark: a candidate, not a delete: {third}");
+    assert_eq!(
+        third["moved"], 1,
+        "id 10 moved past the mark: a candidate, not a delete: {third}"
+    );
     let mut want = expected(server, &db, &["50:v50", "51:v51"]);
     // id 10's new version is past this sync's end: the warehouse still has its old one.
     let ten = want.iter().position(|r| r.starts_with("10:")).unwrap();

@@ -211,7 +211,9 @@ mod tests {
             .validate("job.toml")
             .unwrap_err();
         assert!(e.to_string().starts_with("job.toml: sync.deletes:"), "{e}");
-        let e = parse("mode = \"dedup\"\ndeletes = \"soft\"").validate("job.toml").unwrap_err();
+        let e = parse("mode = \"dedup\"\ndeletes = \"soft\"")
+            .validate("job.toml")
+            .unwrap_err();
         assert!(
             e.to_string().starts_with("job.toml: sync.deletes:") && e.to_string().contains("metadata_columns"),
             "{e}"
