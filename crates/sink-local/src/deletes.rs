@@ -220,23 +220,26 @@ fn write_delete_file(paths: &TablePaths, schema: &SchemaRef, batches: &[RecordBa
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let target = dir.join(format!("deletes-{:06}.parquet", delete_files(paths)?.len() + 1));
     let tmp = temp_path_for(&target);
-    let written = (|| -> Result<()> {
-        let file = std::fs::File::create_new(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let props = WriterProperties::builder()
-            .set_key_value_metadata(Some(vec![KeyValue::new(MARKED_AT.to_string(), now_us().to_string())]))
-            .build();
-        let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_error(&tmp))?;
-        for batch in batches {
-            writer.write(batch).map_err(parquet_error(&tmp))?;
-        }
-        writer.close().map_err(parquet_error(&tmp))?;
-        Ok(())
-    })();
+    let written = write_parquet(&tmp, schema, batches);
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))
+}
+
+/// Writes `batches` to a new Parquet file at `path`, stamped with the time they were marked.
+fn write_parquet(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let file = std::fs::File::create_new(path).map_err(|e| Error::io(path, e))?;
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![KeyValue::new(MARKED_AT.to_string(), now_us().to_string())]))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_error(path))?;
+    for batch in batches {
+        writer.write(batch).map_err(parquet_error(path))?;
+    }
+    writer.close().map_err(parquet_error(path))?;
+    Ok(())
 }
 
 fn parquet_error(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
