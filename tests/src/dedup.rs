@@ -208,6 +208,7 @@ pub async fn check_dedup(dest: Arc<dyn Destination>, stage: &Stage, read_table: 
             sync: Some(SyncCommit {
                 mode: SyncMode::Dedup,
                 key_columns: vec!["id".into()],
+                metadata_columns: false,
             }),
         };
         match dest.commit_chunk(stage, &commit).await {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use backhaul_coordinator::{CoordinatorService, JobSummary, RetryPolicy, ServeOptions, Store, serve};
-use backhaul_core::notes::BreakerReport;
 use backhaul_core::connector::Connectors;
 use backhaul_core::limit::{ConnectionLimit, LimitedConnectors};
+use backhaul_core::notes::BreakerReport;
 use backhaul_proto::ClientConfig;
 use backhaul_worker::{CoordinatorBudget, Shutdown, Worker, WorkerConfig};
 use tokio::task::JoinSet;

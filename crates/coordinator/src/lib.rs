@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod breakers;
 pub mod checks;
 pub mod clock;
+pub mod deletes;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -9,7 +9,9 @@ use backhaul_core::chunking::{ChunkCap, PhysicalOrder, PlanContext, PlanPolicy, 
 use backhaul_core::connector::{Connectors, Destination, PlanNote, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
-use backhaul_core::spec::{ChunkPolicy, DEFAULT_PLAN_WORKERS, JobSpec, StageSpec, SyncPolicy, ValidatedSpec};
+use backhaul_core::spec::{
+    ChunkPolicy, DEFAULT_PLAN_WORKERS, DeleteMode, JobSpec, StageSpec, SyncPolicy, ValidatedSpec,
+};
 use backhaul_core::stage::Stage;
 
 use crate::error::Result;
@@ -221,7 +223,7 @@ pub async fn plan_job_at(
     } = plan_source(source.as_ref(), &validated, origin, destination.chunk_cap()).await?;
     let spec = checked.spec;
     if let Some(policy) = &sync {
-        policy.key_columns(origin, &source_table_name(&spec), &table.key_columns)?;
+        sync_keys(policy, source.as_ref(), &table, &spec, origin)?;
     }
     if prepare_destination {
         destination.prepare(&spec.name, table.schema.clone()).await?;
@@ -264,6 +266,22 @@ pub(crate) fn check_sync(
     origin: &str,
 ) -> Result<Option<SyncPolicy>> {
     let Some(policy) = &validated.sync else { return Ok(None) };
+    if policy.metadata_columns && !destination.supports_metadata_columns() {
+        return Err(Error::config(
+            origin,
+            "sync.metadata_columns",
+            "this destination does not add the _backhaul_deleted/_backhaul_synced_at columns yet; use the local warehouse",
+        )
+        .into());
+    }
+    if policy.deletes == DeleteMode::Soft && !destination.supports_delete_detection() {
+        return Err(Error::config(
+            origin,
+            "sync.deletes",
+            "this destination does not detect deletes yet; use the local warehouse",
+        )
+        .into());
+    }
     if !destination.supports_sync_mode(policy.mode) {
         return Err(Error::config(
             origin,
@@ -276,6 +294,32 @@ pub(crate) fn check_sync(
         .into());
     }
     Ok(Some(policy.clone()))
+}
+
+/// The key columns of a sync job (the spec's, else the source's), refused when a dedup job has
+/// none, or when delete detection is on and the source cannot answer it or a key column has a
+/// type it cannot compare: the one place that checks a sync job against its source.
+pub(crate) fn sync_keys(
+    policy: &SyncPolicy,
+    source: &dyn Source,
+    table: &TableDescription,
+    spec: &JobSpec,
+    origin: &str,
+) -> Result<Vec<String>> {
+    let name = source_table_name(spec);
+    let keys = policy.key_columns(origin, &name, &table.key_columns)?;
+    if policy.deletes == DeleteMode::Soft {
+        if !source.supports_delete_detection() {
+            return Err(Error::config(
+                origin,
+                "sync.deletes",
+                "this source cannot detect deletes (PostgreSQL and MySQL sources can)",
+            )
+            .into());
+        }
+        backhaul_core::deletes::check_key_types(&table.schema, &keys, origin, &name)?;
+    }
+    Ok(keys)
 }
 
 /// The source table's name for messages: the source section's `table`, else the job's name.

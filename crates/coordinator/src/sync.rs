@@ -19,7 +19,7 @@ use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::spec::{JobSpec, SyncMode};
 
 use crate::error::{CoordinatorError, Result};
-use crate::plan::{check_sync, plan_job_at, plan_range, relabel, source_table_name, spec_range};
+use crate::plan::{check_sync, plan_job_at, plan_range, relabel, spec_range, sync_keys};
 use crate::state::StateStore;
 use crate::store::{Extension, JobRow, Submitted};
 
@@ -101,7 +101,7 @@ pub async fn sync_spec(
             state: store.describe(),
         });
     }
-    policy.key_columns(origin, &source_table_name(&checked.spec), &table.key_columns)?;
+    sync_keys(&policy, source.as_ref(), &table, &checked.spec, origin)?;
     let end = spec_range(&table, &checked.validated, origin)?.to;
     let mark = job.high_water();
     if end <= mark {
@@ -170,6 +170,9 @@ pub fn same_job(stored: &JobSpec, new: &JobSpec) -> bool {
         if let Some(sync) = &mut spec.sync {
             sync.lag = None;
             sync.lookback = None;
+            // What happens after the rows land, not which rows: may change between syncs.
+            sync.deletes = None;
+            sync.metadata_columns = None;
         }
         spec
     };

@@ -10,8 +10,10 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+use crate::changes::MonthChanges;
 use crate::chunking::{ChunkCap, DensityBucket, PhysicalOrder, PlannedChunk};
 use crate::cursor::{CursorKind, CursorRange};
+use crate::deletes::KeyDigest;
 use crate::error::Result;
 pub use crate::fidelity::DestinationType;
 pub use crate::notes::{BreakerPhase, BreakerReport, ExtractFacts, ExtractNotes};
@@ -138,6 +140,39 @@ pub trait Source: Send + Sync {
     fn request_profile(&self) -> Option<RequestProfile> {
         None
     }
+
+    /// Whether this source answers [`Source::key_digest`], [`Source::list_keys`] and
+    /// [`Source::existing_keys`] for hard-delete detection (`sync.deletes`). The planner asks
+    /// once and refuses the spec when not. Default: no.
+    fn supports_delete_detection(&self) -> bool {
+        false
+    }
+
+    /// Count and hash sum of the canonical key texts of the rows with cursor in `range`
+    /// (`backhaul_core::deletes`), in one query.
+    fn key_digest<'a>(&'a self, _range: CursorRange, _keys: &'a [String]) -> BoxFuture<'a, Result<KeyDigest>> {
+        Box::pin(async { Err(unsupported("key digests")) })
+    }
+
+    /// The canonical key texts of the rows with cursor in `range`.
+    fn list_keys<'a>(&'a self, _range: CursorRange, _keys: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async { Err(unsupported("key listings")) })
+    }
+
+    /// Which of `candidates` (canonical key texts) exist in the table, whatever their cursor.
+    fn existing_keys<'a>(
+        &'a self,
+        _keys: &'a [String],
+        _candidates: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async { Err(unsupported("key lookups")) })
+    }
+}
+
+fn unsupported(what: &str) -> crate::Error {
+    crate::Error::Internal(format!(
+        "{what} are not supported by this connector (checked at plan time)"
+    ))
 }
 
 /// What an API source's requests carry, for the cost planner: requests per backfill, and how
@@ -191,6 +226,8 @@ pub struct SyncCommit {
     pub mode: SyncMode,
     /// The primary key (never empty in `dedup` mode).
     pub key_columns: Vec<String>,
+    /// `sync.metadata_columns`: the table shows `_backhaul_deleted` and `_backhaul_synced_at`.
+    pub metadata_columns: bool,
 }
 
 /// A remark of a destination about a plan, shown by `plan`.
@@ -264,5 +301,55 @@ pub trait Destination: Send + Sync {
     /// which is a plain chunk commit; `dedup` needs a replace-by-key of the destination's own.
     fn supports_sync_mode(&self, mode: SyncMode) -> bool {
         mode == SyncMode::Append
+    }
+
+    /// Whether this destination adds the `_backhaul_deleted` and `_backhaul_synced_at` columns
+    /// (`sync.metadata_columns`). The planner refuses the key when not. Default: no.
+    fn supports_metadata_columns(&self) -> bool {
+        false
+    }
+
+    /// Whether this destination answers [`Destination::key_digest`], [`Destination::list_keys`]
+    /// and [`Destination::mark_deleted`] (`sync.deletes = "soft"`). Default: no.
+    fn supports_delete_detection(&self) -> bool {
+        false
+    }
+
+    /// Count and hash sum of the canonical key texts of the job's current, not deleted rows
+    /// (the newest version of each key) whose cursor is in `range` (`backhaul_core::deletes`).
+    fn key_digest<'a>(
+        &'a self,
+        _job_id: &'a str,
+        _range: CursorRange,
+        _keys: &'a [String],
+    ) -> BoxFuture<'a, Result<KeyDigest>> {
+        Box::pin(async { Err(unsupported("key digests")) })
+    }
+
+    /// The canonical key texts of the rows [`Destination::key_digest`] counts.
+    fn list_keys<'a>(
+        &'a self,
+        _job_id: &'a str,
+        _range: CursorRange,
+        _keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async { Err(unsupported("key listings")) })
+    }
+
+    /// Marks the current rows of `deleted` (canonical key texts) deleted (`_backhaul_deleted`),
+    /// atomically; a newer version committed later un-deletes a key. Returns the rows marked.
+    fn mark_deleted<'a>(
+        &'a self,
+        _job_id: &'a str,
+        _keys: &'a [String],
+        _deleted: &'a [String],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async { Err(unsupported("soft deletes")) })
+    }
+
+    /// Rows the job's commits inserted, updated and deleted per calendar month (UTC), for
+    /// `cost --actual`; `None` (the default) when the destination does not record them.
+    fn monthly_changes<'a>(&'a self, _job_id: &'a str) -> BoxFuture<'a, Result<Option<Vec<MonthChanges>>>> {
+        Box::pin(async { Ok(None) })
     }
 }

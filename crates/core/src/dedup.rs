@@ -223,6 +223,7 @@ mod tests {
             sync: Some(SyncCommit {
                 mode,
                 key_columns: keys.iter().map(|k| k.to_string()).collect(),
+                metadata_columns: false,
             }),
         }
     }

@@ -4,17 +4,19 @@
 //!
 //! Every other crate depends on this one; it depends on no other backhaul crate.
 
+pub mod changes;
 pub mod checksum;
 pub mod chunking;
 pub mod connector;
 pub mod cursor;
 pub mod dedup;
+pub mod deletes;
 pub mod discover;
 pub mod error;
 pub mod fidelity;
 pub mod fingerprint;
-pub mod notes;
 pub mod limit;
+pub mod notes;
 pub mod profile;
 pub mod proof;
 pub mod ratelimit;

@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::chunking::{DensityBucket, PhysicalOrder};
 use crate::connector::{BatchStream, RequestProfile, Source, TableDescription};
 use crate::cursor::CursorRange;
+use crate::deletes::KeyDigest;
 use crate::error::{Error, Result};
 use crate::notes::{BreakerReport, ExtractNotes};
 use crate::profile::{Activity, ActivityQuery};
@@ -190,6 +191,31 @@ impl Source for LimitedSource {
 
     fn request_profile(&self) -> Option<RequestProfile> {
         self.inner.request_profile()
+    }
+
+    fn supports_delete_detection(&self) -> bool {
+        self.inner.supports_delete_detection()
+    }
+
+    fn key_digest<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<KeyDigest>> {
+        Box::pin(async move {
+            let _permit = self.limit.acquire().await?;
+            self.inner.key_digest(range, keys).await
+        })
+    }
+
+    fn list_keys<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let _permit = self.limit.acquire().await?;
+            self.inner.list_keys(range, keys).await
+        })
+    }
+
+    fn existing_keys<'a>(&'a self, keys: &'a [String], candidates: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let _permit = self.limit.acquire().await?;
+            self.inner.existing_keys(keys, candidates).await
+        })
     }
 }
 

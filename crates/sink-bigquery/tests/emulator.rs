@@ -465,6 +465,7 @@ async fn dedup_commits_keep_the_newest_version_of_each_key() {
     commit.sync = Some(backhaul_core::connector::SyncCommit {
         mode: SyncMode::Dedup,
         key_columns: vec!["id".into()],
+        metadata_columns: false,
     });
     let e = copied.commit_chunk(&env.stage, &commit).await.unwrap_err().to_string();
     assert!(e.contains("destination.replace") && e.contains("dedup"), "{e}");

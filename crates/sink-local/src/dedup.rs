@@ -15,8 +15,9 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use backhaul_core::connector::ChunkCommit;
@@ -40,6 +41,9 @@ pub struct DedupManifest {
     /// Keys of this chunk that another committed chunk already held (a newer version, or the
     /// same version re-read by a lookback chunk).
     pub rows_updated: u64,
+    /// `sync.metadata_columns`: readers see `_backhaul_deleted` and `_backhaul_synced_at`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metadata_columns: bool,
 }
 
 /// The dedup part of a commit's manifest, or `None` for a plain commit. `files` are the
@@ -71,6 +75,7 @@ pub(crate) fn dedup_manifest(
         cursor_column: commit.cursor_column.clone(),
         rows_inserted: mine.len() as u64 - rows_updated,
         rows_updated,
+        metadata_columns: sync.metadata_columns,
     }))
 }
 
@@ -95,57 +100,117 @@ fn collect_keys(
         .collect::<Result<Vec<_>>>()?;
     let converter = RowConverter::new(fields).map_err(|e| Error::Internal(format!("key encoding: {e}")))?;
     for path in files {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let bad = |e: parquet::errors::ParquetError| Error::InvalidObject {
-            object: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(bad)?;
-        let indices: Vec<usize> = key_columns
-            .iter()
-            .filter_map(|c| builder.schema().index_of(c).ok())
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(8192)
-            .build()
-            .map_err(bad)?;
-        for batch in reader {
-            let batch = batch.map_err(|e| Error::InvalidObject {
-                object: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            let columns = key_columns
-                .iter()
-                .map(|c| {
-                    batch.column_by_name(c).cloned().ok_or_else(|| Error::InvalidObject {
-                        object: path.display().to_string(),
-                        message: format!("key column `{c}` is missing"),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+        for_each_batch(path, key_columns, |columns| {
             let rows = converter
-                .convert_columns(&columns)
+                .convert_columns(columns)
                 .map_err(|e| Error::Internal(format!("key encoding: {e}")))?;
             keys.extend(rows.iter().map(|r| r.as_ref().to_vec()));
-        }
+            Ok(())
+        })?;
     }
     Ok(())
 }
 
-/// The SQL of a dedup table's view over its chunks, each registered as `chunk_tables[i].1`:
-/// one row per key, the newest by cursor, ties to the highest chunk id.
-pub(crate) fn dedup_view_sql(columns: &[String], dedup: &DedupManifest, chunk_tables: &[(u64, String)]) -> String {
-    let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
-    let unions: Vec<String> = chunk_tables
+/// Calls `f` with `columns` (in that order) of every batch of the Parquet file at `path`,
+/// reading only those columns.
+pub(crate) fn for_each_batch(
+    path: &Path,
+    columns: &[String],
+    mut f: impl FnMut(&[ArrayRef]) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let bad = |message: String| Error::InvalidObject {
+        object: path.display().to_string(),
+        message,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
+    let indices: Vec<usize> = columns
         .iter()
-        .map(|(id, t)| format!("SELECT *, CAST({id} AS BIGINT) AS {CHUNK} FROM {}", quote(t)))
+        .filter_map(|c| builder.schema().index_of(c).ok())
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
+        let arrays = columns
+            .iter()
+            .map(|c| {
+                batch
+                    .column_by_name(c)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("column `{c}` is missing")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        f(&arrays)?;
+    }
+    Ok(())
+}
+
+/// One committed chunk as the dedup view reads it.
+pub(crate) struct ViewChunk {
+    pub chunk_id: u64,
+    /// The chunk's table in the view's private session.
+    pub table: String,
+    /// When the chunk committed (`_backhaul_synced_at`), µs since the epoch.
+    pub committed_at_us: Option<i64>,
+}
+
+/// Name of the metadata column flagging rows deleted at the source.
+pub const DELETED_COLUMN: &str = "_backhaul_deleted";
+/// Name of the metadata column holding the commit time of the chunk that wrote the row.
+pub const SYNCED_AT_COLUMN: &str = "_backhaul_synced_at";
+
+/// The SQL of a dedup table's view over its chunks: one row per key, the newest by cursor,
+/// ties to the highest chunk id. With the metadata columns, each row also gets
+/// `_backhaul_deleted` (a soft-delete file, registered as `deletes` when `has_deletes`, flags
+/// its key through a chunk id at least the row's) and `_backhaul_synced_at`.
+pub(crate) fn dedup_view_sql(
+    columns: &[String],
+    dedup: &DedupManifest,
+    chunks: &[ViewChunk],
+    has_deletes: bool,
+) -> String {
+    let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+    let unions: Vec<String> = chunks
+        .iter()
+        .map(|c| {
+            let synced = if dedup.metadata_columns {
+                let micros = c.committed_at_us.map_or("NULL".to_string(), |us| us.to_string());
+                format!(", arrow_cast(CAST({micros} AS BIGINT), 'Timestamp(Microsecond, Some(\"UTC\"))') AS {SYNCED}")
+            } else {
+                String::new()
+            };
+            format!(
+                "SELECT *, CAST({} AS BIGINT) AS {CHUNK}{synced} FROM {}",
+                c.chunk_id,
+                quote(&c.table)
+            )
+        })
         .collect();
     let keys: Vec<String> = dedup.key_columns.iter().map(|c| quote(c)).collect();
-    let select: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+    let mut select: Vec<String> = columns.iter().map(|c| format!("ranked.{}", quote(c))).collect();
+    let mut join = String::new();
+    if dedup.metadata_columns {
+        let deleted = if has_deletes {
+            let on: Vec<String> = keys.iter().map(|k| format!("ranked.{k} = d.{k}")).collect();
+            join = format!(
+                " LEFT JOIN (SELECT {keys}, MAX({THROUGH}) AS {THROUGH} FROM {DELETES} GROUP BY {keys}) AS d ON {} AND d.{THROUGH} >= ranked.{CHUNK}",
+                on.join(" AND "),
+                keys = keys.join(", "),
+            );
+            format!("d.{THROUGH} IS NOT NULL")
+        } else {
+            "false".to_string()
+        };
+        select.push(format!("{deleted} AS {}", quote(DELETED_COLUMN)));
+        select.push(format!("ranked.{SYNCED} AS {}", quote(SYNCED_AT_COLUMN)));
+    }
     format!(
-        "SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {CHUNK} DESC) AS {RANK} FROM ({}) AS chunks) AS ranked WHERE {RANK} = 1",
+        "SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {} DESC, {CHUNK} DESC) AS {RANK} FROM ({}) AS chunks) AS ranked{join} WHERE ranked.{RANK} = 1",
         select.join(", "),
         keys.join(", "),
         quote(&dedup.cursor_column),
@@ -155,3 +220,8 @@ pub(crate) fn dedup_view_sql(columns: &[String], dedup: &DedupManifest, chunk_ta
 
 const CHUNK: &str = "__backhaul_chunk";
 const RANK: &str = "__backhaul_rank";
+const SYNCED: &str = "__backhaul_synced";
+/// The table of soft-delete rows in the view's private session.
+pub(crate) const DELETES: &str = "__backhaul_deletes";
+/// Column of a soft-delete file: the key is deleted in every version from chunks up to this id.
+pub(crate) const THROUGH: &str = "__backhaul_through";

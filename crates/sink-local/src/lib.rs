@@ -17,13 +17,14 @@
 //! table as one row per key, the newest by cursor (see `dedup.rs`).
 
 mod dedup;
+mod deletes;
 mod meta;
 mod query;
 mod readback;
 pub mod spec;
 mod table;
 
-pub use dedup::DedupManifest;
+pub use dedup::{DELETED_COLUMN, DedupManifest, SYNCED_AT_COLUMN};
 pub use meta::{ChunkManifest, FieldDescription, ManifestFile, TableMeta};
 pub use query::{QueryOutput, query, query_with_schema};
 pub use spec::{LocalDestinationSpec, LocalKind};

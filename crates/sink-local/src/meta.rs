@@ -26,6 +26,8 @@ pub(crate) const TABLE_FILE: &str = "_table.json";
 pub(crate) const DATA_DIR: &str = "data";
 /// Directory of chunk manifests inside a table directory.
 pub(crate) const MANIFEST_DIR: &str = "_manifests";
+/// Directory of soft-delete files (`deletes-NNNNNN.parquet`) inside a table directory.
+pub(crate) const DELETES_DIR: &str = "_deletes";
 /// Version of the on-disk metadata format; bumped on incompatible changes.
 const FORMAT: u32 = 1;
 
@@ -116,6 +118,10 @@ pub struct ChunkManifest {
     /// updated (see [`crate::dedup`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<crate::dedup::DedupManifest>,
+    /// When the chunk was committed, µs since the epoch (`_backhaul_synced_at` of its rows,
+    /// and the month its inserted/updated rows count in). Absent in manifests written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at_us: Option<i64>,
 }
 
 /// One data file of a committed chunk.
@@ -145,6 +151,7 @@ impl ChunkManifest {
             extracted: commit.extracted.summary,
             committed,
             dedup: None,
+            committed_at_us: Some(crate::table::now_us()),
         }
     }
 }
@@ -173,6 +180,9 @@ impl TablePaths {
     }
     pub fn data_file(&self, name: &str) -> PathBuf {
         self.data_dir().join(name)
+    }
+    pub fn deletes_dir(&self) -> PathBuf {
+        self.dir.join(DELETES_DIR)
     }
 }
 

@@ -12,7 +12,8 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
-use crate::dedup::{DedupManifest, dedup_view_sql};
+use crate::dedup::{DELETES, DedupManifest, ViewChunk, dedup_view_sql};
+use crate::deletes::{delete_files, deletes_schema};
 use crate::meta::{TablePaths, read_all_manifests, read_table_meta};
 use crate::table::{blocking, list_tables};
 
@@ -81,16 +82,27 @@ async fn dedup_provider(table: &DiscoveredTable, dedup: &DedupManifest) -> Resul
         return files_provider(&table.schema, &[]);
     }
     let private = SessionContext::new();
-    let mut chunk_tables = Vec::new();
-    for (chunk_id, files) in &table.chunks {
+    let mut chunks = Vec::new();
+    for (chunk_id, files, committed_at_us) in &table.chunks {
         let name = format!("chunk_{chunk_id}");
         private
             .register_table(name.as_str(), files_provider(&table.schema, files)?)
             .map_err(df_error)?;
-        chunk_tables.push((*chunk_id, name));
+        chunks.push(ViewChunk {
+            chunk_id: *chunk_id,
+            table: name,
+            committed_at_us: *committed_at_us,
+        });
+    }
+    let has_deletes = !table.deletes.is_empty();
+    if has_deletes {
+        let schema = deletes_schema(&table.schema, &dedup.key_columns)?;
+        private
+            .register_table(DELETES, files_provider(&schema, &table.deletes)?)
+            .map_err(df_error)?;
     }
     let columns: Vec<String> = table.schema.fields().iter().map(|f| f.name().clone()).collect();
-    let sql = dedup_view_sql(&columns, dedup, &chunk_tables);
+    let sql = dedup_view_sql(&columns, dedup, &chunks, has_deletes);
     let frame = private.sql(&sql).await.map_err(df_error)?;
     Ok(frame.into_view())
 }
@@ -99,8 +111,10 @@ struct DiscoveredTable {
     name: String,
     schema: SchemaRef,
     files: Vec<PathBuf>,
-    /// The files of each committed chunk, by chunk id.
-    chunks: Vec<(u64, Vec<PathBuf>)>,
+    /// The files of each committed chunk and when it committed, by chunk id.
+    chunks: Vec<(u64, Vec<PathBuf>, Option<i64>)>,
+    /// The table's soft-delete files.
+    deletes: Vec<PathBuf>,
     /// Set when the table's chunks were committed in dedup mode.
     dedup: Option<DedupManifest>,
 }
@@ -113,14 +127,19 @@ fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
         let paths = TablePaths::new(&root, &name);
         let Some(meta) = read_table_meta(&paths)? else { continue };
         let manifests = read_all_manifests(&paths)?;
-        let chunks: Vec<(u64, Vec<PathBuf>)> = manifests
+        let chunks: Vec<(u64, Vec<PathBuf>, Option<i64>)> = manifests
             .iter()
-            .map(|m| (m.chunk_id, m.files.iter().map(|f| paths.data_file(&f.name)).collect()))
+            .map(|m| {
+                let files = m.files.iter().map(|f| paths.data_file(&f.name)).collect();
+                (m.chunk_id, files, m.committed_at_us)
+            })
             .collect();
         out.push(DiscoveredTable {
             schema: meta.schema()?,
-            files: chunks.iter().flat_map(|(_, f)| f.clone()).collect(),
-            dedup: manifests.into_iter().find_map(|m| m.dedup),
+            files: chunks.iter().flat_map(|(_, f, _)| f.clone()).collect(),
+            // The newest commit says whether the table shows the metadata columns.
+            dedup: manifests.into_iter().rev().find_map(|m| m.dedup),
+            deletes: delete_files(&paths)?,
             chunks,
             name,
         });

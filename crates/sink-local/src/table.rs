@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
+use backhaul_core::changes::MonthChanges;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
+use backhaul_core::cursor::CursorRange;
+use backhaul_core::deletes::KeyDigest;
 use backhaul_core::proof::{ChunkProof, ProofLevel};
 use backhaul_core::spec::{is_valid_identifier, is_valid_name};
 use backhaul_core::stage::Stage;
@@ -16,6 +19,7 @@ use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::dedup::dedup_manifest;
+use crate::deletes::{live_keys, mark_deleted, monthly_changes};
 use crate::meta::{
     ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_all_manifests,
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
@@ -325,6 +329,77 @@ impl Destination for LocalTable {
         true
     }
 
+    fn supports_metadata_columns(&self) -> bool {
+        true
+    }
+
+    fn supports_delete_detection(&self) -> bool {
+        true
+    }
+
+    fn key_digest<'a>(
+        &'a self,
+        job_id: &'a str,
+        range: CursorRange,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<KeyDigest>> {
+        Box::pin(async move {
+            let keys = self.list_keys(job_id, range, keys).await?;
+            Ok(KeyDigest::of(keys.iter().map(String::as_str)))
+        })
+    }
+
+    fn list_keys<'a>(
+        &'a self,
+        job_id: &'a str,
+        range: CursorRange,
+        keys: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        let (paths, table, job, keys) = (
+            self.paths.clone(),
+            self.table.clone(),
+            job_id.to_string(),
+            keys.to_vec(),
+        );
+        Box::pin(blocking(move || {
+            let schema = owned_schema(&paths, &table, &job)?;
+            live_keys(&paths, &schema, &keys, range)
+        }))
+    }
+
+    fn monthly_changes<'a>(&'a self, job_id: &'a str) -> BoxFuture<'a, Result<Option<Vec<MonthChanges>>>> {
+        let (paths, table, job) = (self.paths.clone(), self.table.clone(), job_id.to_string());
+        Box::pin(blocking(move || {
+            if read_table_meta(&paths)?.is_none() {
+                return Ok(None);
+            }
+            owned_schema(&paths, &table, &job)?;
+            monthly_changes(&paths).map(Some)
+        }))
+    }
+
+    fn mark_deleted<'a>(
+        &'a self,
+        job_id: &'a str,
+        keys: &'a [String],
+        deleted: &'a [String],
+    ) -> BoxFuture<'a, Result<u64>> {
+        let (paths, table, job) = (self.paths.clone(), self.table.clone(), job_id.to_string());
+        let (keys, deleted) = (keys.to_vec(), deleted.to_vec());
+        Box::pin(async move {
+            // Under the lock, so the delete file's `through` and the commits agree.
+            let guard = self.lock.clone().lock_owned().await;
+            let marked = blocking(move || {
+                let _guard = guard;
+                let schema = owned_schema(&paths, &table, &job)?;
+                mark_deleted(&paths, &schema, &keys, &deleted)
+            })
+            .await?;
+            tracing::info!(table = %self.table, job = job_id, marked, "keys marked deleted");
+            Ok(marked)
+        })
+    }
+
     fn commit_chunk<'a>(&'a self, stage: &'a Stage, commit: &'a ChunkCommit) -> BoxFuture<'a, Result<ChunkProof>> {
         Box::pin(self.commit(stage, commit))
     }
@@ -567,6 +642,14 @@ impl Drop for TempFiles {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// The wall clock in µs since the epoch: commit times of manifests and delete files.
+pub(crate) fn now_us() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Runs blocking file work off the async threads.

@@ -586,3 +586,98 @@ async fn fingerprint_sql_matches_the_builder() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!((d[0].column.as_deref(), d[0].measure.as_str()), (Some("ts"), "sum"));
 }
+
+/// Soft deletes: digests and key lists see the current, live versions; marking keys deleted
+/// flags them in the view without touching any chunk's proof; a newer version un-deletes.
+#[tokio::test]
+async fn soft_deletes_flag_keys_until_a_newer_version_arrives() {
+    use backhaul_core::connector::{SyncCommit, SyncMode};
+    use backhaul_core::deletes::KeyDigest;
+    let f = fixture().await;
+    let keys = vec!["id".to_string()];
+    let dedup = |mut commit: ChunkCommit| {
+        commit.cursor_column = "ts".into();
+        commit.sync = Some(SyncCommit {
+            mode: SyncMode::Dedup,
+            key_columns: keys.clone(),
+            metadata_columns: true,
+        });
+        commit
+    };
+    let first = dedup(f.staged(0, 1, &[vec![batch(0..10)]]).await);
+    f.table.commit_chunk(&f.stage, &first).await.unwrap();
+    let all = CursorRange::new(1_700_000_000_000_000, 1_700_000_000_000_100);
+    let ids = |v: Vec<String>| {
+        let mut v: Vec<i64> = v.iter().map(|k| k.parse().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(f.table.list_keys(JOB, all, &keys).await.unwrap()),
+        (0..10).collect::<Vec<_>>()
+    );
+    let digest = f.table.key_digest(JOB, all, &keys).await.unwrap();
+    let texts: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert_eq!(digest, KeyDigest::of(texts.iter().map(String::as_str)));
+    let low = CursorRange::new(1_700_000_000_000_000, 1_700_000_000_000_005);
+    assert_eq!(f.table.key_digest(JOB, low, &keys).await.unwrap().count, 5);
+
+    let marked = f
+        .table
+        .mark_deleted(JOB, &keys, &["3".into(), "4".into(), "404".into()])
+        .await
+        .unwrap();
+    assert_eq!(marked, 2, "only current keys are marked");
+    assert_eq!(f.table.key_digest(JOB, all, &keys).await.unwrap().count, 8);
+    let flags = |batches: Vec<RecordBatch>| -> Vec<(i64, bool, bool)> {
+        let mut out = Vec::new();
+        for b in &batches {
+            let id = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let deleted = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .unwrap();
+            let synced = b.column(2);
+            for i in 0..b.num_rows() {
+                out.push((id.value(i), deleted.value(i), synced.is_valid(i)));
+            }
+        }
+        out
+    };
+    let sql = "SELECT id, _backhaul_deleted, _backhaul_synced_at FROM t ORDER BY id";
+    let rows = flags(query(&f.root, sql).await.unwrap());
+    assert_eq!(rows.len(), 10);
+    assert!(
+        rows.iter()
+            .all(|(id, deleted, synced)| *deleted == (*id == 3 || *id == 4) && *synced)
+    );
+    let out = query_with_schema(&f.root, sql).await.unwrap();
+    assert_eq!(
+        out.schema.field(2).data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    assert!(
+        f.table
+            .read_back(JOB, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .check(&first.extracted)
+            .is_ok(),
+        "the chunk's proof covers its own rows, deletes aside"
+    );
+
+    // Key 3 read again by a later chunk: live again; key 4 stays deleted.
+    let again = dedup(f.staged(1, 1, &[vec![batch(3..4)]]).await);
+    f.table.commit_chunk(&f.stage, &again).await.unwrap();
+    let rows = flags(query(&f.root, sql).await.unwrap());
+    assert_eq!(
+        rows.iter().filter(|r| r.1).map(|r| r.0).collect::<Vec<_>>(),
+        [4],
+        "{rows:?}"
+    );
+    let months = f.table.monthly_changes(JOB).await.unwrap().unwrap();
+    assert_eq!(months.len(), 1, "{months:?}");
+    assert_eq!((months[0].inserted, months[0].updated, months[0].deleted), (10, 1, 2));
+}

@@ -18,6 +18,7 @@ mod decode;
 mod density;
 mod discover;
 mod extract;
+mod keys;
 pub mod schema;
 pub mod spec;
 mod tls;
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use backhaul_core::chunking::{DensityBucket, PhysicalOrder};
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::deletes::KeyDigest;
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
 use mysql_async::prelude::Queryable;
@@ -260,6 +262,22 @@ impl Source for MysqlSource {
 
     fn physical_order(&self) -> BoxFuture<'_, Result<Option<PhysicalOrder>>> {
         Box::pin(async move { Ok(density::physical_order(&*self.table().await?)) })
+    }
+
+    fn supports_delete_detection(&self) -> bool {
+        true
+    }
+
+    fn key_digest<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<KeyDigest>> {
+        Box::pin(async move { keys::digest(&self.connector, &*self.table().await?, range, keys).await })
+    }
+
+    fn list_keys<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move { keys::list(&self.connector, &*self.table().await?, range, keys).await })
+    }
+
+    fn existing_keys<'a>(&'a self, keys: &'a [String], candidates: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move { keys::existing(&self.connector, &*self.table().await?, keys, candidates).await })
     }
 
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>> {

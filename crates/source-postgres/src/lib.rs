@@ -23,6 +23,7 @@ mod decode;
 mod density;
 mod discover;
 mod extract;
+mod keys;
 mod numeric;
 pub mod spec;
 mod sql;
@@ -33,6 +34,7 @@ use std::fmt;
 use backhaul_core::chunking::{DensityBucket, PhysicalOrder};
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::deletes::KeyDigest;
 use backhaul_core::spec::database::NullCursorPolicy;
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
@@ -140,6 +142,34 @@ impl Source for PostgresSource {
             let conn = self.connector.connect().await?;
             let table = self.table(&conn).await?;
             density::physical_order(&conn, &table).await
+        })
+    }
+
+    fn supports_delete_detection(&self) -> bool {
+        true
+    }
+
+    fn key_digest<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<KeyDigest>> {
+        Box::pin(async move {
+            let conn = self.connector.connect().await?;
+            let table = self.table(&conn).await?;
+            keys::digest(&conn, &table, range, keys).await
+        })
+    }
+
+    fn list_keys<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let conn = self.connector.connect().await?;
+            let table = self.table(&conn).await?;
+            keys::list(&conn, &table, range, keys).await
+        })
+    }
+
+    fn existing_keys<'a>(&'a self, keys: &'a [String], candidates: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let conn = self.connector.connect().await?;
+            let table = self.table(&conn).await?;
+            keys::existing(&conn, &table, keys, candidates).await
         })
     }
 

@@ -61,6 +61,7 @@ impl JobContext {
             Some(policy) => Some(SyncCommit {
                 mode: policy.mode,
                 key_columns: policy.key_columns(&origin, &checked.spec.name, &table.key_columns)?,
+                metadata_columns: policy.metadata_columns,
             }),
             None => None,
         };

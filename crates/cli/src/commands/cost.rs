@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use backhaul_core::changes::MonthChanges;
 use backhaul_core::connector::Connectors;
 use backhaul_cost::config::WAREHOUSE_SIZES;
 use backhaul_cost::estimate::{EstimateInput, estimate};
@@ -45,6 +46,10 @@ pub struct CostArgs {
     /// Snowflake warehouse size (overrides snowflake.warehouse): xs, s, m, l, xl, 2xl ... 6xl.
     #[arg(long)]
     warehouse: Option<String>,
+    /// Also show the rows the job's loads really inserted, updated and deleted per month (UTC),
+    /// as its destination recorded them, beside the estimate.
+    #[arg(long)]
+    actual: bool,
     #[command(flatten)]
     flags: ProfileFlags,
     #[command(flatten)]
@@ -100,11 +105,71 @@ pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
     if let Some(path) = &args.html {
         std::fs::write(path, report::to_html(&report)).with_context(|| format!("writing {}", path.display()))?;
     }
-    match globals.output {
-        OutputFormat::Json => println!("{}", report::to_json(&report)),
-        OutputFormat::Text => print!("{}", report::to_text(&report)),
+    let actual = if args.actual {
+        Some(actual_changes(&args.spec).await?)
+    } else {
+        None
+    };
+    match (globals.output, actual) {
+        (OutputFormat::Json, None) => println!("{}", report::to_json(&report)),
+        (OutputFormat::Json, Some(actual)) => {
+            let estimate: serde_json::Value = serde_json::from_str(&report::to_json(&report))?;
+            output::print_json(&json!({ "estimate": estimate, "actual": actual }));
+        }
+        (OutputFormat::Text, actual) => {
+            print!("{}", report::to_text(&report));
+            if let Some(actual) = actual {
+                print_actual(&report, &actual);
+            }
+        }
     }
     Ok(0)
+}
+
+/// What the job's destination recorded of its loads, per month.
+async fn actual_changes(spec_path: &Path) -> Result<Vec<MonthChanges>> {
+    let (spec, origin, base) = load_spec(spec_path)?;
+    let mut checked = builtin_connectors().check(&spec, &origin)?;
+    checked.resolve_paths(&base);
+    let destination = checked.destination.build()?;
+    match destination.monthly_changes(&checked.spec.name).await? {
+        Some(months) => Ok(months),
+        None => bail!(
+            "{origin}: --actual: destination `{}` does not record rows per month (the local warehouse does, for [sync] jobs)",
+            checked.spec.destination.kind
+        ),
+    }
+}
+
+fn print_actual(report: &backhaul_cost::estimate::Report, months: &[MonthChanges]) {
+    println!();
+    println!("Actual rows per month (UTC), as the destination recorded the loads:");
+    println!(
+        "  {:<8} {:>12} {:>12} {:>12} {:>12}",
+        "month", "inserted", "updated", "deleted", "active"
+    );
+    for m in months {
+        println!(
+            "  {:<8} {:>12} {:>12} {:>12} {:>12}",
+            m.month,
+            m.inserted,
+            m.updated,
+            m.deleted,
+            m.active()
+        );
+    }
+    if months.is_empty() {
+        println!("  (nothing loaded by a sync yet)");
+    }
+    for t in &report.tables {
+        println!(
+            "  planner's estimate for {}: {} monthly active rows in a steady month",
+            t.name, t.steady.mar
+        );
+    }
+    println!(
+        "  Counts are per sync: a key changed on several nights of a month counts once per night, so \"active\" can exceed the distinct keys a vendor bills as monthly active rows."
+    );
 }
 
 /// The Snowflake lines price what a Snowflake destination is configured with: its

@@ -3,9 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use backhaul_coordinator::deletes::detect_job_deletes;
 use backhaul_coordinator::{Store, SyncOutcome, sync_spec};
 use backhaul_core::connector::Connectors;
-use backhaul_core::cursor::SpecBound;
+use backhaul_core::cursor::{CursorKind, SpecBound};
+use backhaul_core::deletes::DeleteReport;
 use backhaul_core::limit::ConnectionLimit;
 use backhaul_core::spec::JobSpec;
 use clap::Args;
@@ -155,7 +157,21 @@ pub async fn sync_job(
     let mut local = run.local(globals, &job.job_id);
     local.connection_limit = limit;
     let report = local::run(store, local).await?;
-    let (code, doc) = common::run_summary(globals, store, &job.job_id, &report).await?;
+    let (code, mut doc) = common::run_summary(globals, store, &job.job_id, &report).await?;
+    // Deletes are looked for only once every chunk committed: a range still loading would
+    // look like rows deleted at the source.
+    let deletes = if code == 0 {
+        let job = backhaul_coordinator::StateStore::job(store, &job.job_id).await?;
+        detect_job_deletes(store, connectors, &job).await?
+    } else {
+        None
+    };
+    if let Some(deletes) = &deletes {
+        match globals.output {
+            crate::OutputFormat::Json => doc["deletes"] = serde_json::to_value(deletes)?,
+            crate::OutputFormat::Text => print_deletes(job.cursor_kind, deletes),
+        }
+    }
     if code != 0 {
         return Ok((code, doc));
     }
@@ -167,5 +183,16 @@ pub async fn sync_job(
             Ok((crate::exit::CHECKS_FAILED, doc))
         }
         _ => Ok((0, doc)),
+    }
+}
+
+/// The delete-detection lines of the text summary.
+fn print_deletes(kind: CursorKind, report: &DeleteReport) {
+    println!(
+        "  deletes   {} keys marked deleted ({} ranges checked with {} digest queries per side, {} candidates moved to a later cursor)",
+        report.deleted, report.ranges_checked, report.source_digests, report.moved
+    );
+    for range in &report.deleted_by_range {
+        println!("            {}: {} deleted", range.range.display(kind), range.deleted);
     }
 }

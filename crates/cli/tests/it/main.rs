@@ -7,6 +7,7 @@ mod bad_input;
 mod bigquery;
 mod cluster;
 mod cost;
+mod deletes;
 mod distributed;
 mod flight;
 mod http;

@@ -6,7 +6,7 @@ use backhaul_testkit::postgres::PostgresServer;
 
 use crate::util::{JobDir, text};
 
-fn spec(server: &PostgresServer, db: &str, table: &str, cursor: &str, sync: &str) -> String {
+pub(crate) fn spec(server: &PostgresServer, db: &str, table: &str, cursor: &str, sync: &str) -> String {
     format!(
         r#"version = 1
 name = "{table}"
@@ -66,7 +66,7 @@ fn warehouse_rows(job: &JobDir, table: &str) -> Vec<String> {
         .collect()
 }
 
-fn source_rows(server: &PostgresServer, db: &str, sql: &str) -> Vec<String> {
+pub(crate) fn source_rows(server: &PostgresServer, db: &str, sql: &str) -> Vec<String> {
     server
         .psql(db, sql)
         .unwrap()

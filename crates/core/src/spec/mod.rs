@@ -20,7 +20,7 @@ pub mod sync;
 pub use checks::ChecksSpec;
 pub use pipeline::{PipelineJob, PipelineSpec, is_pipeline};
 pub use stage::StageSpec;
-pub use sync::{SyncMode, SyncPolicy, SyncSpec};
+pub use sync::{DeleteMode, SyncMode, SyncPolicy, SyncSpec};
 
 use std::path::{Path, PathBuf};
 

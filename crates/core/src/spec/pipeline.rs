@@ -470,6 +470,8 @@ impl PipelineSpec {
                         lag: None,
                         lookback: None,
                         primary_key: None,
+                        deletes: None,
+                        metadata_columns: None,
                     })
                 }
             }

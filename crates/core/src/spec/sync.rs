@@ -35,6 +35,18 @@ impl SyncMode {
     }
 }
 
+/// `sync.deletes`: what happens to rows deleted at the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteMode {
+    /// Deleted rows stay at the destination as they were (the default).
+    #[default]
+    Off,
+    /// After each sync, keys deleted at the source are detected (`backhaul_core::deletes`) and
+    /// flagged `_backhaul_deleted = true` at the destination.
+    Soft,
+}
+
 /// `[sync]` as written. Optional keys stay absent when not written, so the canonical spec of a
 /// job does not change when defaults do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +63,12 @@ pub struct SyncSpec {
     /// Key columns for `dedup`, when the source declares none (or to override it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_key: Option<Vec<String>>,
+    /// Hard-delete detection (`dedup` mode); default off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<DeleteMode>,
+    /// Whether the destination shows `_backhaul_deleted` and `_backhaul_synced_at`; default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_columns: Option<bool>,
 }
 
 /// `[sync]` validated.
@@ -64,6 +82,10 @@ pub struct SyncPolicy {
     pub lookback: Span,
     /// Key columns the spec names; empty means "the source's primary key".
     pub primary_key: Vec<String>,
+    /// Hard-delete detection.
+    pub deletes: DeleteMode,
+    /// `_backhaul_deleted` / `_backhaul_synced_at` at the destination.
+    pub metadata_columns: bool,
 }
 
 impl SyncPolicy {
@@ -114,11 +136,36 @@ impl SyncSpec {
                 format!("`{bad}` is not a plain column name"),
             ));
         }
+        let deletes = self.deletes.unwrap_or_default();
+        let metadata_columns = self.metadata_columns.unwrap_or(false);
+        if deletes == DeleteMode::Soft && self.mode != SyncMode::Dedup {
+            return Err(Error::config(
+                origin,
+                "sync.deletes",
+                "delete detection compares the keys of the newest versions, which only mode = \"dedup\" keeps",
+            ));
+        }
+        if metadata_columns && self.mode != SyncMode::Dedup {
+            return Err(Error::config(
+                origin,
+                "sync.metadata_columns",
+                "the metadata columns are built for mode = \"dedup\" only, so far",
+            ));
+        }
+        if deletes == DeleteMode::Soft && !metadata_columns {
+            return Err(Error::config(
+                origin,
+                "sync.deletes",
+                "soft deletes are shown in the `_backhaul_deleted` column: set sync.metadata_columns = true",
+            ));
+        }
         Ok(SyncPolicy {
             mode: self.mode,
             lag,
             lookback,
             primary_key,
+            deletes,
+            metadata_columns,
         })
     }
 }
@@ -156,6 +203,30 @@ mod tests {
         assert!(e.to_string().starts_with("job.toml: sync.primary_key:"), "{e}");
         assert!(toml::from_str::<SyncSpec>("mode = \"merge\"").is_err());
         assert!(toml::from_str::<SyncSpec>("mode = \"dedup\"\nextra = 1").is_err());
+    }
+
+    #[test]
+    fn deletes_need_dedup_and_the_metadata_columns() {
+        let e = parse("mode = \"append\"\ndeletes = \"soft\"\nmetadata_columns = true")
+            .validate("job.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("job.toml: sync.deletes:"), "{e}");
+        let e = parse("mode = \"dedup\"\ndeletes = \"soft\"")
+            .validate("job.toml")
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("job.toml: sync.deletes:") && e.to_string().contains("metadata_columns"),
+            "{e}"
+        );
+        let e = parse("mode = \"append\"\nmetadata_columns = true")
+            .validate("job.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("job.toml: sync.metadata_columns:"), "{e}");
+        let ok = parse("mode = \"dedup\"\ndeletes = \"soft\"\nmetadata_columns = true")
+            .validate("job.toml")
+            .unwrap();
+        assert_eq!((ok.deletes, ok.metadata_columns), (DeleteMode::Soft, true));
+        assert!(toml::from_str::<SyncSpec>("mode = \"dedup\"\ndeletes = \"hard\"").is_err());
     }
 
     #[test]
