@@ -36,13 +36,13 @@ put_parallel = 1
     )
 }
 
-struct Sql {
+pub(crate) struct Sql {
     runtime: tokio::runtime::Runtime,
     config: ClientConfig,
 }
 
 impl Sql {
-    fn new(url: &str) -> Sql {
+    pub(crate) fn new(url: &str) -> Sql {
         Sql {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -66,17 +66,24 @@ impl Sql {
     }
 
     /// The first value of the first row, as text.
-    fn value(&self, sql: &str) -> String {
+    pub(crate) fn value(&self, sql: &str) -> String {
+        self.column(sql).into_iter().next().unwrap_or_default()
+    }
+
+    /// The first column of every row, as text.
+    pub(crate) fn column(&self, sql: &str) -> Vec<String> {
         self.runtime.block_on(async {
             let client = Client::connect(self.config.clone()).await.unwrap();
             let result = client.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
             let _ = client.close().await;
             result
                 .batches
-                .first()
-                .filter(|b| b.num_rows() > 0)
-                .map(|b| arrow::util::display::array_value_to_string(b.column(0), 0).unwrap())
-                .unwrap_or_default()
+                .iter()
+                .flat_map(|b| {
+                    (0..b.num_rows())
+                        .map(move |row| arrow::util::display::array_value_to_string(b.column(0), row).unwrap())
+                })
+                .collect()
         })
     }
 
