@@ -21,6 +21,8 @@ mod schedule;
 mod snowflake;
 mod status_page;
 mod sync;
+mod sync_cursor;
+mod sync_mariadb;
 mod transient;
 mod util;
 mod verify;

@@ -6,7 +6,7 @@ use backhaul_testkit::postgres::PostgresServer;
 
 use crate::util::{JobDir, text};
 
-fn spec(server: &PostgresServer, db: &str, table: &str, cursor: &str, sync: &str) -> String {
+pub(crate) fn spec(server: &PostgresServer, db: &str, table: &str, cursor: &str, sync: &str) -> String {
     format!(
         r#"version = 1
 name = "{table}"
@@ -52,7 +52,7 @@ allow_small_files = true
 }
 
 /// `id:v` of every row, by id, as the warehouse answers through `backhaul query`.
-fn warehouse_rows(job: &JobDir, table: &str) -> Vec<String> {
+pub(crate) fn warehouse_rows(job: &JobDir, table: &str) -> Vec<String> {
     let v = job.json(&[
         "query",
         "--warehouse",
@@ -66,7 +66,7 @@ fn warehouse_rows(job: &JobDir, table: &str) -> Vec<String> {
         .collect()
 }
 
-fn source_rows(server: &PostgresServer, db: &str, sql: &str) -> Vec<String> {
+pub(crate) fn source_rows(server: &PostgresServer, db: &str, sql: &str) -> Vec<String> {
     server
         .psql(db, sql)
         .unwrap()
@@ -77,7 +77,7 @@ fn source_rows(server: &PostgresServer, db: &str, sql: &str) -> Vec<String> {
 }
 
 /// (chunk id, range from, range to) of every chunk of the job.
-fn chunk_ranges(job: &JobDir, job_id: &str) -> Vec<(i64, i64, i64)> {
+pub(crate) fn chunk_ranges(job: &JobDir, job_id: &str) -> Vec<(i64, i64, i64)> {
     let conn = rusqlite::Connection::open(job.path().join("state.db")).expect("open state");
     let mut stmt = conn
         .prepare("SELECT chunk_id, range_from, range_to FROM chunks WHERE job_id = ?1 ORDER BY chunk_id")
