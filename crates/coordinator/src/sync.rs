@@ -105,6 +105,9 @@ pub async fn sync_spec(
     let table_name = source_table_name(&checked.spec);
     policy.key_columns(origin, &table_name, &table.key_columns)?;
     check_cursor_not_behind(store, source.as_ref(), &job, &table.cursor_column, &table_name, origin).await?;
+    // The source table may have changed since the last run: the destination follows what it
+    // can (new columns) and refuses the rest (a changed type) before anything is planned.
+    destination.prepare(&job.job_id, table.schema.clone()).await?;
     let end = spec_range(&table, &checked.validated, origin)?.to;
     let mark = job.high_water();
     if end <= mark {

@@ -23,6 +23,7 @@ mod status_page;
 mod sync;
 mod sync_cursor;
 mod sync_mariadb;
+mod sync_schema;
 mod transient;
 mod util;
 mod verify;
