@@ -199,7 +199,12 @@ async fn check_cursor_not_behind(
 /// `(source max, newest loaded)` in microseconds when the source's maximum `source_max` (cursor
 /// units) is older than the newest cursor value the committed chunks measured; `None` when it
 /// is not, or either side cannot tell.
-fn cursor_regression(kind: CursorKind, source_max: i64, cursor_column: &str, chunks: &[ChunkRow]) -> Option<(i64, i64)> {
+fn cursor_regression(
+    kind: CursorKind,
+    source_max: i64,
+    cursor_column: &str,
+    chunks: &[ChunkRow],
+) -> Option<(i64, i64)> {
     let source_us = checks::to_us(kind, source_max)?;
     let loaded_us = checks::newest_measured_us(cursor_column, chunks)?;
     (source_us < loaded_us).then_some((source_us, loaded_us))

@@ -152,9 +152,15 @@ mod tests {
         let changes = SchemaChanges::between(&existing, &source);
         assert_eq!(changes.added, ["new"]);
         assert_eq!(changes.dropped, ["gone"]);
-        assert_eq!(changes.retyped, [("v".to_string(), "Int32".to_string(), "Utf8".to_string())]);
+        assert_eq!(
+            changes.retyped,
+            [("v".to_string(), "Int32".to_string(), "Utf8".to_string())]
+        );
         let message = changes.type_change().unwrap();
-        assert!(message.contains("`v`") && message.contains("Int32") && message.contains("Utf8"), "{message}");
+        assert!(
+            message.contains("`v`") && message.contains("Int32") && message.contains("Utf8"),
+            "{message}"
+        );
         assert_eq!(changes.to_string(), "added `new`; dropped `gone`; `v` Int32 → Utf8");
         assert!(SchemaChanges::between(&existing, &existing).is_empty());
     }

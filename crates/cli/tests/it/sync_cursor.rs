@@ -35,7 +35,10 @@ fn a_cursor_that_went_backwards_names_table_and_key_and_plans_nothing() {
 
     // A source whose newest row is still newer than anything loaded is fine.
     server
-        .psql(&db, "INSERT INTO rewound VALUES (101, '2024-03-01 12:30:00+00', 'new');")
+        .psql(
+            &db,
+            "INSERT INTO rewound VALUES (101, '2024-03-01 12:30:00+00', 'new');",
+        )
         .unwrap();
     job.ok(&["sync", path, "--now", "2024-03-01T13:00:00Z"]);
     let loaded = warehouse_rows(&job, "rewound");

@@ -114,17 +114,18 @@ fn mariadb_dedup_sync_keeps_the_newest_version_of_every_key_across_syncs() {
         "after the second sync the warehouse holds exactly the source's rows, one per key"
     );
     let after = chunk_ranges(&job, "items");
-    assert_eq!(after[..before.len()], before[..], "earlier chunks keep their ids and ranges");
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "earlier chunks keep their ids and ranges"
+    );
 
     // A late update inside the lookback of the third sync.
     server.sql(&format!(
         "USE `{db}`; UPDATE items SET v = 'again', updated_at = '2024-03-01 11:30:00' WHERE id = 1001;"
     ));
     job.ok(&["sync", path, "--now", "2024-03-01T13:00:00Z"]);
-    assert_eq!(
-        warehouse_rows(&job, "items"),
-        source_rows(server, db, "items", "TRUE")
-    );
+    assert_eq!(warehouse_rows(&job, "items"), source_rows(server, db, "items", "TRUE"));
     job.ok(&["verify", "items"]);
 
     // The cursor goes backwards: refused, naming table and key, nothing planned or written.
