@@ -23,6 +23,20 @@ cursor = "{cursor}"
 [source.password]
 file = "{password}"
 
+{rest}"#,
+        rest = sections_after_source(table, sync),
+        host = server.host(),
+        port = server.port(),
+        user = server.user(),
+        password = server.password_file().display(),
+    )
+}
+
+/// The spec's sections after `[source]`: hourly chunks from 2024-03-01 to now into the local
+/// warehouse, with `sync` as the `[sync]` section.
+pub(crate) fn sections_after_source(table: &str, sync: &str) -> String {
+    format!(
+        r#"
 [range]
 from = "2024-03-01"
 to = "now"
@@ -43,11 +57,7 @@ allow_small_files = true
 
 [sync]
 {sync}
-"#,
-        host = server.host(),
-        port = server.port(),
-        user = server.user(),
-        password = server.password_file().display(),
+"#
     )
 }
 

@@ -5,7 +5,7 @@
 
 use backhaul_testkit::mariadb::MariaDb;
 
-use crate::sync::{chunk_ranges, warehouse_rows};
+use crate::sync::{chunk_ranges, sections_after_source, warehouse_rows};
 use crate::util::{JobDir, text};
 
 const PASSWORD: &str = "sync-secret-password";
@@ -37,27 +37,8 @@ cursor = "{cursor}"
 [source.password]
 file = "{password}"
 
-[range]
-from = "2024-03-01"
-to = "now"
-
-[chunking]
-policy = "fixed"
-every = "1h"
-
-[stage]
-path = "stage"
-
-[destination]
-kind = "local"
-path = "warehouse"
-table = "{table}"
-file_size = "1MiB"
-allow_small_files = true
-
-[sync]
-{sync}
-"#,
+{rest}"#,
+        rest = sections_after_source(table, sync),
         host = server.host(),
         port = server.port(),
         password = password.display(),
