@@ -163,7 +163,7 @@ pub fn freshness(newest_us: Option<i64>, now_us: i64, sla_us: i64) -> Freshness 
 }
 
 /// Cursor units of `kind` as microseconds (time cursors only).
-fn to_us(kind: CursorKind, v: i64) -> Option<i64> {
+pub fn to_us(kind: CursorKind, v: i64) -> Option<i64> {
     match kind {
         CursorKind::Timestamp => Some(v),
         CursorKind::Date => Some(v.saturating_mul(DAY_US)),
@@ -206,20 +206,33 @@ fn committed_rows(c: &ChunkRow) -> u64 {
 /// committed chunks' fingerprints, or the end of the newest committed range when none is
 /// measured (in microseconds; time cursors only).
 pub fn newest_loaded_us(kind: CursorKind, cursor_column: Option<&str>, chunks: &[ChunkRow]) -> Option<i64> {
-    let committed = || chunks.iter().filter(|c| c.state == ChunkState::Committed);
-    let measured = committed()
+    let measured = cursor_column.and_then(|column| newest_measured_us(column, chunks));
+    measured.or_else(|| {
+        chunks
+            .iter()
+            .filter(|c| c.state == ChunkState::Committed)
+            .filter_map(|c| to_us(kind, c.range.to))
+            .max()
+    })
+}
+
+/// The largest value of `cursor_column` the committed chunks' fingerprints measured, in
+/// microseconds: a value really loaded (time and date columns carry min/max), never a range
+/// bound. `None` when no fingerprint measures one.
+pub fn newest_measured_us(cursor_column: &str, chunks: &[ChunkRow]) -> Option<i64> {
+    chunks
+        .iter()
+        .filter(|c| c.state == ChunkState::Committed)
         .filter_map(|c| {
-            let column = cursor_column?;
             let fp = &c.extracted.as_ref()?.fingerprint;
-            match &fp.columns.iter().find(|f| f.name == column)?.measure {
+            match &fp.columns.iter().find(|f| f.name == cursor_column)?.measure {
                 ColumnMeasure::Epoch {
                     unit, max: Some(max), ..
                 } => epoch_us(*unit, max.0),
                 _ => None,
             }
         })
-        .max();
-    measured.or_else(|| committed().filter_map(|c| to_us(kind, c.range.to)).max())
+        .max()
 }
 
 fn epoch_us(unit: EpochUnit, v: i64) -> Option<i64> {

@@ -14,14 +14,15 @@ use std::path::Path;
 
 use backhaul_core::Error;
 use backhaul_core::chunking::PlannedChunk;
-use backhaul_core::connector::Connectors;
+use backhaul_core::connector::{Connectors, Source};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::spec::{JobSpec, SyncMode};
 
+use crate::checks;
 use crate::error::{CoordinatorError, Result};
-use crate::plan::{check_sync, plan_job_at, plan_range, relabel, spec_range, sync_keys};
+use crate::plan::{check_sync, plan_job_at, plan_range, relabel, source_table_name, spec_range, sync_keys};
 use crate::state::StateStore;
-use crate::store::{Extension, JobRow, Submitted};
+use crate::store::{ChunkRow, Extension, JobRow, Submitted};
 
 /// What a sync did to the job's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,11 @@ pub async fn sync_spec(
         });
     }
     sync_keys(&policy, source.as_ref(), &table, &checked.spec, origin)?;
+    let table_name = source_table_name(&checked.spec);
+    check_cursor_not_behind(store, source.as_ref(), &job, &table.cursor_column, &table_name, origin).await?;
+    // The source table may have changed since the last run: the destination follows what it
+    // can (new columns) and refuses the rest (a changed type) before anything is planned.
+    destination.prepare(&job.job_id, table.schema.clone()).await?;
     let end = spec_range(&table, &checked.validated, origin)?.to;
     let mark = job.high_water();
     if end <= mark {
@@ -148,6 +154,60 @@ pub async fn sync_spec(
             chunks: ids,
         },
     ))
+}
+
+/// Refuses the sync, before anything is planned, when the source's newest cursor value is
+/// older than the newest one already loaded: the cursor went backwards (a table restored from
+/// an older backup, a writer with a wrong clock, a rewritten column), so rows written since
+/// with cursors below the mark would silently be missed. Skipped when the source cannot tell
+/// its maximum or nothing measured is loaded yet (integer cursors carry no maximum in their
+/// fingerprints).
+async fn check_cursor_not_behind(
+    store: &dyn StateStore,
+    source: &dyn Source,
+    job: &JobRow,
+    cursor_column: &str,
+    table: &str,
+    origin: &str,
+) -> Result<()> {
+    let Some(source_max) = source.max_cursor().await? else {
+        return Ok(());
+    };
+    let chunks = store.chunks(&job.job_id).await?;
+    match cursor_regression(job.cursor_kind, source_max, cursor_column, &chunks) {
+        None => Ok(()),
+        Some((source_us, loaded_us)) => {
+            let at = |us| CursorKind::Timestamp.format(us);
+            Err(Error::config(
+                origin,
+                "source.cursor",
+                format!(
+                    "table `{table}`: the newest `{cursor_column}` at the source ({}) is older than the newest value already loaded ({}): \
+                     the cursor went backwards (a restore from an older backup, a writer with a wrong clock, a rewritten column, \
+                     or the newest rows deleted), and an incremental sync would miss rows. Nothing was planned. \
+                     Re-read what changed with `backhaul replay {} --from …`, then sync again",
+                    at(source_us),
+                    at(loaded_us),
+                    job.job_id
+                ),
+            )
+            .into())
+        }
+    }
+}
+
+/// `(source max, newest loaded)` in microseconds when the source's maximum `source_max` (cursor
+/// units) is older than the newest cursor value the committed chunks measured; `None` when it
+/// is not, or either side cannot tell.
+fn cursor_regression(
+    kind: CursorKind,
+    source_max: i64,
+    cursor_column: &str,
+    chunks: &[ChunkRow],
+) -> Option<(i64, i64)> {
+    let source_us = checks::to_us(kind, source_max)?;
+    let loaded_us = checks::newest_measured_us(cursor_column, chunks)?;
+    (source_us < loaded_us).then_some((source_us, loaded_us))
 }
 
 /// The lookback in cursor units: microseconds, whole days (at least one) for a date cursor.

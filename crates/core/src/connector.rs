@@ -104,6 +104,14 @@ pub trait Source: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// The newest finite cursor value in the table now, in cursor units (µs, days or the
+    /// integer), with one cheap query (an index on the cursor answers it). A sync compares it
+    /// with the newest value already loaded to catch a cursor that went backwards. `None` (the
+    /// default) when the source cannot tell, or the table is empty.
+    fn max_cursor(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Streams the rows with `from <= cursor < to`, in batches of about `batch_rows` rows.
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>>;
 

@@ -193,6 +193,13 @@ impl Source for LimitedSource {
         self.inner.request_profile()
     }
 
+    fn max_cursor(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move {
+            let _permit = self.limit.acquire().await?;
+            self.inner.max_cursor().await
+        })
+    }
+
     fn supports_delete_detection(&self) -> bool {
         self.inner.supports_delete_detection()
     }

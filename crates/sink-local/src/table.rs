@@ -10,6 +10,7 @@ use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::deletes::KeyDigest;
 use backhaul_core::proof::{ChunkProof, ProofLevel};
+use backhaul_core::schema::SchemaChanges;
 use backhaul_core::spec::{is_valid_identifier, is_valid_name};
 use backhaul_core::stage::Stage;
 use backhaul_core::{Error, Result};
@@ -465,7 +466,22 @@ fn check_prepared(
     schema: &SchemaRef,
 ) -> Result<()> {
     check_owner(paths, table, existing, job_id)?;
-    if let Some(diff) = backhaul_core::schema::schema_difference(existing.schema()?.as_ref(), schema) {
+    let existing = existing.schema()?;
+    if let Some(diff) = backhaul_core::schema::schema_difference(existing.as_ref(), schema) {
+        // A sync prepares again on every run: say in the source's terms what changed.
+        let changes = SchemaChanges::between(&existing, schema);
+        if let Some(type_change) = changes.type_change() {
+            return Err(Error::DestinationConflict(format!(
+                "table `{table}` at {}: {type_change}",
+                paths.dir.display()
+            )));
+        }
+        if !changes.is_empty() {
+            return Err(Error::DestinationConflict(format!(
+                "table `{table}` at {}: the source's columns changed ({changes}); the local warehouse cannot add or keep columns of an existing table yet",
+                paths.dir.display()
+            )));
+        }
         return Err(Error::DestinationConflict(format!(
             "table `{table}` at {} was created by job `{job_id}` with another schema (existing vs new): {diff}",
             paths.dir.display()

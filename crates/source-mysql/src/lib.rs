@@ -9,6 +9,8 @@
 //!   "fail"`), with one indexed probe; skipped when the column is NOT NULL and no date.
 //! - [`Source::density`] estimates rows per stretch of the range with `EXPLAIN` index dives
 //!   (`density`), never counting or scanning.
+//! - [`Source::max_cursor`] reads `max(cursor)`: one index lookup when an index starts with
+//!   the cursor, so a sync can tell when the cursor went backwards.
 //! - [`Source::extract`] runs `SELECT cols FROM t WHERE cursor >= ? AND cursor < ?` in a
 //!   `REPEATABLE READ` consistent-snapshot read-only transaction and streams it
 //!   (`extract`).
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use backhaul_core::chunking::{DensityBucket, PhysicalOrder};
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
-use backhaul_core::cursor::CursorRange;
+use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::deletes::KeyDigest;
 use backhaul_core::{Error, Result};
 use futures::future::BoxFuture;
@@ -278,6 +280,28 @@ impl Source for MysqlSource {
 
     fn existing_keys<'a>(&'a self, keys: &'a [String], candidates: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move { keys::existing(&self.connector, &*self.table().await?, keys, candidates).await })
+    }
+
+    fn max_cursor(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move {
+            let table = self.table().await?;
+            let c = format!("max({})", quote(&table.columns[table.cursor].name));
+            // In cursor units, computed by the server; the session zone is UTC (conn.rs), so
+            // TIMESTAMP and DATETIME values count from the same epoch as extracted ones.
+            let units = match table.description.cursor_kind {
+                CursorKind::Timestamp => format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c})"),
+                CursorKind::Date => format!("DATEDIFF({c}, '1970-01-01')"),
+                CursorKind::Integer => format!("CAST({c} AS SIGNED)"),
+            };
+            let sql = format!("SELECT {units} FROM {}", quote_table(&table.database, &table.name));
+            let mut conn = self.connector.connect().await?;
+            let max: Result<Option<Option<i64>>> = conn
+                .query_first(sql)
+                .await
+                .map_err(|e| self.connector.classify(e, "reading the cursor maximum"));
+            let _ = conn.disconnect().await;
+            Ok(max?.flatten())
+        })
     }
 
     fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>> {

@@ -308,19 +308,26 @@ async fn current_max(conn: &Conn, table: &PgTable) -> Result<Option<i64>> {
     if !indexed {
         return Ok(None);
     }
+    max_cursor(conn, table).await
+}
+
+/// The largest finite cursor value in cursor units; `None` for an empty table. `max()` over a
+/// column with an index is one backward index probe (PostgreSQL rewrites it to `ORDER BY …
+/// DESC LIMIT 1`); without one it scans the table.
+pub(crate) async fn max_cursor(conn: &Conn, table: &PgTable) -> Result<Option<i64>> {
     let c = quote_ident(table.cursor_name());
     let sql = format!(
-        "SELECT {} FROM {} WHERE {} ORDER BY {c} DESC NULLS LAST LIMIT 1",
-        table.cursor_type.to_units_sql(&c),
+        "SELECT {} FROM {} WHERE {}",
+        table.cursor_type.to_units_sql(&format!("max({c})")),
         table.sql_name(),
         table.cursor_type.finite_sql(&c),
     );
-    let rows = conn
+    let row = conn
         .client
-        .query(&sql, &[])
+        .query_one(&sql, &[])
         .await
-        .map_err(|e| conn.error(&e, "probe the cursor maximum"))?;
-    Ok(rows.first().and_then(|r| r.get::<_, Option<i64>>(0)))
+        .map_err(|e| conn.error(&e, "read the cursor maximum"))?;
+    Ok(row.get::<_, Option<i64>>(0))
 }
 
 /// Percentiles of a block sample of the range, when there are no statistics.

@@ -10,6 +10,8 @@
 //!   probe, or a block sample; it never counts the table.
 //! - [`Source::physical_order`] reads `pg_stats.correlation` of the cursor column and the
 //!   table's pages and rows, so the planner can tell how much of the heap each chunk reads.
+//! - [`Source::max_cursor`] reads `max(cursor)` (one backward probe of an index on it), so a
+//!   sync can tell when the cursor went backwards.
 //! - [`Source::extract`] runs `COPY (SELECT cols FROM t WHERE cursor >= from AND cursor < to)
 //!   TO STDOUT (FORMAT binary)` in a REPEATABLE READ READ ONLY transaction, so a chunk is one
 //!   consistent snapshot, and streams batches with bounded memory.
@@ -170,6 +172,14 @@ impl Source for PostgresSource {
             let conn = self.connector.connect().await?;
             let table = self.table(&conn).await?;
             keys::existing(&conn, &table, keys, candidates).await
+        })
+    }
+
+    fn max_cursor(&self) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(async move {
+            let conn = self.connector.connect().await?;
+            let table = self.table(&conn).await?;
+            density::max_cursor(&conn, &table).await
         })
     }
 

@@ -24,6 +24,20 @@ cursor = "{cursor}"
 [source.password]
 file = "{password}"
 
+{rest}"#,
+        rest = sections_after_source(table, sync),
+        host = server.host(),
+        port = server.port(),
+        user = server.user(),
+        password = server.password_file().display(),
+    )
+}
+
+/// The spec's sections after `[source]`: hourly chunks from 2024-03-01 to now into the local
+/// warehouse, with `sync` as the `[sync]` section.
+pub(crate) fn sections_after_source(table: &str, sync: &str) -> String {
+    format!(
+        r#"
 [range]
 from = "2024-03-01"
 to = "now"
@@ -44,16 +58,12 @@ allow_small_files = true
 
 [sync]
 {sync}
-"#,
-        host = server.host(),
-        port = server.port(),
-        user = server.user(),
-        password = server.password_file().display(),
+"#
     )
 }
 
 /// `id:v` of every row, by id, as the warehouse answers through `backhaul query`.
-fn warehouse_rows(job: &JobDir, table: &str) -> Vec<String> {
+pub(crate) fn warehouse_rows(job: &JobDir, table: &str) -> Vec<String> {
     let v = job.json(&[
         "query",
         "--warehouse",
@@ -78,7 +88,7 @@ pub(crate) fn source_rows(server: &PostgresServer, db: &str, sql: &str) -> Vec<S
 }
 
 /// (chunk id, range from, range to) of every chunk of the job.
-fn chunk_ranges(job: &JobDir, job_id: &str) -> Vec<(i64, i64, i64)> {
+pub(crate) fn chunk_ranges(job: &JobDir, job_id: &str) -> Vec<(i64, i64, i64)> {
     let conn = rusqlite::Connection::open(job.path().join("state.db")).expect("open state");
     let mut stmt = conn
         .prepare("SELECT chunk_id, range_from, range_to FROM chunks WHERE job_id = ?1 ORDER BY chunk_id")
