@@ -47,6 +47,30 @@ pub fn is_pipeline_file(path: &Path) -> Result<bool> {
     Ok(is_pipeline(&text))
 }
 
+/// When `arg` names a pipeline spec file: the pipeline's name, whose tables' jobs are
+/// `<pipeline>-<table>` (reading it needs no source). `None` for a job name or a job spec.
+pub fn pipeline_name(arg: &str) -> Result<Option<String>> {
+    let path = Path::new(arg);
+    if path.is_file() && is_pipeline_file(path)? {
+        return Ok(Some(PipelineSpec::load(path)?.pipeline.name));
+    }
+    Ok(None)
+}
+
+/// The stored jobs of the pipeline named `name`, by job id.
+pub async fn stored_jobs(store: &dyn backhaul_coordinator::StateStore, name: &str) -> Result<Vec<String>> {
+    let prefix = format!("{name}-");
+    let mut ids: Vec<String> = store
+        .jobs()
+        .await?
+        .into_iter()
+        .map(|(job, _)| job.job_id)
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
 /// Reads a pipeline, discovers the schemas it names (one source connection, within the
 /// limit), expands its tables into jobs and checks each job's spec: a table that does not
 /// exist, a bad cursor or key fails here, naming the table and the key, before any state or

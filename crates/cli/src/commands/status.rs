@@ -48,11 +48,9 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
         return super::checks::run(globals, store, args.job.as_deref()).await;
     }
     // A pipeline's jobs are `<pipeline>-<table>`: reading its name needs no source.
-    let pipeline = match args.job.as_deref().map(std::path::Path::new) {
-        Some(path) if path.is_file() && crate::pipeline::is_pipeline_file(path)? => {
-            Some(backhaul_core::spec::PipelineSpec::load(path)?.pipeline.name)
-        }
-        _ => None,
+    let pipeline = match args.job.as_deref() {
+        Some(arg) => crate::pipeline::pipeline_name(arg)?,
+        None => None,
     };
     if let Some(name) = &pipeline
         && (args.chunks || args.follow)

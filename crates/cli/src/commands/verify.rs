@@ -15,7 +15,7 @@ use crate::{Globals, OutputFormat};
 /// Arguments of `verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The job to verify.
+    /// The job to verify, or a pipeline spec file (every table's job is verified).
     job: String,
 }
 
@@ -102,13 +102,55 @@ pub async fn verify_job(store: &dyn StateStore, job_id: &str) -> Result<Verifica
 /// Runs verification and prints it.
 pub async fn run(globals: &Globals, args: VerifyArgs) -> Result<u8> {
     let store = open_state(globals).await?;
+    if let Some(name) = crate::pipeline::pipeline_name(&args.job)? {
+        return verify_pipeline(globals, store.as_ref(), &name).await;
+    }
     let v = verify_job(store.as_ref(), &args.job).await?;
     print(globals, &args.job, &v);
-    Ok(if v.problems.is_empty() {
+    Ok(exit_code([&v]))
+}
+
+/// Verifies every stored job of a pipeline; one failing table fails the command, after all
+/// were verified.
+async fn verify_pipeline(globals: &Globals, store: &dyn StateStore, name: &str) -> Result<u8> {
+    let jobs = crate::pipeline::stored_jobs(store, name).await?;
+    if jobs.is_empty() {
+        return Err(anyhow::anyhow!(
+            "pipeline `{name}` has no jobs in the state database yet (run `backhaul backfill` or `sync` on it first)"
+        ));
+    }
+    let mut verified = Vec::new();
+    for job in &jobs {
+        verified.push(verify_job(store, job).await?);
+    }
+    match globals.output {
+        OutputFormat::Json => output::print_json(&json!({
+            "pipeline": name,
+            "verified": verified.iter().all(|v| v.problems.is_empty()),
+            "jobs": jobs.iter().zip(&verified).map(|(job, v)| to_json(job, v)).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Text => {
+            for (job, v) in jobs.iter().zip(&verified) {
+                print(globals, job, v);
+            }
+            let failed = verified.iter().filter(|v| !v.problems.is_empty()).count();
+            println!(
+                "pipeline {name}: {} of {} tables verified",
+                jobs.len() - failed,
+                jobs.len()
+            );
+        }
+    }
+    Ok(exit_code(&verified))
+}
+
+/// 0, or the mismatch code when any verification found a problem.
+fn exit_code<'a>(verified: impl IntoIterator<Item = &'a Verification>) -> u8 {
+    if verified.into_iter().all(|v| v.problems.is_empty()) {
         0
     } else {
         crate::exit::VERIFY_MISMATCH
-    })
+    }
 }
 
 /// What the passing chunks proved, e.g. `12 chunks: rows and row checksum; 3 chunks: rows only`.
@@ -126,16 +168,7 @@ fn proved_text(v: &Verification) -> String {
 /// Prints a verification.
 pub fn print(globals: &Globals, job_id: &str, v: &Verification) {
     match globals.output {
-        OutputFormat::Json => output::print_json(&json!({
-            "job": job_id,
-            "verified": v.problems.is_empty(),
-            "result": {
-                "chunks": v.chunks,
-                "rows": v.rows,
-                "proved": v.proved.iter().map(|(level, n)| json!({ "proof": level, "proves": level.proves(), "chunks": n })).collect::<Vec<_>>(),
-                "problems": v.problems,
-            },
-        })),
+        OutputFormat::Json => output::print_json(&to_json(job_id, v)),
         OutputFormat::Text => {
             if v.problems.is_empty() {
                 println!(
@@ -159,4 +192,18 @@ pub fn print(globals: &Globals, job_id: &str, v: &Verification) {
             }
         }
     }
+}
+
+/// A verification in `--output json`.
+fn to_json(job_id: &str, v: &Verification) -> serde_json::Value {
+    json!({
+        "job": job_id,
+        "verified": v.problems.is_empty(),
+        "result": {
+            "chunks": v.chunks,
+            "rows": v.rows,
+            "proved": v.proved.iter().map(|(level, n)| json!({ "proof": level, "proves": level.proves(), "chunks": n })).collect::<Vec<_>>(),
+            "problems": v.problems,
+        },
+    })
 }

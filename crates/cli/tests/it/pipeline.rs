@@ -256,6 +256,10 @@ fn a_discovered_pipeline_of_22_tables_syncs_within_three_connections() {
     );
     let status = job.json(&["status", pipeline]);
     assert_eq!(status["jobs"].as_array().unwrap().len(), TABLES + 1, "{status}");
+    // `verify` of the pipeline re-measures every table's chunks at the warehouse.
+    let verified = job.json(&["verify", pipeline]);
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["jobs"].as_array().unwrap().len(), TABLES + 1, "{verified}");
 }
 
 /// A pipeline spec over the same schema with `tables` written in by the test.
