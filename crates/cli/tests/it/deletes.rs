@@ -127,6 +127,16 @@ fn soft_deletes_follow_the_source_across_syncs() {
     );
     assert_unchanged(&fourth);
 
+    // Deleting the newest row leaves the source's newest cursor older than the newest loaded
+    // one: with delete detection that is a delete to flag, not a cursor that went backwards.
+    server.psql(&db, "DELETE FROM items WHERE id = 10;").unwrap();
+    let fifth = sync(&job, path, "2024-03-01T11:30:00Z");
+    assert_eq!(fifth["deleted"], 1, "{fifth}");
+    assert_eq!(
+        warehouse_rows(&job, "items"),
+        expected(server, &db, &["10:late", "50:v50", "51:v51"])
+    );
+
     // No key twice, every row has its commit time, and proofs still hold.
     let v = job.json(&[
         "query",
