@@ -59,7 +59,7 @@ pub fn pipeline_name(arg: &str) -> Result<Option<String>> {
 
 /// The stored jobs of the pipeline named `name`, by job id.
 pub async fn stored_jobs(store: &dyn backhaul_coordinator::StateStore, name: &str) -> Result<Vec<String>> {
-    let prefix = format!("{name}-");
+    let prefix = backhaul_core::spec::pipeline::job_prefix(name);
     let mut ids: Vec<String> = store
         .jobs()
         .await?

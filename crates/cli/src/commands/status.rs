@@ -61,7 +61,10 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
     }
     let job = if pipeline.is_some() { None } else { args.job };
     let Some(job_id) = job else {
-        let prefix = pipeline.map(|name| format!("{name}-")).unwrap_or_default();
+        let prefix = pipeline
+            .as_deref()
+            .map(backhaul_core::spec::pipeline::job_prefix)
+            .unwrap_or_default();
         let mut rows = store.jobs().await?;
         rows.retain(|(j, _)| j.job_id.starts_with(&prefix));
         match globals.output {

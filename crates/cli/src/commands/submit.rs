@@ -83,7 +83,7 @@ pub async fn send(globals: &Globals, remote: &RemoteArgs, args: Submission<'_>) 
     let resp = client
         .submit_job(req)
         .await
-        .map_err(|s| remote.rpc_error(if req_is_sync(&args) { "sync" } else { "submit" }, s))?
+        .map_err(|s| remote.rpc_error(if args.sync_now.is_some() { "sync" } else { "submit" }, s))?
         .into_inner();
     let submitted = match resp.outcome {
         Some(pb::submit_job_response::Outcome::Job(job)) => job,
@@ -173,10 +173,6 @@ pub async fn send(globals: &Globals, remote: &RemoteArgs, args: Submission<'_>) 
         ),
     }
     Ok(remote::exit_code(&last))
-}
-
-fn req_is_sync(args: &Submission<'_>) -> bool {
-    args.sync_now.is_some()
 }
 
 /// The line `sync --coordinator` prints for what the sync did; `None` for a first sync, which

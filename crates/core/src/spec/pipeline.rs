@@ -130,6 +130,11 @@ pub fn is_pipeline(text: &str) -> bool {
         .is_ok_and(|t| matches!(t.get("pipeline"), Some(toml::Value::Table(_))))
 }
 
+/// What the job of every table of pipeline `name` starts with: jobs are `<pipeline>-<table>`.
+pub fn job_prefix(name: &str) -> String {
+    format!("{name}-")
+}
+
 impl PipelineSpec {
     /// Parses a pipeline from TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
@@ -492,7 +497,7 @@ impl PipelineSpec {
         source: &dyn SourceKind,
         destination: &dyn DestinationKind,
     ) -> Result<()> {
-        let name = format!("{}-{}", self.pipeline.name, found.name.to_ascii_lowercase());
+        let name = format!("{}{}", job_prefix(&self.pipeline.name), found.name.to_ascii_lowercase());
         if !super::is_valid_name(&name) {
             return Err(Error::config(
                 origin,
