@@ -449,4 +449,32 @@ mod tests {
         let stage = checked_stage(&spec, &AnyStage, "job.toml").await.unwrap();
         assert_eq!(stage.kind(), StageKind::Local);
     }
+
+    fn validated(sync: &str) -> ValidatedSpec {
+        let text = format!(
+            "version = 1\nname = \"j\"\n[source]\nkind = \"postgres\"\n[range]\nfrom = \"2024-01-01\"\nto = \"now\"\n\
+             [stage]\npath = \"stage\"\n[destination]\nkind = \"snowflake\"\n[sync]\n{sync}\n"
+        );
+        JobSpec::from_toml(&text, "job.toml")
+            .unwrap()
+            .validate("job.toml")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_destination_without_the_sync_features_refuses_them_naming_the_key() {
+        let refused = |sync: &str| {
+            check_sync(&validated(sync), &AnyStage, "job.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused("mode = \"dedup\"\nmetadata_columns = true");
+        assert!(e.starts_with("job.toml: sync.metadata_columns:"), "{e}");
+        let e = refused("mode = \"dedup\"\nmetadata_columns = true\ndeletes = \"soft\"");
+        assert!(e.starts_with("job.toml: sync.metadata_columns:"), "{e}");
+        let e = refused("mode = \"dedup\"");
+        assert!(e.starts_with("job.toml: sync.mode:"), "{e}");
+        let policy = check_sync(&validated("mode = \"append\""), &AnyStage, "job.toml").unwrap();
+        assert_eq!(policy.unwrap().mode, backhaul_core::spec::SyncMode::Append);
+    }
 }

@@ -379,3 +379,14 @@ fn mariadb_discover_lists_keys_and_ranked_cursors() {
     );
     assert_eq!(lines["columns"][2]["cursor_kind"], "date");
 }
+
+#[test]
+fn sync_on_a_coordinator_refuses_a_pipeline_before_calling_it() {
+    let job = JobDir::in_dir(tempfile::tempdir().unwrap());
+    let path = job.write_spec("pipeline.toml", "version = 1\n\n[pipeline]\nname = \"shop\"\n");
+    // Nothing listens on port 1: the refusal must come before any call.
+    let out = job.run(&["sync", path.to_str().unwrap(), "--coordinator", "http://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("not a pipeline"), "{err}");
+}
