@@ -29,7 +29,7 @@ impl RunLauncher for FakeLauncher {
         self.started.lock().unwrap().push((schedule.name.clone(), now_us));
         Ok(schedule.name.clone())
     }
-    async fn running(&self, _job_id: &str) -> Result<bool> {
+    async fn running(&self, _schedule: &ScheduleRow, _run: &str) -> Result<bool> {
         Ok(self.busy.load(Ordering::SeqCst))
     }
 }
