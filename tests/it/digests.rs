@@ -115,11 +115,19 @@ async fn postgres_and_mariadb_answer_the_same_digests_for_the_same_keys() {
         let mut expected = texts(30);
         expected.sort();
         assert_eq!(listed, expected, "{name}");
-        let asked = vec![key_text(7), key_text(250), key_text(1000), format!("7{KEY_SEPARATOR}k-ü-8{KEY_SEPARATOR}{}", uuid(7))];
+        let asked = vec![
+            key_text(7),
+            key_text(250),
+            key_text(1000),
+            format!("7{KEY_SEPARATOR}k-ü-8{KEY_SEPARATOR}{}", uuid(7)),
+        ];
         let mut found = source.existing_keys(&keys, &asked).await.unwrap();
         found.sort();
         assert_eq!(found, vec![key_text(250), key_text(7)], "{name}");
         answers.push(digest);
     }
-    assert_eq!(answers[0], answers[1], "PostgreSQL and MariaDB digests of the same keys");
+    assert_eq!(
+        answers[0], answers[1],
+        "PostgreSQL and MariaDB digests of the same keys"
+    );
 }

@@ -7,13 +7,13 @@ use backhaul_conformance::source::check_source;
 use backhaul_core::Result;
 use backhaul_core::chunking::DensityBucket;
 use backhaul_core::connector::{BatchStream, Source, TableDescription};
-use backhaul_core::deletes::KeyDigest;
-use futures::future::BoxFuture;
 use backhaul_core::cursor::{CursorKind, CursorRange, SpecBound};
+use backhaul_core::deletes::KeyDigest;
 use backhaul_core::spec::database::{ConnectionSpec, NullCursorPolicy, PasswordSpec, TlsSpec};
 use backhaul_source_mysql::MysqlSource;
 use backhaul_source_mysql::spec::MysqlSourceSpec;
 use backhaul_testkit::mariadb::MariaDb;
+use futures::future::BoxFuture;
 
 const DATABASE: &str = "conformance";
 
@@ -163,7 +163,8 @@ impl Source for InclusiveDigest {
         true
     }
     fn key_digest<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<KeyDigest>> {
-        self.0.key_digest(CursorRange::new(range.from, range.to + 1_000_000), keys)
+        self.0
+            .key_digest(CursorRange::new(range.from, range.to + 1_000_000), keys)
     }
     fn list_keys<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
         self.0.list_keys(range, keys)

@@ -266,7 +266,9 @@ async fn check_deletes(
         return;
     }
     let shown = range.display(ctx.kind);
-    let Some(expected) = key_texts_in(ctx, checker, range).await else { return };
+    let Some(expected) = key_texts_in(ctx, checker, range).await else {
+        return;
+    };
     let digest = |r: CursorRange| async move {
         match within(ctx.timeout, source.key_digest(r, keys)).await {
             Ok(Ok(d)) => Ok(d),
@@ -300,7 +302,10 @@ async fn check_deletes(
         match digest(*empty).await {
             Ok(d) => {
                 checker.ensure(d == KeyDigest::default(), "deletes", || {
-                    format!("key_digest({}) of a range without rows is {d:?}", empty.display(ctx.kind))
+                    format!(
+                        "key_digest({}) of a range without rows is {d:?}",
+                        empty.display(ctx.kind)
+                    )
                 });
             }
             Err(m) => checker.fail("deletes", m),
@@ -365,7 +370,14 @@ async fn key_texts_in(ctx: &Ctx<'_>, checker: &mut Checker, range: CursorRange) 
     let keys = &ctx.desc.key_columns;
     let fields: Vec<arrow::datatypes::FieldRef> = keys
         .iter()
-        .filter_map(|k| ctx.desc.schema.field_with_name(k).ok().cloned().map(std::sync::Arc::new))
+        .filter_map(|k| {
+            ctx.desc
+                .schema
+                .field_with_name(k)
+                .ok()
+                .cloned()
+                .map(std::sync::Arc::new)
+        })
         .collect();
     let read = async {
         let mut stream = ctx
@@ -376,10 +388,8 @@ async fn key_texts_in(ctx: &Ctx<'_>, checker: &mut Checker, range: CursorRange) 
         let mut texts = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| format!("extract for key texts failed: {e}"))?;
-            let columns: Vec<arrow::array::ArrayRef> = keys
-                .iter()
-                .filter_map(|k| batch.column_by_name(k).cloned())
-                .collect();
+            let columns: Vec<arrow::array::ArrayRef> =
+                keys.iter().filter_map(|k| batch.column_by_name(k).cloned()).collect();
             texts.extend(key_texts(&fields, &columns).map_err(|e| format!("key texts: {e}"))?);
         }
         Ok::<_, String>(texts)

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use backhaul_core::connector::Connectors;
-use backhaul_core::pipeline_jobs::expand_pipeline;
 use backhaul_core::limit::{ConnectionLimit, LimitedConnectors};
+use backhaul_core::pipeline_jobs::expand_pipeline;
 use backhaul_core::spec::{PipelineJob, PipelineSpec, is_pipeline};
 use futures::StreamExt;
 use serde_json::json;
@@ -74,7 +74,9 @@ pub async fn stored_tables(
 ) -> Result<Vec<String>> {
     let jobs = stored_jobs(store, name).await?;
     if jobs.is_empty() {
-        anyhow::bail!("pipeline `{name}` has no jobs in the state database yet (run `backhaul backfill` or `sync` on it first)");
+        anyhow::bail!(
+            "pipeline `{name}` has no jobs in the state database yet (run `backhaul backfill` or `sync` on it first)"
+        );
     }
     let Some(wanted) = table else { return Ok(jobs) };
     let unqualified = wanted.rsplit_once('.').map_or(wanted, |(_, t)| t).to_ascii_lowercase();

@@ -114,7 +114,9 @@ impl DeleteSweeper {
                     reports.push((job.job_id.clone(), report));
                 }
                 Ok(None) => {}
-                Err(e) => warn!(job = %job.job_id, error = %e, "delete detection failed; trying again at the next look"),
+                Err(e) => {
+                    warn!(job = %job.job_id, error = %e, "delete detection failed; trying again at the next look")
+                }
             }
         }
         Ok(reports)

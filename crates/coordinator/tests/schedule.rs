@@ -493,5 +493,8 @@ async fn a_pipeline_run_goes_on_while_any_table_has_chunks_to_load() {
     pending_job(&store, "shop-items").await;
     assert!(launcher.running(&row, "shop").await.unwrap());
     store.cancel("shop-items").await.unwrap();
-    assert!(!launcher.running(&row, "shop").await.unwrap(), "a cancelled job is done");
+    assert!(
+        !launcher.running(&row, "shop").await.unwrap(),
+        "a cancelled job is done"
+    );
 }

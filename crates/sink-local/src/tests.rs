@@ -609,8 +609,19 @@ async fn append_chunks_show_the_metadata_columns() {
     let sql = "SELECT count(*) AS n, count(_backhaul_synced_at) AS s, \
                count(*) FILTER (WHERE _backhaul_deleted) AS d, count(DISTINCT _backhaul_synced_at) AS t FROM t";
     let batches = query(&f.root, sql).await.unwrap();
-    let value = |i: usize| batches[0].column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
-    assert_eq!((value(0), value(1), value(2)), (13, 13, 0), "every row of both chunks, each with its time");
+    let value = |i: usize| {
+        batches[0]
+            .column(i)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!(
+        (value(0), value(1), value(2)),
+        (13, 13, 0),
+        "every row of both chunks, each with its time"
+    );
     assert!(value(3) >= 1);
     let out = query_with_schema(&f.root, "SELECT * FROM t").await.unwrap();
     let names: Vec<&str> = out.schema.fields().iter().map(|f| f.name().as_str()).collect();

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use backhaul_core::changes::{MonthChanges, sum_months};
 use backhaul_core::connector::Connectors;
+use backhaul_core::spec::JobSpec;
 use backhaul_cost::config::WAREHOUSE_SIZES;
 use backhaul_cost::estimate::{EstimateInput, estimate};
 use backhaul_cost::prices::PriceBook;
-use backhaul_core::spec::JobSpec;
 use backhaul_cost::profile::{Profile, fingerprint, pipeline_fingerprint};
 use backhaul_cost::report;
 use chrono::{NaiveDate, Utc};
@@ -94,7 +94,9 @@ pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
                 let loaded = pipeline::load(&args.spec).await?;
                 let mut fingerprints = Vec::new();
                 for job in &loaded.jobs {
-                    fingerprints.push(fingerprint(&builtin_connectors().check(&job.spec, &loaded.origin)?.spec));
+                    fingerprints.push(fingerprint(
+                        &builtin_connectors().check(&job.spec, &loaded.origin)?.spec,
+                    ));
                 }
                 profile.check_taken_for(&loaded.spec.pipeline.name, &pipeline_fingerprint(&fingerprints), &file)?;
             } else {

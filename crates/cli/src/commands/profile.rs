@@ -154,7 +154,8 @@ pub async fn take_profile(
         let mut tables = Vec::new();
         let mut fingerprints = Vec::new();
         for job in &loaded.jobs {
-            let (table, fp) = profile_job(&job.spec, &loaded.origin, &loaded.base, config, origin, exact, cluster).await?;
+            let (table, fp) =
+                profile_job(&job.spec, &loaded.origin, &loaded.base, config, origin, exact, cluster).await?;
             tables.push(table);
             fingerprints.push(fp);
         }

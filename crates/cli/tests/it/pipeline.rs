@@ -523,10 +523,18 @@ fn a_pipeline_syncs_on_a_coordinator_and_on_a_schedule_and_replays_and_costs() {
         &["schedule", "add", fixed, "--cron", "0 2 * * *", "--coordinator", &url],
         &[],
     );
-    assert_eq!((added["name"].as_str(), added["outcome"].as_str()), (Some("shop"), Some("added")), "{added}");
+    assert_eq!(
+        (added["name"].as_str(), added["outcome"].as_str()),
+        (Some("shop"), Some("added")),
+        "{added}"
+    );
     client_json(&job, &["schedule", "run-now", "shop", "--coordinator", &url], &[]);
     let synced_to = |job_id: &str| {
-        let out = client(&job, &["status", job_id, "--coordinator", &url, "--output", "json"], &[]);
+        let out = client(
+            &job,
+            &["status", job_id, "--coordinator", &url, "--output", "json"],
+            &[],
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         (v["range"]["to"].as_str() == Some("2024-03-01T10:00:00Z")) && v["finished"] == true
     };
@@ -553,12 +561,22 @@ fn a_pipeline_syncs_on_a_coordinator_and_on_a_schedule_and_replays_and_costs() {
     let jobs = one["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{one}");
     assert_eq!(jobs[0]["job"], "shop-beta", "{one}");
-    let all = job.json(&["replay", fixed, "--from", "2024-03-01T00:00:00Z", "--to", "2024-03-01T01:00:00Z"]);
+    let all = job.json(&[
+        "replay",
+        fixed,
+        "--from",
+        "2024-03-01T00:00:00Z",
+        "--to",
+        "2024-03-01T01:00:00Z",
+    ]);
     assert_eq!(all["jobs"].as_array().unwrap().len(), 2, "{all}");
     let bad = job.run(&["replay", fixed, "--table", "orders"]);
     assert_eq!(bad.status.code(), Some(1));
     let err = text(&bad.stderr);
-    assert!(err.contains("--table orders") && err.contains("shop-alpha, shop-beta"), "{err}");
+    assert!(
+        err.contains("--table orders") && err.contains("shop-alpha, shop-beta"),
+        "{err}"
+    );
     // The replayed chunk of alpha holds the source's rows now: the deleted key is gone.
     assert_eq!(rows_and_deleted(&job, "alpha"), (29, 0));
     job.ok(&["verify", fixed]);
@@ -602,7 +620,11 @@ fn pipeline_commands_refuse_clearly_before_any_job_exists() {
     }
     let out = job.run(&["replay", "orders", "--table", "orders"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not a pipeline spec"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a pipeline spec"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let demo = job.write_spec("demo.toml", &crate::util::spec_text(&crate::util::JobParams::default()));
     let out = job.run(&["discover", demo.to_str().unwrap()]);
