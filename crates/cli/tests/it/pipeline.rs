@@ -597,6 +597,19 @@ fn a_pipeline_syncs_on_a_coordinator_and_on_a_schedule_and_replays_and_costs() {
     assert_eq!(deleted, 1, "{months:?}");
     // Both tables' 30 keys, less alpha's key 3, which its replayed chunk no longer holds.
     assert_eq!(inserted, 59, "{months:?}");
+
+    // A saved profile of the pipeline prices it again, and is refused once the pipeline changed.
+    job.ok(&["profile", fixed, "-o", "shop-profile.json"]);
+    let saved = job.json(&["cost", fixed, "--profile", "shop-profile.json", "--as-of", "2026-11-01"]);
+    assert_eq!(saved["job"], "shop", "{}", saved["tables"]);
+    assert_eq!(saved["tables"].as_array().unwrap().len(), 2);
+    let stale = job.run(&["cost", pipeline, "--profile", "shop-profile.json"]);
+    assert_eq!(stale.status.code(), Some(1));
+    let err = text(&stale.stderr);
+    assert!(
+        err.contains("shop-profile.json") && err.contains("changed since the profile was taken"),
+        "{err}"
+    );
 }
 
 /// Refusals that need no source: a pipeline with no jobs yet, `--table` with a job, and
