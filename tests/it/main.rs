@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use tempfile::TempDir;
 
+mod digests;
 mod mysql;
 mod postgres;
 mod stage;

@@ -4,11 +4,16 @@
 use std::sync::OnceLock;
 
 use backhaul_conformance::source::check_source;
+use backhaul_core::Result;
+use backhaul_core::chunking::DensityBucket;
+use backhaul_core::connector::{BatchStream, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange, SpecBound};
+use backhaul_core::deletes::KeyDigest;
 use backhaul_core::spec::database::{ConnectionSpec, NullCursorPolicy, PasswordSpec, TlsSpec};
 use backhaul_source_mysql::MysqlSource;
 use backhaul_source_mysql::spec::MysqlSourceSpec;
 use backhaul_testkit::mariadb::MariaDb;
+use futures::future::BoxFuture;
 
 const DATABASE: &str = "conformance";
 
@@ -91,6 +96,11 @@ async fn mysql_source_conforms_with_a_datetime_cursor() {
     assert_eq!(report.description.cursor_kind, CursorKind::Timestamp);
     assert!(report.split_on_row, "{:?}", report.split_points);
     assert!(report.estimated_rows.is_some());
+    assert!(
+        !report.skipped.iter().any(|s| s.starts_with("deletes")),
+        "the delete-detection methods were checked: {:?}",
+        report.skipped
+    );
     // Seconds 66,600 to 325,800 after 12:00 on the 13th, two rows per 131 s step.
     let first = (66_600_i64 + 130) / 131;
     let last = (325_800 - 1) / 131;
@@ -130,4 +140,43 @@ async fn mysql_source_conforms_with_an_integer_cursor() {
     assert_eq!(report.description.cursor_kind, CursorKind::Integer);
     assert_eq!(report.rows, 3_000);
     assert!(report.split_on_row);
+}
+
+/// A source whose key digest counts the range's upper bound too (`[from, to]`): the digests of
+/// two halves then overlap on a row at the split, which the `deletes` check catches.
+struct InclusiveDigest(MysqlSource);
+
+impl Source for InclusiveDigest {
+    fn describe(&self) -> BoxFuture<'_, Result<TableDescription>> {
+        self.0.describe()
+    }
+    fn prepare(&self, range: CursorRange) -> BoxFuture<'_, Result<()>> {
+        self.0.prepare(range)
+    }
+    fn density(&self, range: CursorRange) -> BoxFuture<'_, Result<Vec<DensityBucket>>> {
+        self.0.density(range)
+    }
+    fn extract(&self, range: CursorRange, batch_rows: usize) -> BoxFuture<'_, Result<BatchStream>> {
+        self.0.extract(range, batch_rows)
+    }
+    fn supports_delete_detection(&self) -> bool {
+        true
+    }
+    fn key_digest<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<KeyDigest>> {
+        self.0
+            .key_digest(CursorRange::new(range.from, range.to + 1_000_000), keys)
+    }
+    fn list_keys<'a>(&'a self, range: CursorRange, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        self.0.list_keys(range, keys)
+    }
+    fn existing_keys<'a>(&'a self, keys: &'a [String], candidates: &'a [String]) -> BoxFuture<'a, Result<Vec<String>>> {
+        self.0.existing_keys(keys, candidates)
+    }
+}
+
+#[tokio::test]
+async fn the_suite_catches_a_key_digest_that_includes_the_upper_bound() {
+    let broken = InclusiveDigest(MysqlSource::open(&spec("created_at")).unwrap());
+    let violations = check_source(&broken, three_days()).await.unwrap_err();
+    assert!(violations.has("deletes"), "{violations}");
 }

@@ -77,6 +77,11 @@ fn source(cursor: &str) -> PostgresSource {
 async fn postgres_source_conforms_with_a_timestamptz_cursor() {
     let range = CursorRange::new(micros("2023-03-14T06:30:00Z"), micros("2023-03-17T06:30:00Z"));
     let report = check_source(&source("created_at"), range).await.unwrap();
+    assert!(
+        !report.skipped.iter().any(|s| s.starts_with("deletes")),
+        "the delete-detection methods were checked: {:?}",
+        report.skipped
+    );
     assert_eq!(report.description.cursor_kind, CursorKind::Timestamp);
     assert!(report.rows > 3_000, "{} rows", report.rows);
     assert!(report.split_on_row, "{:?}", report.split_points);

@@ -27,6 +27,12 @@
 //! - `early-drop`: dropping a stream after its first batch neither hangs nor panics, and the
 //!   range reads completely afterwards.
 //! - `input`: the range must hold rows; an empty range would make every check vacuous.
+//! - `deletes` (sources that say `supports_delete_detection`, over their key columns): the
+//!   `key_digest` of the range equals the digest core computes from the canonical key texts
+//!   of the rows extracted ([`KeyDigest::of`], so every source's digest of the same keys is
+//!   the same); the digest of a split's left part plus that of its right part is the whole's;
+//!   `list_keys` lists exactly those key texts; `existing_keys` finds a sample of them and not
+//!   a key that is not there; a range without rows digests to nothing.
 
 use std::time::Duration;
 
@@ -35,6 +41,7 @@ use backhaul_core::checksum::{RowChecksum, RowSummary};
 use backhaul_core::chunking::{DensityBucket, estimate};
 use backhaul_core::connector::{Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::deletes::{KEY_SEPARATOR, KeyDigest, check_key_types, key_texts};
 use futures::StreamExt;
 
 use crate::report::{Checker, Violations};
@@ -220,6 +227,7 @@ pub async fn check_source_with(
     }
 
     check_early_drop(&ctx, &mut checker, range, &full, batch_rows).await;
+    check_deletes(&ctx, &mut checker, range, &split_points, &empty_ranges, &mut skipped).await;
 
     checker.finish(SourceReport {
         description: desc.clone(),
@@ -231,6 +239,172 @@ pub async fn check_source_with(
         empty_ranges,
         skipped,
     })
+}
+
+/// The `deletes` check: digests, key lists and key lookups against core's canonical key texts
+/// of the rows in `range`.
+async fn check_deletes(
+    ctx: &Ctx<'_>,
+    checker: &mut Checker,
+    range: CursorRange,
+    split_points: &[i64],
+    empty_ranges: &[CursorRange],
+    skipped: &mut Vec<String>,
+) {
+    let source = ctx.source;
+    let keys = &ctx.desc.key_columns;
+    if !source.supports_delete_detection() {
+        skipped.push("deletes: the source does not support delete detection".into());
+        return;
+    }
+    if keys.is_empty() {
+        skipped.push("deletes: the table has no key columns".into());
+        return;
+    }
+    if let Err(e) = check_key_types(&ctx.desc.schema, keys, "conformance", "the table") {
+        skipped.push(format!("deletes: {e}"));
+        return;
+    }
+    let shown = range.display(ctx.kind);
+    let Some(expected) = key_texts_in(ctx, checker, range).await else {
+        return;
+    };
+    let digest = |r: CursorRange| async move {
+        match within(ctx.timeout, source.key_digest(r, keys)).await {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(format!("key_digest({}) failed: {e}", r.display(ctx.kind))),
+            Err(hung) => Err(format!("key_digest({}) {hung}", r.display(ctx.kind))),
+        }
+    };
+    let whole = match digest(range).await {
+        Ok(d) => d,
+        Err(m) => return checker.fail("deletes", m),
+    };
+    let want = KeyDigest::of(expected.iter().map(String::as_str));
+    checker.ensure(whole == want, "deletes", || {
+        format!(
+            "key_digest({shown}) is {whole:?}, but the {} keys extracted digest to {want:?} (canonical key text: integers in decimal, text as is, UUIDs lowercase, joined by U+001F)",
+            expected.len()
+        )
+    });
+    if let Some(&at) = split_points.first() {
+        let (left, right) = (CursorRange::new(range.from, at), CursorRange::new(at, range.to));
+        match (digest(left).await, digest(right).await) {
+            (Ok(l), Ok(r)) => {
+                checker.ensure(whole.minus(l) == r, "deletes", || {
+                    format!("key_digest({shown}) minus key_digest of its left part {l:?} is not the right part's {r:?}")
+                });
+            }
+            (Err(m), _) | (_, Err(m)) => checker.fail("deletes", m),
+        }
+    }
+    for empty in empty_ranges.iter().take(1) {
+        match digest(*empty).await {
+            Ok(d) => {
+                checker.ensure(d == KeyDigest::default(), "deletes", || {
+                    format!(
+                        "key_digest({}) of a range without rows is {d:?}",
+                        empty.display(ctx.kind)
+                    )
+                });
+            }
+            Err(m) => checker.fail("deletes", m),
+        }
+    }
+    match within(ctx.timeout, source.list_keys(range, keys)).await {
+        Ok(Ok(mut listed)) => {
+            listed.sort();
+            let mut want = expected.clone();
+            want.sort();
+            checker.ensure(listed == want, "deletes", || {
+                let missing = want.iter().find(|k| listed.binary_search(k).is_err());
+                let extra = listed.iter().find(|k| want.binary_search(k).is_err());
+                format!(
+                    "list_keys({shown}) listed {} keys, the range holds {}; first missing {missing:?}, first extra {extra:?}",
+                    listed.len(),
+                    want.len()
+                )
+            });
+        }
+        Ok(Err(e)) => checker.fail("deletes", format!("list_keys({shown}) failed: {e}")),
+        Err(hung) => checker.fail("deletes", format!("list_keys({shown}) {hung}")),
+    }
+    // A sample of present keys and one that cannot be there: a key text of the right shape
+    // (as many parts) made of values no column of this table holds.
+    let mut sample: Vec<String> = expected.iter().step_by((expected.len() / 10).max(1)).cloned().collect();
+    sample.sort();
+    sample.dedup();
+    let absent = missing_key(keys.len(), &expected);
+    let mut asked = sample.clone();
+    asked.push(absent.clone());
+    match within(ctx.timeout, source.existing_keys(keys, &asked)).await {
+        Ok(Ok(mut found)) => {
+            found.sort();
+            found.dedup();
+            checker.ensure(found == sample, "deletes", || {
+                format!(
+                    "existing_keys of {} present keys and the absent key {absent:?} found {} keys: {:?}",
+                    sample.len(),
+                    found.len(),
+                    found.iter().take(5).collect::<Vec<_>>()
+                )
+            });
+        }
+        Ok(Err(e)) => checker.fail("deletes", format!("existing_keys failed: {e}")),
+        Err(hung) => checker.fail("deletes", format!("existing_keys {hung}")),
+    }
+}
+
+/// A key text with `parts` parts that is not among `present` (a numeric value so integer key
+/// columns can be looked up with it).
+fn missing_key(parts: usize, present: &[String]) -> String {
+    let sep = KEY_SEPARATOR.to_string();
+    (0..)
+        .map(|n: i64| vec![(987_654_321 + n).to_string(); parts].join(&sep))
+        .find(|k| !present.contains(k))
+        .expect("some key is absent")
+}
+
+/// The canonical key texts of every row in `range`, read with `extract`.
+async fn key_texts_in(ctx: &Ctx<'_>, checker: &mut Checker, range: CursorRange) -> Option<Vec<String>> {
+    let keys = &ctx.desc.key_columns;
+    let fields: Vec<arrow::datatypes::FieldRef> = keys
+        .iter()
+        .filter_map(|k| {
+            ctx.desc
+                .schema
+                .field_with_name(k)
+                .ok()
+                .cloned()
+                .map(std::sync::Arc::new)
+        })
+        .collect();
+    let read = async {
+        let mut stream = ctx
+            .source
+            .extract(range, 1_000)
+            .await
+            .map_err(|e| format!("extract for key texts failed: {e}"))?;
+        let mut texts = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| format!("extract for key texts failed: {e}"))?;
+            let columns: Vec<arrow::array::ArrayRef> =
+                keys.iter().filter_map(|k| batch.column_by_name(k).cloned()).collect();
+            texts.extend(key_texts(&fields, &columns).map_err(|e| format!("key texts: {e}"))?);
+        }
+        Ok::<_, String>(texts)
+    };
+    match within(ctx.timeout, read).await {
+        Ok(Ok(texts)) => Some(texts),
+        Ok(Err(m)) => {
+            checker.fail("deletes", m);
+            None
+        }
+        Err(hung) => {
+            checker.fail("deletes", format!("extract for key texts {hung}"));
+            None
+        }
+    }
 }
 
 /// Everything the reads need.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use backhaul_core::connector::Connectors;
 use backhaul_core::limit::{ConnectionLimit, LimitedConnectors};
+use backhaul_core::pipeline_jobs::expand_pipeline;
 use backhaul_core::spec::{PipelineJob, PipelineSpec, is_pipeline};
 use futures::StreamExt;
 use serde_json::json;
@@ -50,11 +51,44 @@ pub fn is_pipeline_file(path: &Path) -> Result<bool> {
 /// When `arg` names a pipeline spec file: the pipeline's name, whose tables' jobs are
 /// `<pipeline>-<table>` (reading it needs no source). `None` for a job name or a job spec.
 pub fn pipeline_name(arg: &str) -> Result<Option<String>> {
+    Ok(pipeline_spec(arg)?.map(|spec| spec.pipeline.name))
+}
+
+/// When `arg` names a pipeline spec file: the pipeline as written (not yet validated or
+/// expanded). `None` for a job name or a job spec.
+pub fn pipeline_spec(arg: &str) -> Result<Option<PipelineSpec>> {
     let path = Path::new(arg);
     if path.is_file() && is_pipeline_file(path)? {
-        return Ok(Some(PipelineSpec::load(path)?.pipeline.name));
+        return Ok(Some(PipelineSpec::load(path)?));
     }
     Ok(None)
+}
+
+/// The stored jobs of pipeline `name` that `table` names (the job `shop-orders`, or the table
+/// `orders` / `public.orders` whose job that is); every stored job when `None`. Refused, naming
+/// the pipeline's jobs, when none matches or the pipeline has no jobs yet.
+pub async fn stored_tables(
+    store: &dyn backhaul_coordinator::StateStore,
+    name: &str,
+    table: Option<&str>,
+) -> Result<Vec<String>> {
+    let jobs = stored_jobs(store, name).await?;
+    if jobs.is_empty() {
+        anyhow::bail!(
+            "pipeline `{name}` has no jobs in the state database yet (run `backhaul backfill` or `sync` on it first)"
+        );
+    }
+    let Some(wanted) = table else { return Ok(jobs) };
+    let unqualified = wanted.rsplit_once('.').map_or(wanted, |(_, t)| t).to_ascii_lowercase();
+    let job = format!("{}{unqualified}", backhaul_core::spec::pipeline::job_prefix(name));
+    let found: Vec<String> = jobs.iter().filter(|j| **j == wanted || **j == job).cloned().collect();
+    if found.is_empty() {
+        anyhow::bail!(
+            "--table {wanted}: pipeline `{name}` has no job for this table; its jobs: {}",
+            jobs.join(", ")
+        );
+    }
+    Ok(found)
 }
 
 /// The stored jobs of the pipeline named `name`, by job id.
@@ -78,22 +112,9 @@ pub async fn stored_jobs(store: &dyn backhaul_coordinator::StateStore, name: &st
 pub async fn load(path: &Path) -> Result<LoadedPipeline> {
     let spec = PipelineSpec::load(path)?;
     let (origin, base) = spec_origin(path)?;
-    spec.validate(&origin)?;
     let registry = builtin_connectors();
     let limit = ConnectionLimit::new(spec.max_source_connections());
-    let jobs = {
-        let source = registry.source_kind(&spec.source, &origin)?;
-        let destination = registry.destination_kind(&spec.destination, &origin)?;
-        let mut catalogs = Vec::new();
-        for schema in spec.schemas() {
-            let _permit = limit.acquire().await?;
-            let catalog = source
-                .discover(&spec.source.settings, &origin, &base, schema.as_deref())
-                .await?;
-            catalogs.push((schema, catalog));
-        }
-        spec.expand(&origin, &catalogs, source, destination)?
-    };
+    let jobs = expand_pipeline(&spec, &registry, &origin, &base, &limit).await?;
     for job in &jobs {
         registry
             .check(&job.spec, &origin)

@@ -29,7 +29,7 @@ impl RunLauncher for FakeLauncher {
         self.started.lock().unwrap().push((schedule.name.clone(), now_us));
         Ok(schedule.name.clone())
     }
-    async fn running(&self, _job_id: &str) -> Result<bool> {
+    async fn running(&self, _schedule: &ScheduleRow, _run: &str) -> Result<bool> {
         Ok(self.busy.load(Ordering::SeqCst))
     }
 }
@@ -447,4 +447,54 @@ impl Clock for FixedClock {
     fn now_us(&self) -> i64 {
         self.0
     }
+}
+
+// --- pipelines ---
+
+/// A job of one pending chunk.
+async fn pending_job(store: &Arc<dyn StateStore>, name: &str) {
+    let job = JobRow {
+        job_id: name.into(),
+        spec_toml: spec_with_checks(name),
+        base_dir: "/tmp".into(),
+        cursor_kind: CursorKind::Timestamp,
+        range: CursorRange::new(0, DAY_US),
+        created_at_us: 1,
+        cancelled_at_us: None,
+        synced_at_us: None,
+    };
+    let planned = vec![PlannedChunk {
+        index: 0,
+        range: CursorRange::new(0, DAY_US),
+        estimated_rows: 1,
+        estimated_bytes: 1,
+    }];
+    store.submit(job, planned).await.unwrap();
+}
+
+/// A pipeline's scheduled run goes on while any of its tables' jobs (`<pipeline>-…`) has
+/// chunks to load, whichever run planned them: at most one run of a pipeline at a time.
+#[tokio::test]
+async fn a_pipeline_run_goes_on_while_any_table_has_chunks_to_load() {
+    use backhaul_coordinator::SubmitLauncher;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("state.db"));
+    let launcher = SubmitLauncher::new(store.clone(), Arc::new(backhaul_core::registry::Registry::new()));
+    let pipeline = "version = 1\n\n[pipeline]\nname = \"shop\"\n".to_string();
+    let row = ScheduleRow::new("shop", pipeline, "/tmp".into(), "0 2 * * *", "UTC", "t", 0).unwrap();
+    assert!(!launcher.running(&row, "shop").await.unwrap(), "no job yet");
+    loaded_job(&store, "shop-orders", DAY_US, &[5, 5]).await;
+    assert!(!launcher.running(&row, "shop").await.unwrap(), "every chunk committed");
+    pending_job(&store, "shopping").await;
+    assert!(
+        !launcher.running(&row, "shop").await.unwrap(),
+        "another job's chunks do not count"
+    );
+    pending_job(&store, "shop-items").await;
+    assert!(launcher.running(&row, "shop").await.unwrap());
+    store.cancel("shop-items").await.unwrap();
+    assert!(
+        !launcher.running(&row, "shop").await.unwrap(),
+        "a cancelled job is done"
+    );
 }

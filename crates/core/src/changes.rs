@@ -51,6 +51,21 @@ pub fn by_month(entries: impl IntoIterator<Item = (Option<i64>, u64, u64, u64)>)
     months.into_values().collect()
 }
 
+/// Sums several tables' months (a pipeline's jobs) per month, oldest month first.
+pub fn sum_months(lists: impl IntoIterator<Item = Vec<MonthChanges>>) -> Vec<MonthChanges> {
+    let mut months: std::collections::BTreeMap<String, MonthChanges> = Default::default();
+    for m in lists.into_iter().flatten() {
+        let sum = months.entry(m.month.clone()).or_insert_with(|| MonthChanges {
+            month: m.month.clone(),
+            ..Default::default()
+        });
+        sum.inserted += m.inserted;
+        sum.updated += m.updated;
+        sum.deleted += m.deleted;
+    }
+    months.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +90,24 @@ mod tests {
                 ("2024-03", 2, 4, 4, 10),
                 ("unknown", 5, 0, 0, 5)
             ]
+        );
+    }
+
+    #[test]
+    fn tables_sum_per_month() {
+        let m = |month: &str, i, u, d| MonthChanges {
+            month: month.into(),
+            inserted: i,
+            updated: u,
+            deleted: d,
+        };
+        let sum = sum_months([
+            vec![m("2024-03", 1, 2, 3), m("2024-04", 1, 0, 0)],
+            vec![m("2024-02", 5, 0, 0), m("2024-03", 10, 20, 30)],
+        ]);
+        assert_eq!(
+            sum,
+            [m("2024-02", 5, 0, 0), m("2024-03", 11, 22, 33), m("2024-04", 1, 0, 0)]
         );
     }
 }

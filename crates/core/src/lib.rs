@@ -17,6 +17,7 @@ pub mod fidelity;
 pub mod fingerprint;
 pub mod limit;
 pub mod notes;
+pub mod pipeline_jobs;
 pub mod profile;
 pub mod proof;
 pub mod ratelimit;

@@ -21,7 +21,7 @@ use crate::deletes::KeyDigest;
 use crate::error::{Error, Result};
 use crate::notes::{BreakerReport, ExtractNotes};
 use crate::profile::{Activity, ActivityQuery};
-use crate::registry::{Connectors, DestinationConfig, SourceConfig};
+use crate::registry::{Connectors, DestinationConfig, DestinationKind, SourceConfig, SourceKind};
 use crate::spec::ConnectorSection;
 
 /// A pool of source-connection permits shared by the jobs of one pipeline.
@@ -79,6 +79,14 @@ impl Connectors for LimitedConnectors {
 
     fn destination_config(&self, section: &ConnectorSection, origin: &str) -> Result<Box<dyn DestinationConfig>> {
         self.inner.destination_config(section, origin)
+    }
+
+    fn source_kind_of(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn SourceKind> {
+        self.inner.source_kind_of(section, origin)
+    }
+
+    fn destination_kind_of(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn DestinationKind> {
+        self.inner.destination_kind_of(section, origin)
     }
 }
 

@@ -208,6 +208,13 @@ pub trait Connectors: Send + Sync {
     /// validated).
     fn destination_config(&self, section: &ConnectorSection, origin: &str) -> Result<Box<dyn DestinationConfig>>;
 
+    /// The source kind of `section` (a pipeline discovers its tables and fills each job's
+    /// section through it); errors name `origin` and the known kinds.
+    fn source_kind_of(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn SourceKind>;
+
+    /// The destination kind of `section`; errors name `origin` and the known kinds.
+    fn destination_kind_of(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn DestinationKind>;
+
     /// The whole spec checked, purely: the job-level keys by [`JobSpec::validate`], each
     /// connector section by its kind.
     fn check(&self, spec: &JobSpec, origin: &str) -> Result<CheckedSpec> {
@@ -352,6 +359,14 @@ impl Connectors for Registry {
 
     fn destination_config(&self, section: &ConnectorSection, origin: &str) -> Result<Box<dyn DestinationConfig>> {
         self.destination_kind(section, origin)?.parse(&section.settings, origin)
+    }
+
+    fn source_kind_of(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn SourceKind> {
+        self.source_kind(section, origin)
+    }
+
+    fn destination_kind_of(&self, section: &ConnectorSection, origin: &str) -> Result<&dyn DestinationKind> {
+        self.destination_kind(section, origin)
     }
 }
 

@@ -297,19 +297,30 @@ pub fn fingerprint(spec: &JobSpec) -> String {
     format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
+/// The fingerprint of a pipeline's profile: of its tables' jobs' [`fingerprint`]s (of checked
+/// specs), in table order, so a table added, removed or changed makes a saved profile stale.
+pub fn pipeline_fingerprint(tables: &[String]) -> String {
+    let joined = tables;
+    format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(joined.join("\n").as_bytes()))
+}
+
 impl Profile {
     /// Refuses a profile of another job or of a spec whose source or range changed.
     pub fn check_job(&self, spec: &JobSpec, file: &str) -> Result<()> {
-        if self.job != spec.name {
+        self.check_taken_for(&spec.name, &fingerprint(spec), file)
+    }
+
+    /// Refuses a profile not taken for `job` (a job or a pipeline) at `now`, its fingerprint.
+    pub fn check_taken_for(&self, job: &str, now: &str, file: &str) -> Result<()> {
+        if self.job != job {
             return Err(CostError::ProfileMismatch {
                 file: file.into(),
                 message: format!(
                     "it was taken for job `{}`, not `{}`; run `backhaul profile` on this job's spec",
-                    self.job, spec.name
+                    self.job, job
                 ),
             });
         }
-        let now = fingerprint(spec);
         if self.spec_fingerprint != now {
             return Err(CostError::ProfileMismatch {
                 file: file.into(),

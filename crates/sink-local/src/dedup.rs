@@ -174,13 +174,11 @@ pub(crate) fn dedup_view_sql(
     chunks: &[ViewChunk],
     has_deletes: bool,
 ) -> String {
-    let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
     let unions: Vec<String> = chunks
         .iter()
         .map(|c| {
             let synced = if dedup.metadata_columns {
-                let micros = c.committed_at_us.map_or("NULL".to_string(), |us| us.to_string());
-                format!(", arrow_cast(CAST({micros} AS BIGINT), 'Timestamp(Microsecond, Some(\"UTC\"))') AS {SYNCED}")
+                format!(", {} AS {SYNCED}", synced_at(c))
             } else {
                 String::new()
             };
@@ -216,6 +214,39 @@ pub(crate) fn dedup_view_sql(
         quote(&dedup.cursor_column),
         unions.join(" UNION ALL ")
     )
+}
+
+/// The SQL of an append table's view when it shows the metadata columns: every chunk's rows
+/// as they are, with `_backhaul_synced_at` (its commit time) and `_backhaul_deleted` (always
+/// false: deletes are detected in dedup mode only).
+pub(crate) fn append_view_sql(columns: &[String], chunks: &[ViewChunk]) -> String {
+    let select: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+    let unions: Vec<String> = chunks
+        .iter()
+        .map(|c| {
+            format!(
+                "SELECT {}, false AS {}, {} AS {} FROM {}",
+                select.join(", "),
+                quote(DELETED_COLUMN),
+                synced_at(c),
+                quote(SYNCED_AT_COLUMN),
+                quote(&c.table)
+            )
+        })
+        .collect();
+    unions.join(" UNION ALL ")
+}
+
+/// A quoted SQL identifier.
+fn quote(c: &str) -> String {
+    format!("\"{}\"", c.replace('"', "\"\""))
+}
+
+/// The commit time of `chunk` as a UTC timestamp literal (NULL for manifests written before
+/// commit times were recorded).
+fn synced_at(chunk: &ViewChunk) -> String {
+    let micros = chunk.committed_at_us.map_or("NULL".to_string(), |us| us.to_string());
+    format!("arrow_cast(CAST({micros} AS BIGINT), 'Timestamp(Microsecond, Some(\"UTC\"))')")
 }
 
 const CHUNK: &str = "__backhaul_chunk";

@@ -122,6 +122,10 @@ pub struct ChunkManifest {
     /// and the month its inserted/updated rows count in). Absent in manifests written before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_at_us: Option<i64>,
+    /// `sync.metadata_columns` of the job that committed it (any sync mode): readers see
+    /// `_backhaul_synced_at` and `_backhaul_deleted`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub metadata_columns: bool,
 }
 
 /// One data file of a committed chunk.
@@ -152,6 +156,7 @@ impl ChunkManifest {
             committed,
             dedup: None,
             committed_at_us: Some(crate::table::now_us()),
+            metadata_columns: commit.sync.as_ref().is_some_and(|s| s.metadata_columns),
         }
     }
 }

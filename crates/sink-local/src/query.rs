@@ -12,7 +12,7 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
-use crate::dedup::{DELETES, DedupManifest, ViewChunk, dedup_view_sql};
+use crate::dedup::{DELETES, DedupManifest, ViewChunk, append_view_sql, dedup_view_sql};
 use crate::deletes::{delete_files, deletes_schema};
 use crate::meta::{TablePaths, read_all_manifests, read_table_meta};
 use crate::table::{blocking, list_tables};
@@ -43,6 +43,7 @@ pub async fn query_with_schema(root: &Path, sql: &str) -> Result<QueryOutput> {
     let ctx = SessionContext::new();
     for table in tables {
         let provider = match &table.dedup {
+            None if table.metadata_columns => append_provider(&table).await?,
             None => files_provider(&table.schema, &table.files)?,
             Some(dedup) => dedup_provider(&table, dedup).await?,
         };
@@ -74,13 +75,9 @@ fn files_provider(schema: &SchemaRef, files: &[PathBuf]) -> Result<Arc<dyn Table
     Ok(Arc::new(ListingTable::try_new(config).map_err(df_error)?))
 }
 
-/// A dedup table as users see it: one row per key, the newest version (see `dedup.rs`). Each
-/// chunk is a table of a private session, so the view's plan holds them and the users' session
-/// never sees them.
-async fn dedup_provider(table: &DiscoveredTable, dedup: &DedupManifest) -> Result<Arc<dyn TableProvider>> {
-    if table.chunks.is_empty() {
-        return files_provider(&table.schema, &[]);
-    }
+/// The chunks of `table`, each registered as a table of a private session, so a view's plan
+/// holds them and the users' session never sees them.
+fn private_chunks(table: &DiscoveredTable) -> Result<(SessionContext, Vec<ViewChunk>)> {
     let private = SessionContext::new();
     let mut chunks = Vec::new();
     for (chunk_id, files, committed_at_us) in &table.chunks {
@@ -94,6 +91,31 @@ async fn dedup_provider(table: &DiscoveredTable, dedup: &DedupManifest) -> Resul
             committed_at_us: *committed_at_us,
         });
     }
+    Ok((private, chunks))
+}
+
+/// An append table with the metadata columns: every chunk's rows with their commit time.
+async fn append_provider(table: &DiscoveredTable) -> Result<Arc<dyn TableProvider>> {
+    if table.chunks.is_empty() {
+        return files_provider(&table.schema, &[]);
+    }
+    let (private, chunks) = private_chunks(table)?;
+    let columns: Vec<String> = table.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let frame = private
+        .sql(&append_view_sql(&columns, &chunks))
+        .await
+        .map_err(df_error)?;
+    Ok(frame.into_view())
+}
+
+/// A dedup table as users see it: one row per key, the newest version (see `dedup.rs`). Each
+/// chunk is a table of a private session, so the view's plan holds them and the users' session
+/// never sees them.
+async fn dedup_provider(table: &DiscoveredTable, dedup: &DedupManifest) -> Result<Arc<dyn TableProvider>> {
+    if table.chunks.is_empty() {
+        return files_provider(&table.schema, &[]);
+    }
+    let (private, chunks) = private_chunks(table)?;
     let has_deletes = !table.deletes.is_empty();
     if has_deletes {
         let schema = deletes_schema(&table.schema, &dedup.key_columns)?;
@@ -117,6 +139,8 @@ struct DiscoveredTable {
     deletes: Vec<PathBuf>,
     /// Set when the table's chunks were committed in dedup mode.
     dedup: Option<DedupManifest>,
+    /// The newest commit asked for the metadata columns (`sync.metadata_columns`).
+    metadata_columns: bool,
 }
 
 fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
@@ -138,6 +162,7 @@ fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
             schema: meta.schema()?,
             files: chunks.iter().flat_map(|(_, f, _)| f.clone()).collect(),
             // The newest commit says whether the table shows the metadata columns.
+            metadata_columns: manifests.last().is_some_and(|m| m.metadata_columns),
             dedup: manifests.into_iter().rev().find_map(|m| m.dedup),
             deletes: delete_files(&paths)?,
             chunks,

@@ -587,6 +587,56 @@ async fn fingerprint_sql_matches_the_builder() {
     assert_eq!((d[0].column.as_deref(), d[0].measure.as_str()), (Some("ts"), "sum"));
 }
 
+/// Append mode with `sync.metadata_columns`: every row of every chunk stays, with its chunk's
+/// commit time in `_backhaul_synced_at` and `_backhaul_deleted` false; the proof is unchanged.
+#[tokio::test]
+async fn append_chunks_show_the_metadata_columns() {
+    use backhaul_core::connector::{SyncCommit, SyncMode};
+    let f = fixture().await;
+    let append = |mut commit: ChunkCommit| {
+        commit.cursor_column = "ts".into();
+        commit.sync = Some(SyncCommit {
+            mode: SyncMode::Append,
+            key_columns: Vec::new(),
+            metadata_columns: true,
+        });
+        commit
+    };
+    let first = append(f.staged(0, 1, &[vec![batch(0..10)]]).await);
+    f.table.commit_chunk(&f.stage, &first).await.unwrap();
+    let second = append(f.staged(1, 1, &[vec![batch(5..8)]]).await);
+    f.table.commit_chunk(&f.stage, &second).await.unwrap();
+    let sql = "SELECT count(*) AS n, count(_backhaul_synced_at) AS s, \
+               count(*) FILTER (WHERE _backhaul_deleted) AS d, count(DISTINCT _backhaul_synced_at) AS t FROM t";
+    let batches = query(&f.root, sql).await.unwrap();
+    let value = |i: usize| {
+        batches[0]
+            .column(i)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!(
+        (value(0), value(1), value(2)),
+        (13, 13, 0),
+        "every row of both chunks, each with its time"
+    );
+    assert!(value(3) >= 1);
+    let out = query_with_schema(&f.root, "SELECT * FROM t").await.unwrap();
+    let names: Vec<&str> = out.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names[names.len() - 2..], ["_backhaul_deleted", "_backhaul_synced_at"]);
+    assert!(
+        f.table
+            .read_back(JOB, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .check(&second.extracted)
+            .is_ok()
+    );
+}
+
 /// Soft deletes: digests and key lists see the current, live versions; marking keys deleted
 /// flags them in the view without touching any chunk's proof; a newer version un-deletes.
 #[tokio::test]

@@ -97,6 +97,12 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
         Arc::new(builtin_connectors()),
     ));
     let scheduler = backhaul_coordinator::Scheduler::new(store.clone(), launcher, clock.clone());
+    // Syncs this coordinator's workers load (scheduled or `sync --coordinator`) get their delete
+    // detection here, once their chunks committed.
+    let deletes = Arc::new(backhaul_coordinator::deletes::DeleteSweeper::new(
+        store.clone(),
+        Arc::new(builtin_connectors()),
+    ));
     service = service.with_scheduler(scheduler.handle());
     let metrics = service.metrics();
     let monitor =
@@ -124,6 +130,13 @@ pub async fn run(globals: &Globals, args: CoordinatorArgs) -> Result<u8> {
             .run(backhaul_coordinator::alerts::CHECK_INTERVAL, checks_stop.clone())
             .await;
         stopped_by(&checks_stop, "the checks")
+    });
+    let deletes_stop = stop.clone();
+    tasks.spawn(async move {
+        deletes
+            .run(backhaul_coordinator::deletes::SWEEP_INTERVAL, deletes_stop.clone())
+            .await;
+        stopped_by(&deletes_stop, "delete detection")
     });
     if let Some(listener) = http {
         let router = backhaul_coordinator::http::router(store.clone(), metrics, pools);

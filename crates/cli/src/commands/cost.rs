@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use backhaul_core::changes::MonthChanges;
+use backhaul_core::changes::{MonthChanges, sum_months};
 use backhaul_core::connector::Connectors;
+use backhaul_core::spec::JobSpec;
 use backhaul_cost::config::WAREHOUSE_SIZES;
 use backhaul_cost::estimate::{EstimateInput, estimate};
 use backhaul_cost::prices::PriceBook;
-use backhaul_cost::profile::Profile;
+use backhaul_cost::profile::{Profile, fingerprint, pipeline_fingerprint};
 use backhaul_cost::report;
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Subcommand};
@@ -17,13 +18,13 @@ use serde_json::json;
 use super::common::load_spec;
 use super::profile::{ClusterArgs, ProfileFlags, load_config, take_profile};
 use crate::connectors::builtin_connectors;
-use crate::output;
-use crate::{Globals, OutputFormat};
+use crate::{Globals, OutputFormat, output, pipeline};
 
 /// Arguments of `cost`.
 #[derive(Args, Debug)]
 pub struct CostArgs {
-    /// Job spec file (TOML, see docs/job-spec.md).
+    /// Job spec file (TOML, see docs/job-spec.md), or a pipeline spec: every table's estimate
+    /// and their total.
     spec: PathBuf,
     /// A saved profile of this job (`backhaul profile -o`); without it the source is profiled now.
     #[arg(long)]
@@ -87,10 +88,22 @@ pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
     let book = price_book(args.models.as_deref(), &args.overlay)?;
     let profile = match &args.profile {
         Some(path) => {
-            let (spec, spec_origin, _) = load_spec(&args.spec)?;
-            let checked = builtin_connectors().check(&spec, &spec_origin)?;
             let profile = Profile::load(path)?;
-            profile.check_job(&checked.spec, &path.display().to_string())?;
+            let file = path.display().to_string();
+            if pipeline::is_pipeline_file(&args.spec)? {
+                let loaded = pipeline::load(&args.spec).await?;
+                let mut fingerprints = Vec::new();
+                for job in &loaded.jobs {
+                    fingerprints.push(fingerprint(
+                        &builtin_connectors().check(&job.spec, &loaded.origin)?.spec,
+                    ));
+                }
+                profile.check_taken_for(&loaded.spec.pipeline.name, &pipeline_fingerprint(&fingerprints), &file)?;
+            } else {
+                let (spec, spec_origin, _) = load_spec(&args.spec)?;
+                let checked = builtin_connectors().check(&spec, &spec_origin)?;
+                profile.check_job(&checked.spec, &file)?;
+            }
             profile
         }
         None => take_profile(&args.spec, &config, &origin, args.flags.exact, &args.cluster).await?,
@@ -126,11 +139,25 @@ pub async fn run(globals: &Globals, args: CostArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// What the job's destination recorded of its loads, per month.
+/// What the job's destination recorded of its loads, per month; for a pipeline, summed over
+/// its tables' jobs.
 async fn actual_changes(spec_path: &Path) -> Result<Vec<MonthChanges>> {
+    if pipeline::is_pipeline_file(spec_path)? {
+        let loaded = pipeline::load(spec_path).await?;
+        let mut tables = Vec::new();
+        for job in &loaded.jobs {
+            tables.push(job_changes(job.spec.clone(), &loaded.origin, &loaded.base).await?);
+        }
+        return Ok(sum_months(tables));
+    }
     let (spec, origin, base) = load_spec(spec_path)?;
-    let mut checked = builtin_connectors().check(&spec, &origin)?;
-    checked.resolve_paths(&base);
+    job_changes(spec, &origin, &base).await
+}
+
+/// One job's months as its destination recorded them.
+async fn job_changes(spec: JobSpec, origin: &str, base: &Path) -> Result<Vec<MonthChanges>> {
+    let mut checked = builtin_connectors().check(&spec, origin)?;
+    checked.resolve_paths(base);
     let destination = checked.destination.build()?;
     match destination.monthly_changes(&checked.spec.name).await? {
         Some(months) => Ok(months),
@@ -176,12 +203,25 @@ fn print_actual(report: &backhaul_cost::estimate::Report, months: &[MonthChanges
 /// `warehouse_size` (over `[snowflake] warehouse`; `--warehouse` still wins) and, with an internal
 /// stage, internal staging. Its `file_size` reaches the estimate through the profile already.
 fn snowflake_as_configured(config: &mut backhaul_cost::config::CostConfig, spec_path: &Path) -> Result<()> {
-    let (spec, origin, _) = load_spec(spec_path)?;
-    if spec.destination.kind != "snowflake" {
+    let (section, origin) = match pipeline::pipeline_spec(&spec_path.to_string_lossy())? {
+        // A pipeline's destination is every table's, but for the table key.
+        Some(mut p) => {
+            p.destination
+                .settings
+                .entry("table")
+                .or_insert_with(|| toml::Value::String(p.pipeline.name.clone()));
+            (p.destination, spec_path.display().to_string())
+        }
+        None => {
+            let (spec, origin, _) = load_spec(spec_path)?;
+            (spec.destination, origin)
+        }
+    };
+    if section.kind != "snowflake" {
         return Ok(());
     }
     let destination: backhaul_sink_snowflake::SnowflakeDestinationSpec =
-        backhaul_core::spec::parse_section(&spec.destination.settings, "destination", &origin)?;
+        backhaul_core::spec::parse_section(&section.settings, "destination", &origin)?;
     if destination.warehouse_size.is_some() {
         config.snowflake.warehouse = destination.warehouse_size().to_string();
     }

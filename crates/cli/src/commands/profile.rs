@@ -8,7 +8,7 @@ use backhaul_coordinator::plan_source;
 use backhaul_core::connector::{Connectors, Source};
 use backhaul_core::spec::JobSpec;
 use backhaul_cost::config::CostConfig;
-use backhaul_cost::profile::{Measured, Profile, fingerprint};
+use backhaul_cost::profile::{Measured, Profile, TableProfile, fingerprint, pipeline_fingerprint};
 use backhaul_cost::profiler::{ProfileInput, ProfileOptions, assemble, profile_table};
 use backhaul_proto::v1 as pb;
 use backhaul_worker::flight::{DataPlaneClient, RemoteSource};
@@ -94,7 +94,7 @@ impl ClusterArgs {
 /// Arguments of `profile`.
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
-    /// Job spec file (TOML, see docs/job-spec.md).
+    /// Job spec file (TOML, see docs/job-spec.md), or a pipeline spec (every table, one profile).
     spec: PathBuf,
     /// Where to save the profile: `.json` for JSON, anything else for TOML.
     #[arg(short = 'o', long = "out")]
@@ -140,7 +140,8 @@ pub fn load_config(flags: &ProfileFlags) -> Result<(CostConfig, String)> {
 }
 
 /// Plans the source side of the job (stage and destination untouched) and profiles its
-/// table, reading the source here or, in cluster mode, on a worker.
+/// table, reading the source here or, in cluster mode, on a worker. A pipeline spec is
+/// profiled table by table into one profile named after the pipeline.
 pub async fn take_profile(
     spec_path: &Path,
     config: &CostConfig,
@@ -148,14 +149,45 @@ pub async fn take_profile(
     exact: bool,
     cluster: &ClusterArgs,
 ) -> Result<Profile> {
+    if crate::pipeline::is_pipeline_file(spec_path)? {
+        let loaded = crate::pipeline::load(spec_path).await?;
+        let mut tables = Vec::new();
+        let mut fingerprints = Vec::new();
+        for job in &loaded.jobs {
+            let (table, fp) =
+                profile_job(&job.spec, &loaded.origin, &loaded.base, config, origin, exact, cluster).await?;
+            tables.push(table);
+            fingerprints.push(fp);
+        }
+        return Ok(assemble(
+            &loaded.spec.pipeline.name,
+            &pipeline_fingerprint(&fingerprints),
+            tables,
+            Utc::now(),
+        ));
+    }
     let (raw, spec_origin, spec_dir) = load_spec(spec_path)?;
-    let checked = builtin_connectors().check(&raw, &spec_origin)?;
+    let (table, fp) = profile_job(&raw, &spec_origin, &spec_dir, config, origin, exact, cluster).await?;
+    Ok(assemble(&raw.name, &fp, vec![table], Utc::now()))
+}
+
+/// Profiles one job's table; returns it with the job's spec fingerprint.
+async fn profile_job(
+    raw: &JobSpec,
+    spec_origin: &str,
+    spec_dir: &Path,
+    config: &CostConfig,
+    origin: &str,
+    exact: bool,
+    cluster: &ClusterArgs,
+) -> Result<(TableProfile, String)> {
+    let checked = builtin_connectors().check(raw, spec_origin)?;
     let fp = fingerprint(&checked.spec);
     let validated = &checked.validated;
     let mut options = ProfileOptions::from_config(&config.profile, origin)?;
     options.exact = exact;
-    let source = cluster.source(&checked.spec, &spec_origin, &spec_dir).await?;
-    let plan = plan_source(source.as_ref(), validated, &spec_origin, None).await?;
+    let source = cluster.source(&checked.spec, spec_origin, spec_dir).await?;
+    let plan = plan_source(source.as_ref(), validated, spec_origin, None).await?;
     let input = ProfileInput {
         job: raw.name.clone(),
         source_kind: raw.source.kind.clone(),
@@ -166,11 +198,10 @@ pub async fn take_profile(
         file_size: checked.destination.staging().file_size,
         source,
     };
-    let now = Utc::now();
-    let table = profile_table(&input, &options, now)
+    let table = profile_table(&input, &options, Utc::now())
         .await
         .with_context(|| format!("profiling job {}", raw.name))?;
-    Ok(assemble(&raw.name, &fp, vec![table], now))
+    Ok((table, fp))
 }
 
 fn measured(m: &Option<Measured>) -> String {

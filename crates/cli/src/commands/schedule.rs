@@ -21,9 +21,10 @@ pub struct ScheduleArgs {
 /// What to do with schedules.
 #[derive(Subcommand, Debug)]
 enum ScheduleAction {
-    /// Register a job spec to run on a cron expression; the spec's `name` names the schedule.
+    /// Register a job spec (or a pipeline spec: every table's job each run) to run on a cron
+    /// expression; the spec's `name` (or `pipeline.name`) names the schedule.
     Add {
-        /// Job spec file (TOML, see docs/job-spec.md).
+        /// Job spec file (TOML, see docs/job-spec.md), or a pipeline spec (docs/pipelines.md).
         spec: PathBuf,
         /// Five-field cron expression (minute hour day-of-month month day-of-week), e.g. "0 2 * * *".
         #[arg(long)]

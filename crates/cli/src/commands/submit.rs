@@ -61,21 +61,60 @@ pub struct Submission<'a> {
 /// with `wait`, follows the job to its end. Shared by `submit` and `sync --coordinator`.
 pub async fn send(globals: &Globals, remote: &RemoteArgs, args: Submission<'_>) -> Result<u8> {
     let spec_toml = std::fs::read_to_string(args.spec).with_context(|| format!("reading {}", args.spec.display()))?;
-    let base_dir = match args.base_dir {
-        Some(d) => d.to_path_buf(),
+    let base_dir = base_dir_of(args.spec, args.base_dir)?;
+    let origin = args.spec.display().to_string();
+    let sent = send_text(globals, remote, &spec_toml, &origin, &base_dir, &args, globals.progress).await?;
+    match globals.output {
+        OutputFormat::Json => output::print_json(&sent.doc),
+        OutputFormat::Text => {
+            if let Some(line) = &sent.line {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(sent.code)
+}
+
+/// Where a spec's relative paths resolve on the coordinator and workers: `base_dir`, else the
+/// spec file's directory on this machine.
+pub fn base_dir_of(spec: &Path, base_dir: Option<&Path>) -> Result<PathBuf> {
+    match base_dir {
+        Some(d) => Ok(d.to_path_buf()),
         None => {
-            let dir = args
-                .spec
+            let dir = spec
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."));
-            std::fs::canonicalize(dir).with_context(|| format!("resolving the directory of {}", args.spec.display()))?
+            std::fs::canonicalize(dir).with_context(|| format!("resolving the directory of {}", spec.display()))
         }
-    };
+    }
+}
+
+/// What sending one spec did.
+pub struct Sent {
+    /// The exit code it deserves: 0, 1 when refused, 4 when waited for and chunks were parked.
+    pub code: u8,
+    /// The result as `--output json` shows it.
+    pub doc: serde_json::Value,
+    /// The line text mode prints on stdout (the job id, or its end state after waiting).
+    pub line: Option<String>,
+}
+
+/// Sends the spec text (`origin` names it), as `args` say; text mode prints what the
+/// coordinator did on stderr. `progress` draws a bar while waiting.
+pub async fn send_text(
+    globals: &Globals,
+    remote: &RemoteArgs,
+    spec_toml: &str,
+    origin: &str,
+    base_dir: &Path,
+    args: &Submission<'_>,
+    progress: bool,
+) -> Result<Sent> {
     let mut client = remote.client()?;
     let req = pb::SubmitJobRequest {
-        spec_toml,
-        spec_origin: args.spec.display().to_string(),
+        spec_toml: spec_toml.to_string(),
+        spec_origin: origin.to_string(),
         base_dir: base_dir.display().to_string(),
         sync: args.sync_now.is_some(),
         sync_now_us: args.sync_now.flatten().unwrap_or(0),
@@ -88,16 +127,19 @@ pub async fn send(globals: &Globals, remote: &RemoteArgs, args: Submission<'_>) 
     let submitted = match resp.outcome {
         Some(pb::submit_job_response::Outcome::Job(job)) => job,
         Some(pb::submit_job_response::Outcome::Rejected(e)) => {
-            match globals.output {
-                OutputFormat::Json => output::print_json(&json!({ "error": remote::job_error_json(&e) })),
-                OutputFormat::Text => eprintln!(
+            if globals.output == OutputFormat::Text {
+                eprintln!(
                     "error: {}\n(refused by the coordinator: {} error, {})",
                     remote::job_error_text(&e),
                     e.kind,
                     remote::class_name(e.class)
-                ),
+                );
             }
-            return Ok(crate::exit::FAILURE);
+            return Ok(Sent {
+                code: crate::exit::FAILURE,
+                doc: json!({ "error": remote::job_error_json(&e) }),
+                line: None,
+            });
         }
         None => return Err(anyhow!("the coordinator answered without an outcome")),
     };
@@ -143,36 +185,35 @@ pub async fn send(globals: &Globals, remote: &RemoteArgs, args: Submission<'_>) 
         }
     }
     if !args.wait {
-        if globals.output == OutputFormat::Json {
-            output::print_json(&json!({
+        return Ok(Sent {
+            code: 0,
+            doc: json!({
                 "created": submitted.created,
                 "status": remote::status_json(&status),
                 "type_fidelity": fidelity,
                 "sync": sync,
-            }));
-        } else {
-            println!("{job_id}");
-        }
-        return Ok(0);
+            }),
+            line: Some(job_id),
+        });
     }
-    let last = remote::follow(remote, &mut client, &job_id, globals.progress).await?;
-    match globals.output {
-        OutputFormat::Json => output::print_json(&json!({
+    let last = remote::follow(remote, &mut client, &job_id, progress).await?;
+    Ok(Sent {
+        code: remote::exit_code(&last),
+        doc: json!({
             "created": submitted.created,
             "status": remote::status_json(&last),
             "type_fidelity": fidelity,
             "sync": sync,
-        })),
-        OutputFormat::Text => println!(
+        }),
+        line: Some(format!(
             "job {job_id}: {}, {}/{} chunks committed, {} parked, {} rows",
             remote::state_name(last.state),
             last.committed,
             last.chunks,
             last.parked,
             group(last.committed_rows)
-        ),
-    }
-    Ok(remote::exit_code(&last))
+        )),
+    })
 }
 
 /// The line `sync --coordinator` prints for what the sync did; `None` for a first sync, which

@@ -57,11 +57,6 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
 /// every pending chunk to the end.
 pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
     if args.remote.coordinator.is_some() {
-        if pipeline::is_pipeline_file(&args.spec)? {
-            return Err(anyhow::anyhow!(
-                "sync --coordinator takes one table's job spec, not a pipeline (not built yet); sync a pipeline in this process (without --coordinator)"
-            ));
-        }
         let submission = Submission {
             spec: &args.spec,
             base_dir: args.base_dir.as_deref(),
@@ -69,6 +64,9 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
             fidelity_report: None,
             sync_now: Some(args.now),
         };
+        if pipeline::is_pipeline_file(&args.spec)? {
+            return sync_pipeline_remotely(globals, &args, &submission).await;
+        }
         return super::submit::send(globals, &args.remote, submission).await;
     }
     let now = args.now.unwrap_or_else(backhaul_coordinator::now_us);
@@ -111,6 +109,26 @@ pub async fn run(globals: &Globals, args: SyncArgs) -> Result<u8> {
         crate::output::print_json(&doc);
     }
     Ok(code)
+}
+
+/// `sync --coordinator` of a pipeline: the pipeline is expanded here (its schemas discovered,
+/// every table's job checked, before anything is sent), then each table's job is sent as a
+/// sync; the coordinator plans each and its workers load them. Reported per table.
+async fn sync_pipeline_remotely(globals: &Globals, args: &SyncArgs, submission: &Submission<'_>) -> Result<u8> {
+    let loaded = pipeline::load(&args.spec).await?;
+    let base_dir = super::submit::base_dir_of(&args.spec, args.base_dir.as_deref())?;
+    pipeline::run_tables(globals, &loaded, |job, p| {
+        let base_dir = base_dir.clone();
+        async move {
+            let toml = job.spec.to_canonical_toml();
+            let origin = format!("{} ({})", p.origin, job.key);
+            // Tables are sent side by side: one progress bar would not tell them apart.
+            let sent =
+                super::submit::send_text(globals, &args.remote, &toml, &origin, &base_dir, submission, false).await?;
+            Ok((sent.code, sent.doc))
+        }
+    })
+    .await
 }
 
 /// Syncs one job and runs its chunks; returns the exit code it deserves and its summary as

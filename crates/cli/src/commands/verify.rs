@@ -113,12 +113,7 @@ pub async fn run(globals: &Globals, args: VerifyArgs) -> Result<u8> {
 /// Verifies every stored job of a pipeline; one failing table fails the command, after all
 /// were verified.
 async fn verify_pipeline(globals: &Globals, store: &dyn StateStore, name: &str) -> Result<u8> {
-    let jobs = crate::pipeline::stored_jobs(store, name).await?;
-    if jobs.is_empty() {
-        return Err(anyhow::anyhow!(
-            "pipeline `{name}` has no jobs in the state database yet (run `backhaul backfill` or `sync` on it first)"
-        ));
-    }
+    let jobs = crate::pipeline::stored_tables(store, name, None).await?;
     let mut verified = Vec::new();
     for job in &jobs {
         verified.push(verify_job(store, job).await?);

@@ -380,13 +380,271 @@ fn mariadb_discover_lists_keys_and_ranked_cursors() {
     assert_eq!(lines["columns"][2]["cursor_kind"], "date");
 }
 
+/// Two mutable tables (`alpha`, `beta`: key, updated_at, v), 30 rows each, 10 minutes apart
+/// from 2024-03-01 00:10.
+fn two_tables(server: &PostgresServer, db: &str) {
+    let mut sql = String::new();
+    for t in ["alpha", "beta"] {
+        sql.push_str(&format!(
+            "CREATE TABLE {t} (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, v text NOT NULL); \
+             INSERT INTO {t} SELECT g, timestamptz '2024-03-01 00:00:00+00' + g * interval '10 minutes', 'v' || g \
+               FROM generate_series(1, 30) g; ANALYZE {t};"
+        ));
+    }
+    server.psql(db, &sql).unwrap();
+}
+
+/// Pipeline `shop` over both tables, dedup with soft deletes, ending at `to`.
+fn two_table_pipeline(server: &PostgresServer, db: &str, to: &str) -> String {
+    format!(
+        r#"version = 1
+
+[pipeline]
+name = "shop"
+max_source_connections = 2
+
+[source]
+kind = "postgres"
+host = "{host}"
+port = {port}
+user = "{user}"
+database = "{db}"
+
+[source.password]
+file = "{password}"
+
+[range]
+from = "2024-03-01"
+to = "{to}"
+
+[chunking]
+policy = "fixed"
+every = "2h"
+
+[stage]
+path = "stage"
+
+[destination]
+kind = "local"
+path = "warehouse"
+file_size = "1MiB"
+allow_small_files = true
+
+[sync]
+mode = "dedup"
+lag = "5m"
+lookback = "1h"
+deletes = "soft"
+metadata_columns = true
+
+[[tables]]
+table = "alpha"
+cursor = "updated_at"
+
+[[tables]]
+table = "beta"
+cursor = "updated_at"
+"#,
+        host = server.host(),
+        port = server.port(),
+        user = server.user(),
+        password = server.password_file().display(),
+    )
+}
+
+/// `(rows, rows flagged deleted)` of a warehouse table.
+fn rows_and_deleted(job: &JobDir, table: &str) -> (u64, u64) {
+    let v = job.json(&[
+        "query",
+        "--warehouse",
+        "warehouse",
+        &format!("SELECT count(*) AS n, count(*) FILTER (WHERE _backhaul_deleted) AS d FROM {table}"),
+    ]);
+    (v[0]["n"].as_u64().unwrap(), v[0]["d"].as_u64().unwrap())
+}
+
+/// A pipeline on a coordinator: `sync --coordinator` sends every table's sync and the workers
+/// load them; a row deleted at the source is flagged by the coordinator's delete detection
+/// (nobody waits for the chunks there); a schedule of the pipeline runs every table's sync;
+/// then `replay` (one table or all) and `cost` (per table, total, `--actual`) take the pipeline.
 #[test]
-fn sync_on_a_coordinator_refuses_a_pipeline_before_calling_it() {
+fn a_pipeline_syncs_on_a_coordinator_and_on_a_schedule_and_replays_and_costs() {
+    use crate::cluster::{Coordinator, client, client_json, start_worker, wait_until};
+    use std::time::Duration;
+
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    two_tables(server, &db);
     let job = JobDir::in_dir(tempfile::tempdir().unwrap());
-    let path = job.write_spec("pipeline.toml", "version = 1\n\n[pipeline]\nname = \"shop\"\n");
-    // Nothing listens on port 1: the refusal must come before any call.
-    let out = job.run(&["sync", path.to_str().unwrap(), "--coordinator", "http://127.0.0.1:1"]);
+    let pipeline = job.write_spec("pipeline.toml", &two_table_pipeline(server, &db, "now"));
+    let pipeline = pipeline.to_str().unwrap();
+    let mut coordinator = Coordinator::start(&job, "127.0.0.1:0", &[]);
+    let url = coordinator.url();
+    let mut worker = start_worker(&job, &url, "w1", &[]);
+    let sync_at = |now: &str| {
+        client_json(
+            &job,
+            &["sync", pipeline, "--now", now, "--coordinator", &url, "--wait"],
+            &[],
+        )
+    };
+
+    let first = sync_at("2024-03-01T06:00:00Z");
+    assert_eq!(first["exit_code"], 0, "{first}");
+    let tables = first["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2, "{first}");
+    for t in tables {
+        assert_eq!(t["result"]["sync"]["outcome"], "backfill", "{first}");
+        assert_eq!(t["result"]["status"]["state"], "succeeded", "{first}");
+    }
+    assert_eq!(rows_and_deleted(&job, "alpha"), (30, 0));
+    assert_eq!(rows_and_deleted(&job, "beta"), (30, 0));
+
+    // A hard delete at the source: the coordinator's delete detection flags it once the
+    // second sync's chunks committed.
+    server.psql(&db, "DELETE FROM alpha WHERE id = 3;").unwrap();
+    let second = sync_at("2024-03-01T07:00:00Z");
+    assert_eq!(second["exit_code"], 0, "{second}");
+    assert_eq!(second["tables"][0]["result"]["sync"]["outcome"], "extended", "{second}");
+    wait_until("the coordinator flags the deleted row", Duration::from_secs(90), || {
+        rows_and_deleted(&job, "alpha") == (30, 1)
+    });
+    assert_eq!(rows_and_deleted(&job, "beta"), (30, 0));
+
+    // A schedule of the pipeline (its end fixed, so the run does not reach today): named after
+    // the pipeline; run-now syncs every table's job to that end.
+    let fixed = job.write_spec(
+        "pipeline-fixed.toml",
+        &two_table_pipeline(server, &db, "2024-03-01T10:00:00Z"),
+    );
+    let fixed = fixed.to_str().unwrap();
+    let added = client_json(
+        &job,
+        &["schedule", "add", fixed, "--cron", "0 2 * * *", "--coordinator", &url],
+        &[],
+    );
+    assert_eq!(
+        (added["name"].as_str(), added["outcome"].as_str()),
+        (Some("shop"), Some("added")),
+        "{added}"
+    );
+    client_json(&job, &["schedule", "run-now", "shop", "--coordinator", &url], &[]);
+    let synced_to = |job_id: &str| {
+        let out = client(
+            &job,
+            &["status", job_id, "--coordinator", &url, "--output", "json"],
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (v["range"]["to"].as_str() == Some("2024-03-01T10:00:00Z")) && v["finished"] == true
+    };
+    wait_until("the scheduled run syncs both tables", Duration::from_secs(120), || {
+        synced_to("shop-alpha") && synced_to("shop-beta")
+    });
+    let listed = client_json(&job, &["schedule", "list", "--coordinator", &url], &[]);
+    assert_eq!(listed["schedules"][0]["last_run_job"], "shop", "{listed}");
+    worker.kill9();
+    coordinator.proc.kill9();
+
+    // Replay takes the pipeline: one table, or every table.
+    let one = job.json(&[
+        "replay",
+        fixed,
+        "--table",
+        "beta",
+        "--from",
+        "2024-03-01T00:00:00Z",
+        "--to",
+        "2024-03-01T02:00:00Z",
+    ]);
+    assert_eq!(one["pipeline"], "shop", "{one}");
+    let jobs = one["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{one}");
+    assert_eq!(jobs[0]["job"], "shop-beta", "{one}");
+    let all = job.json(&[
+        "replay",
+        fixed,
+        "--from",
+        "2024-03-01T00:00:00Z",
+        "--to",
+        "2024-03-01T01:00:00Z",
+    ]);
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2, "{all}");
+    let bad = job.run(&["replay", fixed, "--table", "orders"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = text(&bad.stderr);
+    assert!(
+        err.contains("--table orders") && err.contains("shop-alpha, shop-beta"),
+        "{err}"
+    );
+    // The replayed chunk of alpha holds the source's rows now: the deleted key is gone.
+    assert_eq!(rows_and_deleted(&job, "alpha"), (29, 0));
+    job.ok(&["verify", fixed]);
+
+    // Cost of the pipeline: every table's estimate and the total; --actual sums the tables.
+    let cost = job.json(&["cost", fixed, "--as-of", "2026-11-01", "--actual"]);
+    let names: Vec<&str> = cost["estimate"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["public.alpha", "public.beta"], "{cost}");
+    assert_eq!(cost["estimate"]["job"], "shop", "{cost}");
+    let months = cost["actual"].as_array().unwrap();
+    let deleted: u64 = months.iter().map(|m| m["deleted"].as_u64().unwrap()).sum();
+    let inserted: u64 = months.iter().map(|m| m["inserted"].as_u64().unwrap()).sum();
+    assert_eq!(deleted, 1, "{months:?}");
+    // Both tables' 30 keys, less alpha's key 3, which its replayed chunk no longer holds.
+    assert_eq!(inserted, 59, "{months:?}");
+
+    // A saved profile of the pipeline prices it again, and is refused once the pipeline changed.
+    job.ok(&["profile", fixed, "-o", "shop-profile.json"]);
+    let saved = job.json(&["cost", fixed, "--profile", "shop-profile.json", "--as-of", "2026-11-01"]);
+    assert_eq!(saved["job"], "shop", "{}", saved["tables"]);
+    assert_eq!(saved["tables"].as_array().unwrap().len(), 2);
+    let stale = job.run(&["cost", pipeline, "--profile", "shop-profile.json"]);
+    assert_eq!(stale.status.code(), Some(1));
+    let err = text(&stale.stderr);
+    assert!(
+        err.contains("shop-profile.json") && err.contains("changed since the profile was taken"),
+        "{err}"
+    );
+}
+
+/// Refusals that need no source: a pipeline with no jobs yet, `--table` with a job, and
+/// discover on a source kind that has no catalog.
+#[test]
+fn pipeline_commands_refuse_clearly_before_any_job_exists() {
+    let job = JobDir::in_dir(tempfile::tempdir().unwrap());
+    let path = job.write_spec(
+        "pipeline.toml",
+        "version = 1\n\n[pipeline]\nname = \"shop\"\n\n[source]\nkind = \"postgres\"\n\n[range]\nfrom = \"2024-03-01\"\nto = \"now\"\n\n[stage]\npath = \"stage\"\n\n[destination]\nkind = \"local\"\npath = \"warehouse\"\n\n[[tables]]\ntable = \"orders\"\ncursor = \"updated_at\"\n",
+    );
+    let path = path.to_str().unwrap();
+    for args in [vec!["verify", path], vec!["replay", path]] {
+        let out = job.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("pipeline `shop` has no jobs in the state database yet"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = job.run(&["replay", "orders", "--table", "orders"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a pipeline spec"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let demo = job.write_spec("demo.toml", &crate::util::spec_text(&crate::util::JobParams::default()));
+    let out = job.run(&["discover", demo.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("not a pipeline"), "{err}");
+    assert!(
+        err.contains("demo.toml: source.kind") && err.contains("cannot discover tables"),
+        "{err}"
+    );
 }

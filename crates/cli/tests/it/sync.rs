@@ -194,7 +194,13 @@ fn append_sync_loads_every_inserted_row_once() {
     let job = JobDir::in_dir(tempfile::tempdir().unwrap());
     let path = job.write_spec(
         "job.toml",
-        &spec(server, &db, "events", "created_at", "mode = \"append\""),
+        &spec(
+            server,
+            &db,
+            "events",
+            "created_at",
+            "mode = \"append\"\nmetadata_columns = true",
+        ),
     );
     let path = path.to_str().unwrap();
     job.ok(&["sync", path, "--now", "2024-03-01T03:00:00Z"]);
@@ -214,6 +220,16 @@ fn append_sync_loads_every_inserted_row_once() {
             "SELECT id || ':' || v FROM events WHERE created_at < '2024-03-01 08:55:00+00' ORDER BY id"
         )
     );
+    // The metadata columns in append mode: every row has its chunk's commit time, none is deleted.
+    let v = job.json(&[
+        "query",
+        "--warehouse",
+        "warehouse",
+        "SELECT count(*) AS n, count(_backhaul_synced_at) AS s, count(*) FILTER (WHERE _backhaul_deleted) AS d FROM events",
+    ]);
+    assert_eq!(v[0]["n"], v[0]["s"], "{v}");
+    assert_eq!(v[0]["d"], 0, "{v}");
+    job.ok(&["verify", "events"]);
 }
 
 #[test]

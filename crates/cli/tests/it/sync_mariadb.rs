@@ -200,3 +200,98 @@ fn a_mariadb_sync_killed_mid_run_resumes_to_exactly_the_source_rows() {
     );
     job.ok(&["verify", "accounts"]);
 }
+
+/// `id:v:deleted` of every row of the warehouse table, by id.
+fn rows_with_deleted(job: &JobDir, table: &str) -> Vec<String> {
+    let v = job.json(&[
+        "query",
+        "--warehouse",
+        "warehouse",
+        &format!(
+            "SELECT CAST(id AS VARCHAR) || ':' || v || ':' || CAST(_backhaul_deleted AS VARCHAR) AS r FROM {table} ORDER BY id"
+        ),
+    ]);
+    let mut rows: Vec<(i64, String)> = v
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["r"].as_str().expect("r").to_string())
+        .map(|r| (r.split(':').next().unwrap().parse().unwrap(), r))
+        .collect();
+    rows.sort();
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The source's rows as the warehouse should show them (`id:v:false`), plus the given deleted
+/// rows (`id:v`), by id.
+fn with_deleted(server: &MariaDb, db: &str, deleted: &[&str]) -> Vec<String> {
+    let mut rows: Vec<(i64, String)> = source_rows(server, db, "items", "TRUE")
+        .into_iter()
+        .map(|r| format!("{r}:false"))
+        .chain(deleted.iter().map(|d| format!("{d}:true")))
+        .map(|r| (r.split(':').next().unwrap().parse().unwrap(), r))
+        .collect();
+    rows.sort();
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Hard-delete detection from MariaDB: the MySQL digest, key-list and lookup queries against a
+/// real server. Deleted keys are flagged, an update past the mark is a move (not a delete), a
+/// re-inserted key is live again, and an unchanged range costs one digest query per side.
+#[test]
+fn mariadb_soft_deletes_follow_the_source_across_syncs() {
+    let server = MariaDb::shared();
+    let db = "sync_deletes";
+    database(
+        server,
+        db,
+        "CREATE TABLE items (id BIGINT NOT NULL PRIMARY KEY, updated_at DATETIME(6) NOT NULL, \
+           v VARCHAR(64) NOT NULL, KEY (updated_at)); \
+         INSERT INTO items SELECT seq, '2024-03-01' + INTERVAL seq * 4 MINUTE, CONCAT('v', seq) FROM seq_1_to_100; \
+         ANALYZE TABLE items;",
+    );
+    let job = JobDir::in_dir(tempfile::tempdir().unwrap());
+    let sync = "mode = \"dedup\"\nlookback = \"1h\"\ndeletes = \"soft\"\nmetadata_columns = true";
+    let path = job.write_spec("job.toml", &spec(server, &job, db, "items", "updated_at", sync));
+    let path = path.to_str().unwrap();
+    let sync_at = |now: &str| job.json(&["sync", path, "--now", now])["deletes"].clone();
+    let unchanged = |d: &serde_json::Value| {
+        assert_eq!(d["deleted"], 0, "{d}");
+        assert_eq!(d["listings"], 0, "{d}");
+        assert_eq!(d["source_digests"], d["ranges_checked"], "{d}");
+        assert_eq!(d["destination_digests"], d["ranges_checked"], "{d}");
+    };
+
+    let first = sync_at("2024-03-01T08:00:00Z");
+    unchanged(&first);
+    assert!(first["ranges_checked"].as_u64().unwrap() >= 7, "{first}");
+    assert_eq!(rows_with_deleted(&job, "items"), with_deleted(server, db, &[]));
+
+    server.sql(&format!(
+        "USE `{db}`; DELETE FROM items WHERE id IN (3, 50, 51); \
+         UPDATE items SET v = 'moved', updated_at = '2024-03-01 08:30:00' WHERE id = 7; \
+         INSERT INTO items VALUES (200, '2024-03-01 08:10:00', 'new');"
+    ));
+    let second = sync_at("2024-03-01T09:00:00Z");
+    assert_eq!(second["deleted"], 3, "{second}");
+    assert_eq!(
+        rows_with_deleted(&job, "items"),
+        with_deleted(server, db, &["3:v3", "50:v50", "51:v51"])
+    );
+
+    server.sql(&format!(
+        "USE `{db}`; INSERT INTO items VALUES (3, '2024-03-01 09:10:00', 'back'); \
+         UPDATE items SET v = 'late', updated_at = '2024-03-01 10:00:00' WHERE id = 10;"
+    ));
+    let third = sync_at("2024-03-01T09:40:00Z");
+    assert_eq!(third["deleted"], 0, "{third}");
+    assert_eq!(third["moved"], 1, "id 10 moved past the mark: {third}");
+
+    let fourth = sync_at("2024-03-01T11:00:00Z");
+    unchanged(&fourth);
+    assert_eq!(
+        rows_with_deleted(&job, "items"),
+        with_deleted(server, db, &["50:v50", "51:v51"])
+    );
+    job.ok(&["verify", "items"]);
+}

@@ -30,9 +30,9 @@ use cron::Cron;
 /// One scheduled job as the coordinator stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScheduleRow {
-    /// The schedule's name: the job's name (today a schedule runs one job spec).
+    /// The schedule's name: the job's name, or the pipeline's.
     pub name: String,
-    /// The job spec each run submits, as registered.
+    /// The job or pipeline spec each run submits, as registered.
     pub spec_toml: String,
     /// Directory against which relative paths in the spec resolve on the coordinator.
     pub base_dir: PathBuf,
@@ -46,7 +46,7 @@ pub struct ScheduleRow {
     pub created_at_us: i64,
     /// When the last run started, microseconds since the epoch.
     pub last_fired_us: Option<i64>,
-    /// The job id of the last run started.
+    /// The job id of the last run started (a pipeline's name for a pipeline's run).
     pub last_run_job: Option<String>,
     /// The last tick handled (a run started, or skipped because the previous run was still
     /// going), or when the schedule was resumed; the next tick is the first after it.

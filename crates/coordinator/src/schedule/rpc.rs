@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use backhaul_core::spec::JobSpec;
+use backhaul_core::spec::{JobSpec, PipelineSpec, is_pipeline};
 use backhaul_proto::v1 as pb;
 use backhaul_proto::v1::schedules_server::{Schedules, SchedulesServer};
 use tonic::{Request, Response, Status};
@@ -52,6 +52,19 @@ pub fn schedule_pb(s: &ScheduleRow) -> pb::Schedule {
     }
 }
 
+/// The name a schedule of `spec_toml` gets: its job's `name`, or its pipeline's
+/// `pipeline.name`, once the spec passed its pure checks.
+fn schedule_name(spec_toml: &str, origin: &str) -> backhaul_core::Result<String> {
+    if is_pipeline(spec_toml) {
+        let spec = PipelineSpec::from_toml(spec_toml, origin)?;
+        spec.validate(origin)?;
+        return Ok(spec.pipeline.name);
+    }
+    let spec = JobSpec::from_toml(spec_toml, origin)?;
+    spec.validate(origin)?;
+    Ok(spec.name)
+}
+
 fn status(e: CoordinatorError) -> Status {
     match &e {
         CoordinatorError::UnknownSchedule(_) => Status::not_found(e.to_string()),
@@ -73,12 +86,10 @@ impl Schedules for ScheduleRpc {
         } else {
             r.spec_origin
         };
-        let spec = JobSpec::from_toml(&r.spec_toml, &origin)
-            .and_then(|s| s.validate(&origin).map(|_| s))
-            .map_err(|e| status(e.into()))?;
+        let name = schedule_name(&r.spec_toml, &origin).map_err(|e| status(e.into()))?;
         let zone = if r.time_zone.is_empty() { "UTC" } else { &r.time_zone };
         let row = ScheduleRow::new(
-            &spec.name,
+            &name,
             r.spec_toml,
             PathBuf::from(r.base_dir),
             &r.cron,
@@ -88,7 +99,7 @@ impl Schedules for ScheduleRpc {
         )
         .map_err(status)?;
         let how = self.store.add_schedule(row).await.map_err(status)?;
-        let stored = self.store.schedule(&spec.name).await.map_err(status)?;
+        let stored = self.store.schedule(&name).await.map_err(status)?;
         info!(schedule = %stored.name, cron = %stored.cron, zone = %stored.time_zone, "schedule added");
         self.scheduler.poke();
         Ok(Response::new(pb::ScheduleResponse {

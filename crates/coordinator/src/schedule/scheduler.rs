@@ -102,7 +102,7 @@ impl Scheduler {
     async fn handle_due(&self, schedule: &ScheduleRow, due: bool, now: i64, outcome: &mut TickOutcome) -> Result<()> {
         let name = &schedule.name;
         if let Some(job) = &schedule.last_run_job
-            && self.launcher.running(job).await?
+            && self.launcher.running(schedule, job).await?
         {
             if due {
                 warn!(schedule = %name, job = %job, "tick skipped: the previous run is still going");

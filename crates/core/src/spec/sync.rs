@@ -145,13 +145,6 @@ impl SyncSpec {
                 "delete detection compares the keys of the newest versions, which only mode = \"dedup\" keeps",
             ));
         }
-        if metadata_columns && self.mode != SyncMode::Dedup {
-            return Err(Error::config(
-                origin,
-                "sync.metadata_columns",
-                "the metadata columns are built for mode = \"dedup\" only, so far",
-            ));
-        }
         if deletes == DeleteMode::Soft && !metadata_columns {
             return Err(Error::config(
                 origin,
@@ -218,10 +211,11 @@ mod tests {
             e.to_string().starts_with("job.toml: sync.deletes:") && e.to_string().contains("metadata_columns"),
             "{e}"
         );
-        let e = parse("mode = \"append\"\nmetadata_columns = true")
+        // Append mode shows the metadata columns too (`_backhaul_deleted` stays false there).
+        let append = parse("mode = \"append\"\nmetadata_columns = true")
             .validate("job.toml")
-            .unwrap_err();
-        assert!(e.to_string().starts_with("job.toml: sync.metadata_columns:"), "{e}");
+            .unwrap();
+        assert!(append.metadata_columns);
         let ok = parse("mode = \"dedup\"\ndeletes = \"soft\"\nmetadata_columns = true")
             .validate("job.toml")
             .unwrap();
