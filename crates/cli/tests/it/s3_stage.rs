@@ -7,14 +7,17 @@ use backhaul_testkit::moto::{MotoServer, SECRET_ACCESS_KEY};
 use crate::util::{JobDir, JobParams, expected_rows, spec_text, text};
 
 fn s3_spec(params: &JobParams<'_>, stage: &str) -> String {
-    spec_text(params).replace("[stage]\npath = \"stage\"\n", &format!("[stage]\n{stage}\n"))
+    // 256 KiB parts: each daily chunk rolls over several, so parts upload while the next ones
+    // are written.
+    spec_text(params)
+        .replace("[stage]\npath = \"stage\"\n", &format!("[stage]\n{stage}\n"))
+        .replace("file_size = \"1MiB\"", "file_size = \"256KiB\"")
 }
 
 #[test]
 fn backfill_through_an_s3_stage_verifies_and_empties_the_bucket() {
     let moto = MotoServer::start("backhaul-stage").unwrap_or_else(|e| panic!("{e}"));
-    // About 30,000 rows a day in 2023: each daily chunk rolls over several 1MiB parts, so
-    // parts upload while the next ones are written.
+    // About 30,000 rows a day in 2023.
     let params = JobParams {
         rows_per_day: 4000,
         from: "2023-03-01",
