@@ -937,9 +937,14 @@ impl Destination for BigQueryTable {
         Some(CHUNK_CAP)
     }
 
-    /// `dedup` merges each chunk by key in its commit transaction, which `partition_copy` skips.
+    /// `dedup` merges each chunk by key in its commit transaction, which `partition_copy` skips;
+    /// `full_refresh` is not built here yet.
     fn supports_sync_mode(&self, mode: SyncMode) -> bool {
-        mode == SyncMode::Append || self.spec.replace != Replace::PartitionCopy
+        match mode {
+            SyncMode::Append => true,
+            SyncMode::Dedup => self.spec.replace != Replace::PartitionCopy,
+            SyncMode::FullRefresh => false,
+        }
     }
 
     fn check_stage(&self, stage: &Stage) -> CoreResult<()> {

@@ -925,9 +925,10 @@ impl Destination for SnowflakeDestination {
         destination_type(field, self.spec.json_type())
     }
 
-    /// Both modes: `dedup` merges each chunk by key in its commit transaction.
-    fn supports_sync_mode(&self, _mode: SyncMode) -> bool {
-        true
+    /// `append`, and `dedup`, which merges each chunk by key in its commit transaction;
+    /// `full_refresh` is not built here yet.
+    fn supports_sync_mode(&self, mode: SyncMode) -> bool {
+        mode != SyncMode::FullRefresh
     }
 
     fn check_stage(&self, stage: &Stage) -> Result<()> {

@@ -468,6 +468,14 @@ impl PipelineSpec {
         }
         if let Some(mode) = t.sync_mode {
             match &mut job.sync {
+                // A refresh re-reads the whole table: the shared lookback, delete detection
+                // and metadata columns (dedup settings) do not apply to it.
+                Some(sync) if mode.replaces_table() => {
+                    sync.mode = mode;
+                    sync.lookback = None;
+                    sync.deletes = None;
+                    sync.metadata_columns = None;
+                }
                 Some(sync) => sync.mode = mode,
                 None => {
                     job.sync = Some(SyncSpec {
