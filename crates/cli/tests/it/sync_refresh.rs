@@ -4,6 +4,7 @@
 //! included); a refresh killed mid-way leaves the previous version queryable, and the next sync
 //! completes that refresh exactly once.
 
+use backhaul_testkit::fakesnow::FakeSnow;
 use backhaul_testkit::postgres::PostgresServer;
 
 use crate::sync::{chunk_ranges, source_rows, spec, warehouse_rows};
@@ -170,15 +171,13 @@ fn full_refresh_refuses_dedup_settings_naming_the_key_and_writes_nothing() {
     // A destination without a replace path for it is refused at plan time, on sync.mode.
     let local = spec(server, &db, "tags", "created_at", "mode = \"full_refresh\"");
     let (start, end) = (local.find("[destination]").unwrap(), local.find("[sync]").unwrap());
-    std::fs::write(job.path().join("password"), "any\n").unwrap();
-    let snowflake = format!(
-        "{}[destination]\nkind = \"snowflake\"\naccount = \"test\"\nbase_url = \"http://127.0.0.1:9\"\nuser = \"loader\"\n\
-         password_file = \"password\"\ndatabase = \"D\"\nschema = \"PUBLIC\"\nwarehouse = \"W\"\n\
-         table = \"tags\"\nstage = \"internal:S\"\n\n{}",
+    let bigquery = format!(
+        "{}[destination]\nkind = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\ntable = \"tags\"\n\
+         base_url = \"http://127.0.0.1:9\"\nauth = \"none\"\nstage_gcs_url = \"gs://bkt/stage\"\n\n{}",
         &local[..start],
         &local[end..]
     );
-    let path = job.write_spec("snowflake.toml", &snowflake);
+    let path = job.write_spec("bigquery.toml", &bigquery);
     let out = job.run(&["plan", path.to_str().unwrap(), "--now", "2024-03-02T00:00:00Z"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -277,4 +276,47 @@ lookback = "1h"
     assert_eq!(codes(&job), source_rows(server, &db, current));
     assert_eq!(chunk_ranges(&job, "shop-codes").len(), 2);
     job.ok(&["verify", path]);
+}
+
+/// The same refreshes into Snowflake (a private fakesnow): each commit deletes every row and
+/// loads the new version in one transaction; the table equals the source after every sync.
+#[test]
+fn full_refresh_into_snowflake_replaces_the_table_in_one_transaction() {
+    let Some(fake) = FakeSnow::start() else { return };
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    tags(server, &db, 40, 1);
+    let job = JobDir::in_dir(tempfile::tempdir().unwrap());
+    std::fs::write(job.path().join("password"), "any\n").unwrap();
+    let local = spec(server, &db, "tags", "created_at", "mode = \"full_refresh\"");
+    let (start, end) = (local.find("[destination]").unwrap(), local.find("[sync]").unwrap());
+    let text = format!(
+        "{}[destination]\nkind = \"snowflake\"\naccount = \"test\"\nbase_url = \"{}\"\nuser = \"loader\"\n\
+         password_file = \"password\"\ndatabase = \"BACKHAUL_E2E\"\nschema = \"PUBLIC\"\nwarehouse = \"LOAD_WH\"\n\
+         table = \"tags\"\nstage = \"internal:BACKHAUL_STAGE\"\nfile_size = \"1MiB\"\nallow_small_files = true\n\
+         put_parallel = 1\n\n{}",
+        &local[..start],
+        fake.url,
+        &local[end..]
+    );
+    let path = job.write_spec("job.toml", &text);
+    let path = path.to_str().unwrap();
+    let sql = crate::snowflake::Sql::new(&fake.url);
+    sql.value("CREATE STAGE IF NOT EXISTS BACKHAUL_STAGE");
+    let loaded = || sql.column("SELECT \"ID\" || ':' || \"V\" FROM BACKHAUL_E2E.PUBLIC.TAGS ORDER BY \"ID\"");
+
+    job.ok(&["sync", path, "--now", "2024-03-02T00:00:00Z"]);
+    assert_eq!(loaded(), source_rows(server, &db, CURRENT));
+    server
+        .psql(
+            &db,
+            "UPDATE tags SET v = 'changed' WHERE id % 4 = 0; DELETE FROM tags WHERE id > 30; \
+             INSERT INTO tags VALUES (500, timestamptz '2024-03-01 06:00:00+00', 'new', 'x');",
+        )
+        .unwrap();
+    job.ok(&["sync", path, "--now", "2024-03-03T00:00:00Z"]);
+    assert_eq!(loaded(), source_rows(server, &db, CURRENT), "exactly the new version");
+    assert_eq!(chunk_ranges(&job, "tags").len(), 2);
+    let verified = job.json(&["verify", "tags"]);
+    assert_eq!(verified["chunks"], 1, "{verified}");
 }
