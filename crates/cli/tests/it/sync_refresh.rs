@@ -94,8 +94,8 @@ fn every_full_refresh_makes_the_warehouse_equal_the_source() {
     assert_eq!(warehouse_rows(&job, "tags"), ["1001:new"]);
     assert_eq!(chunk_ranges(&job, "tags").len(), 3);
     let verified = job.json(&["verify", "tags"]);
-    assert_eq!(verified["chunks"], 1, "verify checks the current version: {verified}");
-    assert_eq!(verified["rows"], 1, "{verified}");
+    assert_eq!(verified["result"]["chunks"], 1, "verify checks the current version: {verified}");
+    assert_eq!(verified["result"]["rows"], 1, "{verified}");
 }
 
 #[test]
@@ -318,5 +318,5 @@ fn full_refresh_into_snowflake_replaces_the_table_in_one_transaction() {
     assert_eq!(loaded(), source_rows(server, &db, CURRENT), "exactly the new version");
     assert_eq!(chunk_ranges(&job, "tags").len(), 2);
     let verified = job.json(&["verify", "tags"]);
-    assert_eq!(verified["chunks"], 1, "{verified}");
+    assert_eq!(verified["result"]["chunks"], 1, "{verified}");
 }
