@@ -113,13 +113,13 @@ pub async fn sync_spec(
     // A refresh re-reads every row, so a cursor that went backwards misses nothing.
     if !refresh {
         check_cursor_not_behind(
-        store,
-        source.as_ref(),
-        &job,
-        &table.cursor_column,
-        &table_name,
-        origin,
-        detects_deletes,
+            store,
+            source.as_ref(),
+            &job,
+            &table.cursor_column,
+            &table_name,
+            origin,
+            detects_deletes,
         )
         .await?;
     }

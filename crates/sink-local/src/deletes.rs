@@ -280,5 +280,7 @@ pub(crate) fn monthly_changes(paths: &TablePaths) -> Result<Vec<backhaul_core::c
     let refreshes = crate::refresh::refresh_counts(paths)?
         .into_iter()
         .map(|(at, inserted, updated)| (at, inserted, updated, 0));
-    Ok(backhaul_core::changes::by_month(commits.into_iter().chain(refreshes).chain(marks)))
+    Ok(backhaul_core::changes::by_month(
+        commits.into_iter().chain(refreshes).chain(marks),
+    ))
 }

@@ -29,8 +29,8 @@ mod table;
 
 pub use dedup::{DELETED_COLUMN, DedupManifest, SYNCED_AT_COLUMN};
 pub use meta::{ChunkManifest, FieldDescription, ManifestFile, TableMeta};
-pub use refresh::RefreshManifest;
 pub use query::{QueryOutput, query, query_with_schema};
+pub use refresh::RefreshManifest;
 pub use spec::{LocalDestinationSpec, LocalKind};
 pub use table::{LocalTable, LocalWarehouse, TableSummary, committed_files, table_summary};
 

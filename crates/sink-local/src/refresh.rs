@@ -72,7 +72,11 @@ pub(crate) fn retire_superseded(paths: &TablePaths) -> Result<()> {
     for old in all.iter().filter(|m| m.chunk_id != newest.chunk_id) {
         let from = paths.manifest(old.chunk_id);
         // Named by attempt too, so a replayed version retired again keeps the first as history.
-        let to = dir.join(format!("{}-a{:03}.json", manifest_name(old.chunk_id).trim_end_matches(".json"), old.attempt));
+        let to = dir.join(format!(
+            "{}-a{:03}.json",
+            manifest_name(old.chunk_id).trim_end_matches(".json"),
+            old.attempt
+        ));
         if let Err(e) = std::fs::rename(&from, &to) {
             tracing::warn!(manifest = %from.display(), error = %e, "cannot retire a superseded version");
             continue;

@@ -20,13 +20,13 @@ use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::dedup::dedup_manifest;
-use crate::refresh::{refresh_manifest, retire_superseded};
 use crate::deletes::{live_keys, mark_deleted, monthly_changes};
 use crate::meta::{
     ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_current_manifests,
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
 };
 use crate::readback::{measure_files, merged};
+use crate::refresh::{refresh_manifest, retire_superseded};
 use crate::spec::LocalDestinationSpec;
 
 /// A local Parquet warehouse: a directory with one sub-directory per table.

@@ -708,7 +708,10 @@ async fn a_full_refresh_swaps_the_table_and_retires_the_previous_version() {
         "the old version's files are deleted: {:?}",
         f.data_files()
     );
-    assert!(f.root.join("t/_superseded/chunk-000000-a001.json").exists(), "kept as history");
+    assert!(
+        f.root.join("t/_superseded/chunk-000000-a001.json").exists(),
+        "kept as history"
+    );
     assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), None, "superseded");
     assert!(
         f.table

@@ -94,7 +94,10 @@ fn every_full_refresh_makes_the_warehouse_equal_the_source() {
     assert_eq!(warehouse_rows(&job, "tags"), ["1001:new"]);
     assert_eq!(chunk_ranges(&job, "tags").len(), 3);
     let verified = job.json(&["verify", "tags"]);
-    assert_eq!(verified["result"]["chunks"], 1, "verify checks the current version: {verified}");
+    assert_eq!(
+        verified["result"]["chunks"], 1,
+        "verify checks the current version: {verified}"
+    );
     assert_eq!(verified["result"]["rows"], 1, "{verified}");
 }
 
@@ -115,7 +118,10 @@ fn a_refresh_killed_mid_way_leaves_the_old_version_and_the_rerun_completes_it_on
     assert_eq!(warehouse_rows(&job, "tags").len(), old.len());
 
     server
-        .psql(&db, "UPDATE tags SET v = 'second' WHERE id <= 1000; DELETE FROM tags WHERE id > 150000;")
+        .psql(
+            &db,
+            "UPDATE tags SET v = 'second' WHERE id <= 1000; DELETE FROM tags WHERE id > 150000;",
+        )
         .unwrap();
     let mut child = job
         .cmd()
@@ -126,7 +132,10 @@ fn a_refresh_killed_mid_way_leaves_the_old_version_and_the_rerun_completes_it_on
     let staged = job.path().join("stage/tags/chunk-000001");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !staged.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "the refresh ended before the test could kill it");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the refresh ended before the test could kill it"
+        );
         assert!(std::time::Instant::now() < deadline, "nothing staged within 120 s");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -141,7 +150,11 @@ fn a_refresh_killed_mid_way_leaves_the_old_version_and_the_rerun_completes_it_on
 
     // The rerun plans nothing new: it completes the killed refresh, which becomes the table.
     job.ok(&["sync", path, "--now", "2024-03-12T00:00:00Z"]);
-    assert_eq!(chunk_ranges(&job, "tags").len(), 2, "no second refresh beside the killed one");
+    assert_eq!(
+        chunk_ranges(&job, "tags").len(),
+        2,
+        "no second refresh beside the killed one"
+    );
     assert_eq!(job.count_committed("tags"), 2);
     assert_eq!(warehouse_rows(&job, "tags"), source_rows(server, &db, CURRENT));
     job.ok(&["verify", "tags"]);
@@ -159,7 +172,10 @@ fn full_refresh_refuses_dedup_settings_naming_the_key_and_writes_nothing() {
             "mode = \"full_refresh\"\ndeletes = \"soft\"\nmetadata_columns = true",
             "sync.deletes",
         ),
-        ("mode = \"full_refresh\"\nmetadata_columns = true", "sync.metadata_columns"),
+        (
+            "mode = \"full_refresh\"\nmetadata_columns = true",
+            "sync.metadata_columns",
+        ),
     ] {
         let path = job.write_spec("job.toml", &spec(server, &db, "tags", "created_at", sync));
         let out = job.run(&["sync", path.to_str().unwrap(), "--now", "2024-03-02T00:00:00Z"]);
@@ -237,7 +253,14 @@ lookback = "1h"
         password = server.password_file().display(),
     );
     let source = job.write_spec("source.toml", &source);
-    job.ok(&["discover", source.to_str().unwrap(), "--write", "pipeline.toml", "--name", "shop"]);
+    job.ok(&[
+        "discover",
+        source.to_str().unwrap(),
+        "--write",
+        "pipeline.toml",
+        "--name",
+        "shop",
+    ]);
     let written = std::fs::read_to_string(job.path().join("pipeline.toml")).unwrap();
     assert!(
         written.contains("table = \"public.codes\"\ncursor = \"id\"")
