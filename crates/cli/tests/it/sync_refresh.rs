@@ -184,20 +184,6 @@ fn full_refresh_refuses_dedup_settings_naming_the_key_and_writes_nothing() {
         assert!(err.contains(&format!("job.toml: {key}:")), "{err}");
         assert!(!job.path().join("warehouse/tags").exists(), "nothing written");
     }
-    // A destination without a replace path for it is refused at plan time, on sync.mode.
-    let local = spec(server, &db, "tags", "created_at", "mode = \"full_refresh\"");
-    let (start, end) = (local.find("[destination]").unwrap(), local.find("[sync]").unwrap());
-    let bigquery = format!(
-        "{}[destination]\nkind = \"bigquery\"\nproject = \"p\"\ndataset = \"d\"\ntable = \"tags\"\n\
-         base_url = \"http://127.0.0.1:9\"\nauth = \"none\"\nstage_gcs_url = \"gs://bkt/stage\"\n\n{}",
-        &local[..start],
-        &local[end..]
-    );
-    let path = job.write_spec("bigquery.toml", &bigquery);
-    let out = job.run(&["plan", path.to_str().unwrap(), "--now", "2024-03-02T00:00:00Z"]);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
-    assert!(err.contains("sync.mode") && err.contains("full_refresh"), "{err}");
 }
 
 #[test]
