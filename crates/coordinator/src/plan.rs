@@ -478,7 +478,10 @@ mod tests {
         let e = refused("mode = \"dedup\"");
         assert!(e.starts_with("job.toml: sync.mode:"), "{e}");
         let e = refused("mode = \"full_refresh\"");
-        assert!(e.starts_with("job.toml: sync.mode:") && e.contains("full_refresh"), "{e}");
+        assert!(
+            e.starts_with("job.toml: sync.mode:") && e.contains("full_refresh"),
+            "{e}"
+        );
         let policy = check_sync(&validated("mode = \"append\""), &AnyStage, "job.toml").unwrap();
         assert_eq!(policy.unwrap().mode, backhaul_core::spec::SyncMode::Append);
     }

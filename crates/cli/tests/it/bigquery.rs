@@ -394,7 +394,10 @@ fn full_refresh_into_bigquery_replaces_the_table_in_one_transaction() {
     };
     let source = || -> Vec<String> {
         server
-            .psql("postgres", "SELECT id || ':' || coalesce(note, '-') FROM ledger ORDER BY id")
+            .psql(
+                "postgres",
+                "SELECT id || ':' || coalesce(note, '-') FROM ledger ORDER BY id",
+            )
             .unwrap()
             .lines()
             .filter(|l| !l.is_empty())
