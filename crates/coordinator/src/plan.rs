@@ -126,7 +126,10 @@ pub(crate) async fn plan_range(
     cap: Option<ChunkCap>,
 ) -> Result<SourcePlan> {
     let kind = table.cursor_kind;
+    let full_refresh = validated.sync.as_ref().is_some_and(|s| s.mode.replaces_table());
     let policy = match validated.chunking {
+        // A refresh is one version of the table, so one chunk: its commit is the swap.
+        _ if full_refresh => PlanPolicy::FixedWidth(range.to.saturating_sub(range.from).max(1)),
         ChunkPolicy::FixedStep(n) => PlanPolicy::FixedWidth(n),
         ChunkPolicy::FixedSpan(span) => match kind {
             CursorKind::Timestamp => PlanPolicy::FixedWidth(span.micros),
@@ -474,6 +477,11 @@ mod tests {
         assert!(e.starts_with("job.toml: sync.metadata_columns:"), "{e}");
         let e = refused("mode = \"dedup\"");
         assert!(e.starts_with("job.toml: sync.mode:"), "{e}");
+        let e = refused("mode = \"full_refresh\"");
+        assert!(
+            e.starts_with("job.toml: sync.mode:") && e.contains("full_refresh"),
+            "{e}"
+        );
         let policy = check_sync(&validated("mode = \"append\""), &AnyStage, "job.toml").unwrap();
         assert_eq!(policy.unwrap().mode, backhaul_core::spec::SyncMode::Append);
     }

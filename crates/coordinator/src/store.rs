@@ -187,7 +187,8 @@ pub struct Extension {
     /// The high-water mark the plan was made from; the extension is refused when the stored
     /// one moved meanwhile (another sync extended the job).
     pub from_mark: i64,
-    /// The new mark: the end of the extended range.
+    /// The new mark: the end of the extended range (never before `from_mark`; equal for a
+    /// full refresh of a fixed range).
     pub to_mark: i64,
     /// The new chunks (the new range, and a lookback chunk in dedup mode); they get the next
     /// chunk ids, whatever their `index`.
@@ -1551,7 +1552,8 @@ impl StoredProof {
 /// Refuses an extension of `job` planned from another mark than its current one, or one that
 /// does not move the mark forward.
 pub(crate) fn check_extension(job: &JobRow, ext: &Extension) -> Result<()> {
-    if job.high_water() != ext.from_mark || ext.to_mark <= ext.from_mark {
+    // An extension to the same mark is a full refresh of a fixed range: new chunks, same range.
+    if job.high_water() != ext.from_mark || ext.to_mark < ext.from_mark {
         return Err(CoordinatorError::MarkMoved {
             job_id: ext.job_id.clone(),
             planned_from: job.cursor_kind.format(ext.from_mark),

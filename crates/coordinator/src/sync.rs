@@ -6,6 +6,9 @@
 //!   as a backfill, in `dedup` mode with a lookback chunk over `[mark − lookback, mark)` in
 //!   front, and stored as chunks numbered after the job's last one. Earlier chunks keep their
 //!   ids and are never committed again by a sync.
+//! - In `full_refresh` mode each sync plans one chunk over the whole range `[range.from, end)`:
+//!   a new version of the table, committed (and swapped in) by the destination like any chunk.
+//!   While the previous refresh is unfinished, nothing new is planned and that one runs.
 //!
 //! The end is `range.to`, or now − `sync.lag` when it is `now`; `now_us` comes from the
 //! caller's clock, so tests never wait.
@@ -23,7 +26,7 @@ use crate::checks;
 use crate::error::{CoordinatorError, Result};
 use crate::plan::{check_sync, plan_job_at, plan_range, relabel, source_table_name, spec_range, sync_keys};
 use crate::state::StateStore;
-use crate::store::{ChunkRow, Extension, JobRow, Submitted};
+use crate::store::{ChunkRow, ChunkState, Extension, JobRow, Submitted};
 
 /// What a sync did to the job's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +60,7 @@ pub async fn sync_spec(
         return Err(Error::config(
             origin,
             "sync",
-            "`backhaul sync` needs a [sync] section (mode = \"append\" or \"dedup\"); see docs/pipelines.md",
+            "`backhaul sync` needs a [sync] section (mode = \"append\", \"dedup\" or \"full_refresh\"); see docs/pipelines.md",
         )
         .into());
     }
@@ -106,22 +109,38 @@ pub async fn sync_spec(
     sync_keys(&policy, source.as_ref(), &table, &checked.spec, origin)?;
     let table_name = source_table_name(&checked.spec);
     let detects_deletes = policy.deletes == DeleteMode::Soft;
-    check_cursor_not_behind(
-        store,
-        source.as_ref(),
-        &job,
-        &table.cursor_column,
-        &table_name,
-        origin,
-        detects_deletes,
-    )
-    .await?;
+    let refresh = policy.mode.replaces_table();
+    // A refresh re-reads every row, so a cursor that went backwards misses nothing.
+    if !refresh {
+        check_cursor_not_behind(
+            store,
+            source.as_ref(),
+            &job,
+            &table.cursor_column,
+            &table_name,
+            origin,
+            detects_deletes,
+        )
+        .await?;
+    }
     // The source table may have changed since the last run: the destination follows what it
     // can (new columns) and refuses the rest (a changed type) before anything is planned.
     destination.prepare(&job.job_id, table.schema.clone()).await?;
     let end = spec_range(&table, &checked.validated, origin)?.to;
     let mark = job.high_water();
-    if end <= mark {
+    if refresh && refresh_unfinished(store, &job.job_id).await? {
+        // The killed or failed refresh runs again and becomes the new version, exactly once;
+        // a second one planned beside it would read the same table twice.
+        return Ok((job, SyncOutcome::UpToDate));
+    }
+    // A refresh reads the whole range again, from `range.from`, on every sync (a fixed
+    // `range.to` keeps the mark where it is); the other modes read past the mark, if anything.
+    let (read_from, end) = if refresh {
+        (job.range.from, end.max(mark))
+    } else {
+        (mark, end)
+    };
+    if !refresh && end <= mark {
         return Ok((job, SyncOutcome::UpToDate));
     }
     let mut chunks = Vec::new();
@@ -140,7 +159,7 @@ pub async fn sync_spec(
     let new = plan_range(
         source.as_ref(),
         table,
-        CursorRange::new(mark, end),
+        CursorRange::new(read_from, end),
         &checked.validated,
         origin,
         destination.chunk_cap(),
@@ -219,6 +238,31 @@ async fn check_cursor_not_behind(
             )
             .into())
         }
+    }
+}
+
+/// Whether a full refresh of the job is still waiting for a worker or running: a chunk
+/// pending (possibly in a retry backoff) or leased. A parked refresh does not count, so the
+/// next sync plans a new one.
+async fn refresh_unfinished(store: &dyn StateStore, job_id: &str) -> Result<bool> {
+    Ok(store
+        .chunks(job_id)
+        .await?
+        .iter()
+        .any(|c| matches!(c.state, ChunkState::Pending | ChunkState::Leased)))
+}
+
+/// The chunks that make up the job's table now: all of them, but in a mode whose chunks each
+/// replace the table (`full_refresh`) only the newest committed one, the current version; the
+/// chunks before it were superseded. Without a committed chunk, all of them (nothing is
+/// current yet). `chunks` are in plan order.
+pub fn current_chunks(mode: Option<SyncMode>, chunks: Vec<ChunkRow>) -> Vec<ChunkRow> {
+    if !mode.is_some_and(SyncMode::replaces_table) {
+        return chunks;
+    }
+    match chunks.iter().rposition(|c| c.state == ChunkState::Committed) {
+        Some(current) => chunks.into_iter().skip(current).take(1).collect(),
+        None => chunks,
     }
 }
 

@@ -555,6 +555,21 @@ async fn extending_a_job_appends_chunks_and_moves_the_mark(store: Arc<dyn StateS
     let err = store.extend(ext).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::MarkMoved { .. }), "{err}");
     assert_eq!(store.chunks("j").await.unwrap().len(), 5);
+    // A mark that would go back is refused; the same mark (a full refresh of a fixed range)
+    // adds chunks and keeps it.
+    let back = Extension {
+        job_id: "j".into(),
+        spec_toml: "spec of j, extended".into(),
+        from_mark: 40,
+        to_mark: 39,
+        chunks: vec![chunk(0, 39)],
+        at_us: 78,
+    };
+    let err = store.extend(back.clone()).await.unwrap_err();
+    assert!(matches!(err, CoordinatorError::MarkMoved { .. }), "{err}");
+    let same = Extension { to_mark: 40, ..back };
+    assert_eq!(store.extend(same).await.unwrap(), vec![5]);
+    assert_eq!(store.job("j").await.unwrap().high_water(), 40);
     assert!(matches!(
         store
             .extend(Extension {

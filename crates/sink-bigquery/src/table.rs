@@ -624,6 +624,7 @@ impl BigQueryTable {
         {
             return Err(partition_copy_dedup().into());
         }
+        let refresh = commit.sync.as_ref().is_some_and(|s| s.mode.replaces_table());
         let rest = self.rest().await?;
         let owner = self.owner(rest, job).await?;
         let schema = owner.schema.clone();
@@ -740,6 +741,7 @@ impl BigQueryTable {
         );
         let mode = match dedup {
             Some(_) => format!("'{}'", SyncMode::Dedup.as_str()),
+            None if refresh => format!("'{}'", SyncMode::FullRefresh.as_str()),
             None => "NULL".to_string(),
         };
         let record = format!(
@@ -752,6 +754,8 @@ impl BigQueryTable {
         );
         let partition = match dedup {
             Some(_) => None,
+            // A refresh replaces every row, not one partition.
+            None if refresh => None,
             None => self.partition_to_copy(&schema, commit, partitioning.as_ref())?,
         };
         let script = match partition {
@@ -777,6 +781,28 @@ impl BigQueryTable {
                         dedup.forget_chunk(&versions),
                         dedup.keep_chunk(&versions, &staging_q),
                         dedup.merge(&self.target(), &staging_q)
+                    )
+                }
+                None if refresh => {
+                    // A full refresh is a new version of the whole table: every row goes and
+                    // the chunk's rows come in the one transaction, so readers see the old
+                    // version until COMMIT. An older refresh than a committed one (a replay)
+                    // never replaces the newer version.
+                    let columns = self
+                        .loaded_fields(&schema)
+                        .map(|f| format!("`{}`", f.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "BEGIN TRANSACTION;\n\
+                     {fence}\n\
+                     SELECT ERROR(CONCAT('chunk {chunk} is an older full refresh than the committed chunk ', CAST(chunk_id AS STRING))) FROM {control} WHERE job_id = '{job}' AND chunk_id > {chunk};\n\
+                     DELETE FROM {target} WHERE TRUE;\n\
+                     INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging_q};\n\
+                     {record}\n\
+                     COMMIT TRANSACTION;",
+                        target = self.target(),
+                        staging_q = self.qualified(&staging),
                     )
                 }
                 None => {
@@ -937,9 +963,10 @@ impl Destination for BigQueryTable {
         Some(CHUNK_CAP)
     }
 
-    /// `dedup` merges each chunk by key in its commit transaction, which `partition_copy` skips.
+    /// `dedup` merges each chunk by key in its commit transaction, which `partition_copy` skips;
+    /// `full_refresh` replaces every row in it (never by a partition copy).
     fn supports_sync_mode(&self, mode: SyncMode) -> bool {
-        mode == SyncMode::Append || self.spec.replace != Replace::PartitionCopy
+        mode != SyncMode::Dedup || self.spec.replace != Replace::PartitionCopy
     }
 
     fn check_stage(&self, stage: &Stage) -> CoreResult<()> {

@@ -460,6 +460,10 @@ async fn dedup_commits_keep_the_newest_version_of_each_key() {
     let copied = BigQueryTable::new(spec).unwrap();
     assert!(copied.supports_sync_mode(SyncMode::Append));
     assert!(!copied.supports_sync_mode(SyncMode::Dedup));
+    assert!(
+        copied.supports_sync_mode(SyncMode::FullRefresh),
+        "a refresh never copies a partition"
+    );
     let dir = TempDir::new().unwrap();
     let mut commit = commit_of(Vec::new(), &source_rows(&dir).await, 1);
     commit.sync = Some(backhaul_core::connector::SyncCommit {

@@ -265,8 +265,9 @@ pub(crate) fn delete_marks(paths: &TablePaths) -> Result<Vec<(Option<i64>, u64)>
     Ok(out)
 }
 
-/// The table's inserted/updated rows per commit month (from dedup manifests) and deleted keys
-/// per month marked (from delete files). Blocking.
+/// The table's inserted/updated rows per commit month (from dedup manifests, and from every
+/// full refresh, superseded ones included) and deleted keys per month marked (from delete
+/// files). Blocking.
 pub(crate) fn monthly_changes(paths: &TablePaths) -> Result<Vec<backhaul_core::changes::MonthChanges>> {
     let commits: Vec<(Option<i64>, u64, u64, u64)> = read_all_manifests(paths)?
         .iter()
@@ -276,5 +277,10 @@ pub(crate) fn monthly_changes(paths: &TablePaths) -> Result<Vec<backhaul_core::c
         })
         .collect();
     let marks = delete_marks(paths)?.into_iter().map(|(at, rows)| (at, 0, 0, rows));
-    Ok(backhaul_core::changes::by_month(commits.into_iter().chain(marks)))
+    let refreshes = crate::refresh::refresh_counts(paths)?
+        .into_iter()
+        .map(|(at, inserted, updated)| (at, inserted, updated, 0));
+    Ok(backhaul_core::changes::by_month(
+        commits.into_iter().chain(refreshes).chain(marks),
+    ))
 }

@@ -4,6 +4,7 @@
 //! <root>/<table>/_table.json                  owning job and exact Arrow schema
 //! <root>/<table>/data/*.parquet               data files (only manifest-listed ones count)
 //! <root>/<table>/_manifests/chunk-NNNNNN.json one per committed chunk; its rename is the commit
+//! <root>/<table>/_superseded/chunk-NNNNNN-aNNN.json versions a full refresh replaced (history)
 //! ```
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ pub(crate) const TABLE_FILE: &str = "_table.json";
 pub(crate) const DATA_DIR: &str = "data";
 /// Directory of chunk manifests inside a table directory.
 pub(crate) const MANIFEST_DIR: &str = "_manifests";
+/// Directory of the manifests of versions a full refresh replaced (`crate::refresh`).
+pub(crate) const SUPERSEDED_DIR: &str = "_superseded";
 /// Directory of soft-delete files (`deletes-NNNNNN.parquet`) inside a table directory.
 pub(crate) const DELETES_DIR: &str = "_deletes";
 /// Version of the on-disk metadata format; bumped on incompatible changes.
@@ -118,6 +121,10 @@ pub struct ChunkManifest {
     /// updated (see [`crate::dedup`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<crate::dedup::DedupManifest>,
+    /// For a chunk of a `full_refresh` sync job: the chunk is a whole version of the table
+    /// (see [`crate::refresh`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<crate::refresh::RefreshManifest>,
     /// When the chunk was committed, µs since the epoch (`_backhaul_synced_at` of its rows,
     /// and the month its inserted/updated rows count in). Absent in manifests written before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +162,7 @@ impl ChunkManifest {
             extracted: commit.extracted.summary,
             committed,
             dedup: None,
+            refresh: None,
             committed_at_us: Some(crate::table::now_us()),
             metadata_columns: commit.sync.as_ref().is_some_and(|s| s.metadata_columns),
         }
@@ -185,6 +193,9 @@ impl TablePaths {
     }
     pub fn data_file(&self, name: &str) -> PathBuf {
         self.data_dir().join(name)
+    }
+    pub fn superseded_dir(&self) -> PathBuf {
+        self.dir.join(SUPERSEDED_DIR)
     }
     pub fn deletes_dir(&self) -> PathBuf {
         self.dir.join(DELETES_DIR)
@@ -218,7 +229,18 @@ pub(crate) fn read_manifest(paths: &TablePaths, chunk_id: u64) -> Result<Option<
 
 /// All manifests of a table, by chunk id. Temporary files and foreign names are skipped.
 pub(crate) fn read_all_manifests(paths: &TablePaths) -> Result<Vec<ChunkManifest>> {
-    let dir = paths.manifest_dir();
+    read_manifests_in(&paths.manifest_dir())
+}
+
+/// The manifests current readers see (`crate::refresh::current`): every one, but only the
+/// newest version of a full-refresh table.
+pub(crate) fn read_current_manifests(paths: &TablePaths) -> Result<Vec<ChunkManifest>> {
+    read_all_manifests(paths).map(crate::refresh::current)
+}
+
+/// The manifests in `dir`, by chunk id; none when it does not exist.
+pub(crate) fn read_manifests_in(dir: &Path) -> Result<Vec<ChunkManifest>> {
+    let dir = dir.to_path_buf();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -14,7 +14,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::dedup::{DELETES, DedupManifest, ViewChunk, append_view_sql, dedup_view_sql};
 use crate::deletes::{delete_files, deletes_schema};
-use crate::meta::{TablePaths, read_all_manifests, read_table_meta};
+use crate::meta::{TablePaths, read_current_manifests, read_table_meta};
 use crate::table::{blocking, list_tables};
 
 /// Result of [`query_with_schema`]: the batches and their schema, known even without rows.
@@ -150,7 +150,7 @@ fn discover(root: &Path) -> Result<Vec<DiscoveredTable>> {
     for name in list_tables(&root)? {
         let paths = TablePaths::new(&root, &name);
         let Some(meta) = read_table_meta(&paths)? else { continue };
-        let manifests = read_all_manifests(&paths)?;
+        let manifests = read_current_manifests(&paths)?;
         let chunks: Vec<(u64, Vec<PathBuf>, Option<i64>)> = manifests
             .iter()
             .map(|m| {

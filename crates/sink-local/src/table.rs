@@ -22,10 +22,11 @@ use tokio::io::AsyncWriteExt;
 use crate::dedup::dedup_manifest;
 use crate::deletes::{live_keys, mark_deleted, monthly_changes};
 use crate::meta::{
-    ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_all_manifests,
+    ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_current_manifests,
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
 };
 use crate::readback::{measure_files, merged};
+use crate::refresh::{refresh_manifest, retire_superseded};
 use crate::spec::LocalDestinationSpec;
 
 /// A local Parquet warehouse: a directory with one sub-directory per table.
@@ -250,8 +251,16 @@ impl LocalTable {
             let _guard = guard;
             // Under the lock, so the counts see every other commit whole.
             manifest.dedup = dedup_manifest(&paths, &table, &schema, &commit, &temps.0)?;
+            manifest.refresh = refresh_manifest(&paths, &commit, committed.rows)?;
             let dedup = manifest.dedup.clone();
+            let refresh = manifest.refresh.is_some();
             install(&paths, &commit, temps, manifest)?;
+            if refresh {
+                // After the commit point: the new version is the table, the old ones go.
+                if let Err(e) = retire_superseded(&paths) {
+                    tracing::warn!(table = %table, error = %e, "cannot retire superseded versions");
+                }
+            }
             Ok(dedup)
         })
         .await?;
@@ -679,7 +688,7 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 /// Blocking (reads the manifests).
 pub fn committed_files(root: &Path, table: &str) -> Result<Vec<PathBuf>> {
     let paths = TablePaths::new(root, table);
-    Ok(read_all_manifests(&paths)?
+    Ok(read_current_manifests(&paths)?
         .iter()
         .flat_map(|m| m.files.iter().map(|f| paths.data_file(&f.name)))
         .collect())
@@ -702,7 +711,7 @@ pub struct TableSummary {
 pub fn table_summary(root: &Path, table: &str) -> Result<TableSummary> {
     let paths = TablePaths::new(root, table);
     let mut s = TableSummary::default();
-    for m in read_all_manifests(&paths)? {
+    for m in read_current_manifests(&paths)? {
         s.chunks += 1;
         s.files += m.files.len() as u64;
         s.rows += m.committed.rows;

@@ -731,3 +731,64 @@ async fn soft_deletes_flag_keys_until_a_newer_version_arrives() {
     assert_eq!(months.len(), 1, "{months:?}");
     assert_eq!((months[0].inserted, months[0].updated, months[0].deleted), (10, 1, 2));
 }
+
+#[tokio::test]
+async fn a_full_refresh_swaps_the_table_and_retires_the_previous_version() {
+    use backhaul_core::connector::{SyncCommit, SyncMode};
+    let f = fixture().await;
+    let refresh = |mut commit: ChunkCommit| {
+        commit.sync = Some(SyncCommit {
+            mode: SyncMode::FullRefresh,
+            key_columns: Vec::new(),
+            metadata_columns: false,
+        });
+        commit
+    };
+    let first = refresh(f.staged(0, 1, &[vec![batch(0..10)]]).await);
+    f.table.commit_chunk(&f.stage, &first).await.unwrap();
+    assert_eq!(f.count().await, 10);
+
+    // The next version, staged but not committed: readers still see the first one whole.
+    let second = refresh(f.staged(1, 1, &[vec![batch(5..8)], vec![batch(20..22)]]).await);
+    assert_eq!(f.count().await, 10);
+    f.table.commit_chunk(&f.stage, &second).await.unwrap();
+    assert_eq!(f.count().await, 5, "only the new version is the table");
+    assert!(
+        f.data_files().iter().all(|n| n.starts_with("job1-c000001-")),
+        "the old version's files are deleted: {:?}",
+        f.data_files()
+    );
+    assert!(
+        f.root.join("t/_superseded/chunk-000000-a001.json").exists(),
+        "kept as history"
+    );
+    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), None, "superseded");
+    assert!(
+        f.table
+            .read_back(JOB, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .check(&second.extracted)
+            .is_ok()
+    );
+    assert_eq!(
+        table_summary(&f.root, "t").unwrap(),
+        TableSummary {
+            chunks: 1,
+            files: 2,
+            rows: 5,
+            bytes: second.files.iter().map(|f| f.bytes).sum(),
+        }
+    );
+
+    // An older refresh committed late (a replay) never replaces the newer version.
+    let replayed = refresh(f.staged(0, 2, &[vec![batch(0..3)]]).await);
+    f.table.commit_chunk(&f.stage, &replayed).await.unwrap();
+    assert_eq!(f.count().await, 5);
+
+    // Every refresh counts its rows: the first version's inserted, later ones' updated.
+    let months = f.table.monthly_changes(JOB).await.unwrap().unwrap();
+    assert_eq!(months.len(), 1, "{months:?}");
+    assert_eq!((months[0].inserted, months[0].updated), (10, 5 + 3));
+}

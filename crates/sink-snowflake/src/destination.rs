@@ -250,6 +250,33 @@ impl SnowflakeDestination {
         }))
     }
 
+    /// Refuses a full refresh older than one already committed (a replay of an old version):
+    /// the newest version stays the table. Runs inside the commit's transaction.
+    async fn refuse_older_version(&self, session: &Session, commit: &ChunkCommit) -> Result<()> {
+        let newer = session
+            .rows(&format!(
+                "SELECT max(CHUNK_ID) FROM {} WHERE TABLE_NAME = {} AND JOB_ID = {} AND CHUNK_ID > {}",
+                self.qualified(CHUNKS_TABLE),
+                literal(&self.table_name()),
+                literal(&commit.job_id),
+                commit.chunk_id
+            ))
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten());
+        match newer {
+            Some(newer) => Err(Error::DestinationConflict(format!(
+                "chunk {} of job `{}` is an older full refresh of {} than the committed chunk {}: a refresh never replaces a newer version",
+                commit.chunk_id,
+                commit.job_id,
+                self.table(),
+                newer.trim()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn chunk_key(&self, job_id: &str, chunk_id: u64) -> String {
         format!(
             "TABLE_NAME = {} AND JOB_ID = {} AND CHUNK_ID = {chunk_id}",
@@ -523,6 +550,7 @@ impl SnowflakeDestination {
         };
         let columns: Vec<String> = record.schema.fields().iter().map(|f| f.name().clone()).collect();
         let dedup = DedupSql::for_commit(commit, &self.table(), &columns, column_ident)?;
+        let refresh = commit.sync.as_ref().is_some_and(|s| s.mode.replaces_table());
         // Refused before uploading anything; checked again under the table's lock below.
         if let Some(c) = self.chunk_record(session, &commit.job_id, commit.chunk_id).await?
             && c.attempt > commit.attempt
@@ -601,6 +629,21 @@ impl SnowflakeDestination {
                 Ok(())
             };
             let (proof, counts) = match &dedup {
+                None if refresh => {
+                    // A full refresh is a new version of the whole table: every row goes, the
+                    // chunk's rows come, in this one transaction, so readers see the old
+                    // version until COMMIT. The DELETE takes the table's lock first.
+                    run(format!("DELETE FROM {}", self.table())).await?;
+                    fence().await?;
+                    self.refuse_older_version(session, commit).await?;
+                    copy(self.table()).await?;
+                    let proof = self
+                        .fingerprint(session, &record.schema, &self.table(), &predicate)
+                        .await?;
+                    log(&format!("fingerprint of {} rows over {predicate}", proof.rows));
+                    proof.verify(&commit.extracted, what)?;
+                    (proof, None)
+                }
                 None => {
                     // The DELETE takes the table's lock first, so the attempt read next sees
                     // every commit that finished before ours could start.
@@ -661,6 +704,11 @@ impl SnowflakeDestination {
                     literal(SyncMode::Dedup.as_str()),
                     inserted.to_string(),
                     updated.to_string(),
+                ),
+                None if refresh => (
+                    literal(SyncMode::FullRefresh.as_str()),
+                    "NULL".to_string(),
+                    "NULL".to_string(),
                 ),
                 None => ("NULL".to_string(), "NULL".to_string(), "NULL".to_string()),
             };
@@ -925,7 +973,8 @@ impl Destination for SnowflakeDestination {
         destination_type(field, self.spec.json_type())
     }
 
-    /// Both modes: `dedup` merges each chunk by key in its commit transaction.
+    /// Every mode: `dedup` merges each chunk by key and `full_refresh` replaces every row, each
+    /// in the chunk's commit transaction.
     fn supports_sync_mode(&self, _mode: SyncMode) -> bool {
         true
     }

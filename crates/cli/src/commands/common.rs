@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use backhaul_coordinator::{JobRow, JobSummary, StateLocation, StateStore, Store};
-use backhaul_core::connector::{Connectors, Destination};
+use backhaul_core::connector::Connectors;
 use backhaul_core::proof::ProofLevel;
 use backhaul_core::registry::CheckedSpec;
 use backhaul_core::spec::JobSpec;
@@ -86,11 +86,6 @@ pub fn job_spec(job: &JobRow) -> Result<CheckedSpec> {
     let mut checked = builtin_connectors().check(&spec, &origin)?;
     checked.resolve_paths(&job.base_dir);
     Ok(checked)
-}
-
-/// The destination of a stored job.
-pub fn job_destination(job: &JobRow) -> Result<Arc<dyn Destination>> {
-    Ok(job_spec(job)?.destination.build()?)
 }
 
 /// Summary of a job.

@@ -154,6 +154,11 @@ fn propose(t: &DiscoveredTable) -> Option<Proposal<'_>> {
     })
 }
 
+/// The integer range discover writes for a `full_refresh` table keyed by an integer: every
+/// key a table of a few rows plausibly has, far from overflowing the planner's arithmetic.
+const FULL_REFRESH_KEY_FROM: &str = "-1000000000000000000";
+const FULL_REFRESH_KEY_TO: &str = "1000000000000000000";
+
 /// A pipeline spec of every table, with comments saying what to check.
 fn pipeline_toml(
     name: &str,
@@ -182,7 +187,8 @@ fn pipeline_toml(
          # - each table's `cursor`: a column every insert (and, for dedup, every update) sets to\n\
          #   the current time; discover ranked last-modified times first, then creation times;\n\
          # - `sync_mode`: \"dedup\" keeps the newest version of each primary key (tables whose rows\n\
-         #   change), \"append\" loads each row once (insert-only tables);\n\
+         #   change), \"append\" loads each row once (insert-only tables), \"full_refresh\" reads the\n\
+         #   whole table again on every sync and swaps it in (small tables without a time cursor);\n\
          # - `blocked_columns`: columns that must not leave the source (personal data, secrets);\n\
          # - [range] from: the oldest rows to load; [stage] and [destination]: where rows go.\n",
         catalog.schema,
@@ -232,6 +238,27 @@ fn pipeline_toml(
                 };
                 let _ = writeln!(out, "sync_mode = \"{}\"  # {key_note}", p.mode);
                 let _ = writeln!(out, "# blocked_columns = []");
+            }
+            None if t.cursor_candidates.iter().any(|c| c.role == CandidateRole::IntegerKey) => {
+                // No time cursor to follow changes by: refresh the whole table on every sync,
+                // chunked by nothing, bounded by its integer key.
+                let key = t
+                    .cursor_candidates
+                    .iter()
+                    .find(|c| c.role == CandidateRole::IntegerKey)
+                    .map(|c| c.column.as_str())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "# {}: no date or timestamp column to follow changes by: each sync reads the whole table\n\
+                     # again and swaps it in (small tables only). The integer key bounds what is read.\n\
+                     [[tables]]\ntable = {}\ncursor = {}  # {}\nsync_mode = \"full_refresh\"\n# blocked_columns = []\n\
+                     [tables.range]  # CHECK: every key lies in it\nfrom = \"{FULL_REFRESH_KEY_FROM}\"\nto = \"{FULL_REFRESH_KEY_TO}\"",
+                    t.table,
+                    toml_string(&t.table),
+                    toml_string(key),
+                    CandidateRole::IntegerKey.describe(),
+                );
             }
             None => {
                 let _ = writeln!(

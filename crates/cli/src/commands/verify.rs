@@ -1,7 +1,7 @@
 //! `backhaul verify`.
 
 use anyhow::Result;
-use backhaul_coordinator::{ChunkState, StateStore};
+use backhaul_coordinator::{ChunkState, StateStore, current_chunks};
 use backhaul_core::fingerprint::Difference;
 use backhaul_core::proof::ProofLevel;
 use clap::Args;
@@ -48,13 +48,16 @@ pub struct Verification {
 }
 
 /// Re-measures every committed chunk's proof at the destination (`read_back`) and checks it
-/// against the evidence the writer recorded, with the one rule ([`ChunkProof::check`]).
+/// against the evidence the writer recorded, with the one rule ([`ChunkProof::check`]). A
+/// `full_refresh` job is checked on its current version only (`current_chunks`).
 ///
 /// [`ChunkProof::check`]: backhaul_core::proof::ChunkProof::check
 pub async fn verify_job(store: &dyn StateStore, job_id: &str) -> Result<Verification> {
     let job = common::job(store, job_id).await?;
-    let destination = common::job_destination(&job)?;
-    let chunks = store.chunks(job_id).await?;
+    let checked = common::job_spec(&job)?;
+    let destination = checked.destination.build()?;
+    let mode = checked.validated.sync.as_ref().map(|s| s.mode);
+    let chunks = current_chunks(mode, store.chunks(job_id).await?);
     let mut out = Verification {
         chunks: chunks.len() as u64,
         rows: 0,

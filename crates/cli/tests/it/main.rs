@@ -26,6 +26,7 @@ mod status_page;
 mod sync;
 mod sync_cursor;
 mod sync_mariadb;
+mod sync_refresh;
 mod sync_schema;
 mod transient;
 mod util;

@@ -466,8 +466,24 @@ impl PipelineSpec {
         if let Some(chunking) = &t.chunking {
             job.chunking = chunking.clone();
         }
+        if let Some(mode) = t.sync_mode
+            && mode.replaces_table()
+            && t.chunking.is_none()
+        {
+            // A refresh is one chunk: the shared chunking does not apply (and may not even
+            // fit the table's own range, e.g. a duration for an integer key).
+            job.chunking = ChunkingSpec::default();
+        }
         if let Some(mode) = t.sync_mode {
             match &mut job.sync {
+                // A refresh re-reads the whole table: the shared lookback, delete detection
+                // and metadata columns (dedup settings) do not apply to it.
+                Some(sync) if mode.replaces_table() => {
+                    sync.mode = mode;
+                    sync.lookback = None;
+                    sync.deletes = None;
+                    sync.metadata_columns = None;
+                }
                 Some(sync) => sync.mode = mode,
                 None => {
                     job.sync = Some(SyncSpec {

@@ -23,6 +23,10 @@ pub enum SyncMode {
     /// Mutable tables, by an `updated_at`-like cursor: the destination keeps exactly the newest
     /// version (by cursor) of each primary key.
     Dedup,
+    /// Small tables without a usable incremental cursor: every sync reads the whole range
+    /// again as one chunk, a new *version* of the table, which replaces the previous version
+    /// atomically once it is committed (docs/pipelines.md#full-refresh).
+    FullRefresh,
 }
 
 impl SyncMode {
@@ -31,7 +35,14 @@ impl SyncMode {
         match self {
             SyncMode::Append => "append",
             SyncMode::Dedup => "dedup",
+            SyncMode::FullRefresh => "full_refresh",
         }
+    }
+
+    /// Whether each chunk of the mode is a whole new version of the table: then the table is
+    /// exactly its newest committed chunk, and earlier chunks are superseded.
+    pub fn replaces_table(self) -> bool {
+        self == SyncMode::FullRefresh
     }
 }
 
@@ -52,7 +63,7 @@ pub enum DeleteMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncSpec {
-    /// `append` or `dedup`.
+    /// `append`, `dedup` or `full_refresh`.
     pub mode: SyncMode,
     /// How far behind now a sync stops when `range.to = "now"`; default [`DEFAULT_LAG`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +129,13 @@ impl SyncSpec {
         };
         let lag = span(&self.lag, DEFAULT_LAG, "sync.lag")?;
         let lookback = span(&self.lookback, DEFAULT_LOOKBACK, "sync.lookback")?;
+        if self.mode == SyncMode::FullRefresh && self.lookback.is_some() {
+            return Err(Error::config(
+                origin,
+                "sync.lookback",
+                "full_refresh re-reads the whole range on every sync, so there is nothing to look back for; remove lookback",
+            ));
+        }
         if self.mode == SyncMode::Append && self.lookback.is_some() {
             return Err(Error::config(
                 origin,
@@ -221,6 +239,26 @@ mod tests {
             .unwrap();
         assert_eq!((ok.deletes, ok.metadata_columns), (DeleteMode::Soft, true));
         assert!(toml::from_str::<SyncSpec>("mode = \"dedup\"\ndeletes = \"hard\"").is_err());
+    }
+
+    #[test]
+    fn full_refresh_refuses_lookback_deletes_and_metadata_columns_naming_the_key() {
+        let ok = parse("mode = \"full_refresh\"").validate("job.toml").unwrap();
+        assert!(ok.mode.replaces_table() && !SyncMode::Dedup.replaces_table());
+        assert_eq!(ok.mode.as_str(), "full_refresh");
+        for (extra, key) in [
+            ("lookback = \"1h\"", "sync.lookback"),
+            ("deletes = \"soft\"\nmetadata_columns = true", "sync.deletes"),
+            ("metadata_columns = true", "sync.metadata_columns"),
+        ] {
+            let e = parse(&format!("mode = \"full_refresh\"\n{extra}"))
+                .validate("job.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("job.toml: {key}:")), "{e}");
+        }
+        // No key needed: a refresh replaces every row, whatever its key.
+        assert!(ok.key_columns("j", "t", &[]).unwrap().is_empty());
     }
 
     #[test]

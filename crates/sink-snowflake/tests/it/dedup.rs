@@ -26,6 +26,7 @@ async fn dedup_commits_keep_the_newest_version_of_each_key() {
     let env = Arc::new(env);
     let dest = env.destination(&env.spec("DEDUPED"));
     assert!(dest.supports_sync_mode(SyncMode::Dedup));
+    assert!(dest.supports_sync_mode(SyncMode::FullRefresh));
     let read: ReadTable = {
         let env = env.clone();
         Arc::new(move || {
