@@ -269,6 +269,15 @@ impl Stage {
         Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}"))
     }
 
+    /// Where a writer should spool part files before staging them: a directory inside a
+    /// local stage (created when missing), so a finished part enters the stage by rename, on
+    /// the same file system (see [`crate::localfile::place`]). `None` for object stores, whose
+    /// parts are uploaded from wherever the worker spools.
+    pub fn local_spool_dir(&self) -> Option<Result<PathBuf>> {
+        let dir = self.local_root.as_ref()?.join(SPOOL_DIR);
+        Some(std::fs::create_dir_all(&dir).map(|()| dir.clone()).map_err(|e| Error::io(&dir, e)))
+    }
+
     /// The local file holding `location`, when the stage is a local directory; `None` for
     /// object stores. Lets a destination on the same machine link a staged file instead of
     /// copying it.
@@ -279,6 +288,10 @@ impl Stage {
         Some(path)
     }
 }
+
+/// Spool directory inside a local stage; hidden, and outside every job's prefix, so no
+/// listing of a chunk's parts sees a part still being written.
+const SPOOL_DIR: &str = ".backhaul-spool";
 
 fn bucket_url(kind: StageKind, bucket: &str, prefix: &str) -> String {
     if prefix.is_empty() {
