@@ -269,12 +269,14 @@ impl Stage {
         Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}"))
     }
 
-    /// Where a writer should spool part files before staging them: a directory inside a
-    /// local stage (created when missing), so a finished part enters the stage by rename, on
-    /// the same file system (see [`crate::localfile::place`]). `None` for object stores, whose
-    /// parts are uploaded from wherever the worker spools.
-    pub fn local_spool_dir(&self) -> Option<Result<PathBuf>> {
-        let dir = self.local_root.as_ref()?.join(SPOOL_DIR);
+    /// Where a writer should spool the parts of one attempt before staging them: the
+    /// attempt's own directory of a local stage (created when missing), so a finished part
+    /// enters the stage by rename on the same file system (see [`crate::localfile::place`]),
+    /// and whatever a killed writer left there goes with the chunk's other leftovers once the
+    /// chunk commits. Writers spool in a hidden sub-directory. `None` for object stores,
+    /// whose parts are uploaded from wherever the worker spools.
+    pub fn local_spool_dir(&self, job_id: &str, chunk_id: u64, attempt: u32) -> Option<Result<PathBuf>> {
+        let dir = self.local_path(&Self::attempt_prefix(job_id, chunk_id, attempt))?;
         Some(std::fs::create_dir_all(&dir).map(|()| dir.clone()).map_err(|e| Error::io(&dir, e)))
     }
 
@@ -288,10 +290,6 @@ impl Stage {
         Some(path)
     }
 }
-
-/// Spool directory inside a local stage; hidden, and outside every job's prefix, so no
-/// listing of a chunk's parts sees a part still being written.
-const SPOOL_DIR: &str = ".backhaul-spool";
 
 fn bucket_url(kind: StageKind, bucket: &str, prefix: &str) -> String {
     if prefix.is_empty() {

@@ -132,12 +132,15 @@ pub async fn run_chunk(
     spool_root: &Path,
     progress: Arc<ChunkProgress>,
 ) -> Result<ChunkOutcome> {
-    let spool_root = match ctx.stage.local_spool_dir() {
-        Some(dir) => dir?,
-        None => spool_root.to_path_buf(),
+    let (spool_root, prefix) = match ctx.stage.local_spool_dir(&ctx.job_id, task.chunk_id, task.attempt) {
+        Some(dir) => (dir?, ".spool-".to_string()),
+        None => (
+            spool_root.to_path_buf(),
+            format!("{}-c{:06}-", ctx.job_id, task.chunk_id),
+        ),
     };
     let spool = tempfile::Builder::new()
-        .prefix(&format!("{}-c{:06}-", ctx.job_id, task.chunk_id))
+        .prefix(&prefix)
         .tempdir_in(&spool_root)
         .map_err(|e| Error::io(&spool_root, e))?;
     let staging = Staging {
@@ -523,9 +526,9 @@ mod tests {
         let stage = Stage::from_spec(&StageSpec::local(dir.path().join("stage")), "job.toml")
             .await
             .unwrap();
-        let spool_root = stage.local_spool_dir().unwrap().unwrap();
-        assert!(spool_root.starts_with(std::fs::canonicalize(dir.path().join("stage")).unwrap()));
-        let spool = tempfile::tempdir_in(&spool_root).unwrap();
+        let spool_root = stage.local_spool_dir("job", 3, 2).unwrap().unwrap();
+        assert_eq!(spool_root, stage.local_path(&Stage::attempt_prefix("job", 3, 2)).unwrap());
+        let spool = tempfile::Builder::new().prefix(".spool-").tempdir_in(&spool_root).unwrap();
         let part = spool.path().join("part-0000.parquet");
         std::fs::write(&part, b"PAR1 not really PAR1").unwrap();
         let inode = std::fs::metadata(&part).unwrap().ino();
@@ -543,6 +546,13 @@ mod tests {
         assert_eq!(std::fs::metadata(&staged).unwrap().ino(), inode, "renamed, not copied");
         assert!(!part.exists());
         assert_eq!(staged_objects(&stage).await, vec![path.to_string()]);
+        // A killed writer's spool lies under the chunk's prefix, so the chunk's clean-up
+        // after its commit takes it, and the directories it leaves empty.
+        std::fs::write(spool.path().join("part-0001.parquet"), b"half").unwrap();
+        let _ = spool.keep();
+        clean_stage(&stage, &Stage::chunk_prefix("job", 3)).await;
+        assert_eq!(staged_objects(&stage).await, Vec::<String>::new());
+        assert!(!dir.path().join("stage/job/chunk-000003").exists());
     }
 
     #[tokio::test]
