@@ -5,6 +5,7 @@
 //! It never depends on the coordinator crate: the two meet only on the wire.
 
 pub mod budget;
+pub mod encoding;
 pub mod error;
 pub mod flight;
 pub mod http;

@@ -221,6 +221,7 @@ impl Staging<'_> {
         let config = PartWriterConfig {
             target_file_bytes: self.file_size,
             zstd_level: 3,
+            dictionary: crate::encoding::DictionaryPolicy::default(),
         };
         let cancel = CancellationToken::new();
         // Dropping this future (an abandoned chunk) stops the writer and the uploader too.

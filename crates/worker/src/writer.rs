@@ -20,11 +20,11 @@ use backhaul_core::fingerprint::FingerprintBuilder;
 use backhaul_core::localfile::HashingWriter;
 use backhaul_core::proof::ChunkEvidence;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::encoding::{DictionaryPolicy, writer_properties};
 use crate::error::Result;
 
 /// How part files are written.
@@ -34,6 +34,8 @@ pub struct PartWriterConfig {
     pub target_file_bytes: u64,
     /// zstd level; 3 is zstd's own default and a good speed/size balance for bulk loads.
     pub zstd_level: i32,
+    /// Which columns get a dictionary.
+    pub dictionary: DictionaryPolicy,
 }
 
 /// A finished part file in the local spool directory.
@@ -86,11 +88,8 @@ pub fn write_parts(
     sink: PartSink,
 ) -> Result<WrittenParts> {
     let row_group_bytes = MAX_ROW_GROUP_BYTES.min((config.target_file_bytes / 2).max(64 * 1024));
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(config.zstd_level)?))
-        .set_max_row_group_row_count(Some(1024 * 1024))
-        .set_max_row_group_bytes(Some(row_group_bytes as usize))
-        .build();
+    // Decided from the chunk's first rows, then kept for all its parts.
+    let mut props: Option<WriterProperties> = None;
     let mut checksum = RowChecksum::new(&schema)?;
     let mut fingerprint = FingerprintBuilder::new(&schema);
     let mut parts = 0usize;
@@ -105,6 +104,14 @@ pub fn write_parts(
         }
         checksum.update(&batch)?;
         fingerprint.update(&batch)?;
+        if props.is_none() {
+            props = Some(writer_properties(
+                &batch,
+                config.zstd_level,
+                row_group_bytes as usize,
+                config.dictionary,
+            )?);
+        }
         if open.is_none() {
             // Wait until the uploader took the previous part: at most one part waits.
             let slot =
@@ -112,7 +119,7 @@ pub fn write_parts(
             let path = dir.join(format!("part-{parts:04}.parquet"));
             let file = File::create(&path).map_err(|e| backhaul_core::Error::io(&path, e))?;
             open = Some(OpenPart {
-                writer: ArrowWriter::try_new(HashingWriter::new(file), schema.clone(), Some(props.clone()))?,
+                writer: ArrowWriter::try_new(HashingWriter::new(file), schema.clone(), props.clone())?,
                 path,
                 rows: 0,
                 slot,
@@ -193,6 +200,7 @@ mod tests {
             let cfg = PartWriterConfig {
                 target_file_bytes: 256 * 1024,
                 zstd_level: 3,
+                dictionary: DictionaryPolicy::default(),
             };
             let sink = PartSink {
                 parts: parts_tx,
@@ -292,6 +300,7 @@ mod cancel_tests {
         let cfg = PartWriterConfig {
             target_file_bytes: 1 << 30,
             zstd_level: 3,
+            dictionary: DictionaryPolicy::default(),
         };
         let e = write_parts(rx, schema, dir.path(), &cfg, Arc::new(AtomicU64::new(0)), sink).unwrap_err();
         assert!(e.to_string().contains("cancelled"), "{e}");
@@ -314,6 +323,7 @@ mod cancel_tests {
         let cfg = PartWriterConfig {
             target_file_bytes: 1 << 30,
             zstd_level: 3,
+            dictionary: DictionaryPolicy::default(),
         };
         let e = write_parts(rx, schema, dir.path(), &cfg, Arc::new(AtomicU64::new(0)), sink).unwrap_err();
         assert!(e.to_string().contains("cancelled"), "{e}");
