@@ -277,7 +277,11 @@ impl Stage {
     /// whose parts are uploaded from wherever the worker spools.
     pub fn local_spool_dir(&self, job_id: &str, chunk_id: u64, attempt: u32) -> Option<Result<PathBuf>> {
         let dir = self.local_path(&Self::attempt_prefix(job_id, chunk_id, attempt))?;
-        Some(std::fs::create_dir_all(&dir).map(|()| dir.clone()).map_err(|e| Error::io(&dir, e)))
+        Some(
+            std::fs::create_dir_all(&dir)
+                .map(|()| dir.clone())
+                .map_err(|e| Error::io(&dir, e)),
+        )
     }
 
     /// The local file holding `location`, when the stage is a local directory; `None` for

@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
 use backhaul_core::changes::MonthChanges;
+use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::deletes::KeyDigest;
-use backhaul_core::checksum::RowSummary;
 use backhaul_core::localfile::{ContentHash, ContentHasher, Placement, hash_file, place};
 use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_core::schema::SchemaChanges;
@@ -594,7 +594,10 @@ fn check_received(stage: &Stage, file: &StagedFile, received: ContentHash) -> Re
         message,
     };
     if received.bytes != file.bytes {
-        return Err(failed(format!("expected {} bytes, found {}", file.bytes, received.bytes)));
+        return Err(failed(format!(
+            "expected {} bytes, found {}",
+            file.bytes, received.bytes
+        )));
     }
     if let Some(expected) = file.content_hash()
         && expected != received

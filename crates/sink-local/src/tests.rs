@@ -710,10 +710,18 @@ async fn hashed_files_commit_by_their_bytes_and_read_back_decodes() {
     let all: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
     assert_eq!(f.table.commit_chunk(&f.stage, &c).await.unwrap(), proof(&all));
     let m = f.table.manifest(0).unwrap().unwrap();
-    assert_eq!(m.files.iter().map(|f| f.rows).collect::<Vec<_>>(), vec![50, 30], "rows from the footers");
+    assert_eq!(
+        m.files.iter().map(|f| f.rows).collect::<Vec<_>>(),
+        vec![50, 30],
+        "rows from the footers"
+    );
     assert_eq!(m.committed, c.extracted.summary);
     let committed = &committed_files(&f.root, "t").unwrap()[0];
-    assert_eq!(std::fs::metadata(committed).unwrap().ino(), staged_inode, "linked, not copied");
+    assert_eq!(
+        std::fs::metadata(committed).unwrap().ino(),
+        staged_inode,
+        "linked, not copied"
+    );
     assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(proof(&all)));
 
     // The same commit again (a retried call): the staged files are still there, the result is
@@ -767,7 +775,11 @@ async fn hashed_files_of_another_schema_or_row_count_are_refused() {
     let f = fixture().await;
     let c = f.hashed(f.staged(0, 1, &[vec![batch(0..10)]]).await);
     let other_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    let other = RecordBatch::try_new(other_schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..10))]).unwrap();
+    let other = RecordBatch::try_new(
+        other_schema.clone(),
+        vec![Arc::new(Int64Array::from_iter_values(0..10))],
+    )
+    .unwrap();
     let mut w = ArrowWriter::try_new(Vec::new(), other_schema, None).unwrap();
     w.write(&other).unwrap();
     let bytes = w.into_inner().unwrap();
@@ -777,7 +789,12 @@ async fn hashed_files_of_another_schema_or_row_count_are_refused() {
     let mut wrong_schema = c.clone();
     wrong_schema.files[0].bytes = bytes.len() as u64;
     let wrong_schema = f.hashed(wrong_schema);
-    let e = f.table.commit_chunk(&f.stage, &wrong_schema).await.unwrap_err().to_string();
+    let e = f
+        .table
+        .commit_chunk(&f.stage, &wrong_schema)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("schema differs from the table's"), "{e}");
 
     let short = f.hashed(f.staged(0, 2, &[vec![batch(0..9)]]).await);
@@ -785,7 +802,12 @@ async fn hashed_files_of_another_schema_or_row_count_are_refused() {
         extracted: c.extracted.clone(),
         ..short
     };
-    let e = f.table.commit_chunk(&f.stage, &claims_ten).await.unwrap_err().to_string();
+    let e = f
+        .table
+        .commit_chunk(&f.stage, &claims_ten)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rows: expected 10, found 9"), "{e}");
     assert_eq!(f.table.manifest(0).unwrap(), None);
     assert!(f.data_files().is_empty(), "{:?}", f.data_files());

@@ -513,7 +513,9 @@ mod tests {
             "spool files deleted once staged"
         );
         for file in &files {
-            let on_disk = stage.local_path(&object_store::path::Path::from(file.path.as_str())).unwrap();
+            let on_disk = stage
+                .local_path(&object_store::path::Path::from(file.path.as_str()))
+                .unwrap();
             let hash = backhaul_core::localfile::hash_file(&on_disk).unwrap();
             assert_eq!((hash.bytes, Some(hash.xxh3)), (file.bytes, file.xxh3), "{}", file.path);
         }
@@ -528,8 +530,14 @@ mod tests {
             .await
             .unwrap();
         let spool_root = stage.local_spool_dir("job", 3, 2).unwrap().unwrap();
-        assert_eq!(spool_root, stage.local_path(&Stage::attempt_prefix("job", 3, 2)).unwrap());
-        let spool = tempfile::Builder::new().prefix(".spool-").tempdir_in(&spool_root).unwrap();
+        assert_eq!(
+            spool_root,
+            stage.local_path(&Stage::attempt_prefix("job", 3, 2)).unwrap()
+        );
+        let spool = tempfile::Builder::new()
+            .prefix(".spool-")
+            .tempdir_in(&spool_root)
+            .unwrap();
         let part = spool.path().join("part-0000.parquet");
         std::fs::write(&part, b"PAR1 not really PAR1").unwrap();
         let inode = std::fs::metadata(&part).unwrap().ino();
