@@ -642,6 +642,7 @@ impl Coordinator for CoordinatorService {
                 path: f.path,
                 bytes: f.bytes,
                 rows: f.rows,
+                xxh3: None,
             })
             .collect();
         let summary = RowSummary {

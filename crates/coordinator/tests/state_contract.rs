@@ -280,6 +280,7 @@ async fn expired_but_not_re_leased_completion_is_accepted(store: Arc<dyn StateSt
         path: "j/chunk-0/attempt-1/part-0.parquet".into(),
         bytes: 123,
         rows: 10,
+        xxh3: None,
     };
     store.complete(&first.lease_id, vec![file], EV, PROOF).await.unwrap();
     let chunk = &store.chunks("j").await.unwrap()[0];
@@ -641,11 +642,13 @@ async fn summary_progress_and_attempts_tell_the_history(store: Arc<dyn StateStor
             path: "p0".into(),
             bytes: 1000,
             rows: 4,
+            xxh3: None,
         },
         StagedFile {
             path: "p1".into(),
             bytes: 500,
             rows: 6,
+            xxh3: None,
         },
     ];
     store.complete(&a.lease_id, files, EV, PROOF).await.unwrap();

@@ -202,6 +202,21 @@ pub struct StagedFile {
     pub bytes: u64,
     /// Rows in the file.
     pub rows: u64,
+    /// xxh3-64 of the file's bytes, computed by the writer while it wrote them (`None` from
+    /// writers that do not). A destination that receives the bytes can check them against it
+    /// instead of decoding the file; see [`crate::localfile`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<u64>,
+}
+
+impl StagedFile {
+    /// The content hash the writer recorded, if any.
+    pub fn content_hash(&self) -> Option<crate::localfile::ContentHash> {
+        self.xxh3.map(|xxh3| crate::localfile::ContentHash {
+            bytes: self.bytes,
+            xxh3,
+        })
+    }
 }
 
 /// Everything a destination needs to commit one chunk.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fidelity;
 pub mod fingerprint;
 pub mod limit;
+pub mod localfile;
 pub mod notes;
 pub mod pipeline_jobs;
 pub mod profile;

@@ -269,6 +269,21 @@ impl Stage {
         Path::from(format!("{job_id}/chunk-{chunk_id:06}/attempt-{attempt:03}"))
     }
 
+    /// Where a writer should spool the parts of one attempt before staging them: the
+    /// attempt's own directory of a local stage (created when missing), so a finished part
+    /// enters the stage by rename on the same file system (see [`crate::localfile::place`]),
+    /// and whatever a killed writer left there goes with the chunk's other leftovers once the
+    /// chunk commits. Writers spool in a hidden sub-directory. `None` for object stores,
+    /// whose parts are uploaded from wherever the worker spools.
+    pub fn local_spool_dir(&self, job_id: &str, chunk_id: u64, attempt: u32) -> Option<Result<PathBuf>> {
+        let dir = self.local_path(&Self::attempt_prefix(job_id, chunk_id, attempt))?;
+        Some(
+            std::fs::create_dir_all(&dir)
+                .map(|()| dir.clone())
+                .map_err(|e| Error::io(&dir, e)),
+        )
+    }
+
     /// The local file holding `location`, when the stage is a local directory; `None` for
     /// object stores. Lets a destination on the same machine link a staged file instead of
     /// copying it.

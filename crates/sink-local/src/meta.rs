@@ -115,7 +115,9 @@ pub struct ChunkManifest {
     pub files: Vec<ManifestFile>,
     /// Rows and checksum the worker measured while extracting.
     pub extracted: RowSummary,
-    /// Rows and checksum measured by reading the committed files back before committing.
+    /// Rows and checksum the commit proved before the commit point: decoded from the files, or,
+    /// for files the writer hashed, rows from the footers and the writer's checksum of the
+    /// same bytes (see `docs/verification.md`).
     pub committed: RowSummary,
     /// For a chunk of a `dedup` sync job: its key and cursor columns, rows inserted and
     /// updated (see [`crate::dedup`]).
@@ -142,7 +144,7 @@ pub struct ManifestFile {
     pub name: String,
     /// Size in bytes.
     pub bytes: u64,
-    /// Rows in the file, measured when committing.
+    /// Rows in the file, from its footer (or its decode) when committing.
     pub rows: u64,
 }
 

@@ -1,5 +1,6 @@
 //! Measuring rows, checksums and fingerprints of Parquet files on disk, decoding each file
-//! once for both. Blocking: call from `spawn_blocking`.
+//! once for both; and, where the writer's content hash already vouches for the bytes, only
+//! their footers. Blocking: call from `spawn_blocking`.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -35,7 +36,20 @@ pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec
     files.iter().map(|f| measure_file(f, schema)).collect()
 }
 
-fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<ChunkEvidence> {
+/// Rows of each file from its Parquet footer, which must be readable and of `schema`; reads
+/// the footer only, no data page. A file failing that fails verification naming the file.
+pub(crate) fn footer_rows(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec<u64>> {
+    files
+        .iter()
+        .map(|f| {
+            let builder = open_checked(f, schema)?;
+            Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Opens a data file and reads its footer: the file must exist, be Parquet, and be of `schema`.
+fn open_checked(path: &PathBuf, schema: &SchemaRef) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let failed = |message: String| Error::VerificationFailed {
         what: path.display().to_string(),
         message,
@@ -56,7 +70,15 @@ fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<ChunkEvidence> {
             "the file's schema differs from the table's (table vs file): {diff}"
         )));
     }
-    let reader = builder
+    Ok(builder)
+}
+
+fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<ChunkEvidence> {
+    let failed = |message: String| Error::VerificationFailed {
+        what: path.display().to_string(),
+        message,
+    };
+    let reader = open_checked(path, schema)?
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(|e| failed(format!("not readable as Parquet: {e}")))?;

@@ -6,10 +6,12 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
 use backhaul_core::changes::MonthChanges;
+use backhaul_core::checksum::RowSummary;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::deletes::KeyDigest;
-use backhaul_core::proof::{ChunkProof, ProofLevel};
+use backhaul_core::localfile::{ContentHash, ContentHasher, Placement, hash_file, place};
+use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_core::schema::SchemaChanges;
 use backhaul_core::spec::{is_valid_identifier, is_valid_name};
 use backhaul_core::stage::Stage;
@@ -25,7 +27,7 @@ use crate::meta::{
     ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_current_manifests,
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
 };
-use crate::readback::{measure_files, merged};
+use crate::readback::{footer_rows, measure_files, merged};
 use crate::refresh::{refresh_manifest, retire_superseded};
 use crate::spec::LocalDestinationSpec;
 
@@ -214,13 +216,31 @@ impl LocalTable {
             names.push(name);
         }
 
-        // One decode of what will be committed measures both the checksum and the fingerprint.
-        let (per_file, measured) = blocking({
+        let (per_file_rows, measured) = blocking({
             let (files, schema) = (temps.0.clone(), schema.clone());
+            let vouched = commit.files.iter().all(|f| f.xxh3.is_some());
+            let extracted = commit.extracted.clone();
             move || {
+                if vouched {
+                    // Every file's bytes are the writer's (checked by `take_staged`), whose
+                    // checksum and fingerprint the writer measured of the rows it encoded into
+                    // exactly these bytes; the footers give rows and schema. No decode:
+                    // `read_back` (verify) decodes.
+                    let rows = footer_rows(&files, &schema)?;
+                    let measured = ChunkEvidence {
+                        summary: RowSummary {
+                            rows: rows.iter().sum(),
+                            checksum: extracted.summary.checksum,
+                        },
+                        fingerprint: extracted.fingerprint,
+                    };
+                    return Ok((rows, measured));
+                }
+                // A writer that did not hash its files: one decode measures both the
+                // checksum and the fingerprint.
                 let per_file = measure_files(&files, &schema)?;
                 let measured = merged(&per_file, &schema)?;
-                Ok((per_file, measured))
+                Ok((per_file.iter().map(|e| e.summary.rows).collect(), measured))
             }
         })
         .await?;
@@ -235,11 +255,11 @@ impl LocalTable {
         let files = names
             .iter()
             .zip(&commit.files)
-            .zip(&per_file)
-            .map(|((name, staged), measured)| ManifestFile {
+            .zip(&per_file_rows)
+            .map(|((name, staged), rows)| ManifestFile {
                 name: name.clone(),
                 bytes: staged.bytes,
-                rows: measured.summary.rows,
+                rows: *rows,
             })
             .collect();
         let mut manifest = ChunkManifest::new(commit, files, committed);
@@ -537,68 +557,81 @@ fn fence(existing: &ChunkManifest, commit: &ChunkCommit) -> Result<()> {
     Ok(())
 }
 
-/// Puts one staged file at `tmp`: a hard link when the stage is a local directory on the same
-/// file system (no bytes move; the stage's uploads publish by rename, so the linked file is
-/// never rewritten in place), else a streamed copy. Either way the size must match.
+/// Puts one staged file at `tmp` and checks it is the file the writer staged: a hard link
+/// when the stage is a local directory on the same file system (no byte is written; a link
+/// rather than a rename keeps the staged file in place until the chunk is done, so a retried
+/// commit of the same attempt finds it), else a streamed copy ([`place`]'s rule). The size must
+/// match, and when the writer recorded the file's content hash, the hash of the bytes received
+/// must match it too: that binds the committed bytes to the rows the writer measured.
 async fn take_staged(stage: &Stage, file: &StagedFile, tmp: &Path) -> Result<()> {
     let location = object_store::path::Path::parse(&file.path).map_err(|e| Error::InvalidObject {
         object: format!("staged file {}", file.path),
         message: e.to_string(),
     })?;
-    if let Some(source) = stage.local_path(&location) {
-        let linked = {
-            let (source, tmp) = (source.clone(), tmp.to_path_buf());
-            blocking(move || match std::fs::hard_link(&source, &tmp) {
-                Ok(()) => Ok(Some(std::fs::metadata(&tmp).map_err(|e| Error::io(&tmp, e))?.len())),
-                // Another file system, or one without links: copy instead.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::CrossesDevices
-                            | std::io::ErrorKind::Unsupported
-                            | std::io::ErrorKind::PermissionDenied
-                    ) =>
-                {
-                    Ok(None)
+    let received = match stage.local_path(&location) {
+        Some(source) => {
+            let (tmp, hashed) = (tmp.to_path_buf(), file.xxh3.is_some());
+            blocking(move || {
+                match place(&source, &tmp, Placement::Link) {
+                    Ok(_) => {}
+                    Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Error::VerificationFailed {
+                            what: format!("staged file {}", source.display()),
+                            message: "the staged file is missing".into(),
+                        });
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::VerificationFailed {
-                    what: format!("staged file {}", source.display()),
-                    message: "the staged file is missing".into(),
-                }),
-                Err(e) => Err(Error::io(&source, e)),
+                if hashed {
+                    hash_file(&tmp)
+                } else {
+                    let bytes = std::fs::metadata(&tmp).map_err(|e| Error::io(&tmp, e))?.len();
+                    Ok(ContentHash { bytes, xxh3: 0 })
+                }
             })
             .await?
-        };
-        if let Some(size) = linked {
-            return check_size(stage, file, size);
         }
-    }
-    copy_staged(stage, file, &location, tmp).await
+        None => copy_staged(stage, &location, tmp).await?,
+    };
+    check_received(stage, file, received)
 }
 
-fn check_size(stage: &Stage, file: &StagedFile, found: u64) -> Result<()> {
-    if found != file.bytes {
-        return Err(Error::VerificationFailed {
-            what: format!("staged file {} in {}", file.path, stage.description()),
-            message: format!("expected {} bytes, found {found}", file.bytes),
-        });
+/// The received file against what the writer staged: its size, and its hash when recorded.
+fn check_received(stage: &Stage, file: &StagedFile, received: ContentHash) -> Result<()> {
+    let failed = |message: String| Error::VerificationFailed {
+        what: format!("staged file {} in {}", file.path, stage.description()),
+        message,
+    };
+    if received.bytes != file.bytes {
+        return Err(failed(format!(
+            "expected {} bytes, found {}",
+            file.bytes, received.bytes
+        )));
+    }
+    if let Some(expected) = file.content_hash()
+        && expected != received
+    {
+        return Err(failed(format!(
+            "its bytes changed after the writer wrote them: the writer hashed {expected}, the warehouse received {received}"
+        )));
     }
     Ok(())
 }
 
-/// Streams one staged file into `tmp`, so memory stays bounded whatever the file size.
-async fn copy_staged(stage: &Stage, file: &StagedFile, location: &object_store::path::Path, tmp: &Path) -> Result<()> {
+/// Streams one staged file into `tmp`, hashing it on the way, so memory stays bounded
+/// whatever the file size and the hash costs no second read.
+async fn copy_staged(stage: &Stage, location: &object_store::path::Path, tmp: &Path) -> Result<ContentHash> {
     let mut stream = stage.store().get(location).await?.into_stream();
     let mut out = tokio::fs::File::create_new(tmp).await.map_err(|e| Error::io(tmp, e))?;
-    let mut copied = 0u64;
+    let mut hasher = ContentHasher::new();
     while let Some(bytes) = stream.next().await {
         let bytes = bytes?;
         out.write_all(&bytes).await.map_err(|e| Error::io(tmp, e))?;
-        copied += bytes.len() as u64;
+        hasher.update(&bytes);
     }
     // tokio writes in the background; flush so the bytes are in the file before it is read.
     out.flush().await.map_err(|e| Error::io(tmp, e))?;
-    check_size(stage, file, copied)
+    Ok(hasher.finish())
 }
 
 /// The commit itself, under the table lock: fence again, move the verified copies to their

@@ -10,6 +10,7 @@ use backhaul_core::checksum::RowChecksum;
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::fingerprint::FingerprintBuilder;
+use backhaul_core::localfile::hash_file;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
 use backhaul_core::schema::schema_difference;
 use backhaul_core::stage::Stage;
@@ -138,6 +139,7 @@ impl Fixture {
                 path: path.to_string(),
                 bytes: len,
                 rows: part.iter().map(|b| b.num_rows() as u64).sum(),
+                xxh3: None,
             });
         }
         let all: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
@@ -151,6 +153,20 @@ impl Fixture {
             extracted: evidence(&all),
             sync: None,
         }
+    }
+
+    /// `commit` as a worker's writer stages it: each file with the hash of its bytes.
+    fn hashed(&self, mut commit: ChunkCommit) -> ChunkCommit {
+        for file in &mut commit.files {
+            file.xxh3 = Some(hash_file(&self.staged_path(file)).unwrap().xxh3);
+        }
+        commit
+    }
+
+    fn staged_path(&self, file: &StagedFile) -> PathBuf {
+        self.stage
+            .local_path(&object_store::path::Path::parse(&file.path).unwrap())
+            .unwrap()
     }
 
     fn data_files(&self) -> Vec<String> {
@@ -791,4 +807,119 @@ async fn a_full_refresh_swaps_the_table_and_retires_the_previous_version() {
     let months = f.table.monthly_changes(JOB).await.unwrap().unwrap();
     assert_eq!(months.len(), 1, "{months:?}");
     assert_eq!((months[0].inserted, months[0].updated), (10, 5 + 3));
+}
+
+/// A writer that hashed its files vouches for their rows: the commit checks the bytes
+/// (size and hash) and the footers, without decoding; `read_back` still decodes.
+#[tokio::test]
+async fn hashed_files_commit_by_their_bytes_and_read_back_decodes() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture().await;
+    let parts = vec![vec![batch(0..50)], vec![batch(50..80)]];
+    let c = f.hashed(f.staged(0, 1, &parts).await);
+    let staged_inode = std::fs::metadata(f.staged_path(&c.files[0])).unwrap().ino();
+    let all: Vec<RecordBatch> = parts.iter().flatten().cloned().collect();
+    assert_eq!(f.table.commit_chunk(&f.stage, &c).await.unwrap(), proof(&all));
+    let m = f.table.manifest(0).unwrap().unwrap();
+    assert_eq!(
+        m.files.iter().map(|f| f.rows).collect::<Vec<_>>(),
+        vec![50, 30],
+        "rows from the footers"
+    );
+    assert_eq!(m.committed, c.extracted.summary);
+    let committed = &committed_files(&f.root, "t").unwrap()[0];
+    assert_eq!(
+        std::fs::metadata(committed).unwrap().ino(),
+        staged_inode,
+        "linked, not copied"
+    );
+    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(proof(&all)));
+
+    // The same commit again (a retried call): the staged files are still there, the result is
+    // the same, and nothing is doubled or left behind.
+    assert_eq!(f.table.commit_chunk(&f.stage, &c).await.unwrap(), proof(&all));
+    assert_eq!(
+        f.data_files(),
+        vec!["job1-c000000-a001-p0000.parquet", "job1-c000000-a001-p0001.parquet"]
+    );
+    assert_eq!(f.count().await, 80);
+
+    // The cheap check is no proof against edits after the commit: read_back decodes.
+    std::fs::remove_file(committed).unwrap();
+    std::fs::write(committed, parquet_bytes(&[batch(0..49)])).unwrap();
+    let p = f.table.read_back(JOB, 0).await.unwrap().unwrap();
+    assert!(p.check(&c.extracted).is_err(), "{p:?}");
+}
+
+/// Staged bytes that changed after the writer hashed them (same length) are refused, naming
+/// the file, and nothing is committed.
+#[tokio::test]
+async fn a_staged_file_whose_bytes_changed_is_refused() {
+    let f = fixture().await;
+    let good = f.hashed(f.staged(0, 1, &[vec![batch(0..10)]]).await);
+    f.table.commit_chunk(&f.stage, &good).await.unwrap();
+    let before = (f.table.manifest(0).unwrap(), f.data_files());
+
+    let c = f.hashed(f.staged(0, 2, &[vec![batch(0..10)]]).await);
+    let path = f.staged_path(&c.files[0]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let e = f.table.commit_chunk(&f.stage, &c).await.unwrap_err();
+    match &e {
+        Error::VerificationFailed { what, message } => {
+            assert!(what.contains("attempt-002/part-0000.parquet"), "{what}");
+            assert!(message.contains("changed after the writer wrote them"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((f.table.manifest(0).unwrap(), f.data_files()), before);
+    assert_eq!(f.count().await, 10);
+}
+
+/// Bytes the writer hashed still have to be a Parquet file of the table's schema whose footer
+/// holds the rows the writer counted: checked from the footer, without a decode.
+#[tokio::test]
+async fn hashed_files_of_another_schema_or_row_count_are_refused() {
+    let f = fixture().await;
+    let c = f.hashed(f.staged(0, 1, &[vec![batch(0..10)]]).await);
+    let other_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let other = RecordBatch::try_new(
+        other_schema.clone(),
+        vec![Arc::new(Int64Array::from_iter_values(0..10))],
+    )
+    .unwrap();
+    let mut w = ArrowWriter::try_new(Vec::new(), other_schema, None).unwrap();
+    w.write(&other).unwrap();
+    let bytes = w.into_inner().unwrap();
+    let path = f.staged_path(&c.files[0]);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let mut wrong_schema = c.clone();
+    wrong_schema.files[0].bytes = bytes.len() as u64;
+    let wrong_schema = f.hashed(wrong_schema);
+    let e = f
+        .table
+        .commit_chunk(&f.stage, &wrong_schema)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("schema differs from the table's"), "{e}");
+
+    let short = f.hashed(f.staged(0, 2, &[vec![batch(0..9)]]).await);
+    let claims_ten = ChunkCommit {
+        extracted: c.extracted.clone(),
+        ..short
+    };
+    let e = f
+        .table
+        .commit_chunk(&f.stage, &claims_ten)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rows: expected 10, found 9"), "{e}");
+    assert_eq!(f.table.manifest(0).unwrap(), None);
+    assert!(f.data_files().is_empty(), "{:?}", f.data_files());
 }

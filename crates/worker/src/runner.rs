@@ -11,6 +11,7 @@ use backhaul_core::connector::{
     ChunkCommit, Connectors, Destination, ExtractFacts, ExtractNotes, Source, StagedFile, SyncCommit, TableDescription,
 };
 use backhaul_core::cursor::CursorRange;
+use backhaul_core::localfile::{Placement, place};
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use backhaul_core::registry::StagingPreferences;
 use backhaul_core::spec::{JobSpec, ValidatedSpec};
@@ -118,7 +119,8 @@ pub struct ChunkProgress {
 pub const BATCH_ROWS: usize = 8192;
 
 /// Runs the chunk end to end. `spool_root` holds each part file from the moment the writer
-/// starts it until it is staged.
+/// starts it until it is staged; a local stage spools inside itself instead, so parts enter
+/// it by rename rather than by a second write.
 ///
 /// Extraction, encoding and upload run at once, all owned by this future: the source feeds
 /// the writer (a blocking thread), which hands each finished part to the uploader while it
@@ -130,10 +132,17 @@ pub async fn run_chunk(
     spool_root: &Path,
     progress: Arc<ChunkProgress>,
 ) -> Result<ChunkOutcome> {
+    let (spool_root, prefix) = match ctx.stage.local_spool_dir(&ctx.job_id, task.chunk_id, task.attempt) {
+        Some(dir) => (dir?, ".spool-".to_string()),
+        None => (
+            spool_root.to_path_buf(),
+            format!("{}-c{:06}-", ctx.job_id, task.chunk_id),
+        ),
+    };
     let spool = tempfile::Builder::new()
-        .prefix(&format!("{}-c{:06}-", ctx.job_id, task.chunk_id))
-        .tempdir_in(spool_root)
-        .map_err(|e| Error::io(spool_root, e))?;
+        .prefix(&prefix)
+        .tempdir_in(&spool_root)
+        .map_err(|e| Error::io(&spool_root, e))?;
     let staging = Staging {
         source: ctx.source.as_ref(),
         schema: &ctx.table.schema,
@@ -287,8 +296,8 @@ impl Staging<'_> {
         Ok((files, written_parts.evidence))
     }
 
-    /// Stages each part as the writer hands it over, then deletes its spool file; stops at the
-    /// first failure, or when the chunk is cancelled.
+    /// Stages each part as the writer hands it over, leaving nothing in the spool; stops at
+    /// the first failure, or when the chunk is cancelled.
     async fn upload_parts(
         &self,
         task: &ChunkTask,
@@ -298,14 +307,12 @@ impl Staging<'_> {
         let mut files = Vec::new();
         while let Some(part) = parts.recv().await {
             let path = Stage::part_path(self.job_id, task.chunk_id, task.attempt, files.len() as u32);
-            upload(self.stage, &part, &path, cancel).await?;
-            tokio::fs::remove_file(&part.path)
-                .await
-                .map_err(|e| Error::io(&part.path, e))?;
+            stage_part(self.stage, &part, &path, cancel).await?;
             files.push(StagedFile {
                 path: path.to_string(),
                 bytes: part.bytes,
                 rows: part.rows,
+                xxh3: Some(part.xxh3),
             });
         }
         Ok(files)
@@ -319,6 +326,37 @@ async fn clean_stage(stage: &Stage, prefix: &object_store::path::Path) {
             tracing::debug!(path = %meta.location, error = %e, "could not delete staged file");
         }
     }
+}
+
+/// Puts a spooled part at `path` in the stage and deletes it from the spool: into a local
+/// stage by [`place`] (a rename on one file system, no byte written again), into an object
+/// store by [`upload`].
+async fn stage_part(
+    stage: &Stage,
+    part: &SpooledPart,
+    path: &object_store::path::Path,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled.into());
+    }
+    if let Some(target) = stage.local_path(path) {
+        let from = part.path.clone();
+        return tokio::task::spawn_blocking(move || {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            place(&from, &target, Placement::Move).map(|_| ())
+        })
+        .await
+        .map_err(|e| WorkerError::Task(e.to_string()))?
+        .map_err(Into::into);
+    }
+    upload(stage, part, path, cancel).await?;
+    tokio::fs::remove_file(&part.path)
+        .await
+        .map_err(|e| Error::io(&part.path, e))?;
+    Ok(())
 }
 
 /// Streams a spooled file into the stage with a multipart upload, so memory stays at a few
@@ -474,6 +512,56 @@ mod tests {
             0,
             "spool files deleted once staged"
         );
+        for file in &files {
+            let on_disk = stage
+                .local_path(&object_store::path::Path::from(file.path.as_str()))
+                .unwrap();
+            let hash = backhaul_core::localfile::hash_file(&on_disk).unwrap();
+            assert_eq!((hash.bytes, Some(hash.xxh3)), (file.bytes, file.xxh3), "{}", file.path);
+        }
+    }
+
+    /// A local stage spools inside itself, so each finished part enters it by rename.
+    #[tokio::test]
+    async fn a_local_stage_takes_parts_by_rename_from_its_own_spool() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::from_spec(&StageSpec::local(dir.path().join("stage")), "job.toml")
+            .await
+            .unwrap();
+        let spool_root = stage.local_spool_dir("job", 3, 2).unwrap().unwrap();
+        assert_eq!(
+            spool_root,
+            stage.local_path(&Stage::attempt_prefix("job", 3, 2)).unwrap()
+        );
+        let spool = tempfile::Builder::new()
+            .prefix(".spool-")
+            .tempdir_in(&spool_root)
+            .unwrap();
+        let part = spool.path().join("part-0000.parquet");
+        std::fs::write(&part, b"PAR1 not really PAR1").unwrap();
+        let inode = std::fs::metadata(&part).unwrap().ino();
+        let spooled = SpooledPart {
+            path: part.clone(),
+            bytes: 20,
+            rows: 1,
+            xxh3: 0,
+        };
+        let path = Stage::part_path("job", 3, 2, 0);
+        stage_part(&stage, &spooled, &path, &CancellationToken::new())
+            .await
+            .unwrap();
+        let staged = stage.local_path(&path).unwrap();
+        assert_eq!(std::fs::metadata(&staged).unwrap().ino(), inode, "renamed, not copied");
+        assert!(!part.exists());
+        assert_eq!(staged_objects(&stage).await, vec![path.to_string()]);
+        // A killed writer's spool lies under the chunk's prefix, so the chunk's clean-up
+        // after its commit takes it, and the directories it leaves empty.
+        std::fs::write(spool.path().join("part-0001.parquet"), b"half").unwrap();
+        let _ = spool.keep();
+        clean_stage(&stage, &Stage::chunk_prefix("job", 3)).await;
+        assert_eq!(staged_objects(&stage).await, Vec::<String>::new());
+        assert!(!dir.path().join("stage/job/chunk-000003").exists());
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use backhaul_core::checksum::RowChecksum;
 use backhaul_core::fingerprint::FingerprintBuilder;
+use backhaul_core::localfile::HashingWriter;
 use backhaul_core::proof::ChunkEvidence;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
@@ -46,6 +47,8 @@ pub struct SpooledPart {
     pub bytes: u64,
     /// Rows in the file.
     pub rows: u64,
+    /// xxh3-64 of the file's bytes, hashed as they were written.
+    pub xxh3: u64,
 }
 
 /// What the writer measured over everything it wrote.
@@ -116,7 +119,7 @@ pub fn write_parts(
             let path = dir.join(format!("part-{parts:04}.parquet"));
             let file = File::create(&path).map_err(|e| backhaul_core::Error::io(&path, e))?;
             open = Some(OpenPart {
-                writer: ArrowWriter::try_new(file, schema.clone(), props.clone())?,
+                writer: ArrowWriter::try_new(HashingWriter::new(file), schema.clone(), props.clone())?,
                 path,
                 rows: 0,
                 slot,
@@ -149,7 +152,7 @@ pub fn write_parts(
 
 /// The part being written, with its reserved place in the hand-over channel.
 struct OpenPart<'a> {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<HashingWriter<File>>,
     path: PathBuf,
     rows: u64,
     slot: mpsc::Permit<'a, SpooledPart>,
@@ -158,16 +161,17 @@ struct OpenPart<'a> {
 impl OpenPart<'_> {
     /// Closes the file and hands it to the uploader; returns its size.
     fn finish(self) -> Result<u64> {
-        self.writer.close()?;
-        let bytes = std::fs::metadata(&self.path)
-            .map_err(|e| backhaul_core::Error::io(&self.path, e))?
-            .len();
+        // Writes the footer and flushes: the hash has seen every byte of the file.
+        let file = self.writer.into_inner()?;
+        let hash = file.hash();
+        drop(file.into_inner());
         self.slot.send(SpooledPart {
             path: self.path,
-            bytes,
+            bytes: hash.bytes,
             rows: self.rows,
+            xxh3: hash.xxh3,
         });
-        Ok(bytes)
+        Ok(hash.bytes)
     }
 }
 
@@ -257,6 +261,10 @@ mod tests {
             }
         }
         assert_eq!(reread.summary(), summary);
+        for p in &parts {
+            let on_disk = backhaul_core::localfile::hash_file(&p.path).unwrap();
+            assert_eq!((on_disk.bytes, on_disk.xxh3), (p.bytes, p.xxh3), "{}", p.path.display());
+        }
         assert_eq!(parts.iter().map(|p| p.rows).sum::<u64>(), 400_000);
     }
 }
