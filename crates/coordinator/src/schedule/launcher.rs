@@ -42,7 +42,7 @@ impl RunLauncher for SubmitLauncher {
         let origin = format!("schedule {}", schedule.name);
         let spec = JobSpec::from_toml(&schedule.spec_toml, &origin)?;
         if spec.sync.is_some() {
-            let (job, _) = crate::sync::sync_spec(
+            let planned = crate::sync::sync_spec(
                 self.store.as_ref(),
                 self.connectors.as_ref(),
                 spec,
@@ -51,7 +51,7 @@ impl RunLauncher for SubmitLauncher {
                 now_us,
             )
             .await?;
-            return Ok(job.job_id);
+            return Ok(planned.job.job_id);
         }
         let (job, _, _) = crate::plan::submit_spec(
             self.store.as_ref(),
