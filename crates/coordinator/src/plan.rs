@@ -393,7 +393,11 @@ mod tests {
     struct GcsOnly;
 
     impl Destination for GcsOnly {
-        fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<backhaul_core::schema::SchemaChanges>> {
+        fn prepare(
+            &self,
+            _: &str,
+            _: SchemaRef,
+        ) -> BoxFuture<'_, backhaul_core::Result<backhaul_core::schema::SchemaChanges>> {
             unreachable!("not planned that far")
         }
         fn proof_level(&self) -> ProofLevel {
@@ -425,7 +429,11 @@ mod tests {
     struct AnyStage;
 
     impl Destination for AnyStage {
-        fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<backhaul_core::schema::SchemaChanges>> {
+        fn prepare(
+            &self,
+            _: &str,
+            _: SchemaRef,
+        ) -> BoxFuture<'_, backhaul_core::Result<backhaul_core::schema::SchemaChanges>> {
             unreachable!("not planned that far")
         }
         fn proof_level(&self) -> ProofLevel {

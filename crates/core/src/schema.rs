@@ -109,7 +109,10 @@ impl SchemaChanges {
             .fields()
             .iter()
             .map(|old| match source.field_with_name(old.name()) {
-                Ok(new) => old.as_ref().clone().with_nullable(old.is_nullable() || new.is_nullable()),
+                Ok(new) => old
+                    .as_ref()
+                    .clone()
+                    .with_nullable(old.is_nullable() || new.is_nullable()),
                 Err(_) => old.as_ref().clone().with_nullable(true),
             })
             .collect();
@@ -142,9 +145,10 @@ impl SchemaChanges {
     /// The first added column `is_blocked` names, as an error message: a destination that must
     /// not receive a column (`destination.blocked_columns`) refuses the change rather than add it.
     pub fn blocked_addition(&self, is_blocked: impl Fn(&str) -> bool) -> Option<String> {
-        self.added.iter().find(|c| is_blocked(c)).map(|column| {
-            format!("column `{column}` is new in the source and blocked by destination.blocked_columns")
-        })
+        self.added
+            .iter()
+            .find(|c| is_blocked(c))
+            .map(|column| format!("column `{column}` is new in the source and blocked by destination.blocked_columns"))
     }
 }
 
@@ -173,7 +177,11 @@ pub fn chunk_misfit(table: &Schema, chunk: &Schema) -> Option<String> {
             Ok(_) => {}
         }
     }
-    if problems.is_empty() { None } else { Some(problems.join("; ")) }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(problems.join("; "))
+    }
 }
 
 fn same_type(a: &Field, b: &Field) -> bool {
@@ -255,8 +263,15 @@ mod tests {
             Field::new("v", DataType::Int32, true),
         ]);
         let (table, changes) = SchemaChanges::follow(&existing, &source).unwrap();
-        assert_eq!((changes.added.as_slice(), changes.dropped.as_slice()), (&["new".to_string()][..], &["gone".to_string()][..]));
-        let columns: Vec<(&str, bool)> = table.fields().iter().map(|f| (f.name().as_str(), f.is_nullable())).collect();
+        assert_eq!(
+            (changes.added.as_slice(), changes.dropped.as_slice()),
+            (&["new".to_string()][..], &["gone".to_string()][..])
+        );
+        let columns: Vec<(&str, bool)> = table
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.is_nullable()))
+            .collect();
         assert_eq!(columns, [("id", false), ("gone", true), ("v", true), ("new", true)]);
         // Chunks of the old and of the new source schema both fit the followed table.
         assert_eq!(chunk_misfit(&table, &source), None);
@@ -273,21 +288,39 @@ mod tests {
         let existing = Schema::new(vec![Field::new("n", DataType::Int32, false)]);
         let source = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
         let e = SchemaChanges::follow(&existing, &source).unwrap_err();
-        assert!(e.contains("`n`") && e.contains("Int32 at the destination, Int64 in the source"), "{e}");
+        assert!(
+            e.contains("`n`") && e.contains("Int32 at the destination, Int64 in the source"),
+            "{e}"
+        );
         let misfit = chunk_misfit(&existing, &source).unwrap();
-        assert!(misfit.contains("`n` is Int32 in the table, Int64 in the chunk"), "{misfit}");
+        assert!(
+            misfit.contains("`n` is Int32 in the table, Int64 in the chunk"),
+            "{misfit}"
+        );
         let extra = Schema::new(vec![Field::new("other", DataType::Int32, false)]);
-        assert!(chunk_misfit(&existing, &extra).unwrap().contains("`other` is not in the table"));
+        assert!(
+            chunk_misfit(&existing, &extra)
+                .unwrap()
+                .contains("`other` is not in the table")
+        );
         let mut json = std::collections::HashMap::new();
         json.insert("ARROW:extension:name".to_string(), "arrow.json".to_string());
         let doc = Schema::new(vec![Field::new("n", DataType::Int32, false).with_metadata(json)]);
         let changes = SchemaChanges::between(&existing, &doc);
         assert_eq!(changes.retyped[0].2, "Int32 (arrow.json)");
-        let blocked = SchemaChanges::between(&existing, &Schema::new(vec![
-            Field::new("n", DataType::Int32, false),
-            Field::new("secret", DataType::Utf8, true),
-        ]));
-        assert!(blocked.blocked_addition(|c| c == "secret").unwrap().contains("`secret`"));
+        let blocked = SchemaChanges::between(
+            &existing,
+            &Schema::new(vec![
+                Field::new("n", DataType::Int32, false),
+                Field::new("secret", DataType::Utf8, true),
+            ]),
+        );
+        assert!(
+            blocked
+                .blocked_addition(|c| c == "secret")
+                .unwrap()
+                .contains("`secret`")
+        );
         assert_eq!(blocked.blocked_addition(|_| false), None);
     }
 }

@@ -443,7 +443,9 @@ impl BigQueryTable {
                 } else if changes.is_empty() {
                     diff
                 } else {
-                    format!("the source's columns changed ({changes}); BigQuery tables do not follow schema changes yet")
+                    format!(
+                        "the source's columns changed ({changes}); BigQuery tables do not follow schema changes yet"
+                    )
                 };
                 return Err(BigQueryError::Conflict(format!(
                     "table {}.{} holds job `{job_id}`'s rows of another schema: {what}",

@@ -198,8 +198,16 @@ async fn prepare_is_idempotent_and_detects_conflicts() {
     let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields[3] = Field::new("doc", DataType::Utf8, true);
     let e = f.table.prepare(JOB, Arc::new(Schema::new(fields))).await.unwrap_err();
-    assert!(e.to_string().contains("Utf8 (arrow.json) at the destination, Utf8 in the source"), "{e}");
-    assert_eq!(f.table.meta().unwrap().unwrap().schema().unwrap(), schema(), "a refused prepare changes nothing");
+    assert!(
+        e.to_string()
+            .contains("Utf8 (arrow.json) at the destination, Utf8 in the source"),
+        "{e}"
+    );
+    assert_eq!(
+        f.table.meta().unwrap().unwrap().schema().unwrap(),
+        schema(),
+        "a refused prepare changes nothing"
+    );
 }
 
 /// The source after `name` was dropped and `note` added.
@@ -224,12 +232,26 @@ async fn the_table_follows_added_and_dropped_columns_and_every_chunk_still_prove
 
     let evolved = evolved_batch(10..20).schema();
     let changes = f.table.prepare(JOB, evolved.clone()).await.unwrap();
-    assert_eq!((changes.added, changes.dropped), (vec!["note".to_string()], vec!["name".to_string()]));
+    assert_eq!(
+        (changes.added, changes.dropped),
+        (vec!["note".to_string()], vec!["name".to_string()])
+    );
     let table = f.table.meta().unwrap().unwrap().schema().unwrap();
-    let columns: Vec<(&str, bool)> = table.fields().iter().map(|c| (c.name().as_str(), c.is_nullable())).collect();
+    let columns: Vec<(&str, bool)> = table
+        .fields()
+        .iter()
+        .map(|c| (c.name().as_str(), c.is_nullable()))
+        .collect();
     assert_eq!(
         columns,
-        [("id", false), ("ts", false), ("amount", true), ("doc", true), ("name", true), ("note", true)]
+        [
+            ("id", false),
+            ("ts", false),
+            ("amount", true),
+            ("doc", true),
+            ("name", true),
+            ("note", true)
+        ]
     );
     // Preparing again with the same source changes nothing more.
     let again = f.table.prepare(JOB, evolved).await.unwrap();
@@ -240,12 +262,27 @@ async fn the_table_follows_added_and_dropped_columns_and_every_chunk_still_prove
     assert_eq!(f.table.commit_chunk(&f.stage, &second).await.unwrap(), proof(&after[0]));
 
     // Old rows read the added column as NULL, new rows the dropped one.
-    let batches = query(&f.root, "SELECT count(*), count(name), count(note), min(note) FROM t").await.unwrap();
+    let batches = query(&f.root, "SELECT count(*), count(name), count(note), min(note) FROM t")
+        .await
+        .unwrap();
     let counts: Vec<i64> = (0..3)
-        .map(|i| batches[0].column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(0))
+        .map(|i| {
+            batches[0]
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0)
+        })
         .collect();
     assert_eq!(counts, [20, 5, 10]);
-    let min_note = batches[0].column(3).as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string();
+    let min_note = batches[0]
+        .column(3)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
     assert_eq!(min_note, "note-10");
 
     // Each chunk proves against what it extracted, in its own columns.

@@ -82,10 +82,7 @@ fn added_and_dropped_columns_are_followed_and_reported_and_every_chunk_still_ver
         )
         .unwrap();
     let job = JobDir::in_dir(tempfile::tempdir().unwrap());
-    let path = job.write_spec(
-        "job.toml",
-        &spec(server, &db, "evolving", "updated_at", LOOKBACK_10M),
-    );
+    let path = job.write_spec("job.toml", &spec(server, &db, "evolving", "updated_at", LOOKBACK_10M));
     let path = path.to_str().unwrap();
     let first = job.json(&["sync", path, "--now", "2024-03-01T06:00:00Z"]);
     assert_eq!(
@@ -122,7 +119,12 @@ fn added_and_dropped_columns_are_followed_and_reported_and_every_chunk_still_ver
 
     // Chunks of all three schemas prove against what they extracted.
     assert_eq!(job.json(&["verify", "evolving"])["verified"], true);
-    let row = job.json(&["query", "--warehouse", "warehouse", "SELECT * FROM evolving WHERE id = 51"]);
+    let row = job.json(&[
+        "query",
+        "--warehouse",
+        "warehouse",
+        "SELECT * FROM evolving WHERE id = 51",
+    ]);
     let mut columns: Vec<&str> = row[0].as_object().expect("a row").keys().map(String::as_str).collect();
     columns.sort();
     assert_eq!(columns, ["gone", "id", "note", "updated_at", "v"]);
@@ -171,7 +173,11 @@ fn snowflake_follows_added_and_dropped_columns() {
         )
         .unwrap();
     let second = job.json(&["sync", path, "--now", "2024-03-01T07:00:00Z"]);
-    assert_eq!(second["schema_changes"]["added"], serde_json::json!(["note"]), "{second}");
+    assert_eq!(
+        second["schema_changes"]["added"],
+        serde_json::json!(["note"]),
+        "{second}"
+    );
 
     server
         .psql(
@@ -181,7 +187,11 @@ fn snowflake_follows_added_and_dropped_columns() {
         )
         .unwrap();
     let third = job.json(&["sync", path, "--now", "2024-03-01T08:00:00Z"]);
-    assert_eq!(third["schema_changes"]["dropped"], serde_json::json!(["gone"]), "{third}");
+    assert_eq!(
+        third["schema_changes"]["dropped"],
+        serde_json::json!(["gone"]),
+        "{third}"
+    );
     let rows = sql.column(
         "SELECT \"ID\" || ':' || COALESCE(\"GONE\", '-') || ':' || COALESCE(\"NOTE\", '-') \
          FROM BACKHAUL_E2E.PUBLIC.EVOLVING WHERE \"ID\" IN (1, 2, 51) ORDER BY \"ID\"",
