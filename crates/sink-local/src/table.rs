@@ -473,11 +473,19 @@ fn check_prepared(
 ) -> Result<SchemaChanges> {
     check_owner(paths, table, existing, job_id)?;
     let current = existing.schema()?;
-    let (followed, changes) = SchemaChanges::follow(&current, schema).map_err(|type_change| {
-        Error::DestinationConflict(format!("table `{table}` at {}: {type_change}", paths.dir.display()))
-    })?;
-    if followed != *current {
-        let meta = TableMeta::new(table, job_id, &followed)?;
+    let (followed, changes) =
+        SchemaChanges::follow(&current, schema, &existing.dropped_columns).map_err(|type_change| {
+            Error::DestinationConflict(format!("table `{table}` at {}: {type_change}", paths.dir.display()))
+        })?;
+    let dropped_columns: Vec<String> = followed
+        .fields()
+        .iter()
+        .filter(|f| schema.field_with_name(f.name()).is_err())
+        .map(|f| f.name().clone())
+        .collect();
+    if followed != *current || dropped_columns != existing.dropped_columns {
+        let mut meta = TableMeta::new(table, job_id, &followed)?;
+        meta.dropped_columns = dropped_columns;
         let target = paths.table_file();
         let tmp = write_json_temp(&target, &meta)?;
         if let Err(e) = std::fs::rename(&tmp, &target) {

@@ -116,6 +116,12 @@ fn added_and_dropped_columns_are_followed_and_reported_and_every_chunk_still_ver
     );
     assert_eq!(evolved_rows(&job), ["1:-:n1", "2:g2:-", "51:g51:n51"]);
     assert_eq!(warehouse_rows(&job, "evolving").len(), 51, "one row per key");
+    // Each change is reported once, by the sync that first saw it.
+    let fourth = job.json(&["sync", path, "--now", "2024-03-01T08:30:00Z"]);
+    assert_eq!(
+        fourth["schema_changes"],
+        serde_json::json!({"added": [], "dropped": [], "retyped": []})
+    );
 
     // Chunks of all three schemas prove against what they extracted.
     assert_eq!(job.json(&["verify", "evolving"])["verified"], true);
