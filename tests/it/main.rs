@@ -285,7 +285,7 @@ async fn the_suite_catches_a_source_that_drops_rows_on_the_lower_bound() {
 struct NoFencing(LocalTable);
 
 impl Destination for NoFencing {
-    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<backhaul_core::schema::SchemaChanges>> {
         self.0.prepare(job_id, schema)
     }
 
@@ -390,7 +390,7 @@ struct Corrupting {
 }
 
 impl Destination for Corrupting {
-    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<backhaul_core::schema::SchemaChanges>> {
         self.inner.prepare(job_id, schema)
     }
 
@@ -487,7 +487,7 @@ impl AtLevel {
 }
 
 impl Destination for AtLevel {
-    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<backhaul_core::schema::SchemaChanges>> {
         self.0.prepare(job_id, schema)
     }
 

@@ -32,4 +32,4 @@ pub use schedule::{RunLauncher, ScheduleRow, ScheduleStore, Scheduler, Scheduler
 pub use service::{CoordinatorService, RetryPolicy, ServeOptions, serve};
 pub use state::{StateLocation, StateStore};
 pub use store::{AttemptRow, ChunkRow, ChunkState, Extension, JobRow, JobSummary, Store, Submitted, now_us};
-pub use sync::{SyncOutcome, current_chunks, sync_spec};
+pub use sync::{SyncOutcome, SyncPlanned, current_chunks, sync_spec};

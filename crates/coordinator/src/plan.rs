@@ -9,6 +9,7 @@ use backhaul_core::chunking::{ChunkCap, PhysicalOrder, PlanContext, PlanPolicy, 
 use backhaul_core::connector::{Connectors, Destination, PlanNote, Source, TableDescription};
 use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::fidelity::TypeFidelityReport;
+use backhaul_core::schema::SchemaChanges;
 use backhaul_core::spec::{
     ChunkPolicy, DEFAULT_PLAN_WORKERS, DeleteMode, JobSpec, StageSpec, SyncPolicy, ValidatedSpec,
 };
@@ -38,6 +39,9 @@ pub struct JobPlan {
     pub fidelity: TypeFidelityReport,
     /// What the chunks use of the destination's quotas ([`Destination::plan_notes`]).
     pub destination_notes: Vec<PlanNote>,
+    /// How the destination's existing table followed the source's columns when it was
+    /// prepared (empty for a new table, or when `plan` did not prepare it).
+    pub schema_changes: SchemaChanges,
     /// The built source (kept so callers need not open it twice).
     pub source: Arc<dyn Source>,
     /// The built destination.
@@ -228,9 +232,11 @@ pub async fn plan_job_at(
     if let Some(policy) = &sync {
         sync_keys(policy, source.as_ref(), &table, &spec, origin)?;
     }
-    if prepare_destination {
-        destination.prepare(&spec.name, table.schema.clone()).await?;
-    }
+    let schema_changes = if prepare_destination {
+        destination.prepare(&spec.name, table.schema.clone()).await?
+    } else {
+        SchemaChanges::default()
+    };
     let fidelity = TypeFidelityReport::build(&spec.name, &table, destination.as_ref());
     let mut destination_notes = Vec::new();
     if let Some((cap, from)) = load.capped {
@@ -255,6 +261,7 @@ pub async fn plan_job_at(
         load,
         fidelity,
         destination_notes,
+        schema_changes,
         source,
         destination,
         stage,
@@ -389,7 +396,11 @@ mod tests {
     struct GcsOnly;
 
     impl Destination for GcsOnly {
-        fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<()>> {
+        fn prepare(
+            &self,
+            _: &str,
+            _: SchemaRef,
+        ) -> BoxFuture<'_, backhaul_core::Result<backhaul_core::schema::SchemaChanges>> {
             unreachable!("not planned that far")
         }
         fn proof_level(&self) -> ProofLevel {
@@ -421,7 +432,11 @@ mod tests {
     struct AnyStage;
 
     impl Destination for AnyStage {
-        fn prepare(&self, _: &str, _: SchemaRef) -> BoxFuture<'_, backhaul_core::Result<()>> {
+        fn prepare(
+            &self,
+            _: &str,
+            _: SchemaRef,
+        ) -> BoxFuture<'_, backhaul_core::Result<backhaul_core::schema::SchemaChanges>> {
             unreachable!("not planned that far")
         }
         fn proof_level(&self) -> ProofLevel {

@@ -27,7 +27,7 @@ use crate::plan::submit_spec;
 use crate::pools::RatePools;
 use crate::state::StateStore;
 use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, Lease, LeaseKey, NoLease, Submitted, now_us};
-use crate::sync::{SyncOutcome, sync_spec};
+use crate::sync::{SyncOutcome, SyncPlanned, sync_spec};
 
 /// When and how often failed chunks are retried.
 #[derive(Debug, Clone)]
@@ -748,7 +748,7 @@ impl Coordinator for CoordinatorService {
             let spec = JobSpec::from_toml(&r.spec_toml, &origin)?;
             if r.sync {
                 let now = if r.sync_now_us == 0 { now_us() } else { r.sync_now_us };
-                let (job, outcome) = sync_spec(
+                let SyncPlanned { job, outcome, .. } = sync_spec(
                     self.store.as_ref(),
                     self.connectors.as_ref(),
                     spec,

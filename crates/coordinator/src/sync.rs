@@ -19,6 +19,7 @@ use backhaul_core::Error;
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::{Connectors, Source};
 use backhaul_core::cursor::{CursorKind, CursorRange};
+use backhaul_core::schema::SchemaChanges;
 use backhaul_core::spec::{DeleteMode, JobSpec, SyncMode};
 use tracing::warn;
 
@@ -47,7 +48,19 @@ pub enum SyncOutcome {
     UpToDate,
 }
 
-/// Plans a sync of `spec` at `now_us` and stores it; returns the job as stored afterwards.
+/// What [`sync_spec`] planned and stored.
+#[derive(Debug, Clone)]
+pub struct SyncPlanned {
+    /// The job as stored afterwards.
+    pub job: JobRow,
+    /// What the sync did to the job's plan.
+    pub outcome: SyncOutcome,
+    /// How the destination table followed the source's columns in this run (empty the first
+    /// time and when nothing changed), for the run's report.
+    pub schema_changes: SchemaChanges,
+}
+
+/// Plans a sync of `spec` at `now_us` and stores it.
 pub async fn sync_spec(
     store: &dyn StateStore,
     connectors: &dyn Connectors,
@@ -55,7 +68,7 @@ pub async fn sync_spec(
     origin: &str,
     base_dir: &Path,
     now_us: i64,
-) -> Result<(JobRow, SyncOutcome)> {
+) -> Result<SyncPlanned> {
     if spec.sync.is_none() {
         return Err(Error::config(
             origin,
@@ -82,7 +95,11 @@ pub async fn sync_spec(
             synced_at_us: None,
         };
         let outcome = store.submit(job, plan.chunks).await?;
-        return Ok((store.job(&plan.spec.name).await?, SyncOutcome::Backfill(outcome)));
+        return Ok(SyncPlanned {
+            job: store.job(&plan.spec.name).await?,
+            outcome: SyncOutcome::Backfill(outcome),
+            schema_changes: plan.schema_changes,
+        });
     };
 
     let mut checked = connectors.check(&spec, origin)?;
@@ -125,13 +142,17 @@ pub async fn sync_spec(
     }
     // The source table may have changed since the last run: the destination follows what it
     // can (new columns) and refuses the rest (a changed type) before anything is planned.
-    destination.prepare(&job.job_id, table.schema.clone()).await?;
+    let schema_changes = destination.prepare(&job.job_id, table.schema.clone()).await?;
     let end = spec_range(&table, &checked.validated, origin)?.to;
     let mark = job.high_water();
     if refresh && refresh_unfinished(store, &job.job_id).await? {
         // The killed or failed refresh runs again and becomes the new version, exactly once;
         // a second one planned beside it would read the same table twice.
-        return Ok((job, SyncOutcome::UpToDate));
+        return Ok(SyncPlanned {
+            job,
+            outcome: SyncOutcome::UpToDate,
+            schema_changes,
+        });
     }
     // A refresh reads the whole range again, from `range.from`, on every sync (a fixed
     // `range.to` keeps the mark where it is); the other modes read past the mark, if anything.
@@ -141,7 +162,11 @@ pub async fn sync_spec(
         (mark, end)
     };
     if !refresh && end <= mark {
-        return Ok((job, SyncOutcome::UpToDate));
+        return Ok(SyncPlanned {
+            job,
+            outcome: SyncOutcome::UpToDate,
+            schema_changes,
+        });
     }
     let mut chunks = Vec::new();
     if policy.mode == SyncMode::Dedup {
@@ -175,15 +200,15 @@ pub async fn sync_spec(
         at_us: now_us,
     };
     let ids = store.extend(ext).await?;
-    let job = store.job(&job.job_id).await?;
-    Ok((
-        job,
-        SyncOutcome::Extended {
+    Ok(SyncPlanned {
+        job: store.job(&job.job_id).await?,
+        outcome: SyncOutcome::Extended {
             from_mark: mark,
             to_mark: end,
             chunks: ids,
         },
-    ))
+        schema_changes,
+    })
 }
 
 /// Refuses the sync, before anything is planned, when the source's newest cursor value is

@@ -264,8 +264,12 @@ pub struct PlanNote {
 
 /// A table rows are loaded into.
 pub trait Destination: Send + Sync {
-    /// Creates the table for `job_id`, or checks an existing one belongs to that job and schema.
-    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>>;
+    /// Creates the table for `job_id`, or checks an existing one belongs to that job and makes
+    /// it follow `schema` as far as the destination can ([`crate::schema::SchemaChanges`]: the
+    /// one rule of added, dropped and retyped columns), refusing the rest before changing
+    /// anything. Returns what changed (empty for a new table or the same schema), for the run's
+    /// report.
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<crate::schema::SchemaChanges>>;
 
     /// What this destination proves about a committed chunk. Constant for a destination: the
     /// coordinator records it with every chunk, and `verify` re-checks at the same level.

@@ -152,8 +152,12 @@ mod tests {
 
     struct Plain;
     impl Destination for Plain {
-        fn prepare(&self, _: &str, _: arrow::datatypes::SchemaRef) -> BoxFuture<'_, crate::Result<()>> {
-            Box::pin(async { Ok(()) })
+        fn prepare(
+            &self,
+            _: &str,
+            _: arrow::datatypes::SchemaRef,
+        ) -> BoxFuture<'_, crate::Result<crate::schema::SchemaChanges>> {
+            Box::pin(async { Ok(Default::default()) })
         }
         fn proof_level(&self) -> ProofLevel {
             ProofLevel::CountOnly

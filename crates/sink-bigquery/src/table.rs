@@ -436,8 +436,19 @@ impl BigQueryTable {
                 )));
             }
             if let Some(diff) = backhaul_core::schema::schema_difference(&owner.schema, &schema) {
+                // Say it in the source's terms when columns were added, dropped or retyped.
+                let changes = backhaul_core::schema::SchemaChanges::between(&owner.schema, &schema);
+                let what = if let Some(type_change) = changes.type_change() {
+                    type_change
+                } else if changes.is_empty() {
+                    diff
+                } else {
+                    format!(
+                        "the source's columns changed ({changes}); BigQuery tables do not follow schema changes yet"
+                    )
+                };
                 return Err(BigQueryError::Conflict(format!(
-                    "table {}.{} holds job `{job_id}`'s rows of another schema: {diff}",
+                    "table {}.{} holds job `{job_id}`'s rows of another schema: {what}",
                     self.spec.dataset, self.spec.table
                 )));
             }
@@ -918,9 +929,18 @@ impl BigQueryTable {
 }
 
 impl Destination for BigQueryTable {
-    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, CoreResult<()>> {
+    fn prepare(
+        &self,
+        job_id: &str,
+        schema: SchemaRef,
+    ) -> BoxFuture<'_, CoreResult<backhaul_core::schema::SchemaChanges>> {
         let job_id = job_id.to_string();
-        Box::pin(async move { Ok(self.prepare_table(&job_id, schema).await?) })
+        // A prepared table never changes schema here (any difference is refused), so nothing
+        // ever changed.
+        Box::pin(async move {
+            self.prepare_table(&job_id, schema).await?;
+            Ok(Default::default())
+        })
     }
 
     fn proof_level(&self) -> ProofLevel {

@@ -49,6 +49,10 @@ pub struct TableMeta {
     /// type detail (decimal precision, timestamp zones, nested fields, field metadata), which
     /// a textual form does not guarantee.
     pub arrow_schema: String,
+    /// Columns the table kept after the source dropped them (NULL in rows loaded since), so
+    /// the next sync does not report the drop again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_columns: Vec<String>,
 }
 
 /// One top-level column, as written to `_table.json` for humans.
@@ -84,6 +88,7 @@ impl TableMeta {
             job_id: job_id.to_string(),
             fields,
             arrow_schema: encode_schema(schema)?,
+            dropped_columns: Vec::new(),
         })
     }
 

@@ -36,6 +36,25 @@ pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec
     files.iter().map(|f| measure_file(f, schema)).collect()
 }
 
+/// The Arrow schema a Parquet file was written with. A missing or unreadable file fails
+/// verification naming it.
+pub(crate) fn file_schema(path: &PathBuf) -> Result<SchemaRef> {
+    let failed = |message: String| Error::VerificationFailed {
+        what: path.display().to_string(),
+        message,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(failed("the data file is missing".into()));
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
+    Ok(builder.schema().clone())
+}
+
 /// Rows of each file from its Parquet footer, which must be readable and of `schema`; reads
 /// the footer only, no data page. A file failing that fails verification naming the file.
 pub(crate) fn footer_rows(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec<u64>> {
@@ -67,7 +86,7 @@ fn open_checked(path: &PathBuf, schema: &SchemaRef) -> Result<ParquetRecordBatch
     // meaningfully, and DataFusion would have to coerce it at query time.
     if let Some(diff) = schema_difference(schema, builder.schema()) {
         return Err(failed(format!(
-            "the file's schema differs from the table's (table vs file): {diff}"
+            "the file's schema differs from its chunk's (chunk vs file): {diff}"
         )));
     }
     Ok(builder)

@@ -12,7 +12,7 @@ use backhaul_core::cursor::CursorRange;
 use backhaul_core::deletes::KeyDigest;
 use backhaul_core::localfile::{ContentHash, ContentHasher, Placement, hash_file, place};
 use backhaul_core::proof::{ChunkEvidence, ChunkProof, ProofLevel};
-use backhaul_core::schema::SchemaChanges;
+use backhaul_core::schema::{SchemaChanges, chunk_misfit};
 use backhaul_core::spec::{is_valid_identifier, is_valid_name};
 use backhaul_core::stage::Stage;
 use backhaul_core::{Error, Result};
@@ -27,7 +27,7 @@ use crate::meta::{
     ChunkManifest, ManifestFile, TableMeta, TablePaths, chunk_file_prefix, data_file_name, read_current_manifests,
     read_manifest, read_table_meta, temp_path_for, write_json_temp,
 };
-use crate::readback::{footer_rows, measure_files, merged};
+use crate::readback::{file_schema, footer_rows, measure_files, merged};
 use crate::refresh::{refresh_manifest, retire_superseded};
 use crate::spec::LocalDestinationSpec;
 
@@ -216,17 +216,21 @@ impl LocalTable {
             names.push(name);
         }
 
+        // Measured in the chunk's own columns (the source's when it was read), which the
+        // table's must hold.
+        let what = format!("chunk {chunk} of job {job} (attempt {attempt})");
         let (per_file_rows, measured) = blocking({
-            let (files, schema) = (temps.0.clone(), schema.clone());
+            let (files, schema, what) = (temps.0.clone(), schema.clone(), what.clone());
             let vouched = commit.files.iter().all(|f| f.xxh3.is_some());
             let extracted = commit.extracted.clone();
             move || {
+                let chunk_schema = chunk_schema(&files, &schema, &what)?;
                 if vouched {
                     // Every file's bytes are the writer's (checked by `take_staged`), whose
                     // checksum and fingerprint the writer measured of the rows it encoded into
                     // exactly these bytes; the footers give rows and schema. No decode:
                     // `read_back` (verify) decodes.
-                    let rows = footer_rows(&files, &schema)?;
+                    let rows = footer_rows(&files, &chunk_schema)?;
                     let measured = ChunkEvidence {
                         summary: RowSummary {
                             rows: rows.iter().sum(),
@@ -238,18 +242,15 @@ impl LocalTable {
                 }
                 // A writer that did not hash its files: one decode measures both the
                 // checksum and the fingerprint.
-                let per_file = measure_files(&files, &schema)?;
-                let measured = merged(&per_file, &schema)?;
+                let per_file = measure_files(&files, &chunk_schema)?;
+                let measured = merged(&per_file, &chunk_schema)?;
                 Ok((per_file.iter().map(|e| e.summary.rows).collect(), measured))
             }
         })
         .await?;
         let proof = ChunkProof::from_evidence(PROOF_LEVEL, &measured);
         // On refusal `temps` is dropped, deleting the temporaries; the manifest is untouched.
-        proof.verify(
-            &commit.extracted,
-            format!("chunk {chunk} of job {job} (attempt {attempt})"),
-        )?;
+        proof.verify(&commit.extracted, what)?;
         let committed = measured.summary;
 
         let files = names
@@ -310,9 +311,10 @@ impl LocalTable {
                 )));
             }
             let files: Vec<PathBuf> = manifest.files.iter().map(|f| self.paths.data_file(&f.name)).collect();
-            match measure_files(&files, &schema) {
-                Ok(per_file) => {
-                    let measured = merged(&per_file, &schema)?;
+            let what = format!("chunk {chunk_id} of table `{}`", self.table);
+            match chunk_schema(&files, &schema, &what).and_then(|s| Ok((measure_files(&files, &s)?, s))) {
+                Ok((per_file, chunk_schema)) => {
+                    let measured = merged(&per_file, &chunk_schema)?;
                     return Ok(Some(ChunkProof::from_evidence(PROOF_LEVEL, &measured)));
                 }
                 Err(e) => {
@@ -336,7 +338,7 @@ impl Destination for LocalTable {
         }
     }
 
-    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<SchemaChanges>> {
         let job = job_id.to_string();
         Box::pin(async move {
             check_job_id(&job)?;
@@ -457,7 +459,7 @@ fn check_job_id(job_id: &str) -> Result<()> {
     }
 }
 
-fn prepare_blocking(paths: &TablePaths, table: &str, job_id: &str, schema: &SchemaRef) -> Result<()> {
+fn prepare_blocking(paths: &TablePaths, table: &str, job_id: &str, schema: &SchemaRef) -> Result<SchemaChanges> {
     for dir in [paths.data_dir(), paths.manifest_dir()] {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
@@ -474,7 +476,7 @@ fn prepare_blocking(paths: &TablePaths, table: &str, job_id: &str, schema: &Sche
     match linked {
         Ok(()) => {
             tracing::info!(table, job = job_id, dir = %paths.dir.display(), "table created");
-            Ok(())
+            Ok(SchemaChanges::default())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match read_table_meta(paths)? {
             Some(existing) => check_prepared(paths, table, &existing, job_id, schema),
@@ -487,36 +489,42 @@ fn prepare_blocking(paths: &TablePaths, table: &str, job_id: &str, schema: &Sche
     }
 }
 
+/// Checks an existing table belongs to `job_id` and makes it follow the source's `schema` by
+/// the one rule ([`SchemaChanges::follow`]): added columns join the table (older chunks' rows
+/// read them as NULL), dropped ones stay (newer chunks' rows read them as NULL), a type change
+/// is refused. Only `_table.json` changes; no data file is rewritten, so every chunk's proof
+/// still covers exactly its own files.
 fn check_prepared(
     paths: &TablePaths,
     table: &str,
     existing: &TableMeta,
     job_id: &str,
     schema: &SchemaRef,
-) -> Result<()> {
+) -> Result<SchemaChanges> {
     check_owner(paths, table, existing, job_id)?;
-    let existing = existing.schema()?;
-    if let Some(diff) = backhaul_core::schema::schema_difference(existing.as_ref(), schema) {
-        // A sync prepares again on every run: say in the source's terms what changed.
-        let changes = SchemaChanges::between(&existing, schema);
-        if let Some(type_change) = changes.type_change() {
-            return Err(Error::DestinationConflict(format!(
-                "table `{table}` at {}: {type_change}",
-                paths.dir.display()
-            )));
+    let current = existing.schema()?;
+    let (followed, changes) =
+        SchemaChanges::follow(&current, schema, &existing.dropped_columns).map_err(|type_change| {
+            Error::DestinationConflict(format!("table `{table}` at {}: {type_change}", paths.dir.display()))
+        })?;
+    let dropped_columns: Vec<String> = followed
+        .fields()
+        .iter()
+        .filter(|f| schema.field_with_name(f.name()).is_err())
+        .map(|f| f.name().clone())
+        .collect();
+    if followed != *current || dropped_columns != existing.dropped_columns {
+        let mut meta = TableMeta::new(table, job_id, &followed)?;
+        meta.dropped_columns = dropped_columns;
+        let target = paths.table_file();
+        let tmp = write_json_temp(&target, &meta)?;
+        if let Err(e) = std::fs::rename(&tmp, &target) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(&target, e));
         }
-        if !changes.is_empty() {
-            return Err(Error::DestinationConflict(format!(
-                "table `{table}` at {}: the source's columns changed ({changes}); the local warehouse cannot add or keep columns of an existing table yet",
-                paths.dir.display()
-            )));
-        }
-        return Err(Error::DestinationConflict(format!(
-            "table `{table}` at {} was created by job `{job_id}` with another schema (existing vs new): {diff}",
-            paths.dir.display()
-        )));
+        tracing::info!(table, job = job_id, %changes, "table follows the source's columns");
     }
-    Ok(())
+    Ok(changes)
 }
 
 fn check_owner(paths: &TablePaths, table: &str, meta: &TableMeta, job_id: &str) -> Result<()> {
@@ -541,6 +549,23 @@ fn owned_schema(paths: &TablePaths, table: &str, job_id: &str) -> Result<SchemaR
     })?;
     check_owner(paths, table, &meta, job_id)?;
     meta.schema()
+}
+
+/// The columns of a chunk's files: the source's when the chunk was read, which may be fewer
+/// (dropped since) or, for chunks read before a column was added, older than the table's.
+/// Refused when they do not fit the table ([`chunk_misfit`]); the table's schema for a chunk
+/// without files.
+fn chunk_schema(files: &[PathBuf], table: &SchemaRef, what: &str) -> Result<SchemaRef> {
+    let Some(first) = files.first() else {
+        return Ok(table.clone());
+    };
+    let schema = file_schema(first)?;
+    if let Some(misfit) = chunk_misfit(table, &schema) {
+        return Err(Error::DestinationConflict(format!(
+            "{what}: the chunk's columns do not fit the table's: {misfit}"
+        )));
+    }
+    Ok(schema)
 }
 
 /// Refuses a commit that would replace a newer attempt's commit.

@@ -73,8 +73,9 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
 }
 
 fn evidence(batches: &[RecordBatch]) -> ChunkEvidence {
-    let mut c = RowChecksum::new(&schema()).unwrap();
-    let mut f = FingerprintBuilder::new(&schema());
+    let schema = batches.first().map_or_else(schema, |b| b.schema());
+    let mut c = RowChecksum::new(&schema).unwrap();
+    let mut f = FingerprintBuilder::new(&schema);
     batches.iter().for_each(|b| {
         c.update(b).unwrap();
         f.update(b).unwrap();
@@ -94,7 +95,8 @@ fn parquet_bytes(batches: &[RecordBatch]) -> Vec<u8> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
-    let mut w = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).unwrap();
+    let schema = batches.first().map_or_else(schema, |b| b.schema());
+    let mut w = ArrowWriter::try_new(Vec::new(), schema, Some(props)).unwrap();
     batches.iter().for_each(|b| w.write(b).unwrap());
     w.into_inner().unwrap()
 }
@@ -208,11 +210,116 @@ async fn prepare_is_idempotent_and_detects_conflicts() {
     assert!(matches!(e, Error::DestinationConflict(_)), "{e:?}");
     assert!(e.to_string().contains("amount"), "{e}");
 
-    // Dropping the JSON extension metadata is a schema change too.
+    // Dropping the JSON extension metadata is a type change too.
     let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields[3] = Field::new("doc", DataType::Utf8, true);
     let e = f.table.prepare(JOB, Arc::new(Schema::new(fields))).await.unwrap_err();
-    assert!(e.to_string().contains("metadata"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("Utf8 (arrow.json) at the destination, Utf8 in the source"),
+        "{e}"
+    );
+    assert_eq!(
+        f.table.meta().unwrap().unwrap().schema().unwrap(),
+        schema(),
+        "a refused prepare changes nothing"
+    );
+}
+
+/// The source after `name` was dropped and `note` added.
+fn evolved_batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let old = batch(ids.clone());
+    let kept = old.project(&[0, 1, 2, 3]).unwrap();
+    let mut fields: Vec<Field> = kept.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("note", DataType::Utf8, false));
+    let mut columns = kept.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(
+        ids.map(|i| format!("note-{i}")).collect::<Vec<_>>(),
+    )));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+#[tokio::test]
+async fn the_table_follows_added_and_dropped_columns_and_every_chunk_still_proves() {
+    let f = fixture().await;
+    let before = vec![vec![batch(0..10)]];
+    let first = f.staged(0, 1, &before).await;
+    f.table.commit_chunk(&f.stage, &first).await.unwrap();
+
+    let evolved = evolved_batch(10..20).schema();
+    let changes = f.table.prepare(JOB, evolved.clone()).await.unwrap();
+    assert_eq!(
+        (changes.added, changes.dropped),
+        (vec!["note".to_string()], vec!["name".to_string()])
+    );
+    let table = f.table.meta().unwrap().unwrap().schema().unwrap();
+    let columns: Vec<(&str, bool)> = table
+        .fields()
+        .iter()
+        .map(|c| (c.name().as_str(), c.is_nullable()))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("id", false),
+            ("ts", false),
+            ("amount", true),
+            ("doc", true),
+            ("name", true),
+            ("note", true)
+        ]
+    );
+    // Preparing again with the same source changes nothing more, and reports nothing.
+    let again = f.table.prepare(JOB, evolved).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(f.table.meta().unwrap().unwrap().dropped_columns, ["name"]);
+
+    let after = vec![vec![evolved_batch(10..20)]];
+    let second = f.staged(1, 1, &after).await;
+    assert_eq!(f.table.commit_chunk(&f.stage, &second).await.unwrap(), proof(&after[0]));
+
+    // Old rows read the added column as NULL, new rows the dropped one.
+    let batches = query(&f.root, "SELECT count(*), count(name), count(note), min(note) FROM t")
+        .await
+        .unwrap();
+    let counts: Vec<i64> = (0..3)
+        .map(|i| {
+            batches[0]
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0)
+        })
+        .collect();
+    assert_eq!(counts, [20, 5, 10]);
+    let min_note = batches[0]
+        .column(3)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
+    assert_eq!(min_note, "note-10");
+
+    // Each chunk proves against what it extracted, in its own columns.
+    assert_eq!(f.table.read_back(JOB, 0).await.unwrap(), Some(proof(&before[0])));
+    assert_eq!(f.table.read_back(JOB, 1).await.unwrap(), Some(proof(&after[0])));
+
+    // A chunk with a column the table never got (added after the last prepare) is refused,
+    // naming it, and nothing is committed.
+    let extra = evolved_batch(20..30);
+    let mut fields: Vec<Field> = extra.schema().fields().iter().map(|c| c.as_ref().clone()).collect();
+    fields.push(Field::new("late", DataType::Int64, false));
+    let mut columns = extra.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(vec![1; 10])));
+    let late = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let refused = f.staged(2, 1, &[vec![late]]).await;
+    let e = f.table.commit_chunk(&f.stage, &refused).await.unwrap_err();
+    assert!(matches!(e, Error::DestinationConflict(_)), "{e:?}");
+    assert!(e.to_string().contains("column `late` is not in the table"), "{e}");
+    assert_eq!(f.table.manifest(2).unwrap(), None);
+    assert_eq!(f.count().await, 20);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@ use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::dedup::{CHUNK_COLUMN, DedupSql, chunk_rows};
 use backhaul_core::fingerprint::FingerprintSql;
 use backhaul_core::proof::{ChunkProof, ProofLevel};
+use backhaul_core::schema::SchemaChanges;
 use backhaul_core::stage::Stage;
 use backhaul_core::{Error, ErrorClass, Result};
 use backhaul_snowflake_client::{Client, ClientConfig, PutFile, PutOptions, QueryResult};
@@ -32,11 +33,14 @@ pub const TABLES_TABLE: &str = "_BACKHAUL_TABLES";
 /// Table recording each committed chunk: attempt, cursor range and rows.
 pub const CHUNKS_TABLE: &str = "_BACKHAUL_CHUNKS";
 /// `_BACKHAUL_CHUNKS` columns added after its first release, for tables created before them:
-/// how a dedup commit landed (`SYNC_MODE` is NULL for a plain commit).
-const CHUNKS_ADDED_COLUMNS: [(&str, &str); 3] = [
+/// how a dedup commit landed (`SYNC_MODE` is NULL for a plain commit), and the columns the
+/// chunk's proof measured (`ARROW_SCHEMA`: the source's when it committed; a table that followed
+/// an added or dropped column since has others, and `read_back` must measure the chunk's).
+const CHUNKS_ADDED_COLUMNS: [(&str, &str); 4] = [
     ("SYNC_MODE", "VARCHAR"),
     ("ROWS_INSERTED", "NUMBER(20,0)"),
     ("ROWS_UPDATED", "NUMBER(20,0)"),
+    ("ARROW_SCHEMA", "VARCHAR"),
 ];
 
 const PROOF_LEVEL: ProofLevel = ProofLevel::Fingerprint;
@@ -66,6 +70,9 @@ struct ChunkRecord {
     range: CursorRange,
     /// `dedup` when the chunk was merged by key: its rows are in the versions table.
     sync_mode: Option<String>,
+    /// The columns its proof measured; `None` for chunks committed before this was recorded
+    /// (the table's record then).
+    schema: Option<SchemaRef>,
 }
 
 /// Maps a client error to the crate error of the same class; the server's message is kept.
@@ -228,7 +235,7 @@ impl SnowflakeDestination {
     async fn chunk_record(&self, session: &Session, job_id: &str, chunk_id: u64) -> Result<Option<ChunkRecord>> {
         let rows = session
             .rows(&format!(
-                "SELECT ATTEMPT, CURSOR_COLUMN, RANGE_FROM, RANGE_TO, SYNC_MODE FROM {} WHERE {}",
+                "SELECT ATTEMPT, CURSOR_COLUMN, RANGE_FROM, RANGE_TO, SYNC_MODE, ARROW_SCHEMA FROM {} WHERE {}",
                 self.qualified(CHUNKS_TABLE),
                 self.chunk_key(job_id, chunk_id)
             ))
@@ -247,6 +254,7 @@ impl SnowflakeDestination {
             cursor_column: row[1].clone().unwrap_or_default(),
             range: CursorRange::new(number(2)?, number(3)?),
             sync_mode: row[4].clone(),
+            schema: row[5].as_deref().map(decode_schema).transpose()?,
         }))
     }
 
@@ -307,7 +315,7 @@ impl SnowflakeDestination {
             .collect())
     }
 
-    async fn prepare_table(&self, job_id: &str, schema: SchemaRef) -> Result<()> {
+    async fn prepare_table(&self, job_id: &str, schema: SchemaRef) -> Result<SchemaChanges> {
         let mut wanted = Vec::new();
         for field in schema.fields() {
             let (t, precision, _) = snowflake_type(field, self.spec.json_type())
@@ -319,23 +327,24 @@ impl SnowflakeDestination {
             self.check_context(&session).await?;
             self.create_control_tables(&session).await?;
             let record = self.table_record(&session).await?;
-            if let Some(record) = &record {
-                if record.job_id != job_id {
-                    return Err(Error::DestinationConflict(format!(
-                        "table {} belongs to job `{}`, not `{job_id}`",
-                        self.table(),
-                        record.job_id
-                    )));
-                }
-                for old in record.schema.fields() {
-                    if schema.field_with_name(old.name()).is_err() {
-                        return Err(Error::DestinationConflict(format!(
-                            "column `{}` of table {} is no longer in the source",
-                            old.name(),
-                            self.table()
-                        )));
-                    }
-                }
+            if let Some(record) = &record
+                && record.job_id != job_id
+            {
+                return Err(Error::DestinationConflict(format!(
+                    "table {} belongs to job `{}`, not `{job_id}`",
+                    self.table(),
+                    record.job_id
+                )));
+            }
+            // The one rule of what changed since the last prepare: added columns are added
+            // below (unless blocked), dropped ones stay and COPY leaves them NULL (it matches
+            // the staged files' columns by name), a type change is refused.
+            let changes = record
+                .as_ref()
+                .map(|r| SchemaChanges::between(&r.schema, &schema))
+                .unwrap_or_default();
+            if let Some(type_change) = changes.type_change() {
+                return Err(Error::DestinationConflict(format!("table {}: {type_change}", self.table())));
             }
             let existing = if self.table_exists(&session, &self.table_name()).await? {
                 Some(self.existing_columns(&session).await?)
@@ -423,7 +432,11 @@ impl SnowflakeDestination {
                     r.job_id
                 ))),
                 None => Err(Error::Internal(format!("{TABLES_TABLE} lost the row of {}", self.table()))),
+            }?;
+            if !changes.is_empty() {
+                tracing::info!(table = %self.table(), %changes, "the table follows the source's columns");
             }
+            Ok(changes)
         }
         .await;
         session.close().await;
@@ -714,8 +727,8 @@ impl SnowflakeDestination {
             };
             run(format!(
                 "INSERT INTO {} (TABLE_NAME, JOB_ID, CHUNK_ID, ATTEMPT, CURSOR_COLUMN, RANGE_FROM, RANGE_TO, \
-                 ROW_COUNT, COMMITTED_AT, SYNC_MODE, ROWS_INSERTED, ROWS_UPDATED) \
-                 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, CURRENT_TIMESTAMP(), {mode}, {inserted}, {updated})",
+                 ROW_COUNT, COMMITTED_AT, SYNC_MODE, ROWS_INSERTED, ROWS_UPDATED, ARROW_SCHEMA) \
+                 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, CURRENT_TIMESTAMP(), {mode}, {inserted}, {updated}, {})",
                 self.qualified(CHUNKS_TABLE),
                 literal(&self.table_name()),
                 literal(&commit.job_id),
@@ -725,6 +738,7 @@ impl SnowflakeDestination {
                 commit.range.from,
                 commit.range.to,
                 proof.rows,
+                literal(&encode_schema(&record.schema)?),
             ))
             .await?;
             if failpoint::fires(&self.table_name(), Failpoint::AfterCopy) {
@@ -783,15 +797,17 @@ impl SnowflakeDestination {
                     record.job_id
                 )));
             }
-            let predicate = self.range_predicate(&record.schema, &chunk.cursor_column, chunk.range)?;
+            // The chunk's own columns: the table may have followed the source since.
+            let schema = chunk.schema.clone().unwrap_or(record.schema);
+            let predicate = self.range_predicate(&schema, &chunk.cursor_column, chunk.range)?;
             if chunk.sync_mode.as_deref() == Some(SyncMode::Dedup.as_str()) {
                 let rows = format!("{} AND {predicate}", chunk_rows(chunk_id, column_ident));
                 return self
-                    .fingerprint(&session, &record.schema, &self.versions_table(), &rows)
+                    .fingerprint(&session, &schema, &self.versions_table(), &rows)
                     .await
                     .map(Some);
             }
-            self.fingerprint(&session, &record.schema, &self.table(), &predicate)
+            self.fingerprint(&session, &schema, &self.table(), &predicate)
                 .await
                 .map(Some)
         }
@@ -951,7 +967,7 @@ fn first_words(sql: &str) -> String {
 }
 
 impl Destination for SnowflakeDestination {
-    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<()>> {
+    fn prepare(&self, job_id: &str, schema: SchemaRef) -> BoxFuture<'_, Result<SchemaChanges>> {
         let job = job_id.to_string();
         Box::pin(async move { self.prepare_table(&job, schema).await })
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use backhaul_coordinator::deletes::detect_job_deletes;
-use backhaul_coordinator::{Store, SyncOutcome, sync_spec};
+use backhaul_coordinator::{Store, SyncOutcome, SyncPlanned, sync_spec};
 use backhaul_core::connector::Connectors;
 use backhaul_core::cursor::{CursorKind, SpecBound};
 use backhaul_core::deletes::DeleteReport;
@@ -145,7 +145,11 @@ pub async fn sync_job(
     run: &RunArgs,
     limit: Option<ConnectionLimit>,
 ) -> Result<(u8, serde_json::Value)> {
-    let (job, outcome) = sync_spec(store, connectors, spec, origin, base, now).await?;
+    let SyncPlanned {
+        job,
+        outcome,
+        schema_changes,
+    } = sync_spec(store, connectors, spec, origin, base, now).await?;
     if globals.output == crate::OutputFormat::Text {
         let kind = job.cursor_kind;
         match &outcome {
@@ -176,6 +180,12 @@ pub async fn sync_job(
     local.connection_limit = limit;
     let report = local::run(store, local).await?;
     let (code, mut doc) = common::run_summary(globals, store, &job.job_id, &report).await?;
+    // The destination followed the source's columns before anything was planned.
+    match globals.output {
+        crate::OutputFormat::Json => doc["schema_changes"] = serde_json::to_value(&schema_changes)?,
+        crate::OutputFormat::Text if !schema_changes.is_empty() => println!("  schema    {schema_changes}"),
+        crate::OutputFormat::Text => {}
+    }
     // Deletes are looked for only once every chunk committed: a range still loading would
     // look like rows deleted at the source.
     let deletes = if code == 0 {

@@ -53,9 +53,9 @@ impl SubmitLauncher {
         now_us: i64,
     ) -> Result<String> {
         if spec.sync.is_some() {
-            let (job, _) =
+            let planned =
                 crate::sync::sync_spec(self.store.as_ref(), connectors, spec, origin, base_dir, now_us).await?;
-            return Ok(job.job_id);
+            return Ok(planned.job.job_id);
         }
         let (job, _, _) = crate::plan::submit_spec(self.store.as_ref(), connectors, spec, origin, base_dir).await?;
         Ok(job.job_id)
