@@ -231,6 +231,13 @@ impl LocalTable {
                     // exactly these bytes; the footers give rows and schema. No decode:
                     // `read_back` (verify) decodes.
                     let rows = footer_rows(&files, &chunk_schema)?;
+                    let proved = extracted.fingerprint.columns.iter().map(|c| c.name.as_str());
+                    if chunk_schema.fields().iter().map(|f| f.name().as_str()).ne(proved) {
+                        return Err(Error::VerificationFailed {
+                            what,
+                            message: "the files' columns are not the columns the writer proved".into(),
+                        });
+                    }
                     let measured = ChunkEvidence {
                         summary: RowSummary {
                             rows: rows.iter().sum(),

@@ -163,6 +163,13 @@ impl SyncSpec {
                 "delete detection compares the keys of the newest versions, which only mode = \"dedup\" keeps",
             ));
         }
+        if metadata_columns && self.mode == SyncMode::FullRefresh {
+            return Err(Error::config(
+                origin,
+                "sync.metadata_columns",
+                "the metadata columns are built for mode = \"dedup\" and \"append\" only, so far",
+            ));
+        }
         if deletes == DeleteMode::Soft && !metadata_columns {
             return Err(Error::config(
                 origin,
