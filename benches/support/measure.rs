@@ -12,7 +12,7 @@ pub fn run_measured(cmd: &mut Command) -> (std::process::Output, i64, f64) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn backhaul");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let pid = child.id() as libc::pid_t;
     // Reaped below with wait4 (for its rusage), not Child::wait.
     let mut child = child;

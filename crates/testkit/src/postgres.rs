@@ -234,6 +234,12 @@ impl PostgresServer {
         &self.dir
     }
 
+    /// Process id of the running postmaster (the parent of every backend), for benchmarks that
+    /// measure the server's CPU from `/proc`; `None` while the server is stopped.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.child.lock().expect("child lock").as_ref().map(|c| c.id())
+    }
+
     /// Certificates of a TLS server.
     pub fn tls_files(&self) -> Option<&TlsFiles> {
         self.tls.as_ref()
