@@ -39,20 +39,27 @@ pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec
 /// The Arrow schema a Parquet file was written with. A missing or unreadable file fails
 /// verification naming it.
 pub(crate) fn file_schema(path: &PathBuf) -> Result<SchemaRef> {
-    let failed = |message: String| Error::VerificationFailed {
-        what: path.display().to_string(),
-        message,
-    };
+    Ok(open_footer(path)?.schema().clone())
+}
+
+/// Opens a data file and reads its footer: the file must exist and be Parquet.
+fn open_footer(path: &PathBuf) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(failed("the data file is missing".into()));
+            return Err(not_verified(path, "the data file is missing".into()));
         }
         Err(e) => return Err(Error::io(path, e)),
     };
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
-    Ok(builder.schema().clone())
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| not_verified(path, format!("not readable as Parquet: {e}")))
+}
+
+fn not_verified(path: &PathBuf, message: String) -> Error {
+    Error::VerificationFailed {
+        what: path.display().to_string(),
+        message,
+    }
 }
 
 /// Rows of each file from its Parquet footer, which must be readable and of `schema`; reads
@@ -69,34 +76,20 @@ pub(crate) fn footer_rows(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec<u
 
 /// Opens a data file and reads its footer: the file must exist, be Parquet, and be of `schema`.
 fn open_checked(path: &PathBuf, schema: &SchemaRef) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let failed = |message: String| Error::VerificationFailed {
-        what: path.display().to_string(),
-        message,
-    };
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(failed("the data file is missing".into()));
-        }
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
+    let builder = open_footer(path)?;
     // The checksum encodes values by type, so a file of another schema could not be compared
     // meaningfully, and DataFusion would have to coerce it at query time.
     if let Some(diff) = schema_difference(schema, builder.schema()) {
-        return Err(failed(format!(
-            "the file's schema differs from its chunk's (chunk vs file): {diff}"
-        )));
+        return Err(not_verified(
+            path,
+            format!("the file's schema differs from its chunk's (chunk vs file): {diff}"),
+        ));
     }
     Ok(builder)
 }
 
 fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<ChunkEvidence> {
-    let failed = |message: String| Error::VerificationFailed {
-        what: path.display().to_string(),
-        message,
-    };
+    let failed = |message: String| not_verified(path, message);
     let reader = open_checked(path, schema)?
         .with_batch_size(READ_BATCH_ROWS)
         .build()
