@@ -231,11 +231,16 @@ impl LocalTable {
                     // exactly these bytes; the footers give rows and schema. No decode:
                     // `read_back` (verify) decodes.
                     let rows = footer_rows(&files, &chunk_schema)?;
-                    let proved = extracted.fingerprint.columns.iter().map(|c| c.name.as_str());
-                    if chunk_schema.fields().iter().map(|f| f.name().as_str()).ne(proved) {
+                    let proved: Vec<&str> = extracted.fingerprint.columns.iter().map(|c| c.name.as_str()).collect();
+                    let in_files: Vec<&str> = chunk_schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    if in_files != proved {
                         return Err(Error::VerificationFailed {
                             what,
-                            message: "the files' columns are not the columns the writer proved".into(),
+                            message: format!(
+                                "the files' columns ({}) are not the columns the writer proved ({})",
+                                in_files.join(", "),
+                                proved.join(", ")
+                            ),
                         });
                     }
                     let measured = ChunkEvidence {
