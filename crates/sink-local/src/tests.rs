@@ -1013,7 +1013,7 @@ async fn hashed_files_of_another_schema_or_row_count_are_refused() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("not the columns the writer proved"), "{e}");
+    assert!(e.contains("lack some the writer proved"), "{e}");
 
     let short = f.hashed(f.staged(0, 2, &[vec![batch(0..9)]]).await);
     let claims_ten = ChunkCommit {
