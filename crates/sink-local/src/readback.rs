@@ -3,7 +3,7 @@
 //! their footers. Blocking: call from `spawn_blocking`.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow::datatypes::SchemaRef;
 use backhaul_core::checksum::RowChecksum;
@@ -55,7 +55,7 @@ fn open_footer(path: &PathBuf) -> Result<ParquetRecordBatchReaderBuilder<File>> 
         .map_err(|e| not_verified(path, format!("not readable as Parquet: {e}")))
 }
 
-fn not_verified(path: &PathBuf, message: String) -> Error {
+fn not_verified(path: &Path, message: String) -> Error {
     Error::VerificationFailed {
         what: path.display().to_string(),
         message,
