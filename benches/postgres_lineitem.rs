@@ -14,6 +14,9 @@
 //! - `BACKHAUL_BENCH_WORKERS`: comma-separated backhaul worker counts (default `1,2`).
 //! - `BACKHAUL_BENCH_TARGET_BYTES`: `chunking.target_bytes` (default: the spec default, 512MiB).
 //! - `BACKHAUL_BENCH_DUCKDB_THREADS`: DuckDB's `threads` (default 2).
+//! - `BACKHAUL_BENCH_BASELINE`: another `backhaul` binary (e.g. main's, built with the same
+//!   profile) run beside this one with the same worker counts, so a change is measured against
+//!   its baseline in one session.
 //!
 //! Tables, loaded once, then `VACUUM ANALYZE`d and read once to warm the cache:
 //! - `lineitem`: TPC-H, `tpchgen-cli csv --stdout` straight into `\copy … FROM STDIN`, chunked
@@ -132,6 +135,8 @@ enum Tool {
     Copy,
     DuckDb,
     Backhaul(u32),
+    /// The `BACKHAUL_BENCH_BASELINE` binary with this many workers.
+    Baseline(u32),
 }
 
 impl Tool {
@@ -140,6 +145,7 @@ impl Tool {
             Tool::Copy => "`psql \\copy … (FORMAT binary)` → /dev/null".into(),
             Tool::DuckDb => format!("DuckDB 1.5.5, {duckdb_threads} threads"),
             Tool::Backhaul(w) => format!("backhaul, {w} worker{}", if w == 1 { "" } else { "s" }),
+            Tool::Baseline(w) => format!("baseline backhaul, {w} worker{}", if w == 1 { "" } else { "s" }),
         }
     }
 }
@@ -152,6 +158,7 @@ struct Options {
     workers: Vec<u32>,
     target_bytes: Option<String>,
     duckdb_threads: u32,
+    baseline: Option<PathBuf>,
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T, what: &str) -> T {
@@ -191,6 +198,7 @@ impl Options {
             workers,
             target_bytes: std::env::var("BACKHAUL_BENCH_TARGET_BYTES").ok(),
             duckdb_threads: env_or("BACKHAUL_BENCH_DUCKDB_THREADS", 2, "a thread count"),
+            baseline: std::env::var_os("BACKHAUL_BENCH_BASELINE").map(PathBuf::from),
         }
     }
 }
@@ -244,6 +252,10 @@ fn main() {
 
     let mut tools = vec![Tool::Copy, Tool::DuckDb];
     tools.extend(bench.options.workers.iter().map(|&w| Tool::Backhaul(w)));
+    if let Some(baseline) = &bench.options.baseline {
+        println!("baseline={}", baseline.display());
+        tools.extend(bench.options.workers.iter().map(|&w| Tool::Baseline(w)));
+    }
     let threads = bench.options.duckdb_threads;
     // (table index, tool index, round, measurement)
     let mut results: Vec<(usize, usize, usize, Measured)> = Vec::new();
@@ -432,7 +444,11 @@ impl Bench {
         match tool {
             Tool::Copy => self.measure_copy(table),
             Tool::DuckDb => self.measure_duckdb(table),
-            Tool::Backhaul(w) => self.measure_backhaul(table, w),
+            Tool::Backhaul(w) => self.measure_backhaul(table, w, Path::new(BIN)),
+            Tool::Baseline(w) => {
+                let binary = self.options.baseline.as_deref().expect("a baseline tool has a binary");
+                self.measure_backhaul(table, w, binary)
+            }
         }
     }
 
@@ -515,13 +531,13 @@ impl Bench {
         m
     }
 
-    fn measure_backhaul(&self, table: &Loaded, workers: u32) -> Measured {
+    fn measure_backhaul(&self, table: &Loaded, workers: u32, binary: &Path) -> Measured {
         let dir = self.scratch.join(format!("backhaul-{}-{workers}", table.table.name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("job.toml"), self.spec(table.table, workers)).unwrap();
         let (out, mut m) = self.run(
-            Command::new(BIN)
+            Command::new(binary)
                 .current_dir(&dir)
                 .arg("--state")
                 .arg(dir.join("state.db"))

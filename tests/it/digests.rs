@@ -61,6 +61,7 @@ fn postgres() -> PostgresSource {
         unconstrained_numeric: Default::default(),
         infinite_datetime: Default::default(),
         special_numeric: Default::default(),
+        parallel_scans: None,
     })
     .unwrap()
 }

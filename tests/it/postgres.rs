@@ -69,6 +69,7 @@ fn source(cursor: &str) -> PostgresSource {
         unconstrained_numeric: Default::default(),
         infinite_datetime: Default::default(),
         special_numeric: Default::default(),
+        parallel_scans: None,
     })
     .unwrap()
 }

@@ -171,6 +171,15 @@ pub struct PhysicalOrder {
     pub heap_pages: f64,
     /// Rows in the whole table (not only the planned range).
     pub table_rows: f64,
+    /// Parallel block-range scans the source reads one chunk with when that chunk's range
+    /// query reads the whole table anyway (PostgreSQL: `source.parallel_scans`, one snapshot);
+    /// 1 when it never splits a chunk's scan.
+    #[serde(default = "one_scan")]
+    pub block_scans: usize,
+}
+
+fn one_scan() -> usize {
+    1
 }
 
 impl PhysicalOrder {
@@ -206,6 +215,22 @@ impl PhysicalOrder {
         }
         let once = self.pages_touched(total);
         if once <= 0.0 { 1.0 } else { (touched / once).max(1.0) }
+    }
+
+    /// Whether a range query returning `rows` reads most of the table, so the source reads
+    /// that chunk as [`block_scans`](Self::block_scans) parallel block-range scans instead of
+    /// one range scan. An estimate for the plan: the source decides per chunk from its own
+    /// query plan.
+    pub fn scans_in_parallel(&self, rows: f64) -> bool {
+        self.block_scans > 1 && self.pages_touched(rows) >= 0.5 * self.heap_pages
+    }
+
+    /// The fewest chunks that keep every worker busy: a chunk read by parallel block scans
+    /// is that many workers' share of the work, so `workers / block_scans` when that divides
+    /// evenly, else one chunk per worker.
+    fn fewest_chunks(&self, workers: usize) -> usize {
+        let scans = self.block_scans.max(1);
+        if workers % scans == 0 { workers / scans } else { workers }
     }
 }
 
@@ -314,11 +339,12 @@ pub fn plan_for(
             let total_rows = estimate(range, density).0;
             let even_amplification = |n: usize| order.read_amplification(vec![total_rows / n as f64; n]);
             if even_amplification(count) > AMPLIFICATION_WARNING {
+                let fewest = order.fewest_chunks(workers);
                 let mut n = (count / workers) * workers;
-                while n > workers && even_amplification(n) > AMPLIFICATION_WARNING {
-                    n -= workers;
+                while n > fewest && even_amplification(n) > AMPLIFICATION_WARNING {
+                    n = if n > workers { n - workers } else { fewest };
                 }
-                count = n.max(workers).min(count);
+                count = n.max(fewest).min(count);
             }
         }
         if let Some(cap) = context.max_chunks
@@ -331,8 +357,7 @@ pub fn plan_for(
                 cap.chunks.max(1)
             };
         }
-        let sizes = chunks.iter().map(|c| c.estimated_bytes as f64);
-        if count != chunks.len() || idle_share(sizes, workers) > IDLE_LIMIT {
+        if count != chunks.len() || idle_share(work_pieces(&chunks, context.order, workers), workers) > IDLE_LIMIT {
             chunks = numbered(cut_evenly(range, count, density, granularity), density);
         }
     }
@@ -354,13 +379,31 @@ pub fn plan_for(
     let read_amplification = context
         .order
         .map(|o| o.read_amplification(chunks.iter().map(|c| c.estimated_rows as f64)));
-    let idle = idle_share(chunks.iter().map(|c| c.estimated_bytes as f64), workers);
+    let idle = idle_share(work_pieces(&chunks, context.order, workers), workers);
     Ok(ChunkPlan {
         chunks,
         read_amplification,
         idle_share: idle,
         capped_from,
     })
+}
+
+/// The chunks' estimated bytes as pieces of work for [`idle_share`]: a chunk the source reads
+/// with parallel block scans is that many equal pieces, where the planner counted it so (see
+/// `PhysicalOrder::fewest_chunks`).
+fn work_pieces(chunks: &[PlannedChunk], order: Option<PhysicalOrder>, workers: usize) -> Vec<f64> {
+    let mut pieces = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let bytes = chunk.estimated_bytes as f64;
+        match order {
+            Some(o) if o.fewest_chunks(workers) < workers && o.scans_in_parallel(chunk.estimated_rows as f64) => {
+                let n = o.block_scans;
+                pieces.extend(std::iter::repeat_n(bytes / n as f64, n));
+            }
+            _ => pieces.push(bytes),
+        }
+    }
+    pieces
 }
 
 /// Idle share of `count` equal chunks over `workers` workers.
@@ -493,6 +536,7 @@ mod tests {
         correlation: 0.0,
         heap_pages: 100_000.0,
         table_rows: 6_000_000.0,
+        block_scans: 1,
     };
 
     #[test]
@@ -584,6 +628,36 @@ mod tests {
     }
 
     #[test]
+    fn a_source_that_splits_whole_table_scans_gets_fewer_chunks_and_no_idle_worker() {
+        let (range, d) = lineitem();
+        let target = PlanPolicy::TargetBytes(32 << 20);
+        let split = |workers, correlation| PlanContext {
+            max_chunks: None,
+            workers,
+            order: Some(PhysicalOrder {
+                correlation,
+                block_scans: 2,
+                ..TABLE
+            }),
+        };
+        // Two workers, each chunk read by two block scans: one chunk reads the heap once.
+        let plan = plan_for(range, target, &d, 1, split(2, 0.003)).unwrap();
+        assert_eq!(plan.chunks.len(), 1);
+        assert!((plan.read_amplification.unwrap() - 1.0).abs() < 1e-9);
+        assert!(plan.idle_share < 1e-9, "{}", plan.idle_share);
+        // Four workers: two chunks of two scans each.
+        let plan = plan_for(range, target, &d, 1, split(4, 0.0)).unwrap();
+        assert_eq!(plan.chunks.len(), 2);
+        assert!(plan.idle_share < 1e-9, "{}", plan.idle_share);
+        // A correlated cursor reads few pages per chunk: nothing is split, the target decides.
+        let plan = plan_for(range, target, &d, 1, split(2, 1.0)).unwrap();
+        assert_eq!(plan.chunks.len(), 36);
+        let order = split(2, 1.0).order.unwrap();
+        assert!(!order.scans_in_parallel(6_000_000.0 / 36.0));
+        assert!(order.scans_in_parallel(6_000_000.0));
+    }
+
+    #[test]
     fn two_workers_get_two_even_chunks_not_a_big_and_a_small_one() {
         // 1.2 GB at 800 MB a chunk cuts 800 + 400 MB (a third of the run idle); balanced, two of 600 MB.
         let (range, d) = lineitem();
@@ -651,6 +725,7 @@ mod tests {
                 correlation,
                 heap_pages: 1_000.0,
                 table_rows: weights.iter().sum::<f64>(),
+                block_scans: 1 + workers % 3,
             });
             let context = PlanContext {
                 workers,

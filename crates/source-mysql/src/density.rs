@@ -58,6 +58,7 @@ pub(crate) fn physical_order(table: &Table) -> Option<PhysicalOrder> {
         correlation: 1.0,
         heap_pages: (table.stats.data_length as f64 / INNODB_PAGE_BYTES).max(1.0),
         table_rows: table.stats.table_rows as f64,
+        block_scans: 1,
     })
 }
 

@@ -10,6 +10,7 @@ use backhaul_core::connector::{ColumnOrigin, TableDescription};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::{Error, Result};
 
+use crate::blockscan::Blocks;
 use crate::connect::Conn;
 use crate::sql::{cursor_literal, qualified, quote_ident};
 use crate::types::{CursorType, PgKind, Policies, TypeRow, resolve};
@@ -67,15 +68,23 @@ impl PgTable {
         )
     }
 
-    /// The binary `COPY` of one chunk.
-    pub(crate) fn copy_sql(&self, range: CursorRange) -> String {
+    /// The `SELECT` of one chunk's rows, or of the rows of `blocks` among them.
+    pub(crate) fn select_sql(&self, range: CursorRange, blocks: Option<Blocks>) -> String {
         let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let mut predicate = self.range_predicate(range);
+        if let Some(ctid) = blocks.and_then(Blocks::predicate) {
+            predicate = format!("{predicate} AND {ctid}");
+        }
         format!(
-            "COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
+            "SELECT {} FROM {} WHERE {predicate}",
             columns.join(", "),
-            self.sql_name(),
-            self.range_predicate(range)
+            self.sql_name()
         )
+    }
+
+    /// The binary `COPY` of one chunk, or of one block-range scan of it.
+    pub(crate) fn copy_sql(&self, range: CursorRange, blocks: Option<Blocks>) -> String {
+        format!("COPY ({}) TO STDOUT (FORMAT binary)", self.select_sql(range, blocks))
     }
 
     /// Columns that identify a row in error messages: the primary key when it is extracted,

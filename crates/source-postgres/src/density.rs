@@ -147,6 +147,7 @@ pub(crate) async fn physical_order(conn: &Conn, table: &PgTable) -> Result<Optio
         correlation: f64::from(c),
         heap_pages: pages_now,
         table_rows: rows_now,
+        block_scans: 1,
     }))
 }
 

@@ -1,5 +1,7 @@
 //! One chunk: a binary `COPY` in a REPEATABLE READ READ ONLY transaction, read and decoded on a
-//! thread of its own and handed on as record batches through a bounded channel.
+//! thread of its own and handed on as record batches through a bounded channel. A chunk that
+//! PostgreSQL would read with a sequential scan may be read as several block-range scans in
+//! one snapshot, each on its own thread, into the same channel ([`blockscan`]).
 //!
 //! The thread runs a single-threaded Tokio runtime that owns the chunk's connection: reading
 //! the socket, parsing protocol messages and decoding rows into Arrow all happen on it, so the
@@ -17,11 +19,14 @@ use crate::spec::PostgresSourceSpec;
 use arrow::array::RecordBatch;
 use backhaul_core::connector::{BatchStream, channel_stream};
 use backhaul_core::cursor::CursorRange;
-use backhaul_core::{Error, Result};
+use backhaul_core::{Error, ErrorClass, Result};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::CopyOutStream;
 
+use std::sync::Arc;
+
+use crate::blockscan::{self, Blocks, Scan};
 use crate::catalog;
 use crate::connect::{Conn, Connector};
 use crate::decode::RowDecoder;
@@ -39,12 +44,71 @@ pub(crate) struct Chunk {
     pub policies: Policies,
     pub range: CursorRange,
     pub batch_rows: usize,
+    /// The most parallel block-range scans for a chunk PostgreSQL would read whole
+    /// (`source.parallel_scans`; see [`blockscan`]).
+    pub scans: usize,
 }
 
-/// Starts the chunk's thread and returns its batches once the `COPY` runs; errors before the
-/// first row (connection, permissions, a changed table) are returned here.
+/// Starts the chunk's scans (one, or several block ranges in one snapshot; [`blockscan`]) and
+/// returns their batches once every `COPY` runs; errors before the first row (connection,
+/// permissions, a changed table) are returned here.
 pub(crate) async fn start(chunk: Chunk) -> Result<BatchStream> {
+    let chunk = Arc::new(chunk);
     let (tx, rx) = mpsc::channel::<Item>(CHANNEL_CAPACITY);
+    let Some(split) = blockscan::split(&chunk).await? else {
+        let (task, ready) = spawn_scan(chunk, Scan::default(), tx);
+        return match ready.await {
+            Ok(Ok(())) => Ok(channel_stream(rx, task, "postgres extract")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ended_early(task.await)),
+        };
+    };
+    let mut tasks = Vec::with_capacity(split.scans.len());
+    let mut readies = Vec::with_capacity(split.scans.len());
+    for scan in split.scans.iter().cloned() {
+        let (task, ready) = spawn_scan(chunk.clone(), scan, tx.clone());
+        tasks.push(task);
+        readies.push(ready);
+    }
+    drop(tx);
+    // Every scan has imported the snapshot once its COPY runs; only then may the exporting
+    // transaction end. On an error the receiver drops below and the other scans stop.
+    for ready in readies {
+        match ready.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(Error::Internal(
+                    "postgres extract scan ended before its COPY started".into(),
+                ));
+            }
+        }
+    }
+    split.release().await?;
+    let all = tokio::spawn(async move {
+        for task in tasks {
+            if let Err(e) = task.await {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    });
+    Ok(channel_stream(rx, all, "postgres extract"))
+}
+
+fn ended_early(joined: std::result::Result<(), tokio::task::JoinError>) -> Error {
+    match joined {
+        Err(e) => Error::Internal(format!("postgres extract task failed: {e}")),
+        Ok(()) => Error::Internal("postgres extract task ended before the COPY started".into()),
+    }
+}
+
+/// Starts one scan on a thread of its own (see the module docs); the receiver says when its
+/// `COPY` runs or why it could not start.
+fn spawn_scan(
+    chunk: Arc<Chunk>,
+    scan: Scan,
+    tx: mpsc::Sender<Item>,
+) -> (tokio::task::JoinHandle<()>, oneshot::Receiver<Result<()>>) {
     let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
     let task = tokio::task::spawn_blocking(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -55,7 +119,7 @@ pub(crate) async fn start(chunk: Chunk) -> Result<BatchStream> {
             }
         };
         runtime.block_on(async move {
-            let (conn, copy, decoder, what) = match begin(&chunk).await {
+            let (conn, copy, decoder, what) = match begin(&chunk, &scan).await {
                 Ok(started) => started,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -72,37 +136,48 @@ pub(crate) async fn start(chunk: Chunk) -> Result<BatchStream> {
             // `conn` drops here: the socket closes whether or not the COPY finished.
         });
     });
-    match ready_rx.await {
-        Ok(Ok(())) => Ok(channel_stream(rx, task, "postgres extract")),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(match task.await {
-            Err(e) => Error::Internal(format!("postgres extract task failed: {e}")),
-            Ok(()) => Error::Internal("postgres extract task ended before the COPY started".into()),
-        }),
-    }
+    (task, ready_rx)
 }
 
-/// Connects, opens the snapshot, describes the table inside it and starts the `COPY`.
-async fn begin(chunk: &Chunk) -> Result<(Conn, CopyOutStream, RowDecoder, String)> {
+/// Connects, opens the snapshot (or imports the split's), describes the table inside it and
+/// starts the `COPY`.
+async fn begin(chunk: &Chunk, scan: &Scan) -> Result<(Conn, CopyOutStream, RowDecoder, String)> {
     let conn = chunk.connector.connect().await?;
-    // Parallel workers would only funnel rows through the leader, which serializes the COPY
-    // anyway, and compete with the other chunks for cores; JIT compiles per query for a plan
-    // that is a plain scan. Both off for this transaction only.
+    // A snapshot must be imported before the transaction's first query. Parallel workers
+    // would only funnel rows through the leader, which serializes the COPY anyway, and compete
+    // with the other chunks for cores; JIT compiles per query for a plan that is a plain scan.
+    // Both off for this transaction only.
+    let import = match &scan.snapshot {
+        // The id comes from pg_export_snapshot (hex digits and dashes), never from the user.
+        Some(id) => format!("SET TRANSACTION SNAPSHOT '{}'; ", id.replace('\'', "")),
+        None => String::new(),
+    };
     conn.client
-        .batch_execute(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-             SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off",
-        )
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {import}\
+             SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off"
+        ))
         .await
-        .map_err(|e| conn.error(&e, "begin"))?;
+        .map_err(|e| match conn.error(&e, "begin") {
+            // The snapshot is only ours to import while the exporting transaction lives; if that
+            // connection ended early, a new attempt of the chunk exports a new one.
+            err if scan.snapshot.is_some() && err.class() == ErrorClass::Permanent => Error::Unreachable {
+                system: "source".into(),
+                message: format!("{err} (importing the chunk's exported snapshot)"),
+            },
+            err => err,
+        })?;
     // Described inside the transaction, so the decoders match what COPY sends.
     let table = catalog::describe(&conn, &chunk.spec, &chunk.policies).await?;
-    let sql = table.copy_sql(chunk.range);
-    let what = format!(
+    let sql = table.copy_sql(chunk.range, scan.blocks);
+    let mut what = format!(
         "COPY {} {}",
         table.display_name(),
         chunk.range.display(table.cursor_type.kind())
     );
+    if let Some(ctid) = scan.blocks.and_then(Blocks::predicate) {
+        what.push_str(&format!(" {ctid}"));
+    }
     let copy = conn
         .client
         .copy_out(sql.as_str())

@@ -14,11 +14,14 @@
 //!   sync can tell when the cursor went backwards.
 //! - [`Source::extract`] runs `COPY (SELECT cols FROM t WHERE cursor >= from AND cursor < to)
 //!   TO STDOUT (FORMAT binary)` in a REPEATABLE READ READ ONLY transaction, so a chunk is one
-//!   consistent snapshot, and streams batches with bounded memory.
+//!   consistent snapshot, and streams batches with bounded memory. A chunk PostgreSQL would
+//!   read with a sequential scan is read as `parallel_scans` block ranges (TID range scans) in
+//!   one exported snapshot instead ([`blockscan`]), so the heap is read once.
 //!
 //! Every operation opens its own connection (TLS with rustls/ring when configured); the
 //! password is read once at build time and never appears in errors, logs or `Debug` output.
 
+mod blockscan;
 mod catalog;
 mod connect;
 mod decode;
@@ -143,7 +146,17 @@ impl Source for PostgresSource {
         Box::pin(async move {
             let conn = self.connector.connect().await?;
             let table = self.table(&conn).await?;
-            density::physical_order(&conn, &table).await
+            let order = density::physical_order(&conn, &table).await?;
+            let scans = match order {
+                Some(o) if blockscan::supported(&conn, &table).await? => {
+                    blockscan::scans_for(o.heap_pages, self.spec.parallel_scans_or_default())
+                }
+                _ => 1,
+            };
+            Ok(order.map(|o| PhysicalOrder {
+                block_scans: scans,
+                ..o
+            }))
         })
     }
 
@@ -190,6 +203,7 @@ impl Source for PostgresSource {
             policies: self.policies,
             range,
             batch_rows,
+            scans: self.spec.parallel_scans_or_default(),
         }))
     }
 }

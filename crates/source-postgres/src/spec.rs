@@ -70,8 +70,20 @@ backhaul_core::database_source_spec! {
         /// What a `NaN`/`Infinity`/`-Infinity` numeric becomes; default `error`.
         #[serde(default, skip_serializing_if = "is_default")]
         pub special_numeric: SpecialNumeric,
+        /// How many block-range scans, in one snapshot, read a chunk that PostgreSQL would
+        /// read with a sequential scan (a cursor that does not follow the physical order);
+        /// 1 turns splitting off. Default 2; PostgreSQL 14+ and plain tables only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub parallel_scans: Option<u32>,
     }
 }
+
+/// `parallel_scans` when the key is absent: two scans keep two cores of the server and of
+/// the worker busy on one chunk (docs/benchmarks.md, 2026-12-05 block-range scans).
+pub const DEFAULT_PARALLEL_SCANS: u32 = 2;
+
+/// The most `parallel_scans`: each is a connection and a decoding thread.
+pub const MAX_PARALLEL_SCANS: u32 = 16;
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
@@ -206,7 +218,20 @@ impl PostgresSourceSpec {
                 ));
             }
         }
+        if let Some(scans) = self.parallel_scans
+            && !(1..=MAX_PARALLEL_SCANS).contains(&scans)
+        {
+            return Err(err(
+                "source.parallel_scans",
+                format!("{scans} is not 1 to {MAX_PARALLEL_SCANS} (1 reads every chunk with one scan)"),
+            ));
+        }
         Ok(())
+    }
+
+    /// `parallel_scans`, or its default.
+    pub fn parallel_scans_or_default(&self) -> usize {
+        self.parallel_scans.unwrap_or(DEFAULT_PARALLEL_SCANS) as usize
     }
 
     /// The port to connect to.
@@ -306,6 +331,18 @@ mod tests {
         let mut s = spec("").unwrap();
         s.connection.host = " ".into();
         assert!(s.validate("job.toml").unwrap_err().to_string().contains("source.host"));
+        for bad in [0, 17] {
+            let s = spec(&format!("parallel_scans = {bad}")).unwrap();
+            let e = s.validate("job.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("job.toml") && e.contains("source.parallel_scans") && e.contains("1 to 16"),
+                "{e}"
+            );
+        }
+        let s = spec("parallel_scans = 4").unwrap();
+        s.validate("job.toml").unwrap();
+        assert_eq!(s.parallel_scans_or_default(), 4);
+        assert_eq!(spec("").unwrap().parallel_scans_or_default(), 2);
     }
 
     #[test]

@@ -148,9 +148,17 @@ fn load_line(load: &PlanLoad) -> String {
     match (load.order, load.read_amplification) {
         (Some(order), Some(amplification)) => format!(
             "{balance}; the source reads its table about {amplification:.1} times \
-             (cursor correlation with physical order {:.3}, {} pages)",
+             (cursor correlation with physical order {:.3}, {} pages{})",
             order.correlation,
-            group(order.heap_pages.round() as u64)
+            group(order.heap_pages.round() as u64),
+            if order.block_scans > 1 {
+                format!(
+                    "; a chunk that reads the whole table is read by {} block-range scans",
+                    order.block_scans
+                )
+            } else {
+                String::new()
+            }
         ),
         _ => format!("{balance}; read amplification unknown (the source cannot tell its physical order)"),
     }

@@ -232,12 +232,36 @@ fn plan_reads_the_cursor_s_physical_order_and_warns_when_chunks_reread_the_table
              CREATE INDEX ON events (ts); ANALYZE events;",
         )
         .unwrap();
+    // By default PostgreSQL reads a whole-table chunk with two block-range scans, so two
+    // workers get one chunk, read once, and nothing is warned about.
     let spec_path = job.write_spec("shuffled.toml", &spec(server, &shuffled, chunking));
     let plan = job.json(&["plan", spec_path.to_str().unwrap()]);
     assert!(
         plan["physical_order"]["correlation"].as_f64().unwrap().abs() < 0.1,
         "{plan}"
     );
+    assert_eq!(plan["physical_order"]["block_scans"], 2, "{plan}");
+    assert_eq!(plan["chunks"].as_array().unwrap().len(), 1, "{plan}");
+    assert!(plan["estimated_read_amplification"].as_f64().unwrap() < 1.01, "{plan}");
+    assert!(plan["estimated_idle_share"].as_f64().unwrap() < 0.01, "{plan}");
+    assert_eq!(plan["warnings"], serde_json::json!([]), "{plan}");
+    let out = job.run(&["plan", spec_path.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("is read by 2 block-range scans"),
+        "{}",
+        text(&out.stdout)
+    );
+    let backfill = job.json(&["backfill", spec_path.to_str().unwrap(), "--workers", "2"]);
+    assert_eq!(backfill["this_run"]["rows"], ROWS, "{backfill}");
+    assert_eq!(job.json(&["verify", "events"])["verified"], true);
+    assert_eq!(warehouse_counts(&job), (ROWS, ROWS));
+
+    // Without splitting (`parallel_scans = 1`): one chunk per worker, each reading the table.
+    let one_scan =
+        spec(server, &shuffled, chunking).replace("cursor = \"ts\"\n", "cursor = \"ts\"\nparallel_scans = 1\n");
+    let spec_path = job.write_spec("one_scan.toml", &one_scan);
+    let plan = job.json(&["plan", spec_path.to_str().unwrap()]);
+    assert_eq!(plan["physical_order"]["block_scans"], 1, "{plan}");
     assert_eq!(
         plan["chunks"].as_array().unwrap().len(),
         2,

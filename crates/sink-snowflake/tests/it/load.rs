@@ -209,6 +209,7 @@ async fn postgres_numeric_timestamptz_and_jsonb_arrive_exact() {
         unconstrained_numeric: Default::default(),
         infinite_datetime: Default::default(),
         special_numeric: Default::default(),
+        parallel_scans: None,
     })
     .unwrap();
     let schema = source.describe().await.unwrap().schema;

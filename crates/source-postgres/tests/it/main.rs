@@ -2,6 +2,7 @@
 //! on skewed tables, bad input, the server going away mid-chunk, TLS.
 
 mod bad_input;
+mod blockscan;
 mod failures;
 mod planning;
 mod tls;

@@ -31,6 +31,7 @@ pub fn spec(server: &PostgresServer, database: &str, table: &str, cursor: &str) 
         unconstrained_numeric: Default::default(),
         infinite_datetime: Default::default(),
         special_numeric: Default::default(),
+        parallel_scans: None,
     }
 }
 
