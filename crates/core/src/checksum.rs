@@ -7,7 +7,7 @@
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -32,6 +32,8 @@ impl RowSummary {
 /// Accumulates a [`RowSummary`] over batches of one schema.
 pub struct RowChecksum {
     converter: RowConverter,
+    /// The row encoding of the last batch, kept so its buffers are reused, not reallocated.
+    rows: Option<Rows>,
     summary: RowSummary,
 }
 
@@ -45,13 +47,18 @@ impl RowChecksum {
             .collect();
         Ok(RowChecksum {
             converter: RowConverter::new(fields)?,
+            rows: None,
             summary: RowSummary::default(),
         })
     }
 
     /// Adds the rows of one batch.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rows = self.converter.convert_columns(batch.columns())?;
+        let rows = self
+            .rows
+            .get_or_insert_with(|| self.converter.empty_rows(batch.num_rows(), 0));
+        rows.clear();
+        self.converter.append(rows, batch.columns())?;
         let mut sum = 0u64;
         for row in rows.iter() {
             sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(row.as_ref()));

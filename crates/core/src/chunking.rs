@@ -230,7 +230,11 @@ impl PhysicalOrder {
     /// evenly, else one chunk per worker.
     fn fewest_chunks(&self, workers: usize) -> usize {
         let scans = self.block_scans.max(1);
-        if workers % scans == 0 { workers / scans } else { workers }
+        if workers.is_multiple_of(scans) {
+            workers / scans
+        } else {
+            workers
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod deletes;
 pub mod discover;
 pub mod error;
 pub mod fidelity;
+pub mod file_format;
 pub mod fingerprint;
 pub mod limit;
 pub mod localfile;

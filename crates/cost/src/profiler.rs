@@ -585,7 +585,7 @@ fn per_row(bytes: u64, rows: u64) -> Decimal {
     (Decimal::from(bytes) / Decimal::from(rows)).round_dp(1)
 }
 
-/// Encodes the sample to zstd Parquet (level 3, as the worker writes) and to Airbyte RECORD
+/// Encodes the sample to zstd Parquet (at the worker's level) and to Airbyte RECORD
 /// messages. CPU-bound: runs on a blocking thread.
 fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<Encoded> {
     use parquet::arrow::ArrowWriter;
@@ -602,7 +602,9 @@ fn encode(schema: SchemaRef, batches: &[RecordBatch], stream: &str) -> Result<En
     }
     let enc = |e: parquet::errors::ParquetError| CostError::Encode(e.to_string());
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(enc)?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(backhaul_core::file_format::ZSTD_LEVEL).map_err(enc)?,
+        ))
         .set_max_row_group_row_count(Some(1024 * 1024))
         .build();
     let started = Instant::now();

@@ -1,4 +1,5 @@
-//! Parquet writer settings: zstd level, row-group bounds, and which columns get a dictionary.
+//! Parquet writer settings: zstd level, row-group bounds, which columns get a dictionary, and
+//! which get min/max statistics.
 //!
 //! A dictionary pays for low-cardinality columns (flags, codes, dates) and costs CPU for
 //! nothing on high-cardinality ones (keys, prices, free text): the writer interns every value
@@ -6,6 +7,12 @@
 //! every row group again. So each column's dictionary is decided once per chunk from a sample of
 //! its first batch. The figures that chose the rule are in docs/benchmarks.md
 //! ("Parquet writer settings").
+//!
+//! Min/max statistics cost a comparison per value; for text and binary columns that is a
+//! memcmp per value (about 5% of a lineitem chunk's CPU) for bounds that rarely prune anything
+//! (free text, codes in no order). So string and binary columns get none; every other column
+//! keeps parquet's page-level statistics, which readers use to skip row groups and pages by
+//! the cursor, keys and amounts.
 
 use std::collections::HashSet;
 
@@ -14,7 +21,7 @@ use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::Result;
@@ -56,7 +63,26 @@ pub fn writer_properties(
         DictionaryPolicy::Never => builder.set_dictionary_enabled(false),
         DictionaryPolicy::Sampled => sampled_dictionaries(builder, first_batch)?,
     };
+    for field in first_batch.schema().fields() {
+        if !has_statistics(field.data_type()) {
+            builder =
+                builder.set_column_statistics_enabled(ColumnPath::from(field.name().as_str()), EnabledStatistics::None);
+        }
+    }
     Ok(builder.build())
+}
+
+/// Whether a column of this type gets min/max statistics (see the module docs).
+pub fn has_statistics(data_type: &DataType) -> bool {
+    !matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+    )
 }
 
 fn sampled_dictionaries(mut builder: WriterPropertiesBuilder, batch: &RecordBatch) -> Result<WriterPropertiesBuilder> {
@@ -200,5 +226,16 @@ mod tests {
         assert!(!never.dictionary_enabled(&ColumnPath::from("flag")));
         let always = writer_properties(&batch, 3, 1 << 20, DictionaryPolicy::Always).unwrap();
         assert!(always.dictionary_enabled(&ColumnPath::from("id")));
+        // Statistics: page level for the key, none for the text column, whatever the policy.
+        for props in [&sampled, &never, &always] {
+            assert_eq!(
+                props.statistics_enabled(&ColumnPath::from("id")),
+                EnabledStatistics::Page
+            );
+            assert_eq!(
+                props.statistics_enabled(&ColumnPath::from("flag")),
+                EnabledStatistics::None
+            );
+        }
     }
 }

@@ -220,7 +220,7 @@ impl Staging<'_> {
     ) -> Result<(Vec<StagedFile>, ChunkEvidence)> {
         let config = PartWriterConfig {
             target_file_bytes: self.file_size,
-            zstd_level: 3,
+            zstd_level: backhaul_core::file_format::ZSTD_LEVEL,
             dictionary: crate::encoding::DictionaryPolicy::default(),
         };
         let cancel = CancellationToken::new();
