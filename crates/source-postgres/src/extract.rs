@@ -87,8 +87,10 @@ pub(crate) async fn start(chunk: Chunk) -> Result<BatchStream> {
     split.release().await?;
     let all = tokio::spawn(async move {
         for task in tasks {
-            if let Err(e) = task.await {
-                std::panic::resume_unwind(e.into_panic());
+            match task.await {
+                Ok(()) => {}
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("postgres extract scan: {e}"),
             }
         }
     });

@@ -5,13 +5,12 @@
 use std::collections::BTreeSet;
 
 use arrow::array::{Array, Int64Array};
-use backhaul_core::chunking::{PlanContext, PlanPolicy, estimate, plan_for};
 use backhaul_core::connector::Source;
 use backhaul_core::cursor::CursorRange;
 use backhaul_testkit::postgres::PostgresServer;
 use futures::StreamExt;
 
-use crate::util::{micros, source, spec};
+use crate::util::{micros, plan_for_two_workers, source, spec};
 
 /// 150,000 rows (about 3,000 heap pages) whose cursor has nothing to do with their order.
 const SHUFFLED: &str = r#"
@@ -80,21 +79,7 @@ async fn an_uncorrelated_table_is_planned_as_one_chunk_read_by_two_block_scans_i
     let order = src.physical_order().await.unwrap().expect("analyzed");
     assert!(order.correlation.abs() < 0.1 && order.heap_pages > 2_048.0, "{order:?}");
     assert_eq!(order.block_scans, 2, "{order:?}");
-    let density = src.density(range()).await.unwrap();
-    let bytes = estimate(range(), &density).1;
-    let context = PlanContext {
-        workers: 2,
-        order: Some(order),
-        max_chunks: None,
-    };
-    let plan = plan_for(
-        range(),
-        PlanPolicy::TargetBytes((bytes / 10.0) as u64),
-        &density,
-        1,
-        context,
-    )
-    .unwrap();
+    let plan = plan_for_two_workers(&src, range(), order, 1).await;
     assert_eq!(plan.chunks.len(), 1, "{:?}", plan.chunks);
     assert!(plan.read_amplification.unwrap() < 1.01);
     assert!(plan.idle_share < 0.01, "{}", plan.idle_share);

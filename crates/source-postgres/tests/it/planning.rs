@@ -2,14 +2,12 @@
 //! come from ANALYZE statistics, from a block sample (never analyzed), or from statistics that
 //! predate the newest rows.
 
-use backhaul_core::chunking::{
-    AMPLIFICATION_WARNING, PlanContext, PlanPolicy, PlannedChunk, estimate, plan_chunks, plan_for,
-};
+use backhaul_core::chunking::{AMPLIFICATION_WARNING, PlanPolicy, PlannedChunk, estimate, plan_chunks};
 use backhaul_core::connector::Source;
 use backhaul_core::cursor::CursorRange;
 use backhaul_testkit::postgres::PostgresServer;
 
-use crate::util::{micros, source, spec};
+use crate::util::{micros, plan_for_two_workers, source, spec};
 
 /// 20,000 rows over the first 90 days of 2024, 180,000 over the next 10: 90% of the rows in
 /// the last 10% of the range.
@@ -194,25 +192,11 @@ async fn the_cursor_s_physical_order_is_read_and_changes_the_plan() {
             .await
             .unwrap()
             .expect("analyzed tables have a correlation");
-        let density = src.density(range()).await.unwrap();
         assert!(
             (500.0..3_000.0).contains(&order.heap_pages) && (50_000.0..200_000.0).contains(&order.table_rows),
             "{table}: {order:?}"
         );
-        let bytes = estimate(range(), &density).1;
-        let context = PlanContext {
-            workers: 2,
-            order: Some(order),
-            max_chunks: None,
-        };
-        let plan = plan_for(
-            range(),
-            PlanPolicy::TargetBytes((bytes / 10.0) as u64),
-            &density,
-            1_000_000,
-            context,
-        )
-        .unwrap();
+        let plan = plan_for_two_workers(&src, range(), order, 1_000_000).await;
         let actual = actual_rows(server, &db, table, &plan.chunks);
         assert_eq!(actual.iter().sum::<u64>(), 100_000, "{table}");
         plans.push((order, plan));

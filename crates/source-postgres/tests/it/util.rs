@@ -63,3 +63,29 @@ pub fn days(text: &str) -> i64 {
 pub fn all_time() -> CursorRange {
     CursorRange::new(micros("0001-01-01"), micros("9999-12-31"))
 }
+
+/// The plan of `range` for two workers with the source's own density and physical order, at a
+/// byte target of a tenth of the range (about ten chunks where nothing else decides).
+pub async fn plan_for_two_workers(
+    source: &dyn Source,
+    range: CursorRange,
+    order: backhaul_core::chunking::PhysicalOrder,
+    granularity: i64,
+) -> backhaul_core::chunking::ChunkPlan {
+    use backhaul_core::chunking::{PlanContext, PlanPolicy, estimate, plan_for};
+    let density = source.density(range).await.unwrap();
+    let bytes = estimate(range, &density).1;
+    let context = PlanContext {
+        workers: 2,
+        order: Some(order),
+        max_chunks: None,
+    };
+    plan_for(
+        range,
+        PlanPolicy::TargetBytes((bytes / 10.0) as u64),
+        &density,
+        granularity,
+        context,
+    )
+    .unwrap()
+}
