@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::spec::PostgresSourceSpec;
+use crate::transport::{self, Transport};
 use backhaul_core::spec::database::{TlsMode, TlsSpec};
 use backhaul_core::{Error, ErrorClass, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,7 +19,8 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStor
 use tokio::task::JoinHandle;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls, Socket};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long establishing a connection (TCP, TLS, authentication) may take.
@@ -29,6 +31,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: Config,
+    /// Where the socket goes (`config` holds them too, but only `connect` would use them).
+    host: String,
+    port: u16,
     tls: Option<MakeRustlsConnect>,
     /// `user@host:port/database`, for messages.
     pub(crate) endpoint: String,
@@ -53,10 +58,7 @@ impl Connector {
             .port(spec.port_or_default())
             .user(&spec.connection.user)
             .dbname(&spec.connection.database)
-            .application_name("backhaul")
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .tcp_user_timeout(Duration::from_secs(120));
+            .application_name("backhaul");
         if let Some(password) = spec.connection.password.read("<spec>", "source.password")? {
             config.password(password);
         }
@@ -72,6 +74,8 @@ impl Connector {
         };
         Ok(Connector {
             config,
+            host: spec.connection.host.clone(),
+            port: spec.port_or_default(),
             tls,
             endpoint: format!(
                 "{}@{}:{}/{}",
@@ -88,14 +92,33 @@ impl Connector {
     /// Opens a connection whose IO task lives as long as the returned [`Conn`].
     pub(crate) async fn connect(&self) -> Result<Conn> {
         let attempt = async {
-            match &self.tls {
-                None => self.config.connect(NoTls).await.map(|(c, conn)| spawn(c, conn)),
-                Some(tls) => self.config.connect(tls.clone()).await.map(|(c, conn)| spawn(c, conn)),
-            }
+            let socket = transport::open(&self.host, self.port)
+                .await
+                .map_err(|e| self.socket_error(&e))?;
+            let connected =
+                match &self.tls {
+                    None => self
+                        .config
+                        .connect_raw(socket, NoTls)
+                        .await
+                        .map(|(c, conn)| spawn(c, conn)),
+                    Some(make) => {
+                        let tls = MakeTlsConnect::<Transport>::make_tls_connect(&mut make.clone(), &self.host)
+                            .map_err(|e| Error::InvalidObject {
+                                object: format!("postgres server {}", self.endpoint),
+                                message: format!("TLS for host {}: {e}", self.host),
+                            })?;
+                        self.config
+                            .connect_raw(socket, tls)
+                            .await
+                            .map(|(c, conn)| spawn(c, conn))
+                    }
+                };
+            connected.map_err(|e| self.error(&e, None, "connect"))
         };
         let (client, task, failure) = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(parts)) => parts,
-            Ok(Err(e)) => return Err(self.error(&e, None, "connect")),
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(Error::Unreachable {
                     system: "source".into(),
@@ -109,6 +132,22 @@ impl Connector {
             failure,
             connector: self.clone(),
         })
+    }
+
+    /// Maps a failure to open the socket (refused, unknown host, unreachable) to its class.
+    fn socket_error(&self, e: &std::io::Error) -> Error {
+        let message = format!("postgres {} (connect): {e}", self.endpoint);
+        if io_is_permanent(e.kind()) {
+            Error::InvalidObject {
+                object: format!("postgres server {}", self.endpoint),
+                message,
+            }
+        } else {
+            Error::Unreachable {
+                system: "source".into(),
+                message,
+            }
+        }
     }
 
     /// Maps a tokio-postgres error to the core error of its class. `what` says what was being
@@ -211,8 +250,9 @@ fn classify_sqlstate(code: &SqlState, message: String, user: &str, database: &st
 type Parts = (Client, JoinHandle<()>, Arc<Mutex<Option<String>>>);
 
 /// Runs the connection's IO on its own task, remembering why it ended if it failed.
-fn spawn<T>(client: Client, connection: tokio_postgres::Connection<Socket, T>) -> Parts
+fn spawn<S, T>(client: Client, connection: tokio_postgres::Connection<S, T>) -> Parts
 where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let failure = Arc::new(Mutex::new(None));

@@ -32,6 +32,7 @@ mod keys;
 mod numeric;
 pub mod spec;
 mod sql;
+mod transport;
 pub mod types;
 
 use std::fmt;

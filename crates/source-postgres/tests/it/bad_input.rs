@@ -171,3 +171,34 @@ async fn too_many_connections_is_throttled() {
     let e = extract_all(&source(&s), all_time(), 10).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
 }
+
+/// A `SQL_ASCII` database stores text bytes unchecked, so its text may not be UTF-8. The server
+/// refuses to send such text to a UTF-8 client (the source's), so the chunk fails as permanent
+/// with the server's words; the decoder's own batch UTF-8 check is a second line of defense
+/// (unit-tested in `decode.rs`).
+#[tokio::test]
+async fn text_that_is_not_utf8_fails_permanently_with_the_server_s_words() {
+    let server = PostgresServer::shared();
+    server
+        .psql(
+            "postgres",
+            "CREATE DATABASE latin TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'",
+        )
+        .unwrap();
+    server
+        .psql(
+            "latin",
+            "CREATE TABLE t (id int PRIMARY KEY, ts timestamptz NOT NULL, name text); \
+             INSERT INTO t SELECT g, '2024-01-01', 'name ' || g FROM generate_series(1, 1000) g; \
+             UPDATE t SET name = E'caf\\xe9' WHERE id = 700;",
+        )
+        .unwrap();
+    let src = source(&spec(server, "latin", "t", "ts"));
+    let e = extract_all(&src, all_time(), 256).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("invalid byte sequence") && text.contains("22021"),
+        "{text}"
+    );
+}
