@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use backhaul_core::checksum::RowSummary;
+use backhaul_core::checksum::{ChecksumVersion, RowSummary};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -124,6 +124,10 @@ pub struct ChunkManifest {
     /// for files the writer hashed, rows from the footers and the writer's checksum of the
     /// same bytes (see `docs/verification.md`).
     pub committed: RowSummary,
+    /// How both checksums were computed, so `verify` recomputes them the same way; manifests
+    /// written before versions were recorded are version 1.
+    #[serde(default = "ChecksumVersion::first")]
+    pub checksum_version: ChecksumVersion,
     /// For a chunk of a `dedup` sync job: its key and cursor columns, rows inserted and
     /// updated (see [`crate::dedup`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,6 +172,8 @@ impl ChunkManifest {
             files,
             extracted: commit.extracted.summary,
             committed,
+            // The worker measured `extracted` with this binary's checksum, as did the commit.
+            checksum_version: ChecksumVersion::CURRENT,
             dedup: None,
             refresh: None,
             committed_at_us: Some(crate::table::now_us()),

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::datatypes::SchemaRef;
-use backhaul_core::checksum::RowChecksum;
+use backhaul_core::checksum::{ChecksumVersion, RowChecksum};
 use backhaul_core::fingerprint::FingerprintBuilder;
 use backhaul_core::proof::ChunkEvidence;
 use backhaul_core::{Error, Result};
@@ -32,8 +32,12 @@ pub(crate) fn merged(per_file: &[ChunkEvidence], schema: &SchemaRef) -> Result<C
 /// Reads every file completely and returns what it holds (rows, checksum, fingerprint), in
 /// order. A file that is
 /// missing, unreadable as Parquet or not of `schema` fails verification naming the file.
-pub(crate) fn measure_files(files: &[PathBuf], schema: &SchemaRef) -> Result<Vec<ChunkEvidence>> {
-    files.iter().map(|f| measure_file(f, schema)).collect()
+pub(crate) fn measure_files(
+    files: &[PathBuf],
+    schema: &SchemaRef,
+    checksum: ChecksumVersion,
+) -> Result<Vec<ChunkEvidence>> {
+    files.iter().map(|f| measure_file(f, schema, checksum)).collect()
 }
 
 /// The Arrow schema a Parquet file was written with. A missing or unreadable file fails
@@ -88,13 +92,13 @@ fn open_checked(path: &PathBuf, schema: &SchemaRef) -> Result<ParquetRecordBatch
     Ok(builder)
 }
 
-fn measure_file(path: &PathBuf, schema: &SchemaRef) -> Result<ChunkEvidence> {
+fn measure_file(path: &PathBuf, schema: &SchemaRef, version: ChecksumVersion) -> Result<ChunkEvidence> {
     let failed = |message: String| not_verified(path, message);
     let reader = open_checked(path, schema)?
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(|e| failed(format!("not readable as Parquet: {e}")))?;
-    let mut checksum = RowChecksum::new(schema)?;
+    let mut checksum = RowChecksum::with_version(schema, version)?;
     let mut fingerprint = FingerprintBuilder::new(schema);
     for batch in reader {
         let batch = batch.map_err(|e| failed(format!("reading rows: {e}")))?;

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
 use backhaul_core::changes::MonthChanges;
-use backhaul_core::checksum::RowSummary;
+use backhaul_core::checksum::{ChecksumVersion, RowSummary};
 use backhaul_core::connector::{ChunkCommit, Destination, StagedFile};
 use backhaul_core::cursor::CursorRange;
 use backhaul_core::deletes::KeyDigest;
@@ -256,7 +256,7 @@ impl LocalTable {
                 }
                 // A writer that did not hash its files: one decode measures both the
                 // checksum and the fingerprint.
-                let per_file = measure_files(&files, &chunk_schema)?;
+                let per_file = measure_files(&files, &chunk_schema, ChecksumVersion::CURRENT)?;
                 let measured = merged(&per_file, &chunk_schema)?;
                 Ok((per_file.iter().map(|e| e.summary.rows).collect(), measured))
             }
@@ -326,7 +326,8 @@ impl LocalTable {
             }
             let files: Vec<PathBuf> = manifest.files.iter().map(|f| self.paths.data_file(&f.name)).collect();
             let what = format!("chunk {chunk_id} of table `{}`", self.table);
-            match chunk_schema(&files, &schema, &what).and_then(|s| Ok((measure_files(&files, &s)?, s))) {
+            let version = manifest.checksum_version;
+            match chunk_schema(&files, &schema, &what).and_then(|s| Ok((measure_files(&files, &s, version)?, s))) {
                 Ok((per_file, chunk_schema)) => {
                     let measured = merged(&per_file, &chunk_schema)?;
                     return Ok(Some(ChunkProof::from_evidence(PROOF_LEVEL, &measured)));

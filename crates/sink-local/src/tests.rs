@@ -1030,3 +1030,39 @@ async fn hashed_files_of_another_schema_or_row_count_are_refused() {
     assert_eq!(f.table.manifest(0).unwrap(), None);
     assert!(f.data_files().is_empty(), "{:?}", f.data_files());
 }
+
+#[tokio::test]
+async fn manifests_from_before_checksum_versions_are_verified_with_version_1() {
+    use backhaul_core::checksum::ChecksumVersion;
+    let f = fixture().await;
+    let batches = vec![batch(0..10), batch(10..20)];
+    let c1 = f.staged(0, 1, std::slice::from_ref(&batches)).await;
+    f.table.commit_chunk(&f.stage, &c1).await.unwrap();
+    let manifest = f.table.manifest(0).unwrap().unwrap();
+    assert_eq!(manifest.checksum_version, ChecksumVersion::CURRENT);
+
+    // What an older backhaul wrote: version 1 checksums and no version field.
+    let mut v1 = RowChecksum::with_version(&schema(), ChecksumVersion::RowFormat).unwrap();
+    batches.iter().for_each(|b| v1.update(b).unwrap());
+    let v1 = v1.summary();
+    assert_ne!(
+        v1.checksum, manifest.committed.checksum,
+        "the versions hash differently"
+    );
+    let mut old = serde_json::to_value(&manifest).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    assert!(fields.remove("checksum_version").is_some());
+    fields.insert("extracted".into(), serde_json::to_value(v1).unwrap());
+    fields.insert("committed".into(), serde_json::to_value(v1).unwrap());
+    let path = f
+        .table
+        .dir()
+        .join(crate::meta::MANIFEST_DIR)
+        .join(crate::meta::manifest_name(0));
+    assert!(path.exists(), "{}", path.display());
+    std::fs::write(path, serde_json::to_vec(&old).unwrap()).unwrap();
+
+    let back = f.table.read_back(JOB, 0).await.unwrap().unwrap();
+    assert_eq!(back.checksum, Some(v1.checksum));
+    assert_eq!(back.rows, 20);
+}
