@@ -136,8 +136,13 @@ impl Connector {
 
     /// Maps a failure to open the socket (refused, unknown host, unreachable) to its class.
     fn socket_error(&self, e: &std::io::Error) -> Error {
-        let message = format!("postgres {} (connect): {e}", self.endpoint);
-        if io_is_permanent(e.kind()) {
+        self.io_error(e.kind(), format!("postgres {} (connect): {e}", self.endpoint))
+    }
+
+    /// The class of an IO failure, by its kind: the one rule for sockets opened here and for IO
+    /// errors inside tokio-postgres.
+    fn io_error(&self, kind: std::io::ErrorKind, message: String) -> Error {
+        if io_is_permanent(kind) {
             Error::InvalidObject {
                 object: format!("postgres server {}", self.endpoint),
                 message,
@@ -179,14 +184,7 @@ impl Connector {
             };
         }
         match io_kind(e) {
-            Some(kind) if io_is_permanent(kind) => Error::InvalidObject {
-                object: format!("postgres server {}", self.endpoint),
-                message,
-            },
-            Some(_) => Error::Unreachable {
-                system: "source".into(),
-                message,
-            },
+            Some(kind) => self.io_error(kind, message),
             // Protocol, authentication-method and configuration errors: retrying cannot help.
             None => Error::InvalidObject {
                 object: format!("postgres server {}", self.endpoint),
