@@ -19,6 +19,7 @@ pub mod plan;
 pub mod pools;
 pub mod schedule;
 pub mod service;
+pub mod split;
 pub mod state;
 pub mod store;
 pub mod sync;

@@ -21,15 +21,18 @@ pub enum LeaseCall {
     Fail,
     /// FailChunk (a hand-back).
     Release,
+    /// SplitChunk.
+    Split,
 }
 
 impl LeaseCall {
-    const ALL: [LeaseCall; 5] = [
+    const ALL: [LeaseCall; 6] = [
         LeaseCall::Heartbeat,
         LeaseCall::Progress,
         LeaseCall::Complete,
         LeaseCall::Fail,
         LeaseCall::Release,
+        LeaseCall::Split,
     ];
 
     fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl LeaseCall {
             LeaseCall::Complete => "complete",
             LeaseCall::Fail => "fail",
             LeaseCall::Release => "release",
+            LeaseCall::Split => "split",
         }
     }
 }
@@ -56,7 +60,7 @@ pub struct CoordinatorMetrics {
     pub completions: Counter,
     /// Completions refused because extracted and committed rows or checksums differ.
     pub verification_failures: Counter,
-    stale: [Counter; 5],
+    stale: [Counter; 6],
     failures: [Counter; 3],
     /// Failures that will be retried after a backoff.
     pub retries: Counter,
@@ -64,6 +68,8 @@ pub struct CoordinatorMetrics {
     pub parked: Counter,
     /// Chunks handed back by draining workers.
     pub released: Counter,
+    /// Running chunks whose tail was cut off for waiting workers.
+    pub chunks_split: Counter,
     /// Jobs accepted by SubmitJob (new or existing).
     pub jobs_submitted: Counter,
     /// Specs refused by SubmitJob.
@@ -235,6 +241,11 @@ impl CoordinatorMetrics {
             "backhaul_coordinator_released_total",
             "Chunks handed back by draining workers.",
             self.released.get(),
+        );
+        e.counter(
+            "backhaul_coordinator_chunks_split_total",
+            "Running chunks whose unread tail became a chunk of its own for waiting workers.",
+            self.chunks_split.get(),
         );
         e.counter(
             "backhaul_coordinator_jobs_submitted_total",

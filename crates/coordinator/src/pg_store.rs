@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use backhaul_core::chunking::PlannedChunk;
 use backhaul_core::connector::{ExtractFacts, StagedFile};
+use backhaul_core::cursor::CursorRange;
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
@@ -24,6 +25,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{CoordinatorError, Result};
 use crate::pg_connect::{Connector, Fence, LockSession, Pool, keep_serving_lock};
 use crate::service::RetryPolicy;
+use crate::split::{self, SplitFacts, SplitOutcome, SplitStep};
 use crate::state::StateStore;
 use crate::store::{
     ATTEMPT_COLUMNS, AttemptRow, CHUNK_SELECT, ChunkRow, ChunkState, Extension, Failure, JOB_SELECT, JobRow,
@@ -829,6 +831,89 @@ impl PgStore {
         tx.commit().await.map_err(|e| self.err(e))
     }
 
+    async fn split_on(&self, c: &mut Client, lease_id: &str, at: i64) -> Result<SplitOutcome> {
+        let tx = self.begin_change(c).await?;
+        let (key, _) = self.current(&tx, lease_id, false).await?;
+        let chunk = key.chunk_id as i64;
+        // The job's row lock serializes the numbering of new chunks (splits and extensions).
+        tx.execute_typed("SELECT 1 FROM jobs WHERE job_id = $1 FOR UPDATE", &[text(&key.job_id)])
+            .await
+            .map_err(|e| self.err(e))?;
+        let row = tx
+            .query_typed_one(
+                "SELECT range_from, range_to, estimated_rows, estimated_bytes,
+                    (SELECT count(*) FROM attempts a WHERE a.job_id = $1 AND a.chunk_id = $2 AND a.attempt < $3
+                       AND (a.outcome IS NULL OR a.outcome = 'expired')),
+                    (SELECT min(t.chunk_id) FROM chunks t WHERE t.job_id = $1 AND t.split_from = $2 AND t.range_from = $4),
+                    (SELECT coalesce(max(n.chunk_id) + 1, 0) FROM chunks n WHERE n.job_id = $1)
+                 FROM chunks WHERE job_id = $1 AND chunk_id = $2",
+                &[
+                    text(&key.job_id),
+                    int(&chunk),
+                    int(&i64::from(key.attempt)),
+                    int(&at),
+                ],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let get = |i: usize| row.try_get::<_, i64>(i).map_err(|e| self.err(e));
+        let tail_at: Option<i64> = row.try_get(5).map_err(|e| self.err(e))?;
+        let facts = SplitFacts {
+            range: CursorRange {
+                from: get(0)?,
+                to: get(1)?,
+            },
+            estimated_rows: get(2)? as u64,
+            estimated_bytes: get(3)? as u64,
+            earlier_lease_expired: get(4)? > 0,
+            tail_at: tail_at.map(|id| id as u64),
+        };
+        let next = get(6)?;
+        let outcome = match split::decide(&facts, at) {
+            SplitStep::Answer(outcome) => outcome,
+            SplitStep::Cut {
+                kept,
+                kept_rows,
+                kept_bytes,
+                tail,
+                tail_rows,
+                tail_bytes,
+            } => {
+                let (kept_rows, kept_bytes) = (kept_rows as i64, kept_bytes as i64);
+                self.update_chunk(
+                    &tx,
+                    &key,
+                    "UPDATE chunks SET range_to = $3, estimated_rows = $4, estimated_bytes = $5
+                     WHERE job_id = $1 AND chunk_id = $2",
+                    &[int(&kept.to), int(&kept_rows), int(&kept_bytes)],
+                )
+                .await?;
+                let (tail_rows, tail_bytes) = (tail_rows as i64, tail_bytes as i64);
+                tx.execute_typed(
+                    "INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, split_from)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
+                    &[
+                        text(&key.job_id),
+                        int(&next),
+                        int(&tail.from),
+                        int(&tail.to),
+                        int(&tail_rows),
+                        int(&tail_bytes),
+                        int(&chunk),
+                    ],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+                SplitOutcome::Split {
+                    kept,
+                    new_chunk_id: next as u64,
+                }
+            }
+        };
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(outcome)
+    }
+
     async fn release_on(&self, c: &mut Client, lease_id: &str) -> Result<()> {
         let tx = self.begin_change(c).await?;
         let (key, _) = self.current(&tx, lease_id, true).await?;
@@ -975,6 +1060,10 @@ impl StateStore for PgStore {
     ) -> Result<()> {
         pooled!(self, CALL_BUDGET, |c| self
             .complete_on(c, lease_id, &files, &extracted, &committed, &facts))
+    }
+
+    async fn split(&self, lease_id: &str, at: i64) -> Result<SplitOutcome> {
+        pooled!(self, CALL_BUDGET, |c| self.split_on(c, lease_id, at))
     }
 
     async fn release(&self, lease_id: &str) -> Result<()> {

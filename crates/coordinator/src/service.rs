@@ -25,6 +25,7 @@ use crate::error::{CoordinatorError, Result};
 use crate::metrics::{CoordinatorMetrics, LeaseCall};
 use crate::plan::submit_spec;
 use crate::pools::RatePools;
+use crate::split::{SplitOutcome, WaitingWorkers};
 use crate::state::StateStore;
 use crate::store::{ChunkRow, ChunkState, Failure, JobRow, JobSummary, Lease, LeaseKey, NoLease, Submitted, now_us};
 use crate::sync::{SyncOutcome, SyncPlanned, sync_spec};
@@ -125,6 +126,8 @@ pub struct CoordinatorService {
     pools: Arc<RatePools>,
     /// The jobs' sources' circuit breakers as workers last reported them.
     breakers: Arc<SourceBreakers>,
+    /// Jobs whose workers just found nothing to lease: their running chunks are offered a split.
+    waiting: Arc<WaitingWorkers>,
 }
 
 /// Workers that serve Arrow Flight previews, as they announced themselves when asking for
@@ -185,7 +188,14 @@ impl CoordinatorService {
             scheduler: crate::schedule::SchedulerHandle::default(),
             pools: Arc::new(RatePools::new(Arc::new(crate::clock::SystemClock))),
             breakers: Arc::new(SourceBreakers::default()),
+            waiting: Arc::new(WaitingWorkers::new(Arc::new(crate::clock::SystemClock))),
         }
+    }
+
+    /// Tracks waiting workers on `clock` (tests move a manual one).
+    pub fn with_waiting_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.waiting = Arc::new(WaitingWorkers::new(clock));
+        self
     }
 
     /// Wakes `scheduler` after schedule changes made through the `Schedules` service.
@@ -550,6 +560,7 @@ fn chunk_status(c: &ChunkRow) -> pb::ChunkStatus {
             .as_ref()
             .map_or(pb::ProofLevel::Unspecified, |p| p.level.into()) as i32,
         dead_letters: c.dead_letters,
+        split_from: c.split_from,
     }
 }
 
@@ -592,6 +603,9 @@ impl Coordinator for CoordinatorService {
                     Err(NoLease::RetryAfterMs(ms)) => (false, ms),
                     Ok(_) => (false, 50),
                 };
+                if !job_finished {
+                    self.waiting.saw_waiting(filter.as_deref());
+                }
                 pb::LeaseChunkResponse {
                     outcome: Some(pb::lease_chunk_response::Outcome::NoWork(pb::NoWork {
                         job_finished,
@@ -624,7 +638,45 @@ impl Coordinator for CoordinatorService {
             .progress(&r.lease_id, r.rows, r.bytes)
             .await
             .map_err(|e| self.lease_status(LeaseCall::Progress, &r.lease_id, e))?;
-        Ok(Response::new(pb::ReportProgressResponse {}))
+        let split_wanted = LeaseKey::parse(&r.lease_id).is_ok_and(|key| self.waiting.wanted(&key.job_id));
+        Ok(Response::new(pb::ReportProgressResponse { split_wanted }))
+    }
+
+    async fn split_chunk(
+        &self,
+        req: Request<pb::SplitChunkRequest>,
+    ) -> Result<Response<pb::SplitChunkResponse>, Status> {
+        let r = req.into_inner();
+        let outcome = self
+            .store
+            .split(&r.lease_id, r.at)
+            .await
+            .map_err(|e| self.lease_status(LeaseCall::Split, &r.lease_id, e))?;
+        let response = match outcome {
+            SplitOutcome::Split { kept, new_chunk_id } => {
+                if let Ok(key) = LeaseKey::parse(&r.lease_id) {
+                    self.waiting.served(&key.job_id);
+                    tracing::info!(job = %key.job_id, chunk = key.chunk_id, attempt = key.attempt, range = %kept, new_chunk = new_chunk_id, "split a running chunk for waiting workers");
+                }
+                self.metrics.chunks_split.inc();
+                pb::SplitChunkResponse {
+                    split: true,
+                    range: Some(pb::CursorRange {
+                        from: kept.from,
+                        to: kept.to,
+                    }),
+                    new_chunk_id,
+                    refused: String::new(),
+                }
+            }
+            SplitOutcome::Refused(why) => pb::SplitChunkResponse {
+                split: false,
+                range: None,
+                new_chunk_id: 0,
+                refused: why,
+            },
+        };
+        Ok(Response::new(response))
     }
 
     async fn complete_chunk(

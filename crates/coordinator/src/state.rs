@@ -15,6 +15,7 @@ use crate::error::{CoordinatorError, Result};
 use crate::pg_store::PgStore;
 use crate::schedule::ScheduleStore;
 use crate::service::RetryPolicy;
+use crate::split::SplitOutcome;
 use crate::store::{AttemptRow, ChunkRow, Extension, Failure, JobRow, JobSummary, Lease, NoLease, Store, Submitted};
 
 /// Durable jobs, chunks, attempts and leases (and schedules: [`ScheduleStore`]).
@@ -98,6 +99,10 @@ pub trait StateStore: ScheduleStore + Send + Sync + 'static {
         committed: ChunkProof,
         facts: ExtractFacts,
     ) -> Result<()>;
+    /// Cuts the tail `[at, to)` off the running chunk of `lease_id` into a new pending chunk
+    /// ([`crate::split::decide`] decides); asking again with the same `at` gets the same
+    /// answer. Refuses a stale lease.
+    async fn split(&self, lease_id: &str, at: i64) -> Result<SplitOutcome>;
     /// Hands a leased chunk back without counting a failure.
     async fn release(&self, lease_id: &str) -> Result<()>;
     /// Records a failure; returns whether the chunk will be retried.
@@ -200,6 +205,11 @@ impl StateStore for Store {
         let id = lease_id.to_string();
         self.call(move |s, c| s.complete(c, &id, &files, &extracted, &committed, &facts))
             .await
+    }
+
+    async fn split(&self, lease_id: &str, at: i64) -> Result<SplitOutcome> {
+        let id = lease_id.to_string();
+        self.call(move |s, c| s.split(c, &id, at)).await
     }
 
     async fn release(&self, lease_id: &str) -> Result<()> {
@@ -345,6 +355,9 @@ mod tests {
             facts: ExtractFacts,
         ) -> Result<()> {
             StateStore::complete_with_facts(&self.0, lease_id, files, extracted, committed, facts).await
+        }
+        async fn split(&self, lease_id: &str, at: i64) -> Result<SplitOutcome> {
+            StateStore::split(&self.0, lease_id, at).await
         }
         async fn release(&self, lease_id: &str) -> Result<()> {
             StateStore::release(&self.0, lease_id).await

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{CoordinatorError, Result};
 use crate::service::RetryPolicy;
+use crate::split::{self, SplitFacts, SplitOutcome, SplitStep};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
@@ -105,6 +106,8 @@ pub(crate) const MIGRATIONS: &[(&str, &str, &str)] = &[
     // Records a committed chunk's source wrote to a dead-letter file (NULL, read as 0, for
     // chunks committed before the column existed).
     ("chunks", "dead_letters", "INTEGER"),
+    // The chunk a chunk was cut from while it ran (`split`); NULL for planned chunks.
+    ("chunks", "split_from", "INTEGER"),
 ];
 
 /// Life cycle of a chunk.
@@ -234,6 +237,10 @@ pub struct ChunkRow {
     /// Records the source wrote to a dead-letter file instead of the chunk's rows (committed
     /// chunks; 0 otherwise).
     pub dead_letters: u64,
+    /// The chunk this one was cut from while it ran ([`crate::StateStore::split`]); `None`
+    /// for planned chunks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_from: Option<u64>,
 }
 
 /// Counts and totals of one job.
@@ -1208,6 +1215,77 @@ impl Store {
         tx.commit().map_err(|e| self.db_err(e))
     }
 
+    /// Cuts `[at, to)` off the running chunk of `lease_id` into a new pending chunk, numbered
+    /// after the job's last one; the rule is [`crate::split::decide`].
+    pub fn split(&self, conn: &mut Connection, lease_id: &str, at: i64) -> Result<SplitOutcome> {
+        self.with_lease(conn, lease_id, false, |tx, key| {
+            let chunk = key.chunk_id as i64;
+            let (from, to, rows, bytes): (i64, i64, i64, i64) = tx
+                .query_row(
+                    "SELECT range_from, range_to, estimated_rows, estimated_bytes FROM chunks WHERE job_id = ?1 AND chunk_id = ?2",
+                    params![key.job_id, chunk],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .map_err(|e| self.db_err(e))?;
+            let expired: i64 = self
+                .row(
+                    tx,
+                    "SELECT count(*) FROM attempts WHERE job_id = ?1 AND chunk_id = ?2 AND attempt < ?3
+                       AND (outcome IS NULL OR outcome = 'expired')",
+                    params![key.job_id, chunk, key.attempt],
+                    |r| r.get(0),
+                )?
+                .unwrap_or(0);
+            let tail_at: Option<i64> = self.row(
+                tx,
+                "SELECT chunk_id FROM chunks WHERE job_id = ?1 AND split_from = ?2 AND range_from = ?3",
+                params![key.job_id, chunk, at],
+                |r| r.get(0),
+            )?;
+            let facts = SplitFacts {
+                range: CursorRange { from, to },
+                estimated_rows: rows as u64,
+                estimated_bytes: bytes as u64,
+                earlier_lease_expired: expired > 0,
+                tail_at: tail_at.map(|id| id as u64),
+            };
+            let (kept, kept_rows, kept_bytes, tail, tail_rows, tail_bytes) = match split::decide(&facts, at) {
+                SplitStep::Answer(outcome) => return Ok(outcome),
+                SplitStep::Cut {
+                    kept,
+                    kept_rows,
+                    kept_bytes,
+                    tail,
+                    tail_rows,
+                    tail_bytes,
+                } => (kept, kept_rows, kept_bytes, tail, tail_rows, tail_bytes),
+            };
+            let next: i64 = self
+                .row(
+                    tx,
+                    "SELECT coalesce(max(chunk_id) + 1, 0) FROM chunks WHERE job_id = ?1",
+                    [&key.job_id],
+                    |r| r.get(0),
+                )?
+                .unwrap_or(0);
+            self.exec(
+                tx,
+                "UPDATE chunks SET range_to = ?3, estimated_rows = ?4, estimated_bytes = ?5 WHERE job_id = ?1 AND chunk_id = ?2",
+                params![key.job_id, chunk, kept.to, kept_rows as i64, kept_bytes as i64],
+            )?;
+            self.exec(
+                tx,
+                "INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, split_from)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+                params![key.job_id, next, tail.from, tail.to, tail_rows as i64, tail_bytes as i64, chunk],
+            )?;
+            Ok(SplitOutcome::Split {
+                kept,
+                new_chunk_id: next as u64,
+            })
+        })
+    }
+
     /// Hands a leased chunk back without counting a failure (its worker is shutting down).
     pub fn release(&self, conn: &mut Connection, lease_id: &str) -> Result<()> {
         self.with_lease(conn, lease_id, true, |tx, key| {
@@ -1389,7 +1467,7 @@ macro_rules! chunk_columns {
         "chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, attempt, failures,
     progress_rows, progress_bytes, extracted_rows, extracted_checksum, committed_rows, committed_checksum, committed_bytes,
     last_error_class, last_error_kind, last_error, lease_worker, committed_at_us,
-    proof_level, extracted_fingerprint, committed_fingerprint, dead_letters"
+    proof_level, extracted_fingerprint, committed_fingerprint, dead_letters, split_from"
     };
 }
 
@@ -1420,7 +1498,7 @@ const LEASE_NEXT_OF_ANY_JOB: &str = concat!(
 
 /// A chunk and its job id as returned by the lease statements.
 fn leased_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, ChunkRow)> {
-    Ok((r.get(24)?, chunk_from_row(r)?))
+    Ok((r.get(25)?, chunk_from_row(r)?))
 }
 
 /// A result row read by column index, whichever backend produced it. Both stores select the
@@ -1516,6 +1594,7 @@ pub(crate) fn chunk_from_row<R: StateRow + ?Sized>(r: &R) -> std::result::Result
         lease_worker: r.opt_text(18)?,
         committed_at_us: r.opt_int(19)?,
         dead_letters: r.opt_int(23)?.unwrap_or(0) as u64,
+        split_from: r.opt_int(24)?.map(|id| id as u64),
     })
 }
 

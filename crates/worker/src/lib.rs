@@ -12,6 +12,7 @@ pub mod http;
 pub mod job_cache;
 pub mod metrics;
 pub mod runner;
+pub mod split;
 pub mod worker;
 pub mod writer;
 

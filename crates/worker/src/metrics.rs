@@ -21,6 +21,8 @@ pub struct WorkerMetrics {
     pub released: Counter,
     /// Leases lost while running (heartbeats refused or unanswered for the TTL).
     pub leases_lost: Counter,
+    /// Running chunks whose unread tail this worker cut off for waiting workers.
+    pub splits: Counter,
     /// Rows extracted by chunks that were committed.
     pub rows: Counter,
     /// Parquet bytes of chunks that were committed.
@@ -114,6 +116,11 @@ impl WorkerMetrics {
             "backhaul_worker_leases_lost_total",
             "Leases lost while running.",
             self.leases_lost.get(),
+        );
+        e.counter(
+            "backhaul_worker_chunk_splits_total",
+            "Running chunks whose unread tail was cut off for waiting workers.",
+            self.splits.get(),
         );
         e.counter(
             "backhaul_worker_rows_total",

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Result, WorkerError};
+use crate::split::Bounds;
 use crate::writer::{PartSink, PartWriterConfig, SpooledPart, write_parts};
 
 /// Everything a worker builds once per job and reuses for each of its chunks.
@@ -112,6 +113,9 @@ pub struct ChunkProgress {
     pub rows: AtomicU64,
     /// Parquet bytes written so far.
     pub bytes: AtomicU64,
+    /// The range the chunk owns and how far its rows have come, once extraction started
+    /// (`None` before): shared with the lease keeper, which may cut the tail off.
+    pub bounds: tokio::sync::Mutex<Option<Bounds>>,
 }
 
 /// Rows per extracted batch: large enough to amortize per-batch costs, small enough that the
@@ -143,9 +147,17 @@ pub async fn run_chunk(
         .prefix(&prefix)
         .tempdir_in(&spool_root)
         .map_err(|e| Error::io(&spool_root, e))?;
+    let cursor = ctx.table.schema.index_of(&ctx.table.cursor_column).map_err(|_| {
+        Error::Internal(format!(
+            "the cursor column `{}` is not in the source's schema",
+            ctx.table.cursor_column
+        ))
+    })?;
     let staging = Staging {
         source: ctx.source.as_ref(),
         schema: &ctx.table.schema,
+        cursor,
+        split_min_rows: ctx.validated.split_min_rows,
         stage: &ctx.stage,
         job_id: &ctx.job_id,
         file_size: ctx.staging.file_size,
@@ -154,12 +166,14 @@ pub async fn run_chunk(
     let staged = staging.run(task, spool.path(), &progress, &notes).await;
     drop(spool);
     let (files, extracted) = staged?;
+    // A split while the rows streamed leaves the chunk a shorter range: commit exactly that.
+    let range = progress.bounds.lock().await.as_ref().map_or(task.range, |b| b.range);
 
     let commit = ChunkCommit {
         job_id: ctx.job_id.clone(),
         chunk_id: task.chunk_id,
         attempt: task.attempt,
-        range: task.range,
+        range,
         cursor_column: ctx.table.cursor_column.clone(),
         files: files.clone(),
         extracted,
@@ -186,6 +200,10 @@ pub async fn run_chunk(
 struct Staging<'a> {
     source: &'a dyn Source,
     schema: &'a SchemaRef,
+    /// Index of the cursor column in `schema`.
+    cursor: usize,
+    /// `chunking.split_min_rows`.
+    split_min_rows: u64,
     stage: &'a Stage,
     job_id: &'a str,
     /// Target part size in bytes.
@@ -243,20 +261,33 @@ impl Staging<'_> {
             // `tx` moves in here so the writer sees the end of the rows when this block ends.
             let tx = tx;
             let fed: Result<()> = async {
+                *progress.bounds.lock().await = Some(Bounds::new(task.range, self.split_min_rows));
                 let mut stream = self
                     .source
                     .extract_with_notes(task.range, BATCH_ROWS, notes.clone())
                     .await?;
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
-                    progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
                     if let Some(diff) = backhaul_core::schema::schema_difference(self.schema, &batch.schema()) {
                         return Err(Error::TypeFidelity(format!(
                             "the source produced rows unlike its described schema: {diff}"
                         ))
                         .into());
                     }
+                    // Filtered and measured under the lock a split holds while it is asked
+                    // for, so no row above a split point reaches the writer (`split`).
+                    let batch = {
+                        let mut bounds = progress.bounds.lock().await;
+                        match bounds.as_mut() {
+                            Some(b) => {
+                                let narrowed = b.range.to < task.range.to;
+                                b.admit(batch, self.cursor, narrowed)?
+                            }
+                            None => batch,
+                        }
+                    };
+                    progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);
                     if tx.send(batch).await.is_err() {
                         // The writer stopped early; its own error (or the uploader's) is reported.
                         break;
@@ -490,6 +521,8 @@ mod tests {
         let staging = Staging {
             source: &source,
             schema: &source.schema,
+            cursor: 0,
+            split_min_rows: 0,
             stage: &stage,
             job_id: "job",
             file_size: 256 * 1024,
@@ -575,6 +608,8 @@ mod tests {
         let staging = Staging {
             source: &source,
             schema: &source.schema,
+            cursor: 0,
+            split_min_rows: 0,
             stage: &stage,
             job_id: "job",
             file_size: 256 * 1024,

@@ -500,6 +500,7 @@ impl Worker {
         let mut last_beat = tokio::time::Instant::now();
         let mut last_ok = last_beat;
         let mut reported = (0, 0);
+        let mut last_report = last_beat;
         loop {
             tokio::time::sleep(tick).await;
             if last_beat.elapsed() >= heartbeat_every {
@@ -536,17 +537,104 @@ impl Worker {
                 progress.rows.load(Ordering::Relaxed),
                 progress.bytes.load(Ordering::Relaxed),
             );
-            if now != reported {
+            // Unchanged progress still goes out now and then: its answer says whether workers
+            // wait, which matters most when the source is slow.
+            if now != reported || last_report.elapsed() >= QUIET_REPORT_EVERY {
                 let req = pb::ReportProgressRequest {
                     lease_id: lease_id.into(),
                     rows: now.0,
                     bytes: now.1,
                 };
-                if let Ok(Ok(_)) = tokio::time::timeout(call_timeout, client.report_progress(req)).await {
+                if let Ok(Ok(answer)) = tokio::time::timeout(call_timeout, client.report_progress(req)).await {
                     reported = now;
+                    last_report = tokio::time::Instant::now();
+                    if answer.into_inner().split_wanted
+                        && let Err(e) = self.cut_tail(lease_id, &progress, call_timeout, ttl).await
+                    {
+                        return e;
+                    }
                 }
             }
         }
+    }
+
+    /// Cuts the unread tail off the chunk of `lease_id` when the rows so far predict one worth
+    /// a chunk of its own ([`crate::split`]). Holds the chunk's bounds until the coordinator
+    /// has answered, so the feed passes no row meanwhile. Asking again is safe (the same point
+    /// gets the same answer); with no answer within the TTL the worker can no longer know
+    /// which range it owns, so it gives the chunk up.
+    async fn cut_tail(
+        &self,
+        lease_id: &str,
+        progress: &ChunkProgress,
+        call_timeout: Duration,
+        ttl: Duration,
+    ) -> Result<(), WorkerError> {
+        let mut bounds = progress.bounds.lock().await;
+        let Some(b) = bounds.as_mut() else {
+            return Ok(());
+        };
+        let Some(at) = b.split_point() else {
+            return Ok(());
+        };
+        let started = tokio::time::Instant::now();
+        let mut failures = 0;
+        let answer = loop {
+            let req = pb::SplitChunkRequest {
+                lease_id: lease_id.into(),
+                at,
+            };
+            let status = match tokio::time::timeout(call_timeout, self.client.clone().split_chunk(req)).await {
+                Ok(Ok(answer)) => break answer.into_inner(),
+                Ok(Err(s)) => s,
+                Err(_) => tonic::Status::deadline_exceeded("split request unanswered"),
+            };
+            match status.code() {
+                tonic::Code::FailedPrecondition => {
+                    return Err(Error::LeaseLost {
+                        lease_id: lease_id.into(),
+                        message: status.message().into(),
+                    }
+                    .into());
+                }
+                // A coordinator that predates splitting (it would not have asked).
+                tonic::Code::Unimplemented => return Ok(()),
+                _ if started.elapsed() < ttl => {
+                    failures += 1;
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+                _ => {
+                    return Err(Error::LeaseLost {
+                        lease_id: lease_id.into(),
+                        message: format!(
+                            "no answer to splitting the chunk at {at} within {ttl:?} ({}); its range is unknown",
+                            status.message()
+                        ),
+                    }
+                    .into());
+                }
+            }
+        };
+        if !answer.split {
+            debug!(lease = %lease_id, at, reason = %answer.refused, "coordinator did not split the chunk");
+            return Ok(());
+        }
+        let kept = answer.range.map(|r| CursorRange { from: r.from, to: r.to });
+        if kept
+            != Some(CursorRange {
+                from: b.range.from,
+                to: at,
+            })
+        {
+            return Err(WorkerError::Protocol(format!(
+                "split of lease {lease_id} at {at} answered with range {kept:?}, not [{}, {at})",
+                b.range.from
+            )));
+        }
+        b.range.to = at;
+        self.metrics.splits.inc();
+        info!(lease = %lease_id, at, new_chunk = answer.new_chunk_id, "cut the unread tail off the chunk for waiting workers");
+        Ok(())
     }
 }
 
@@ -568,6 +656,9 @@ fn chunk_task(lease: &pb::ChunkLease) -> Result<ChunkTask> {
         },
     })
 }
+
+/// How often a running chunk reports progress that did not change.
+const QUIET_REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a stopping worker tries to hand a chunk back before leaving it to lease expiry.
 const HAND_BACK_GRACE: Duration = Duration::from_secs(10);
@@ -687,7 +778,14 @@ mod tests {
             &self,
             _: Request<pb::ReportProgressRequest>,
         ) -> Result<Response<pb::ReportProgressResponse>, Status> {
-            Ok(Response::new(pb::ReportProgressResponse {}))
+            Ok(Response::new(pb::ReportProgressResponse::default()))
+        }
+
+        async fn split_chunk(
+            &self,
+            _: Request<pb::SplitChunkRequest>,
+        ) -> Result<Response<pb::SplitChunkResponse>, Status> {
+            Err(Status::unimplemented("no splits here"))
         }
 
         async fn complete_chunk(

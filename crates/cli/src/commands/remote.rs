@@ -193,6 +193,7 @@ pub fn chunk_json(kind: CursorKind, c: &pb::ChunkStatus) -> Value {
         "proof": backhaul_proto::proof::proof_level(c.proof_level),
         "proves": backhaul_proto::proof::proof_level(c.proof_level).map(|l| l.proves()),
         "dead_letters": c.dead_letters,
+        "split_from": c.split_from,
         "last_error": c.last_error.as_ref().map(|e| json!({
             "class": class_name(e.class), "kind": e.kind, "message": e.message,
         })),

@@ -112,6 +112,7 @@ pub async fn run(globals: &Globals, args: StatusArgs) -> Result<u8> {
                 "estimated_rows": c.estimated_rows, "rows": c.committed.as_ref().map(|p| p.rows), "bytes": c.committed_bytes,
                 "proof": c.committed.as_ref().map(|p| p.level), "proves": c.committed.as_ref().map(|p| p.level.proves()),
                 "dead_letters": c.dead_letters,
+                "split_from": c.split_from,
                 "last_error": c.last_error.as_ref().map(|(class, kind, message)| json!({"class": class, "kind": kind, "message": message})),
             })).collect::<Vec<_>>(),
         })),

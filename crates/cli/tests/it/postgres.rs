@@ -283,3 +283,123 @@ fn plan_reads_the_cursor_s_physical_order_and_warns_when_chunks_reread_the_table
         text(&out.stdout)
     );
 }
+
+/// A chunk that turns out too large is split while it runs: two workers, one chunk over the
+/// whole table. The source stalls halfway (a view whose filter waits on an advisory lock the
+/// test holds) until the state shows the split, so the second worker, finding nothing to
+/// lease, gets the chunk's unread tail. Both parts commit exactly once and verify.
+#[test]
+fn a_running_chunk_is_split_for_a_waiting_worker_and_both_parts_commit_exactly_once() {
+    use std::io::Write;
+
+    let server = PostgresServer::shared();
+    let db = server.fresh_database();
+    server
+        .psql(
+            &db,
+            "CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL); \
+             INSERT INTO t SELECT g, md5(g::text) FROM generate_series(0, 39999) g; \
+             CREATE FUNCTION gate(id bigint) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$ \
+               BEGIN IF id = 20000 THEN PERFORM pg_advisory_lock_shared(4242); \
+               PERFORM pg_advisory_unlock_shared(4242); END IF; RETURN true; END $$; \
+             CREATE VIEW gated AS SELECT id, v FROM t WHERE gate(id);",
+        )
+        .unwrap();
+    // The gate: held by a session of the test's own until the split shows.
+    let mut gate = server
+        .psql_command(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut gate_in = gate.stdin.take().unwrap();
+    writeln!(gate_in, "SELECT pg_advisory_lock(4242);").unwrap();
+    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.psql(&db, held).unwrap().trim() != "1" {
+        assert!(Instant::now() < deadline, "the gate's lock was not taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let job = JobDir::new(&JobParams::default());
+    let text = spec(server, &db, "policy = \"fixed\"\nevery = 40000\nsplit_min_rows = 1000")
+        .replace(
+            "table = \"public.events\"\ncursor = \"ts\"",
+            "table = \"public.gated\"\ncursor = \"id\"",
+        )
+        .replace(
+            "from = \"2024-02-01\"\nto = \"2024-02-11\"",
+            "from = \"0\"\nto = \"40000\"",
+        );
+    let spec_path = job.write_spec("split.toml", &text);
+    let mut backfill = job
+        .cmd()
+        .args([
+            "backfill",
+            spec_path.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn backhaul");
+    let chunks = |job: &JobDir| -> Vec<(i64, i64, i64, Option<i64>)> {
+        let Ok(conn) = rusqlite::Connection::open(job.path().join("state.db")) else {
+            return Vec::new();
+        };
+        let Ok(mut stmt) =
+            conn.prepare("SELECT chunk_id, range_from, range_to, split_from FROM chunks ORDER BY chunk_id")
+        else {
+            return Vec::new();
+        };
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map(|rows| rows.filter_map(|r| r.ok()).collect())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let split = loop {
+        let now = chunks(&job);
+        if now.len() == 2 {
+            break now;
+        }
+        if let Some(status) = backfill.try_wait().unwrap() {
+            panic!("backfill ended ({status}) before the chunk was split: {now:?}");
+        }
+        assert!(Instant::now() < deadline, "no split within 120 s: {now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(gate_in);
+    gate.wait().unwrap();
+
+    // The worker had passed on two batches (ids below 16,384) when it was told of the
+    // waiting worker: it kept half of the rest, the tail went to a new chunk.
+    let (kept, tail) = (split[0], split[1]);
+    assert_eq!((kept.0, kept.1, kept.3), (0, 0, None), "{split:?}");
+    assert_eq!((tail.0, tail.2, tail.3), (1, 40_000, Some(0)), "{split:?}");
+    assert_eq!(kept.2, tail.1, "{split:?}");
+    assert!(kept.2 > 16_384 && kept.2 < 40_000, "{split:?}");
+
+    let out = backfill.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", super::util::text(&out.stdout));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["this_run"]["rows"], 40_000, "{summary}");
+    let status = job.json(&["status", "events", "--chunks"]);
+    let ranges: Vec<_> = status["chunks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .map(|c| (c["state"].clone(), c["split_from"].clone()))
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![
+            (serde_json::json!("committed"), serde_json::Value::Null),
+            (serde_json::json!("committed"), serde_json::json!(0)),
+        ],
+        "{status}"
+    );
+    assert_eq!(job.json(&["verify", "events"])["verified"], true);
+    assert_eq!(warehouse_counts(&job), (40_000, 40_000));
+}

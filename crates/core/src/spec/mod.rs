@@ -143,6 +143,11 @@ pub enum ChunkingSpec {
     Fixed {
         /// Width: a duration (`6h`, `1d`) for time cursors, an integer for integer cursors.
         every: Step,
+        /// Rows a running chunk's unread tail must be expected to hold before it is cut off
+        /// for workers that wait; `0` never splits. [`DEFAULT_SPLIT_MIN_ROWS`] when absent
+        /// (left out of the canonical spec then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        split_min_rows: Option<u64>,
     },
     /// Chunks sized from source statistics to hold about this many bytes each.
     TargetBytes {
@@ -152,6 +157,11 @@ pub enum ChunkingSpec {
         /// the canonical spec then, so existing jobs resume unchanged).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workers: Option<u16>,
+        /// Rows a running chunk's unread tail must be expected to hold before it is cut off
+        /// for workers that wait; `0` never splits. [`DEFAULT_SPLIT_MIN_ROWS`] when absent
+        /// (left out of the canonical spec then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        split_min_rows: Option<u64>,
     },
 }
 
@@ -160,6 +170,7 @@ impl Default for ChunkingSpec {
         ChunkingSpec::TargetBytes {
             target_bytes: ByteSizeText("512MiB".into()),
             workers: None,
+            split_min_rows: None,
         }
     }
 }
@@ -190,7 +201,26 @@ pub struct ValidatedSpec {
     pub chunking: ChunkPolicy,
     /// `[sync]`, when the job has one.
     pub sync: Option<SyncPolicy>,
+    /// `chunking.split_min_rows`: rows a running chunk's unread tail must be expected to hold
+    /// before it is cut off for waiting workers; 0 never splits.
+    pub split_min_rows: u64,
 }
+
+impl ChunkingSpec {
+    /// `split_min_rows` as written, whichever the policy.
+    pub fn split_min_rows(&self) -> Option<u64> {
+        match self {
+            ChunkingSpec::Fixed { split_min_rows, .. } | ChunkingSpec::TargetBytes { split_min_rows, .. } => {
+                *split_min_rows
+            }
+        }
+    }
+}
+
+/// Rows a running chunk's tail must be expected to hold before it is split off by default:
+/// about a second of one worker's work, so the new lease, `COPY` and commit stay a small
+/// part of what the split saves.
+pub const DEFAULT_SPLIT_MIN_ROWS: u64 = 500_000;
 
 impl ValidatedSpec {
     /// Ends a sync job's range (`range.to = "now"`) at `now_us − sync.lag`. Pure: the caller
@@ -303,6 +333,7 @@ impl JobSpec {
         let chunking = match &self.chunking {
             ChunkingSpec::Fixed {
                 every: Step::Integer(n),
+                ..
             } => {
                 if *n <= 0 {
                     return Err(err("chunking.every", "must be positive".into()));
@@ -317,6 +348,7 @@ impl JobSpec {
             }
             ChunkingSpec::Fixed {
                 every: Step::Duration(d),
+                ..
             } => {
                 let span = Span::parse(d).map_err(|m| err("chunking.every", m))?;
                 if matches!(from, SpecBound::Integer(_)) {
@@ -327,7 +359,9 @@ impl JobSpec {
                 }
                 ChunkPolicy::FixedSpan(span)
             }
-            ChunkingSpec::TargetBytes { target_bytes, workers } => {
+            ChunkingSpec::TargetBytes {
+                target_bytes, workers, ..
+            } => {
                 let b = ByteSize::parse(&target_bytes.0).map_err(|m| err("chunking.target_bytes", m))?;
                 if b.0 == 0 {
                     return Err(err("chunking.target_bytes", "must be positive".into()));
@@ -349,6 +383,7 @@ impl JobSpec {
             to,
             chunking,
             sync,
+            split_min_rows: self.chunking.split_min_rows().unwrap_or(DEFAULT_SPLIT_MIN_ROWS),
         })
     }
 
