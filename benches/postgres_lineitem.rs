@@ -13,6 +13,11 @@
 //! - `BACKHAUL_BENCH_REPEAT`: rounds (default 3); every figure is printed, and the median.
 //! - `BACKHAUL_BENCH_WORKERS`: comma-separated backhaul worker counts (default `1,2`).
 //! - `BACKHAUL_BENCH_TARGET_BYTES`: `chunking.target_bytes` (default: the spec default, 512MiB).
+//! - `BACKHAUL_BENCH_CHUNKING`: the whole `[chunking]` section instead (`workers` is not
+//!   added), e.g. `policy = "fixed"` and `every = "300d"` for a plan whose chunks are far from
+//!   equal, to measure splitting running chunks.
+//! - `BACKHAUL_BENCH_NO_SPLIT=1`: also run backhaul with `split_min_rows = 0` (never split)
+//!   beside the default, with the same worker counts.
 //! - `BACKHAUL_BENCH_DUCKDB_THREADS`: DuckDB's `threads` (default 2).
 //! - `BACKHAUL_BENCH_BASELINE`: another `backhaul` binary (e.g. main's, built with the same
 //!   profile) run beside this one with the same worker counts, so a change is measured against
@@ -137,6 +142,8 @@ enum Tool {
     Backhaul(u32),
     /// The `BACKHAUL_BENCH_BASELINE` binary with this many workers.
     Baseline(u32),
+    /// This binary with this many workers, never splitting running chunks.
+    NoSplit(u32),
 }
 
 impl Tool {
@@ -146,6 +153,7 @@ impl Tool {
             Tool::DuckDb => format!("DuckDB 1.5.5, {duckdb_threads} threads"),
             Tool::Backhaul(w) => format!("backhaul, {w} worker{}", if w == 1 { "" } else { "s" }),
             Tool::Baseline(w) => format!("baseline backhaul, {w} worker{}", if w == 1 { "" } else { "s" }),
+            Tool::NoSplit(w) => format!("backhaul, {w} worker{}, no splits", if w == 1 { "" } else { "s" }),
         }
     }
 }
@@ -157,6 +165,8 @@ struct Options {
     repeat: usize,
     workers: Vec<u32>,
     target_bytes: Option<String>,
+    chunking: Option<String>,
+    no_split: bool,
     duckdb_threads: u32,
     baseline: Option<PathBuf>,
 }
@@ -197,6 +207,8 @@ impl Options {
             repeat,
             workers,
             target_bytes: std::env::var("BACKHAUL_BENCH_TARGET_BYTES").ok(),
+            chunking: std::env::var("BACKHAUL_BENCH_CHUNKING").ok(),
+            no_split: std::env::var("BACKHAUL_BENCH_NO_SPLIT").is_ok_and(|v| v == "1"),
             duckdb_threads: env_or("BACKHAUL_BENCH_DUCKDB_THREADS", 2, "a thread count"),
             baseline: std::env::var_os("BACKHAUL_BENCH_BASELINE").map(PathBuf::from),
         }
@@ -255,6 +267,9 @@ fn main() {
     if let Some(baseline) = &bench.options.baseline {
         println!("baseline={}", baseline.display());
         tools.extend(bench.options.workers.iter().map(|&w| Tool::Baseline(w)));
+    }
+    if bench.options.no_split {
+        tools.extend(bench.options.workers.iter().map(|&w| Tool::NoSplit(w)));
     }
     let threads = bench.options.duckdb_threads;
     // (table index, tool index, round, measurement)
@@ -444,11 +459,12 @@ impl Bench {
         match tool {
             Tool::Copy => self.measure_copy(table),
             Tool::DuckDb => self.measure_duckdb(table),
-            Tool::Backhaul(w) => self.measure_backhaul(table, w, Path::new(BIN)),
+            Tool::Backhaul(w) => self.measure_backhaul(table, w, Path::new(BIN), true),
             Tool::Baseline(w) => {
                 let binary = self.options.baseline.as_deref().expect("a baseline tool has a binary");
-                self.measure_backhaul(table, w, binary)
+                self.measure_backhaul(table, w, binary, true)
             }
+            Tool::NoSplit(w) => self.measure_backhaul(table, w, Path::new(BIN), false),
         }
     }
 
@@ -531,11 +547,11 @@ impl Bench {
         m
     }
 
-    fn measure_backhaul(&self, table: &Loaded, workers: u32, binary: &Path) -> Measured {
+    fn measure_backhaul(&self, table: &Loaded, workers: u32, binary: &Path, split: bool) -> Measured {
         let dir = self.scratch.join(format!("backhaul-{}-{workers}", table.table.name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("job.toml"), self.spec(table.table, workers)).unwrap();
+        std::fs::write(dir.join("job.toml"), self.spec(table.table, workers, split)).unwrap();
         let (out, mut m) = self.run(
             Command::new(binary)
                 .current_dir(&dir)
@@ -574,10 +590,18 @@ impl Bench {
     }
 
     /// The job spec: the default chunking (`target_bytes = 512MiB` unless
-    /// `BACKHAUL_BENCH_TARGET_BYTES`), its plan balanced for the `workers` that run it.
-    fn spec(&self, table: Table, workers: u32) -> String {
+    /// `BACKHAUL_BENCH_TARGET_BYTES`), its plan balanced for the `workers` that run it, or
+    /// `BACKHAUL_BENCH_CHUNKING`; `split_min_rows = 0` unless `split`.
+    fn spec(&self, table: Table, workers: u32, split: bool) -> String {
         let (from, to) = table.range();
         let target_bytes = self.options.target_bytes.as_deref().unwrap_or("512MiB");
+        let mut chunking = match &self.options.chunking {
+            Some(section) => section.clone(),
+            None => format!("policy = \"target_bytes\"\ntarget_bytes = \"{target_bytes}\"\nworkers = {workers}"),
+        };
+        if !split {
+            chunking.push_str("\nsplit_min_rows = 0");
+        }
         format!(
             r#"version = 1
 name = "{name}"
@@ -599,9 +623,7 @@ from = "{from}"
 to = "{to}"
 
 [chunking]
-policy = "target_bytes"
-target_bytes = "{target_bytes}"
-workers = {workers}
+{chunking}
 
 [stage]
 path = "stage"

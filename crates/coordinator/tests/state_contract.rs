@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backhaul_coordinator::clock::ManualClock;
+use backhaul_coordinator::split::SplitOutcome;
 use backhaul_coordinator::store::{Failure, Lease, NoLease};
 use backhaul_coordinator::{
     ChunkState, CoordinatorError, Extension, JobRow, PgStore, RetryPolicy, ScheduleRow, StateStore, Store, Submitted,
@@ -123,6 +124,7 @@ contract!(
     transient_failures_back_off_then_park,
     expired_leases_count_as_lost_workers_until_the_chunk_parks,
     a_late_report_of_an_expired_attempt_counts_once,
+    a_running_chunk_splits_once_for_its_current_lease,
 );
 
 const EV: ChunkEvidence = ChunkEvidence {
@@ -1178,4 +1180,76 @@ async fn schedules_are_kept_paused_fired_and_removed(store: Arc<dyn StateStore>)
         store.request_run("nightly").await.unwrap_err(),
         CoordinatorError::UnknownSchedule(_)
     ));
+}
+
+/// A running chunk's tail becomes a pending chunk of its own, numbered after the job's last
+/// one, with the estimates shared by width; asking again with the same point gets the same
+/// answer; a stale lease is refused; a chunk whose earlier lease expired is not split.
+async fn a_running_chunk_splits_once_for_its_current_lease(store: Arc<dyn StateStore>, clock: Arc<ManualClock>) {
+    submit(&store, "j", 2).await;
+    let first = lease(&store, "j", 60_000).await;
+    assert_eq!(first.chunk.range, CursorRange::new(0, 10));
+    let kept = CursorRange::new(0, 4);
+    let split = SplitOutcome::Split { kept, new_chunk_id: 2 };
+    assert_eq!(store.split(&first.lease_id, 4).await.unwrap(), split);
+    // A lost answer asked for again: the same split, not a second one.
+    assert_eq!(store.split(&first.lease_id, 4).await.unwrap(), split);
+    let chunks = store.chunks("j").await.unwrap();
+    let view: Vec<_> = chunks
+        .iter()
+        .map(|c| {
+            (
+                c.chunk_id,
+                c.range,
+                c.state,
+                c.estimated_rows,
+                c.estimated_bytes,
+                c.split_from,
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            (0, kept, ChunkState::Leased, 4, 40, None),
+            (1, CursorRange::new(10, 20), ChunkState::Pending, 10, 100, None),
+            (2, CursorRange::new(4, 10), ChunkState::Pending, 6, 60, Some(0)),
+        ]
+    );
+    let s = store.summary("j").await.unwrap();
+    assert_eq!((s.chunks, s.pending, s.leased, s.estimated_rows), (3, 2, 1, 20));
+    // Points outside what the chunk now owns are refused; nothing changes.
+    assert!(matches!(
+        store.split(&first.lease_id, 0).await.unwrap(),
+        SplitOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        store.split(&first.lease_id, 9).await.unwrap(),
+        SplitOutcome::Refused(_)
+    ));
+    assert_eq!(store.chunks("j").await.unwrap().len(), 3);
+    // The shrunk chunk commits as usual; the tail is leased in plan order after chunk 1.
+    store.complete(&first.lease_id, vec![], EV, PROOF).await.unwrap();
+    assert_eq!(lease(&store, "j", 60_000).await.chunk.chunk_id, 1);
+    let tail = lease(&store, "j", 1_000).await;
+    assert_eq!((tail.chunk.chunk_id, tail.chunk.range), (2, CursorRange::new(4, 10)));
+    // The tail's lease runs out; its worker may still be running [4, 10), so the next lease
+    // of the chunk may not cut it.
+    clock.advance(Duration::from_millis(1_001));
+    assert!(matches!(
+        store
+            .lease("w", Some("j"), 60_000, &RetryPolicy::default())
+            .await
+            .unwrap(),
+        Err(NoLease::RetryAfterMs(_))
+    ));
+    let stale = store.split(&tail.lease_id, 7).await.unwrap_err();
+    assert!(is_stale(&stale), "{stale}");
+    clock.advance(PAST_BACKOFF);
+    let again = lease(&store, "j", 60_000).await;
+    assert_eq!((again.chunk.chunk_id, again.chunk.attempt), (2, 2));
+    let SplitOutcome::Refused(why) = store.split(&again.lease_id, 7).await.unwrap() else {
+        panic!("split a chunk whose earlier lease expired")
+    };
+    assert!(why.contains("expired"), "{why}");
 }

@@ -81,6 +81,18 @@ impl JobContext {
     }
 }
 
+impl JobContext {
+    /// `chunking.split_min_rows`, or 0 (never split) for a job whose every chunk replaces the
+    /// whole table: the two parts of a split chunk would each replace the other.
+    pub fn split_min_rows(&self) -> u64 {
+        if self.sync.as_ref().is_some_and(|s| s.mode.replaces_table()) {
+            0
+        } else {
+            self.validated.split_min_rows
+        }
+    }
+}
+
 /// One chunk to run.
 #[derive(Debug, Clone)]
 pub struct ChunkTask {
@@ -157,7 +169,7 @@ pub async fn run_chunk(
         source: ctx.source.as_ref(),
         schema: &ctx.table.schema,
         cursor,
-        split_min_rows: ctx.validated.split_min_rows,
+        split_min_rows: ctx.split_min_rows(),
         stage: &ctx.stage,
         job_id: &ctx.job_id,
         file_size: ctx.staging.file_size,
