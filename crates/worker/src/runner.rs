@@ -178,7 +178,8 @@ pub async fn run_chunk(
     let staged = staging.run(task, spool.path(), &progress, &notes).await;
     drop(spool);
     let (files, extracted) = staged?;
-    // A split while the rows streamed leaves the chunk a shorter range: commit exactly that.
+    // A split while the rows streamed leaves the chunk a shorter range: commit exactly that
+    // (the feed closed the bounds, so it cannot change any more).
     let range = progress.bounds.lock().await.as_ref().map_or(task.range, |b| b.range);
 
     let commit = ChunkCommit {
@@ -304,6 +305,11 @@ impl Staging<'_> {
                         // The writer stopped early; its own error (or the uploader's) is reported.
                         break;
                     }
+                }
+                // Every row is with the writer: a tail cut off now would be empty, and a
+                // split after the commit read the range would commit rows twice.
+                if let Some(b) = progress.bounds.lock().await.as_mut() {
+                    b.close();
                 }
                 Ok(())
             }

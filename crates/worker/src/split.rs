@@ -25,6 +25,8 @@ pub struct Bounds {
     pub rows: u64,
     /// `chunking.split_min_rows`: the least rows a tail must be expected to hold; 0 never.
     pub split_min_rows: u64,
+    /// The source's rows have all been passed on: the range is final.
+    closed: bool,
 }
 
 impl Bounds {
@@ -35,7 +37,13 @@ impl Bounds {
             highest: None,
             rows: 0,
             split_min_rows,
+            closed: false,
         }
+    }
+
+    /// Makes the range final: every row has been passed on, so no split may follow.
+    pub fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Keeps the rows of `batch` inside the current range (only a split narrows it; rows
@@ -61,7 +69,7 @@ impl Bounds {
     /// between the value above the highest passed on and the end, when the rows per cursor
     /// unit seen so far, carried over that half, reach `split_min_rows`.
     pub fn split_point(&self) -> Option<i64> {
-        if self.split_min_rows == 0 || self.rows == 0 {
+        if self.split_min_rows == 0 || self.rows == 0 || self.closed {
             return None;
         }
         let range = self.range;
@@ -113,6 +121,9 @@ mod tests {
         assert_eq!(b.split_point(), None, "a tail below the minimum is not worth a chunk");
         b.split_min_rows = 0;
         assert_eq!(b.split_point(), None, "0 never splits");
+        b.split_min_rows = 300;
+        b.close();
+        assert_eq!(b.split_point(), None, "every row passed on: nothing left to cut");
     }
 
     #[test]
