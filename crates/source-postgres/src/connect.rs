@@ -52,10 +52,10 @@ impl fmt::Debug for Connector {
 
 impl Connector {
     pub(crate) fn new(spec: &PostgresSourceSpec) -> Result<Self> {
+        // Only what the startup message carries: the socket is opened here (`transport`), so
+        // the config's host and port would go unread.
         let mut config = Config::new();
         config
-            .host(&spec.connection.host)
-            .port(spec.port_or_default())
             .user(&spec.connection.user)
             .dbname(&spec.connection.database)
             .application_name("backhaul");
