@@ -710,6 +710,10 @@ mod tests {
         no_range: bool,
         /// `(class, kind)` of every failure reported.
         errors: StdMutex<Vec<(ErrorClass, String)>>,
+        /// Answers to SplitChunk, in order (unimplemented once they run out).
+        split_answers: StdMutex<VecDeque<Result<pb::SplitChunkResponse, Status>>>,
+        /// `at` of every SplitChunk.
+        split_asked: StdMutex<Vec<i64>>,
     }
 
     #[tonic::async_trait]
@@ -783,9 +787,13 @@ mod tests {
 
         async fn split_chunk(
             &self,
-            _: Request<pb::SplitChunkRequest>,
+            req: Request<pb::SplitChunkRequest>,
         ) -> Result<Response<pb::SplitChunkResponse>, Status> {
-            Err(Status::unimplemented("no splits here"))
+            self.split_asked.lock().unwrap().push(req.get_ref().at);
+            match self.split_answers.lock().unwrap().pop_front() {
+                Some(answer) => answer.map(Response::new),
+                None => Err(Status::unimplemented("no splits here")),
+            }
         }
 
         async fn complete_chunk(
@@ -869,6 +877,118 @@ mod tests {
         stop.cancel();
         ran.expect("the worker stopped").expect("the worker ran");
         while tasks.join_next().await.is_some() {}
+    }
+
+    /// A worker whose client talks to `fake`, and what stops the fake.
+    async fn serving(fake: Arc<FakeCoordinator>) -> (Worker, CancellationToken, JoinSet<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .add_service(CoordinatorServer::from_arc(fake))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                stop.clone().cancelled_owned(),
+            );
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let _ = server.await;
+        });
+        let client = ClientConfig::plain(url).connect_lazy().unwrap();
+        let worker = Worker::new(client, Arc::new(Registry::new()), WorkerConfig::new("w"));
+        (worker, stop, tasks)
+    }
+
+    /// A chunk over [0, 1000) whose first 100 rows (ids 0..100) reached the writer: the worker
+    /// would cut it at 550.
+    async fn running_chunk() -> ChunkProgress {
+        let progress = ChunkProgress::default();
+        let mut bounds = crate::split::Bounds::new(CursorRange::new(0, 1000), 10);
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "id",
+            arrow::datatypes::DataType::Int64,
+            false,
+        )]));
+        let ids = arrow::array::Int64Array::from_iter_values(0..100);
+        let batch = arrow::array::RecordBatch::try_new(schema, vec![Arc::new(ids)]).unwrap();
+        bounds.admit(batch, 0, false).unwrap();
+        *progress.bounds.lock().await = Some(bounds);
+        progress
+    }
+
+    fn split_at(to: i64) -> pb::SplitChunkResponse {
+        pb::SplitChunkResponse {
+            split: true,
+            range: Some(pb::CursorRange { from: 0, to }),
+            new_chunk_id: 7,
+            refused: String::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_split_answer_is_asked_for_again_with_the_same_point() {
+        let fake = Arc::new(FakeCoordinator::default());
+        fake.split_answers
+            .lock()
+            .unwrap()
+            .extend([Err(Status::unavailable("connection reset")), Ok(split_at(550))]);
+        let (worker, stop, _tasks) = serving(fake.clone()).await;
+        let progress = running_chunk().await;
+        let (call, ttl) = (Duration::from_secs(5), Duration::from_secs(30));
+        worker.cut_tail("j/0/1", &progress, call, ttl).await.unwrap();
+        assert_eq!(*fake.split_asked.lock().unwrap(), [550, 550]);
+        assert_eq!(
+            progress.bounds.lock().await.as_ref().unwrap().range,
+            CursorRange::new(0, 550)
+        );
+        assert_eq!(worker.metrics.splits.get(), 1);
+        stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_split_keeps_the_range_and_odd_answers_stop_the_chunk() {
+        let fake = Arc::new(FakeCoordinator::default());
+        let refused = pb::SplitChunkResponse {
+            refused: "an earlier lease of the chunk expired".into(),
+            ..Default::default()
+        };
+        fake.split_answers.lock().unwrap().extend([
+            Ok(refused),
+            Ok(split_at(600)),
+            Err(Status::failed_precondition("the chunk was leased again (attempt 2)")),
+        ]);
+        let (worker, stop, _tasks) = serving(fake.clone()).await;
+        let progress = running_chunk().await;
+        let (call, ttl) = (Duration::from_secs(5), Duration::from_secs(30));
+        let whole = CursorRange::new(0, 1000);
+        let range = || async { progress.bounds.lock().await.as_ref().unwrap().range };
+        worker.cut_tail("j/0/1", &progress, call, ttl).await.unwrap();
+        assert_eq!(range().await, whole, "refused: the chunk runs as leased");
+        let odd = worker.cut_tail("j/0/1", &progress, call, ttl).await.unwrap_err();
+        assert_eq!(odd.kind(), "protocol", "{odd}");
+        assert_eq!(range().await, whole);
+        let lost = worker.cut_tail("j/0/1", &progress, call, ttl).await.unwrap_err();
+        assert!(matches!(lost, WorkerError::Core(Error::LeaseLost { .. })), "{lost}");
+        assert_eq!(range().await, whole);
+        // A coordinator that keeps failing: after the TTL the range is unknown, so the chunk
+        // is given up.
+        fake.split_answers
+            .lock()
+            .unwrap()
+            .extend((0..20).map(|_| Err(Status::unavailable("connection reset"))));
+        let gone = worker
+            .cut_tail(
+                "j/0/1",
+                &progress,
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(gone, WorkerError::Core(Error::LeaseLost { .. })), "{gone}");
+        assert!(gone.to_string().contains("range is unknown"), "{gone}");
+        assert_eq!(range().await, whole);
+        stop.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
