@@ -16,8 +16,11 @@
 //! - `BACKHAUL_BENCH_CHUNKING`: the whole `[chunking]` section instead (`workers` is not
 //!   added), e.g. `policy = "fixed"` and `every = "300d"` for a plan whose chunks are far from
 //!   equal, to measure splitting running chunks.
-//! - `BACKHAUL_BENCH_NO_SPLIT=1`: also run backhaul with `split_min_rows = 0` (never split)
-//!   beside the default, with the same worker counts.
+//! - `BACKHAUL_BENCH_PARALLEL_SCANS`: `source.parallel_scans` (default: the spec default, 2);
+//!   `1` reads every chunk with one `COPY`, as on MySQL, views or PostgreSQL before 14.
+//! - `BACKHAUL_BENCH_SPLIT_MIN_ROWS`: also run backhaul with `chunking.split_min_rows` set to
+//!   this (splitting running chunks for waiting workers, off by default) beside the default,
+//!   with the same worker counts.
 //! - `BACKHAUL_BENCH_DUCKDB_THREADS`: DuckDB's `threads` (default 2).
 //! - `BACKHAUL_BENCH_BASELINE`: another `backhaul` binary (e.g. main's, built with the same
 //!   profile) run beside this one with the same worker counts, so a change is measured against
@@ -142,8 +145,9 @@ enum Tool {
     Backhaul(u32),
     /// The `BACKHAUL_BENCH_BASELINE` binary with this many workers.
     Baseline(u32),
-    /// This binary with this many workers, never splitting running chunks.
-    NoSplit(u32),
+    /// This binary with this many workers, splitting running chunks
+    /// (`BACKHAUL_BENCH_SPLIT_MIN_ROWS`).
+    Split(u32),
 }
 
 impl Tool {
@@ -153,7 +157,7 @@ impl Tool {
             Tool::DuckDb => format!("DuckDB 1.5.5, {duckdb_threads} threads"),
             Tool::Backhaul(w) => format!("backhaul, {w} worker{}", if w == 1 { "" } else { "s" }),
             Tool::Baseline(w) => format!("baseline backhaul, {w} worker{}", if w == 1 { "" } else { "s" }),
-            Tool::NoSplit(w) => format!("backhaul, {w} worker{}, no splits", if w == 1 { "" } else { "s" }),
+            Tool::Split(w) => format!("backhaul, {w} worker{}, splits", if w == 1 { "" } else { "s" }),
         }
     }
 }
@@ -166,7 +170,8 @@ struct Options {
     workers: Vec<u32>,
     target_bytes: Option<String>,
     chunking: Option<String>,
-    no_split: bool,
+    parallel_scans: Option<u32>,
+    split_min_rows: Option<u64>,
     duckdb_threads: u32,
     baseline: Option<PathBuf>,
 }
@@ -208,7 +213,14 @@ impl Options {
             workers,
             target_bytes: std::env::var("BACKHAUL_BENCH_TARGET_BYTES").ok(),
             chunking: std::env::var("BACKHAUL_BENCH_CHUNKING").ok(),
-            no_split: std::env::var("BACKHAUL_BENCH_NO_SPLIT").is_ok_and(|v| v == "1"),
+            parallel_scans: std::env::var("BACKHAUL_BENCH_PARALLEL_SCANS").ok().map(|v| {
+                v.trim()
+                    .parse()
+                    .expect("BACKHAUL_BENCH_PARALLEL_SCANS: a number of scans")
+            }),
+            split_min_rows: std::env::var("BACKHAUL_BENCH_SPLIT_MIN_ROWS")
+                .ok()
+                .map(|v| v.trim().parse().expect("BACKHAUL_BENCH_SPLIT_MIN_ROWS: a row count")),
             duckdb_threads: env_or("BACKHAUL_BENCH_DUCKDB_THREADS", 2, "a thread count"),
             baseline: std::env::var_os("BACKHAUL_BENCH_BASELINE").map(PathBuf::from),
         }
@@ -268,8 +280,8 @@ fn main() {
         println!("baseline={}", baseline.display());
         tools.extend(bench.options.workers.iter().map(|&w| Tool::Baseline(w)));
     }
-    if bench.options.no_split {
-        tools.extend(bench.options.workers.iter().map(|&w| Tool::NoSplit(w)));
+    if bench.options.split_min_rows.is_some() {
+        tools.extend(bench.options.workers.iter().map(|&w| Tool::Split(w)));
     }
     let threads = bench.options.duckdb_threads;
     // (table index, tool index, round, measurement)
@@ -459,12 +471,12 @@ impl Bench {
         match tool {
             Tool::Copy => self.measure_copy(table),
             Tool::DuckDb => self.measure_duckdb(table),
-            Tool::Backhaul(w) => self.measure_backhaul(table, w, Path::new(BIN), true),
+            Tool::Backhaul(w) => self.measure_backhaul(table, w, Path::new(BIN), false),
             Tool::Baseline(w) => {
                 let binary = self.options.baseline.as_deref().expect("a baseline tool has a binary");
-                self.measure_backhaul(table, w, binary, true)
+                self.measure_backhaul(table, w, binary, false)
             }
-            Tool::NoSplit(w) => self.measure_backhaul(table, w, Path::new(BIN), false),
+            Tool::Split(w) => self.measure_backhaul(table, w, Path::new(BIN), true),
         }
     }
 
@@ -591,7 +603,8 @@ impl Bench {
 
     /// The job spec: the default chunking (`target_bytes = 512MiB` unless
     /// `BACKHAUL_BENCH_TARGET_BYTES`), its plan balanced for the `workers` that run it, or
-    /// `BACKHAUL_BENCH_CHUNKING`; `split_min_rows = 0` unless `split`.
+    /// `BACKHAUL_BENCH_CHUNKING`; with `split`, `split_min_rows` from
+    /// `BACKHAUL_BENCH_SPLIT_MIN_ROWS`.
     fn spec(&self, table: Table, workers: u32, split: bool) -> String {
         let (from, to) = table.range();
         let target_bytes = self.options.target_bytes.as_deref().unwrap_or("512MiB");
@@ -599,9 +612,14 @@ impl Bench {
             Some(section) => section.clone(),
             None => format!("policy = \"target_bytes\"\ntarget_bytes = \"{target_bytes}\"\nworkers = {workers}"),
         };
-        if !split {
-            chunking.push_str("\nsplit_min_rows = 0");
+        if let (true, Some(rows)) = (split, self.options.split_min_rows) {
+            chunking.push_str(&format!("\nsplit_min_rows = {rows}"));
         }
+        let scans = self
+            .options
+            .parallel_scans
+            .map(|n| format!("parallel_scans = {n}\n"))
+            .unwrap_or_default();
         format!(
             r#"version = 1
 name = "{name}"
@@ -614,7 +632,7 @@ user = "{user}"
 database = "{DB}"
 table = "public.{name}"
 cursor = "{cursor}"
-
+{scans}
 [source.password]
 file = "{password}"
 

@@ -144,8 +144,8 @@ pub enum ChunkingSpec {
         /// Width: a duration (`6h`, `1d`) for time cursors, an integer for integer cursors.
         every: Step,
         /// Rows a running chunk's unread tail must be expected to hold before it is cut off
-        /// for workers that wait; `0` never splits. [`DEFAULT_SPLIT_MIN_ROWS`] when absent
-        /// (left out of the canonical spec then).
+        /// for workers that wait; `0` never splits. [`DEFAULT_SPLIT_MIN_ROWS`] (off) when
+        /// absent (left out of the canonical spec then).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         split_min_rows: Option<u64>,
     },
@@ -158,8 +158,8 @@ pub enum ChunkingSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         workers: Option<u16>,
         /// Rows a running chunk's unread tail must be expected to hold before it is cut off
-        /// for workers that wait; `0` never splits. [`DEFAULT_SPLIT_MIN_ROWS`] when absent
-        /// (left out of the canonical spec then).
+        /// for workers that wait; `0` never splits. [`DEFAULT_SPLIT_MIN_ROWS`] (off) when
+        /// absent (left out of the canonical spec then).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         split_min_rows: Option<u64>,
     },
@@ -217,10 +217,12 @@ impl ChunkingSpec {
     }
 }
 
-/// Rows a running chunk's tail must be expected to hold before it is split off by default:
-/// about a second of one worker's work, so the new lease, `COPY` and commit stay a small
-/// part of what the split saves.
-pub const DEFAULT_SPLIT_MIN_ROWS: u64 = 500_000;
+/// `chunking.split_min_rows` when absent: 0, splitting off. A split worker still reads its
+/// chunk's tail from the source and drops it (a running query's range cannot be narrowed), so
+/// a split reads the tail twice; measured on one 2-core machine with the database beside the
+/// workers, that cost more wall time than the idle worker saved (docs/benchmarks.md,
+/// "2026-12-06 (second session)"). It pays where the source has capacity to spare.
+pub const DEFAULT_SPLIT_MIN_ROWS: u64 = 0;
 
 impl ValidatedSpec {
     /// Ends a sync job's range (`range.to = "now"`) at `now_us − sync.lag`. Pure: the caller
@@ -604,6 +606,30 @@ allow_small_files = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("job.toml: range:"), "{e}");
+    }
+
+    #[test]
+    fn splitting_running_chunks_is_off_unless_named_and_an_absent_key_stays_absent() {
+        let split = |section: &str| {
+            let text = GOOD.replace("policy = \"fixed\"\nevery = \"1d\"", section);
+            let spec = JobSpec::from_toml(&text, "job.toml")?;
+            let canonical = spec.to_canonical_toml();
+            spec.validate("job.toml").map(|v| (v.split_min_rows, canonical))
+        };
+        let (rows, canonical) = split("policy = \"fixed\"\nevery = \"1d\"").unwrap();
+        assert_eq!(rows, 0);
+        assert!(!canonical.contains("split_min_rows"), "{canonical}");
+        let (rows, canonical) = split("policy = \"fixed\"\nevery = \"1d\"\nsplit_min_rows = 500000").unwrap();
+        assert_eq!(rows, 500_000);
+        assert!(canonical.contains("split_min_rows = 500000"), "{canonical}");
+        let (rows, _) = split("policy = \"target_bytes\"\ntarget_bytes = \"1MiB\"\nsplit_min_rows = 7").unwrap();
+        assert_eq!(rows, 7);
+        let e = split("policy = \"fixed\"\nevery = \"1d\"\nsplit_min_rows = -1")
+            .unwrap_err()
+            .to_string();
+        // serde's tagged enums lose the key's name inside the section; the section and the
+        // value are named.
+        assert!(e.contains("job.toml: chunking:") && e.contains("-1"), "{e}");
     }
 
     #[test]
