@@ -871,32 +871,25 @@ impl PgStore {
         let next = get(6)?;
         let outcome = match split::decide(&facts, at) {
             SplitStep::Answer(outcome) => outcome,
-            SplitStep::Cut {
-                kept,
-                kept_rows,
-                kept_bytes,
-                tail,
-                tail_rows,
-                tail_bytes,
-            } => {
-                let (kept_rows, kept_bytes) = (kept_rows as i64, kept_bytes as i64);
+            SplitStep::Cut(cut) => {
+                let (kept_rows, kept_bytes) = (cut.kept_rows as i64, cut.kept_bytes as i64);
                 self.update_chunk(
                     &tx,
                     &key,
                     "UPDATE chunks SET range_to = $3, estimated_rows = $4, estimated_bytes = $5
                      WHERE job_id = $1 AND chunk_id = $2",
-                    &[int(&kept.to), int(&kept_rows), int(&kept_bytes)],
+                    &[int(&cut.kept.to), int(&kept_rows), int(&kept_bytes)],
                 )
                 .await?;
-                let (tail_rows, tail_bytes) = (tail_rows as i64, tail_bytes as i64);
+                let (tail_rows, tail_bytes) = (cut.tail_rows as i64, cut.tail_bytes as i64);
                 tx.execute_typed(
                     "INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, split_from)
                      VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)",
                     &[
                         text(&key.job_id),
                         int(&next),
-                        int(&tail.from),
-                        int(&tail.to),
+                        int(&cut.tail.from),
+                        int(&cut.tail.to),
                         int(&tail_rows),
                         int(&tail_bytes),
                         int(&chunk),
@@ -905,7 +898,7 @@ impl PgStore {
                 .await
                 .map_err(|e| self.err(e))?;
                 SplitOutcome::Split {
-                    kept,
+                    kept: cut.kept,
                     new_chunk_id: next as u64,
                 }
             }

@@ -51,16 +51,20 @@ pub enum SplitOutcome {
 pub(crate) enum SplitStep {
     /// Answer without changing anything.
     Answer(SplitOutcome),
-    /// Shrink the chunk to `kept` with the kept estimates and insert `tail` as a new pending
-    /// chunk (the store numbers it after the job's last chunk).
-    Cut {
-        kept: CursorRange,
-        kept_rows: u64,
-        kept_bytes: u64,
-        tail: CursorRange,
-        tail_rows: u64,
-        tail_bytes: u64,
-    },
+    /// Shrink the chunk and insert its tail as a new pending chunk.
+    Cut(Cut),
+}
+
+/// A split to store: the chunk shrinks to `kept` with the kept estimates, and `tail` becomes a
+/// new pending chunk (the store numbers it after the job's last chunk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cut {
+    pub kept: CursorRange,
+    pub kept_rows: u64,
+    pub kept_bytes: u64,
+    pub tail: CursorRange,
+    pub tail_rows: u64,
+    pub tail_bytes: u64,
 }
 
 /// Decides a split request (pure).
@@ -86,14 +90,14 @@ pub(crate) fn decide(facts: &SplitFacts, at: i64) -> SplitStep {
     let share = (at - range.from) as f64 / range.width() as f64;
     let part = |total: u64| ((total as f64 * share).round() as u64).min(total);
     let (kept_rows, kept_bytes) = (part(facts.estimated_rows), part(facts.estimated_bytes));
-    SplitStep::Cut {
+    SplitStep::Cut(Cut {
         kept: CursorRange::new(range.from, at),
         kept_rows,
         kept_bytes,
         tail: CursorRange::new(at, range.to),
         tail_rows: facts.estimated_rows - kept_rows,
         tail_bytes: facts.estimated_bytes - kept_bytes,
-    }
+    })
 }
 
 /// How long a worker that found nothing to lease counts as waiting. Waiting workers ask again
@@ -173,14 +177,14 @@ mod tests {
     fn cuts_inside_the_range_and_shares_the_estimates_by_width() {
         assert_eq!(
             decide(&facts(), 30),
-            SplitStep::Cut {
+            SplitStep::Cut(Cut {
                 kept: CursorRange::new(0, 30),
                 kept_rows: 300,
                 kept_bytes: 3000,
                 tail: CursorRange::new(30, 100),
                 tail_rows: 700,
                 tail_bytes: 7000,
-            }
+            })
         );
     }
 
@@ -242,6 +246,6 @@ mod tests {
             answer
         );
         // Another point is a new request.
-        assert!(matches!(decide(&done, 10), SplitStep::Cut { .. }));
+        assert!(matches!(decide(&done, 10), SplitStep::Cut(_)));
     }
 }

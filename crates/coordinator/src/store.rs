@@ -1249,16 +1249,9 @@ impl Store {
                 earlier_lease_expired: expired > 0,
                 tail_at: tail_at.map(|id| id as u64),
             };
-            let (kept, kept_rows, kept_bytes, tail, tail_rows, tail_bytes) = match split::decide(&facts, at) {
+            let cut = match split::decide(&facts, at) {
                 SplitStep::Answer(outcome) => return Ok(outcome),
-                SplitStep::Cut {
-                    kept,
-                    kept_rows,
-                    kept_bytes,
-                    tail,
-                    tail_rows,
-                    tail_bytes,
-                } => (kept, kept_rows, kept_bytes, tail, tail_rows, tail_bytes),
+                SplitStep::Cut(cut) => cut,
             };
             let next: i64 = self
                 .row(
@@ -1271,16 +1264,16 @@ impl Store {
             self.exec(
                 tx,
                 "UPDATE chunks SET range_to = ?3, estimated_rows = ?4, estimated_bytes = ?5 WHERE job_id = ?1 AND chunk_id = ?2",
-                params![key.job_id, chunk, kept.to, kept_rows as i64, kept_bytes as i64],
+                params![key.job_id, chunk, cut.kept.to, cut.kept_rows as i64, cut.kept_bytes as i64],
             )?;
             self.exec(
                 tx,
                 "INSERT INTO chunks (job_id, chunk_id, range_from, range_to, estimated_rows, estimated_bytes, state, split_from)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
-                params![key.job_id, next, tail.from, tail.to, tail_rows as i64, tail_bytes as i64, chunk],
+                params![key.job_id, next, cut.tail.from, cut.tail.to, cut.tail_rows as i64, cut.tail_bytes as i64, chunk],
             )?;
             Ok(SplitOutcome::Split {
-                kept,
+                kept: cut.kept,
                 new_chunk_id: next as u64,
             })
         })

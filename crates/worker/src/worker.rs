@@ -852,24 +852,13 @@ mod tests {
 
     /// Runs a three-slot worker for job `j` against `fake` until it stops.
     async fn run_worker(fake: Arc<FakeCoordinator>, shutdown: Shutdown) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let stop = CancellationToken::new();
-        let server = tonic::transport::Server::builder()
-            .add_service(CoordinatorServer::from_arc(fake))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                stop.clone().cancelled_owned(),
-            );
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move { server.await.map_err(|e| WorkerError::Task(e.to_string())) });
+        let (client, stop, mut tasks) = serve_fake(fake).await;
         let config = WorkerConfig {
             slots: 3,
             job_filter: Some("j".into()),
             give_up_after: Some(3),
             ..WorkerConfig::new("w")
         };
-        let client = ClientConfig::plain(url).connect_lazy().unwrap();
         // No connector kinds: every lease's spec is refused, so every chunk fails at once and is
         // reported.
         let worker = Arc::new(Worker::new(client, Arc::new(Registry::new()), config));
@@ -879,8 +868,8 @@ mod tests {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// A worker whose client talks to `fake`, and what stops the fake.
-    async fn serving(fake: Arc<FakeCoordinator>) -> (Worker, CancellationToken, JoinSet<()>) {
+    /// Serves `fake` on a port from the OS: a client of it, what stops it, and its task.
+    async fn serve_fake(fake: Arc<FakeCoordinator>) -> (Client, CancellationToken, JoinSet<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
@@ -894,7 +883,12 @@ mod tests {
         tasks.spawn(async move {
             let _ = server.await;
         });
-        let client = ClientConfig::plain(url).connect_lazy().unwrap();
+        (ClientConfig::plain(url).connect_lazy().unwrap(), stop, tasks)
+    }
+
+    /// A worker whose client talks to `fake`, and what stops the fake.
+    async fn serving(fake: Arc<FakeCoordinator>) -> (Worker, CancellationToken, JoinSet<()>) {
+        let (client, stop, tasks) = serve_fake(fake).await;
         let worker = Worker::new(client, Arc::new(Registry::new()), WorkerConfig::new("w"));
         (worker, stop, tasks)
     }
