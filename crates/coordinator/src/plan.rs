@@ -156,7 +156,7 @@ pub(crate) async fn plan_range(
     source.prepare(range).await?;
     let density = source.density(range).await?;
     let order = source.physical_order().await?;
-    let granularity = if kind == CursorKind::Timestamp { 1_000_000 } else { 1 };
+    let granularity = kind.granularity();
     let context = PlanContext {
         workers: usize::from(workers),
         order,

@@ -39,6 +39,15 @@ impl CursorKind {
         }
     }
 
+    /// The step cut points are rounded to, in cursor units, so boundaries read well: whole
+    /// seconds for timestamps, 1 otherwise.
+    pub fn granularity(self) -> i64 {
+        match self {
+            CursorKind::Timestamp => 1_000_000,
+            CursorKind::Date | CursorKind::Integer => 1,
+        }
+    }
+
     /// Name used in messages and JSON.
     pub fn as_str(self) -> &'static str {
         match self {

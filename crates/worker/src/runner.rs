@@ -10,7 +10,7 @@ use backhaul_core::Error;
 use backhaul_core::connector::{
     ChunkCommit, Connectors, Destination, ExtractFacts, ExtractNotes, Source, StagedFile, SyncCommit, TableDescription,
 };
-use backhaul_core::cursor::CursorRange;
+use backhaul_core::cursor::{CursorKind, CursorRange};
 use backhaul_core::localfile::{Placement, place};
 use backhaul_core::proof::{ChunkEvidence, ChunkProof};
 use backhaul_core::registry::StagingPreferences;
@@ -274,7 +274,10 @@ impl Staging<'_> {
             // `tx` moves in here so the writer sees the end of the rows when this block ends.
             let tx = tx;
             let fed: Result<()> = async {
-                *progress.bounds.lock().await = Some(Bounds::new(task.range, self.split_min_rows));
+                let granularity =
+                    CursorKind::of(self.schema.field(self.cursor).data_type()).map_or(1, |k| k.granularity());
+                *progress.bounds.lock().await =
+                    Some(Bounds::new(task.range, self.split_min_rows).with_granularity(granularity));
                 let mut stream = self
                     .source
                     .extract_with_notes(task.range, BATCH_ROWS, notes.clone())

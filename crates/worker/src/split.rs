@@ -27,6 +27,8 @@ pub struct Bounds {
     pub split_min_rows: u64,
     /// The source's rows have all been passed on: the range is final.
     closed: bool,
+    /// Split points are rounded up to a multiple of this (`CursorKind::granularity`).
+    granularity: i64,
 }
 
 impl Bounds {
@@ -38,7 +40,15 @@ impl Bounds {
             rows: 0,
             split_min_rows,
             closed: false,
+            granularity: 1,
         }
+    }
+
+    /// Rounds split points to multiples of `granularity` where one fits between the rows
+    /// passed on and the end (whole seconds for timestamps, as planned boundaries are).
+    pub fn with_granularity(mut self, granularity: i64) -> Self {
+        self.granularity = granularity.max(1);
+        self
     }
 
     /// Makes the range final: every row has been passed on, so no split may follow.
@@ -78,7 +88,17 @@ impl Bounds {
         if passed <= 0 || left < 2 {
             return None;
         }
-        let at = next + left / 2;
+        // Rounded down where that stays above every row passed on, else up, else not at all.
+        let middle = next + left / 2;
+        let down = middle.div_euclid(self.granularity) * self.granularity;
+        let up = down + self.granularity;
+        let at = if down >= next {
+            down
+        } else if up < range.to {
+            up
+        } else {
+            middle
+        };
         let tail_rows = u128::from(self.rows) * (range.to - at) as u128 / passed as u128;
         (tail_rows >= u128::from(self.split_min_rows)).then_some(at)
     }
@@ -124,6 +144,23 @@ mod tests {
         b.split_min_rows = 300;
         b.close();
         assert_eq!(b.split_point(), None, "every row passed on: nothing left to cut");
+    }
+
+    #[test]
+    fn split_points_are_rounded_to_the_granularity_where_one_fits() {
+        let second = 1_000_000;
+        let mut b = Bounds::new(CursorRange::new(0, 10 * second), 1).with_granularity(second);
+        b.admit(batch(&[Some(1), Some(2)]), 0, false).unwrap();
+        assert_eq!(b.split_point(), Some(5 * second));
+        // Rounding down would fall among the rows passed on: up instead.
+        let mut b = Bounds::new(CursorRange::new(0, 5 * second / 2), 1).with_granularity(second);
+        let ids: Vec<Option<i64>> = (0..=10).map(|i| Some(i * 120_000)).collect();
+        b.admit(batch(&ids), 0, false).unwrap();
+        assert_eq!(b.split_point(), Some(2 * second), "the middle, 1.85 s, rounds up");
+        // No whole second between the rows passed on and the end: the middle itself.
+        let mut b = Bounds::new(CursorRange::new(0, second / 2), 1).with_granularity(second);
+        b.admit(batch(&[Some(1)]), 0, false).unwrap();
+        assert_eq!(b.split_point(), Some(2 + (second / 2 - 2) / 2));
     }
 
     #[test]
