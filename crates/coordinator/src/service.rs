@@ -192,12 +192,6 @@ impl CoordinatorService {
         }
     }
 
-    /// Tracks waiting workers on `clock` (tests move a manual one).
-    pub fn with_waiting_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
-        self.waiting = Arc::new(WaitingWorkers::new(clock));
-        self
-    }
-
     /// Wakes `scheduler` after schedule changes made through the `Schedules` service.
     pub fn with_scheduler(mut self, scheduler: crate::schedule::SchedulerHandle) -> Self {
         self.scheduler = scheduler;

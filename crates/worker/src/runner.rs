@@ -79,9 +79,7 @@ impl JobContext {
             stage,
         })
     }
-}
 
-impl JobContext {
     /// `chunking.split_min_rows`, or 0 (never split) for a job whose every chunk replaces the
     /// whole table: the two parts of a split chunk would each replace the other.
     pub fn split_min_rows(&self) -> u64 {
@@ -125,8 +123,10 @@ pub struct ChunkProgress {
     pub rows: AtomicU64,
     /// Parquet bytes written so far.
     pub bytes: AtomicU64,
-    /// The range the chunk owns and how far its rows have come, once extraction started
-    /// (`None` before): shared with the lease keeper, which may cut the tail off.
+    /// The range the chunk owns and how far its rows have come, once extraction started with
+    /// splitting on (`None` before, and always when `split_min_rows` is 0, so the default
+    /// path does no per-batch work for it): shared with the lease keeper, which may cut the
+    /// tail off.
     pub bounds: tokio::sync::Mutex<Option<Bounds>>,
 }
 
@@ -274,10 +274,12 @@ impl Staging<'_> {
             // `tx` moves in here so the writer sees the end of the rows when this block ends.
             let tx = tx;
             let fed: Result<()> = async {
-                let granularity =
-                    CursorKind::of(self.schema.field(self.cursor).data_type()).map_or(1, |k| k.granularity());
-                *progress.bounds.lock().await =
-                    Some(Bounds::new(task.range, self.split_min_rows).with_granularity(granularity));
+                if self.split_min_rows > 0 {
+                    let granularity =
+                        CursorKind::of(self.schema.field(self.cursor).data_type()).map_or(1, |k| k.granularity());
+                    *progress.bounds.lock().await =
+                        Some(Bounds::new(task.range, self.split_min_rows).with_granularity(granularity));
+                }
                 let mut stream = self
                     .source
                     .extract_with_notes(task.range, BATCH_ROWS, notes.clone())
@@ -292,15 +294,9 @@ impl Staging<'_> {
                     }
                     // Filtered and measured under the lock a split holds while it is asked
                     // for, so no row above a split point reaches the writer (`split`).
-                    let batch = {
-                        let mut bounds = progress.bounds.lock().await;
-                        match bounds.as_mut() {
-                            Some(b) => {
-                                let narrowed = b.range.to < task.range.to;
-                                b.admit(batch, self.cursor, narrowed)?
-                            }
-                            None => batch,
-                        }
+                    let batch = match progress.bounds.lock().await.as_mut() {
+                        Some(b) => b.admit(batch, self.cursor)?,
+                        None => batch,
                     };
                     progress.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     progress.bytes.store(written.load(Ordering::Relaxed), Ordering::Relaxed);

@@ -19,6 +19,8 @@ use backhaul_core::deletes::cursor_values;
 pub struct Bounds {
     /// The range the chunk owns now: the lease's, or less after a split.
     pub range: CursorRange,
+    /// The lease's range.
+    leased: CursorRange,
     /// The highest cursor value passed on to the writer so far.
     pub highest: Option<i64>,
     /// Rows passed on to the writer so far.
@@ -27,7 +29,7 @@ pub struct Bounds {
     pub split_min_rows: u64,
     /// The source's rows have all been passed on: the range is final.
     closed: bool,
-    /// Split points are rounded up to a multiple of this (`CursorKind::granularity`).
+    /// Split points are rounded to a multiple of this where one fits (`CursorKind::granularity`).
     granularity: i64,
 }
 
@@ -36,6 +38,7 @@ impl Bounds {
     pub fn new(range: CursorRange, split_min_rows: u64) -> Self {
         Bounds {
             range,
+            leased: range,
             highest: None,
             rows: 0,
             split_min_rows,
@@ -58,10 +61,10 @@ impl Bounds {
 
     /// Keeps the rows of `batch` inside the current range (only a split narrows it; rows
     /// outside the lease's own range are the source's to avoid) and notes what passed.
-    /// `narrowed` says whether the range is below the lease's end.
-    pub fn admit(&mut self, batch: RecordBatch, cursor: usize, narrowed: bool) -> Result<RecordBatch, Error> {
+    pub fn admit(&mut self, batch: RecordBatch, cursor: usize) -> Result<RecordBatch, Error> {
         let values = cursor_values(batch.column(cursor))?;
         let end = self.range.to;
+        let narrowed = end < self.leased.to;
         let batch = if narrowed && values.iter().flatten().any(|v| *v >= end) {
             // A NULL cursor belongs to no range: such rows stay where the source put them.
             let keep: BooleanArray = values.iter().map(|v| Some(v.is_none_or(|v| v < end))).collect();
@@ -134,7 +137,7 @@ mod tests {
         let mut b = Bounds::new(CursorRange::new(0, 1000), 300);
         assert_eq!(b.split_point(), None, "nothing seen, nothing predicted");
         let ids: Vec<Option<i64>> = (0..100).map(Some).collect();
-        b.admit(batch(&ids), 0, false).unwrap();
+        b.admit(batch(&ids), 0).unwrap();
         // 100 rows over [0, 100): the tail [550, 1000) should hold about 450 rows.
         assert_eq!(b.split_point(), Some(550));
         b.split_min_rows = 451;
@@ -150,23 +153,23 @@ mod tests {
     fn split_points_are_rounded_to_the_granularity_where_one_fits() {
         let second = 1_000_000;
         let mut b = Bounds::new(CursorRange::new(0, 10 * second), 1).with_granularity(second);
-        b.admit(batch(&[Some(1), Some(2)]), 0, false).unwrap();
+        b.admit(batch(&[Some(1), Some(2)]), 0).unwrap();
         assert_eq!(b.split_point(), Some(5 * second));
         // Rounding down would fall among the rows passed on: up instead.
         let mut b = Bounds::new(CursorRange::new(0, 5 * second / 2), 1).with_granularity(second);
         let ids: Vec<Option<i64>> = (0..=10).map(|i| Some(i * 120_000)).collect();
-        b.admit(batch(&ids), 0, false).unwrap();
+        b.admit(batch(&ids), 0).unwrap();
         assert_eq!(b.split_point(), Some(2 * second), "the middle, 1.85 s, rounds up");
         // No whole second between the rows passed on and the end: the middle itself.
         let mut b = Bounds::new(CursorRange::new(0, second / 2), 1).with_granularity(second);
-        b.admit(batch(&[Some(1)]), 0, false).unwrap();
+        b.admit(batch(&[Some(1)]), 0).unwrap();
         assert_eq!(b.split_point(), Some(2 + (second / 2 - 2) / 2));
     }
 
     #[test]
     fn rows_in_no_order_soon_leave_nothing_to_cut() {
         let mut b = Bounds::new(CursorRange::new(0, 1000), 1);
-        b.admit(batch(&[Some(998), Some(3), Some(500)]), 0, false).unwrap();
+        b.admit(batch(&[Some(998), Some(3), Some(500)]), 0).unwrap();
         assert_eq!(b.split_point(), None);
     }
 
@@ -175,14 +178,14 @@ mod tests {
         let mut b = Bounds::new(CursorRange::new(0, 1000), 1);
         b.range.to = 10;
         let kept = b
-            .admit(batch(&[Some(3), Some(10), None, Some(9), Some(700)]), 0, true)
+            .admit(batch(&[Some(3), Some(10), None, Some(9), Some(700)]), 0)
             .unwrap();
         let ids = kept.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(ids.iter().collect::<Vec<_>>(), vec![Some(3), None, Some(9)]);
         assert_eq!(b.rows, 3);
         assert_eq!(b.highest, Some(9));
         // Rows wholly inside pass untouched.
-        let same = b.admit(batch(&[Some(1), Some(2)]), 0, true).unwrap();
+        let same = b.admit(batch(&[Some(1), Some(2)]), 0).unwrap();
         assert_eq!(same.num_rows(), 2);
     }
 }

@@ -537,9 +537,10 @@ impl Worker {
                 progress.rows.load(Ordering::Relaxed),
                 progress.bytes.load(Ordering::Relaxed),
             );
-            // Unchanged progress still goes out now and then: its answer says whether workers
-            // wait, which matters most when the source is slow.
-            if now != reported || last_report.elapsed() >= QUIET_REPORT_EVERY {
+            // With splitting on, unchanged progress still goes out now and then: its answer
+            // says whether workers wait, which matters most when the source is slow.
+            let quiet_due = last_report.elapsed() >= QUIET_REPORT_EVERY && progress.bounds.lock().await.is_some();
+            if now != reported || quiet_due {
                 let req = pb::ReportProgressRequest {
                     lease_id: lease_id.into(),
                     rows: now.0,
@@ -657,7 +658,7 @@ fn chunk_task(lease: &pb::ChunkLease) -> Result<ChunkTask> {
     })
 }
 
-/// How often a running chunk reports progress that did not change.
+/// How often a running chunk that may be split reports progress that did not change.
 const QUIET_REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a stopping worker tries to hand a chunk back before leaving it to lease expiry.
@@ -905,7 +906,7 @@ mod tests {
         )]));
         let ids = arrow::array::Int64Array::from_iter_values(0..100);
         let batch = arrow::array::RecordBatch::try_new(schema, vec![Arc::new(ids)]).unwrap();
-        bounds.admit(batch, 0, false).unwrap();
+        bounds.admit(batch, 0).unwrap();
         *progress.bounds.lock().await = Some(bounds);
         progress
     }
